@@ -1,0 +1,211 @@
+"""Ingest assets: taxonomy, validated corpus (+ quarantine), per-emotion situations and dialogues,
+and GoEmotions examples for the emotion classifier."""
+
+
+import hashlib
+from pathlib import Path
+
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetOut,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+    multi_asset,
+)
+
+from empathy_dag.checks import frame_check_results, frame_check_specs
+from empathy_dag.ingest.corpus import dialogues_frame, ingest_files, situations_frame
+from empathy_dag.ingest.readers import read_goemotions_tsv
+from empathy_dag.io_managers import per_partition
+from empathy_dag.metadata import frame_metadata, markdown_table
+from empathy_dag.partitions import emotion_partitions, single_run
+from empathy_dag.resources import CorpusSources, GoEmotionsSource
+from empathy_dag.taxonomy import default_taxonomy, taxonomy_files
+
+INGEST_CODE_VERSION = "ingest-v1"
+
+
+def _files_version(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+@asset(
+    group_name="taxonomy",
+    code_version=_files_version(taxonomy_files()),
+    io_manager_key="warehouse_io_manager",
+    description="The 28 GoEmotions labels with sentiment and Ekman groups, definitions, opposites "
+    "(EmPO rejected responses) and the EmpatheticDialogues labels that map onto each.",
+)
+def emotion_taxonomy(context: AssetExecutionContext) -> pl.DataFrame:
+    tax = default_taxonomy()
+    rows = tax.as_rows()
+    df = pl.DataFrame(rows).with_columns(pl.col("ed_labels").list.join(", "))
+    context.add_output_metadata(
+        {
+            "dagster/row_count": df.height,
+            "taxonomy": markdown_table(
+                df.select("id", "label", "sentiment", "ekman", "opposite", "ed_labels"), max_rows=28
+            ),
+            "ed_labels_mapped": len(tax.ed_mapping),
+        }
+    )
+    return df
+
+
+@multi_asset(
+    group_name="ingest",
+    code_version=INGEST_CODE_VERSION,
+    deps=[emotion_taxonomy],
+    outs={
+        "corpus_rows": AssetOut(
+            io_manager_key="parquet_io_manager",
+            description="Every valid row of every source file, all emotions, with stable content-hash ids.",
+        ),
+        "quarantine": AssetOut(
+            io_manager_key="warehouse_io_manager",
+            description="Rows and files that failed validation: file, line, reason. Raw files are archived.",
+        ),
+        "ingest_file_log": AssetOut(
+            io_manager_key="warehouse_io_manager",
+            description="One row per source file: rows in, valid, quarantined, skipped, balanced.",
+        ),
+    },
+)
+def ingest_corpus(context: AssetExecutionContext, corpus_sources: CorpusSources):
+    files = corpus_sources.files()
+    result = ingest_files(
+        files,
+        taxonomy=default_taxonomy(),
+        limits=corpus_sources.limits(),
+        archive_dir=Path(corpus_sources.archive_dir),
+    )
+    corpus, quarantine, summary = result.corpus, result.quarantine, result.summary()
+    unbalanced = summary.filter(~pl.col("balanced"))
+    if unbalanced.height:
+        raise RuntimeError(f"row accounting does not balance for {unbalanced['file'].to_list()}")
+    rows_in = int(summary["rows_in"].sum() or 0)
+    totals = {
+        "files": len(files),
+        "rows_in": rows_in,
+        "valid": corpus.height,
+        "quarantined_rows": quarantine.filter(pl.col("line").is_not_null()).height,
+        "rejected_files": quarantine.filter(pl.col("line").is_null()).height,
+        "skipped": int(summary["skipped"].sum() or 0),
+    }
+    context.log.info(f"ingested {totals}")
+    yield Output(
+        corpus,
+        output_name="corpus_rows",
+        metadata={
+            **totals,
+            "dagster/row_count": corpus.height,
+            "files": markdown_table(summary, max_rows=50),
+            "emotions_present": corpus["emotion"].n_unique() if corpus.height else 0,
+        },
+    )
+    yield Output(
+        quarantine,
+        output_name="quarantine",
+        metadata={
+            "dagster/row_count": quarantine.height,
+            "reasons": MetadataValue.json(
+                dict(quarantine.group_by("reason_code").len().sort("reason_code").iter_rows())
+            ),
+            "preview": markdown_table(quarantine.select("file", "line", "reason_code", "reason"), max_rows=10),
+        },
+    )
+    yield Output(summary, output_name="ingest_file_log", metadata={"dagster/row_count": summary.height})
+
+
+class PerEmotionCheckConfig(Config):
+    min_rows_per_emotion: int = 5
+
+
+def _split_by_emotion(context: AssetExecutionContext, frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    return {e: frame.filter(pl.col("emotion") == e) for e in context.partition_keys}
+
+
+@asset(
+    group_name="ingest",
+    partitions_def=emotion_partitions,
+    backfill_policy=single_run,
+    code_version=INGEST_CODE_VERSION,
+    io_manager_key="parquet_io_manager",
+    check_specs=frame_check_specs("situations"),
+    description="Distinct situations per emotion (id = hash of emotion, language, text).",
+)
+def situations(context: AssetExecutionContext, config: PerEmotionCheckConfig, corpus_rows: pl.DataFrame):
+    frames = _split_by_emotion(context, situations_frame(corpus_rows))
+    yield Output(frames, metadata=frame_metadata(frames, ["emotion", "language", "domain", "situation"]))
+    yield from frame_check_results(
+        "situations", frames, schema={"situation_id": pl.String, "emotion": pl.String, "situation": pl.String,
+                                      "language": pl.String},
+        id_column="situation_id", text_columns=("situation",), min_rows=config.min_rows_per_emotion,
+    )
+
+
+@asset(
+    group_name="ingest",
+    partitions_def=emotion_partitions,
+    backfill_policy=single_run,
+    code_version=INGEST_CODE_VERSION,
+    io_manager_key="parquet_io_manager",
+    check_specs=frame_check_specs("dialogues"),
+    description="Two-turn dialogues (speaker utterance, empathetic listener reply) per emotion.",
+)
+def dialogues(
+    context: AssetExecutionContext, config: PerEmotionCheckConfig, corpus_rows: pl.DataFrame, situations
+):
+    known = {e: set(df["situation_id"].to_list()) for e, df in per_partition(context, situations).items()}
+    frames = _split_by_emotion(context, dialogues_frame(corpus_rows))
+    orphan = {e: df.filter(~pl.col("situation_id").is_in(list(known[e]))).height for e, df in frames.items()}
+    if any(orphan.values()):
+        raise RuntimeError(f"dialogues without a situation: {orphan}")
+    yield Output(
+        frames,
+        metadata=frame_metadata(frames, ["emotion", "language", "speaker_utterance", "listener_reply"]),
+    )
+    yield from frame_check_results(
+        "dialogues", frames,
+        schema={"dialogue_id": pl.String, "situation_id": pl.String, "emotion": pl.String,
+                "speaker_utterance": pl.String, "listener_reply": pl.String},
+        id_column="dialogue_id", text_columns=("speaker_utterance", "listener_reply"),
+        min_rows=config.min_rows_per_emotion,
+    )
+
+
+@asset(
+    group_name="ingest",
+    code_version=INGEST_CODE_VERSION,
+    io_manager_key="parquet_io_manager",
+    deps=[emotion_taxonomy],
+    description="GoEmotions comments with their labels (train/dev/test) for the emotion classifier.",
+)
+def goemotions_examples(context: AssetExecutionContext, goemotions: GoEmotionsSource) -> pl.DataFrame:
+    if not goemotions.available():
+        raise FileNotFoundError(
+            f"GoEmotions TSVs not found in {goemotions.data_dir}: point the goemotions resource's data_dir "
+            "(env EMPATHY_DAG_GOEMOTIONS_DIR) at a folder with train.tsv, dev.tsv, test.tsv"
+        )
+    labels = default_taxonomy().labels
+    rows = []
+    for split in ("train", "dev", "test"):
+        part = read_goemotions_tsv(Path(goemotions.data_dir) / f"{split}.tsv", labels)
+        if goemotions.max_rows_per_split:
+            part = part[: goemotions.max_rows_per_split]
+        rows.extend(part)
+    df = pl.DataFrame(rows, schema={"id": pl.String, "text": pl.String, "labels": pl.List(pl.String),
+                                    "split": pl.String})
+    counts = df.explode("labels").group_by("labels").len().sort("len", descending=True)
+    context.add_output_metadata(
+        {"dagster/row_count": df.height, "label_counts": markdown_table(counts, max_rows=28),
+         "splits": MetadataValue.json(dict(df.group_by("split").len().iter_rows()))}
+    )
+    return df

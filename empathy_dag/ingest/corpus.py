@@ -1,0 +1,181 @@
+"""Turn a set of source files into one validated corpus frame and a quarantine frame.
+
+Every file is read once, whatever number of emotions it touches; the raw bytes are archived under
+their sha256 before anything else happens, so a rejected file can always be inspected and replayed."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from empathy_dag.ingest.readers import READERS, sha256_bytes, sniff_format
+from empathy_dag.ingest.records import (
+    CORPUS_SCHEMA,
+    FileOutcome,
+    FileRejected,
+    QuarantineEntry,
+    ValidationLimits,
+    validate_rows,
+)
+from empathy_dag.taxonomy import Taxonomy
+
+_POLARS_TYPES = {"str": pl.String, "int": pl.Int64}
+CORPUS_POLARS_SCHEMA = {k: _POLARS_TYPES[v] for k, v in CORPUS_SCHEMA.items()}
+QUARANTINE_POLARS_SCHEMA = {
+    "file": pl.String,
+    "file_sha256": pl.String,
+    "line": pl.Int64,
+    "reason_code": pl.String,
+    "reason": pl.String,
+    "raw": pl.String,
+}
+
+
+@dataclass
+class IngestResult:
+    outcomes: list[FileOutcome] = field(default_factory=list)
+
+    @property
+    def corpus(self) -> pl.DataFrame:
+        rows = [r.as_dict() for o in self.outcomes for r in o.records]
+        return pl.DataFrame(rows, schema=CORPUS_POLARS_SCHEMA, orient="row")
+
+    @property
+    def quarantine(self) -> pl.DataFrame:
+        rows = [q.as_dict() for o in self.outcomes for q in o.quarantined]
+        return pl.DataFrame(rows, schema=QUARANTINE_POLARS_SCHEMA, orient="row")
+
+    def summary(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            [
+                {
+                    "file": o.file,
+                    "source": o.source,
+                    "rows_in": o.rows_in,
+                    "valid": len(o.records),
+                    "quarantined": len(o.quarantined),
+                    "skipped": sum(o.skipped.values()),
+                    "whole_file_rejected": any(q.line is None for q in o.quarantined),
+                    "balanced": o.balanced,
+                }
+                for o in self.outcomes
+            ],
+            schema={"file": pl.String, "source": pl.String, "rows_in": pl.Int64, "valid": pl.Int64,
+                    "quarantined": pl.Int64, "skipped": pl.Int64, "whole_file_rejected": pl.Boolean, "balanced": pl.Boolean},
+        )
+
+
+def source_name(path: Path) -> str:
+    """`seed` for the shipped corpus, `empathetic_dialogues` for ED files, else the file stem."""
+    if path.parent.name == "seed":
+        return "seed"
+    return path.stem
+
+
+def ingest_file(
+    path: Path,
+    *,
+    taxonomy: Taxonomy,
+    limits: ValidationLimits,
+    seen_ids: dict[str, str],
+    archive_dir: Path | None = None,
+) -> FileOutcome:
+    name = str(path)
+    size = path.stat().st_size
+    data = b""
+    sha = ""
+    source = source_name(path)
+    try:
+        if size > limits.max_file_mb * 1024 * 1024:
+            sha = _sha256_file(path)
+            raise FileRejected(
+                "file_too_large",
+                f"{path.name} is {size / 1024 / 1024:.1f} MB, over the {limits.max_file_mb:g} MB limit "
+                "(split it, or raise max_file_mb in the corpus_sources resource)",
+            )
+        data = path.read_bytes()
+        sha = sha256_bytes(data)
+        fmt = sniff_format(path, data)
+        if fmt.startswith("ed_"):
+            source = "empathetic_dialogues"
+        rows = READERS[fmt](data, path.name)
+    except FileRejected as rejected:
+        outcome = FileOutcome(file=name, file_sha256=sha, source=source, rows_in=0)
+        outcome.quarantined.append(
+            QuarantineEntry(name, sha, None, rejected.reason_code, rejected.message, data[:200].decode("utf-8", "replace"))
+        )
+        _archive(path, sha, archive_dir)
+        return outcome
+    _archive(path, sha, archive_dir)
+    return validate_rows(
+        rows, file=name, file_sha256=sha, source=source, taxonomy=taxonomy, limits=limits, seen_ids=seen_ids
+    )
+
+
+def ingest_files(
+    paths: list[Path],
+    *,
+    taxonomy: Taxonomy,
+    limits: ValidationLimits | None = None,
+    archive_dir: Path | None = None,
+) -> IngestResult:
+    limits = limits or ValidationLimits()
+    seen: dict[str, str] = {}
+    result = IngestResult()
+    for path in paths:
+        result.outcomes.append(
+            ingest_file(path, taxonomy=taxonomy, limits=limits, seen_ids=seen, archive_dir=archive_dir)
+        )
+    return result
+
+
+def _sha256_file(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _archive(path: Path, sha: str, archive_dir: Path | None) -> None:
+    """Keep the raw file, content-addressed, so that nothing is lost whatever the validation said."""
+    if archive_dir is None or not sha:
+        return
+    target = archive_dir / sha[:2] / sha / path.name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+
+
+def situations_frame(corpus: pl.DataFrame) -> pl.DataFrame:
+    """One row per distinct situation, with how many dialogues it carries."""
+    return (
+        corpus.group_by("situation_id", maintain_order=True)
+        .agg(
+            pl.col("emotion").first(),
+            pl.col("language").first(),
+            pl.col("domain").first(),
+            pl.col("situation").first(),
+            pl.col("source").first(),
+            pl.col("source_label").first(),
+            pl.col("source_file").first(),
+            pl.col("dialogue_id").drop_nulls().n_unique().alias("n_dialogues"),
+        )
+        .sort("situation_id")
+    )
+
+
+def dialogues_frame(corpus: pl.DataFrame) -> pl.DataFrame:
+    return (
+        corpus.filter(pl.col("dialogue_id").is_not_null())
+        .select(
+            "dialogue_id", "situation_id", "emotion", "language", "domain", "situation",
+            "speaker_utterance", "listener_reply", "source", "source_file", "source_line",
+        )
+        .sort("dialogue_id")
+    )

@@ -1,0 +1,289 @@
+"""Row model, stable ids and validation for ingested situations and dialogues.
+
+Pure Python: no Dagster here. Readers (`readers.py`) turn a file into `RawRow`s or a whole-file
+`FileRejected`; `validate_rows` turns those into `CorpusRecord`s and `QuarantineEntry`s so that every
+input row is accounted for exactly once (rows_in == valid + quarantined)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from empathy_dag.taxonomy import Taxonomy
+
+# Column order of the validated corpus (one row = a situation, optionally with one two-turn dialogue).
+CORPUS_SCHEMA: dict[str, str] = {
+    "situation_id": "str",
+    "dialogue_id": "str",  # null when the row carries no dialogue
+    "emotion": "str",
+    "source_label": "str",  # the label as written in the source (e.g. ED's "terrified")
+    "language": "str",
+    "domain": "str",
+    "situation": "str",
+    "speaker_utterance": "str",
+    "listener_reply": "str",
+    "source": "str",
+    "source_file": "str",
+    "source_line": "int",
+}
+
+SUPPORTED_LANGUAGES = ("en", "ja")
+
+
+class FileRejected(Exception):
+    """The file as a whole cannot be ingested (binary, empty, unparseable, missing columns...)."""
+
+    def __init__(self, reason_code: str, message: str):
+        super().__init__(message)
+        self.reason_code = reason_code
+        self.message = message
+
+
+@dataclass
+class RawRow:
+    line: int  # 1-based line (JSONL) or record number + header offset (CSV)
+    values: dict[str, Any] | None  # None when the row could not be parsed at all
+    raw: str = ""
+    parse_error: tuple[str, str] | None = None  # (reason_code, message)
+    source_label: str | None = None
+    skip_reason: str | None = None  # read but deliberately not ingested (e.g. a listener-first turn)
+
+
+@dataclass
+class CorpusRecord:
+    situation_id: str
+    dialogue_id: str | None
+    emotion: str
+    source_label: str
+    language: str
+    domain: str
+    situation: str
+    speaker_utterance: str | None
+    listener_reply: str | None
+    source: str
+    source_file: str
+    source_line: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class QuarantineEntry:
+    file: str
+    file_sha256: str
+    line: int | None  # None: the whole file
+    reason_code: str
+    reason: str
+    raw: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ValidationLimits:
+    max_text_chars: int = 2000
+    min_text_chars: int = 2
+    max_file_mb: float = 20.0
+    languages: tuple[str, ...] = SUPPORTED_LANGUAGES
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file: the accounting that the asset metadata shows."""
+
+    file: str
+    file_sha256: str
+    source: str
+    rows_in: int = 0
+    records: list[CorpusRecord] = field(default_factory=list)
+    quarantined: list[QuarantineEntry] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows read but not ingested
+
+    @property
+    def balanced(self) -> bool:
+        """rows in == valid + quarantined + skipped (a rejected file counts as one quarantine entry)."""
+        whole_file = any(q.line is None for q in self.quarantined)
+        row_quarantined = sum(1 for q in self.quarantined if q.line is not None)
+        return whole_file or self.rows_in == len(self.records) + row_quarantined + sum(self.skipped.values())
+
+
+def normalize_text(text: str) -> str:
+    """NFC, collapsed whitespace. Ids are computed on this form so trivial re-typings dedupe."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
+
+
+def stable_id(*parts: str | None) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update((p or "").encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()[:16]
+
+
+def situation_id(emotion: str, language: str, situation: str) -> str:
+    return stable_id("situation", emotion, language, normalize_text(situation).lower())
+
+
+def dialogue_id(sit_id: str, speaker: str, listener: str) -> str:
+    return stable_id("dialogue", sit_id, normalize_text(speaker), normalize_text(listener))
+
+
+_JA_CHARS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+_LATIN = re.compile(r"[A-Za-z]")
+
+
+def detect_language(text: str) -> str:
+    """en / ja / und. Enough to route the two languages this project ships; a user with more
+    languages declares them in the `language` column."""
+    if not text:
+        return "und"
+    ja = len(_JA_CHARS.findall(text))
+    latin = len(_LATIN.findall(text))
+    if ja >= max(2, 0.2 * len(text.replace(" ", ""))):
+        return "ja"
+    if latin >= 0.5 * max(1, len(re.sub(r"[\s\d\W_]", "", text)) or 1) and latin > 0:
+        return "en"
+    return "und"
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile(r"[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
+
+TEXT_FIELDS = ("situation", "speaker_utterance", "listener_reply")
+
+
+def _text_problem(name: str, value: Any, limits: ValidationLimits, required: bool) -> tuple[str, str] | None:
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        if required:
+            return ("empty_text", f"{name} is empty")
+        return None
+    if not isinstance(value, str):
+        return ("wrong_type", f"{name} must be text, got {type(value).__name__}: {str(value)[:40]!r}")
+    if _SURROGATE.search(value) or "\ufffd" in value:
+        return ("bad_encoding", f"{name} is not valid UTF-8 (re-save the file as UTF-8)")
+    if _CONTROL.search(value):
+        return ("control_characters", f"{name} contains control characters (NUL or similar)")
+    text = normalize_text(value)
+    if len(text) < limits.min_text_chars:
+        return ("too_short", f"{name} has {len(text)} characters, fewer than {limits.min_text_chars}")
+    if len(text) > limits.max_text_chars:
+        return (
+            "too_long",
+            f"{name} has {len(text)} characters, over the limit of {limits.max_text_chars}",
+        )
+    return None
+
+
+def validate_rows(
+    rows: list[RawRow],
+    *,
+    file: str,
+    file_sha256: str,
+    source: str,
+    taxonomy: Taxonomy,
+    limits: ValidationLimits,
+    seen_ids: dict[str, str] | None = None,
+) -> FileOutcome:
+    """Validate parsed rows. `seen_ids` (id -> "file:line") carries duplicates across files."""
+    outcome = FileOutcome(file=file, file_sha256=file_sha256, source=source, rows_in=len(rows))
+    seen = seen_ids if seen_ids is not None else {}
+
+    def reject(row: RawRow, code: str, message: str) -> None:
+        outcome.quarantined.append(
+            QuarantineEntry(file, file_sha256, row.line, code, message, (row.raw or "")[:500])
+        )
+
+    for row in rows:
+        if row.skip_reason is not None:
+            outcome.skipped[row.skip_reason] = outcome.skipped.get(row.skip_reason, 0) + 1
+            continue
+        if row.parse_error is not None or row.values is None:
+            code, message = row.parse_error or ("unparseable", "row could not be parsed")
+            reject(row, code, message)
+            continue
+        v = row.values
+        missing = [c for c in ("emotion", "situation") if c not in v]
+        if missing:
+            reject(row, "missing_columns", f"missing required field(s): {', '.join(missing)}")
+            continue
+        raw_label = v.get("emotion")
+        if not isinstance(raw_label, str) or not raw_label.strip():
+            reject(row, "empty_emotion", "emotion is empty or not text")
+            continue
+        emotion = taxonomy.normalize_label(raw_label)
+        if emotion is None:
+            reject(
+                row,
+                "unknown_emotion",
+                f"unknown emotion {raw_label!r}: use one of the 28 GoEmotions labels or the 32 "
+                "EmpatheticDialogues labels",
+            )
+            continue
+        problem = _text_problem("situation", v.get("situation"), limits, required=True)
+        speaker, listener = v.get("speaker_utterance"), v.get("listener_reply")
+        has_speaker = isinstance(speaker, str) and speaker.strip() != ""
+        has_listener = isinstance(listener, str) and listener.strip() != ""
+        if problem is None:
+            for name in ("speaker_utterance", "listener_reply"):
+                problem = _text_problem(name, v.get(name), limits, required=False)
+                if problem:
+                    break
+        if problem is None and has_speaker != has_listener:
+            problem = (
+                "half_dialogue",
+                "a dialogue needs both speaker_utterance and listener_reply (or neither)",
+            )
+        if problem is not None:
+            reject(row, *problem)
+            continue
+        situation = normalize_text(v["situation"])
+        declared = v.get("language")
+        if declared is not None and not isinstance(declared, str):
+            reject(row, "wrong_type", f"language must be text, got {declared!r}")
+            continue
+        language = (declared or "").strip().lower() or detect_language(
+            " ".join(t for t in (situation, speaker or "") if t)
+        )
+        if language not in limits.languages:
+            reject(
+                row,
+                "unknown_language",
+                f"language {language!r} is not one of {', '.join(limits.languages)}",
+            )
+            continue
+        domain = v.get("domain")
+        domain = normalize_text(domain) if isinstance(domain, str) and domain.strip() else "unspecified"
+        sit_id = situation_id(emotion, language, situation)
+        dia_id = None
+        if has_speaker:
+            speaker, listener = normalize_text(speaker), normalize_text(listener)
+            dia_id = dialogue_id(sit_id, speaker, listener)
+        else:
+            speaker = listener = None
+        key = dia_id or sit_id
+        if key in seen:
+            reject(row, "duplicate_id", f"duplicate of the row at {seen[key]} (id {key})")
+            continue
+        seen[key] = f"{file}:{row.line}"
+        outcome.records.append(
+            CorpusRecord(
+                situation_id=sit_id,
+                dialogue_id=dia_id,
+                emotion=emotion,
+                source_label=row.source_label or raw_label.strip().lower(),
+                language=language,
+                domain=domain,
+                situation=situation,
+                speaker_utterance=speaker,
+                listener_reply=listener,
+                source=str(v.get("source") or source),
+                source_file=file,
+                source_line=row.line,
+            )
+        )
+    return outcome

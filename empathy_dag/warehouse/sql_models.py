@@ -1,0 +1,90 @@
+"""A small dbt-like runner: every `dbt_like_sql/<name>.sql` file is a SELECT that becomes the DuckDB
+table `<name>` and a Dagster asset of the same name. Its dependencies are the tables the SQL reads,
+found by DuckDB's own parser (`duckdb.get_table_names`), so lineage can never drift from the SQL.
+
+A table name resolves to, in order: another SQL model, a Parquet-backed asset (a view over its
+files is created before the model runs), or a warehouse table written by another asset."""
+
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
+
+from empathy_dag.metadata import markdown_table
+from empathy_dag.settings import PROJECT_ROOT
+from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
+
+SQL_DIR = PROJECT_ROOT / "dbt_like_sql"
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    name: str
+    path: Path
+    sql: str
+    description: str
+    reads: frozenset[str]
+
+
+def _description(sql: str) -> str:
+    lines = [ln[2:].strip() for ln in sql.splitlines() if ln.startswith("--")]
+    return " ".join(lines) or "SQL model"
+
+
+def load_sql_models(sql_dir: Path = SQL_DIR) -> list[SqlModel]:
+    models = []
+    for path in sorted(sql_dir.glob("*.sql")):
+        sql = path.read_text(encoding="utf-8")
+        body = re.sub(r";\s*$", "", sql.strip())
+        models.append(SqlModel(path.stem, path, body, _description(sql), frozenset(duckdb.get_table_names(body))))
+    return models
+
+
+def build_sql_model_assets(
+    parquet_assets: set[str], warehouse_tables: set[str], sql_dir: Path = SQL_DIR, group_name: str = "warehouse"
+) -> list[AssetsDefinition]:
+    models = load_sql_models(sql_dir)
+    model_names = {m.name for m in models}
+    known = model_names | parquet_assets | warehouse_tables
+    out = []
+    for model in models:
+        unknown = sorted(model.reads - known)
+        if unknown:
+            raise ValueError(
+                f"{model.path.name} reads {unknown}, which no asset produces; known tables: {sorted(known)}"
+            )
+        out.append(_sql_asset(model, parquet_assets, group_name))
+    return out
+
+
+def _sql_asset(model: SqlModel, parquet_assets: set[str], group_name: str) -> AssetsDefinition:
+    import hashlib
+
+    @asset(
+        name=model.name,
+        group_name=group_name,
+        deps=[AssetKey(t) for t in sorted(model.reads)],
+        code_version=hashlib.sha256(model.sql.encode()).hexdigest()[:12],
+        description=model.description,
+        kinds={"duckdb", "sql"},
+        pool="duckdb_warehouse",
+        metadata={"sql_file": f"dbt_like_sql/{model.path.name}"},
+    )
+    def _run(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
+        with warehouse.connect() as conn:
+            views = warehouse.register_parquet_views(conn, sorted(model.reads & parquet_assets))
+            conn.execute(f'CREATE OR REPLACE TABLE {WAREHOUSE_SCHEMA}."{model.name}" AS {model.sql}')
+            result = conn.execute(f'SELECT * FROM {WAREHOUSE_SCHEMA}."{model.name}"').pl()
+        context.log.info(f"{model.name}: {result.height} rows (views over Parquet: {views})")
+        return MaterializeResult(
+            metadata={
+                "dagster/row_count": result.height,
+                "preview": markdown_table(result, max_rows=30),
+                "sql": f"```sql\n{model.sql}\n```",
+            }
+        )
+
+    return _run
