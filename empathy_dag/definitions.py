@@ -3,25 +3,56 @@ resources of the active profile."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from dagster import AssetSelection, Definitions, EnvVar, define_asset_job, load_assets_from_modules
+from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
+from empathy_dag.automation import definitions as automation
+from empathy_dag.curate import assets as curate_assets
+from empathy_dag.curate import resources as curate_resources
+from empathy_dag.evaluate import assets as evaluate_assets
+from empathy_dag.evaluate import resources as evaluate_resources
+from empathy_dag.generate import assets as generate_assets
+from empathy_dag.generate import resources as generate_resources
 from empathy_dag.ingest import assets as ingest_assets
 from empathy_dag.io_managers import EmotionParquetIOManager
-from empathy_dag.resources import CorpusSources, GoEmotionsSource
+from empathy_dag.pairs import assets as pairs_assets
+from empathy_dag.pairs import resources as pairs_resources
+from empathy_dag.resources import BaseModelConfig, CorpusSources, GoEmotionsSource, ModelStore
 from empathy_dag.settings import data_root
+from empathy_dag.train import assets as train_assets
+from empathy_dag.train import resources as train_resources
 from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 from empathy_dag.warehouse.sql_models import build_sql_model_assets
 
-import os
+STAGE_ASSET_MODULES = [
+    ingest_assets, generate_assets, curate_assets, pairs_assets, train_assets, evaluate_assets
+]
+STAGE_RESOURCE_MODULES = [
+    generate_resources, curate_resources, pairs_resources, train_resources, evaluate_resources
+]
 
-stage_assets = load_assets_from_modules([ingest_assets])
+stage_assets = load_assets_from_modules(STAGE_ASSET_MODULES)
 
-PARQUET_ASSETS = {"corpus_rows", "situations", "dialogues", "goemotions_examples"}
-WAREHOUSE_TABLES = {"emotion_taxonomy", "quarantine", "ingest_file_log"}
 
+def _io_manager_keys() -> tuple[set[str], set[str]]:
+    """Asset names stored as Parquet files and as DuckDB tables, for the SQL models' lineage."""
+    parquet, tables = set(), set()
+    for a in stage_assets:
+        for key in a.keys:
+            io_key = a.get_io_manager_key_for_asset_key(key)
+            name = key.path[-1]
+            if io_key == "parquet_io_manager":
+                parquet.add(name)
+            elif io_key == "warehouse_io_manager":
+                tables.add(name)
+            tables.update(a.metadata_by_key.get(key, {}).get("warehouse_tables", []))
+    return parquet, tables
+
+
+PARQUET_ASSETS, WAREHOUSE_TABLES = _io_manager_keys()
 sql_assets = build_sql_model_assets(parquet_assets=PARQUET_ASSETS, warehouse_tables=WAREHOUSE_TABLES)
 
 
@@ -29,19 +60,31 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def local_resources() -> dict:
-    root = data_root()
-    database = _env("EMPATHY_DAG_DUCKDB", str(root / "warehouse.duckdb"))
-    parquet_dir = _env("EMPATHY_DAG_PARQUET_DIR", str(root / "parquet"))
+def local_resources(root: Path | None = None) -> dict:
+    """The local profile. `root` (tests) puts every location under one folder; otherwise each comes
+    from its environment variable or $DAGSTER_HOME/data."""
+    if root is not None:
+        root = Path(root)
+        database, parquet_dir, model_dir = str(root / "warehouse.duckdb"), str(root / "parquet"), str(root / "models")
+    else:
+        root = data_root()
+        database = _env("EMPATHY_DAG_DUCKDB", str(root / "warehouse.duckdb"))
+        parquet_dir = _env("EMPATHY_DAG_PARQUET_DIR", str(root / "parquet"))
+        model_dir = _env("EMPATHY_DAG_MODEL_DIR", str(root / "models"))
     # DuckDB creates the file but not its folder.
     Path(database).parent.mkdir(parents=True, exist_ok=True)
-    return {
+    resources = {
         "parquet_io_manager": EmotionParquetIOManager(base_dir=parquet_dir),
         "warehouse_io_manager": DuckDBPolarsIOManager(database=database, schema=WAREHOUSE_SCHEMA),
         "warehouse": Warehouse(database=database, parquet_base_dir=parquet_dir),
-        "corpus_sources": CorpusSources(),
+        "corpus_sources": CorpusSources(landing_dir=str(root / "landing"), archive_dir=str(root / "raw")),
         "goemotions": GoEmotionsSource(),
+        "model_store": ModelStore(root=model_dir),
+        "base_model_config": BaseModelConfig(),
     }
+    for module in STAGE_RESOURCE_MODULES:
+        resources.update(module.stage_resources(root))
+    return resources
 
 
 main_job = define_asset_job(
@@ -52,6 +95,8 @@ main_job = define_asset_job(
 
 defs = Definitions(
     assets=[*stage_assets, *sql_assets],
-    jobs=[main_job],
+    jobs=[main_job, *automation.JOBS],
+    sensors=automation.SENSORS,
+    schedules=automation.SCHEDULES,
     resources=local_resources(),
 )

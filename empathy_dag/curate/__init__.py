@@ -1,0 +1,1 @@
+"""Curate stage."""

