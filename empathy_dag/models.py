@@ -100,6 +100,14 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "fl
 
     hub_offline_by_default()
     start = time.perf_counter()
+    source_sha = _sha256_file(gguf_path)
+    marker = out_dir / "conversion.json"
+    if marker.is_file():
+        done = json.loads(marker.read_text())
+        if done.get("source_sha256") == source_sha and done.get("dtype") == dtype:
+            # Same GGUF bytes, same dtype: the folder is already what we would write.
+            return {"path": str(out_dir), "sha256": sha256_tree(out_dir), "parameters": done["parameters"],
+                    "seconds": round(time.perf_counter() - start, 2), "reused": True}
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch_dtype(dtype))
@@ -114,8 +122,8 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "fl
     plain.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / "conversion.json").write_text(
-        json.dumps({"source_gguf": str(gguf_path), "source_sha256": _sha256_file(gguf_path), "dtype": dtype},
-                   indent=1)
+        json.dumps({"source_gguf": gguf_path.name, "source_sha256": source_sha, "dtype": dtype,
+                    "parameters": sum(p.numel() for p in plain.parameters())}, indent=1)
     )
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
@@ -124,6 +132,7 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "fl
         "sha256": sha256_tree(out_dir),
         "parameters": sum(p.numel() for p in plain.parameters()),
         "seconds": round(time.perf_counter() - start, 2),
+        "reused": False,
     }
 
 

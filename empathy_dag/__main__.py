@@ -1,0 +1,3 @@
+from empathy_dag.cli import main
+
+raise SystemExit(main())

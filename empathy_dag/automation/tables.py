@@ -1,0 +1,90 @@
+"""Warehouse tables written by the automation layer (not by assets): `landing_log` (one row per landing
+file version seen by the sensor), `run_history` (one row per finished run) and `promotion_log` (one
+row per promotion decision). Every insert is keyed, so a sensor tick repeated after a crash writes
+nothing twice."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import duckdb
+
+from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA
+
+AUTOMATION_TABLES = ("landing_log", "run_history", "promotion_log")
+
+DDL = {
+    "landing_log": f"""
+        CREATE TABLE IF NOT EXISTS {WAREHOUSE_SCHEMA}.landing_log (
+            file VARCHAR NOT NULL,
+            uri VARCHAR,
+            sha256 VARCHAR NOT NULL,
+            size_bytes BIGINT,
+            detected_at TIMESTAMP,
+            outcome VARCHAR,          -- accepted | rejected | duplicate_content
+            rows_in BIGINT,
+            valid_rows BIGINT,
+            quarantined_rows BIGINT,
+            reasons VARCHAR,          -- JSON {{reason_code: count}}
+            emotions VARCHAR,         -- comma-separated, taxonomy order
+            run_keys VARCHAR,         -- comma-separated run keys requested for this file
+            PRIMARY KEY (file, sha256)
+        )""",
+    "run_history": f"""
+        CREATE TABLE IF NOT EXISTS {WAREHOUSE_SCHEMA}.run_history (
+            run_id VARCHAR PRIMARY KEY,
+            job_name VARCHAR,
+            status VARCHAR,           -- SUCCESS | FAILURE | CANCELED
+            started_at TIMESTAMP,
+            ended_at TIMESTAMP,
+            duration_s DOUBLE,
+            assets VARCHAR,           -- JSON list of materialized asset keys
+            partitions VARCHAR,       -- JSON list of materialized partition keys
+            n_materializations BIGINT,
+            trigger VARCHAR,
+            tags VARCHAR,             -- JSON of the run's tags
+            error VARCHAR
+        )""",
+    "promotion_log": f"""
+        CREATE TABLE IF NOT EXISTS {WAREHOUSE_SCHEMA}.promotion_log (
+            decided_at TIMESTAMP,
+            run_id VARCHAR,
+            candidate_path VARCHAR,
+            candidate_sha256 VARCHAR,
+            previous_sha256 VARCHAR,
+            promoted BOOLEAN,
+            reasons VARCHAR,          -- JSON list
+            candidate_metrics VARCHAR,
+            promoted_metrics VARCHAR,
+            PRIMARY KEY (run_id, candidate_sha256)
+        )""",
+}
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection, names: Iterable[str] = AUTOMATION_TABLES) -> None:
+    for name in names:
+        conn.execute(DDL[name])
+
+
+def _value(v: Any) -> Any:
+    return json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list, tuple)) else v
+
+
+def upsert(conn: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any]]) -> int:
+    """INSERT OR REPLACE by the table's primary key: replaying a row is a no-op."""
+    if not rows:
+        return 0
+    ensure_tables(conn, [table])
+    columns = list(rows[0])
+    placeholders = ", ".join("?" for _ in columns)
+    conn.executemany(
+        f"INSERT OR REPLACE INTO {WAREHOUSE_SCHEMA}.{table} ({', '.join(columns)}) VALUES ({placeholders})",
+        [[_value(r[c]) for c in columns] for r in rows],
+    )
+    return len(rows)
+
+
+def read_table(conn: duckdb.DuckDBPyConnection, table: str):
+    ensure_tables(conn, [table])
+    return conn.execute(f"SELECT * FROM {WAREHOUSE_SCHEMA}.{table}").pl()

@@ -1,0 +1,59 @@
+"""LLM-as-a-judge: a judge model rates each response on the dimensions of a rubric (fluency, general
+empathy, emotion-specific empathy), 1 to 5, one short generation per (item, dimension). The rubric
+lives in `assets/rubrics/` so it can be reviewed and versioned without reading code; its sha256 is
+part of the materialization metadata. A reply with no score in 1..5 is a parse failure: it is
+stored with score NULL and counted, never replaced by a default."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from empathy_dag.settings import assets_dir
+
+_SCORE = re.compile(r"(?<![\d.])([1-5])(?![\d.])")
+
+
+@dataclass(frozen=True)
+class Rubric:
+    name: str
+    system: str
+    template: str
+    dimensions: dict[str, dict]  # name -> {question, scale: {1..5: description}}
+    sha256: str
+
+    def conversation(self, dimension: str, *, emotion: str, situation: str, speaker_utterance: str,
+                     response: str) -> list[dict]:
+        spec = self.dimensions[dimension]
+        scale = "\n".join(f"{k}: {v}" for k, v in sorted(spec["scale"].items(), key=lambda kv: int(kv[0])))
+        user = self.template.format(
+            question=spec["question"].format(emotion=emotion), scale=scale, emotion=emotion,
+            situation=situation or "(not given)", speaker_utterance=speaker_utterance or "",
+            response=response or "",
+        )
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+
+def default_rubric_path() -> Path:
+    return assets_dir() / "rubrics" / "judge_rubric_v1.yaml"
+
+
+def load_rubric(path: str | Path | None = None) -> Rubric:
+    path = Path(path) if path else default_rubric_path()
+    raw = path.read_bytes()
+    data = yaml.safe_load(raw)
+    for dim, spec in data["dimensions"].items():
+        if sorted(int(k) for k in spec["scale"]) != [1, 2, 3, 4, 5]:
+            raise ValueError(f"{path}: dimension {dim} must describe scores 1 to 5")
+    return Rubric(name=data["name"], system=data["system"], template=data["template"],
+                  dimensions=data["dimensions"], sha256=hashlib.sha256(raw).hexdigest())
+
+
+def parse_score(reply: str) -> int | None:
+    """The first standalone digit 1-5 of the reply ("4", "Score: 4/5", "I'd give it a 4")."""
+    m = _SCORE.search(reply or "")
+    return int(m.group(1)) if m else None

@@ -1,0 +1,71 @@
+"""Sentiment of a response next to the speaker's turn.
+
+- VADER compound (-1..1) of the response, of the speaker turn, and response - speaker.
+- NRC-VAD (Mohammad, 2018), optional: the lexicon is not redistributable, so users point at their
+  copy (`NRC-VAD-Lexicon.txt`: word, valence, arousal, dominance, tab-separated). As in EmPO (after
+  Lee et al., 2022), each text gets the maximum valence, arousal and dominance over its words found
+  in the lexicon, and the metric is |max(prediction) - max(reference)| per item (lower is better)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Sequence
+
+from empathy_dag.evaluate.metrics.text import tokens
+
+
+@cache
+def _vader():
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    return SentimentIntensityAnalyzer()
+
+
+def vader_compound(texts: Sequence[str]) -> list[float]:
+    analyzer = _vader()
+    return [float(analyzer.polarity_scores(t or "")["compound"]) for t in texts]
+
+
+def valence_rows(responses: Sequence[str], speaker_turns: Sequence[str]) -> list[dict[str, float]]:
+    resp, spk = vader_compound(responses), vader_compound(speaker_turns)
+    return [
+        {"vader_response": r, "vader_speaker": s, "vader_difference": r - s} for r, s in zip(resp, spk)
+    ]
+
+
+def load_nrc_vad(path: str | Path) -> dict[str, tuple[float, float, float]]:
+    lexicon: dict[str, tuple[float, float, float]] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) != 4:
+            continue
+        try:
+            lexicon[parts[0].lower()] = (float(parts[1]), float(parts[2]), float(parts[3]))
+        except ValueError:  # the header line
+            continue
+    if not lexicon:
+        raise ValueError(f"{path}: no 'word<TAB>valence<TAB>arousal<TAB>dominance' lines")
+    return lexicon
+
+
+def max_vad(text: str, lexicon: dict[str, tuple[float, float, float]]) -> tuple[float, float, float] | None:
+    found = [lexicon[w] for w in tokens(text) if w in lexicon]
+    if not found:
+        return None
+    return tuple(max(v[i] for v in found) for i in range(3))  # type: ignore[return-value]
+
+
+def vad_difference_rows(
+    predictions: Sequence[str], references: Sequence[str], lexicon: dict[str, tuple[float, float, float]]
+) -> list[dict[str, float | None]]:
+    """None where either text has no lexicon word: such items are left out of the means, not zeroed."""
+    rows = []
+    for p, r in zip(predictions, references):
+        mp, mr = max_vad(p, lexicon), max_vad(r, lexicon)
+        if mp is None or mr is None:
+            rows.append({"diff_valence": None, "diff_arousal": None, "diff_dominance": None})
+        else:
+            rows.append({"diff_valence": abs(mp[0] - mr[0]), "diff_arousal": abs(mp[1] - mr[1]),
+                         "diff_dominance": abs(mp[2] - mr[2])})
+    return rows

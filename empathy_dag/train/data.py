@@ -1,0 +1,72 @@
+"""From frames to trl datasets (conversational format), and content fingerprints of what a run used."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Iterable
+
+import polars as pl
+
+
+def messages(prompt: str, system_prompt: str | None = None) -> list[dict]:
+    turns = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return turns + [{"role": "user", "content": prompt}]
+
+
+def concat_frames(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    non_empty = [df for _, df in sorted(frames.items()) if df.height]
+    return pl.concat(non_empty, how="diagonal_relaxed") if non_empty else pl.DataFrame()
+
+
+def train_dialogues(frames: dict[str, pl.DataFrame], split: str = "train") -> pl.DataFrame:
+    df = concat_frames(frames)
+    return df.filter(pl.col("split") == split).sort("dialogue_id") if df.height else df
+
+
+def train_pairs(frames: dict[str, pl.DataFrame], split: str = "train") -> pl.DataFrame:
+    df = concat_frames(frames)
+    return df.filter(pl.col("split") == split).sort("pair_id") if df.height else df
+
+
+def sft_records(dialogues: pl.DataFrame, system_prompt: str | None = None) -> list[dict]:
+    """Prompt-completion records: trl computes the loss on the completion (the listener's turn) only."""
+    return [
+        {"prompt": messages(r["speaker_utterance"], system_prompt),
+         "completion": [{"role": "assistant", "content": r["listener_reply"]}]}
+        for r in dialogues.iter_rows(named=True)
+    ]
+
+
+def dpo_record(row: dict) -> dict:
+    return {
+        "prompt": messages(row["prompt"], row.get("system_prompt")),
+        "chosen": [{"role": "assistant", "content": row["chosen"]}],
+        "rejected": [{"role": "assistant", "content": row["rejected"]}],
+    }
+
+
+def pair_key(row: dict, max_length: int) -> str:
+    """What a pair's reference log-probs depend on besides the reference weights: the rendered texts
+    and the truncation length."""
+    payload = json.dumps([row.get("system_prompt"), row["prompt"], row["chosen"], row["rejected"], max_length])
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def frame_fingerprint(frame: pl.DataFrame, id_column: str, columns: Iterable[str]) -> str:
+    """Content hash of a frame, independent of row order."""
+    h = hashlib.sha256()
+    if frame.height:
+        cols = [id_column, *[c for c in columns if c in frame.columns and c != id_column]]
+        for row in frame.sort(id_column).select(cols).iter_rows():
+            h.update("\x1f".join("" if v is None else str(v) for v in row).encode() + b"\x1e")
+    return h.hexdigest()
+
+
+def partition_fingerprints(frames: dict[str, pl.DataFrame], id_column: str, columns: Iterable[str]) -> dict:
+    cols = list(columns)
+    return {e: frame_fingerprint(df, id_column, cols)[:16] for e, df in sorted(frames.items()) if df.height}
+
+
+def fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

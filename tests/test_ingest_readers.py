@@ -1,0 +1,110 @@
+"""Loaders on small fixtures (written for this project) and on the real files in ../shared/data."""
+
+from pathlib import Path
+
+import polars as pl
+
+from empathy_dag.ingest.corpus import dialogues_frame, ingest_files, situations_frame
+from empathy_dag.ingest.readers import read_ed_raw_csv, read_goemotions_tsv, sniff_format
+from empathy_dag.ingest.records import detect_language, dialogue_id, situation_id
+from empathy_dag.settings import assets_dir
+from empathy_dag.taxonomy import default_taxonomy
+from tests.conftest import FIXTURES, shared_file
+
+TAX = default_taxonomy()
+
+
+def test_seed_corpus_has_ten_english_situations_per_emotion_and_japanese_for_each():
+    seed = sorted((assets_dir() / "seed").glob("*.jsonl"))
+    result = ingest_files(seed, taxonomy=TAX)
+    assert not result.quarantine.height, result.quarantine.to_dicts()[:3]
+    sit = situations_frame(result.corpus)
+    en = sit.filter(pl.col("language") == "en").group_by("emotion").len()
+    ja = sit.filter(pl.col("language") == "ja").group_by("emotion").len()
+    assert en.height == 28 and en["len"].min() >= 10
+    assert ja.height == 28 and ja["len"].min() >= 1
+    assert sit.height >= 308
+    dia = dialogues_frame(result.corpus)
+    assert dia.height == sit.height  # every seed situation carries its gold two-turn dialogue
+    chronic = sit.filter(pl.col("domain") != "everyday life").height
+    assert chronic / sit.height > 0.75
+
+
+def test_raw_empathetic_dialogues_csv_decodes_commas_groups_conversations_and_maps_labels():
+    data = (FIXTURES / "ed_raw_sample.csv").read_bytes()
+    assert sniff_format(Path("x.csv"), data) == "ed_raw"
+    rows = read_ed_raw_csv(data, "ed_raw_sample.csv")
+    dialogues = [r for r in rows if r.values]
+    skipped = [r for r in rows if r.skip_reason]
+    # conv 1: two exchanges; conv 2: one exchange + a trailing speaker turn; conv 3: one exchange
+    assert len(dialogues) == 4 and len(skipped) == 1
+    first = dialogues[0].values
+    assert first["situation"] == "My insulin pump alarmed at 3am, and I could not make it stop."
+    assert first["speaker_utterance"].startswith("The pump started screaming in the middle of the night, I")
+    assert first["listener_reply"].startswith("That sounds frightening")
+    result = ingest_files([FIXTURES / "ed_raw_sample.csv"], taxonomy=TAX)
+    corpus = result.corpus
+    assert set(corpus["emotion"]) == {"fear", "pride"}  # terrified -> fear, proud -> pride
+    assert set(corpus["source_label"]) == {"terrified", "proud"}
+    assert result.quarantine["reason_code"].to_list() == ["unknown_emotion"]  # "hangry"
+    assert result.outcomes[0].balanced
+
+
+def test_user_jsonl_and_csv_schema_with_language_detection_and_situation_only_rows():
+    result = ingest_files([FIXTURES / "user_dialogues.jsonl", FIXTURES / "user_dialogues.csv"], taxonomy=TAX)
+    assert result.quarantine.height == 0
+    c = result.corpus
+    assert c.height == 6
+    by_emotion = {r["emotion"]: r for r in c.to_dicts()}
+    assert by_emotion["gratitude"]["source_label"] == "grateful"
+    assert by_emotion["nervousness"]["language"] == "ja"  # detected, not declared
+    assert by_emotion["sadness"]["dialogue_id"] is None  # a situation without a dialogue
+    assert by_emotion["joy"]["speaker_utterance"] == "She drew me with a cape, like a superhero!"
+    assert set(c["source"]) == {"user_dialogues"}
+
+
+def test_ids_are_stable_content_hashes():
+    a = situation_id("joy", "en", "My  granddaughter visited.")
+    assert a == situation_id("joy", "en", "my granddaughter visited.")  # whitespace and case
+    assert a != situation_id("pride", "en", "My granddaughter visited.")
+    assert dialogue_id(a, "x", "y") != dialogue_id(a, "x", "z")
+    r1 = ingest_files([FIXTURES / "user_dialogues.csv"], taxonomy=TAX).corpus
+    r2 = ingest_files([FIXTURES / "user_dialogues.csv"], taxonomy=TAX).corpus
+    assert r1["dialogue_id"].to_list() == r2["dialogue_id"].to_list()
+
+
+def test_language_detection():
+    assert detect_language("I had my check-up today.") == "en"
+    assert detect_language("今日は検査の日でした。") == "ja"
+    assert detect_language("12345 !!!") == "und"
+
+
+def test_real_empathetic_dialogues_utterance_pairs():
+    path = shared_file("empathetic_dialogues", "utterance_pairs_valid.csv")
+    result = ingest_files([path], taxonomy=TAX)
+    outcome = result.outcomes[0]
+    assert outcome.balanced and outcome.rows_in == 7577
+    dia = dialogues_frame(result.corpus)
+    # first exchange of each conversation (speaker opens, listener replies)
+    assert 2000 < dia.height < 2800
+    assert dia["emotion"].is_in(TAX.labels).all()
+    assert dia.filter(pl.col("speaker_utterance").str.contains("_comma_")).height == 0
+    assert dia["emotion"].n_unique() >= 20
+
+
+def test_real_empathetic_dialogues_conversations_give_situations():
+    path = shared_file("empathetic_dialogues", "conversations_valid.csv")
+    result = ingest_files([path], taxonomy=TAX)
+    assert result.outcomes[0].balanced
+    sit = situations_frame(result.corpus)
+    assert sit.height > 2500
+    assert result.corpus["dialogue_id"].null_count() == result.corpus.height
+
+
+def test_real_goemotions_tsv():
+    path = shared_file("goemotions", "dev.tsv")
+    rows = read_goemotions_tsv(path, TAX.labels)
+    assert len(rows) == 5426
+    assert all(set(r["labels"]) <= set(TAX.labels) for r in rows)
+    multi = sum(len(r["labels"]) > 1 for r in rows) / len(rows)
+    assert 0.1 < multi < 0.25  # README: 16% of rows carry more than one label

@@ -1,0 +1,93 @@
+"""EmPO pairs: always against the opposite emotion, never the same one, traceable and deterministic;
+lineage through the opposite-emotion partition mapping."""
+
+from __future__ import annotations
+
+import polars as pl
+from dagster import AssetKey, materialize
+from tests.test_pairs_splits import all_emotions_tags, curated_stand_in, read_partition, seed_dialogues
+
+from empathy_dag.taxonomy import default_taxonomy
+
+
+def _splits():
+    from empathy_dag.pairs.splits import assign_splits
+
+    return assign_splits(seed_dialogues())
+
+
+def test_pairs_use_the_opposite_emotion_and_are_deterministic():
+    from empathy_dag.pairs.build import build_preference_pairs
+
+    tax = default_taxonomy()
+    df = _splits()
+    by_id = {r["dialogue_id"]: r for r in df.iter_rows(named=True)}
+    total = 0
+    for emotion in tax.labels:
+        opposite = tax.opposite(emotion)
+        pairs, stats = build_preference_pairs(
+            df, df, emotion=emotion, opposite=opposite, k=3, seed=7, same_split=False
+        )
+        again, _ = build_preference_pairs(df, df, emotion=emotion, opposite=opposite, k=3, seed=7, same_split=False)
+        assert pairs.equals(again)
+        total += pairs.height
+        for row in pairs.iter_rows(named=True):
+            src, neg = by_id[row["prompt_dialogue_id"]], by_id[row["rejected_dialogue_id"]]
+            assert src["emotion"] == emotion and neg["emotion"] == opposite != emotion
+            assert row["rejected_emotion"] == opposite
+            assert row["prompt"] == src["speaker_utterance"] and row["chosen"] == src["listener_reply"]
+            assert row["rejected"] == neg["listener_reply"] and neg["language"] == src["language"]
+        # k distinct draws per prompt, indexed 0..k-1
+        per_prompt = pairs.group_by("prompt_dialogue_id").agg(
+            pl.len().alias("n"), pl.col("rejected_dialogue_id").n_unique().alias("u"), pl.col("draw").max()
+        )
+        assert (per_prompt["n"] == per_prompt["u"]).all() and per_prompt["n"].max() <= 3
+        assert (per_prompt["draw"] == per_prompt["n"] - 1).all()
+        assert stats.prompts == df.filter(pl.col("emotion") == emotion).height
+        assert stats.prompts_without_opposite + per_prompt.height == stats.prompts
+    assert total > 500
+    other_seed, _ = build_preference_pairs(df, df, emotion="joy", opposite=tax.opposite("joy"), k=2, seed=8,
+                                           same_split=False)
+    same_seed, _ = build_preference_pairs(df, df, emotion="joy", opposite=tax.opposite("joy"), k=2, seed=7,
+                                          same_split=False)
+    assert other_seed["rejected_dialogue_id"].to_list() != same_seed["rejected_dialogue_id"].to_list()
+
+
+def test_same_split_keeps_held_out_replies_out_of_training_pairs():
+    from empathy_dag.pairs.build import build_preference_pairs
+
+    tax = default_taxonomy()
+    df = _splits()
+    split_of = dict(zip(df["dialogue_id"], df["split"]))
+    pairs, stats = build_preference_pairs(df, df, emotion="joy", opposite=tax.opposite("joy"), k=3, seed=0)
+    assert pairs.height > 0
+    for row in pairs.iter_rows(named=True):
+        assert split_of[row["rejected_dialogue_id"]] == split_of[row["prompt_dialogue_id"]] == row["split"]
+
+
+def test_preference_pairs_asset_reads_the_opposite_partition(resources):
+    from empathy_dag.pairs.assets import dataset_splits, preference_pairs
+
+    tax = default_taxonomy()
+    result = materialize(
+        [curated_stand_in(seed_dialogues()), dataset_splits, preference_pairs],
+        resources=resources, tags=all_emotions_tags(),
+    )
+    assert result.success
+    # lineage: pairs[joy] depends on splits[joy] and splits[opposite(joy)]
+    from empathy_dag.pairs.assets import opposite_partition_mapping
+
+    mapping = opposite_partition_mapping()
+    upstream = [u for u, ds in mapping.downstream_partition_keys_by_upstream_partition_key.items() if "joy" in ds]
+    assert sorted(upstream) == sorted({"joy", tax.opposite("joy")})
+    md = result.asset_materializations_for_node("preference_pairs")[0].metadata
+    assert md["train_pairs"].value > 0 and "prompts_without_opposite" in md
+    splits = {e: read_partition(resources, "dataset_splits", e) for e in tax.labels}
+    emotion_of = {d: e for e, df in splits.items() for d in df["dialogue_id"].to_list()}
+    for emotion in ("joy", "anger", "fear", "neutral"):
+        pairs = read_partition(resources, "preference_pairs", emotion)
+        assert pairs.height > 0 and set(pairs["split"].unique()) <= {"train", "validation", "test"}
+        assert {emotion_of[d] for d in pairs["rejected_dialogue_id"]} == {tax.opposite(emotion)}
+        assert {emotion_of[d] for d in pairs["prompt_dialogue_id"]} == {emotion}
+    key = AssetKey("preference_pairs")
+    assert key in {k for a in [preference_pairs] for k in a.keys}
