@@ -35,6 +35,16 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+def run_chat_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from empathy_dag.chat import run_chat
+    from empathy_dag.settings import data_root
+
+    store = Path(args.store or (data_root() / "models"))
+    return run_chat(args.model, store, args.emotion, args.max_new_tokens)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m empathy_dag")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--profile", choices=["tiny", "demo"], default="demo",
                       help="tiny: a couple of items per emotion (CI); demo: the README's defaults")
     demo.set_defaults(func=run_demo)
+    chat = sub.add_parser("chat", help="chat in the terminal with a checkpoint (reads turns from stdin)")
+    chat.add_argument("--model", default="promoted",
+                      help="base | sft | dpo | promoted | path to a model or PEFT adapter folder")
+    chat.add_argument("--emotion", default=None, help="optional emotion hint, e.g. grief")
+    chat.add_argument("--max-new-tokens", type=int, default=96)
+    chat.add_argument("--store", default=None, help="model store folder (default $DAGSTER_HOME/data/models)")
+    chat.set_defaults(func=run_chat_command)
     args = parser.parse_args(argv)
     return args.func(args)
 

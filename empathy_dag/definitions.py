@@ -20,6 +20,7 @@ from empathy_dag.ingest import assets as ingest_assets
 from empathy_dag.io_managers import EmotionParquetIOManager
 from empathy_dag.pairs import assets as pairs_assets
 from empathy_dag.pairs import resources as pairs_resources
+from empathy_dag.profiles import active_profile, aws_resources
 from empathy_dag.resources import BaseModelConfig, CorpusSources, GoEmotionsSource, ModelStore
 from empathy_dag.settings import data_root
 from empathy_dag.train import assets as train_assets
@@ -87,6 +88,14 @@ def local_resources(root: Path | None = None) -> dict:
     return resources
 
 
+def profile_resources() -> dict:
+    """The resources of the profile named by EMPATHY_DAG_PROFILE (`local` default, `aws`): the only
+    switch between a laptop and S3 (see empathy_dag/profiles.py, docs/deployment.md)."""
+    if active_profile() == "aws":
+        return aws_resources(stage_resource_modules=STAGE_RESOURCE_MODULES)
+    return local_resources()
+
+
 main_job = define_asset_job(
     "main_job",
     selection=AssetSelection.all() - AssetSelection.assets("goemotions_examples"),
@@ -98,5 +107,5 @@ defs = Definitions(
     jobs=[main_job, *automation.JOBS],
     sensors=automation.SENSORS,
     schedules=automation.SCHEDULES,
-    resources=local_resources(),
+    resources=profile_resources(),
 )

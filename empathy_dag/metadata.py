@@ -46,4 +46,9 @@ def frame_metadata(frames: dict[str, pl.DataFrame], preview_columns: Iterable[st
     }
     if cols:
         md["preview"] = markdown_table(sample.select(cols), max_rows=8)
+    if len(frames) > 1:  # a chart of one bar says nothing; a run over many emotions gets one
+        from empathy_dag.plots import bar_chart_png, png_markdown
+
+        counts = {e: df.height for e, df in frames.items()}
+        md["rows_per_emotion_chart"] = png_markdown(bar_chart_png(counts, "rows per emotion"), "rows per emotion")
     return md

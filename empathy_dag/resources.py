@@ -33,7 +33,20 @@ class CorpusSources(ConfigurableResource):
             max_text_chars=self.max_text_chars, min_text_chars=self.min_text_chars, max_file_mb=self.max_file_mb
         )
 
+    landing_s3_uri: str = Field(default="", description="aws profile: s3://bucket/prefix of the landing "
+                                "zone; new objects are downloaded into landing_dir before each read.")
+    endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO, moto); empty = AWS.")
+
+    def sync_landing(self) -> list[Path]:
+        """Download new or changed landing objects into landing_dir (no-op in the local profile)."""
+        if not self.landing_s3_uri:
+            return []
+        from empathy_dag.storage_s3 import s3_client, sync_landing_zone
+
+        return sync_landing_zone(s3_client(self.endpoint_url), self.landing_s3_uri, Path(self.landing_dir))
+
     def files(self) -> list[Path]:
+        self.sync_landing()
         found: list[Path] = []
         for folder in (Path(self.seed_dir), Path(self.landing_dir)):
             if folder.is_dir():
@@ -61,12 +74,49 @@ class ModelStore(ConfigurableResource):
     folders written by the asset itself, never pickled through an IO manager; the materialization
     records path and sha256 so lineage says exactly which weights a run used."""
 
-    root: str = Field(default_factory=lambda: str(data_root() / "models"))
+    root: str = Field(default_factory=lambda: str(data_root() / "models"),
+                      description="Local folder (the local profile's store; the aws profile's cache).")
+    s3_prefix: str = Field(default="", description="s3://bucket/prefix where `publish` uploads model "
+                           "folders (aws profile). Empty: local only.")
+    endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO, moto); empty = AWS.")
 
     def folder(self, name: str) -> Path:
         path = Path(self.root) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def uri(self, name: str) -> str:
+        if not self.s3_prefix:
+            raise ValueError("model_store.s3_prefix is not set: this store is local only")
+        return f"{self.s3_prefix.rstrip('/')}/{name}"
+
+    def publish(self, name: str) -> str:
+        """Upload `folder(name)` under `s3_prefix/name` with a `_manifest.json` (sha256 per file and
+        one over the folder), written last so readers never see half a folder. Returns the URI."""
+        from empathy_dag.storage_s3 import parse_s3_uri, s3_client, upload_folder
+
+        bucket, prefix = parse_s3_uri(self.uri(name))
+        upload_folder(s3_client(self.endpoint_url), self.folder(name), bucket, prefix)
+        return self.uri(name)
+
+    def fetch(self, name: str) -> Path:
+        """`folder(name)`, made equal to the published folder: files missing locally or whose sha256
+        differs from the manifest are downloaded and verified. Local only: the folder as it is."""
+        if not self.s3_prefix:
+            return self.folder(name)
+        from empathy_dag.storage_s3 import download_folder, parse_s3_uri, s3_client
+
+        bucket, prefix = parse_s3_uri(self.uri(name))
+        download_folder(s3_client(self.endpoint_url), bucket, prefix, self.folder(name))
+        return self.folder(name)
+
+    def published_sha256(self, name: str) -> str | None:
+        """The folder sha256 of the published manifest, or None when nothing is published."""
+        from empathy_dag.storage_s3 import parse_s3_uri, read_manifest, s3_client
+
+        bucket, prefix = parse_s3_uri(self.uri(name))
+        manifest = read_manifest(s3_client(self.endpoint_url), bucket, prefix)
+        return manifest["sha256"] if manifest else None
 
 
 class BaseModelConfig(ConfigurableResource):

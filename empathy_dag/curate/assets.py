@@ -2,30 +2,214 @@
 
 CONTRACT: `curated_dialogues` is partitioned per emotion; its frame has every column of `dialogues`
 plus `origin` ("corpus" for ingested rows, "synthetic" for generated ones) and `generator` (model id
-for synthetic rows, null otherwise). Downstream stages (pairs, train, evaluate) read only this."""
+for synthetic rows, null otherwise). Downstream stages (pairs, train, evaluate) read only this.
+
+Synthetic rows (from `synthetic_dialogues`, when materialized) go through the filters of
+`curate/filters.py`; what they drop lands in `filter_report` with the filter and the reason. The
+emotion-consistency filter uses the `emotion_classifier` model folder when it exists."""
+
+import shutil
+from typing import Literal
 
 import polars as pl
-from dagster import AssetExecutionContext, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetOut,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+    multi_asset,
+)
+from pydantic import Field
 
+from empathy_dag.curate.classifier import EmotionClassifier, is_saved, train_emotion_classifier
+from empathy_dag.curate.filters import FILTER_ORDER, REPORT_SCHEMA, FilterConfig, filter_synthetic
 from empathy_dag.io_managers import per_partition
-from empathy_dag.metadata import frame_metadata
+from empathy_dag.metadata import frame_metadata, markdown_table
+from empathy_dag.models import EMBEDDED_MINILM, sha256_tree
 from empathy_dag.partitions import emotion_partitions, single_run
+from empathy_dag.resources import ModelStore
+from empathy_dag.taxonomy import default_taxonomy
 
-CURATE_CODE_VERSION = "curate-v1"
+CURATE_CODE_VERSION = "curate-v2"
+CLASSIFIER_CODE_VERSION = "emotion-classifier-v1"
+CLASSIFIER_FOLDER = "emotion_classifier"
+
+# Columns of `dialogues` (ingest/corpus.py::dialogues_frame), the schema synthetic rows are mapped onto.
+DIALOGUE_COLUMNS = {
+    "dialogue_id": pl.String, "situation_id": pl.String, "emotion": pl.String, "language": pl.String,
+    "domain": pl.String, "situation": pl.String, "speaker_utterance": pl.String, "listener_reply": pl.String,
+    "source": pl.String, "source_file": pl.String, "source_line": pl.Int64,
+}
 
 
 def with_origin(frame: pl.DataFrame, origin: str, generator: str | None = None) -> pl.DataFrame:
     return frame.with_columns(pl.lit(origin).alias("origin"), pl.lit(generator, dtype=pl.String).alias("generator"))
 
 
-@asset(
+def synthetic_as_dialogues(synthetic: pl.DataFrame, corpus_schema: dict | None = None) -> pl.DataFrame:
+    """Synthetic rows on the `dialogues` schema (+ origin, generator). Their ids were computed with
+    `ingest.records.situation_id/dialogue_id` when generated, so they dedupe like ingested rows."""
+    schema = dict(corpus_schema or DIALOGUE_COLUMNS)
+    if synthetic.height == 0:
+        return with_origin(pl.DataFrame(schema=schema), "synthetic")
+    out = synthetic.with_columns(
+        pl.lit("synthetic").alias("source"),
+        (pl.lit("synthetic:") + pl.col("prompt_version")).alias("source_file")
+        if "prompt_version" in synthetic.columns else pl.lit("synthetic").alias("source_file"),
+        pl.lit(None, dtype=pl.Int64).alias("source_line"),
+    )
+    cols = [pl.col(c).cast(t) if c in out.columns else pl.lit(None, dtype=t).alias(c) for c, t in schema.items()]
+    return out.select(*cols, pl.lit("synthetic").alias("origin"), pl.col("generator").cast(pl.String))
+
+
+class CurateConfig(Config):
+    emotion_consistency: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="auto: use the emotion_classifier folder when it exists, else skip the filter (and say "
+        "so in metadata); on: fail without it; off: never.",
+    )
+    min_chars: int = 12
+    max_chars: int = 600
+    near_duplicate_threshold: float = Field(default=0.8, description="MinHash Jaccard above which rows are "
+                                            "near-duplicates (character 5-gram shingles).")
+    echo_threshold: float = 0.8
+    consistency_min_probability: float = 0.5
+    disabled_filters: list[str] = Field(default_factory=list, description=f"Any of {', '.join(FILTER_ORDER)}.")
+
+
+def _frames(value, keys) -> dict[str, pl.DataFrame | None]:
+    return {k: value.get(k) for k in keys} if isinstance(value, dict) else {keys[0]: value}
+
+
+@multi_asset(
     group_name="curate",
     partitions_def=emotion_partitions,
     backfill_policy=single_run,
-    code_version=CURATE_CODE_VERSION,
-    io_manager_key="parquet_io_manager",
-    description="Dialogues that may train a model: ingested and synthetic rows that passed every filter.",
+    outs={
+        "curated_dialogues": AssetOut(
+            io_manager_key="parquet_io_manager", code_version=CURATE_CODE_VERSION,
+            description="Dialogues that may train a model: ingested rows and synthetic rows that passed "
+            "every filter (origin, generator say which).",
+        ),
+        "filter_report": AssetOut(
+            io_manager_key="parquet_io_manager", code_version=CURATE_CODE_VERSION,
+            description="Every synthetic row a filter removed: id, emotion, filter, reason, text.",
+        ),
+    },
+    ins={
+        "dialogues": AssetIn(),
+        # A machine that never ran the generate stage still curates its corpus.
+        "synthetic_dialogues": AssetIn(metadata={"allow_missing_partitions": True}),
+    },
+    deps=["emotion_classifier"],
 )
-def curated_dialogues(context: AssetExecutionContext, dialogues):
-    frames = {e: with_origin(df, "corpus") for e, df in per_partition(context, dialogues).items()}
-    return Output(frames, metadata=frame_metadata(frames, ["emotion", "origin", "speaker_utterance", "listener_reply"]))
+def curated_dialogues(context: AssetExecutionContext, config: CurateConfig, model_store: ModelStore,
+                      dialogues, synthetic_dialogues):
+    keys = list(context.partition_keys)
+    corpus = per_partition(context, dialogues)
+    synthetic = _frames(synthetic_dialogues, keys)
+    taxonomy = default_taxonomy()
+    classifier, consistency_note = None, "off by config"
+    if config.emotion_consistency != "off":
+        folder = model_store.fetch(CLASSIFIER_FOLDER) if hasattr(model_store, "fetch") else model_store.folder(
+            CLASSIFIER_FOLDER)
+        if is_saved(folder):
+            classifier = EmotionClassifier.load(folder)
+            consistency_note = f"on (classifier at {folder}, macro-F1 {classifier.metrics.get('macro_f1')})"
+        elif config.emotion_consistency == "on":
+            raise FileNotFoundError(f"emotion_consistency=on but no classifier at {folder}: materialize "
+                                    "`emotion_classifier` (needs GoEmotions) or set emotion_consistency=auto/off")
+        else:
+            consistency_note = f"skipped: no emotion_classifier at {folder} (materialize it to enable)"
+    context.log.info(f"emotion consistency filter: {consistency_note}")
+    fconfig = FilterConfig(
+        min_chars=config.min_chars, max_chars=config.max_chars,
+        near_duplicate_threshold=config.near_duplicate_threshold, echo_threshold=config.echo_threshold,
+        consistency_min_probability=config.consistency_min_probability,
+        disabled=tuple(config.disabled_filters),
+    )
+    curated, reports, totals = {}, {}, dict.fromkeys(FILTER_ORDER, 0)
+    synthetic_in = synthetic_kept = 0
+    for emotion in keys:
+        base = corpus[emotion]
+        synth = synthetic.get(emotion)
+        synth = synth if synth is not None and synth.height else None
+        corpus_rows = with_origin(base, "corpus")
+        if synth is None:
+            curated[emotion] = corpus_rows
+            reports[emotion] = pl.DataFrame(schema=REPORT_SCHEMA)
+            continue
+        result = filter_synthetic(
+            synth, base, fconfig,
+            predict_groups=(lambda texts: classifier.predict_groups(texts, taxonomy)) if classifier else None,
+            sentiment_of=taxonomy.sentiment,
+        )
+        synthetic_in += synth.height
+        synthetic_kept += result.kept.height
+        for name, n in result.counts().items():
+            totals[name] += n
+        mapped = synthetic_as_dialogues(result.kept, dict(base.schema))
+        curated[emotion] = pl.concat([corpus_rows, mapped.select(corpus_rows.columns)], how="vertical_relaxed")
+        reports[emotion] = result.report
+    all_reports = [r for r in reports.values() if r.height]
+    report_preview = pl.concat(all_reports) if all_reports else pl.DataFrame(schema=REPORT_SCHEMA)
+    yield Output(curated, output_name="curated_dialogues", metadata={
+        **frame_metadata(curated, ["emotion", "origin", "speaker_utterance", "listener_reply"]),
+        "synthetic_in": synthetic_in,
+        "synthetic_kept": synthetic_kept,
+        "dropped_per_filter": MetadataValue.json(totals),
+        "emotion_consistency": consistency_note,
+    })
+    yield Output(reports, output_name="filter_report", metadata={
+        "dagster/row_count": report_preview.height,
+        "dropped_per_filter": MetadataValue.json(totals),
+        "emotion_consistency": consistency_note,
+        "preview": markdown_table(report_preview.select("emotion", "filter", "reason", "text"), max_rows=15),
+    })
+
+
+class EmotionClassifierConfig(Config):
+    max_train_rows: int = Field(default=20000, description="Training rows sampled from the train split "
+                                "(0 = all); MiniLM embeds ~200-400 rows/s on 2 CPU cores.")
+    regularization_c: float = 4.0
+    encoder: str = Field(default=EMBEDDED_MINILM, description="Sentence encoder: embedded:minilm or a folder.")
+
+
+@asset(
+    group_name="curate",
+    code_version=CLASSIFIER_CODE_VERSION,
+    kinds={"scikitlearn", "safetensors"},
+    description="Emotion classifier for the consistency filter: MiniLM sentence embeddings + a logistic-"
+    "regression head over the 28 GoEmotions labels, trained on goemotions_examples. A model folder "
+    "(head.safetensors + classifier.json) with sha256 and held-out macro-F1 as metadata.",
+)
+def emotion_classifier(context: AssetExecutionContext, config: EmotionClassifierConfig,
+                       model_store: ModelStore, goemotions_examples: pl.DataFrame) -> MaterializeResult:
+    taxonomy = default_taxonomy()
+    clf = train_emotion_classifier(goemotions_examples, taxonomy, encoder=config.encoder,
+                                   max_train_rows=config.max_train_rows, c=config.regularization_c)
+    folder = model_store.folder(CLASSIFIER_FOLDER)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    clf.save(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    if hasattr(model_store, "publish") and getattr(model_store, "s3_prefix", ""):
+        model_store.publish(CLASSIFIER_FOLDER)
+    metrics = clf.metrics or {}
+    context.log.info(f"emotion classifier: {metrics}")
+    return MaterializeResult(metadata={
+        "path": MetadataValue.path(str(folder)),
+        "sha256": sha256_tree(folder, patterns=("*.safetensors", "*.json")),
+        "macro_f1": metrics.get("macro_f1"),
+        "sentiment_macro_f1": metrics.get("sentiment_macro_f1"),
+        "accuracy": metrics.get("accuracy"),
+        "chance_macro_f1": metrics.get("chance_macro_f1"),
+        "train_rows": metrics.get("train_rows"),
+        "held_out": f"{metrics.get('held_out_split')} ({metrics.get('held_out_rows')} rows)",
+        "labels": len(clf.labels),
+    })

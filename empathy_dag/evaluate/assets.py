@@ -1,1 +1,677 @@
-"""Assets of this stage."""
+"""Assets of the evaluate stage: generations of every system on the test split, external predictions,
+the Epitome classifiers, one DuckDB table per metric (rows per system, emotion and item), judge-human
+agreement and a chart of the leaderboard (the leaderboard itself is `dbt_like_sql/leaderboard*.sql`).
+
+Each metric asset loads its model once per run and scores every system and emotion in that run."""
+
+import io
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetSpec,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+    multi_asset,
+)
+
+from empathy_dag.evaluate.items import ITEM_SCHEMA, empty_items, item_id, read_external_predictions
+from empathy_dag.evaluate.resources import EvaluationConfig
+from empathy_dag.generate.resources import TextGenerator
+from empathy_dag.io_managers import per_partition
+from empathy_dag.metadata import markdown_table
+from empathy_dag.models import sha256_tree
+from empathy_dag.partitions import emotion_partitions, single_run
+from empathy_dag.plots import png_markdown
+from empathy_dag.resources import ModelStore
+from empathy_dag.taxonomy import default_taxonomy
+from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
+
+GROUP = "evaluate"
+CHECKPOINTS = {"base": None, "sft": "sft_checkpoint", "dpo": "dpo_checkpoint"}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def write_table(warehouse: Warehouse, name: str, frame: pl.DataFrame) -> None:
+    """Replace a DuckDB table with `frame` (an empty frame still creates the table, with its schema,
+    so SQL models reading it never fail on a missing table)."""
+    arrow = frame.to_arrow()
+    with warehouse.connect() as conn:
+        conn.register("_frame", arrow)
+        conn.execute(f'CREATE OR REPLACE TABLE {WAREHOUSE_SCHEMA}."{name}" AS SELECT * FROM _frame')
+        conn.unregister("_frame")
+
+
+def read_items(warehouse: Warehouse) -> pl.DataFrame:
+    with warehouse.connect() as conn:
+        return conn.execute(f"SELECT * FROM {WAREHOUSE_SCHEMA}.evaluation_items ORDER BY system, emotion, item_id").pl()
+
+
+def system_weights(system: str, evaluation: EvaluationConfig, model_store: ModelStore) -> tuple[str, str | None]:
+    """(model folder or hub id, adapter folder or None) of a system that has weights here."""
+    for extra in evaluation.extra_systems:
+        if extra.name == system:
+            return extra.source, extra.adapter
+    if system not in CHECKPOINTS:
+        raise ValueError(f"unknown system {system!r}: use base, sft, dpo or an extra_systems entry")
+    base = fetch_folder(model_store, "base_model")
+    if not (base / "config.json").is_file():
+        raise FileNotFoundError(f"{base} has no model: materialize base_model first")
+    adapter = CHECKPOINTS[system]
+    if adapter is None:
+        return str(base), None
+    folder = fetch_folder(model_store, adapter)
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{folder} has no PEFT adapter: materialize {adapter} first")
+    return str(base), str(folder)
+
+
+def fetch_folder(model_store: ModelStore, name: str) -> Path:
+    """The local folder of a model, downloaded first when the store publishes to S3."""
+    return model_store.fetch(name) if hasattr(model_store, "fetch") else model_store.folder(name)
+
+
+def systems_with_weights(evaluation: EvaluationConfig) -> list[str]:
+    return [*evaluation.systems, *(e.name for e in evaluation.extra_systems)]
+
+
+def model_source(spec: str, model_store: ModelStore) -> str:
+    return str(fetch_folder(model_store, "base_model")) if spec == "base_model" else spec
+
+
+def load_engine(source: str, adapter: str | None, text_generator: TextGenerator):
+    """A generator for any (model, adapter), with the engine settings (dtype, device, batch size,
+    response cache) of the shared `text_generator` resource."""
+    from empathy_dag.generate.engine import load_generator
+
+    return load_generator(source, adapter=adapter, dtype=text_generator.dtype, device=text_generator.device,
+                          batch_size=text_generator.batch_size,
+                          cache_dir=text_generator.cache_dir if text_generator.use_cache else None,
+                          allow_hub=text_generator.allow_hub, trust_remote_code=text_generator.trust_remote_code)
+
+
+def listener_conversation(speaker_utterance: str, system_prompt: str | None) -> list[dict]:
+    """Exactly the prompt format SFT and DPO train on (`empathy_dag.train.data.messages`), so a tuned
+    model is evaluated on the kind of input it learned from."""
+    from empathy_dag.train.data import messages
+
+    return messages(speaker_utterance, system_prompt)
+
+
+def summary_by_system(frame: pl.DataFrame, columns: list[str]) -> MetadataValue:
+    cols = [c for c in columns if c in frame.columns]
+    if not frame.height or not cols:
+        return MetadataValue.md("(no rows)")
+    agg = frame.group_by("system").agg(pl.len().alias("items"), *[pl.col(c).mean().round(4) for c in cols])
+    return markdown_table(agg.sort("system"), max_rows=50)
+
+
+# ------------------------------------------------------------------------------------- generations
+
+
+@asset(
+    group_name=GROUP,
+    partitions_def=emotion_partitions,
+    backfill_policy=single_run,
+    io_manager_key="parquet_io_manager",
+    ins={"dataset_splits": AssetIn()},
+    deps=[AssetKey("base_model"), AssetKey("sft_checkpoint"), AssetKey("dpo_checkpoint")],
+    code_version="test-generations-v1",
+    kinds={"pytorch", "parquet"},
+    description="Replies of every system (base, SFT, DPO and extra models) to the speaker turns of the "
+    "test split, through the batched, cached generation engine. Each model loads once per run.",
+)
+def test_generations(context: AssetExecutionContext, evaluation: EvaluationConfig, model_store: ModelStore,
+                     text_generator: TextGenerator, dataset_splits):
+    from empathy_dag.generate.engine import GenerationSettings, log_progress
+
+    splits = per_partition(context, dataset_splits)
+    tests: dict[str, pl.DataFrame] = {}
+    for emotion, df in splits.items():
+        test = df.filter((pl.col("split") == "test") & pl.col("speaker_utterance").is_not_null()
+                         & pl.col("listener_reply").is_not_null())
+        if evaluation.max_items_per_emotion:
+            test = test.head(evaluation.max_items_per_emotion)
+        tests[emotion] = test
+    prompts = pl.concat([t for t in tests.values() if t.height], how="diagonal_relaxed") if any(
+        t.height for t in tests.values()) else None
+    settings = GenerationSettings(max_new_tokens=evaluation.max_new_tokens, temperature=evaluation.temperature,
+                                  top_p=evaluation.top_p, do_sample=evaluation.temperature > 0,
+                                  seed=evaluation.seed)
+    per_system, stats = [], {}
+    for system in systems_with_weights(evaluation):
+        if prompts is None:
+            break
+        source, adapter = system_weights(system, evaluation, model_store)
+        generator = load_engine(source, adapter, text_generator)
+        context.log.info(f"{system}: {prompts.height} prompts on {source} + {adapter}")
+        replies = generator.generate([listener_conversation(u, evaluation.system_prompt)
+                                      for u in prompts["speaker_utterance"]], settings,
+                                     progress=log_progress(context.log))
+        stats[system] = {"cache_id": generator.cache_id, **getattr(generator, "last_stats", {})}
+        per_system.append(prompts.select(
+            pl.lit(system).alias("system"), pl.lit("pipeline").alias("origin"), "emotion",
+            pl.col("language").fill_null("en"), pl.col("situation").fill_null(""), "speaker_utterance",
+            pl.col("listener_reply").alias("reference"), pl.Series("prediction", replies, dtype=pl.String),
+            pl.col("dialogue_id").alias("source_dialogue_id") if "dialogue_id" in prompts.columns
+            else pl.lit(None, dtype=pl.String).alias("source_dialogue_id"),
+        ))
+    allrows = pl.concat(per_system) if per_system else None
+    frames = {}
+    for emotion in context.partition_keys:
+        if allrows is None:
+            frames[emotion] = empty_items().with_columns(pl.lit(None, dtype=pl.String).alias("source_dialogue_id"))
+            continue
+        sub = allrows.filter(pl.col("emotion") == emotion)
+        ids = [item_id(e, s, r) for e, s, r in sub.select("emotion", "speaker_utterance", "reference").iter_rows()]
+        frames[emotion] = sub.with_columns(pl.Series("item_id", ids, dtype=pl.String)).select(
+            *ITEM_SCHEMA, "source_dialogue_id")
+    return Output(frames, metadata={
+        "dagster/row_count": sum(f.height for f in frames.values()),
+        "systems": MetadataValue.json(stats),
+        "settings": MetadataValue.json(settings.as_dict()),
+        "preview": markdown_table(allrows.select("system", "emotion", "speaker_utterance", "prediction")
+                                  if allrows is not None else empty_items(), max_rows=9),
+    })
+
+
+@asset(
+    group_name=GROUP,
+    io_manager_key="parquet_io_manager",
+    code_version="external-predictions-v1",
+    kinds={"parquet"},
+    description="Predictions made outside this pipeline (CSV/JSONL of context, reference, prediction, "
+    "emotion, system) so that any model is scored side by side with base, SFT and DPO.",
+)
+def external_predictions(context: AssetExecutionContext, evaluation: EvaluationConfig) -> Output:
+    taxonomy = default_taxonomy()
+    frames, files = [], []
+    for path in evaluation.external_prediction_files:
+        frame, info = read_external_predictions(path, taxonomy)
+        frames.append(frame)
+        files.append(info)
+    items = pl.concat(frames) if frames else empty_items()
+    items = items.unique(subset=["system", "item_id"], keep="first", maintain_order=True)
+    return Output(items, metadata={
+        "dagster/row_count": items.height,
+        "files": MetadataValue.json(files),
+        "systems": MetadataValue.json(sorted(items["system"].unique().to_list())),
+        "preview": markdown_table(items.select("system", "emotion", "speaker_utterance", "prediction"), max_rows=8),
+    })
+
+
+@multi_asset(
+    specs=[
+        AssetSpec("evaluation_items", group_name=GROUP, kinds={"duckdb"},
+                  metadata={"warehouse_tables": ["evaluation_items"]},
+                  deps=[AssetKey("test_generations"), AssetKey("external_predictions")],
+                  description="Every (system, item) to score: the pipeline's test generations (whichever "
+                  "emotion partitions exist) and the external predictions, in one DuckDB table."),
+        AssetSpec("evaluation_systems", group_name=GROUP, kinds={"duckdb"},
+                  metadata={"warehouse_tables": ["evaluation_systems"]},
+                  deps=[AssetKey("test_generations"), AssetKey("external_predictions")],
+                  description="The systems scored, their item counts and which one is the leaderboard's "
+                  "baseline (`baseline_system`, 'base' by default)."),
+    ],
+    code_version="evaluation-items-v1",
+    pool="duckdb_warehouse",
+    can_subset=False,
+)
+def evaluation_items(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
+    frames = []
+    for name in ("test_generations", "external_predictions"):
+        glob = warehouse.parquet_glob(name)
+        if glob is not None:
+            frame = pl.read_parquet(glob, allow_missing_columns=True)
+            if frame.height:
+                frames.append(frame.select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA))
+    items = pl.concat(frames) if frames else empty_items()
+    dupes = items.height - items.unique(subset=["system", "item_id"]).height
+    if dupes:
+        raise ValueError(f"{dupes} (system, item) pairs appear twice: an external system shares a name "
+                         "with a pipeline system")
+    systems = items.group_by("system", "origin").agg(pl.len().alias("items")).with_columns(
+        (pl.col("system") == evaluation.baseline_system).alias("is_baseline")).sort("system")
+    write_table(warehouse, "evaluation_items", items)
+    write_table(warehouse, "evaluation_systems", systems)
+    yield MaterializeResult(asset_key="evaluation_items", metadata={
+        "dagster/row_count": items.height,
+        "emotions": items["emotion"].n_unique(),
+        "preview": markdown_table(items.select("system", "origin", "emotion", "speaker_utterance", "prediction")),
+    })
+    yield MaterializeResult(asset_key="evaluation_systems", metadata={
+        "dagster/row_count": systems.height, "systems": markdown_table(systems, max_rows=50)})
+
+
+# ------------------------------------------------------------------------------ Epitome classifiers
+
+EPITOME_KEYS = {m: f"epitome_{m}_classifier" for m in ("er", "ip", "ex")}
+CLASSIFIER_FILES = ("*.safetensors", "*.json")
+
+
+@multi_asset(
+    specs=[AssetSpec(key, group_name=GROUP, kinds={"scikit-learn", "safetensors"},
+                     description=f"Epitome {m.upper()} level classifier (0/1/2): frozen MiniLM embeddings of "
+                     "seeker post and response + logistic regression; held-out macro-F1 in metadata.")
+           for m, key in EPITOME_KEYS.items()],
+    code_version="epitome-classifiers-v1",
+    can_subset=False,
+)
+def epitome_classifiers(context: AssetExecutionContext, evaluation: EvaluationConfig, model_store: ModelStore):
+    """One multi-asset so the seeker posts, shared by the three mechanisms, are encoded once."""
+    from empathy_dag.evaluate.metrics.encoder import SentenceEncoder
+    from empathy_dag.evaluate.metrics.epitome import read_epitome, train_epitome_classifier
+
+    encoder = SentenceEncoder(evaluation.epitome_encoder, max_length=evaluation.epitome_max_length,
+                              device=evaluation.device)
+    for mechanism, key in EPITOME_KEYS.items():
+        start = time.perf_counter()
+        data = read_epitome(evaluation.epitome_dir, mechanism, max_rows=evaluation.epitome_max_rows)
+        clf, metrics = train_epitome_classifier(mechanism, data["seeker_post"].to_list(),
+                                                data["response_post"].to_list(), data["level"].to_list(), encoder)
+        folder = model_store.folder(key)
+        tmp = folder.with_name(folder.name + ".tmp")  # a half-written folder never looks done
+        shutil.rmtree(tmp, ignore_errors=True)
+        clf.save(tmp, metrics)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        if getattr(model_store, "s3_prefix", ""):
+            model_store.publish(key)
+        context.log.info(f"{key}: held-out macro-F1 {metrics['heldout_macro_f1']:.3f} "
+                         f"(majority {metrics['majority_baseline_macro_f1']:.3f})")
+        yield MaterializeResult(asset_key=key, metadata={
+            "path": MetadataValue.path(str(folder)),
+            "sha256": sha256_tree(folder, CLASSIFIER_FILES),
+            "heldout_macro_f1": round(metrics["heldout_macro_f1"], 4),
+            "heldout_accuracy": round(metrics["heldout_accuracy"], 4),
+            "majority_baseline_macro_f1": round(metrics["majority_baseline_macro_f1"], 4),
+            "published_roberta_macro_f1": metrics["published_roberta_macro_f1"],
+            "embedding_weight": metrics["embedding_weight"],
+            "validation_macro_f1_by_embedding_weight": MetadataValue.json(
+                metrics["validation_macro_f1_by_embedding_weight"]),
+            "train_rows": metrics["train_rows"],
+            "heldout_rows": metrics["heldout_rows"],
+            "confusion_0_1_2": MetadataValue.json(metrics["confusion"]),
+            "seconds": round(time.perf_counter() - start, 1),
+        })
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+METRIC_ASSET = {"group_name": GROUP, "kinds": {"duckdb"}, "pool": "duckdb_warehouse"}
+
+
+def _metric_asset(name: str, description: str, extra_deps: list[str] = (), version: str = "v1"):
+    return asset(name=name, code_version=f"{name}-{version}", description=description,
+                 metadata={"warehouse_tables": [name]},
+                 deps=[AssetKey("evaluation_items"), *map(AssetKey, extra_deps)], **METRIC_ASSET)
+
+
+def _keys(items: pl.DataFrame) -> pl.DataFrame:
+    return items.select("system", "origin", "emotion", "language", "item_id")
+
+
+@_metric_asset("metric_bertscore", "BERTScore P/R/F1 of each prediction against its reference (bert-score; "
+               "embedded all-MiniLM-L6-v2 with 6 layers by default; EmPO used roberta-large layer 17, no idf, "
+               "no baseline rescaling). Japanese items use `bertscore_model_ja` when set.")
+def metric_bertscore(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
+    from empathy_dag.evaluate.metrics.bertscore import bertscore, load_scorer
+
+    items = read_items(warehouse)
+    load_seconds = score_seconds = 0.0
+    parts = []
+    groups = [("default", items)]
+    if evaluation.bertscore_model_ja:
+        groups = [("default", items.filter(pl.col("language") != "ja")), ("ja", items.filter(pl.col("language") == "ja"))]
+    backbones = {}
+    for group, frame in groups:
+        if not frame.height:
+            continue
+        model, layers = ((evaluation.bertscore_model_ja, evaluation.bertscore_num_layers_ja) if group == "ja"
+                         else (evaluation.bertscore_model, evaluation.bertscore_num_layers))
+        loading = time.perf_counter()
+        scorer = load_scorer(model, layers, evaluation.bertscore_batch_size, device=evaluation.device,
+                             allow_hub=evaluation.allow_hub)
+        load_seconds += time.perf_counter() - loading
+        scoring = time.perf_counter()
+        scores = bertscore(scorer, frame["prediction"].to_list(), frame["reference"].to_list())
+        score_seconds += time.perf_counter() - scoring
+        backbones[group] = f"{model} (layers={layers})"
+        parts.append(_keys(frame).with_columns(
+            pl.Series("bertscore_precision", scores["precision"]), pl.Series("bertscore_recall", scores["recall"]),
+            pl.Series("bertscore_f1", scores["f1"]), pl.lit(backbones[group]).alias("backbone")))
+    table = pl.concat(parts) if parts else _keys(items).with_columns(
+        *[pl.lit(None, dtype=pl.Float64).alias(c) for c in ("bertscore_precision", "bertscore_recall", "bertscore_f1")],
+        pl.lit(None, dtype=pl.String).alias("backbone"))
+    write_table(warehouse, "metric_bertscore", table)
+    ja_without_backbone = int((items["language"] == "ja").sum()) if not evaluation.bertscore_model_ja else 0
+    if ja_without_backbone:
+        context.log.warning(f"{ja_without_backbone} Japanese items scored with an English backbone: set "
+                            "bertscore_model_ja to a multilingual model")
+    return MaterializeResult(metadata={
+        "dagster/row_count": table.height, "backbones": MetadataValue.json(backbones),
+        # scoring only: the model load is reported on its own (once per run, whatever the partitions)
+        "pairs_per_s": round(table.height / score_seconds, 1) if score_seconds > 0 else 0.0,
+        "load_seconds": round(load_seconds, 2),
+        "japanese_items_on_english_backbone": ja_without_backbone,
+        "by_system": summary_by_system(table, ["bertscore_precision", "bertscore_recall", "bertscore_f1"]),
+    })
+
+
+@_metric_asset("metric_epitome", "Epitome ER/IP/EX levels (0/1/2) of prediction and reference, with the "
+               "squared difference per item; its mean is EmPO's diff-Epitome (lower is better).",
+               extra_deps=list(EPITOME_KEYS.values()))
+def metric_epitome(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
+                   model_store: ModelStore):
+    from empathy_dag.evaluate.metrics.encoder import SentenceEncoder
+    from empathy_dag.evaluate.metrics.epitome import EpitomeClassifier, diff_epitome
+
+    items = read_items(warehouse)
+    folders = {m: fetch_folder(model_store, k) for m, k in EPITOME_KEYS.items()}
+    classifiers = {m: EpitomeClassifier.load(folder) for m, folder in folders.items()}
+    encoders: dict[tuple, SentenceEncoder] = {}
+    table = _keys(items)
+    for m, clf in classifiers.items():
+        enc_key = (clf.encoder, clf.max_length)
+        # a classifier that chose tf-idf only (embedding_weight 0) needs no encoder at all
+        if clf.embedding_weight > 0 and enc_key not in encoders:
+            encoders[enc_key] = SentenceEncoder(clf.encoder, max_length=clf.max_length, device=evaluation.device)
+        enc = encoders.get(enc_key)
+        seekers = items["speaker_utterance"].to_list()
+        pred = clf.predict(enc, seekers, items["prediction"].to_list())
+        ref = clf.predict(enc, seekers, items["reference"].to_list())
+        table = table.with_columns(
+            pl.Series(f"{m}_prediction", pred, dtype=pl.Int64), pl.Series(f"{m}_reference", ref, dtype=pl.Int64),
+            pl.Series(f"{m}_squared_diff", (pred - ref) ** 2, dtype=pl.Float64))
+    write_table(warehouse, "metric_epitome", table)
+    overall = {m: diff_epitome(table[f"{m}_prediction"], table[f"{m}_reference"]) if table.height else None
+               for m in classifiers}
+    return MaterializeResult(metadata={
+        "dagster/row_count": table.height,
+        "classifier_sha256": MetadataValue.json({m: sha256_tree(f, CLASSIFIER_FILES) for m, f in folders.items()}),
+        "diff_epitome_all_systems": MetadataValue.json(overall),
+        "by_system": summary_by_system(table, [f"{m}_{c}" for m in classifiers for c in ("prediction", "squared_diff")]),
+    })
+
+
+@_metric_asset("metric_valence", "VADER compound of the prediction and of the speaker turn and their "
+               "difference; with an NRC-VAD lexicon, EmPO's |max V/A/D(prediction) - max V/A/D(reference)|.")
+def metric_valence(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
+    from empathy_dag.evaluate.metrics.valence import load_nrc_vad, vad_difference_rows, valence_rows
+
+    items = read_items(warehouse)
+    rows = valence_rows(items["prediction"].to_list(), items["speaker_utterance"].to_list())
+    cols = {"vader_response": pl.Float64, "vader_speaker": pl.Float64, "vader_difference": pl.Float64}
+    table = pl.concat([_keys(items), pl.DataFrame(rows, schema=cols)], how="horizontal")
+    vad_cols = {"diff_valence": pl.Float64, "diff_arousal": pl.Float64, "diff_dominance": pl.Float64}
+    if evaluation.nrc_vad_path:
+        lexicon = load_nrc_vad(evaluation.nrc_vad_path)
+        vad = vad_difference_rows(items["prediction"].to_list(), items["reference"].to_list(), lexicon)
+        table = pl.concat([table, pl.DataFrame(vad, schema=vad_cols)], how="horizontal")
+    else:
+        table = table.with_columns(*[pl.lit(None, dtype=t).alias(c) for c, t in vad_cols.items()])
+    write_table(warehouse, "metric_valence", table)
+    return MaterializeResult(metadata={
+        "dagster/row_count": table.height, "nrc_vad": evaluation.nrc_vad_path or "not configured",
+        "by_system": summary_by_system(table, [*cols, *vad_cols]),
+    })
+
+
+@_metric_asset("metric_diversity", "distinct-1/2, n-gram entropy and share of unique responses per system, "
+               "per emotion and over all emotions ('all'); characters for Japanese, words otherwise.")
+def metric_diversity(context: AssetExecutionContext, warehouse: Warehouse):
+    from empathy_dag.evaluate.metrics.diversity import diversity_scores
+
+    items = read_items(warehouse)
+    rows = []
+    for (system, language), frame in items.group_by("system", "language", maintain_order=True):
+        groups = [("all", frame)] + [(e, f) for (e,), f in frame.group_by("emotion", maintain_order=True)]
+        for emotion, sub in groups:
+            rows.append({"system": system, "language": language, "emotion": emotion, "responses": sub.height,
+                         **diversity_scores(sub["prediction"].to_list(), language)})
+    schema = {"system": pl.String, "language": pl.String, "emotion": pl.String, "responses": pl.Int64,
+              "distinct_1": pl.Float64, "distinct_2": pl.Float64, "entropy_1": pl.Float64, "entropy_2": pl.Float64,
+              "unique_share": pl.Float64}
+    table = pl.DataFrame(rows, schema=schema).sort("system", "language", "emotion")
+    write_table(warehouse, "metric_diversity", table)
+    return MaterializeResult(metadata={
+        "dagster/row_count": table.height,
+        "overall": markdown_table(table.filter(pl.col("emotion") == "all"), max_rows=50),
+    })
+
+
+def _generation_settings(max_new_tokens: int):
+    from empathy_dag.generate.engine import GenerationSettings
+
+    return GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, do_sample=False, seed=0)
+
+
+def _subsample(items: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The first n items of each system (items are ordered), so systems are judged on the same items."""
+    if not n:
+        return items
+    keep = items.select("item_id").unique().sort("item_id").head(n)["item_id"]
+    return items.filter(pl.col("item_id").is_in(keep.implode()))
+
+
+@_metric_asset("metric_judge", "LLM-as-a-judge scores 1-5 for fluency, general empathy and emotion-specific "
+               "empathy (rubric in assets/rubrics); a reply without a score is a parse failure: score NULL, "
+               "counted in metadata.", extra_deps=["base_model"])
+def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
+                 model_store: ModelStore, text_generator: TextGenerator):
+    from empathy_dag.evaluate.metrics.judge import load_rubric, parse_score
+    from empathy_dag.generate.engine import log_progress
+
+    rubric = load_rubric(evaluation.judge_rubric)
+    items = _subsample(read_items(warehouse), evaluation.judge_max_items) if evaluation.judge_enabled else read_items(warehouse).head(0)
+    schema = {"system": pl.String, "origin": pl.String, "emotion": pl.String, "language": pl.String,
+              "item_id": pl.String, "dimension": pl.String, "reply": pl.String, "score": pl.Int64}
+    rows, source = [], model_source(evaluation.judge_model, model_store)
+    if items.height:
+        judge = load_engine(source, evaluation.judge_adapter, text_generator)
+        convs, keys = [], []
+        for it in items.iter_rows(named=True):
+            for dim in rubric.dimensions:
+                convs.append(rubric.conversation(dim, emotion=it["emotion"], situation=it["situation"],
+                                                 speaker_utterance=it["speaker_utterance"], response=it["prediction"]))
+                keys.append((it, dim))
+        replies = judge.generate(convs, _generation_settings(6), progress=log_progress(context.log))
+        for (it, dim), reply in zip(keys, replies):
+            rows.append({k: it[k] for k in ("system", "origin", "emotion", "language", "item_id")}
+                        | {"dimension": dim, "reply": reply, "score": parse_score(reply)})
+    table = pl.DataFrame(rows, schema=schema)
+    write_table(warehouse, "metric_judge", table)
+    failures = table.filter(pl.col("score").is_null()).group_by("system", "dimension").len().sort("system", "dimension")
+    return MaterializeResult(metadata={
+        "dagster/row_count": table.height, "judge_model": source, "rubric": rubric.name,
+        "rubric_sha256": rubric.sha256, "enabled": evaluation.judge_enabled,
+        "parse_failures": int(table["score"].is_null().sum()),
+        "parse_failure_rate": round(float(table["score"].is_null().mean()), 4) if table.height else 0.0,
+        "parse_failures_by_system": markdown_table(failures, max_rows=50),
+        "mean_scores": markdown_table(table.group_by("system", "dimension").agg(
+            pl.col("score").mean().round(3), pl.col("score").is_null().sum().alias("failures")).sort("system", "dimension"),
+            max_rows=50),
+    })
+
+
+@_metric_asset("metric_alignment", "Emotional alignment (EmplifAI): a model reads situation and dialogue "
+               "(speaker turn + prediction) and names the speaker's emotion; scored against the gold label by "
+               "BERTScore F1 of the label strings, exact match and Ekman group.", extra_deps=["base_model"])
+def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
+                     model_store: ModelStore, text_generator: TextGenerator):
+    from empathy_dag.evaluate.metrics.alignment import alignment_conversation, alignment_rows
+    from empathy_dag.evaluate.metrics.bertscore import load_scorer
+    from empathy_dag.generate.engine import log_progress
+
+    taxonomy = default_taxonomy()
+    items = read_items(warehouse)
+    items = _subsample(items, evaluation.alignment_max_items) if evaluation.alignment_enabled else items.head(0)
+    schema = {"alignment_reply": pl.String, "named_emotion": pl.String, "alignment_bertscore_f1": pl.Float64,
+              "alignment_exact": pl.Float64, "alignment_ekman": pl.Float64}
+    source = model_source(evaluation.alignment_model, model_store)
+    rows = []
+    if items.height:
+        model = load_engine(source, None, text_generator)
+        convs = [alignment_conversation(s, u, p, taxonomy.labels) for s, u, p in
+                 items.select("situation", "speaker_utterance", "prediction").iter_rows()]
+        replies = model.generate(convs, _generation_settings(8), progress=log_progress(context.log))
+        scorer = load_scorer(evaluation.bertscore_model, evaluation.bertscore_num_layers,
+                             evaluation.bertscore_batch_size, device=evaluation.device, allow_hub=evaluation.allow_hub)
+        rows = alignment_rows(replies, items["emotion"].to_list(), taxonomy, scorer)
+    table = pl.concat([_keys(items), pl.DataFrame(rows, schema=schema)], how="horizontal")
+    write_table(warehouse, "metric_alignment", table)
+    return MaterializeResult(metadata={
+        "dagster/row_count": table.height, "alignment_model": source, "enabled": evaluation.alignment_enabled,
+        "unparsed_replies": int(table["named_emotion"].is_null().sum()),
+        "by_system": summary_by_system(table, ["alignment_bertscore_f1", "alignment_exact", "alignment_ekman"]),
+    })
+
+
+@asset(
+    group_name=GROUP,
+    deps=[AssetKey("metric_judge")],
+    code_version="judge-human-agreement-v1",
+    kinds={"duckdb", "scipy"},
+    pool="duckdb_warehouse",
+    metadata={"warehouse_tables": ["judge_human_agreement"]},
+    description="How well the LLM judge agrees with human raters (CSV: item, system, dimension, rater, "
+    "score): Spearman, Kendall and Pearson with bootstrap 95% confidence intervals per dimension.",
+)
+def judge_human_agreement(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
+    from empathy_dag.evaluate.metrics.agreement import judge_human_agreement as agreement
+
+    with warehouse.connect() as conn:
+        judge = conn.execute(f"SELECT item_id, system, dimension, score FROM {WAREHOUSE_SCHEMA}.metric_judge").pl()
+    human = pl.DataFrame()
+    if evaluation.human_ratings_path:
+        human = pl.read_csv(evaluation.human_ratings_path, infer_schema_length=0)
+        human = human.rename({c: c.strip().lower() for c in human.columns})
+        if "item" in human.columns and "item_id" not in human.columns:
+            human = human.rename({"item": "item_id"})
+        missing = {"item_id", "system", "dimension", "rater", "score"} - set(human.columns)
+        if missing:
+            raise ValueError(f"{evaluation.human_ratings_path}: missing columns {sorted(missing)}")
+        human = human.with_columns(pl.col("score").cast(pl.Float64, strict=False))
+    rows = agreement(judge.to_dicts(), human.to_dicts(), n_resamples=evaluation.agreement_bootstrap) if human.height else []
+    schema = {"dimension": pl.String, "pairs": pl.Int64, "raters": pl.Int64}
+    for m in ("spearman", "kendall", "pearson"):
+        schema.update({m: pl.Float64, f"{m}_ci_low": pl.Float64, f"{m}_ci_high": pl.Float64})
+    table = pl.DataFrame(rows, schema=schema)
+    write_table(warehouse, "judge_human_agreement", table)
+    return MaterializeResult(metadata={
+        "dagster/row_count": table.height,
+        "human_ratings": evaluation.human_ratings_path or "not configured",
+        "human_rows": human.height,
+        "agreement": markdown_table(table.with_columns(pl.selectors.float().round(3)), max_rows=20),
+    })
+
+
+@asset(
+    group_name=GROUP,
+    deps=[AssetKey("base_model"), AssetKey("sft_checkpoint"), AssetKey("dpo_checkpoint")],
+    code_version="metric-retention-v1",
+    kinds={"pytorch", "duckdb"},
+    pool="duckdb_warehouse",
+    metadata={"warehouse_tables": ["metric_retention"]},
+    description="Retention of general ability per system with weights here: perplexity on a held-out general "
+    "text (assets/retention) and, when `mmlu_csv` is set, zero-shot accuracy on that MMLU-format CSV.",
+)
+def metric_retention(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
+                     model_store: ModelStore):
+    from empathy_dag.evaluate.metrics.retention import mmlu_accuracy, perplexity, read_mmlu_csv
+    from empathy_dag.models import load_causal_lm
+
+    text = Path(evaluation.retention_text).read_text(encoding="utf-8")
+    mmlu = read_mmlu_csv(evaluation.mmlu_csv) if evaluation.mmlu_csv else []
+    rows = []
+    for system in systems_with_weights(evaluation):
+        source, adapter = system_weights(system, evaluation, model_store)
+        model, tokenizer = load_causal_lm(source, adapter=adapter, device=evaluation.device, allow_hub=evaluation.allow_hub)
+        start = time.perf_counter()
+        rows.append({"system": system, "perplexity": perplexity(model, tokenizer, text),
+                     "mmlu_accuracy": mmlu_accuracy(model, tokenizer, mmlu) if mmlu else None,
+                     "mmlu_questions": len(mmlu), "text_tokens": len(tokenizer(text).input_ids),
+                     "seconds": time.perf_counter() - start})
+        del model
+    schema = {"system": pl.String, "perplexity": pl.Float64, "mmlu_accuracy": pl.Float64, "mmlu_questions": pl.Int64,
+              "text_tokens": pl.Int64, "seconds": pl.Float64}
+    table = pl.DataFrame(rows, schema=schema)
+    write_table(warehouse, "metric_retention", table)
+    return MaterializeResult(metadata={
+        "dagster/row_count": table.height, "text": evaluation.retention_text,
+        "mmlu_csv": evaluation.mmlu_csv or "not configured",
+        "retention": markdown_table(table.with_columns(pl.selectors.float().round(3)), max_rows=20),
+    })
+
+
+# ------------------------------------------------------------------------------------ leaderboard chart
+
+CHART_METRICS = ("bertscore_f1", "diff_epitome_er", "diff_epitome_ip", "diff_epitome_ex", "judge_general_empathy",
+                 "alignment_exact")
+
+
+def leaderboard_chart_png(leaderboard: pl.DataFrame, metrics: tuple[str, ...] = CHART_METRICS) -> bytes:
+    """One panel per metric: bars per emotion, one colour per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = leaderboard.filter((pl.col("emotion") != "all") & pl.col("metric").is_in(list(metrics))
+                              & pl.col("value").is_not_null())
+    shown = [m for m in metrics if m in set(data["metric"].to_list())]
+    fig, axes = plt.subplots(len(shown) or 1, 1, figsize=(12, 2.6 * max(len(shown), 1)), squeeze=False)
+    for ax, metric in zip(axes[:, 0], shown):
+        sub = data.filter(pl.col("metric") == metric)
+        emotions = sorted(sub["emotion"].unique().to_list())
+        systems = sorted(sub["system"].unique().to_list())
+        width = 0.8 / max(len(systems), 1)
+        for i, system in enumerate(systems):
+            values = dict(sub.filter(pl.col("system") == system).select("emotion", "value").iter_rows())
+            ax.bar(np.arange(len(emotions)) + i * width, [values.get(e, np.nan) for e in emotions], width, label=system)
+        ax.set_title(metric + ("  (lower is better)" if metric.startswith("diff_") else ""), fontsize=10)
+        ax.set_xticks(np.arange(len(emotions)) + 0.4 - width / 2, emotions, rotation=45, ha="right", fontsize=8)
+        ax.legend(fontsize=7, ncol=len(systems))
+    if not shown:
+        axes[0, 0].text(0.5, 0.5, "no per-emotion metrics yet", ha="center")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+@asset(
+    group_name=GROUP,
+    deps=[AssetKey("leaderboard")],
+    code_version="leaderboard-chart-v1",
+    kinds={"duckdb", "matplotlib"},
+    pool="duckdb_warehouse",
+    description="The leaderboard per emotion as a bar chart (one panel per headline metric), shown in the "
+    "materialization metadata, with the overall system x metric table.",
+)
+def leaderboard_chart(context: AssetExecutionContext, warehouse: Warehouse, model_store: ModelStore):
+    with warehouse.connect() as conn:
+        board = conn.execute(f"SELECT * FROM {WAREHOUSE_SCHEMA}.leaderboard").pl()
+    png = leaderboard_chart_png(board)
+    path = Path(model_store.root).parent / "reports" / "leaderboard_per_emotion.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    overall = board.filter(pl.col("emotion") == "all").pivot(on="system", index="metric", values="value",
+                                                             aggregate_function="first").sort("metric")
+    return MaterializeResult(metadata={
+        "chart": png_markdown(png, "leaderboard per emotion"),
+        "chart_path": MetadataValue.path(str(path)),
+        "overall": markdown_table(overall.with_columns(pl.selectors.float().round(4)), max_rows=60),
+        "regressions": int(board["regression"].fill_null(False).sum()),
+    })

@@ -27,6 +27,7 @@ class EvaluationConfig(ConfigurableResource):
     extra_systems: list[ExtraSystem] = Field(default_factory=list)
     baseline_system: str = Field(default="base", description="What the leaderboard's deltas compare with.")
     max_items_per_emotion: int = Field(default=0, description="0 = the whole test split.")
+    system_prompt: str | None = Field(default=None, description="Keep equal to the SFT config's system_prompt.")
     max_new_tokens: int = 96
     temperature: float = 0.0
     top_p: float = 1.0
@@ -66,7 +67,8 @@ class EvaluationConfig(ConfigurableResource):
 
     retention_text: str = Field(default_factory=lambda: str(assets_dir() / "retention" / "general_text.txt"))
     mmlu_csv: str | None = Field(default=None, description="A multiple-choice CSV in MMLU format.")
-    device: str = "cpu"
+    device: str = Field(default="cpu", description="For BERTScore, Epitome and retention; generation uses "
+                        "the text_generator resource's engine settings (device, batch size, cache).")
 
 
 def stage_resources(root: Path) -> dict:

@@ -1,9 +1,49 @@
+"""Generate stage: the base model, batched LLM generation with a response cache, and the
+SYNTHEMPATHY-style synthetic dialogue assets."""
 from pathlib import Path
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, RetryPolicy, asset
+import polars as pl
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    RetryPolicy,
+    asset,
+)
+from pydantic import Field
 
-from empathy_dag.models import EMBEDDED_SMOLLM2, convert_gguf_to_safetensors, embedded_smollm2_gguf, sha256_tree
+from empathy_dag.generate.engine import log_progress
+from empathy_dag.generate.prompts import load_template, templates_version
+from empathy_dag.generate.resources import TextGenerator
+from empathy_dag.generate.synthetic import (
+    BRAINSTORM_SCHEMA,
+    BRAINSTORM_TEMPLATE,
+    DIALOGUE_SCHEMA,
+    EXPLANATION_SCHEMA,
+    EXPLANATION_TEMPLATE,
+    REPLY_TEMPLATE,
+    StageResult,
+    listener_replies,
+)
+from empathy_dag.generate.synthetic import (
+    brainstorm_situations as brainstorm_fn,
+)
+from empathy_dag.generate.synthetic import (
+    speaker_explanations as explanations_fn,
+)
+from empathy_dag.io_managers import per_partition
+from empathy_dag.metadata import frame_metadata
+from empathy_dag.models import (
+    EMBEDDED_SMOLLM2,
+    convert_gguf_to_safetensors,
+    embedded_smollm2_gguf,
+    sha256_tree,
+)
+from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.resources import BaseModelConfig, ModelStore
+from empathy_dag.taxonomy import default_taxonomy
 
 
 @asset(
@@ -50,3 +90,155 @@ def base_model(context: AssetExecutionContext, base_model_config: BaseModelConfi
 
 def base_model_path(model_store: ModelStore) -> Path:
     return model_store.folder("base_model")
+
+
+# ------------------------------------------------------------------ SYNTHEMPATHY-style synthetic data
+
+# Bump when the parsing/row logic changes; the template hashes cover prompt edits.
+SYNTHETIC_LOGIC_VERSION = "synth-v1"
+
+
+def _code_version(template: str) -> str:
+    return f"{SYNTHETIC_LOGIC_VERSION}-{templates_version(template)}"
+
+
+def _split(frame: pl.DataFrame, keys: list[str], schema: dict) -> dict[str, pl.DataFrame]:
+    if frame.height == 0:
+        frame = pl.DataFrame(schema=schema)
+    return {e: frame.filter(pl.col("emotion") == e) for e in keys}
+
+
+def _stage_metadata(frames: dict[str, pl.DataFrame], result: StageResult, preview: list[str],
+                    prompt_version: str, generators: list[str]) -> dict:
+    stats = result.stats or {}
+    return {
+        **frame_metadata(frames, preview),
+        "empty_outputs": result.empty_outputs,
+        "prompts": int(stats.get("requested", 0)),
+        "cache_hits": int(stats.get("cached", 0)),
+        "generated": int(stats.get("generated", 0)),
+        "new_tokens": int(stats.get("new_tokens", 0)),
+        "tokens_per_s": float(stats.get("tokens_per_s", 0.0)),
+        "generation_seconds": float(stats.get("seconds", 0.0)),
+        "prompt_version": prompt_version,
+        "generators": MetadataValue.json(generators),
+    }
+
+
+class BrainstormConfig(Config):
+    per_emotion: int = Field(default=8, description="New situations to brainstorm per emotion.")
+    domain: str = Field(default="chronic illness", description="What the situations are about.")
+    examples_per_prompt: int = Field(default=3, description="Seed situations shown in each prompt.")
+    language: str = "en"
+    max_new_tokens: int = 64
+
+
+@asset(
+    group_name="generate",
+    partitions_def=emotion_partitions,
+    backfill_policy=single_run,
+    code_version=_code_version(BRAINSTORM_TEMPLATE),
+    io_manager_key="parquet_io_manager",
+    deps=[base_model],
+    kinds={"pytorch", "polars"},
+    description="New situations per emotion, brainstormed by the LM from a few seed situations of that "
+    "emotion and a domain (SYNTHEMPATHY step 1). Replies come from the response cache when unchanged.",
+)
+def brainstormed_situations(
+    context: AssetExecutionContext, config: BrainstormConfig, situations,
+    text_generator: TextGenerator, model_store: ModelStore,
+):
+    seeds = per_partition(context, situations)
+    generator = text_generator.load(model_store)
+    template = load_template(BRAINSTORM_TEMPLATE)
+    result = brainstorm_fn(
+        generator, template, text_generator.settings(max_new_tokens=config.max_new_tokens),
+        seeds_by_emotion={e: seeds.get(e, pl.DataFrame()) for e in context.partition_keys},
+        taxonomy=default_taxonomy(), count=config.per_emotion, domain=config.domain,
+        examples_per_prompt=config.examples_per_prompt, language=config.language,
+        progress=log_progress(context.log),
+    )
+    frames = _split(result.frame, list(context.partition_keys), BRAINSTORM_SCHEMA)
+    context.log.info(f"brainstormed {result.frame.height} situations ({result.empty_outputs} empty outputs)")
+    return Output(frames, metadata=_stage_metadata(
+        frames, result, ["emotion", "domain", "situation"], template.version, [generator.cache_id]))
+
+
+class ExplanationConfig(Config):
+    max_new_tokens: int = 80
+
+
+@asset(
+    group_name="generate",
+    partitions_def=emotion_partitions,
+    backfill_policy=single_run,
+    code_version=_code_version(EXPLANATION_TEMPLATE),
+    io_manager_key="parquet_io_manager",
+    deps=[base_model],
+    kinds={"pytorch", "polars"},
+    description="Each brainstormed situation rewritten as what the person would say, in the first "
+    "person (SYNTHEMPATHY step 2).",
+)
+def speaker_explanations(
+    context: AssetExecutionContext, config: ExplanationConfig, brainstormed_situations,
+    text_generator: TextGenerator, model_store: ModelStore,
+):
+    inputs = per_partition(context, brainstormed_situations)
+    frames_in = [df for df in inputs.values() if df is not None and df.height]
+    situations = pl.concat(frames_in) if frames_in else pl.DataFrame(schema=BRAINSTORM_SCHEMA)
+    generator = text_generator.load(model_store)
+    template = load_template(EXPLANATION_TEMPLATE)
+    result = explanations_fn(generator, template, text_generator.settings(max_new_tokens=config.max_new_tokens),
+                             situations, progress=log_progress(context.log))
+    frames = _split(result.frame, list(context.partition_keys), EXPLANATION_SCHEMA)
+    return Output(frames, metadata=_stage_metadata(
+        frames, result, ["emotion", "situation", "speaker_utterance"], template.version, [generator.cache_id]))
+
+
+class SyntheticDialoguesConfig(Config):
+    extra_generators: list[str] = Field(
+        default_factory=list,
+        description="More model folders (or hub ids with allow_hub) that each also reply to every "
+        "explanation, besides the text_generator resource's model.",
+    )
+    max_new_tokens: int = 64
+
+
+@asset(
+    group_name="generate",
+    partitions_def=emotion_partitions,
+    backfill_policy=single_run,
+    code_version=_code_version(REPLY_TEMPLATE),
+    io_manager_key="parquet_io_manager",
+    deps=[base_model],
+    kinds={"pytorch", "polars"},
+    description="Two-turn synthetic dialogues: the speaker's explanation and an empathetic listener "
+    "reply from each generator model (SYNTHEMPATHY step 3). Filtered in `curated_dialogues`.",
+)
+def synthetic_dialogues(
+    context: AssetExecutionContext, config: SyntheticDialoguesConfig, speaker_explanations,
+    text_generator: TextGenerator, model_store: ModelStore,
+):
+    inputs = per_partition(context, speaker_explanations)
+    frames_in = [df for df in inputs.values() if df is not None and df.height]
+    explanations = pl.concat(frames_in) if frames_in else pl.DataFrame(schema=EXPLANATION_SCHEMA)
+    template = load_template(REPLY_TEMPLATE)
+    settings = text_generator.settings(max_new_tokens=config.max_new_tokens)
+    sources = [text_generator.resolve_source(model_store), *config.extra_generators]
+    parts, empty, totals, ids = [], 0, {}, []
+    for source in sources:
+        generator = text_generator.load(model_store, source=source)
+        result = listener_replies(generator, template, settings, explanations, progress=log_progress(context.log))
+        parts.append(result.frame)
+        empty += result.empty_outputs
+        ids.append(generator.cache_id)
+        for k, v in (result.stats or {}).items():
+            if isinstance(v, (int, float)) and k != "tokens_per_s":
+                totals[k] = totals.get(k, 0) + v
+    if totals.get("seconds"):
+        totals["tokens_per_s"] = round(totals.get("new_tokens", 0) / totals["seconds"], 1)
+    combined = pl.concat(parts) if parts else pl.DataFrame(schema=DIALOGUE_SCHEMA)
+    frames = _split(combined, list(context.partition_keys), DIALOGUE_SCHEMA)
+    return Output(frames, metadata=_stage_metadata(
+        frames, StageResult(combined, empty, totals),
+        ["emotion", "speaker_utterance", "listener_reply"], template.version, ids))

@@ -38,7 +38,6 @@ def tokenize_pair(tokenizer, record: dict) -> dict:
 
 def load_reference_model(base_dir: Path, adapter_dir: Path | None, device: str = "cpu", dtype: str = "float32"):
     """The frozen reference policy (base + SFT adapter), with trl's fused LM head, and its tokenizer."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.utils import add_fused_lm_head
 

@@ -1,5 +1,13 @@
 """The DuckDB warehouse resource: a file (local profile) that holds DuckDB-native tables and views
-over the Parquet assets, so SQL models can join both."""
+over the Parquet assets, so SQL models can join both.
+
+aws profile: the file is kept on S3 (`s3_uri`): `connect()` downloads it when the S3 object changed and a
+writing connection uploads it on close with a conditional PUT, so two runs that started from the same
+version cannot overwrite each other's tables (the second fails with ConcurrentUpdateError; the
+`duckdb_warehouse` pool keeps writers one at a time anyway). DuckDB's httpfs extension, which would let
+DuckDB read s3:// Parquet directly, has to be installed from the DuckDB extension repository; when it
+cannot be loaded (offline machines, this project's CI) the Parquet assets on S3 are read with Polars and
+copied into tables instead of views. Same SQL, same results."""
 
 from __future__ import annotations
 
@@ -22,9 +30,33 @@ class Warehouse(ConfigurableResource):
     parquet_base_dir: str = Field(default_factory=lambda: str(data_root() / "parquet"),
                                   description="base_dir of the Parquet IO manager, for views over assets.")
     lock_retries: int = Field(default=30, description="DuckDB allows one writing process; wait for it.")
+    s3_uri: str = Field(default="", description="aws profile: s3://bucket/key of the durable copy of the "
+                        "database file; `database` is then the local working copy.")
+    endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO, moto); empty = AWS.")
+    use_httpfs: bool = Field(default=True, description="Read s3:// Parquet through DuckDB's httpfs when it "
+                             "loads; otherwise (or False) copy it in through Polars.")
+
+    def _synced_file(self):
+        from empathy_dag.storage_s3 import SyncedFile, parse_s3_uri, s3_client
+
+        bucket, key = parse_s3_uri(self.s3_uri)
+        return SyncedFile(s3_client(self.endpoint_url), bucket, key, Path(self.database))
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self.s3_uri:
+            synced = self._synced_file()
+            synced.pull()
+            with self._connect_local(read_only) as conn:
+                yield conn
+            if not read_only:
+                synced.push()
+            return
+        with self._connect_local(read_only) as conn:
+            yield conn
+
+    @contextmanager
+    def _connect_local(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         conn = None
         for attempt in range(self.lock_retries):
@@ -41,8 +73,65 @@ class Warehouse(ConfigurableResource):
         finally:
             conn.close()
 
+    def _remote(self) -> bool:
+        return self.parquet_base_dir.startswith("s3://")
+
+    def _remote_glob(self, asset_name: str) -> str | None:
+        from empathy_dag.storage_s3 import join_key, parse_s3_uri, s3_client
+
+        bucket, prefix = parse_s3_uri(self.parquet_base_dir)
+        client = s3_client(self.endpoint_url)
+        folder = client.list_objects_v2(Bucket=bucket, Prefix=join_key(prefix, asset_name) + "/", MaxKeys=1)
+        if folder.get("KeyCount", 0):
+            return f"s3://{join_key(bucket, prefix, asset_name)}/*.parquet"
+        single = client.list_objects_v2(Bucket=bucket, Prefix=join_key(prefix, f"{asset_name}.parquet"), MaxKeys=1)
+        if single.get("KeyCount", 0):
+            return f"s3://{join_key(bucket, prefix, asset_name)}.parquet"
+        return None
+
+    def storage_options(self) -> dict:
+        """Polars' object_store options for the s3:// Parquet (credentials from the environment)."""
+        return {"aws_endpoint_url": self.endpoint_url} if self.endpoint_url else {}
+
+    def httpfs_ready(self, conn: duckdb.DuckDBPyConnection) -> bool:
+        """Load httpfs (installed beforehand with `INSTALL httpfs`, which needs the DuckDB extension
+        repository) and point it at the endpoint; False when it cannot be loaded."""
+        if not self.use_httpfs:
+            return False
+        try:
+            conn.execute("LOAD httpfs")
+        except duckdb.Error:
+            return False
+        options = ["TYPE s3", "PROVIDER credential_chain"]
+        if self.endpoint_url:
+            scheme, _, host = self.endpoint_url.partition("://")
+            options += [f"ENDPOINT '{host.rstrip('/')}'", "URL_STYLE 'path'", f"USE_SSL {str(scheme == 'https').lower()}"]
+        conn.execute(f"CREATE OR REPLACE TEMPORARY SECRET empathy_s3 ({', '.join(options)})")
+        return True
+
+    def read_remote_parquet(self, glob: str):
+        """Every file of an s3:// glob as one Polars frame, columns unioned by name like DuckDB's
+        read_parquet(union_by_name = true)."""
+        import polars as pl
+
+        from empathy_dag.storage_s3 import parse_s3_uri, s3_client
+
+        bucket, key = parse_s3_uri(glob)
+        options = self.storage_options() or None
+        if not key.endswith("*.parquet"):
+            return pl.read_parquet(glob, storage_options=options)
+        prefix = key[: -len("*.parquet")]
+        paginator = s3_client(self.endpoint_url).get_paginator("list_objects_v2")
+        uris = [f"s3://{bucket}/{o['Key']}" for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+                for o in page.get("Contents", []) if o["Key"].endswith(".parquet")
+                and "/" not in o["Key"][len(prefix):]]
+        return pl.concat([pl.read_parquet(u, storage_options=options) for u in sorted(uris)],
+                         how="diagonal_relaxed")
+
     def parquet_glob(self, asset_name: str) -> str | None:
         """Partitioned assets are a folder of <partition>.parquet files; others a single file."""
+        if self._remote():
+            return self._remote_glob(asset_name)
         base = Path(self.parquet_base_dir)
         if (base / asset_name).is_dir():
             return str(base / asset_name / "*.parquet")
@@ -52,9 +141,17 @@ class Warehouse(ConfigurableResource):
 
     def register_parquet_views(self, conn: duckdb.DuckDBPyConnection, names: list[str]) -> list[str]:
         made = []
+        remote_without_httpfs = self._remote() and not self.httpfs_ready(conn)
         for name in names:
             glob = self.parquet_glob(name)
             if glob is None:
+                continue
+            if remote_without_httpfs:
+                frame = self.read_remote_parquet(glob)
+                conn.register("_empathy_frame", frame.to_arrow())
+                conn.execute(f'CREATE OR REPLACE TABLE {WAREHOUSE_SCHEMA}."{name}" AS SELECT * FROM _empathy_frame')
+                conn.unregister("_empathy_frame")
+                made.append(name)
                 continue
             conn.execute(
                 f'CREATE OR REPLACE VIEW {WAREHOUSE_SCHEMA}."{name}" AS '

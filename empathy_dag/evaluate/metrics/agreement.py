@@ -6,7 +6,7 @@ percentile bootstrap confidence interval over the pairs (`scipy.stats.bootstrap`
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats

@@ -6,7 +6,7 @@ taxonomy maps the 28 labels onto Ekman's six basic emotions + neutral)."""
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from empathy_dag.taxonomy import Taxonomy
 

@@ -14,7 +14,7 @@ pipeline's pairs/s equal to calling bert_score directly (bench/bench_bertscore.p
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from empathy_dag.models import hub_offline_by_default, resolve_encoder
 

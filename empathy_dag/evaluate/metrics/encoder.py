@@ -5,7 +5,7 @@ mechanisms, so each distinct text is encoded once per process."""
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -15,7 +15,7 @@ import yaml
 
 from empathy_dag.settings import assets_dir
 
-_SCORE = re.compile(r"(?<![\d.])([1-5])(?![\d.])")
+_SCORE = re.compile(r"(?<![\d.])([1-5])(?!\d|\.\d)")
 
 
 @dataclass(frozen=True)

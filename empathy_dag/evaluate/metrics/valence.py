@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Sequence
 
 from empathy_dag.evaluate.metrics.text import tokens
 

@@ -1,0 +1,296 @@
+"""Filters for synthetic dialogues, as pure functions.
+
+Each single-row filter takes text and returns None (keep) or a human-readable reason (drop).
+`filter_synthetic` applies them in a fixed order and returns the kept rows plus a report of every
+dropped row (id, emotion, filter, reason); a row is reported once, under the first filter it fails.
+Duplicate filters look at everything seen so far: the ingested corpus first, then synthetic rows in
+order, so a synthetic row is dropped when it repeats the corpus or an earlier synthetic row."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+
+from empathy_dag.ingest.records import detect_language, normalize_text
+from empathy_dag.settings import assets_dir
+
+FILTER_ORDER = (
+    "empty", "length", "refusal", "prompt_echo", "unsafe", "language", "exact_duplicate", "near_duplicate",
+    "emotion_consistency",
+)
+REPORT_SCHEMA = {"id": pl.String, "emotion": pl.String, "origin": pl.String, "filter": pl.String,
+                 "reason": pl.String, "generator": pl.String, "text": pl.String}
+
+# ------------------------------------------------------------------------------- single-row filters
+
+
+def length_reason(text: str, min_chars: int, max_chars: int, field_name: str = "text") -> str | None:
+    n = len(normalize_text(text or ""))
+    if n < min_chars:
+        return f"{field_name} has {n} characters, fewer than {min_chars}"
+    if n > max_chars:
+        return f"{field_name} has {n} characters, more than {max_chars}"
+    return None
+
+
+_REFUSALS = [
+    r"\bas an ai\b", r"\bas a (?:large )?language model\b", r"\bi(?:'m| am) (?:just )?an? (?:ai|assistant|chatbot)\b",
+    r"\bi can(?:'|no)?t help\b", r"\bi cannot help\b", r"\bi(?:'m| am) (?:not able|unable) to (?:help|assist|provide)\b",
+    r"\bi can(?:'|no)?t (?:assist|provide|fulfill|comply)\b", r"\bi(?:'m| am) sorry,? but i can(?:'|no)?t\b",
+    r"\bi do(?:n't| not) have (?:personal )?(?:feelings|emotions|experiences)\b",
+]
+_REFUSAL = re.compile("|".join(_REFUSALS), re.IGNORECASE)
+
+
+def refusal_reason(text: str) -> str | None:
+    m = _REFUSAL.search(text or "")
+    return f"refusal or AI self-reference: {m.group(0)!r}" if m else None
+
+
+# Phrases of our own prompt templates: a reply that repeats them is the model echoing instructions.
+PROMPT_PHRASES = (
+    "write only", "in one or two sentences", "in two or three sentences", "reply to your friend",
+    "tell your friend about it", "show that you understand how they feel", "write situation number",
+    "here are situations in which", "speaking as \"i\"", "you are a warm, empathetic listener",
+)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", (text or "").lower())
+
+
+def prompt_echo_reason(reply: str, prompt_texts: Iterable[str], threshold: float = 0.8,
+                       min_words: int = 6) -> str | None:
+    """The reply repeats a template instruction, or most of its words are a run copied from the
+    prompt (the utterance or situation it answers): `threshold` of the reply's word 4-grams occur in
+    the prompt, or the reply is contained in it verbatim."""
+    low = normalize_text(reply or "").lower()
+    for phrase in PROMPT_PHRASES:
+        if phrase in low:
+            return f"echoes the prompt instruction {phrase!r}"
+    reply_words = _words(reply)
+    for prompt in prompt_texts:
+        if not prompt:
+            continue
+        p_low = normalize_text(prompt).lower()
+        if len(low) >= 20 and low.strip(" .!?\"'") in p_low:
+            return "reply is copied verbatim from the prompt"
+        if len(reply_words) >= min_words:
+            grams = {tuple(reply_words[i:i + 4]) for i in range(len(reply_words) - 3)}
+            pw = _words(prompt)
+            prompt_grams = {tuple(pw[i:i + 4]) for i in range(len(pw) - 3)}
+            if grams:
+                overlap = len(grams & prompt_grams) / len(grams)
+                if overlap >= threshold:
+                    return f"{overlap:.0%} of the reply's word 4-grams are copied from the prompt"
+    return None
+
+
+@cache
+def load_word_list(path: str | None = None) -> tuple[str, ...]:
+    file = Path(path) if path else assets_dir() / "filters" / "unsafe_words.txt"
+    words = []
+    for line in file.read_text(encoding="utf-8").splitlines():
+        line = line.strip().lower()
+        if line and not line.startswith("#"):
+            words.append(line)
+    return tuple(words)
+
+
+@cache
+def _word_list_pattern(words: tuple[str, ...]) -> re.Pattern:
+    parts = []
+    for w in words:
+        stem = re.escape(w.rstrip("*")).replace(r"\ ", r"\s+")
+        parts.append(rf"\b{stem}\w*" if w.endswith("*") else rf"\b{stem}\b")
+    return re.compile("|".join(parts) or r"(?!x)x", re.IGNORECASE)
+
+
+def unsafe_reason(text: str, words: tuple[str, ...] | None = None) -> str | None:
+    m = _word_list_pattern(words if words is not None else load_word_list()).search(text or "")
+    return f"unsafe or profane term {m.group(0)!r}" if m else None
+
+
+def language_reason(text: str, expected: str) -> str | None:
+    found = detect_language(text or "")
+    return None if found == expected else f"language detected as {found!r}, expected {expected!r}"
+
+
+def contradiction_reason(partition_emotion: str, predicted_group: str, probability: float,
+                         sentiment_of: Callable[[str], str], min_probability: float = 0.5) -> str | None:
+    """Positive vs negative is a contradiction; ambiguous or neutral on either side never is."""
+    expected = sentiment_of(partition_emotion)
+    if probability < min_probability:
+        return None
+    if {expected, predicted_group} == {"positive", "negative"}:
+        return (f"classifier reads it as {predicted_group} (p={probability:.2f}) but the emotion "
+                f"{partition_emotion!r} is {expected}")
+    return None
+
+
+# ------------------------------------------------------------------------------------ duplicates
+
+
+def exact_key(*texts: str) -> str:
+    return "\x1f".join(re.sub(r"[^\w]+", " ", normalize_text(t or "").lower()).strip() for t in texts)
+
+
+def shingles(text: str, k: int = 5) -> set[str]:
+    s = re.sub(r"[^\w]+", " ", normalize_text(text or "").lower()).strip()
+    if len(s) <= k:
+        return {s} if s else set()
+    return {s[i:i + k] for i in range(len(s) - k + 1)}
+
+
+class NearDuplicateIndex:
+    """MinHash LSH (datasketch) over character 5-gram shingles: `check_and_add` says whether a text is
+    within ~`threshold` Jaccard similarity of one already indexed, and indexes it when it is not."""
+
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128):
+        from datasketch import MinHashLSH
+
+        self.threshold, self.num_perm = threshold, num_perm
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self._hashes: dict[str, object] = {}
+        self._count = 0
+
+    def _minhash(self, text: str):
+        from datasketch import MinHash
+
+        m = MinHash(num_perm=self.num_perm, seed=1)
+        for sh in shingles(text):
+            m.update(sh.encode("utf-8"))
+        return m
+
+    def add(self, key: str, text: str) -> None:
+        if key in self._hashes:
+            return
+        m = self._minhash(text)
+        self.lsh.insert(key, m)
+        self._hashes[key] = m
+
+    def check_and_add(self, key: str, text: str) -> tuple[str, float] | None:
+        """(matched key, estimated Jaccard) of the closest indexed near-duplicate, else None (added)."""
+        m = self._minhash(text)
+        best = None
+        for other in self.lsh.query(m):
+            sim = m.jaccard(self._hashes[other])
+            if sim >= self.threshold and (best is None or sim > best[1]):
+                best = (other, sim)
+        if best is None and key not in self._hashes:
+            self.lsh.insert(key, m)
+            self._hashes[key] = m
+        return best
+
+
+# ------------------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class FilterConfig:
+    min_chars: int = 12
+    max_chars: int = 600
+    near_duplicate_threshold: float = 0.8
+    echo_threshold: float = 0.8
+    language: str | None = None  # None: each row's own `language` column
+    consistency_min_probability: float = 0.5
+    unsafe_words: tuple[str, ...] | None = None
+    disabled: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class FilterResult:
+    kept: pl.DataFrame
+    report: pl.DataFrame
+
+    def counts(self) -> dict[str, int]:
+        out = {name: 0 for name in FILTER_ORDER}
+        for name, n in self.report.group_by("filter").len().iter_rows():
+            out[name] = int(n)
+        return out
+
+
+def filter_synthetic(
+    synthetic: pl.DataFrame,
+    corpus: pl.DataFrame,
+    config: FilterConfig,
+    *,
+    predict_groups: Callable[[list[str]], list[tuple[str, float]]] | None = None,
+    sentiment_of: Callable[[str], str] | None = None,
+) -> FilterResult:
+    """Filter synthetic dialogues (columns dialogue_id, emotion, language, situation,
+    speaker_utterance, listener_reply, generator) against themselves and the `corpus` dialogues.
+    `predict_groups` (texts -> (sentiment group, prob)) enables emotion consistency on the speaker's
+    utterance; None skips that filter."""
+    dropped: list[dict] = []
+    on = [n for n in FILTER_ORDER if n not in config.disabled]
+
+    def drop(row: dict, name: str, reason: str) -> None:
+        dropped.append({"id": row["dialogue_id"], "emotion": row["emotion"], "origin": "synthetic",
+                        "filter": name, "reason": reason, "generator": row.get("generator"),
+                        "text": f"{row.get('speaker_utterance') or ''} || {row.get('listener_reply') or ''}"})
+
+    seen_exact: set[str] = set()
+    near = NearDuplicateIndex(config.near_duplicate_threshold) if "near_duplicate" in on else None
+    for row in corpus.select("dialogue_id", "speaker_utterance", "listener_reply").iter_rows(named=True):
+        seen_exact.add(exact_key(row["speaker_utterance"], row["listener_reply"]))
+        if near is not None:
+            near.add(f"corpus:{row['dialogue_id']}", f"{row['speaker_utterance']} {row['listener_reply']}")
+
+    survivors: list[dict] = []
+    for row in synthetic.iter_rows(named=True):
+        speaker, reply = row.get("speaker_utterance") or "", row.get("listener_reply") or ""
+        reason = name = None
+        checks: list[tuple[str, Callable[[], str | None]]] = [
+            ("empty", lambda: "speaker utterance or reply is empty" if not speaker.strip() or not reply.strip()
+             else None),
+            ("length", lambda: length_reason(speaker, config.min_chars, config.max_chars, "speaker utterance")
+             or length_reason(reply, config.min_chars, config.max_chars, "reply")),
+            ("refusal", lambda: refusal_reason(speaker) or refusal_reason(reply)),
+            ("prompt_echo", lambda: prompt_echo_reason(reply, [speaker, row.get("situation") or ""],
+                                                       config.echo_threshold)
+             or prompt_echo_reason(speaker, [], config.echo_threshold)),
+            ("unsafe", lambda: unsafe_reason(f"{speaker}\n{reply}", config.unsafe_words)),
+            ("language", lambda: language_reason(f"{speaker} {reply}",
+                                                 config.language or row.get("language") or "en")),
+        ]
+        for filter_name, check in checks:
+            if filter_name in on:
+                reason = check()
+                if reason:
+                    name = filter_name
+                    break
+        if not reason and "exact_duplicate" in on:
+            key = exact_key(speaker, reply)
+            if key in seen_exact:
+                name, reason = "exact_duplicate", "same speaker utterance and reply as an earlier row"
+            else:
+                seen_exact.add(key)
+        if not reason and near is not None:
+            match = near.check_and_add(f"synthetic:{row['dialogue_id']}", f"{speaker} {reply}")
+            if match:
+                name, reason = "near_duplicate", f"~{match[1]:.2f} Jaccard similar to {match[0]}"
+        if reason:
+            drop(row, name, reason)
+        else:
+            survivors.append(row)
+
+    if survivors and predict_groups is not None and sentiment_of is not None and "emotion_consistency" in on:
+        groups = predict_groups([r["speaker_utterance"] for r in survivors])
+        consistent = []
+        for row, (group, prob) in zip(survivors, groups):
+            reason = contradiction_reason(row["emotion"], group, prob, sentiment_of,
+                                          config.consistency_min_probability)
+            if reason:
+                drop(row, "emotion_consistency", reason)
+            else:
+                consistent.append(row)
+        survivors = consistent
+
+    kept = pl.DataFrame(survivors, schema=synthetic.schema) if survivors else synthetic.clear()
+    return FilterResult(kept=kept, report=pl.DataFrame(dropped, schema=REPORT_SCHEMA))

@@ -1,0 +1,210 @@
+"""SYNTHEMPATHY-style synthetic data, as pure functions over polars frames and a `Generator`:
+
+1. brainstorm new situations per emotion, conditioned on a few seed situations and a domain;
+2. rewrite each as the person's first-person explanation (what they would say);
+3. write an empathetic listener reply to each explanation, with one or more models.
+
+Small instruct models (SmolLM2-135M) wrap their answer in quotes, prefixes ("Sure! Here is...",
+"Situation:") or lists, so every output goes through `clean_generation`; outputs that leave nothing
+usable are dropped and counted."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import polars as pl
+
+from empathy_dag.generate.engine import GenerationSettings, Generator, ProgressCallback
+from empathy_dag.generate.prompts import PromptTemplate
+from empathy_dag.ingest.records import dialogue_id, normalize_text, situation_id, stable_id
+from empathy_dag.taxonomy import Taxonomy
+
+BRAINSTORM_TEMPLATE = "brainstorm_situation"
+EXPLANATION_TEMPLATE = "speaker_explanation"
+REPLY_TEMPLATE = "listener_reply"
+
+BRAINSTORM_SCHEMA = {
+    "situation_id": pl.String, "emotion": pl.String, "language": pl.String, "domain": pl.String,
+    "situation": pl.String, "seed_situation_ids": pl.List(pl.String), "item_index": pl.Int64,
+    "generator": pl.String, "generator_source": pl.String, "prompt_version": pl.String,
+}
+EXPLANATION_SCHEMA = {
+    "explanation_id": pl.String, "situation_id": pl.String, "emotion": pl.String, "language": pl.String,
+    "domain": pl.String, "situation": pl.String, "speaker_utterance": pl.String,
+    "generator": pl.String, "generator_source": pl.String, "prompt_version": pl.String,
+}
+DIALOGUE_SCHEMA = {
+    "dialogue_id": pl.String, "situation_id": pl.String, "explanation_id": pl.String, "emotion": pl.String,
+    "language": pl.String, "domain": pl.String, "situation": pl.String, "speaker_utterance": pl.String,
+    "listener_reply": pl.String, "generator": pl.String, "generator_source": pl.String,
+    "prompt_version": pl.String,
+}
+
+# ---------------------------------------------------------------------------------------- parsing
+
+_PREFIX = re.compile(
+    r"^\s*(?:(?:sure|okay|ok|certainly|of course|absolutely)[!,.]?\s*)?"
+    r"(?:(?:here(?:'s| is| are)|this is)\b[^:\n]{0,60}:\s*)?"
+    r"(?:(?:new\s+)?(?:situation|scenario|reply|response|answer|listener|friend|you|me|speaker|person|"
+    r"explanation)(?:\s*(?:number\s*)?#?\d+)?\s*:\s*)?",
+    re.IGNORECASE,
+)
+_BULLET = re.compile(r"^\s*(?:[-*•]+|\d+[.)])\s+")
+_QUOTES = "\"'“”‘’`«»"
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
+
+
+def clean_generation(text: str, *, max_sentences: int = 4, max_chars: int = 600, min_chars: int = 12) -> str:
+    """The usable part of a small model's answer, or "" when nothing usable is left: prefixes and
+    quotes stripped, the first non-empty line kept (a model that goes on to a second item or a
+    commentary line is cut there), at most `max_sentences` sentences and `max_chars` characters."""
+    if not text:
+        return ""
+    text = text.replace("**", "").replace("__", "")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    # A lead-in line ("Here is a new situation:") carries nothing itself.
+    while len(lines) > 1 and lines[0].endswith(":") and len(lines[0]) < 80:
+        lines.pop(0)
+    if not lines:
+        return ""
+    line = _BULLET.sub("", lines[0])
+    line = _PREFIX.sub("", line, count=1).strip()
+    line = line.strip(_QUOTES + " ").strip()
+    # A quote opened and never closed ("I felt ... ) loses only its opening mark above; an inner
+    # closing quote followed by attribution ("...," she said) is cut at the quote.
+    for q in ('"', "”"):
+        if q in line and line.count(q) == 1:
+            line = line.split(q)[0].strip()
+    sentences = _SENTENCE_END.split(line)
+    line = " ".join(sentences[:max_sentences]).strip()
+    if len(line) > max_chars:
+        cut = line[:max_chars]
+        end = max(cut.rfind("."), cut.rfind("!"), cut.rfind("?"))
+        line = cut[: end + 1] if end > min_chars else cut
+    line = normalize_text(line)
+    if len(line) < min_chars or not re.search(r"\w", line):
+        return ""
+    return line
+
+
+# ---------------------------------------------------------------------------------------- prompts
+
+
+def pick_seeds(seed_texts: list[str], item_index: int, k: int) -> list[int]:
+    """k seed indices, rotating through the seeds so that successive items see different examples."""
+    n = len(seed_texts)
+    if n == 0 or k <= 0:
+        return []
+    start = (item_index * k) % n
+    return [(start + j) % n for j in range(min(k, n))]
+
+
+@dataclass
+class StageResult:
+    frame: pl.DataFrame
+    empty_outputs: int
+    stats: dict
+
+
+def brainstorm_situations(
+    generator: Generator,
+    template: PromptTemplate,
+    settings: GenerationSettings,
+    *,
+    seeds_by_emotion: dict[str, pl.DataFrame],
+    taxonomy: Taxonomy,
+    count: int,
+    domain: str,
+    examples_per_prompt: int = 3,
+    language: str = "en",
+    progress: ProgressCallback | None = None,
+) -> StageResult:
+    """`count` new situations for each emotion of `seeds_by_emotion` (emotion -> its `situations`
+    frame), generated in one batched call across emotions."""
+    conversations, meta = [], []
+    for emotion, seeds in seeds_by_emotion.items():
+        if seeds.height:
+            seeds = seeds.filter(pl.col("language") == language)
+        seed_texts = seeds["situation"].to_list() if seeds.height else []
+        seed_ids = seeds["situation_id"].to_list() if seeds.height else []
+        definition = taxonomy[emotion].definition
+        for i in range(count):
+            idx = pick_seeds(seed_texts, i, examples_per_prompt)
+            examples = "\n".join(f"- {seed_texts[j]}" for j in idx) or "- (no examples yet)"
+            conversations.append(template.render(emotion=emotion, definition=definition, domain=domain,
+                                                 examples=examples, number=i + 1))
+            meta.append((emotion, i, [seed_ids[j] for j in idx]))
+    outputs = generator.generate(conversations, settings, progress=progress) if conversations else []
+    rows, empty = [], 0
+    for (emotion, i, ids), raw in zip(meta, outputs):
+        text = clean_generation(raw, max_sentences=3)
+        if not text:
+            empty += 1
+            continue
+        rows.append({
+            "situation_id": situation_id(emotion, language, text), "emotion": emotion, "language": language,
+            "domain": domain, "situation": text, "seed_situation_ids": ids, "item_index": i,
+            "generator": generator.cache_id, "generator_source": generator.source,
+            "prompt_version": template.version,
+        })
+    frame = pl.DataFrame(rows, schema=BRAINSTORM_SCHEMA).unique("situation_id", keep="first", maintain_order=True)
+    return StageResult(frame, empty, dict(generator.last_stats) if conversations else {})
+
+
+def speaker_explanations(
+    generator: Generator,
+    template: PromptTemplate,
+    settings: GenerationSettings,
+    situations: pl.DataFrame,
+    progress: ProgressCallback | None = None,
+) -> StageResult:
+    """Each situation rewritten as the person's first-person utterance."""
+    records = situations.to_dicts()
+    conversations = [template.render(emotion=r["emotion"], situation=r["situation"]) for r in records]
+    outputs = generator.generate(conversations, settings, progress=progress) if records else []
+    rows, empty = [], 0
+    for r, raw in zip(records, outputs):
+        text = clean_generation(raw, max_sentences=4)
+        if not text:
+            empty += 1
+            continue
+        rows.append({
+            "explanation_id": stable_id("explanation", r["situation_id"], text),
+            "situation_id": r["situation_id"], "emotion": r["emotion"], "language": r["language"],
+            "domain": r["domain"], "situation": r["situation"], "speaker_utterance": text,
+            "generator": generator.cache_id, "generator_source": generator.source,
+            "prompt_version": template.version,
+        })
+    frame = pl.DataFrame(rows, schema=EXPLANATION_SCHEMA).unique("explanation_id", keep="first",
+                                                                 maintain_order=True)
+    return StageResult(frame, empty, dict(generator.last_stats) if records else {})
+
+
+def listener_replies(
+    generator: Generator,
+    template: PromptTemplate,
+    settings: GenerationSettings,
+    explanations: pl.DataFrame,
+    progress: ProgressCallback | None = None,
+) -> StageResult:
+    """One empathetic listener reply per explanation from this generator."""
+    records = explanations.to_dicts()
+    conversations = [template.render(emotion=r["emotion"], utterance=r["speaker_utterance"]) for r in records]
+    outputs = generator.generate(conversations, settings, progress=progress) if records else []
+    rows, empty = [], 0
+    for r, raw in zip(records, outputs):
+        text = clean_generation(raw, max_sentences=3)
+        if not text:
+            empty += 1
+            continue
+        rows.append({
+            "dialogue_id": dialogue_id(r["situation_id"], r["speaker_utterance"], text),
+            "situation_id": r["situation_id"], "explanation_id": r["explanation_id"], "emotion": r["emotion"],
+            "language": r["language"], "domain": r["domain"], "situation": r["situation"],
+            "speaker_utterance": r["speaker_utterance"], "listener_reply": text,
+            "generator": generator.cache_id, "generator_source": generator.source,
+            "prompt_version": template.version,
+        })
+    frame = pl.DataFrame(rows, schema=DIALOGUE_SCHEMA).unique("dialogue_id", keep="first", maintain_order=True)
+    return StageResult(frame, empty, dict(generator.last_stats) if records else {})

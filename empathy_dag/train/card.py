@@ -1,0 +1,84 @@
+"""What a person reads about a checkpoint: the model card (README.md) and the loss curve."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from dagster import MetadataValue
+
+
+def loss_curve_png(log_history: list[dict], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    if points:
+        steps, losses = zip(*points)
+        ax.plot(steps, losses, marker="o", markersize=3, linewidth=1.5, label="training loss")
+    margins = [(h["step"], h["rewards/margins"]) for h in log_history if "rewards/margins" in h]
+    if margins:
+        ax2 = ax.twinx()
+        s, m = zip(*margins)
+        ax2.plot(s, m, color="tab:orange", linewidth=1, alpha=0.7, label="reward margin")
+        ax2.set_ylabel("reward margin")
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left" if margins else "best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def png_markdown(path: Path, alt: str) -> MetadataValue:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
+
+
+def model_card(*, title: str, kind: str, base_model: dict, inputs: dict, hyperparameters: dict, result) -> str:
+    losses = result.losses()
+    lines = [
+        "---",
+        "library_name: peft",
+        f"base_model: {base_model['path']}",
+        "tags: [empathy, lora, " + ("sft" if kind == "sft" else "dpo, empo") + ", trl]",
+        "---",
+        f"# {title}",
+        "",
+        ("LoRA adapter written by the `empathy_dag` pipeline. Load it with "
+         "`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(<base>), <this folder>)`."),
+        "",
+        "## Base model",
+        f"- path: `{base_model['path']}`",
+        f"- sha256 (safetensors): `{base_model['sha256']}`",
+        "",
+        "## Training data (versions of the inputs)",
+        "```json",
+        json.dumps(inputs, indent=1, sort_keys=True),
+        "```",
+        "",
+        "## Hyperparameters",
+        "```json",
+        json.dumps(hyperparameters, indent=1, sort_keys=True),
+        "```",
+        "",
+        "## Results",
+        f"- device: {result.device}",
+        f"- training records: {result.train_records}",
+        f"- optimizer steps: {result.global_step} (resumed from step {result.resumed_from_step})",
+        f"- first logged loss: {losses[0][1]:.4f}" if losses else "- no loss logged",
+        f"- final logged loss: {losses[-1][1]:.4f}" if losses else "",
+        f"- adapter sha256: `{result.sha256}`",
+        "",
+        "![loss curve](loss_curve.png)",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""The automation definitions load with the project's, and carry the documented policies."""
+
+from dagster import DefaultScheduleStatus
+
+from empathy_dag.automation import definitions as automation
+from empathy_dag.automation import graph
+from empathy_dag.automation.jobs import LANDING_JOB_NAME, RETRAIN_JOB_NAME, TRAINING_POOL, TRANSIENT_RETRY
+
+
+def test_jobs_sensors_schedules_resolve_in_the_project_definitions():
+    from empathy_dag.definitions import defs
+
+    names = {j.name for j in automation.JOBS}
+    assert LANDING_JOB_NAME in names
+    landing = defs.resolve_job_def(LANDING_JOB_NAME)
+    selected = {k.to_user_string() for k in landing.asset_layer.executable_asset_keys}
+    assert {"corpus_rows", "quarantine", "situations", "dialogues", "curated_dialogues"} <= selected
+    # Only per-emotion data work: no checkpoint, no evaluation of a checkpoint.
+    assert not selected & {"sft_checkpoint", "dpo_checkpoint", "test_generations"}
+    assert landing.partitions_def is not None and len(landing.partitions_def.get_partition_keys()) == 28
+    for schedule in automation.SCHEDULES:
+        assert schedule.default_status == DefaultScheduleStatus.STOPPED
+        assert {"team", "cost_center", "trigger"} <= set(schedule.tags)
+    sensors = {s.name for s in automation.SENSORS}
+    assert {"landing_zone_sensor", "run_history_success_sensor", "run_history_failure_sensor"} <= sensors
+    if RETRAIN_JOB_NAME in names:
+        retrain = defs.resolve_job_def(RETRAIN_JOB_NAME)
+        assert "retraining_sensor" in sensors and {s.name for s in automation.SCHEDULES} >= {"weekly_retrain_schedule"}
+        nodes = {n.name: n for n in retrain.graph.node_dict.values()}
+        for key in graph.existing(graph.TRAINING_KEYS):
+            assert nodes[key].definition.pool == TRAINING_POOL, key
+        assert retrain.op_retry_policy == TRANSIENT_RETRY

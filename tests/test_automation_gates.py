@@ -1,0 +1,226 @@
+"""Promotion rule, promotion gate (blocking check + promoted_model), retraining trigger and run history,
+against a real instance."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    Definitions,
+    MaterializeResult,
+    asset,
+    build_run_status_sensor_context,
+    build_sensor_context,
+    define_asset_job,
+    instance_for_test,
+    materialize,
+)
+
+from empathy_dag.automation.promotion import Tolerances, build_promotion_definitions, promotion_decision
+from empathy_dag.automation.retraining import count_unseen_train_pairs, train_pairs_fingerprint
+from empathy_dag.automation.sensors import (
+    build_retraining_sensor,
+    run_history_failure_sensor,
+    run_history_success_sensor,
+)
+from empathy_dag.automation.settings import RETRAIN_NEW_PAIRS_TAG, TRIGGER_TAG, AutomationSettings
+from empathy_dag.automation.tables import read_table
+
+# ------------------------------------------------------------------ promotion_decision (pure)
+
+
+def test_first_candidate_is_promoted_when_it_reports_required_metrics():
+    assert promotion_decision({"bertscore_f1": 0.8}, None, Tolerances(required=("bertscore_f1",)))[0]
+    passed, reasons = promotion_decision({}, None, Tolerances(required=("bertscore_f1",)))
+    assert not passed and "required" in reasons[0]
+
+
+def test_regression_beyond_tolerance_fails_and_within_tolerance_passes():
+    promoted = {"bertscore_f1": 0.80, "eval_loss": 1.00}
+    tol = Tolerances(default=0.02)
+    assert promotion_decision({"bertscore_f1": 0.79, "eval_loss": 1.01}, promoted, tol)[0]
+    passed, reasons = promotion_decision({"bertscore_f1": 0.75, "eval_loss": 1.0}, promoted, tol)
+    assert not passed and any("bertscore_f1" in r and "REGRESSION" in r for r in reasons)
+    # loss is lower-is-better: a higher loss is the regression
+    passed, reasons = promotion_decision({"bertscore_f1": 0.80, "eval_loss": 1.2}, promoted, tol)
+    assert not passed and any("eval_loss" in r and "REGRESSION" in r for r in reasons)
+    # per-metric tolerance and explicit direction
+    assert promotion_decision({"toxicity_x": 0.5}, {"toxicity_x": 0.45}, Tolerances(per_metric={"toxicity_x": 0.1}))[0]
+    assert not promotion_decision({"empathy": 0.5}, {"empathy": 0.4}, Tolerances(lower_is_better=frozenset({"empathy"})))[0]
+
+
+def test_nothing_comparable_never_promotes_and_counts_are_not_metrics():
+    passed, reasons = promotion_decision({"n_pairs": 10, "steps": 5}, {"bertscore_f1": 0.8})
+    assert not passed and "no metric in common" in reasons[-1]
+    passed, _ = promotion_decision({"acc": float("nan")}, {"acc": 0.5})
+    assert not passed
+
+
+# ------------------------------------------------------------------ gate wiring
+
+
+def _fake_dpo(metrics: dict, sha: str, tmp_path: Path):
+    @asset(name="dpo_checkpoint")
+    def dpo_checkpoint() -> MaterializeResult:
+        folder = tmp_path / f"dpo-{sha}"
+        folder.mkdir(exist_ok=True)
+        return MaterializeResult(metadata={"path": str(folder), "sha256": sha, "metrics": metrics,
+                                           "n_train_pairs": 10})
+
+    return dpo_checkpoint
+
+
+def _leaderboard(resources, dpo_metrics: dict):
+    with resources["warehouse"].connect() as conn:
+        rows = [("dpo", "all", m, -1 if "loss" in m else 1, v) for m, v in dpo_metrics.items()]
+        rows += [("dpo", "joy", m, 1, 0.0) for m in dpo_metrics]  # per-emotion rows are not the gate's
+        conn.execute("CREATE OR REPLACE TABLE leaderboard (system VARCHAR, emotion VARCHAR, metric VARCHAR, "
+                     "direction INTEGER, value DOUBLE)")
+        conn.executemany("INSERT INTO leaderboard VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def _gate_run(resources, instance, tmp_path, train_metrics, eval_metrics, sha):
+    assets, checks = build_promotion_definitions(has_leaderboard=False)
+    _leaderboard(resources, eval_metrics)
+    return materialize(
+        [_fake_dpo(train_metrics, sha, tmp_path), *assets, *checks], instance=instance,
+        resources={k: resources[k] for k in ("model_store", "warehouse")}, raise_on_error=False,
+    )
+
+
+def _pointer(resources) -> dict:
+    return json.loads((Path(resources["model_store"].root) / "promoted_model" / "pointer.json").read_text())
+
+
+def _promoted_meta(instance) -> dict:
+    ev = instance.get_latest_materialization_event(AssetKey("promoted_model"))
+    return {k: v.value for k, v in ev.asset_materialization.metadata.items()}
+
+
+def test_gate_promotes_improvements_and_never_a_regression(resources, tmp_path):
+    with instance_for_test() as instance:
+        # 1. First model: promoted.
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.6}, {"bertscore_f1": 0.80}, "a" * 64)
+        assert r.success
+        assert _pointer(resources)["sha256"] == "a" * 64 and _promoted_meta(instance)["decision"] == "promoted"
+
+        # 2. Better on evaluation: promoted.
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.65}, {"bertscore_f1": 0.82}, "b" * 64)
+        assert r.success and _pointer(resources)["sha256"] == "b" * 64
+
+        # 3. Training metrics regress: the blocking check fails and promoted_model does not even run.
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.40}, {"bertscore_f1": 0.90}, "c" * 64)
+        checks = {e.check_name: e.passed for e in r.get_asset_check_evaluations()}
+        assert checks == {"dpo_checkpoint_no_regression": False}
+        assert "promoted_model" not in {e.asset_key.path[-1] for e in
+                                        (ev.event_specific_data.materialization for ev in r.get_asset_materialization_events())}
+        assert _pointer(resources)["sha256"] == "b" * 64
+
+        # 4. Training fine, evaluation regresses: recorded as rejected, pointer unchanged.
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.66}, {"bertscore_f1": 0.70}, "d" * 64)
+        assert r.success
+        meta = _promoted_meta(instance)
+        assert meta["decision"] == "rejected" and meta["sha256"] == "b" * 64 and "REGRESSION" in meta["reasons"]
+        assert _pointer(resources)["sha256"] == "b" * 64
+
+        with resources["warehouse"].connect() as conn:
+            log = read_table(conn, "promotion_log")
+        assert log.sort("decided_at")["promoted"].to_list() == [True, True, False]
+
+
+# ------------------------------------------------------------------ retraining trigger
+
+
+def _write_pairs(parquet_dir: Path, emotion: str, n_train: int, n_test: int = 2, start: int = 0):
+    folder = parquet_dir / "preference_pairs"
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [f"{emotion}-{i}" for i in range(start, start + n_train + n_test)]
+    pl.DataFrame({"pair_id": ids, "split": ["train"] * n_train + ["test"] * n_test}).write_parquet(
+        folder / f"{emotion}.parquet")
+    return ids[:n_train]
+
+
+def test_count_unseen_pairs_uses_fingerprint_and_count():
+    ids = ["a", "b", "c"]
+    assert count_unseen_train_pairs(ids, {}) == (3, train_pairs_fingerprint(ids))
+    assert count_unseen_train_pairs(ids, {"n_train_pairs": 3, "pairs_fingerprint": train_pairs_fingerprint(ids)})[0] == 0
+    assert count_unseen_train_pairs(ids + ["d", "e"], {"n_train_pairs": 3, "pairs_fingerprint": "old"})[0] == 2
+    assert count_unseen_train_pairs(["x", "y", "z"], {"n_train_pairs": 3, "pairs_fingerprint": "old"})[0] == 1
+
+
+def test_retraining_sensor_fires_on_enough_unseen_pairs_once_per_data_version(resources):
+    parquet = Path(resources["warehouse"].parquet_base_dir)
+    job = define_asset_job("retrain_job_test", selection=["dpo_checkpoint"])
+
+    @asset(name="dpo_checkpoint")
+    def dpo_checkpoint():
+        return MaterializeResult()
+
+    sensor = build_retraining_sensor(AutomationSettings(retrain_min_new_pairs=4), job_name="retrain_job_test")
+    defs = Definitions(assets=[dpo_checkpoint], jobs=[job], sensors=[sensor], resources=resources)
+
+    def tick(instance):
+        return sensor.evaluate_tick(build_sensor_context(instance=instance, resources=resources, definitions=defs))
+
+    with instance_for_test() as instance:
+        assert tick(instance).skip_message == "no preference_pairs written yet"
+        joy = _write_pairs(parquet, "joy", 3)
+        anger = _write_pairs(parquet, "anger", 3)
+        first = tick(instance).run_requests
+        assert len(first) == 1 and first[0].tags[RETRAIN_NEW_PAIRS_TAG] == "6"
+        assert first[0].tags[TRIGGER_TAG] == "new_training_pairs"
+        assert first[0].run_key == f"retrain:{train_pairs_fingerprint(joy + anger)}"
+        # Same data on the next tick: same run_key, so Dagster launches it once.
+        assert tick(instance).run_requests[0].run_key == first[0].run_key
+
+        # The checkpoint trained on these pairs records what it saw: nothing to do.
+        instance.report_runless_asset_event(AssetMaterialization(
+            "dpo_checkpoint", metadata={"n_train_pairs": 6, "pairs_fingerprint": train_pairs_fingerprint(joy + anger)}))
+        assert "0 new train pairs" in tick(instance).skip_message
+
+        # 2 new pairs: below the threshold of 4.
+        joy = _write_pairs(parquet, "joy", 5)
+        assert "2 new train pairs" in tick(instance).skip_message
+        # 4 new pairs: retrain, with the reason in the tags.
+        joy = _write_pairs(parquet, "joy", 7)
+        req = tick(instance).run_requests
+        assert len(req) == 1 and req[0].tags[RETRAIN_NEW_PAIRS_TAG] == "4"
+        assert req[0].run_key == f"retrain:{train_pairs_fingerprint(joy + anger)}" != first[0].run_key
+
+
+# ------------------------------------------------------------------ run history
+
+
+def test_run_history_records_successes_and_failures(resources):
+    @asset
+    def ok_asset():
+        return MaterializeResult()
+
+    @asset
+    def failing_asset():
+        raise RuntimeError("transient S3 hiccup")
+
+    with instance_for_test() as instance:
+        ok = materialize([ok_asset], instance=instance, tags={"trigger": "test", "team": "t"})
+        bad = materialize([failing_asset], instance=instance, raise_on_error=False)
+        for sensor, result, event in (
+            (run_history_success_sensor, ok, ok.get_run_success_event()),
+            (run_history_failure_sensor, bad, bad.get_run_failure_event()),
+        ):
+            ctx = build_run_status_sensor_context(
+                sensor_name=sensor.name, dagster_event=event, dagster_instance=instance,
+                dagster_run=result.dagster_run, resources={"warehouse": resources["warehouse"]},
+            )
+            sensor(ctx)
+            sensor(ctx)  # replayed: still one row
+        with resources["warehouse"].connect() as conn:
+            history = read_table(conn, "run_history")
+    assert history.height == 2
+    rows = {r["status"]: r for r in history.iter_rows(named=True)}
+    assert json.loads(rows["SUCCESS"]["assets"]) == ["ok_asset"] and rows["SUCCESS"]["trigger"] == "test"
+    assert json.loads(rows["SUCCESS"]["tags"])["team"] == "t"
+    assert rows["SUCCESS"]["duration_s"] is not None and rows["SUCCESS"]["duration_s"] >= 0
+    assert rows["FAILURE"]["assets"] == "[]" and "transient S3 hiccup" in rows["FAILURE"]["error"]

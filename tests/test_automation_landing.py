@@ -1,0 +1,238 @@
+"""The landing-zone sensor against a real instance: the bad-input corpus, the same file twice, two
+files for two emotions, and an end-to-end tick -> runs -> partitions check."""
+
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from dagster import Definitions, RunRequest, build_sensor_context, instance_for_test, load_assets_from_modules, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from empathy_dag.automation import graph
+from empathy_dag.automation.jobs import LANDING_JOB_NAME, landing_ingest_job
+from empathy_dag.automation.landing import LandingCursor, contiguous_ranges
+from empathy_dag.automation.sensors import build_landing_sensor
+from empathy_dag.automation.settings import LANDING_SHA_TAG, TRIGGER_TAG, AutomationSettings
+from empathy_dag.automation.tables import read_table
+from empathy_dag.taxonomy import EMOTIONS
+
+BAD_INPUTS = Path(__file__).parent / "fixtures" / "bad_inputs"
+SETTINGS = AutomationSettings(settle_seconds=0, team="t", cost_center="cc")
+# Assets these tests execute from each requested run: the ingest stage, model-free (seconds on 2
+# cores). The rest of the landing job (generation, curation, pairs) is checked in the requests.
+DATA_KEYS = {"corpus_rows", "quarantine", "ingest_file_log", "situations", "dialogues"}
+
+# file -> (valid rows, {reason_code: rows quarantined}) of the bad-input corpus (see the fixture files).
+EXPECTED = {
+    "good_gratitude.jsonl": (3, {}),
+    "truncated.jsonl": (1, {"invalid_json": 1}),
+    "wrong_columns.csv": (0, {"missing_columns": 1}),
+    "missing_field.jsonl": (1, {"missing_columns": 1}),
+    "unknown_emotion.jsonl": (1, {"unknown_emotion": 1}),
+    "binary.jsonl": (0, {"binary_file": 1}),
+    "empty.jsonl": (0, {"empty_file": 1}),
+    "mixed_encoding.jsonl": (1, {"bad_encoding": 1}),
+    "duplicated_rows.jsonl": (1, {"duplicate_id": 1}),
+}
+BAD_CORPUS_EMOTIONS = ["caring", "gratitude", "pride", "relief", "remorse"]
+
+
+def _stage_assets():
+    return load_assets_from_modules(graph._stage_modules())
+
+
+def _landing_job(resources):
+    defs = Definitions(assets=_stage_assets(), jobs=[landing_ingest_job()], resources=resources)
+    return defs.resolve_job_def(LANDING_JOB_NAME)
+
+
+def _baseline(resources, instance):
+    """Every landing data asset over all 28 emotions, from the seed corpus (one single-run backfill)."""
+    keys = [k for k in graph.landing_job_keys() if k in DATA_KEYS]
+    result = materialize(
+        _stage_assets(), selection=keys, resources=resources, instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: EMOTIONS[0], ASSET_PARTITION_RANGE_END_TAG: EMOTIONS[-1]},
+    )
+    assert result.success
+
+
+def _partitions_of(request: RunRequest) -> list[str]:
+    if request.partition_key:
+        return [request.partition_key]
+    start, end = request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]
+    return EMOTIONS[EMOTIONS.index(start): EMOTIONS.index(end) + 1]
+
+
+def _execute(job, request: RunRequest, instance):
+    keys = request.asset_selection or [k for k in job.asset_layer.executable_asset_keys]
+    selection = [k for k in keys if k.to_user_string() in DATA_KEYS]
+    if not selection:
+        return set()
+    tags = {**request.tags, "dagster/run_key": request.run_key}
+    result = job.execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=tags, asset_selection=selection,
+    )
+    assert result.success
+    return {(e.asset_key.to_user_string(), e.partition) for e in
+            (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
+
+
+def _tick(sensor, instance, resources, cursor=None):
+    # The definitions let Dagster resolve a partition_key request against the landing job.
+    defs = Definitions(assets=_stage_assets(), jobs=[landing_ingest_job()], sensors=[sensor], resources=resources)
+    ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
+    result = sensor.evaluate_tick(ctx)
+    return result.run_requests or [], result.cursor
+
+
+def test_contiguous_ranges_follow_taxonomy_order():
+    assert contiguous_ranges(["remorse", "caring", "relief", "gratitude", "pride"]) == [
+        ("caring", "caring"), ("gratitude", "gratitude"), ("pride", "pride"), ("relief", "remorse")]
+    assert contiguous_ranges(EMOTIONS) == [(EMOTIONS[0], EMOTIONS[-1])]
+    assert contiguous_ranges([]) == []
+
+
+def test_bad_input_corpus_lands_good_rows_once_and_quarantines_the_rest(resources, data_root, tmp_path):
+    landing = Path(resources["corpus_sources"].landing_dir)
+    landing.mkdir(parents=True, exist_ok=True)
+    parquet = Path(resources["warehouse"].parquet_base_dir)
+    sensor = build_landing_sensor(SETTINGS)
+    with instance_for_test() as instance:
+        _baseline(resources, instance)
+        untouched = {p.name: p.read_bytes() for p in (parquet / "situations").glob("*.parquet")
+                     if p.stem not in BAD_CORPUS_EMOTIONS}
+        assert len(untouched) == 28 - len(BAD_CORPUS_EMOTIONS)
+        mats_before = _materialization_counts(instance)
+
+        for f in BAD_INPUTS.iterdir():
+            shutil.copy(f, landing / f.name)
+        # The same content under another name, and a 50 MB file (over the 20 MB limit).
+        shutil.copy(BAD_INPUTS / "good_gratitude.jsonl", landing / "good_gratitude_again.jsonl")
+        big = landing / "huge.jsonl"
+        line = json.dumps({"emotion": "joy", "situation": "x" * 1000}) + "\n"
+        with open(big, "w") as fh:
+            for _ in range(50 * 1024 * 1024 // len(line) + 1):
+                fh.write(line)
+        assert big.stat().st_size >= 50 * 1024 * 1024
+
+        requests, cursor = _tick(sensor, instance, resources)
+
+        # Decisions recorded per file, with outcome and reasons.
+        with resources["warehouse"].connect() as conn:
+            log = read_table(conn, "landing_log")
+        outcomes = dict(zip(log["file"], log["outcome"]))
+        assert outcomes["good_gratitude_again.jsonl"] == "duplicate_content"
+        assert outcomes["huge.jsonl"] == "rejected"
+        assert json.loads(log.filter(pl.col("file") == "huge.jsonl")["reasons"][0]) == {"file_too_large": 1}
+        for name, (valid, reasons) in EXPECTED.items():
+            row = log.filter(pl.col("file") == name).row(0, named=True)
+            assert row["outcome"] == ("accepted" if valid else "rejected"), name
+            if name != "duplicated_rows.jsonl":  # duplicates within a file are found per file too
+                assert json.loads(row["reasons"]) == reasons, name
+            assert row["valid_rows"] == valid or name == "duplicated_rows.jsonl", name
+
+        # Runs only for the emotions with valid rows; run_key = content sha256 (+ range when split).
+        main = [r for r in requests if not r.asset_selection]
+        covered = sorted({e for r in main for e in _partitions_of(r)})
+        assert covered == BAD_CORPUS_EMOTIONS
+        assert all(r.tags[TRIGGER_TAG] == "landing_zone" and r.tags["team"] == "t" for r in requests)
+        assert all(r.run_key.startswith(r.tags[LANDING_SHA_TAG]) for r in requests)
+        # Spill-over runs: only preference_pairs of emotions whose opposite was touched.
+        for r in requests:
+            if r.asset_selection:
+                assert {k.to_user_string() for k in r.asset_selection} <= {"preference_pairs"}
+                assert not set(_partitions_of(r)) & set(BAD_CORPUS_EMOTIONS)
+
+        job = _landing_job(resources)
+        materialized, executed = set(), set()
+        for r in requests:
+            done = _execute(job, r, instance)
+            if done:
+                executed.add(r.run_key)
+            materialized |= done
+        per_emotion = {p for k, p in materialized if k == "situations"}
+        assert per_emotion == set(BAD_CORPUS_EMOTIONS)
+
+        # Every good row landed once; every bad row is in the quarantine with its reason.
+        corpus = pl.read_parquet(parquet / "corpus_rows.parquet")
+        landed = corpus.filter(pl.col("source_file").str.contains("/landing/"))
+        assert landed.height == sum(v for v, _ in EXPECTED.values())
+        assert landed["situation_id"].n_unique() == landed.height
+        with resources["warehouse"].connect() as conn:
+            quarantine = conn.execute("SELECT * FROM quarantine").pl()
+        by_file = {}
+        for row in quarantine.iter_rows(named=True):
+            by_file.setdefault(Path(row["file"]).name, {}).setdefault(row["reason_code"], 0)
+            by_file[Path(row["file"]).name][row["reason_code"]] += 1
+        for name, (_, reasons) in EXPECTED.items():
+            assert by_file.get(name, {}) == reasons, name
+        assert by_file["huge.jsonl"] == {"file_too_large": 1}
+        # The copy's rows are duplicates of the first file's: quarantined, not landed twice.
+        assert by_file["good_gratitude_again.jsonl"] == {"duplicate_id": 3}
+        gratitude = pl.read_parquet(parquet / "situations" / "gratitude.parquet")
+        assert gratitude.filter(pl.col("source_file").str.contains("landing")).height == 3
+
+        # Nothing else changed: untouched partitions are byte-identical and were not re-materialized.
+        for name, data in untouched.items():
+            assert (parquet / "situations" / name).read_bytes() == data
+        mats_after = _materialization_counts(instance)
+        changed = {k for k in mats_after if mats_after[k] != mats_before.get(k)}
+        assert {e for a, e in changed if a == "situations"} == set(BAD_CORPUS_EMOTIONS)
+
+        # A repeated tick sees nothing new; a replay from the old cursor asks for the same run keys,
+        # which Dagster deduplicates against the runs already launched with them.
+        again, _ = _tick(sensor, instance, resources, cursor=cursor)
+        assert again == []
+        replay, _ = _tick(sensor, instance, resources, cursor=None)
+        assert sorted(r.run_key for r in replay) == sorted(r.run_key for r in requests)
+        from dagster import RunsFilter
+        assert executed
+        for r in replay:
+            if r.run_key in executed:
+                assert instance.get_runs(filters=RunsFilter(tags={"dagster/run_key": r.run_key}))
+
+
+def _materialization_counts(instance) -> dict[tuple[str, str], int]:
+    from dagster import AssetKey
+
+    counts: dict[tuple[str, str], int] = {}
+    for rec in instance.fetch_materializations(AssetKey("situations"), limit=1000).records:
+        key = ("situations", rec.partition_key)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def test_two_files_for_two_emotions_request_exactly_those_partitions(resources):
+    landing = Path(resources["corpus_sources"].landing_dir)
+    landing.mkdir(parents=True, exist_ok=True)
+    (landing / "a.jsonl").write_text(json.dumps(
+        {"emotion": "anger", "situation": "The landlord kept our deposit for a wall he damaged himself."}) + "\n")
+    (landing / "b.jsonl").write_text(json.dumps(
+        {"emotion": "surprise", "situation": "My estranged brother showed up at my graduation with flowers."}) + "\n")
+    sensor = build_landing_sensor(SETTINGS)
+    with instance_for_test() as instance:
+        requests, cursor = _tick(sensor, instance, resources)
+        main = [r for r in requests if not r.asset_selection]
+        assert sorted((_partitions_of(r)[0], r.tags["empathy_dag/landing_file"]) for r in main) == [
+            ("anger", "a.jsonl"), ("surprise", "b.jsonl")]
+        assert all(len(_partitions_of(r)) == 1 for r in main)
+        assert len({r.run_key for r in requests}) == len(requests)
+        # A third file later: only it is seen.
+        (landing / "c.jsonl").write_text(json.dumps(
+            {"emotion": "anger", "situation": "Someone keyed my car in the hospital car park."}) + "\n")
+        later, _ = _tick(sensor, instance, resources, cursor=cursor)
+        assert {r.tags["empathy_dag/landing_file"] for r in later} == {"c.jsonl"}
+        assert set(LandingCursor.load(cursor).seen) == {"a.jsonl", "b.jsonl"}
+
+
+def test_files_still_being_written_wait_for_the_next_tick(resources):
+    landing = Path(resources["corpus_sources"].landing_dir)
+    landing.mkdir(parents=True, exist_ok=True)
+    (landing / "fresh.jsonl").write_text(json.dumps({"emotion": "joy", "situation": "We won the league."}) + "\n")
+    (landing / "upload.jsonl.part").write_text("{")
+    sensor = build_landing_sensor(AutomationSettings(settle_seconds=3600))
+    with instance_for_test() as instance:
+        requests, cursor = _tick(sensor, instance, resources)
+        assert requests == [] and LandingCursor.load(cursor).seen == {}

@@ -1,0 +1,148 @@
+"""Each synthetic-data filter on crafted inputs, then `filter_synthetic` end to end on a small frame."""
+
+import polars as pl
+
+from empathy_dag.curate.assets import DIALOGUE_COLUMNS, synthetic_as_dialogues
+from empathy_dag.curate.filters import (
+    FilterConfig,
+    NearDuplicateIndex,
+    contradiction_reason,
+    exact_key,
+    filter_synthetic,
+    language_reason,
+    length_reason,
+    load_word_list,
+    prompt_echo_reason,
+    refusal_reason,
+    unsafe_reason,
+)
+from empathy_dag.generate.synthetic import clean_generation
+from empathy_dag.taxonomy import default_taxonomy
+
+
+def test_length_bounds():
+    assert length_reason("ok", 12, 600) is not None
+    assert "more than" in length_reason("x" * 700, 12, 600)
+    assert length_reason("That sounds really hard to carry.", 12, 600) is None
+
+
+def test_refusals():
+    assert refusal_reason("As an AI, I don't have feelings, but that sounds hard.")
+    assert refusal_reason("I'm sorry, but I can't help with that.")
+    assert refusal_reason("I cannot help you with this request.")
+    assert refusal_reason("I can't believe how hard that week was for you.") is None
+    assert refusal_reason("It sounds like the new treatment helped a lot.") is None
+
+
+def test_prompt_echo():
+    utterance = "I waited six hours in the emergency room and nobody told me anything about my mum."
+    assert prompt_echo_reason("Reply to your friend in one or two sentences.", [utterance])
+    assert prompt_echo_reason("I waited six hours in the emergency room and nobody told me anything.",
+                              [utterance])
+    assert prompt_echo_reason("Six hours with no news about your mum must have felt endless and frightening.",
+                              [utterance]) is None
+
+
+def test_unsafe_words():
+    words = load_word_list()
+    assert "fuck*" in words
+    assert unsafe_reason("This is fucking unfair to you.")
+    assert unsafe_reason("What a shitty day.")
+    assert unsafe_reason("Just kill   yourself") is not None
+    # Whole words only: "Scunthorpe" and "assessment" do not match.
+    assert unsafe_reason("I moved to Scunthorpe for the assessment.") is None
+    assert unsafe_reason("damn", words=("damn",))
+
+
+def test_language():
+    assert language_reason("That sounds exhausting, I'm sorry.", "en") is None
+    assert "ja" in language_reason("それは本当に大変でしたね。", "en")
+    assert language_reason("それは本当に大変でしたね。", "ja") is None
+
+
+def test_emotion_contradiction_only_between_positive_and_negative():
+    tax = default_taxonomy()
+    assert tax.sentiment("grief") == "negative" and tax.sentiment("joy") == "positive"
+    assert contradiction_reason("grief", "positive", 0.9, tax.sentiment)
+    assert contradiction_reason("joy", "negative", 0.8, tax.sentiment)
+    assert contradiction_reason("grief", "negative", 0.9, tax.sentiment) is None
+    assert contradiction_reason("grief", "neutral", 0.9, tax.sentiment) is None
+    assert contradiction_reason("grief", "ambiguous", 0.9, tax.sentiment) is None
+    ambiguous = next(e.label for e in tax.emotions if e.sentiment == "ambiguous")
+    assert contradiction_reason(ambiguous, "positive", 0.99, tax.sentiment) is None
+    # Below the confidence floor the classifier is not trusted to contradict.
+    assert contradiction_reason("grief", "positive", 0.4, tax.sentiment, min_probability=0.5) is None
+
+
+def test_near_duplicates():
+    index = NearDuplicateIndex(threshold=0.7)
+    index.add("a", "My dad's new heart medication finally seems to be working and he walked to the shop.")
+    hit = index.check_and_add("b", "My dad's new heart medication finally seems to be working, he walked to the shop!")
+    assert hit and hit[0] == "a" and hit[1] >= 0.7
+    assert index.check_and_add("c", "The physiotherapist taught me three new exercises for my knee.") is None
+    assert exact_key("Hello,  there!", "OK") == exact_key("hello there", "ok")
+
+
+def test_clean_generation_of_a_small_models_output():
+    assert clean_generation('Sure! Here is a new situation:\n"I finally got my MRI results back today."') == (
+        "I finally got my MRI results back today.")
+    assert clean_generation("Situation 3: My sister drove four hours to sit with me after surgery.") == (
+        "My sister drove four hours to sit with me after surgery.")
+    assert clean_generation("1. I was told my scan was clear.\n2. Another one") == "I was told my scan was clear."
+    assert clean_generation("   \n  ") == ""
+    assert clean_generation('""') == ""
+
+
+def _frame(rows):
+    return pl.DataFrame(rows, schema={"dialogue_id": pl.String, "situation_id": pl.String, "emotion": pl.String,
+                                      "language": pl.String, "domain": pl.String, "situation": pl.String,
+                                      "speaker_utterance": pl.String, "listener_reply": pl.String,
+                                      "generator": pl.String, "prompt_version": pl.String})
+
+
+def test_filter_synthetic_reports_every_drop_once():
+    corpus = _frame([
+        {"dialogue_id": "c1", "situation_id": "s", "emotion": "grief", "language": "en", "domain": "d",
+         "situation": "x", "speaker_utterance": "My grandmother died last week after a long illness.",
+         "listener_reply": "I'm so sorry. Losing her after watching her struggle must hurt so much."},
+    ])
+    good = "I keep reaching for the phone to call her, and then I remember she's gone."
+    rows = [
+        ("keep", good, "That reflex to call her shows how close you were. I'm so sorry."),
+        ("short", "Sad.", "Oh no."),
+        ("refusal", good + " Really.", "As an AI, I cannot feel grief, but I understand."),
+        ("echo", "My brother's funeral was yesterday and the church was completely full.",
+         "My brother's funeral was yesterday and the church was completely full."),
+        ("unsafe", "This whole fucking year has been loss after loss for our family.", "That is so much loss."),
+        ("language", "祖母が先週亡くなって、まだ信じられません。", "それは本当につらいですね。"),
+        ("exact", good, "That reflex to call her shows how close you were. I'm so sorry."),
+        ("near", "My grandmother died last week after a very long illness.",
+         "I'm so sorry. Losing her after watching her struggle must hurt so much!"),
+        ("contradict", "We held a lovely memorial and I felt so grateful for everyone's kindness.",
+         "It sounds like a beautiful way to honour her."),
+    ]
+    synthetic = _frame([{"dialogue_id": rid, "situation_id": "s", "emotion": "grief", "language": "en",
+                         "domain": "d", "situation": "A death in the family.", "speaker_utterance": u,
+                         "listener_reply": r, "generator": "g1", "prompt_version": "listener_reply@x"}
+                        for rid, u, r in rows])
+
+    def predict_groups(texts):  # a stand-in classifier: "grateful" reads as positive
+        return [("positive", 0.9) if "grateful" in t else ("negative", 0.8) for t in texts]
+
+    result = filter_synthetic(synthetic, corpus, FilterConfig(min_chars=12, near_duplicate_threshold=0.7),
+                              predict_groups=predict_groups, sentiment_of=default_taxonomy().sentiment)
+    assert result.kept["dialogue_id"].to_list() == ["keep"]
+    by_id = dict(zip(result.report["id"], result.report["filter"]))
+    assert by_id == {"short": "length", "refusal": "refusal", "echo": "prompt_echo", "unsafe": "unsafe",
+                     "language": "language", "exact": "exact_duplicate", "near": "near_duplicate",
+                     "contradict": "emotion_consistency"}
+    assert result.report["reason"].str.len_chars().min() > 5
+    assert result.counts()["near_duplicate"] == 1
+
+    # Without a classifier the consistency filter is skipped: the contradicting row is kept.
+    skipped = filter_synthetic(synthetic, corpus, FilterConfig(near_duplicate_threshold=0.7))
+    assert "contradict" in skipped.kept["dialogue_id"].to_list()
+
+    mapped = synthetic_as_dialogues(result.kept)
+    assert list(mapped.columns) == [*DIALOGUE_COLUMNS, "origin", "generator"]
+    assert mapped["origin"].to_list() == ["synthetic"] and mapped["generator"].to_list() == ["g1"]

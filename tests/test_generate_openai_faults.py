@@ -1,0 +1,349 @@
+"""The OpenAI-compatible backend against a scripted stub server on 127.0.0.1: retries on 429/5xx,
+timeouts and garbage, clear errors on 401/404/unreachable, and nothing bad in the response cache."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from empathy_dag.generate.engine import GenerationSettings, ResponseCache, cache_key
+from empathy_dag.generate.openai_backend import (
+    AuthenticationFailed,
+    EndpointNotFound,
+    MalformedResponse,
+    ModelNotFound,
+    OpenAICompatibleBackend,
+    OpenAICompatibleGenerator,
+    RetriesExhausted,
+    ServerProgress,
+    ServerUnreachable,
+    messages_key_text,
+    parse_chat_completion,
+    parse_retry_after,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+SETTINGS = GenerationSettings(max_new_tokens=16, temperature=0.7, top_p=0.9, seed=3)
+
+
+def conv(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "Be kind."}, {"role": "user", "content": text}]
+
+
+def completion(text: str, tokens: int = 5) -> bytes:
+    return json.dumps({
+        "id": "x", "object": "chat.completion", "model": "stub",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": tokens, "total_tokens": 11 + tokens},
+    }).encode()
+
+
+class StubServer:
+    """A chat-completions server whose answers come from `script`: a list of actions consumed one per
+    POST (the last one repeats). Actions: ("ok",), ("status", code, body, headers), ("hang", seconds),
+    ("raw", bytes). Replies echo the last user message so a test can tell them apart."""
+
+    def __init__(self, script: list[tuple], models: tuple[str, ...] = ("stub",)):
+        self.script = list(script)
+        self.models = models
+        self.posts: list[dict] = []
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output quiet
+                pass
+
+            def _send(self, code: int, body: bytes, headers: dict | None = None):
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_GET(self):
+                if self.path.endswith("/v1/models"):
+                    data = {"object": "list", "data": [{"id": m, "object": "model"} for m in stub.models]}
+                    self._send(200, json.dumps(data).encode())
+                else:
+                    self._send(404, b'{"detail": "Not Found"}')
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with stub.lock:
+                    stub.posts.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                    action = stub.script.pop(0) if len(stub.script) > 1 else stub.script[0]
+                if not self.path.endswith("/v1/chat/completions"):
+                    return self._send(404, b'{"detail": "Not Found"}')
+                kind = action[0]
+                if kind == "ok":
+                    return self._send(200, completion("reply to " + body["messages"][-1]["content"]))
+                if kind == "status":
+                    return self._send(action[1], action[2], action[3] if len(action) > 3 else None)
+                if kind == "hang":
+                    time.sleep(action[1])
+                    return self._send(200, completion("late reply"))
+                if kind == "raw":
+                    return self._send(200, action[1])
+                raise AssertionError(kind)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def completions(self) -> int:
+        return sum(1 for p in self.posts if p["path"].endswith("/chat/completions"))
+
+
+def make_generator(url: str, tmp_path, **kw) -> OpenAICompatibleGenerator:
+    defaults = {"base_url": url, "model": "stub", "cache_id": "stub-weights", "max_in_flight": 2, "timeout_s": 2.0,
+                "max_retries": 3, "backoff_base_s": 0.01, "max_backoff_s": 0.05,
+                "cache": ResponseCache(tmp_path / "cache")}
+    defaults.update(kw)
+    return OpenAICompatibleGenerator(**defaults)
+
+
+def cached_rows(gen: OpenAICompatibleGenerator) -> list[tuple]:
+    import sqlite3
+
+    with sqlite3.connect(gen.cache.path) as db:
+        return db.execute("SELECT cache_id, prompt, response FROM responses").fetchall()
+
+
+# ------------------------------------------------------------------------------------------- happy
+
+
+def test_replies_in_order_cached_and_request_body(tmp_path):
+    with StubServer([("ok",)]) as stub:
+        gen = make_generator(stub.url, tmp_path, api_key="sk-test", max_in_flight=3)
+        seen: list[ServerProgress] = []
+        texts = [f"I lost my job {i}" for i in range(7)] + ["I lost my job 0"]  # one duplicate
+        replies = gen.generate([conv(t) for t in texts], SETTINGS, progress=seen.append)
+        assert replies == [f"reply to {t}" for t in texts]
+        # The duplicate is asked once; the /models check happened once before.
+        assert stub.completions == 7
+        body = stub.posts[0]["body"]
+        assert body["model"] == "stub" and body["max_tokens"] == 16 and body["temperature"] == 0.7
+        assert body["top_p"] == 0.9 and isinstance(body["seed"], int) and body["stream"] is False
+        assert stub.posts[0]["auth"] == "Bearer sk-test"
+        # Seeds are per item: reproducible, and different items get different seeds.
+        assert len({p["body"]["seed"] for p in stub.posts}) == 7
+        assert gen.last_stats["generated"] == 8 and gen.last_stats["unique_generated"] == 7
+        assert gen.last_stats["new_tokens"] == 35 and gen.last_stats["retries"] == 0
+        assert gen.last_stats["requests_per_s"] > 0 and gen.last_stats["tokens_per_s"] > 0
+        assert seen[-1].done == 8 and seen[-1].total == 8 and "req/s" in str(seen[-1])
+
+        # Same call again: everything from the cache, not one request.
+        again = gen.generate([conv(t) for t in texts], SETTINGS)
+        assert again == replies and stub.completions == 7 and gen.last_stats["cached"] == 8
+        # Keys follow the engine's rule: (cache_id, prompt text, settings).
+        key = cache_key("stub-weights", messages_key_text(conv(texts[0])), SETTINGS)
+        assert gen.cache.get_many([key]) == {key: replies[0]}
+
+
+def test_greedy_stop_strings_and_usage_fallback(tmp_path):
+    text_with_stop = "Sounds hard.\nUser: and then"
+    body = json.dumps({"choices": [{"message": {"content": text_with_stop}, "finish_reason": "stop"}]}).encode()
+    with StubServer([("raw", body)]) as stub:
+        gen = make_generator(stub.url, tmp_path)
+        greedy = GenerationSettings(max_new_tokens=8, do_sample=False, stop=("\nUser:",))
+        assert gen.generate([conv("hi")], greedy) == ["Sounds hard."]
+        sent = stub.posts[0]["body"]
+        assert sent["temperature"] == 0.0 and "seed" not in sent and sent["stop"] == ["\nUser:"]
+        # No `usage` in the body: tokens are estimated and flagged.
+        assert gen.last_stats["tokens_estimated_for"] == 1 and gen.last_stats["new_tokens"] > 0
+
+
+# ---------------------------------------------------------------------------------------- retries
+
+
+def test_429_respects_retry_after_then_succeeds(tmp_path):
+    script = [("status", 429, b'{"error": {"message": "rate limited"}}', {"Retry-After": "1"}), ("ok",)]
+    with StubServer(script) as stub:
+        gen = make_generator(stub.url, tmp_path, max_in_flight=1)
+        t0 = time.perf_counter()
+        assert gen.generate([conv("a")], SETTINGS) == ["reply to a"]
+        waited = time.perf_counter() - t0
+        assert stub.completions == 2 and gen.last_stats["retries"] == 1
+        assert waited >= 0.95, f"Retry-After: 1 not honoured (retried after {waited:.2f}s)"
+
+
+def test_500_and_timeout_and_garbage_are_retried(tmp_path):
+    script = [("status", 500, b"boom"), ("hang", 1.5), ("raw", b"{not json"),
+              ("raw", b'{"choices": []}'), ("ok",)]
+    with StubServer(script) as stub:
+        gen = make_generator(stub.url, tmp_path, max_in_flight=1, timeout_s=0.4, max_retries=5)
+        assert gen.generate([conv("b")], SETTINGS) == ["reply to b"]
+        assert stub.completions == 5 and gen.last_stats["retries"] == 4
+        rows = cached_rows(gen)
+        assert [r[2] for r in rows] == ["reply to b"]  # only the good reply; no "late reply", no garbage
+
+
+def test_persistent_garbage_fails_clearly_and_caches_nothing_bad(tmp_path):
+    # The first item succeeds, every later request gets garbage: the good reply stays cached, the
+    # call fails naming the problem, and no garbage is stored.
+    script = [("ok",), ("raw", b"<html>proxy error</html>")]
+    with StubServer(script) as stub:
+        gen = make_generator(stub.url, tmp_path, max_in_flight=1, max_retries=2)
+        with pytest.raises(MalformedResponse) as err:
+            gen.generate([conv("first"), conv("second")], SETTINGS)
+        msg = str(err.value)
+        assert "malformed response" in msg and "not JSON" in msg and "gave up after 3 attempts" in msg
+        assert "'stub'" in msg and stub.url in msg
+        assert stub.completions == 1 + 3
+        assert [r[2] for r in cached_rows(gen)] == ["reply to first"]
+        # A rerun resumes: the finished reply comes from the cache.
+        stub.script = [("ok",)]
+        assert gen.generate([conv("first"), conv("second")], SETTINGS) == ["reply to first", "reply to second"]
+        assert gen.last_stats["cached"] == 1 and stub.completions == 5
+
+
+def test_overloaded_server_gives_up_with_advice(tmp_path):
+    with StubServer([("status", 503, b'{"error": {"message": "overloaded"}}')]) as stub:
+        gen = make_generator(stub.url, tmp_path, max_retries=2, max_in_flight=1)
+        with pytest.raises(RetriesExhausted, match=r"HTTP 503 \(overloaded\).*lower max_in_flight"):
+            gen.generate([conv("c")], SETTINGS)
+        assert stub.completions == 3
+        assert cached_rows(gen) == []
+
+
+def test_content_filter_finish_is_not_cached(tmp_path):
+    filtered = json.dumps({"choices": [{"message": {"content": ""}, "finish_reason": "content_filter"}]}).encode()
+    with StubServer([("raw", filtered)]) as stub:
+        gen = make_generator(stub.url, tmp_path, max_retries=1)
+        with pytest.raises(MalformedResponse, match="content_filter"):
+            gen.generate([conv("d")], SETTINGS)
+        assert stub.completions == 2 and cached_rows(gen) == []
+
+
+# --------------------------------------------------------------------------------- fatal, at once
+
+
+def test_auth_failure_is_not_retried_and_says_what_to_check(tmp_path):
+    body = b'{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}'
+    with StubServer([("status", 401, body)]) as stub:
+        gen = make_generator(stub.url, tmp_path, api_key="wrong")
+        with pytest.raises(AuthenticationFailed) as err:
+            gen.generate([conv(f"e{i}") for i in range(4)], SETTINGS)
+        assert stub.completions <= 2  # the requests already in flight, no retries
+        msg = str(err.value)
+        assert "HTTP 401" in msg and "Incorrect API key" in msg and "API key" in msg and stub.url in msg
+        assert cached_rows(gen) == []
+
+
+def test_model_not_listed_fails_before_generating(tmp_path):
+    with StubServer([("ok",)], models=("smollm2", "other")) as stub:
+        gen = make_generator(stub.url, tmp_path, model="smolm2-typo")
+        with pytest.raises(ModelNotFound) as err:
+            gen.generate([conv("f")], SETTINGS)
+        assert stub.completions == 0
+        msg = str(err.value)
+        assert "smolm2-typo" in msg and "smollm2" in msg and "--served-model-name" in msg
+
+
+def test_404_model_not_found_from_completion(tmp_path):
+    body = b'{"error": {"message": "The model `gpt-x` does not exist.", "code": "model_not_found"}}'
+    with StubServer([("status", 404, body)]) as stub:
+        gen = make_generator(stub.url, tmp_path, model="gpt-x", check_model=False)
+        with pytest.raises(ModelNotFound, match=r"does not serve model 'gpt-x'.*The server serves: stub"):
+            gen.generate([conv("g")], SETTINGS)
+        assert stub.completions == 1
+
+
+def test_wrong_base_url_path(tmp_path):
+    with StubServer([("ok",)]) as stub:
+        gen = make_generator(stub.url.removesuffix("/v1"), tmp_path)  # forgot /v1
+        with pytest.raises(EndpointNotFound, match="ending in /v1"):
+            gen.generate([conv("h")], SETTINGS)
+
+
+def test_unreachable_server(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gen = make_generator(f"http://127.0.0.1:{port}/v1", tmp_path, max_retries=2)
+    t0 = time.perf_counter()
+    with pytest.raises(ServerUnreachable) as err:
+        gen.generate([conv("i")], SETTINGS)
+    assert time.perf_counter() - t0 < 10
+    msg = str(err.value)
+    assert f"127.0.0.1:{port}" in msg and "is running" in msg
+    assert cached_rows(gen) == []
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+
+def test_parsers():
+    assert parse_retry_after("3") == 3.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert 9 <= parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) <= 11
+    assert parse_chat_completion(completion("x", 4)) == ("x", 4, 11)
+    for bad in (b"[]", b'{"choices": [{"message": {}}]}', b"\xff"):
+        with pytest.raises(ValueError):
+            parse_chat_completion(bad)
+
+
+def test_resource_builds_generator_with_env_key(tmp_path, monkeypatch):
+    from dagster import EnvVar
+
+    monkeypatch.setenv("STUB_API_KEY", "sk-from-env")
+    backend = OpenAICompatibleBackend(base_url="http://127.0.0.1:9/v1/", model="m", api_key=EnvVar("STUB_API_KEY"),
+                                      cache_dir=str(tmp_path / "c"), max_in_flight=8)
+    # What Dagster does before handing the resource to an asset: resolve the EnvVar.
+    gen = backend.process_config_and_initialize().get_generator()
+    assert gen.api_key == "sk-from-env" and gen.base_url == "http://127.0.0.1:9/v1"
+    assert gen.cache_id == "server:m" and gen.max_in_flight == 8 and gen.cache is not None
+    lora = backend.process_config_and_initialize().get_generator(model="empathy-lora", cache_id="abc123")
+    assert lora.model == "empathy-lora" and lora.cache_id == "abc123"
+
+
+def test_backend_from_env(tmp_path, monkeypatch):
+    from empathy_dag.generate.openai_backend import openai_backend_from_env
+
+    monkeypatch.delenv("EMPATHY_DAG_OPENAI_BASE_URL", raising=False)
+    assert openai_backend_from_env() is None
+    monkeypatch.setenv("EMPATHY_DAG_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    monkeypatch.setenv("EMPATHY_DAG_OPENAI_MODEL", "served-name")
+    monkeypatch.setenv("EMPATHY_DAG_OPENAI_KEY_VAR", "MY_KEY")
+    monkeypatch.setenv("MY_KEY", "sk-env")
+    monkeypatch.setenv("EMPATHY_DAG_OPENAI_IN_FLIGHT", "16")
+    gen = openai_backend_from_env(str(tmp_path / "c")).process_config_and_initialize().get_generator()
+    assert (gen.model, gen.api_key, gen.max_in_flight) == ("served-name", "sk-env", 16)
+
+
+def test_server_text_generator_is_a_drop_in(tmp_path):
+    from empathy_dag.generate.openai_backend import ServerTextGenerator
+
+    with StubServer([("ok",)]) as stub:
+        configured = ServerTextGenerator(
+            server=OpenAICompatibleBackend(base_url=stub.url, model="stub", cache_id="w1", backoff_base_s=0.01),
+            cache_dir=str(tmp_path / "stage_cache"), max_new_tokens=12,
+        )
+        with configured.process_config_and_initialize_cm() as resource:
+            source = resource.resolve_source(model_store=None)
+            assert source == f"{stub.url}#stub"
+            gen = resource.load(model_store=None, source=source)
+            assert gen.source == source and gen.cache.path.parent == tmp_path / "stage_cache"
+            assert gen.generate([conv("x")], resource.settings()) == ["reply to x"]
+            assert stub.posts[-1]["body"]["max_tokens"] == 12

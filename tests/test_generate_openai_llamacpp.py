@@ -1,0 +1,175 @@
+"""The OpenAI-compatible backend against a real server: `python -m llama_cpp.server` on 127.0.0.1 with
+the embedded SmolLM2 GGUF, started by a fixture. Skipped when llama-cpp-python[server] is missing."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from empathy_dag.generate.engine import GenerationSettings, ResponseCache, model_cache_id
+from empathy_dag.generate.openai_backend import ModelNotFound, OpenAICompatibleBackend
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+MISSING = [m for m in ("llama_cpp", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+           if importlib.util.find_spec(m) is None]
+if MISSING:
+    pytest.skip(f"llama-cpp-python[server] not installed (missing {', '.join(MISSING)})", allow_module_level=True)
+
+ALIAS = "smollm2"
+SETTINGS = GenerationSettings(max_new_tokens=24, temperature=0.7, top_p=0.9, seed=7)
+CONVERSATIONS = [
+    [{"role": "system", "content": "You are a caring listener. Answer in one or two sentences."},
+     {"role": "user", "content": text}]
+    for text in ("My dog died this morning.", "I finally got the job I wanted!", "Nobody came to my birthday.")
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_llama_server(gguf, port: int, n_threads: int = 2, ready_timeout_s: float = 120.0) -> subprocess.Popen:
+    """`python -m llama_cpp.server` (through our launcher: see empathy_dag.generate.llama_server) on
+    127.0.0.1:port, returned once GET /v1/models answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "empathy_dag.generate.llama_server", "--model", str(gguf), "--model_alias", ALIAS,
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(n_threads),
+         "--verbose", "False"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2, trust_env=False).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"llama_cpp.server not ready on port {port} after {ready_timeout_s}s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    from empathy_dag.models import embedded_smollm2_gguf
+
+    port = free_port()
+    proc = start_llama_server(embedded_smollm2_gguf(), port)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop_server(proc)
+
+
+def test_replies_through_llama_cpp_server_shared_cache_with_engine(llama_server, base_model_dir, tmp_path):
+    cache_dir = tmp_path / "generation_cache"
+    backend = OpenAICompatibleBackend(
+        base_url=llama_server, model=ALIAS, max_in_flight=2, timeout_s=120,
+        # The in-process engine's id for the same weights and its tokenizer: cache keys coincide.
+        cache_id=model_cache_id(str(base_model_dir)), tokenizer=str(base_model_dir), cache_dir=str(cache_dir),
+    )
+    gen = backend.get_generator()
+    replies = gen.generate(CONVERSATIONS, SETTINGS)
+    assert len(replies) == 3 and all(isinstance(r, str) and r.strip() for r in replies), replies
+    stats = gen.last_stats
+    assert stats["generated"] == 3 and stats["retries"] == 0
+    # usage came from the server (no estimate) and respects max_tokens.
+    assert stats["tokens_estimated_for"] == 0 and 3 <= stats["new_tokens"] <= 3 * SETTINGS.max_new_tokens
+    assert stats["tokens_per_s"] > 0 and stats["requests_per_s"] > 0
+    assert len(ResponseCache(cache_dir)) == 3
+
+    # Seeded: the same request without the cache draws the same reply.
+    uncached = dataclasses.replace(gen, cache=None)
+    assert uncached.generate(CONVERSATIONS[:1], SETTINGS) == replies[:1]
+
+    # Switching to the in-process engine for the same weights regenerates nothing.
+    from empathy_dag.generate.engine import load_generator
+
+    engine = load_generator(base_model_dir, cache_dir=cache_dir, device="cpu")
+    assert engine.cache_id == gen.cache_id
+    assert engine.generate(CONVERSATIONS, SETTINGS) == replies
+    assert engine.last_stats["cached"] == 3 and engine.last_stats["generated"] == 0
+
+
+def test_wrong_model_name_is_caught_before_generating(llama_server, tmp_path):
+    # llama_cpp.server silently answers with its default model for any name; the /models check
+    # is what turns a typo into an error instead of replies from the wrong model.
+    gen = OpenAICompatibleBackend(base_url=llama_server, model="smollm2-typo",
+                                  cache_dir=str(tmp_path / "c")).get_generator()
+    with pytest.raises(ModelNotFound, match=r"smollm2-typo.*smollm2.*--model_alias"):
+        gen.generate(CONVERSATIONS[:1], SETTINGS)
+    assert len(gen.cache) == 0
+
+
+def test_synthetic_dialogues_materialize_through_the_server(llama_server, resources, data_root, base_model_dir):
+    """The SYNTHEMPATHY chain, unchanged, with `text_generator` pointed at the llama.cpp server."""
+    import polars as pl
+    from dagster import DagsterInstance, materialize
+
+    from empathy_dag.generate.assets import (
+        base_model,
+        brainstormed_situations,
+        speaker_explanations,
+        synthetic_dialogues,
+    )
+    from empathy_dag.generate.openai_backend import ServerTextGenerator
+    from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus, situations
+
+    server = OpenAICompatibleBackend(base_url=llama_server, model=ALIAS, max_in_flight=2,
+                                     cache_id=model_cache_id(str(base_model_dir)), tokenizer=str(base_model_dir))
+    resources = {**resources, "text_generator": ServerTextGenerator(
+        server=server, cache_dir=str(data_root / "generation_cache"))}
+    run_config = {"ops": {
+        "brainstormed_situations": {"config": {"per_emotion": 2, "max_new_tokens": 40}},
+        "speaker_explanations": {"config": {"max_new_tokens": 48}},
+        "synthetic_dialogues": {"config": {"max_new_tokens": 40}},
+    }}
+    chain = [brainstormed_situations, speaker_explanations, synthetic_dialogues]
+    assets = [emotion_taxonomy, ingest_corpus, situations, base_model, *chain]
+    instance = DagsterInstance.ephemeral()
+    assert materialize([emotion_taxonomy, ingest_corpus], resources=resources, instance=instance).success
+
+    def run():
+        result = materialize(assets, selection=[situations, *chain], resources=resources, instance=instance,
+                             partition_key="admiration", run_config=run_config)
+        assert result.success
+        return {name: {k: getattr(v, "value", v) for k, v in
+                       result.asset_materializations_for_node(name)[0].metadata.items()}
+                for name in ("brainstormed_situations", "speaker_explanations", "synthetic_dialogues")}
+
+    first = run()
+    assert first["brainstormed_situations"]["generated"] == 2
+    assert first["brainstormed_situations"]["new_tokens"] > 0
+    assert first["synthetic_dialogues"]["generators"] == [server.cache_id]
+    brainstormed = pl.read_parquet(data_root / "parquet" / "brainstormed_situations" / "admiration.parquet")
+    assert brainstormed.height + first["brainstormed_situations"]["empty_outputs"] == 2
+    assert set(brainstormed["generator_source"]) <= {f"{llama_server}#{ALIAS}"}
+    synth = pl.read_parquet(data_root / "parquet" / "synthetic_dialogues" / "admiration.parquet")
+    assert synth.height == first["synthetic_dialogues"]["dagster/row_count"]
+    assert synth.height == 0 or synth["listener_reply"].str.len_chars().min() > 0
+
+    # The same run again: every prompt of every step comes from the cache, nothing is generated.
+    second = run()
+    for name, meta in second.items():
+        assert meta["generated"] == 0 and meta["cache_hits"] == first[name]["prompts"], name
