@@ -30,10 +30,10 @@ def main() -> None:
 
     import duckdb
     import torch
+    from _eval_bench_data import ed_external_predictions  # bench/ is on sys.path as the script folder
     from bert_score import BERTScorer
     from dagster import materialize
 
-    from _eval_bench_data import ed_external_predictions  # bench/ is on sys.path as the script folder
     from empathy_dag.definitions import local_resources
     from empathy_dag.evaluate import assets as ev
     from empathy_dag.evaluate.resources import EvaluationConfig

@@ -57,15 +57,13 @@ def base_model_dir(work: Path) -> Path:
 
 
 def phase_llama_cpp(args) -> dict:
+    # No torch/transformers in this process: their OpenMP runtime and llama.cpp's segfault together.
+    # The prompts were rendered by the parent with the engine's chat template (identical text).
     from llama_cpp import Llama
-    from transformers import AutoTokenizer
 
     from empathy_dag.models import embedded_smollm2_gguf
 
-    # Render with the same chat template as the engine so both see identical prompt text.
-    tok = AutoTokenizer.from_pretrained(str(base_model_dir(Path(args.work))))
-    prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-               for c in conversations(args.prompts)]
+    prompts = json.loads((Path(args.work) / "prompts.json").read_text())
     llm = Llama(model_path=str(embedded_smollm2_gguf()), n_ctx=1024, n_threads=args.threads,
                 n_threads_batch=args.threads, n_batch=512, verbose=False, seed=0)
     llm.create_completion(prompts[0], max_tokens=4, temperature=0.0)  # warm-up
@@ -128,7 +126,13 @@ def main() -> None:
         print(json.dumps(phase_llama_cpp(args) if args.phase == "llama" else phase_engine(args)))
         return
 
-    base_model_dir(Path(args.work))  # convert once, outside the timed phases
+    model_dir = base_model_dir(Path(args.work))  # convert once, outside the timed phases
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+               for c in conversations(args.prompts)]
+    (Path(args.work) / "prompts.json").write_text(json.dumps(prompts))
     rows = [run_phase("llama", args)]
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     for b in sizes:

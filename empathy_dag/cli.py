@@ -15,7 +15,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from empathy_dag.definitions import defs
-    from empathy_dag.demo import demo_run_config, print_summary
+    from empathy_dag.demo import demo_run_config, demo_selection, print_summary
+    from empathy_dag.settings import shared_data_dir
     from empathy_dag.taxonomy import EMOTIONS
 
     instance = DagsterInstance.get()
@@ -28,10 +29,14 @@ def run_demo(args: argparse.Namespace) -> int:
     }
     start = time.perf_counter()
     result = job.execute_in_process(
-        instance=instance, tags=tags, run_config=demo_run_config(args.profile), raise_on_error=False
+        instance=instance,
+        tags=tags,
+        run_config=demo_run_config(args.profile),
+        asset_selection=demo_selection(job, shared_data_dir()),
+        raise_on_error=False,
     )
     elapsed = time.perf_counter() - start
-    print_summary(result, instance, elapsed)
+    print_summary(result, instance, elapsed, defs.resources["warehouse"].database)
     return 0 if result.success else 1
 
 

@@ -22,6 +22,8 @@ from empathy_dag.pairs import assets as pairs_assets
 from empathy_dag.pairs import resources as pairs_resources
 from empathy_dag.profiles import active_profile, aws_resources
 from empathy_dag.resources import BaseModelConfig, CorpusSources, GoEmotionsSource, ModelStore
+from empathy_dag.review import assets as review_assets
+from empathy_dag.review import resources as review_resources
 from empathy_dag.settings import data_root
 from empathy_dag.train import assets as train_assets
 from empathy_dag.train import resources as train_resources
@@ -29,10 +31,10 @@ from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 from empathy_dag.warehouse.sql_models import build_sql_model_assets
 
 STAGE_ASSET_MODULES = [
-    ingest_assets, generate_assets, curate_assets, pairs_assets, train_assets, evaluate_assets
+    ingest_assets, generate_assets, curate_assets, review_assets, pairs_assets, train_assets, evaluate_assets
 ]
 STAGE_RESOURCE_MODULES = [
-    generate_resources, curate_resources, pairs_resources, train_resources, evaluate_resources
+    generate_resources, curate_resources, review_resources, pairs_resources, train_resources, evaluate_resources
 ]
 
 stage_assets = load_assets_from_modules(STAGE_ASSET_MODULES)
@@ -98,12 +100,13 @@ def profile_resources() -> dict:
 
 main_job = define_asset_job(
     "main_job",
-    selection=AssetSelection.all() - AssetSelection.assets("goemotions_examples"),
+    selection=AssetSelection.all(),
     description="Everything from the taxonomy to the leaderboard on the embedded default models.",
 )
 
 defs = Definitions(
-    assets=[*stage_assets, *sql_assets],
+    assets=[*stage_assets, *sql_assets, *automation.ASSETS],
+    asset_checks=automation.ASSET_CHECKS,
     jobs=[main_job, *automation.JOBS],
     sensors=automation.SENSORS,
     schedules=automation.SCHEDULES,

@@ -1,18 +1,91 @@
-"""Run configuration of the demo and the summary printed at its end."""
+"""Run configuration of the demo (`python -m empathy_dag demo`) and the summary printed at its end.
+
+Two profiles, both on the embedded models and a laptop CPU:
+- `demo` (the README's command): grows the seed corpus by a couple of synthetic dialogues per emotion,
+  trains SFT and DPO for a few dozen steps, evaluates base / SFT / DPO on one test item per emotion.
+- `tiny` (the end-to-end test): the same graph with the smallest sizes that still exercise every step.
+
+Assets that need the public research data (GoEmotions for the emotion-consistency classifier,
+Epitome for the empathy-level classifiers) are left out of the selection when that data is absent;
+the steps that use them then skip, and say so in their metadata."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    synthetic_per_emotion: int
+    classifier_rows: int
+    sft_steps: int
+    dpo_steps: int
+    pair_draws: int
+    eval_items_per_emotion: int
+    judge_items: int
+    alignment_items: int
+    epitome_rows: int
+    max_new_tokens: int
+    max_length: int
+
+
+PROFILES = {
+    "demo": DemoProfile(synthetic_per_emotion=2, classifier_rows=6000, sft_steps=24, dpo_steps=8, pair_draws=1,
+                        eval_items_per_emotion=1, judge_items=28, alignment_items=28, epitome_rows=1500,
+                        max_new_tokens=48, max_length=96),
+    "tiny": DemoProfile(synthetic_per_emotion=1, classifier_rows=1500, sft_steps=3, dpo_steps=2, pair_draws=1,
+                        eval_items_per_emotion=1, judge_items=4, alignment_items=4, epitome_rows=400,
+                        max_new_tokens=24, max_length=64),
+}
+
 
 def demo_run_config(profile: str = "demo") -> dict:
-    """Sizes for a laptop CPU. Stages add their own op config here as they grow."""
+    p = PROFILES[profile]
+    lora = {"max_length": p.max_length, "save_steps": max(2, p.sft_steps // 2)}
     return {
-        "ops": {},
+        "ops": {
+            "brainstormed_situations": {"config": {"per_emotion": p.synthetic_per_emotion,
+                                                   "max_new_tokens": p.max_new_tokens}},
+            "speaker_explanations": {"config": {"max_new_tokens": p.max_new_tokens}},
+            "synthetic_dialogues": {"config": {"max_new_tokens": p.max_new_tokens}},
+            "emotion_classifier": {"config": {"max_train_rows": p.classifier_rows}},
+            "preference_pairs": {"config": {"k": p.pair_draws}},
+            "sft_checkpoint": {"config": {**lora, "max_steps": p.sft_steps}},
+            "reference_logprobs": {"config": {"max_length": p.max_length}},
+            "dpo_checkpoint": {"config": {**lora, "max_steps": p.dpo_steps}},
+        },
+        "resources": {
+            "evaluation": {"config": {
+                "max_items_per_emotion": p.eval_items_per_emotion,
+                "max_new_tokens": p.max_new_tokens,
+                "judge_max_items": p.judge_items,
+                "alignment_max_items": p.alignment_items,
+                "epitome_max_rows": p.epitome_rows,
+                "agreement_bootstrap": 200,
+            }},
+        },
         # The demo's terminal shows progress lines, not every engine event.
         "loggers": {"console": {"config": {"log_level": "INFO"}}},
     }
 
 
-def print_summary(result, instance, elapsed: float) -> None:
+def demo_selection(job, shared_data: Path) -> list | None:
+    """The main job's assets, less those whose public training data is absent on this machine."""
+    from dagster import AssetKey
+
+    leave_out: set[str] = set()
+    if not (shared_data / "goemotions" / "train.tsv").is_file():
+        leave_out |= {"goemotions_examples", "emotion_classifier"}
+    if not (shared_data / "epitome" / "emotional-reactions-reddit.csv").is_file():
+        leave_out |= {"epitome_er_classifier", "epitome_ip_classifier", "epitome_ex_classifier"}
+    if not leave_out:
+        return None
+    keys = job.asset_layer.executable_asset_keys if hasattr(job, "asset_layer") else set()
+    return [k for k in keys if k.to_user_string() not in leave_out] or [AssetKey("emotion_taxonomy")]
+
+
+def print_summary(result, instance, elapsed: float, warehouse_path: str | None = None) -> None:
     from collections import Counter
 
     mats = result.get_asset_materialization_events()
@@ -26,4 +99,9 @@ def print_summary(result, instance, elapsed: float) -> None:
     print(f"  asset checks: {len(checks) - len(failed)} passed, {len(failed)} failed")
     for c in failed:
         print(f"    FAILED {c.asset_key.to_user_string()}:{c.check_name}")
+    if warehouse_path and Path(warehouse_path).is_file():
+        from empathy_dag.evaluate.report import leaderboard_text
+
+        print()
+        print(leaderboard_text(warehouse_path))
     print(f"\nDagster instance: {instance.root_directory}  (open it with `make dev`)")

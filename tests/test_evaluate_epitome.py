@@ -8,14 +8,14 @@ import pytest
 from empathy_dag.evaluate.metrics.epitome import EpitomeClassifier, read_epitome, train_epitome_classifier
 from tests.conftest import shared_file
 
-ROWS = 900
+ROWS = 750
 
 
 @pytest.fixture(scope="module")
 def encoder():
     from empathy_dag.evaluate.metrics.encoder import SentenceEncoder
 
-    return SentenceEncoder("embedded:minilm", max_length=96)
+    return SentenceEncoder("embedded:minilm", max_length=64)
 
 
 @pytest.mark.slow

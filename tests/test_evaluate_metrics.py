@@ -148,6 +148,9 @@ def test_judge_rubric_and_parsing():
     assert judge.parse_score("10 out of 10") is None  # out of range: a failure, not a 1
     assert judge.parse_score("very empathetic") is None
     assert judge.parse_score("") is None
+    assert judge.parse_score("1: Unreadable or broken text") is None  # the rubric echoed back
+    assert judge.parse_score("3: Understandable with errors") is None
+    assert judge.parse_score("4.") == 4
 
 
 def test_alignment_parsing_and_scores():

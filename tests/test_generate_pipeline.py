@@ -7,10 +7,21 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from empathy_dag.curate.assets import curated_dialogues, emotion_classifier
-from empathy_dag.generate.assets import base_model, brainstormed_situations, speaker_explanations, synthetic_dialogues
+from empathy_dag.generate.assets import (
+    base_model,
+    brainstormed_situations,
+    speaker_explanations,
+    synthetic_dialogues,
+)
 from empathy_dag.generate.prompts import load_template
 from empathy_dag.generate.resources import TextGenerator
-from empathy_dag.ingest.assets import dialogues, emotion_taxonomy, goemotions_examples, ingest_corpus, situations
+from empathy_dag.ingest.assets import (
+    dialogues,
+    emotion_taxonomy,
+    goemotions_examples,
+    ingest_corpus,
+    situations,
+)
 from empathy_dag.ingest.records import dialogue_id
 
 pytestmark = pytest.mark.slow

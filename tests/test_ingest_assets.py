@@ -10,7 +10,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 from empathy_dag.definitions import defs
 from empathy_dag.ingest.assets import dialogues, emotion_taxonomy, ingest_corpus, situations
 from empathy_dag.taxonomy import EMOTIONS
-from empathy_dag.warehouse.sql_models import build_sql_model_assets
+from empathy_dag.warehouse.sql_models import SQL_DIR, build_sql_model_assets
 from tests.conftest import FIXTURES
 
 RANGE_ALL = {"dagster/asset_partition_range_start": EMOTIONS[0], "dagster/asset_partition_range_end": EMOTIONS[-1]}
@@ -55,11 +55,15 @@ def test_one_partition_with_landing_files_and_quarantine(resources, data_root):
     assert "preview" in md and "language_mix" in md and md["dagster/row_count"].value == relief.height
 
 
-def test_main_ingest_selection_runs_all_28_partitions_in_one_run(resources, data_root):
+def test_main_ingest_selection_runs_all_28_partitions_in_one_run(resources, data_root, tmp_path):
     instance = DagsterInstance.ephemeral()
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    shutil.copy(SQL_DIR / "rows_per_emotion_source.sql", sql_dir)  # the ingest-only SQL model
     sql_assets = build_sql_model_assets(
         parquet_assets={"situations", "dialogues", "corpus_rows"},
         warehouse_tables={"emotion_taxonomy", "quarantine", "ingest_file_log"},
+        sql_dir=sql_dir,
     )
     result = materialize(
         [emotion_taxonomy, ingest_corpus, situations, dialogues, *sql_assets],

@@ -23,9 +23,11 @@ def _stage_modules():
     from empathy_dag.generate import assets as generate_assets
     from empathy_dag.ingest import assets as ingest_assets
     from empathy_dag.pairs import assets as pairs_assets
+    from empathy_dag.review import assets as review_assets
     from empathy_dag.train import assets as train_assets
 
-    return [ingest_assets, generate_assets, curate_assets, pairs_assets, train_assets, evaluate_assets]
+    return [ingest_assets, generate_assets, curate_assets, review_assets, pairs_assets, train_assets,
+            evaluate_assets]
 
 
 @lru_cache(maxsize=1)
@@ -79,8 +81,12 @@ def landing_partitioned_keys() -> tuple[str, ...]:
         return ()
     below_corpus = _descendants(graph, start)
     # Unpartitioned assets fed by the corpus (checkpoints, merged sets): a partitioned asset reading one
-    # is evaluation of a trained artifact, not data work of a new file.
-    trained = {k for k in below_corpus if graph.get(k).partitions_def is None}
+    # is evaluation of a trained artifact, not data work of a new file. Unpartitioned data inputs that
+    # are not downstream of a checkpoint (the review stage's `review_decisions`) do not count: the
+    # per-emotion data they feed (reviewed_dialogues -> dataset_splits -> pairs) is landing work.
+    checkpoints = {k for k in below_corpus if k.to_user_string() in TRAINING_KEYS}
+    after_training = checkpoints.union(*(_descendants(graph, k) for k in checkpoints))
+    trained = {k for k in below_corpus if graph.get(k).partitions_def is None and k in after_training}
 
     def data_asset(key: AssetKey) -> bool:
         return _is_emotion_partitioned(graph, key) and not (set(graph.get(key).parent_keys) & trained)

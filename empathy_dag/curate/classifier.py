@@ -52,27 +52,40 @@ class EmotionClassifier:
     intercept: np.ndarray  # (n_labels,)
     encoder: str = EMBEDDED_MINILM
     metrics: dict | None = None
+    # A second head over sentiment groups (what the consistency filter asks): trained on the same
+    # embeddings with every example of a group pooled, so it is far steadier than summing 28 label
+    # probabilities when the training slice is small and `neutral` dominates.
+    groups: list[str] | None = None
+    group_coef: np.ndarray | None = None
+    group_intercept: np.ndarray | None = None
 
     def predict_proba(self, texts: list[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         x = embed(texts, self.encoder) if embeddings is None else embeddings
-        logits = x @ self.coef.T + self.intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
+        return _softmax(x @ self.coef.T + self.intercept)
 
     def predict(self, texts: list[str]) -> list[str]:
         p = self.predict_proba(texts)
         return [self.labels[i] for i in p.argmax(axis=1)]
 
-    def predict_groups(self, texts: list[str], taxonomy: Taxonomy) -> list[tuple[str, float]]:
-        """(sentiment group, probability mass of that group) per text: label probabilities summed per
-        group (positive / negative / ambiguous / neutral), the heaviest group wins."""
-        if not texts:
-            return []
-        p = self.predict_proba(texts)
+    def group_mass(self, texts: list[str], taxonomy: Taxonomy,
+                   embeddings: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
+        """(sentiment groups, (n_texts, n_groups) probabilities): from the group head when saved,
+        else label probabilities summed per group."""
+        x = embed(texts, self.encoder) if embeddings is None else embeddings
+        if self.groups is not None and self.group_coef is not None:
+            return list(self.groups), _softmax(x @ self.group_coef.T + self.group_intercept)
+        p = self.predict_proba([], embeddings=x)
         groups = sorted({taxonomy.sentiment(label) for label in self.labels})
         mass = np.stack([p[:, [i for i, lab in enumerate(self.labels) if taxonomy.sentiment(lab) == g]].sum(axis=1)
                          for g in groups], axis=1)
+        return groups, mass
+
+    def predict_groups(self, texts: list[str], taxonomy: Taxonomy) -> list[tuple[str, float]]:
+        """(sentiment group, probability mass of that group) per text: the heaviest of positive /
+        negative / ambiguous / neutral."""
+        if not texts:
+            return []
+        groups, mass = self.group_mass(texts, taxonomy)
         best = mass.argmax(axis=1)
         return [(groups[b], float(mass[i, b])) for i, b in enumerate(best)]
 
@@ -80,10 +93,16 @@ class EmotionClassifier:
         from safetensors.numpy import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"coef": self.coef.astype(np.float32), "intercept": self.intercept.astype(np.float32)},
-                  str(folder / HEAD_FILE))
+        tensors = {"coef": self.coef, "intercept": self.intercept}
+        if self.group_coef is not None:
+            tensors.update(group_coef=self.group_coef, group_intercept=self.group_intercept)
+        # sklearn's coef_ is Fortran-ordered and safetensors.numpy writes the raw buffer as if it were C
+        # order: without the copy the weights come back transposed-scrambled.
+        tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+        save_file(tensors, str(folder / HEAD_FILE))
         (folder / CONFIG_FILE).write_text(json.dumps(
-            {"labels": self.labels, "encoder": self.encoder, "metrics": self.metrics or {}}, indent=1))
+            {"labels": self.labels, "groups": self.groups, "encoder": self.encoder,
+             "metrics": self.metrics or {}}, indent=1))
 
     @classmethod
     def load(cls, folder: Path) -> EmotionClassifier:
@@ -92,7 +111,26 @@ class EmotionClassifier:
         config = json.loads((folder / CONFIG_FILE).read_text())
         head = load_file(str(folder / HEAD_FILE))
         return cls(labels=config["labels"], coef=head["coef"], intercept=head["intercept"],
-                   encoder=config["encoder"], metrics=config.get("metrics"))
+                   encoder=config["encoder"], metrics=config.get("metrics"), groups=config.get("groups"),
+                   group_coef=head.get("group_coef"), group_intercept=head.get("group_intercept"))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _fit_head(x: np.ndarray, y: np.ndarray, c: float, class_weight) -> tuple[list[str], np.ndarray, np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+
+    head = LogisticRegression(C=c, max_iter=1000, class_weight=class_weight)
+    head.fit(x, y)
+    classes = [str(k) for k in head.classes_]
+    coef, intercept = head.coef_, head.intercept_
+    if len(classes) == 2:  # sklearn stores one row for a binary problem
+        coef, intercept = np.vstack([-coef[0], coef[0]]), np.array([-intercept[0], intercept[0]])
+    return classes, coef.astype(np.float32), intercept.astype(np.float32)
 
 
 def is_saved(folder: Path) -> bool:
@@ -105,7 +143,6 @@ def train_emotion_classifier(
 ) -> EmotionClassifier:
     """Fit on the `train` split (dev too when there is no test split), evaluate on `test` (else `dev`):
     macro-F1 over labels and over sentiment groups, accuracy."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
     rows = single_label_rows(examples)
@@ -118,21 +155,19 @@ def train_emotion_classifier(
         train = train.sample(max_train_rows, seed=seed)
     test = rows.filter(pl.col("split") == held_out)
     x_train, x_test = embed(train["text"].to_list(), encoder), embed(test["text"].to_list(), encoder)
-    # No class re-weighting: the filter sums label probabilities per sentiment group, which needs
-    # calibrated probabilities more than recall on the rarest labels.
-    head = LogisticRegression(C=c, max_iter=1000)
-    head.fit(x_train, train["label"].to_numpy())
-    labels = [str(label) for label in head.classes_]
-    coef, intercept = head.coef_, head.intercept_
-    if len(labels) == 2:  # sklearn stores one row for a binary problem
-        coef, intercept = np.vstack([-coef[0], coef[0]]), np.array([-intercept[0], intercept[0]])
-    clf = EmotionClassifier(labels=labels, coef=coef.astype(np.float32), intercept=intercept.astype(np.float32),
-                            encoder=encoder)
+    # Label head without re-weighting (calibrated label probabilities); group head balanced, so that
+    # `neutral`, the largest group, does not swallow the positive/negative signal the filter needs.
+    labels, coef, intercept = _fit_head(x_train, train["label"].to_numpy(), c, None)
+    train_groups = np.array([taxonomy.sentiment(y) for y in train["label"].to_list()])
+    groups, group_coef, group_intercept = _fit_head(x_train, train_groups, c, "balanced")
+    clf = EmotionClassifier(labels=labels, coef=coef, intercept=intercept, encoder=encoder,
+                            groups=groups, group_coef=group_coef, group_intercept=group_intercept)
     predicted = clf.predict_proba([], embeddings=x_test).argmax(axis=1)
     y_pred = [labels[i] for i in predicted]
     y_true = test["label"].to_list()
     group_true = [taxonomy.sentiment(y) for y in y_true]
-    group_pred = [taxonomy.sentiment(y) for y in y_pred]
+    _, group_probs = clf.group_mass([], taxonomy, embeddings=x_test)
+    group_pred = [groups[i] for i in group_probs.argmax(axis=1)]
     clf.metrics = {
         "held_out_split": held_out,
         "train_rows": train.height,

@@ -215,6 +215,30 @@ class FilterResult:
         return out
 
 
+def row_reason(row: dict, config: FilterConfig, on: Iterable[str]) -> tuple[str | None, str | None]:
+    """(filter, reason) of the first single-row filter that drops `row`, else (None, None)."""
+    speaker, reply = row.get("speaker_utterance") or "", row.get("listener_reply") or ""
+    on = set(on)
+    checks: list[tuple[str, Callable[[], str | None]]] = [
+        ("empty", lambda: "speaker utterance or reply is empty" if not speaker.strip() or not reply.strip()
+         else None),
+        ("length", lambda: length_reason(speaker, config.min_chars, config.max_chars, "speaker utterance")
+         or length_reason(reply, config.min_chars, config.max_chars, "reply")),
+        ("refusal", lambda: refusal_reason(speaker) or refusal_reason(reply)),
+        ("prompt_echo", lambda: prompt_echo_reason(reply, [speaker, row.get("situation") or ""],
+                                                   config.echo_threshold)
+         or prompt_echo_reason(speaker, [], config.echo_threshold)),
+        ("unsafe", lambda: unsafe_reason(f"{speaker}\n{reply}", config.unsafe_words)),
+        ("language", lambda: language_reason(f"{speaker} {reply}", config.language or row.get("language") or "en")),
+    ]
+    for name, check in checks:
+        if name in on:
+            reason = check()
+            if reason:
+                return name, reason
+    return None, None
+
+
 def filter_synthetic(
     synthetic: pl.DataFrame,
     corpus: pl.DataFrame,
@@ -245,26 +269,7 @@ def filter_synthetic(
     survivors: list[dict] = []
     for row in synthetic.iter_rows(named=True):
         speaker, reply = row.get("speaker_utterance") or "", row.get("listener_reply") or ""
-        reason = name = None
-        checks: list[tuple[str, Callable[[], str | None]]] = [
-            ("empty", lambda: "speaker utterance or reply is empty" if not speaker.strip() or not reply.strip()
-             else None),
-            ("length", lambda: length_reason(speaker, config.min_chars, config.max_chars, "speaker utterance")
-             or length_reason(reply, config.min_chars, config.max_chars, "reply")),
-            ("refusal", lambda: refusal_reason(speaker) or refusal_reason(reply)),
-            ("prompt_echo", lambda: prompt_echo_reason(reply, [speaker, row.get("situation") or ""],
-                                                       config.echo_threshold)
-             or prompt_echo_reason(speaker, [], config.echo_threshold)),
-            ("unsafe", lambda: unsafe_reason(f"{speaker}\n{reply}", config.unsafe_words)),
-            ("language", lambda: language_reason(f"{speaker} {reply}",
-                                                 config.language or row.get("language") or "en")),
-        ]
-        for filter_name, check in checks:
-            if filter_name in on:
-                reason = check()
-                if reason:
-                    name = filter_name
-                    break
+        name, reason = row_reason(row, config, on)
         if not reason and "exact_duplicate" in on:
             key = exact_key(speaker, reply)
             if key in seen_exact:

@@ -59,12 +59,13 @@ class SplitConfig(Config):
     backfill_policy=single_run,
     code_version=PAIRS_CODE_VERSION,
     io_manager_key="parquet_io_manager",
-    description="Curated dialogues with a stable train/validation/test split: a pure function of the "
-    "situation id (hash buckets), so no situation crosses splits and new data never moves old rows.",
+    description="Reviewed dialogues (curated, after human review) with a stable train/validation/test "
+    "split: a pure function of the situation id (hash buckets), so no situation crosses splits and new "
+    "data never moves old rows.",
 )
-def dataset_splits(context: AssetExecutionContext, config: SplitConfig, curated_dialogues):
+def dataset_splits(context: AssetExecutionContext, config: SplitConfig, reviewed_dialogues):
     fractions = config.fractions()
-    frames = {e: assign_splits(df, fractions) for e, df in per_partition(context, curated_dialogues).items()}
+    frames = {e: assign_splits(df, fractions) for e, df in per_partition(context, reviewed_dialogues).items()}
     counts = split_counts(frames)
     return Output(
         frames,

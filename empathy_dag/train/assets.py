@@ -21,6 +21,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from empathy_dag.automation.retraining import train_pairs_fingerprint
 from empathy_dag.models import pick_device, sha256_tree
 from empathy_dag.resources import ModelStore
 from empathy_dag.train.card import loss_curve_png, model_card, png_markdown
@@ -240,10 +241,17 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
     result = run_dpo(Path(base["path"]), sft_dir, records, config, out_dir=out_dir, work_dir=work_dir)
     last = next((h for h in reversed(result.log_history) if "rewards/margins" in h), {})
     emotions = sorted(e for e, df in frames.items() if df.height)
+    margin = float(last.get("rewards/margins", 0.0))
+    accuracy = float(last.get("rewards/accuracies", 0.0))
     return _checkpoint_result(
         context, kind="dpo", title="Empathy LoRA DPO (EmPO)", out_dir=out_dir, result=result, base=base,
         inputs=inputs, hyperparameters=hyper,
         extra={"emotions": MetadataValue.json(emotions), "input_fingerprint": key,
-               "final_reward_margin": float(last.get("rewards/margins", 0.0)),
-               "final_reward_accuracy": float(last.get("rewards/accuracies", 0.0))},
+               "final_reward_margin": margin, "final_reward_accuracy": accuracy,
+               # What the retraining sensor compares against the current pairs, and what the
+               # blocking promotion check compares against the promoted checkpoint.
+               "n_train_pairs": pairs.height,
+               "pairs_fingerprint": train_pairs_fingerprint(pairs["pair_id"].to_list()),
+               "metrics": MetadataValue.json({"reward_accuracy": accuracy, "reward_margin": margin,
+                                              "final_loss": result.final_loss})},
     )

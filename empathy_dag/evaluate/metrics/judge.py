@@ -16,6 +16,9 @@ import yaml
 from empathy_dag.settings import assets_dir
 
 _SCORE = re.compile(r"(?<![\d.])([1-5])(?!\d|\.\d)")
+# "1: Unreadable or broken text" is the judge repeating the rubric's scale, not a score: small models
+# do this often, and reading it as a 1 would turn a parse failure into a fake verdict.
+_SCALE_ECHO = re.compile(r"^\s*[1-5]\s*[:)\-]\s*\S")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
 
 
 def parse_score(reply: str) -> int | None:
-    """The first standalone digit 1-5 of the reply ("4", "Score: 4/5", "I'd give it a 4")."""
+    """The first standalone digit 1-5 of the reply ("4", "Score: 4/5", "I'd give it a 4"); None for a
+    reply that echoes the rubric's scale ("1: Unreadable...") or has no such digit."""
+    if _SCALE_ECHO.match(reply or ""):
+        return None
     m = _SCORE.search(reply or "")
     return int(m.group(1)) if m else None

@@ -1,0 +1,168 @@
+"""The README's demo command end to end (tiny profile), then the web UI in a real browser and the
+lineage through the webserver's GraphQL API, on the instance the demo wrote.
+
+One run of the demo is shared by every test here (module fixture): it is the slowest thing in the
+suite, and everything after it only reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from empathy_dag.taxonomy import EMOTIONS
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(Path(__file__).resolve().parent.parent / "resources" / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    for var in ("EMPATHY_DAG_DATA_DIR", "EMPATHY_DAG_DUCKDB", "EMPATHY_DAG_PARQUET_DIR", "EMPATHY_DAG_MODEL_DIR"):
+        env.pop(var, None)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "empathy_dag", "demo", "--profile", "tiny"], env=env,
+                          capture_output=True, text=True, timeout=1500)
+    seconds = time.perf_counter() - start
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "demo_tiny.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"home": home, "stdout": proc.stdout, "seconds": seconds}
+
+
+def test_demo_runs_the_main_job_and_prints_the_leaderboard(demo):
+    out = demo["stdout"]
+    assert "main_job succeeded" in out
+    assert "Leaderboard" in out
+    for asset in ("situations", "dialogues", "synthetic_dialogues", "curated_dialogues", "preference_pairs",
+                  "sft_checkpoint", "dpo_checkpoint", "test_generations", "leaderboard"):
+        assert f"  {asset} " in out, asset
+    db = demo["home"] / "data" / "warehouse.duckdb"
+    with duckdb.connect(str(db), read_only=True) as conn:
+        systems = {r[0] for r in conn.execute("select distinct system from main.leaderboard").fetchall()}
+        per_emotion = conn.execute("select count(distinct emotion) from main.situations").fetchone()[0]
+    assert {"base", "sft", "dpo"} <= systems
+    assert per_emotion == 28
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def webserver(demo):
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(demo["home"])}
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"), "-h", "127.0.0.1",
+         "-p", str(port)],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{base}/server_info", timeout=5)
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("dagster dev did not answer within 180 s")
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def graphql(base: str, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    req = urllib.request.Request(f"{base}/graphql", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        payload = json.loads(resp.read())
+    assert "errors" not in payload, payload.get("errors")
+    return payload["data"]
+
+
+ASSET_QUERY = """
+query Asset($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode {
+      groupName
+      dependencyKeys { path }
+      partitionKeys
+      assetMaterializations(limit: 1) {
+        partition
+        metadataEntries { label __typename ... on JsonMetadataEntry { jsonString } ... on TextMetadataEntry { text } }
+      }
+    }
+  }
+}
+"""
+
+
+def test_lineage_of_the_dpo_checkpoint_reaches_the_preference_pair_partitions(webserver):
+    dpo = graphql(webserver, ASSET_QUERY, {"path": ["dpo_checkpoint"]})["assetNodeOrError"]
+    upstream = {tuple(k["path"]) for k in dpo["dependencyKeys"]}
+    assert ("preference_pairs",) in upstream and ("sft_checkpoint",) in upstream
+    meta = {e["label"]: e for e in dpo["assetMaterializations"][0]["metadataEntries"]}
+    inputs = json.loads(meta["input_versions"]["jsonString"])
+    assert set(inputs["preference_pairs"]) == set(EMOTIONS)  # a content hash per emotion partition
+    pairs = graphql(webserver, ASSET_QUERY, {"path": ["preference_pairs"]})["assetNodeOrError"]
+    assert pairs["partitionKeys"] == EMOTIONS
+    splits = {tuple(k["path"]) for k in pairs["dependencyKeys"]}
+    assert ("dataset_splits",) in splits or ("reviewed_dialogues",) in splits
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (.ci/run installs Debian's chromium)")
+def test_web_ui_in_a_real_browser(webserver, demo):
+    playwright = pytest.importorskip("playwright.sync_api")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-dev-shm-usage"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+        def visit(path: str, expect: str) -> str:
+            page.goto(f"{webserver}{path}", wait_until="domcontentloaded", timeout=90_000)
+            skip = page.get_by_role("button", name="Skip")
+            page.wait_for_selector(f"text={expect}", timeout=90_000)
+            if skip.count():  # the community sign-up dialog shown on first visit
+                skip.first.click()
+            return page.inner_text("body")
+
+        text = visit("/asset-groups", "ingest")
+        for group in ("taxonomy", "ingest", "generate", "curate", "pairs", "train", "evaluate", "warehouse"):
+            assert group in text, group
+        page.screenshot(path=str(ARTIFACTS / "ui_asset_groups.png"), full_page=True)
+
+        text = visit("/assets/situations?view=partitions", "Materialized (28)")
+        assert "28 Partitions" in text
+        page.screenshot(path=str(ARTIFACTS / "ui_situations_partitions.png"))
+
+        text = visit("/assets/dpo_checkpoint", "sha256")
+        assert "loss curve" in text.lower() or page.locator("img[src^='data:image/png']").count() > 0
+        page.screenshot(path=str(ARTIFACTS / "ui_dpo_checkpoint.png"), full_page=True)
+        browser.close()
