@@ -17,7 +17,7 @@ WITH item_scores AS (
     UNION ALL SELECT system, emotion, 'diff_valence', diff_valence FROM metric_valence
     UNION ALL SELECT system, emotion, 'diff_arousal', diff_arousal FROM metric_valence
     UNION ALL SELECT system, emotion, 'diff_dominance', diff_dominance FROM metric_valence
-    UNION ALL SELECT system, emotion, 'judge_' || dimension, score FROM metric_judge
+    UNION ALL SELECT system, emotion, 'judge_' || dimension, expected_score FROM metric_judge
     UNION ALL SELECT system, emotion, 'judge_parse_failure_rate', CASE WHEN score IS NULL THEN 1.0 ELSE 0.0 END
         FROM metric_judge
     UNION ALL SELECT system, emotion, 'alignment_bertscore_f1', alignment_bertscore_f1 FROM metric_alignment

@@ -187,3 +187,22 @@ def test_mmlu_csv_reader(tmp_path):
     bad.write_text("q,a,b,c,d,E\n")
     with pytest.raises(ValueError):
         retention.read_mmlu_csv(bad)
+
+
+def test_judge_digit_probabilities_give_every_item_a_verdict(base_model_dir):
+    from empathy_dag.evaluate.metrics.judge import digit_probabilities, expected_score, load_rubric
+    from empathy_dag.models import load_causal_lm
+
+    rubric = load_rubric()
+    model, tokenizer = load_causal_lm(str(base_model_dir), device="cpu")
+    convs = [rubric.conversation(dim, emotion="relief", situation="My scan was clear.",
+                                 speaker_utterance="It's clear, I can breathe again.", response=reply)
+             for dim in rubric.dimensions for reply in ("That is wonderful news, you must feel so light.", "ok")]
+    probs = digit_probabilities(model, tokenizer, convs, batch_size=4)
+    assert len(probs) == len(convs)
+    for ps in probs:
+        assert len(ps) == 5 and abs(sum(ps) - 1) < 1e-5
+        assert 1 <= expected_score(ps) <= 5
+    # batching with left padding must not change the verdicts
+    single = digit_probabilities(model, tokenizer, convs[:1], batch_size=1)
+    assert single[0] == pytest.approx(probs[0], abs=1e-4)

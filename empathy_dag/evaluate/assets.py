@@ -480,32 +480,48 @@ def _subsample(items: pl.DataFrame, n: int) -> pl.DataFrame:
                "counted in metadata.", extra_deps=["base_model"])
 def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
                  model_store: ModelStore, text_generator: TextGenerator):
-    from empathy_dag.evaluate.metrics.judge import load_rubric, parse_score
+    from empathy_dag.evaluate.metrics.judge import (
+        JUDGE_SCORING_MODES, digit_probabilities, expected_score, load_rubric, parse_score,
+    )
     from empathy_dag.generate.engine import log_progress
 
+    if evaluation.judge_scoring not in JUDGE_SCORING_MODES:
+        raise ValueError(f"judge_scoring must be one of {JUDGE_SCORING_MODES}, got {evaluation.judge_scoring!r}")
     rubric = load_rubric(evaluation.judge_rubric)
     items = _subsample(read_items(warehouse), evaluation.judge_max_items) if evaluation.judge_enabled else read_items(warehouse).head(0)
     schema = {"system": pl.String, "origin": pl.String, "emotion": pl.String, "language": pl.String,
-              "item_id": pl.String, "dimension": pl.String, "reply": pl.String, "score": pl.Int64}
+              "item_id": pl.String, "dimension": pl.String, "reply": pl.String, "score": pl.Int64,
+              "expected_score": pl.Float64}
     rows, source = [], model_source(evaluation.judge_model, model_store)
     if items.height:
-        judge = load_engine(source, evaluation.judge_adapter, text_generator)
         convs, keys = [], []
         for it in items.iter_rows(named=True):
             for dim in rubric.dimensions:
                 convs.append(rubric.conversation(dim, emotion=it["emotion"], situation=it["situation"],
                                                  speaker_utterance=it["speaker_utterance"], response=it["prediction"]))
                 keys.append((it, dim))
-        replies = judge.generate(convs, _generation_settings(6), progress=log_progress(context.log))
-        for (it, dim), reply in zip(keys, replies):
+        if evaluation.judge_scoring == "probabilities":
+            from empathy_dag.models import load_causal_lm
+
+            model, tokenizer = load_causal_lm(source, adapter=evaluation.judge_adapter, device=evaluation.device,
+                                              allow_hub=evaluation.allow_hub)
+            probs = digit_probabilities(model, tokenizer, convs)
+            verdicts = [(" ".join(f"{k + 1}:{p:.2f}" for k, p in enumerate(ps)), max(range(5), key=ps.__getitem__) + 1,
+                         expected_score(ps)) for ps in probs]
+        else:
+            judge = load_engine(source, evaluation.judge_adapter, text_generator)
+            replies = judge.generate(convs, _generation_settings(6), progress=log_progress(context.log))
+            verdicts = [(r, parse_score(r), None) for r in replies]
+        for (it, dim), (reply, score, expected) in zip(keys, verdicts):
             rows.append({k: it[k] for k in ("system", "origin", "emotion", "language", "item_id")}
-                        | {"dimension": dim, "reply": reply, "score": parse_score(reply)})
+                        | {"dimension": dim, "reply": reply, "score": score,
+                           "expected_score": expected if expected is not None else (float(score) if score else None)})
     table = pl.DataFrame(rows, schema=schema)
     write_table(warehouse, "metric_judge", table)
     failures = table.filter(pl.col("score").is_null()).group_by("system", "dimension").len().sort("system", "dimension")
     return MaterializeResult(metadata={
         "dagster/row_count": table.height, "judge_model": source, "rubric": rubric.name,
-        "rubric_sha256": rubric.sha256, "enabled": evaluation.judge_enabled,
+        "rubric_sha256": rubric.sha256, "enabled": evaluation.judge_enabled, "scoring": evaluation.judge_scoring,
         "parse_failures": int(table["score"].is_null().sum()),
         "parse_failure_rate": round(float(table["score"].is_null().mean()), 4) if table.height else 0.0,
         "parse_failures_by_system": markdown_table(failures, max_rows=50),

@@ -58,6 +58,12 @@ class EvaluationConfig(ConfigurableResource):
     judge_adapter: str | None = None
     judge_rubric: str = Field(default_factory=lambda: str(assets_dir() / "rubrics" / "judge_rubric_v1.yaml"))
     judge_max_items: int = Field(default=0, description="0 = all items; the judge is the slowest metric.")
+    judge_scoring: str = Field(
+        default="probabilities",
+        description="probabilities: the judge's next-token distribution over the digits 1-5 (score = most "
+        "likely digit, expected_score = its mean; needs local weights); generate: the judge writes a "
+        "score, replies without one are parse failures (any backend, e.g. an OpenAI-compatible server).",
+    )
     human_ratings_path: str | None = Field(default=None, description="CSV: item, system, dimension, rater, score.")
     agreement_bootstrap: int = 1000
 

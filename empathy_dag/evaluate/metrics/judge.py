@@ -63,3 +63,38 @@ def parse_score(reply: str) -> int | None:
         return None
     m = _SCORE.search(reply or "")
     return int(m.group(1)) if m else None
+
+
+JUDGE_SCORING_MODES = ("probabilities", "generate")
+
+
+def digit_probabilities(model, tokenizer, conversations: list[list[dict]], batch_size: int = 8) -> list[list[float]]:
+    """P(score = 1..5) from the judge's next-token distribution restricted to the five digit tokens
+    (G-Eval style). A small judge that would ramble or echo the rubric when asked to *write* a score
+    still ranks the five digits, so every item gets a verdict and the expected score is comparable
+    across systems. Needs the weights (a local model), not a chat endpoint."""
+    import torch
+
+    digit_ids = []
+    for d in "12345":
+        ids = tokenizer.encode(d, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"the judge's tokenizer splits the digit {d!r} into {ids}: use judge_scoring=generate")
+        digit_ids.append(ids[0])
+    prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # the last position is the next token
+    out: list[list[float]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                logits = model(**enc).logits[:, -1, :]
+            out.extend(torch.softmax(logits[:, digit_ids].float(), dim=-1).tolist())
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+def expected_score(probabilities: list[float]) -> float:
+    return float(sum(p * (k + 1) for k, p in enumerate(probabilities)))
