@@ -75,5 +75,15 @@ class TextGenerator(ConfigurableResource):
 
 
 def stage_resources(root: Path) -> dict:
-    """Resource key -> resource instance, with every location under `root` (the data root)."""
-    return {"text_generator": TextGenerator(cache_dir=str(Path(root) / "generation_cache"))}
+    """Resource key -> resource instance, with every location under `root` (the data root).
+
+    Generation runs in process unless EMPATHY_DAG_OPENAI_BASE_URL names an OpenAI-compatible server
+    (vLLM, llama.cpp, a hosted API): then the same assets generate through it, with the same cache."""
+    cache_dir = str(Path(root) / "generation_cache")
+    # Imported here: openai_backend builds on TextGenerator from this module.
+    from empathy_dag.generate.openai_backend import ServerTextGenerator, openai_backend_from_env
+
+    server = openai_backend_from_env(cache_dir=cache_dir)
+    if server is not None:
+        return {"text_generator": ServerTextGenerator(server=server, cache_dir=cache_dir)}
+    return {"text_generator": TextGenerator(cache_dir=cache_dir)}
