@@ -100,7 +100,7 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "fl
 
     hub_offline_by_default()
     start = time.perf_counter()
-    source_sha = _sha256_file(gguf_path)
+    source_sha = sha256_file(gguf_path)
     marker = out_dir / "conversion.json"
     if marker.is_file():
         done = json.loads(marker.read_text())
@@ -136,7 +136,7 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "fl
     }
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from empathy_dag.models import sha256_file
+
 MANIFEST_NAME = "_manifest.json"
 
 
@@ -51,14 +53,6 @@ def storage_options(endpoint_url: str = "", region_name: str = "") -> dict[str, 
     if region_name:
         client_kwargs["region_name"] = region_name
     return {"client_kwargs": client_kwargs} if client_kwargs else {}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _iter_objects(client, bucket: str, prefix: str) -> Iterator[dict]:

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import polars as pl
-import pytest
 from dagster import Definitions, RunRequest, build_sensor_context, instance_for_test, load_assets_from_modules, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 

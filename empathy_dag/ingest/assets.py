@@ -10,7 +10,6 @@ from dagster import (
     AssetExecutionContext,
     AssetOut,
     Config,
-    MaterializeResult,
     MetadataValue,
     Output,
     asset,

@@ -20,6 +20,7 @@ from empathy_dag.ingest.records import (
     ValidationLimits,
     validate_rows,
 )
+from empathy_dag.models import sha256_file
 from empathy_dag.taxonomy import Taxonomy
 
 _POLARS_TYPES = {"str": pl.String, "int": pl.Int64}
@@ -86,11 +87,11 @@ def ingest_file(
     name = str(path)
     size = path.stat().st_size
     if size > limits.max_file_mb * 1024 * 1024:
-        sha = _sha256_file(path)
-        _archive(path, sha, archive_dir)
+        sha = sha256_file(path)
+        archive_raw_file(path, sha, archive_dir)
         return too_large_outcome(name, sha, size, limits)
     data = path.read_bytes()
-    _archive(path, sha256_bytes(data), archive_dir)
+    archive_raw_file(path, sha256_bytes(data), archive_dir)
     return validate_bytes(data, name, taxonomy=taxonomy, limits=limits, seen_ids=seen_ids)
 
 
@@ -156,17 +157,7 @@ def ingest_files(
     return result
 
 
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _archive(path: Path, sha: str, archive_dir: Path | None) -> None:
+def archive_raw_file(path: Path, sha: str, archive_dir: Path | None) -> None:
     """Keep the raw file, content-addressed, so that nothing is lost whatever the validation said."""
     if archive_dir is None or not sha:
         return

@@ -27,7 +27,8 @@ from pathlib import Path
 import polars as pl
 
 from empathy_dag.automation.landing import IN_PROGRESS_SUFFIXES
-from empathy_dag.ingest.corpus import QUARANTINE_POLARS_SCHEMA, _archive, _sha256_file
+from empathy_dag.ingest.corpus import QUARANTINE_POLARS_SCHEMA, archive_raw_file
+from empathy_dag.models import sha256_file
 from empathy_dag.ingest.readers import _check_bytes, _csv_records, read_jsonl, sha256_bytes
 from empathy_dag.ingest.records import FileRejected, QuarantineEntry, RawRow, ValidationLimits, printable_raw
 
@@ -205,8 +206,8 @@ def ingest_decision_files(paths: list[Path], known_items: dict[str, tuple[str, b
     for path in paths:
         size = path.stat().st_size
         if size > limits.max_file_mb * 1024 * 1024:
-            sha = _sha256_file(path)
-            _archive(path, sha, archive_dir)
+            sha = sha256_file(path)
+            archive_raw_file(path, sha, archive_dir)
             outcome = DecisionFileOutcome(file=str(path), file_sha256=sha)
             outcome.quarantined.append(QuarantineEntry(str(path), sha, None, "file_too_large",
                                                        f"{path.name} is {size / 1024 / 1024:.1f} MB, over "
@@ -214,7 +215,7 @@ def ingest_decision_files(paths: list[Path], known_items: dict[str, tuple[str, b
             outcomes.append(outcome)
             continue
         data = path.read_bytes()
-        _archive(path, sha256_bytes(data), archive_dir)
+        archive_raw_file(path, sha256_bytes(data), archive_dir)
         outcomes.append(validate_decision_bytes(data, str(path), known_items, limits))
     resolve_duplicates(outcomes)
     return outcomes
