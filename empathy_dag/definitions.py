@@ -14,6 +14,7 @@ from empathy_dag.curate import assets as curate_assets
 from empathy_dag.curate import resources as curate_resources
 from empathy_dag.evaluate import assets as evaluate_assets
 from empathy_dag.evaluate import resources as evaluate_resources
+from empathy_dag.export import assets as export_assets
 from empathy_dag.generate import assets as generate_assets
 from empathy_dag.generate import resources as generate_resources
 from empathy_dag.ingest import assets as ingest_assets
@@ -31,7 +32,8 @@ from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 from empathy_dag.warehouse.sql_models import build_sql_model_assets
 
 STAGE_ASSET_MODULES = [
-    ingest_assets, generate_assets, curate_assets, review_assets, pairs_assets, train_assets, evaluate_assets
+    ingest_assets, generate_assets, curate_assets, review_assets, pairs_assets, train_assets, evaluate_assets,
+    export_assets,
 ]
 STAGE_RESOURCE_MODULES = [
     generate_resources, curate_resources, review_resources, pairs_resources, train_resources, evaluate_resources

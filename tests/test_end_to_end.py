@@ -48,7 +48,8 @@ def test_demo_runs_the_main_job_and_prints_the_leaderboard(demo):
     assert "main_job succeeded" in out
     assert "Leaderboard" in out
     for asset in ("situations", "dialogues", "synthetic_dialogues", "curated_dialogues", "preference_pairs",
-                  "sft_checkpoint", "dpo_checkpoint", "test_generations", "leaderboard"):
+                  "sft_checkpoint", "dpo_checkpoint", "test_generations", "leaderboard", "dataset_export",
+                  "reviewed_dialogues", "promoted_model"):
         assert f"  {asset} " in out, asset
     db = demo["home"] / "data" / "warehouse.duckdb"
     with duckdb.connect(str(db), read_only=True) as conn:
