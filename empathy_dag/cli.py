@@ -17,16 +17,12 @@ def run_demo(args: argparse.Namespace) -> int:
     from empathy_dag.definitions import defs
     from empathy_dag.demo import demo_run_config, demo_selection, print_summary
     from empathy_dag.settings import shared_data_dir
-    from empathy_dag.taxonomy import EMOTIONS
+    from empathy_dag.partitions import ALL_EMOTIONS_TAGS
 
     instance = DagsterInstance.get()
     job = defs.resolve_job_def("main_job")
-    tags = {
-        # One run over every emotion partition (the per-emotion assets have a single-run backfill policy).
-        "dagster/asset_partition_range_start": EMOTIONS[0],
-        "dagster/asset_partition_range_end": EMOTIONS[-1],
-        "trigger": "demo",
-    }
+    # One run over every emotion partition (the per-emotion assets have a single-run backfill policy).
+    tags = {**ALL_EMOTIONS_TAGS, "trigger": "demo"}
     start = time.perf_counter()
     result = job.execute_in_process(
         instance=instance,

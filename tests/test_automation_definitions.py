@@ -20,7 +20,7 @@ def test_jobs_sensors_schedules_resolve_in_the_project_definitions():
     assert landing.partitions_def is not None and len(landing.partitions_def.get_partition_keys()) == 28
     for schedule in automation.SCHEDULES:
         assert schedule.default_status == DefaultScheduleStatus.STOPPED
-        assert {"team", "cost_center", "trigger"} <= set(schedule.tags)
+        # cost-attribution tags ride on each run request (see the next test), with the partition range
     sensors = {s.name for s in automation.SENSORS}
     assert {"landing_zone_sensor", "run_history_success_sensor", "run_history_failure_sensor"} <= sensors
     if RETRAIN_JOB_NAME in names:
@@ -30,3 +30,19 @@ def test_jobs_sensors_schedules_resolve_in_the_project_definitions():
         for key in graph.existing(graph.TRAINING_KEYS):
             assert nodes[key].definition.pool == TRAINING_POOL, key
         assert retrain.op_retry_policy == TRANSIENT_RETRY
+
+
+def test_schedules_request_runs_over_every_emotion():
+    """Their jobs mix per-emotion and unpartitioned assets: without a partition range a per-emotion
+    step (test_generations) has nothing to work on and the run fails."""
+    from dagster import build_schedule_context
+
+    from empathy_dag.automation import definitions as automation
+    from empathy_dag.taxonomy import EMOTIONS
+
+    for sched in automation.SCHEDULES:
+        request = sched.evaluate_tick(build_schedule_context()).run_requests[0]
+        assert request.tags["dagster/asset_partition_range_start"] == EMOTIONS[0]
+        assert request.tags["dagster/asset_partition_range_end"] == EMOTIONS[-1]
+        assert request.tags["trigger"].startswith("schedule:")
+        assert {"team", "cost_center"} <= set(request.tags)

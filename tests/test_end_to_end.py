@@ -167,3 +167,30 @@ def test_web_ui_in_a_real_browser(webserver, demo):
         assert "loss curve" in text.lower() or page.locator("img[src^='data:image/png']").count() > 0
         page.screenshot(path=str(ARTIFACTS / "ui_dpo_checkpoint.png"), full_page=True)
         browser.close()
+
+
+def test_landing_file_to_partitions_to_retraining_to_gate(demo, tmp_path):
+    """The automation chain on the demo's instance: a file for one emotion is ingested for exactly that
+    emotion (plus the opposite-emotion pairs that read it), its new train pairs trigger retraining, and
+    the retrained checkpoint goes through the promotion gate."""
+    new = tmp_path / "relief_from_clinic.jsonl"
+    rows = [{"emotion": "relief", "situation": f"My {what} results came back normal after weeks of waiting.",
+             "speaker_utterance": f"The {what} was normal. I slept through the night for the first time in weeks.",
+             "listener_reply": f"Weeks of waiting on {what} results is exhausting; I'm so glad you could finally rest."}
+            for what in ("biopsy", "echocardiogram", "kidney function", "MRI", "colonoscopy", "thyroid",
+                         "liver panel", "bone density", "lung function", "eye exam", "hearing test", "skin check")]
+    new.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    env = {**os.environ, "DAGSTER_HOME": str(demo["home"]), "EMPATHY_DAG_RETRAIN_MIN_NEW_PAIRS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "tests.automation_chain", str(new)], env=env,
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=1200)
+    (ARTIFACTS / "automation_chain.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    chain = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("CHAIN "))[6:])
+    landed = chain["landing_materialized"]
+    assert "situations[relief]" in landed and "dialogues[relief]" in landed
+    assert not [m for m in landed if m.startswith(("situations[", "dialogues[")) and not m.endswith("[relief]")]
+    assert chain["second_tick_requests"] == 0  # the same file is not ingested twice
+    assert chain["retrain_requests"], "new train pairs did not trigger retraining"
+    assert int(chain["retrain_requests"][0]["empathy_dag/new_train_pairs"]) >= 1
+    assert {"sft_checkpoint", "dpo_checkpoint"} <= set(chain["retrain_materialized"])
+    assert chain["promotion_log"], "the promotion gate recorded no decision"

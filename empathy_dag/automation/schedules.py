@@ -8,12 +8,26 @@ turn them on in the UI (Automation tab) or with `dagster schedule start <name>`.
 
 from __future__ import annotations
 
-from dagster import DefaultScheduleStatus, ScheduleDefinition
+from dagster import DefaultScheduleStatus, RunRequest, ScheduleDefinition, schedule
 
 from empathy_dag.automation.settings import AutomationSettings
+from empathy_dag.partitions import ALL_EMOTIONS_TAGS
 
 NIGHTLY_EVAL_CRON = "0 2 * * *"
 WEEKLY_RETRAIN_CRON = "0 3 * * 0"
+
+
+def _all_emotions_schedule(name: str, cron: str, job_name: str, tags: dict, timezone: str,
+                           description: str) -> ScheduleDefinition:
+    """A schedule whose runs cover every emotion partition. The partition-range tags are reserved, so
+    they go on each RunRequest rather than on the schedule definition."""
+
+    @schedule(name=name, cron_schedule=cron, job_name=job_name, execution_timezone=timezone,
+              default_status=DefaultScheduleStatus.STOPPED, description=description)
+    def _schedule(context):
+        return RunRequest(tags={**tags, **ALL_EMOTIONS_TAGS})
+
+    return _schedule
 
 
 def build_schedules(eval_job_name: str | None, retrain_job_name: str | None,
@@ -21,17 +35,14 @@ def build_schedules(eval_job_name: str | None, retrain_job_name: str | None,
     settings = settings or AutomationSettings.from_env()
     out = []
     if eval_job_name:
-        out.append(ScheduleDefinition(
-            name="nightly_eval_schedule", cron_schedule=NIGHTLY_EVAL_CRON, job_name=eval_job_name,
-            execution_timezone=timezone, default_status=DefaultScheduleStatus.STOPPED,
-            tags=settings.run_tags("schedule:nightly_eval"),
-            description="Nightly evaluation of the promoted model (and the other models) + leaderboard.",
+        out.append(_all_emotions_schedule(
+            "nightly_eval_schedule", NIGHTLY_EVAL_CRON, eval_job_name, settings.run_tags("schedule:nightly_eval"),
+            timezone, "Nightly evaluation of the promoted model (and the other models) + leaderboard.",
         ))
     if retrain_job_name:
-        out.append(ScheduleDefinition(
-            name="weekly_retrain_schedule", cron_schedule=WEEKLY_RETRAIN_CRON, job_name=retrain_job_name,
-            execution_timezone=timezone, default_status=DefaultScheduleStatus.STOPPED,
-            tags=settings.run_tags("schedule:weekly_retrain"),
-            description="Weekly SFT + DPO retraining, evaluation and promotion gate.",
+        out.append(_all_emotions_schedule(
+            "weekly_retrain_schedule", WEEKLY_RETRAIN_CRON, retrain_job_name,
+            settings.run_tags("schedule:weekly_retrain"), timezone,
+            "Weekly SFT + DPO retraining, evaluation and promotion gate.",
         ))
     return out

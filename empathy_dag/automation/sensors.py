@@ -21,6 +21,7 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from empathy_dag.partitions import ALL_EMOTIONS_TAGS
 from empathy_dag.automation import graph
 from empathy_dag.automation.jobs import LANDING_JOB_NAME, RETRAIN_JOB_NAME
 from empathy_dag.automation.landing import (
@@ -259,6 +260,6 @@ def build_retraining_sensor(
             **{RETRAIN_NEW_PAIRS_TAG: str(unseen), RETRAIN_FINGERPRINT_TAG: fingerprint,
                RETRAIN_FILES_TAG: json.dumps(files)[:1000]},
         )
-        return RunRequest(run_key=f"retrain:{fingerprint}", tags=tags)
+        return RunRequest(run_key=f"retrain:{fingerprint}", tags={**tags, **ALL_EMOTIONS_TAGS})
 
     return _retraining_sensor
