@@ -1,10 +1,9 @@
 """The dataset export loads with `datasets.load_dataset` and carries a card with counts and licences."""
 
 import polars as pl
-from dagster import AssetKey, DagsterInstance, Output, asset, materialize
+from dagster import DagsterInstance, Output, asset, materialize
 
 from empathy_dag.export.assets import dataset_export
-from empathy_dag.io_managers import per_partition
 from empathy_dag.partitions import emotion_partitions, single_run
 
 EMOTIONS = ["joy", "sadness"]
