@@ -27,17 +27,23 @@ def _run_config(job, profile: str = "tiny") -> dict:
     return config
 
 
-def _execute(defs, request: RunRequest, instance, default_job: str) -> list[tuple[str, str | None]]:
+def _execute(defs, request: RunRequest, instance, default_job: str, allow_gate_stop: bool = False):
+    """Materializations of the requested run, and its asset-check evaluations. A run stopped by a failed
+    blocking check (the promotion gate refusing a candidate) is an outcome, not an error, when allowed."""
     job = defs.resolve_job_def(request.job_name or default_job)
     tags = {**request.tags, "dagster/run_key": request.run_key or ""}
     result = job.execute_in_process(
         instance=instance, partition_key=request.partition_key, tags=tags,
-        asset_selection=request.asset_selection, run_config=_run_config(job),
+        asset_selection=request.asset_selection, run_config=_run_config(job), raise_on_error=False,
     )
-    if not result.success:
+    checks = [{"asset": c.asset_key.to_user_string(), "check": c.check_name, "passed": c.passed}
+              for c in result.get_asset_check_evaluations()]
+    gate_stopped = any(not c["passed"] and c["check"] == "dpo_checkpoint_no_regression" for c in checks)
+    if not result.success and not (allow_gate_stop and gate_stopped):
         raise SystemExit(f"run for {request.run_key} failed")
-    return [(m.asset_key.to_user_string(), m.partition) for m in
+    mats = [(m.asset_key.to_user_string(), m.partition) for m in
             (e.event_specific_data.materialization for e in result.get_asset_materialization_events())]
+    return mats, checks
 
 
 def main(landing_file: str) -> None:
@@ -62,7 +68,7 @@ def main(landing_file: str) -> None:
                                           r.tags.get("dagster/asset_partition_range_end")]} for r in requests]
     materialized = []
     for request in requests:
-        materialized += _execute(defs, request, instance, LANDING_JOB_NAME)
+        materialized += _execute(defs, request, instance, LANDING_JOB_NAME)[0]
     out["landing_materialized"] = sorted({f"{a}[{p}]" for a, p in materialized})
     again = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, resources=defs.resources,
                                                       cursor=tick.cursor))
@@ -72,9 +78,15 @@ def main(landing_file: str) -> None:
     rtick = retrain.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
     rrequests = rtick.run_requests or []
     out["retrain_requests"] = [dict(r.tags) for r in rrequests]
+    pointer = Path(defs.resources["model_store"].folder("promoted_model")) / "pointer.json"
+    out["pointer_before"] = pointer.read_text() if pointer.is_file() else None
+    with defs.resources["warehouse"].connect(read_only=True) as conn:
+        out["decisions_before"] = conn.execute("select count(*) from promotion_log").fetchone()[0]
     if rrequests:
-        mats = _execute(defs, rrequests[0], instance, RETRAIN_JOB_NAME)
+        mats, checks = _execute(defs, rrequests[0], instance, RETRAIN_JOB_NAME, allow_gate_stop=True)
         out["retrain_materialized"] = sorted({a for a, _ in mats})
+        out["gate_checks"] = [c for c in checks if c["asset"] == "dpo_checkpoint"]
+    out["pointer_after"] = pointer.read_text() if pointer.is_file() else None
     with defs.resources["warehouse"].connect(read_only=True) as conn:
         rows = conn.execute("select * from promotion_log order by 1").fetchall()
         columns = [d[0] for d in conn.description]

@@ -193,4 +193,14 @@ def test_landing_file_to_partitions_to_retraining_to_gate(demo, tmp_path):
     assert chain["retrain_requests"], "new train pairs did not trigger retraining"
     assert int(chain["retrain_requests"][0]["empathy_dag/new_train_pairs"]) >= 1
     assert {"sft_checkpoint", "dpo_checkpoint"} <= set(chain["retrain_materialized"])
-    assert chain["promotion_log"], "the promotion gate recorded no decision"
+    # The gate decided, one way or the other, and a refused candidate never moved the pointer.
+    gate = {c["check"]: c["passed"] for c in chain["gate_checks"]}
+    assert "dpo_checkpoint_no_regression" in gate
+    if not gate["dpo_checkpoint_no_regression"]:  # blocked: promoted_model did not run
+        assert "promoted_model" not in chain["retrain_materialized"]
+        assert chain["pointer_after"] == chain["pointer_before"]
+    else:  # passed the training-metric check: promoted_model compared the leaderboards and logged it
+        assert len(chain["promotion_log"]) == chain["decisions_before"] + 1
+        last = chain["promotion_log"][-1]
+        if last["promoted"] == "False":
+            assert chain["pointer_after"] == chain["pointer_before"]
