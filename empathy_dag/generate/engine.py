@@ -103,6 +103,24 @@ def cache_key(cache_id: str, prompt: str, settings: GenerationSettings) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def lookup_cached(cache, cache_id: str, prompts: list[str], settings):
+    """Split a call into what the cache already answers and what must be generated. Returns the cache
+    keys, the results so far (None where missing), the keys to generate with the positions each one
+    fills (identical prompts in one call are generated once), and how many were cached. Shared by every
+    backend so that their cache behaviour cannot drift apart."""
+    keys = [cache_key(cache_id, p, settings) for p in prompts]
+    results: list[str | None] = [None] * len(prompts)
+    hits = cache.get_many(sorted(set(keys))) if cache is not None else {}
+    todo: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        if k in hits:
+            results[i] = hits[k]
+        else:
+            todo.setdefault(k, []).append(i)
+    cached = len(prompts) - sum(len(v) for v in todo.values())
+    return keys, results, todo, cached
+
+
 class ResponseCache:
     """Replies on disk in one SQLite file (WAL). Only finished generations are written, one transaction
     per batch, so a killed run loses at most the batch in flight and never leaves a partial reply.
@@ -228,18 +246,7 @@ class Generator:
     def _generate_prompts(self, prompts, settings, progress, batch_size) -> list[str]:
         start = time.perf_counter()
         batch_size = batch_size or self.batch_size
-        keys = [cache_key(self.cache_id, p, settings) for p in prompts]
-        results: list[str | None] = [None] * len(prompts)
-        hits = self.cache.get_many(sorted(set(keys))) if self.cache is not None else {}
-        for i, k in enumerate(keys):
-            if k in hits:
-                results[i] = hits[k]
-        # Identical prompts in one call are generated once.
-        todo: dict[str, list[int]] = {}
-        for i, k in enumerate(keys):
-            if results[i] is None:
-                todo.setdefault(k, []).append(i)
-        cached = len(prompts) - sum(len(v) for v in todo.values())
+        keys, results, todo, cached = lookup_cached(self.cache, self.cache_id, prompts, settings)
         done, new_tokens = cached, 0
 
         def report() -> None:

@@ -42,7 +42,7 @@ from empathy_dag.generate.engine import (
     GenerationSettings,
     ProgressCallback,
     ResponseCache,
-    cache_key,
+    lookup_cached,
     truncate_at_stop,
 )
 from empathy_dag.generate.resources import TextGenerator
@@ -393,17 +393,7 @@ class OpenAICompatibleGenerator:
         settings = settings or GenerationSettings()
         start = time.perf_counter()
         prompts = [self.render(c) for c in conversations]
-        keys = [cache_key(self.cache_id, p, settings) for p in prompts]
-        results: list[str | None] = [None] * len(prompts)
-        hits = self.cache.get_many(sorted(set(keys))) if self.cache is not None else {}
-        for i, k in enumerate(keys):
-            if k in hits:
-                results[i] = hits[k]
-        todo: dict[str, list[int]] = {}
-        for i, k in enumerate(keys):
-            if results[i] is None:
-                todo.setdefault(k, []).append(i)
-        cached = len(prompts) - sum(len(v) for v in todo.values())
+        keys, results, todo, cached = lookup_cached(self.cache, self.cache_id, prompts, settings)
         state = {"done": cached, "requests": 0, "new_tokens": 0, "prompt_tokens": 0, "estimated": 0}
         retries = [0]
         settings_json = json.dumps(settings.cache_dict(), sort_keys=True)
