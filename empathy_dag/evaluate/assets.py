@@ -32,23 +32,13 @@ from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.plots import png_markdown
 from empathy_dag.resources import ModelStore
 from empathy_dag.taxonomy import default_taxonomy
-from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
+from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse, write_table
 
 GROUP = "evaluate"
 CHECKPOINTS = {"base": None, "sft": "sft_checkpoint", "dpo": "dpo_checkpoint"}
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def write_table(warehouse: Warehouse, name: str, frame: pl.DataFrame) -> None:
-    """Replace a DuckDB table with `frame` (an empty frame still creates the table, with its schema,
-    so SQL models reading it never fail on a missing table)."""
-    arrow = frame.to_arrow()
-    with warehouse.connect() as conn:
-        conn.register("_frame", arrow)
-        conn.execute(f'CREATE OR REPLACE TABLE {WAREHOUSE_SCHEMA}."{name}" AS SELECT * FROM _frame')
-        conn.unregister("_frame")
 
 
 def read_items(warehouse: Warehouse) -> pl.DataFrame:

@@ -58,7 +58,7 @@ from empathy_dag.review.decisions import (
 )
 from empathy_dag.review.items import ITEM_SCHEMA, BatchRules, batch_id, review_items, write_batch
 from empathy_dag.review.resources import ReviewStore
-from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
+from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse, write_table
 
 REVIEW_CODE_VERSION = "review-v1"
 REVIEWS_SUBFOLDER = "reviews"
@@ -69,14 +69,6 @@ def _all_partitions(value) -> dict[str, pl.DataFrame]:
     if isinstance(value, dict):
         return {k: v for k, v in value.items() if v is not None}
     return {} if value is None else {"_": value}
-
-
-def write_table(warehouse: Warehouse, name: str, frame: pl.DataFrame) -> None:
-    """Replace a DuckDB table with `frame`; an empty frame still creates it, with its schema."""
-    with warehouse.connect() as conn:
-        conn.register("_review_frame", frame.to_arrow())
-        conn.execute(f'CREATE OR REPLACE TABLE {WAREHOUSE_SCHEMA}."{name}" AS SELECT * FROM _review_frame')
-        conn.unregister("_review_frame")
 
 
 def landed_decisions(warehouse: Warehouse) -> pl.DataFrame:

@@ -24,7 +24,8 @@ from pydantic import Field
 from empathy_dag.automation.retraining import train_pairs_fingerprint
 from empathy_dag.models import pick_device, sha256_tree
 from empathy_dag.resources import ModelStore
-from empathy_dag.train.card import loss_curve_png, model_card, png_markdown
+from empathy_dag.plots import png_markdown
+from empathy_dag.train.card import loss_curve_png, model_card
 from empathy_dag.train.config import DPOTrainingConfig, SFTTrainingConfig
 from empathy_dag.train.data import (
     dpo_record,
@@ -85,7 +86,7 @@ def _checkpoint_result(context, *, kind: str, title: str, out_dir: Path, result,
             "device": result.device,
             "hyperparameters": MetadataValue.json(hyperparameters),
             "input_versions": MetadataValue.json(inputs),
-            "loss_curve": png_markdown(plot, f"{kind} loss curve"),
+            "loss_curve": png_markdown(Path(plot).read_bytes(), f"{kind} loss curve"),
             "model_card": MetadataValue.path(str(out_dir / "README.md")),
             **extra,
         },

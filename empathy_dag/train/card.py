@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
-from dagster import MetadataValue
 
 
 def loss_curve_png(log_history: list[dict], path: Path, title: str) -> Path:
@@ -36,11 +34,6 @@ def loss_curve_png(log_history: list[dict], path: Path, title: str) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def png_markdown(path: Path, alt: str) -> MetadataValue:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
 def model_card(*, title: str, kind: str, base_model: dict, inputs: dict, hyperparameters: dict, result) -> str:

@@ -14,11 +14,14 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import duckdb
 from dagster import ConfigurableResource
 from pydantic import Field
+
+if TYPE_CHECKING:
+    import polars as pl
 
 from empathy_dag.settings import data_root
 
@@ -159,3 +162,13 @@ class Warehouse(ConfigurableResource):
             )
             made.append(name)
         return made
+
+
+def write_table(warehouse: Warehouse, name: str, frame: pl.DataFrame) -> None:
+    """Replace a DuckDB table with `frame` (an empty frame still creates the table, with its schema,
+    so SQL models reading it never fail on a missing table)."""
+    arrow = frame.to_arrow()
+    with warehouse.connect() as conn:
+        conn.register("_frame", arrow)
+        conn.execute(f'CREATE OR REPLACE TABLE {WAREHOUSE_SCHEMA}."{name}" AS SELECT * FROM _frame')
+        conn.unregister("_frame")
