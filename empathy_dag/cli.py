@@ -12,7 +12,12 @@ import time
 def run_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("DAGSTER_HOME", os.path.abspath(".dagster_home"))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-    from dagster import DagsterInstance
+    import warnings
+
+    from dagster import BetaWarning, DagsterInstance
+
+    # backfill_policy is beta in Dagster 1.13; the demo's terminal is for progress, not that notice.
+    warnings.filterwarnings("ignore", category=BetaWarning)
 
     from empathy_dag.definitions import defs
     from empathy_dag.demo import demo_run_config, demo_selection, print_summary

@@ -113,6 +113,23 @@ class EcsStepSettings:
         return PipesECSClient(client=ecs, message_reader=reader)
 
 
+LAUNCHER_ENV = "EMPATHY_DAG_HEAVY_STEPS"
+LAUNCHERS = ("subprocess", "ecs")
+
+
+def heavy_step_launcher(profile: str, env: dict[str, str] | None = None) -> str:
+    """`subprocess` or `ecs`: $EMPATHY_DAG_HEAVY_STEPS when set; else `ecs` in the aws profile when an ECS
+    cluster is configured (EMPATHY_DAG_ECS_CLUSTER), otherwise `subprocess` (the local profile, or the
+    aws profile on one machine with a GPU: data on S3, training beside the run)."""
+    env = os.environ if env is None else env
+    chosen = env.get(LAUNCHER_ENV, "").strip().lower()
+    if chosen:
+        if chosen not in LAUNCHERS:
+            raise ValueError(f"{LAUNCHER_ENV}={chosen!r}: expected one of {LAUNCHERS}")
+        return chosen
+    return "ecs" if profile == "aws" and env.get("EMPATHY_DAG_ECS_CLUSTER") else "subprocess"
+
+
 def local_command(step: str) -> list[str]:
     return [sys.executable, "-m", ENTRY_MODULE, step]
 
@@ -121,14 +138,16 @@ def run_heavy_step(context, step: str, params: dict, *, profile: str | None = No
                    env: dict[str, str] | None = None, ecs: EcsStepSettings | None = None):
     """Run `step` ("module:function") with JSON `params` in a separate process and return the
     `MaterializeResult` it reported (metadata from the function's return value, logs already streamed
-    to the run's log). `profile` defaults to EMPATHY_DAG_PROFILE."""
+    to the run's log). `profile` defaults to EMPATHY_DAG_PROFILE; `heavy_step_launcher` picks the client."""
     from empathy_dag.profiles import (
         active_profile,  # not at import: the external side needs only dagster_pipes
     )
 
     json.dumps(params)  # params must survive the trip: fail here, not in the remote process
     extras = {PARAMS_EXTRA: params, STEP_EXTRA: step}
-    if (profile or active_profile()) == "aws":
+    launcher = heavy_step_launcher(profile or active_profile())
+    context.log.info(f"heavy step {step} through Dagster Pipes ({launcher})")
+    if launcher == "ecs":
         settings = ecs or EcsStepSettings.from_env()
         invocation = settings.client().run(
             context=context, run_task_params=settings.run_task_params(step), extras=extras,

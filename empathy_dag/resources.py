@@ -99,16 +99,36 @@ class ModelStore(ConfigurableResource):
         upload_folder(s3_client(self.endpoint_url), self.folder(name), bucket, prefix)
         return self.uri(name)
 
-    def fetch(self, name: str) -> Path:
+    def fetch(self, name: str, missing_ok: bool = False) -> Path:
         """`folder(name)`, made equal to the published folder: files missing locally or whose sha256
-        differs from the manifest are downloaded and verified. Local only: the folder as it is."""
+        differs from the manifest are downloaded and verified. Local only: the folder as it is.
+        `missing_ok`: nothing published is not an error (the folder is returned as it is)."""
         if not self.s3_prefix:
+            return self.folder(name)
+        if missing_ok and self.published_sha256(name) is None:
             return self.folder(name)
         from empathy_dag.storage_s3 import download_folder, parse_s3_uri, s3_client
 
         bucket, prefix = parse_s3_uri(self.uri(name))
         download_folder(s3_client(self.endpoint_url), bucket, prefix, self.folder(name))
         return self.folder(name)
+
+    def persist(self, name: str) -> str:
+        """Make `folder(name)` durable where this store keeps models: uploaded (`publish`) when the store
+        has an S3 prefix (aws profile), else the local folder is already the durable copy. Returns where
+        it lives, an s3:// URI or the local path."""
+        return self.publish(name) if self.s3_prefix else str(self.folder(name))
+
+    def discard(self, name: str) -> None:
+        """Delete `folder(name)` locally and, with an S3 prefix, its published copy (finished work)."""
+        import shutil
+
+        shutil.rmtree(self.folder(name), ignore_errors=True)
+        if self.s3_prefix:
+            from empathy_dag.storage_s3 import delete_prefix, parse_s3_uri, s3_client
+
+            bucket, prefix = parse_s3_uri(self.uri(name))
+            delete_prefix(s3_client(self.endpoint_url), bucket, prefix)
 
     def published_sha256(self, name: str) -> str | None:
         """The folder sha256 of the published manifest, or None when nothing is published."""

@@ -98,6 +98,14 @@ def upload_folder(client, folder: Path, bucket: str, prefix: str) -> dict:
     return manifest
 
 
+def delete_prefix(client, bucket: str, prefix: str) -> int:
+    """Delete every object under `prefix/` (a published folder); returns how many."""
+    keys = [o["Key"] for o in _iter_objects(client, bucket, join_key(prefix) + "/")]
+    for i in range(0, len(keys), 1000):
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+    return len(keys)
+
+
 def read_manifest(client, bucket: str, prefix: str) -> dict | None:
     try:
         body = client.get_object(Bucket=bucket, Key=join_key(prefix, MANIFEST_NAME))["Body"].read()
@@ -216,10 +224,16 @@ def list_landing_objects(s3_client, bucket: str, prefix: str) -> list[tuple[str,
 def download_landing_object(s3_client, bucket: str, key: str, prefix: str, landing_dir: Path,
                             etag: str = "") -> Path:
     """Copy one landing object into the local landing cache (path relative to the prefix, '/' turned
-    into '__' so the cache stays flat like the local landing folder). Skipped when the cached copy has
+    into '__' so the cache stays flat like the local landing folder; objects under `reviews/` go to the
+    `reviews` subfolder, where the review stage reads decisions). Skipped when the cached copy has
     the same ETag (kept in a hidden sidecar file, which the local landing zone ignores)."""
-    landing_dir = Path(landing_dir)
+    from empathy_dag.automation.landing import in_non_corpus_subfolder
+
     rel = key[len(prefix.lstrip("/")):].lstrip("/") or key.rsplit("/", 1)[-1]
+    if in_non_corpus_subfolder(rel):  # reviews/x.jsonl -> <landing>/reviews/x.jsonl, not a corpus file
+        subfolder, _, rel = rel.partition("/")
+        landing_dir = Path(landing_dir) / subfolder
+    landing_dir = Path(landing_dir)
     target = landing_dir / rel.replace("/", "__")
     sidecar = landing_dir / f".{target.name}.etag"
     if etag and target.is_file() and sidecar.is_file() and sidecar.read_text() == etag:

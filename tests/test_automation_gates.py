@@ -27,6 +27,7 @@ from empathy_dag.automation.sensors import (
 )
 from empathy_dag.automation.settings import RETRAIN_NEW_PAIRS_TAG, TRIGGER_TAG, AutomationSettings
 from empathy_dag.automation.tables import read_table
+from empathy_dag.models import sha256_tree
 
 # ------------------------------------------------------------------ promotion_decision (pure)
 
@@ -61,11 +62,18 @@ def test_nothing_comparable_never_promotes_and_counts_are_not_metrics():
 # ------------------------------------------------------------------ gate wiring
 
 
-def _fake_dpo(metrics: dict, sha: str, tmp_path: Path):
+def _adapter(tmp_path: Path, name: str) -> tuple[Path, str]:
+    """A stand-in adapter folder whose weights file differs per `name`, and its sha256."""
+    folder = tmp_path / f"dpo-{name}"
+    folder.mkdir(exist_ok=True)
+    (folder / "adapter_model.safetensors").write_bytes(f"weights of {name}".encode())
+    return folder, sha256_tree(folder)
+
+
+def _fake_dpo(metrics: dict, name: str, tmp_path: Path):
     @asset(name="dpo_checkpoint")
     def dpo_checkpoint() -> MaterializeResult:
-        folder = tmp_path / f"dpo-{sha}"
-        folder.mkdir(exist_ok=True)
+        folder, sha = _adapter(tmp_path, name)
         return MaterializeResult(metadata={"path": str(folder), "sha256": sha, "metrics": metrics,
                                            "n_train_pairs": 10})
 
@@ -81,11 +89,11 @@ def _leaderboard(resources, dpo_metrics: dict):
         conn.executemany("INSERT INTO leaderboard VALUES (?, ?, ?, ?, ?)", rows)
 
 
-def _gate_run(resources, instance, tmp_path, train_metrics, eval_metrics, sha):
+def _gate_run(resources, instance, tmp_path, train_metrics, eval_metrics, name):
     assets, checks = build_promotion_definitions(has_leaderboard=False)
     _leaderboard(resources, eval_metrics)
     return materialize(
-        [_fake_dpo(train_metrics, sha, tmp_path), *assets, *checks], instance=instance,
+        [_fake_dpo(train_metrics, name, tmp_path), *assets, *checks], instance=instance,
         resources={k: resources[k] for k in ("model_store", "warehouse")}, raise_on_error=False,
     )
 
@@ -102,28 +110,31 @@ def _promoted_meta(instance) -> dict:
 def test_gate_promotes_improvements_and_never_a_regression(resources, tmp_path):
     with instance_for_test() as instance:
         # 1. First model: promoted.
-        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.6}, {"bertscore_f1": 0.80}, "a" * 64)
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.6}, {"bertscore_f1": 0.80}, "a")
         assert r.success
-        assert _pointer(resources)["sha256"] == "a" * 64 and _promoted_meta(instance)["decision"] == "promoted"
+        assert _pointer(resources)["sha256"] == _adapter(tmp_path, "a")[1] and _promoted_meta(instance)["decision"] == "promoted"
+        # The pointer names a copy that the next training cannot overwrite, with the same weights.
+        kept = Path(_pointer(resources)["path"])
+        assert kept.parent.name == "promoted" and sha256_tree(kept) == _adapter(tmp_path, "a")[1]
 
         # 2. Better on evaluation: promoted.
-        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.65}, {"bertscore_f1": 0.82}, "b" * 64)
-        assert r.success and _pointer(resources)["sha256"] == "b" * 64
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.65}, {"bertscore_f1": 0.82}, "b")
+        assert r.success and _pointer(resources)["sha256"] == _adapter(tmp_path, "b")[1]
 
         # 3. Training metrics regress: the blocking check fails and promoted_model does not even run.
-        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.40}, {"bertscore_f1": 0.90}, "c" * 64)
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.40}, {"bertscore_f1": 0.90}, "c")
         checks = {e.check_name: e.passed for e in r.get_asset_check_evaluations()}
         assert checks == {"dpo_checkpoint_no_regression": False}
         assert "promoted_model" not in {e.asset_key.path[-1] for e in
                                         (ev.event_specific_data.materialization for ev in r.get_asset_materialization_events())}
-        assert _pointer(resources)["sha256"] == "b" * 64
+        assert _pointer(resources)["sha256"] == _adapter(tmp_path, "b")[1]
 
         # 4. Training fine, evaluation regresses: recorded as rejected, pointer unchanged.
-        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.66}, {"bertscore_f1": 0.70}, "d" * 64)
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.66}, {"bertscore_f1": 0.70}, "d")
         assert r.success
         meta = _promoted_meta(instance)
-        assert meta["decision"] == "rejected" and meta["sha256"] == "b" * 64 and "REGRESSION" in meta["reasons"]
-        assert _pointer(resources)["sha256"] == "b" * 64
+        assert meta["decision"] == "rejected" and meta["sha256"] == _adapter(tmp_path, "b")[1] and "REGRESSION" in meta["reasons"]
+        assert _pointer(resources)["sha256"] == _adapter(tmp_path, "b")[1]
 
         with resources["warehouse"].connect() as conn:
             log = read_table(conn, "promotion_log")

@@ -99,3 +99,37 @@ def test_synthetic_chain_and_cache(resources, data_root, base_model_dir):
     synth_again = pl.concat([pl.read_parquet(parquet / "synthetic_dialogues" / f"{e}.parquet")
                              for e in ("admiration", "amusement")])
     assert synth_again.sort("dialogue_id").equals(synth.sort("dialogue_id"))
+
+
+def test_large_generation_runs_as_a_pipes_step_with_the_same_replies(tmp_path, base_model_dir):
+    """With heavy_step_min_prompts set, brainstormed_situations sends its prompts to a Dagster Pipes
+    subprocess (the ECS task of the aws profile); the replies equal the in-process ones (same batch
+    seeds), the step's log reaches the run, and a second run answers from the cache without a step."""
+    from empathy_dag.definitions import local_resources
+
+    def run(root, min_prompts):
+        resources = {**local_resources(root), "text_generator": TextGenerator(
+            source=str(base_model_dir), device="cpu", batch_size=8, threads=1,
+            cache_dir=str(root / "generation_cache"), heavy_step_min_prompts=min_prompts)}
+        instance = DagsterInstance.ephemeral()
+        assets = [emotion_taxonomy, ingest_corpus, situations, dialogues, brainstormed_situations, base_model]
+        result = materialize(assets, selection=[emotion_taxonomy, ingest_corpus, situations, brainstormed_situations],
+                             resources=resources, instance=instance, tags=RANGE,
+                             run_config={"ops": {"brainstormed_situations": RUN_CONFIG["ops"]["brainstormed_situations"]}})
+        assert result.success
+        frame = pl.concat([pl.read_parquet(root / "parquet" / "brainstormed_situations" / f"{e}.parquet")
+                           for e in ("admiration", "amusement")])
+        logs = [e.message for e in instance.all_logs(result.run_id)]
+        return frame.sort("situation_id"), _meta(result, "brainstormed_situations"), logs
+
+    in_process, _, logs = run(tmp_path / "a", 0)
+    assert not any("through Dagster Pipes" in m for m in logs)
+    piped, meta, logs = run(tmp_path / "b", 1)
+    assert any("heavy step empathy_dag.generate.steps:generate_prompts through Dagster Pipes" in m for m in logs)
+    assert any("generating 4 replies" in m for m in logs)  # the step's own log line, through Pipes
+    assert meta["generated"] == 4 and meta["cache_hits"] == 0
+    assert piped["situation"].to_list() == in_process["situation"].to_list()
+    again, meta, logs = run(tmp_path / "b", 1)
+    assert meta["cache_hits"] == 4 and meta["generated"] == 0
+    assert not any("through Dagster Pipes" in m for m in logs)
+    assert again["situation"].to_list() == piped["situation"].to_list()

@@ -70,3 +70,16 @@ def test_ecs_step_settings_and_client_from_the_environment():
     with pytest.raises(ValueError, match="EMPATHY_DAG_ECS_CLUSTER"):
         EcsStepSettings.from_env({})
     assert local_command(STEP)[1:] == ["-m", "empathy_dag.pipes", STEP]
+
+
+def test_heavy_step_launcher_follows_profile_and_configuration():
+    from empathy_dag.pipes import heavy_step_launcher
+
+    assert heavy_step_launcher("local", {}) == "subprocess"
+    assert heavy_step_launcher("aws", {}) == "subprocess"  # S3 storage, training beside the run
+    assert heavy_step_launcher("aws", {"EMPATHY_DAG_ECS_CLUSTER": "c"}) == "ecs"
+    assert heavy_step_launcher("aws", {"EMPATHY_DAG_ECS_CLUSTER": "c", "EMPATHY_DAG_HEAVY_STEPS": "subprocess"}) \
+        == "subprocess"
+    assert heavy_step_launcher("local", {"EMPATHY_DAG_HEAVY_STEPS": "ECS"}) == "ecs"
+    with pytest.raises(ValueError, match="expected one of"):
+        heavy_step_launcher("aws", {"EMPATHY_DAG_HEAVY_STEPS": "lambda"})

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, load_assets_from_modules, materialize
 
 from empathy_dag.ingest.assets import dialogues, emotion_taxonomy, ingest_corpus, situations
 from empathy_dag.taxonomy import EMOTIONS
@@ -202,6 +202,72 @@ def test_landing_listing_and_download(s3, tmp_path):
     s3.put_object(Bucket=BUCKET, Key=key, Body=b"333")
     _, new_etag, _ = list_landing_objects(s3, BUCKET, "landing/")[1]
     assert download_landing_object(s3, BUCKET, key, "landing/", tmp_path, new_etag).read_bytes() == b"333"
+
+    # Review decisions under landing/reviews/ land in the reviews subfolder, never among corpus files.
+    s3.put_object(Bucket=BUCKET, Key="landing/reviews/alice.jsonl", Body=b"{}")
+    key, etag, _ = next(o for o in list_landing_objects(s3, BUCKET, "landing/") if o[0].endswith("alice.jsonl"))
+    path = download_landing_object(s3, BUCKET, key, "landing/", tmp_path, etag)
+    assert path == tmp_path / "reviews" / "alice.jsonl"
+
+
+def test_landing_sensor_on_s3_requests_the_emotion_of_a_file_put_with_boto3(s3, aws_env, tmp_path):
+    """The aws profile's landing zone is the S3 prefix: a file a producer uploads with boto3 is picked up
+    by the sensor on its next tick, which asks for a run of exactly that file's emotion (run_key = the
+    content sha256); the run ingests it from S3 and writes that partition to the bucket."""
+    import hashlib
+
+    from dagster import Definitions, build_sensor_context, instance_for_test
+
+    from empathy_dag.automation import graph
+    from empathy_dag.automation.jobs import LANDING_JOB_NAME, landing_ingest_job
+    from empathy_dag.automation.sensors import build_landing_sensor
+    from empathy_dag.automation.settings import AutomationSettings
+    from empathy_dag.automation.tables import read_table
+    from empathy_dag.profiles import aws_resources
+
+    resources = aws_resources(tmp_path / "task", env=aws_env)
+    stage_assets = load_assets_from_modules(graph._stage_modules())
+    sensor = build_landing_sensor(AutomationSettings(settle_seconds=0))
+    defs = Definitions(assets=stage_assets, jobs=[landing_ingest_job()], sensors=[sensor], resources=resources)
+
+    def tick(instance, cursor=None):
+        ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
+        result = sensor.evaluate_tick(ctx)
+        return result.run_requests or [], result.cursor
+
+    body = (json.dumps({"emotion": "remorse", "situation": "I snapped at my mother during her chemo week.",
+                        "speaker_utterance": "I was so short with her.",
+                        "listener_reply": "That weighs on you; you can still tell her you are sorry."}) + "\n").encode()
+    with instance_for_test() as instance:
+        requests, cursor = tick(instance)
+        assert requests == []  # empty landing zone
+        s3.put_object(Bucket=BUCKET, Key="run1/landing/clinic/remorse.jsonl", Body=body)
+        s3.put_object(Bucket=BUCKET, Key="run1/landing/reviews/alice.jsonl", Body=b'{"item_id": "x"}\n')
+        requests, cursor = tick(instance, cursor)
+        main = [r for r in requests if not r.asset_selection]
+        assert [r.partition_key for r in main] == ["remorse"]
+        assert main[0].run_key == hashlib.sha256(body).hexdigest()
+        assert main[0].tags["empathy_dag/landing_file"] == "clinic/remorse.jsonl"  # reviews/ is not a corpus file
+        with resources["warehouse"].connect() as conn:
+            log = read_table(conn, "landing_log")
+        assert log["file"].to_list() == ["clinic/remorse.jsonl"] and log["outcome"].to_list() == ["accepted"]
+
+        # The requested run (its ingest assets) reads the file from S3 and writes that partition there.
+        job = defs.resolve_job_def(LANDING_JOB_NAME)
+        keys = [k for k in job.asset_layer.executable_asset_keys
+                if k.to_user_string() in {"corpus_rows", "quarantine", "ingest_file_log", "situations"}]
+        tags = {**main[0].tags, "dagster/run_key": main[0].run_key}
+        assert job.execute_in_process(instance=instance, partition_key="remorse", tags=tags,
+                                      asset_selection=keys).success
+        opts = {"aws_endpoint_url": aws_env["EMPATHY_DAG_S3_ENDPOINT_URL"]}
+        rows = pl.read_parquet(f"s3://{BUCKET}/run1/parquet/situations/remorse.parquet", storage_options=opts)
+        assert "I snapped at my mother during her chemo week." in rows["situation"].to_list()
+        assert (tmp_path / "task" / "landing" / "reviews" / "alice.jsonl").is_file()
+        assert not list((tmp_path / "task" / "landing").glob("reviews__*"))
+
+        # The same tick again finds nothing new.
+        again, _ = tick(instance, cursor)
+        assert again == []
 
 
 def test_warehouse_file_on_s3_refuses_lost_updates(s3, endpoint, tmp_path):

@@ -34,6 +34,14 @@ from empathy_dag.ingest.records import FileOutcome, ValidationLimits
 from empathy_dag.taxonomy import EMOTIONS, Taxonomy
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".crdownload", ".partial")
+# Subfolders of the landing zone that hold other files than corpus rows (review decisions, issue 10):
+# the corpus reader and this sensor leave them alone, the S3 sync keeps them as subfolders.
+REVIEWS_SUBFOLDER = "reviews"
+NON_CORPUS_SUBFOLDERS = (REVIEWS_SUBFOLDER,)
+
+
+def in_non_corpus_subfolder(relative_name: str) -> bool:
+    return relative_name.split("/", 1)[0] in NON_CORPUS_SUBFOLDERS and "/" in relative_name
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,8 @@ class S3LandingZone:
                 if key.endswith("/") or _skip_name(key):
                     continue
                 name = key[len(self.prefix):].lstrip("/") or key
+                if in_non_corpus_subfolder(name):
+                    continue
                 modified = obj["LastModified"].timestamp() if obj.get("LastModified") else 0.0
                 out.append(LandingFile(name, f"s3://{self.bucket}/{key}", int(obj["Size"]),
                                        str(obj.get("ETag", "")).strip('"'), modified))

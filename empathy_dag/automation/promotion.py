@@ -190,6 +190,35 @@ def write_pointer(path: Path, pointer: dict) -> None:
     os.replace(tmp, path)
 
 
+def keep_promoted_copy(model_store, candidate: dict) -> tuple[Path, str]:
+    """Copy the candidate's adapter folder to `promoted/<sha256[:16]>` and persist it (uploaded in the aws
+    profile). `dpo_checkpoint` is overwritten by the next training, so the pointer must name a folder that
+    only ever holds this model. The copy's sha256 must be the candidate's: a checkpoint that changed since
+    it was evaluated is not promoted."""
+    import shutil
+
+    from empathy_dag.models import sha256_tree
+
+    sha = str(candidate.get("sha256") or "")
+    source = Path(str(candidate["path"]))
+    if not source.is_dir():  # a run on another machine (aws profile): the published checkpoint
+        source = model_store.fetch(source.name)
+    name = f"promoted/{sha[:16]}"
+    target = model_store.folder(name)
+    if not target.is_dir() or sha256_tree(target) != sha:
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        got = sha256_tree(tmp)
+        if got != sha:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ValueError(f"{source} has sha256 {got}, but the evaluated candidate was {sha}: it changed "
+                             "after evaluation; re-run evaluation before promoting")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    return target, model_store.persist(name)
+
+
 def build_promotion_definitions(has_leaderboard: bool) -> tuple[list, list]:
     """(assets, asset_checks) of the gate; call only when `dpo_checkpoint` exists."""
     from empathy_dag.automation.tables import upsert
@@ -247,12 +276,14 @@ def build_promotion_definitions(has_leaderboard: bool) -> tuple[list, list]:
         prom_metrics = (previous.get("metrics") or {}) if previous.get("sha256") else None
         passed, reasons = promotion_decision(cand_metrics, prom_metrics, tolerances)
         if passed:
-            pointer = {"path": str(candidate["path"]), "sha256": candidate.get("sha256"),
+            kept, uri = keep_promoted_copy(model_store, candidate)
+            pointer = {"path": str(kept), "uri": uri, "sha256": candidate.get("sha256"),
+                       "candidate_path": str(candidate["path"]),
                        "metrics": cand_metrics, "training_metrics": training_metrics(candidate),
                        "promoted_at_run": context.run.run_id}
             write_pointer(pointer_path, pointer)
         else:
-            pointer = {"path": previous.get("path"), "sha256": previous.get("sha256"),
+            pointer = {"path": previous.get("path"), "uri": previous.get("uri"), "sha256": previous.get("sha256"),
                        "metrics": previous.get("metrics") or {},
                        "training_metrics": previous.get("training_metrics") or {}}
         with warehouse.connect() as conn:
@@ -269,6 +300,7 @@ def build_promotion_definitions(has_leaderboard: bool) -> tuple[list, list]:
             "candidate_sha256": str(candidate.get("sha256")),
             "path": MetadataValue.path(str(pointer["path"])) if pointer.get("path") else "none",
             "sha256": str(pointer.get("sha256") or ""),
+            "uri": str(pointer.get("uri") or ""),
             "metrics": MetadataValue.json(pointer.get("metrics") or {}),
             "training_metrics": MetadataValue.json(pointer.get("training_metrics") or {}),
             "pointer_file": MetadataValue.path(str(pointer_path)),

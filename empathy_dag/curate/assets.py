@@ -115,8 +115,7 @@ def curated_dialogues(context: AssetExecutionContext, config: CurateConfig, mode
     taxonomy = default_taxonomy()
     classifier, consistency_note = None, "off by config"
     if config.emotion_consistency != "off":
-        folder = model_store.fetch(CLASSIFIER_FOLDER) if hasattr(model_store, "fetch") else model_store.folder(
-            CLASSIFIER_FOLDER)
+        folder = model_store.fetch(CLASSIFIER_FOLDER, missing_ok=True)
         if is_saved(folder):
             classifier = EmotionClassifier.load(folder)
             consistency_note = f"on (classifier at {folder}, macro-F1 {classifier.metrics.get('macro_f1')})"
@@ -198,12 +197,12 @@ def emotion_classifier(context: AssetExecutionContext, config: EmotionClassifier
     clf.save(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    if hasattr(model_store, "publish") and getattr(model_store, "s3_prefix", ""):
-        model_store.publish(CLASSIFIER_FOLDER)
+    published = model_store.persist(CLASSIFIER_FOLDER)
     metrics = clf.metrics or {}
     context.log.info(f"emotion classifier: {metrics}")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(str(folder)),
+        "published_to": published,
         "sha256": sha256_tree(folder, patterns=("*.safetensors", "*.json")),
         "macro_f1": metrics.get("macro_f1"),
         "sentiment_macro_f1": metrics.get("sentiment_macro_f1"),

@@ -67,7 +67,7 @@ def system_weights(system: str, evaluation: EvaluationConfig, model_store: Model
 
 def fetch_folder(model_store: ModelStore, name: str) -> Path:
     """The local folder of a model, downloaded first when the store publishes to S3."""
-    return model_store.fetch(name) if hasattr(model_store, "fetch") else model_store.folder(name)
+    return model_store.fetch(name)
 
 
 def systems_with_weights(evaluation: EvaluationConfig) -> list[str]:
@@ -220,11 +220,9 @@ def external_predictions(context: AssetExecutionContext, evaluation: EvaluationC
 def evaluation_items(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
     frames = []
     for name in ("test_generations", "external_predictions"):
-        glob = warehouse.parquet_glob(name)
-        if glob is not None:
-            frame = pl.read_parquet(glob, allow_missing_columns=True)
-            if frame.height:
-                frames.append(frame.select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA))
+        frame = warehouse.read_asset_frame(name)
+        if frame is not None and frame.height:
+            frames.append(frame.select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA))
     items = pl.concat(frames) if frames else empty_items()
     dupes = items.height - items.unique(subset=["system", "item_id"]).height
     if dupes:
@@ -275,8 +273,7 @@ def epitome_classifiers(context: AssetExecutionContext, evaluation: EvaluationCo
         clf.save(tmp, metrics)
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
-        if getattr(model_store, "s3_prefix", ""):
-            model_store.publish(key)
+        model_store.persist(key)
         context.log.info(f"{key}: held-out macro-F1 {metrics['heldout_macro_f1']:.3f} "
                          f"(majority {metrics['majority_baseline_macro_f1']:.3f})")
         yield MaterializeResult(asset_key=key, metadata={

@@ -76,10 +76,12 @@ def base_model(context: AssetExecutionContext, base_model_config: BaseModelConfi
         info = {"path": str(out_dir), "sha256": sha256_tree(out_dir),
                 "parameters": sum(p.numel() for p in model.parameters())}
         origin = source
-    context.log.info(f"base model ready at {info['path']} ({info['parameters']:,} parameters)")
+    published = model_store.persist("base_model")  # the aws profile uploads it; later tasks fetch it
+    context.log.info(f"base model ready at {published} ({info['parameters']:,} parameters)")
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(info["path"]),
+            "published_to": published,
             "sha256": info["sha256"],
             "parameters": info["parameters"],
             "source": origin,
@@ -149,7 +151,7 @@ def brainstormed_situations(
     text_generator: TextGenerator, model_store: ModelStore,
 ):
     seeds = per_partition(context, situations)
-    generator = text_generator.load(model_store)
+    generator = text_generator.for_asset(context, model_store)
     template = load_template(BRAINSTORM_TEMPLATE)
     result = brainstorm_fn(
         generator, template, text_generator.settings(max_new_tokens=config.max_new_tokens),
@@ -186,7 +188,7 @@ def speaker_explanations(
     inputs = per_partition(context, brainstormed_situations)
     frames_in = [df for df in inputs.values() if df is not None and df.height]
     situations = pl.concat(frames_in) if frames_in else pl.DataFrame(schema=BRAINSTORM_SCHEMA)
-    generator = text_generator.load(model_store)
+    generator = text_generator.for_asset(context, model_store)
     template = load_template(EXPLANATION_TEMPLATE)
     result = explanations_fn(generator, template, text_generator.settings(max_new_tokens=config.max_new_tokens),
                              situations, progress=log_progress(context.log))
@@ -227,7 +229,7 @@ def synthetic_dialogues(
     sources = [text_generator.resolve_source(model_store), *config.extra_generators]
     parts, empty, totals, ids = [], 0, {}, []
     for source in sources:
-        generator = text_generator.load(model_store, source=source)
+        generator = text_generator.for_asset(context, model_store, source=source)
         result = listener_replies(generator, template, settings, explanations, progress=log_progress(context.log))
         parts.append(result.frame)
         empty += result.empty_outputs

@@ -663,6 +663,12 @@ class ServerTextGenerator(TextGenerator):
     def resolve_source(self, model_store) -> str:
         return f"{self.server.base_url.rstrip('/')}#{self.server.model}"
 
+    def for_asset(self, context, model_store, source: str | None = None):
+        # The server already runs the model elsewhere: no Pipes step for its own replies.
+        if not source or source == self.resolve_source(model_store):
+            return self.load(model_store, source)
+        return super().for_asset(context, model_store, source)
+
     def load(self, model_store, source: str | None = None):
         if source and source != self.resolve_source(model_store):
             return super().load(model_store, source=source)

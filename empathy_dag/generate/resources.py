@@ -35,6 +35,9 @@ class TextGenerator(ConfigurableResource):
                          "Set 1 on a machine shared with other jobs (OpenMP spin-waits otherwise).")
     allow_hub: bool = False
     trust_remote_code: bool = False
+    heavy_step_min_prompts: int = Field(
+        default=0, description="Generate in a Dagster Pipes step (a subprocess, or a GPU task on ECS in the "
+        "aws profile) when a call has at least this many uncached prompts; 0 = always in process.")
 
     def settings(self, **overrides) -> GenerationSettings:
         values = {
@@ -57,6 +60,20 @@ class TextGenerator(ConfigurableResource):
                 "text_generator resource's `source`"
             )
         return str(folder)
+
+    def for_asset(self, context, model_store: ModelStore, source: str | None = None):
+        """What a generation asset generates with: the in-process Generator, or, with
+        `heavy_step_min_prompts` set, a stand-in that sends large batches to a Pipes step."""
+        if self.heavy_step_min_prompts <= 0:
+            return self.load(model_store, source)
+        from empathy_dag.generate.steps import PipesBatchGenerator
+
+        resolved = source or self.resolve_source(model_store)
+        from_store = not source and not self.source
+        return PipesBatchGenerator(
+            context, self, model_store, source=resolved, store_model="base_model" if from_store else None,
+            min_prompts=self.heavy_step_min_prompts, load_local=lambda: self.load(model_store, resolved),
+        )
 
     def load(self, model_store: ModelStore, source: str | None = None) -> Generator:
         """The generator for `source` (default: this resource's source / the base model). Loaded once

@@ -39,6 +39,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from empathy_dag.automation.landing import REVIEWS_SUBFOLDER
 from empathy_dag.io_managers import per_partition
 from empathy_dag.metadata import frame_metadata, markdown_table
 from empathy_dag.partitions import emotion_partitions, single_run
@@ -61,7 +62,6 @@ from empathy_dag.review.resources import ReviewStore
 from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse, write_table
 
 REVIEW_CODE_VERSION = "review-v1"
-REVIEWS_SUBFOLDER = "reviews"
 
 
 def _all_partitions(value) -> dict[str, pl.DataFrame]:

@@ -13,8 +13,6 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     Config,
-    DataVersion,
-    MaterializeResult,
     MetadataValue,
     Output,
     asset,
@@ -24,8 +22,6 @@ from pydantic import Field
 from empathy_dag.automation.retraining import train_pairs_fingerprint
 from empathy_dag.models import pick_device, sha256_tree
 from empathy_dag.resources import ModelStore
-from empathy_dag.plots import png_markdown
-from empathy_dag.train.card import loss_curve_png, model_card
 from empathy_dag.train.config import DPOTrainingConfig, SFTTrainingConfig
 from empathy_dag.train.data import (
     dpo_record,
@@ -50,7 +46,7 @@ def _frames(value) -> dict[str, pl.DataFrame]:
 
 
 def _base_model(model_store: ModelStore) -> dict:
-    path = model_store.folder("base_model")
+    path = model_store.fetch("base_model")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no model: materialize `base_model` first")
     return {"path": str(path), "sha256": sha256_tree(path)}
@@ -60,38 +56,31 @@ def _hyperparameters(cfg) -> dict:
     return json.loads(cfg.model_dump_json()) if hasattr(cfg, "model_dump_json") else dict(cfg)
 
 
-def _checkpoint_result(context, *, kind: str, title: str, out_dir: Path, result, base: dict, inputs: dict,
-                       hyperparameters: dict, extra: dict) -> MaterializeResult:
-    plot = loss_curve_png(result.log_history, out_dir / "loss_curve.png", title=f"{title}: training loss")
-    card = model_card(title=title, kind=kind, base_model=base, inputs=inputs, hyperparameters=hyperparameters,
-                      result=result)
-    (out_dir / "README.md").write_text(card, encoding="utf-8")
-    (out_dir / "training_log.json").write_text(json.dumps(result.log_history, indent=1), encoding="utf-8")
-    context.log.info(
-        f"{kind}: {result.global_step} steps on {result.device} in {result.seconds}s, loss "
-        f"{result.first_loss} -> {result.final_loss}, resumed from step {result.resumed_from_step}"
-    )
-    return MaterializeResult(
-        metadata={
-            "path": MetadataValue.path(str(out_dir)),
-            "sha256": result.sha256,
-            "base_model_sha256": base["sha256"],
-            "first_loss": result.first_loss,
-            "final_loss": result.final_loss,
-            "steps": result.global_step,
-            "resumed_from_step": result.resumed_from_step,
-            "steps_this_run": result.steps_this_run,
-            "train_seconds": result.seconds,
-            "train_records": result.train_records,
-            "device": result.device,
-            "hyperparameters": MetadataValue.json(hyperparameters),
-            "input_versions": MetadataValue.json(inputs),
-            "loss_curve": png_markdown(Path(plot).read_bytes(), f"{kind} loss curve"),
-            "model_card": MetadataValue.path(str(out_dir / "README.md")),
-            **extra,
-        },
-        data_version=DataVersion(result.sha256),
-    )
+def _store_fields(model_store: ModelStore) -> dict:
+    return {"root": model_store.root, "s3_prefix": model_store.s3_prefix, "endpoint_url": model_store.endpoint_url}
+
+
+def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *, kind: str, key: str,
+                     records: list[dict], hyperparameters: dict, card: dict, sft_name: str | None = None):
+    """Persist the records, then run `train.steps.train_<kind>` through Dagster Pipes (a subprocess here,
+    a GPU task on ECS in the aws profile): the run's log shows the step's log lines and the returned
+    materialization carries the step's metadata."""
+    from empathy_dag.pipes import run_heavy_step
+    from empathy_dag.train.steps import write_records
+    from empathy_dag.train.trainers import prepare_work_dir
+
+    name = f"{kind}_checkpoint"
+    inputs_name = f"work/{name}_records"
+    write_records(model_store.folder(inputs_name), records)
+    model_store.persist(inputs_name)
+    prepare_work_dir(model_store.folder(f"work/{name}"), key)  # drops work folders of other inputs
+    params = {
+        "store": _store_fields(model_store), "inputs_name": inputs_name, "work_name": f"work/{name}/{key}",
+        "out_name": name, "sft_name": sft_name, "config": hyperparameters, "card": card,
+    }
+    result = run_heavy_step(context, f"empathy_dag.train.steps:train_{kind}", params)
+    model_store.fetch(name)  # the run's copy, equal to what the step persisted (no-op on one disk)
+    return result
 
 
 @asset(
@@ -106,8 +95,6 @@ def _checkpoint_result(context, *, kind: str, title: str, out_dir: Path, result,
 )
 def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, model_store: ModelStore,
                    dataset_splits):
-    from empathy_dag.train.trainers import prepare_work_dir, run_sft
-
     frames = _frames(dataset_splits)
     dialogues = train_dialogues(frames)
     base = _base_model(model_store)
@@ -121,15 +108,11 @@ def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, mo
     hyper = _hyperparameters(config)
     key = fingerprint(TRAIN_CODE_VERSION, base["sha256"], frame_fingerprint(dialogues, "dialogue_id", text_cols),
                       hyper)
-    work_dir = prepare_work_dir(model_store.folder("work/sft_checkpoint"), key)
-    out_dir = model_store.folder("sft_checkpoint")
-    result = run_sft(Path(base["path"]), sft_records(dialogues, config.system_prompt), config,
-                     out_dir=out_dir, work_dir=work_dir)
     emotions = sorted(e for e, df in frames.items() if df.height)
-    return _checkpoint_result(
-        context, kind="sft", title="Empathy LoRA SFT", out_dir=out_dir, result=result, base=base, inputs=inputs,
-        hyperparameters=hyper, extra={"emotions": MetadataValue.json(emotions), "input_fingerprint": key},
-    )
+    card = {"title": "Empathy LoRA SFT", "kind": "sft", "base_model_sha256": base["sha256"], "inputs": inputs,
+            "extra": {"emotions": emotions, "input_fingerprint": key}}
+    return _launch_training(context, model_store, kind="sft", key=key,
+                            records=sft_records(dialogues, config.system_prompt), hyperparameters=hyper, card=card)
 
 
 class ReferenceLogprobConfig(Config):
@@ -172,7 +155,7 @@ def reference_logprobs(context: AssetExecutionContext, config: ReferenceLogprobC
     model_store: ModelStore = context.resources.model_store
     pairs = train_pairs(_frames(preference_pairs))
     base = _base_model(model_store)
-    sft_dir = model_store.folder("sft_checkpoint")
+    sft_dir = model_store.fetch("sft_checkpoint")
     ref_sha = reference_sha256(base["sha256"], sft_dir)
     keys, records = _pair_records(pairs, config.max_length)
     device = pick_device(config.device)
@@ -182,8 +165,11 @@ def reference_logprobs(context: AssetExecutionContext, config: ReferenceLogprobC
         return compute_reference_logprobs(model, tokenizer, missing, max_length=config.max_length,
                                           batch_size=config.batch_size, device=device)
 
-    cache = ReferenceLogprobCache(model_store.folder("reference_logprobs") / "cache.parquet")
+    # The cache is a model-store folder: in the aws profile a fresh task starts from the published copy.
+    cache = ReferenceLogprobCache(model_store.fetch("reference_logprobs", missing_ok=True) / "cache.parquet")
     frame, stats = cached_reference_logprobs(cache, ref_sha, keys, records, compute)
+    if cache.path.is_file():
+        model_store.persist("reference_logprobs")
     frame = frame.with_columns(pl.Series("pair_id", pairs["pair_id"] if pairs.height else [], dtype=pl.String))
     context.log.info(f"reference log-probs: {stats}")
     return Output(
@@ -207,12 +193,10 @@ def reference_logprobs(context: AssetExecutionContext, config: ReferenceLogprobC
 )
 def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, model_store: ModelStore,
                    preference_pairs, reference_logprobs: pl.DataFrame):
-    from empathy_dag.train.trainers import prepare_work_dir, run_dpo
-
     frames = _frames(preference_pairs)
     pairs = train_pairs(frames)
     base = _base_model(model_store)
-    sft_dir = model_store.folder("sft_checkpoint")
+    sft_dir = model_store.fetch("sft_checkpoint")
     ref_sha = reference_sha256(base["sha256"], sft_dir)
     keys, records = _pair_records(pairs, config.max_length)
     ref = reference_logprobs.filter(pl.col("ref_sha256") == ref_sha)
@@ -237,22 +221,13 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
     hyper = _hyperparameters(config)
     key = fingerprint(TRAIN_CODE_VERSION, base["sha256"], inputs["sft_checkpoint_sha256"],
                       frame_fingerprint(pairs, "pair_id", text_cols), hyper)
-    work_dir = prepare_work_dir(model_store.folder("work/dpo_checkpoint"), key)
-    out_dir = model_store.folder("dpo_checkpoint")
-    result = run_dpo(Path(base["path"]), sft_dir, records, config, out_dir=out_dir, work_dir=work_dir)
-    last = next((h for h in reversed(result.log_history) if "rewards/margins" in h), {})
     emotions = sorted(e for e, df in frames.items() if df.height)
-    margin = float(last.get("rewards/margins", 0.0))
-    accuracy = float(last.get("rewards/accuracies", 0.0))
-    return _checkpoint_result(
-        context, kind="dpo", title="Empathy LoRA DPO (EmPO)", out_dir=out_dir, result=result, base=base,
-        inputs=inputs, hyperparameters=hyper,
-        extra={"emotions": MetadataValue.json(emotions), "input_fingerprint": key,
-               "final_reward_margin": margin, "final_reward_accuracy": accuracy,
-               # What the retraining sensor compares against the current pairs, and what the
-               # blocking promotion check compares against the promoted checkpoint.
-               "n_train_pairs": pairs.height,
-               "pairs_fingerprint": train_pairs_fingerprint(pairs["pair_id"].to_list()),
-               "metrics": MetadataValue.json({"reward_accuracy": accuracy, "reward_margin": margin,
-                                              "final_loss": result.final_loss})},
-    )
+    card = {"title": "Empathy LoRA DPO (EmPO)", "kind": "dpo", "base_model_sha256": base["sha256"],
+            "inputs": inputs, "extra": {
+                "emotions": emotions, "input_fingerprint": key,
+                # What the retraining sensor compares against the current pairs, and what the
+                # blocking promotion check compares against the promoted checkpoint.
+                "n_train_pairs": pairs.height,
+                "pairs_fingerprint": train_pairs_fingerprint(pairs["pair_id"].to_list())}}
+    return _launch_training(context, model_store, kind="dpo", key=key, records=records, hyperparameters=hyper,
+                            card=card, sft_name="sft_checkpoint")

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 
-
 def loss_curve_png(log_history: list[dict], path: Path, title: str) -> Path:
     import matplotlib
 

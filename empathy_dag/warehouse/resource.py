@@ -131,6 +131,17 @@ class Warehouse(ConfigurableResource):
         return pl.concat([pl.read_parquet(u, storage_options=options) for u in sorted(uris)],
                          how="diagonal_relaxed")
 
+    def read_asset_frame(self, asset_name: str):
+        """An asset's Parquet (every partition) as one Polars frame, on disk or on S3; None if absent."""
+        import polars as pl
+
+        glob = self.parquet_glob(asset_name)
+        if glob is None:
+            return None
+        if self._remote():
+            return self.read_remote_parquet(glob)
+        return pl.read_parquet(glob, allow_missing_columns=True)
+
     def parquet_glob(self, asset_name: str) -> str | None:
         """Partitioned assets are a folder of <partition>.parquet files; others a single file."""
         if self._remote():

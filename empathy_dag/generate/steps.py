@@ -1,0 +1,143 @@
+"""Large generation runs as a heavy step through Dagster Pipes (`empathy_dag.pipes`): a subprocess here,
+a task on the GPU task definition (`PipesECSClient`) in the aws profile.
+
+`PipesBatchGenerator` stands in for `engine.Generator` in the generation assets (same `generate`,
+`cache_id`, `source`, `last_stats`), so the SYNTHEMPATHY logic in `synthetic.py` does not know where the
+model runs. It renders prompts with the tokenizer alone (no weights in the run's process) and looks them
+up in the response cache; when at least `min_prompts` are left to generate, it writes them to the model
+store, launches `generate_prompts` through Pipes, and reads the replies back. Fewer than that, it
+generates in process (starting a task costs more than a handful of prompts).
+
+The step loads the model (the store's `base_model` or a path/hub id), generates with the same settings,
+batch seeds and cache keys as in process (so the replies are the same), writes replies.jsonl beside the
+prompts and persists the folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from empathy_dag.generate.engine import (
+    Conversation,
+    GenerationSettings,
+    ResponseCache,
+    lookup_cached,
+    model_cache_id,
+)
+
+PROMPTS_FILE = "prompts.jsonl"
+REPLIES_FILE = "replies.jsonl"
+STEP = "empathy_dag.generate.steps:generate_prompts"
+
+
+def _write_lines(path: Path, rows: Sequence) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def _read_lines(path: Path) -> list:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+class PipesBatchGenerator:
+    """`engine.Generator`'s interface, generating large batches in a Pipes step."""
+
+    def __init__(self, context, resource, model_store, *, source: str, store_model: str | None,
+                 min_prompts: int, load_local):
+        from transformers import AutoTokenizer
+
+        from empathy_dag.models import hub_offline_by_default
+
+        hub_offline_by_default()
+        self.context, self.resource, self.model_store = context, resource, model_store
+        self.source, self.store_model, self.min_prompts = source, store_model, min_prompts
+        self.adapter = resource.adapter or None
+        self._load_local = load_local
+        self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=resource.trust_remote_code)
+        self.cache_id = model_cache_id(source, self.adapter)
+        self.cache = ResponseCache(resource.cache_dir) if resource.use_cache else None
+        self.last_stats: dict = {}
+
+    def render(self, conversation: Conversation) -> str:
+        from empathy_dag.generate.engine import Generator
+
+        return Generator.render(self, conversation)  # needs only self.tokenizer
+
+    def generate(self, conversations: Sequence[Conversation], settings: GenerationSettings | None = None,
+                 progress=None, batch_size: int | None = None) -> list[str]:
+        settings = settings or GenerationSettings()
+        prompts = [self.render(c) for c in conversations]
+        _, _, todo, _ = lookup_cached(self.cache, self.cache_id, prompts, settings)
+        if len(todo) < self.min_prompts:
+            local = self._load_local()
+            out = local.generate_prompts(prompts, settings, progress=progress, batch_size=batch_size)
+            self.last_stats = dict(local.last_stats)
+            return out
+        return self._generate_in_step(prompts, settings, batch_size)
+
+    def _generate_in_step(self, prompts: list[str], settings: GenerationSettings, batch_size: int | None):
+        from empathy_dag.pipes import run_heavy_step
+
+        digest = hashlib.sha256(json.dumps([self.cache_id, settings.cache_dict(), prompts]).encode()).hexdigest()
+        name = f"work/generation/{digest[:16]}"
+        folder = self.model_store.folder(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_lines(folder / PROMPTS_FILE, prompts)
+        self.model_store.persist(name)
+        r = self.resource
+        params = {
+            "store": {"root": self.model_store.root, "s3_prefix": self.model_store.s3_prefix,
+                      "endpoint_url": self.model_store.endpoint_url},
+            "folder": name, "settings": {**settings.as_dict(), "stop": list(settings.stop)},
+            "source": None if self.store_model else self.source, "store_model": self.store_model,
+            "adapter": self.adapter, "dtype": r.dtype, "device": r.device,
+            "batch_size": batch_size or r.batch_size, "use_cache": r.use_cache, "cache_dir": r.cache_dir,
+            "allow_hub": r.allow_hub, "trust_remote_code": r.trust_remote_code, "threads": r.threads or None,
+        }
+        result = run_heavy_step(self.context, STEP, params)
+        replies = _read_lines(self.model_store.fetch(name) / REPLIES_FILE)
+        if len(replies) != len(prompts):
+            raise RuntimeError(f"generation step returned {len(replies)} replies for {len(prompts)} prompts")
+        stats = {k: v.value for k, v in (result.metadata or {}).items()
+                 if k in ("requested", "cached", "generated", "unique_generated", "new_tokens", "seconds",
+                          "tokens_per_s")}
+        self.last_stats = stats
+        if self.cache is not None:  # the run's cache learns the replies too (a step may have its own disk)
+            settings_json = json.dumps(settings.cache_dict(), sort_keys=True)
+            from empathy_dag.generate.engine import cache_key
+
+            self.cache.put_many([(cache_key(self.cache_id, p, settings), self.cache_id, p, settings_json, t, 0, 0.0)
+                                 for p, t in zip(prompts, replies)])
+        self.model_store.discard(name)
+        return replies
+
+
+def generate_prompts(params: dict, pipes) -> dict:
+    """The heavy step: replies to every prompt of `folder`/prompts.jsonl, written to replies.jsonl."""
+    import os
+
+    from empathy_dag.generate.engine import load_generator, log_progress
+    from empathy_dag.train.steps import step_store
+
+    store = step_store(params)
+    folder = store.fetch(params["folder"])
+    source = str(store.fetch(params["store_model"])) if params.get("store_model") else params["source"]
+    cache_dir = params["cache_dir"] if params.get("use_cache") else None
+    if cache_dir and os.environ.get("EMPATHY_DAG_STEP_CACHE_DIR") and store.s3_prefix:
+        cache_dir = str(Path(os.environ["EMPATHY_DAG_STEP_CACHE_DIR"]) / "generation_cache")
+    generator = load_generator(
+        source, adapter=params.get("adapter"), dtype=params["dtype"], device=params["device"],
+        batch_size=params["batch_size"], cache_dir=cache_dir, allow_hub=params["allow_hub"],
+        trust_remote_code=params["trust_remote_code"], threads=params.get("threads"),
+    )
+    settings = GenerationSettings(**{**params["settings"], "stop": tuple(params["settings"]["stop"])})
+    prompts = _read_lines(folder / PROMPTS_FILE)
+    pipes.log.info(f"generating {len(prompts)} replies with {source} on {generator.device}")
+
+    replies = generator.generate_prompts(prompts, settings, progress=log_progress(pipes.log))
+    _write_lines(folder / REPLIES_FILE, replies)
+    where = store.persist(params["folder"])
+    return {**generator.last_stats, "replies_at": where, "cache_id": generator.cache_id}
