@@ -20,8 +20,6 @@ import importlib.util
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,9 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from empathy_dag.generate.engine import GenerationSettings, load_generator
+from empathy_dag.generate.llama_server import start_llama_server
 from empathy_dag.generate.openai_backend import OpenAICompatibleGenerator
 from empathy_dag.models import convert_gguf_to_safetensors, embedded_smollm2_gguf
 from empathy_dag.settings import assets_dir
+from tests.moto_server import free_port
 
 SYSTEM = "You are a caring listener. Reply to the speaker with empathy in two or three sentences."
 
@@ -57,35 +57,6 @@ def bench_conversations(n: int) -> list[list[dict[str, str]]]:
                 picked.append(group.pop(0))
     return [[{"role": "system", "content": SYSTEM},
              {"role": "user", "content": f"{r['situation']} {r['speaker_utterance']}"}] for r in picked]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_llama_server(gguf: Path, port: int, n_threads: int) -> subprocess.Popen:
-    import httpx
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "empathy_dag.generate.llama_server", "--model", str(gguf), "--model_alias", "smollm2",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", str(n_threads),
-         "--verbose", "False"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode()[-2000:])
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2, trust_env=False).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("llama_cpp.server did not start within 120 s")
 
 
 def run(name: str, generate, conversations, settings, stats_of) -> dict:
@@ -134,7 +105,7 @@ def main() -> None:
 
         if all(importlib.util.find_spec(m) for m in ("llama_cpp", "fastapi", "sse_starlette")):
             port = free_port()
-            proc = start_llama_server(gguf, port, args.threads)
+            proc = start_llama_server(gguf, port, n_ctx=4096, n_threads=args.threads)
             try:
                 for in_flight in (args.in_flight, 1):
                     gen = OpenAICompatibleGenerator(

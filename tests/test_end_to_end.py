@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import duckdb
 import pytest
 
 from empathy_dag.taxonomy import EMOTIONS
+from tests.moto_server import free_port
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -59,15 +59,9 @@ def test_demo_runs_the_main_job_and_prints_the_leaderboard(demo):
     assert per_emotion == 28
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def webserver(demo):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(demo["home"])}
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import socket
 import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
 from empathy_dag.generate.engine import GenerationSettings, ResponseCache, model_cache_id
+from empathy_dag.generate.llama_server import start_llama_server
 from empathy_dag.generate.openai_backend import ModelNotFound, OpenAICompatibleBackend
+from tests.moto_server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -32,35 +30,6 @@ CONVERSATIONS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_llama_server(gguf, port: int, n_threads: int = 2, ready_timeout_s: float = 120.0) -> subprocess.Popen:
-    """`python -m llama_cpp.server` (through our launcher: see empathy_dag.generate.llama_server) on
-    127.0.0.1:port, returned once GET /v1/models answers."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "empathy_dag.generate.llama_server", "--model", str(gguf), "--model_alias", ALIAS,
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", str(n_threads),
-         "--verbose", "False"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2, trust_env=False).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"llama_cpp.server not ready on port {port} after {ready_timeout_s}s")
-
-
 def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -75,7 +44,7 @@ def llama_server():
     from empathy_dag.models import embedded_smollm2_gguf
 
     port = free_port()
-    proc = start_llama_server(embedded_smollm2_gguf(), port)
+    proc = start_llama_server(embedded_smollm2_gguf(), port, alias=ALIAS)
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:

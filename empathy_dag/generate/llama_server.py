@@ -14,7 +14,10 @@ pass --extra-bufts (or run `python -m llama_cpp.server` directly).
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 
 def disable_extra_buffers() -> None:
@@ -32,6 +35,32 @@ def disable_extra_buffers() -> None:
 
     params._empathy_dag_patched = True  # type: ignore[attr-defined]
     lib.llama_model_default_params = params
+
+
+def start_llama_server(gguf: str | Path, port: int, *, alias: str = "smollm2", n_ctx: int = 2048,
+                       n_threads: int = 2, ready_timeout_s: float = 120.0) -> subprocess.Popen:
+    """This launcher in a subprocess on 127.0.0.1:port, returned once GET /v1/models answers (the
+    tests and bench/bench_backends.py use it; stop it with `proc.terminate()`)."""
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "empathy_dag.generate.llama_server", "--model", str(gguf), "--model_alias", alias,
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(n_threads),
+         "--verbose", "False"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + ready_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2, trust_env=False).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"llama_cpp.server not ready on port {port} after {ready_timeout_s}s")
 
 
 def main(argv: list[str] | None = None) -> None:
