@@ -5,11 +5,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import polars as pl
 from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from empathy_dag.export.dataset import write_dataset
+from empathy_dag.io_managers import concat_partitions
 from empathy_dag.metadata import markdown_table
 from empathy_dag.models import sha256_tree
 from empathy_dag.resources import ModelStore
@@ -23,11 +23,6 @@ class ExportConfig(Config):
     name: str = "empathy_dag_dialogues"
     adapters: list[str] = Field(default_factory=lambda: ["sft_checkpoint", "dpo_checkpoint"],
                                 description="Model-store folders copied next to the dataset, with their cards.")
-
-
-def _concat(value) -> pl.DataFrame:
-    frames = [df for df in (value.values() if isinstance(value, dict) else [value]) if df is not None and df.height]
-    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
 def _publish(local: Path, destination: str) -> str:
@@ -57,7 +52,9 @@ def _publish(local: Path, destination: str) -> str:
 )
 def dataset_export(context: AssetExecutionContext, config: ExportConfig, model_store: ModelStore,
                    dataset_splits, preference_pairs, filter_report) -> MaterializeResult:
-    dialogues, pairs, report = _concat(dataset_splits), _concat(preference_pairs), _concat(filter_report)
+    dialogues = concat_partitions(dataset_splits)
+    pairs = concat_partitions(preference_pairs)
+    report = concat_partitions(filter_report)
     filters = dict(report.group_by("filter").len().sort("filter").iter_rows()) if "filter" in report.columns else {}
     provenance = {
         "run_id": context.run_id,

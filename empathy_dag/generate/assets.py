@@ -33,7 +33,7 @@ from empathy_dag.generate.synthetic import (
 from empathy_dag.generate.synthetic import (
     speaker_explanations as explanations_fn,
 )
-from empathy_dag.io_managers import per_partition
+from empathy_dag.io_managers import concat_partitions, per_partition
 from empathy_dag.metadata import frame_metadata
 from empathy_dag.models import (
     EMBEDDED_SMOLLM2,
@@ -185,9 +185,7 @@ def speaker_explanations(
     context: AssetExecutionContext, config: ExplanationConfig, brainstormed_situations,
     text_generator: TextGenerator, model_store: ModelStore,
 ):
-    inputs = per_partition(context, brainstormed_situations)
-    frames_in = [df for df in inputs.values() if df is not None and df.height]
-    situations = pl.concat(frames_in) if frames_in else pl.DataFrame(schema=BRAINSTORM_SCHEMA)
+    situations = concat_partitions(per_partition(context, brainstormed_situations), BRAINSTORM_SCHEMA)
     generator = text_generator.for_asset(context, model_store)
     template = load_template(EXPLANATION_TEMPLATE)
     result = explanations_fn(generator, template, text_generator.settings(max_new_tokens=config.max_new_tokens),
@@ -221,9 +219,7 @@ def synthetic_dialogues(
     context: AssetExecutionContext, config: SyntheticDialoguesConfig, speaker_explanations,
     text_generator: TextGenerator, model_store: ModelStore,
 ):
-    inputs = per_partition(context, speaker_explanations)
-    frames_in = [df for df in inputs.values() if df is not None and df.height]
-    explanations = pl.concat(frames_in) if frames_in else pl.DataFrame(schema=EXPLANATION_SCHEMA)
+    explanations = concat_partitions(per_partition(context, speaker_explanations), EXPLANATION_SCHEMA)
     template = load_template(REPLY_TEMPLATE)
     settings = text_generator.settings(max_new_tokens=config.max_new_tokens)
     sources = [text_generator.resolve_source(model_store), *config.extra_generators]

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 import polars as pl
 
+from empathy_dag.io_managers import concat_partitions
+
 
 def messages(prompt: str, system_prompt: str | None = None) -> list[dict]:
     turns = [{"role": "system", "content": system_prompt}] if system_prompt else []
@@ -15,8 +17,8 @@ def messages(prompt: str, system_prompt: str | None = None) -> list[dict]:
 
 
 def concat_frames(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    non_empty = [df for _, df in sorted(frames.items()) if df.height]
-    return pl.concat(non_empty, how="diagonal_relaxed") if non_empty else pl.DataFrame()
+    """Every emotion's frame in emotion-name order (training data does not depend on dict order)."""
+    return concat_partitions(dict(sorted(frames.items())))
 
 
 def train_dialogues(frames: dict[str, pl.DataFrame], split: str = "train") -> pl.DataFrame:
