@@ -163,6 +163,43 @@ def run_heavy_step(context, step: str, params: dict, *, profile: str | None = No
     return invocation.get_materialize_result()
 
 
+# --- what a step shares with the run: its model store and JSON-lines files in it ---------------------
+
+STEP_CACHE_ENV = "EMPATHY_DAG_STEP_CACHE_DIR"
+
+
+def store_params(model_store) -> dict:
+    """The fields a step rebuilds the run's `ModelStore` from (they travel in the step's params)."""
+    return {"root": model_store.root, "s3_prefix": model_store.s3_prefix,
+            "endpoint_url": model_store.endpoint_url}
+
+
+def step_cache_root(store: dict) -> str | None:
+    """The step's own disk: $EMPATHY_DAG_STEP_CACHE_DIR when set and the store is on S3 (an ECS task, or
+    a subprocess made to share no disk with the run); None: the step uses the run's folders."""
+    own = os.environ.get(STEP_CACHE_ENV)
+    return own if own and store.get("s3_prefix") else None
+
+
+def step_store(params: dict):
+    """The model store as the step sees it: the run's settings, rooted in the step's own cache if any."""
+    from empathy_dag.resources import ModelStore
+
+    fields = dict(params["store"])
+    fields["root"] = step_cache_root(fields) or fields["root"]
+    return ModelStore(**fields)
+
+
+def write_jsonl(path, rows) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def read_jsonl(path) -> list:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 # --- external side ------------------------------------------------------------------------------------
 
 

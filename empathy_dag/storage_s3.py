@@ -92,18 +92,21 @@ def upload_folder(client, folder: Path, bucket: str, prefix: str) -> dict:
         Body=json.dumps(manifest, indent=1, sort_keys=True).encode(), ContentType="application/json",
     )
     keep = {join_key(prefix, n) for n in manifest["files"]} | {join_key(prefix, MANIFEST_NAME)}
-    stale = [o["Key"] for o in _iter_objects(client, bucket, join_key(prefix) + "/") if o["Key"] not in keep]
-    for i in range(0, len(stale), 1000):
-        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[i:i + 1000]]})
+    _delete_keys(client, bucket, [o["Key"] for o in _iter_objects(client, bucket, join_key(prefix) + "/")
+                                  if o["Key"] not in keep])
     return manifest
+
+
+def _delete_keys(client, bucket: str, keys: list[str]) -> int:
+    for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+    return len(keys)
 
 
 def delete_prefix(client, bucket: str, prefix: str) -> int:
     """Delete every object under `prefix/` (a published folder); returns how many."""
     keys = [o["Key"] for o in _iter_objects(client, bucket, join_key(prefix) + "/")]
-    for i in range(0, len(keys), 1000):
-        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
-    return len(keys)
+    return _delete_keys(client, bucket, keys)
 
 
 def read_manifest(client, bucket: str, prefix: str) -> dict | None:
@@ -229,11 +232,11 @@ def download_landing_object(s3_client, bucket: str, key: str, prefix: str, landi
     the same ETag (kept in a hidden sidecar file, which the local landing zone ignores)."""
     from empathy_dag.automation.landing import in_non_corpus_subfolder
 
+    landing_dir = Path(landing_dir)
     rel = key[len(prefix.lstrip("/")):].lstrip("/") or key.rsplit("/", 1)[-1]
     if in_non_corpus_subfolder(rel):  # reviews/x.jsonl -> <landing>/reviews/x.jsonl, not a corpus file
         subfolder, _, rel = rel.partition("/")
-        landing_dir = Path(landing_dir) / subfolder
-    landing_dir = Path(landing_dir)
+        landing_dir = landing_dir / subfolder
     target = landing_dir / rel.replace("/", "__")
     sidecar = landing_dir / f".{target.name}.etag"
     if etag and target.is_file() and sidecar.is_file() and sidecar.read_text() == etag:

@@ -23,23 +23,15 @@ from empathy_dag.generate.engine import (
     Conversation,
     GenerationSettings,
     ResponseCache,
+    cache_key,
     lookup_cached,
     model_cache_id,
 )
+from empathy_dag.pipes import read_jsonl, write_jsonl
 
 PROMPTS_FILE = "prompts.jsonl"
 REPLIES_FILE = "replies.jsonl"
 STEP = "empathy_dag.generate.steps:generate_prompts"
-
-
-def _write_lines(path: Path, rows: Sequence) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
-def _read_lines(path: Path) -> list:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 class PipesBatchGenerator:
@@ -79,18 +71,17 @@ class PipesBatchGenerator:
         return self._generate_in_step(prompts, settings, batch_size)
 
     def _generate_in_step(self, prompts: list[str], settings: GenerationSettings, batch_size: int | None):
-        from empathy_dag.pipes import run_heavy_step
+        from empathy_dag.pipes import run_heavy_step, store_params
 
         digest = hashlib.sha256(json.dumps([self.cache_id, settings.cache_dict(), prompts]).encode()).hexdigest()
         name = f"work/generation/{digest[:16]}"
         folder = self.model_store.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_lines(folder / PROMPTS_FILE, prompts)
+        write_jsonl(folder / PROMPTS_FILE, prompts)
         self.model_store.persist(name)
         r = self.resource
         params = {
-            "store": {"root": self.model_store.root, "s3_prefix": self.model_store.s3_prefix,
-                      "endpoint_url": self.model_store.endpoint_url},
+            "store": store_params(self.model_store),
             "folder": name, "settings": {**settings.as_dict(), "stop": list(settings.stop)},
             "source": None if self.store_model else self.source, "store_model": self.store_model,
             "adapter": self.adapter, "dtype": r.dtype, "device": r.device,
@@ -98,17 +89,18 @@ class PipesBatchGenerator:
             "allow_hub": r.allow_hub, "trust_remote_code": r.trust_remote_code, "threads": r.threads or None,
         }
         result = run_heavy_step(self.context, STEP, params)
-        replies = _read_lines(self.model_store.fetch(name) / REPLIES_FILE)
+        replies = read_jsonl(self.model_store.fetch(name) / REPLIES_FILE)
         if len(replies) != len(prompts):
             raise RuntimeError(f"generation step returned {len(replies)} replies for {len(prompts)} prompts")
         stats = {k: v.value for k, v in (result.metadata or {}).items()
                  if k in ("requested", "cached", "generated", "unique_generated", "new_tokens", "seconds",
                           "tokens_per_s")}
         self.last_stats = stats
-        if self.cache is not None:  # the run's cache learns the replies too (a step may have its own disk)
+        step_cache = result.metadata.get("cache_path")
+        if self.cache is not None and (step_cache is None or step_cache.value != str(self.cache.path)):
+            # The step cached into its own disk: the run's cache learns the replies too. (On a shared
+            # disk the step wrote them, with their token counts, into this very cache already.)
             settings_json = json.dumps(settings.cache_dict(), sort_keys=True)
-            from empathy_dag.generate.engine import cache_key
-
             self.cache.put_many([(cache_key(self.cache_id, p, settings), self.cache_id, p, settings_json, t, 0, 0.0)
                                  for p, t in zip(prompts, replies)])
         self.model_store.discard(name)
@@ -117,27 +109,27 @@ class PipesBatchGenerator:
 
 def generate_prompts(params: dict, pipes) -> dict:
     """The heavy step: replies to every prompt of `folder`/prompts.jsonl, written to replies.jsonl."""
-    import os
-
     from empathy_dag.generate.engine import load_generator, log_progress
-    from empathy_dag.train.steps import step_store
+    from empathy_dag.pipes import step_cache_root, step_store
 
     store = step_store(params)
     folder = store.fetch(params["folder"])
     source = str(store.fetch(params["store_model"])) if params.get("store_model") else params["source"]
-    cache_dir = params["cache_dir"] if params.get("use_cache") else None
-    if cache_dir and os.environ.get("EMPATHY_DAG_STEP_CACHE_DIR") and store.s3_prefix:
-        cache_dir = str(Path(os.environ["EMPATHY_DAG_STEP_CACHE_DIR"]) / "generation_cache")
+    cache_dir = None
+    if params.get("use_cache"):  # a step with its own disk keeps its own response cache there
+        own = step_cache_root(params["store"])
+        cache_dir = str(Path(own) / "generation_cache") if own else params["cache_dir"]
     generator = load_generator(
         source, adapter=params.get("adapter"), dtype=params["dtype"], device=params["device"],
         batch_size=params["batch_size"], cache_dir=cache_dir, allow_hub=params["allow_hub"],
         trust_remote_code=params["trust_remote_code"], threads=params.get("threads"),
     )
     settings = GenerationSettings(**{**params["settings"], "stop": tuple(params["settings"]["stop"])})
-    prompts = _read_lines(folder / PROMPTS_FILE)
+    prompts = read_jsonl(folder / PROMPTS_FILE)
     pipes.log.info(f"generating {len(prompts)} replies with {source} on {generator.device}")
 
     replies = generator.generate_prompts(prompts, settings, progress=log_progress(pipes.log))
-    _write_lines(folder / REPLIES_FILE, replies)
+    write_jsonl(folder / REPLIES_FILE, replies)
     where = store.persist(params["folder"])
-    return {**generator.last_stats, "replies_at": where, "cache_id": generator.cache_id}
+    return {**generator.last_stats, "replies_at": where, "cache_id": generator.cache_id,
+            "cache_path": str(generator.cache.path) if generator.cache is not None else ""}

@@ -56,16 +56,12 @@ def _hyperparameters(cfg) -> dict:
     return json.loads(cfg.model_dump_json()) if hasattr(cfg, "model_dump_json") else dict(cfg)
 
 
-def _store_fields(model_store: ModelStore) -> dict:
-    return {"root": model_store.root, "s3_prefix": model_store.s3_prefix, "endpoint_url": model_store.endpoint_url}
-
-
 def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *, kind: str, key: str,
                      records: list[dict], hyperparameters: dict, card: dict, sft_name: str | None = None):
     """Persist the records, then run `train.steps.train_<kind>` through Dagster Pipes (a subprocess here,
     a GPU task on ECS in the aws profile): the run's log shows the step's log lines and the returned
     materialization carries the step's metadata."""
-    from empathy_dag.pipes import run_heavy_step
+    from empathy_dag.pipes import run_heavy_step, store_params
     from empathy_dag.train.steps import write_records
     from empathy_dag.train.trainers import prepare_work_dir
 
@@ -75,7 +71,7 @@ def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *,
     model_store.persist(inputs_name)
     prepare_work_dir(model_store.folder(f"work/{name}"), key)  # drops work folders of other inputs
     params = {
-        "store": _store_fields(model_store), "inputs_name": inputs_name, "work_name": f"work/{name}/{key}",
+        "store": store_params(model_store), "inputs_name": inputs_name, "work_name": f"work/{name}/{key}",
         "out_name": name, "sft_name": sft_name, "config": hyperparameters, "card": card,
     }
     result = run_heavy_step(context, f"empathy_dag.train.steps:train_{kind}", params)

@@ -10,8 +10,8 @@ the adapter folder and persists it (uploads it in the aws profile). Trainer chec
 too, so a GPU task that dies resumes from its last checkpoint in the next task.
 
 Params (JSON):
-    store:       ModelStore fields (root, s3_prefix, endpoint_url); `root` may be replaced by the step's
-                 own cache ($EMPATHY_DAG_STEP_CACHE_DIR) where the step has its own disk
+    store:       ModelStore fields (`pipes.store_params`); `root` is replaced by the step's own cache
+                 ($EMPATHY_DAG_STEP_CACHE_DIR) where the step has its own disk (`pipes.step_store`)
     inputs_name: store folder holding records.jsonl (written and persisted by the asset)
     work_name:   store folder for trainer checkpoints (keyed by the inputs' fingerprint)
     out_name:    store folder of the adapter (sft_checkpoint / dpo_checkpoint)
@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from empathy_dag.pipes import read_jsonl, step_store, write_jsonl
+
 RECORDS_FILE = "records.jsonl"
-STEP_CACHE_ENV = "EMPATHY_DAG_STEP_CACHE_DIR"
 
 
 def write_records(folder: Path, records: list[dict]) -> Path:
@@ -37,26 +37,12 @@ def write_records(folder: Path, records: list[dict]) -> Path:
     for old in folder.iterdir():
         if old.is_file():
             old.unlink()
-    path = folder / RECORDS_FILE
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
-    return path
+    write_jsonl(folder / RECORDS_FILE, records)
+    return folder / RECORDS_FILE
 
 
 def read_records(folder: Path) -> list[dict]:
-    with open(folder / RECORDS_FILE, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def step_store(params: dict):
-    """The model store as the step sees it: the run's settings, with the step's own cache folder when
-    $EMPATHY_DAG_STEP_CACHE_DIR is set (an ECS task, or a subprocess made to share no disk with the run)."""
-    from empathy_dag.resources import ModelStore
-
-    fields = dict(params["store"])
-    if os.environ.get(STEP_CACHE_ENV) and fields.get("s3_prefix"):
-        fields["root"] = os.environ[STEP_CACHE_ENV]
-    return ModelStore(**fields)
+    return read_jsonl(folder / RECORDS_FILE)
 
 
 def persist_checkpoints_callback(store, work_name: str):
