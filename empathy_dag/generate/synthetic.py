@@ -107,6 +107,24 @@ class StageResult:
     stats: dict
 
 
+def _generated_rows(generator: Generator, template: PromptTemplate, settings: GenerationSettings,
+                    conversations: list, items: list, *, max_sentences: int, make_row, schema: dict,
+                    id_column: str, progress: ProgressCallback | None) -> StageResult:
+    """One generation per conversation, cleaned; each non-empty one becomes `make_row(item, text)` plus
+    the provenance columns (generator, prompt version); duplicates by `id_column` dropped."""
+    outputs = generator.generate(conversations, settings, progress=progress) if conversations else []
+    rows, empty = [], 0
+    for item, raw in zip(items, outputs):
+        text = clean_generation(raw, max_sentences=max_sentences)
+        if not text:
+            empty += 1
+            continue
+        rows.append({**make_row(item, text), "generator": generator.cache_id,
+                     "generator_source": generator.source, "prompt_version": template.version})
+    frame = pl.DataFrame(rows, schema=schema).unique(id_column, keep="first", maintain_order=True)
+    return StageResult(frame, empty, dict(generator.last_stats) if conversations else {})
+
+
 def brainstorm_situations(
     generator: Generator,
     template: PromptTemplate,
@@ -134,22 +152,16 @@ def brainstorm_situations(
             examples = "\n".join(f"- {seed_texts[j]}" for j in idx) or "- (no examples yet)"
             conversations.append(template.render(emotion=emotion, definition=definition, domain=domain,
                                                  examples=examples, number=i + 1))
-            meta.append((emotion, i, [seed_ids[j] for j in idx]))
-    outputs = generator.generate(conversations, settings, progress=progress) if conversations else []
-    rows, empty = [], 0
-    for (emotion, i, ids), raw in zip(meta, outputs):
-        text = clean_generation(raw, max_sentences=3)
-        if not text:
-            empty += 1
-            continue
-        rows.append({
-            "situation_id": situation_id(emotion, language, text), "emotion": emotion, "language": language,
-            "domain": domain, "situation": text, "seed_situation_ids": ids, "item_index": i,
-            "generator": generator.cache_id, "generator_source": generator.source,
-            "prompt_version": template.version,
-        })
-    frame = pl.DataFrame(rows, schema=BRAINSTORM_SCHEMA).unique("situation_id", keep="first", maintain_order=True)
-    return StageResult(frame, empty, dict(generator.last_stats) if conversations else {})
+            meta.append({"emotion": emotion, "item_index": i,
+                         "seed_situation_ids": [seed_ids[j] for j in idx]})
+    return _generated_rows(
+        generator, template, settings, conversations, meta, max_sentences=3, schema=BRAINSTORM_SCHEMA,
+        id_column="situation_id", progress=progress,
+        make_row=lambda m, text: {
+            **m, "situation_id": situation_id(m["emotion"], language, text), "language": language,
+            "domain": domain, "situation": text,
+        },
+    )
 
 
 def speaker_explanations(
@@ -162,23 +174,15 @@ def speaker_explanations(
     """Each situation rewritten as the person's first-person utterance."""
     records = situations.to_dicts()
     conversations = [template.render(emotion=r["emotion"], situation=r["situation"]) for r in records]
-    outputs = generator.generate(conversations, settings, progress=progress) if records else []
-    rows, empty = [], 0
-    for r, raw in zip(records, outputs):
-        text = clean_generation(raw, max_sentences=4)
-        if not text:
-            empty += 1
-            continue
-        rows.append({
+    return _generated_rows(
+        generator, template, settings, conversations, records, max_sentences=4, schema=EXPLANATION_SCHEMA,
+        id_column="explanation_id", progress=progress,
+        make_row=lambda r, text: {
             "explanation_id": stable_id("explanation", r["situation_id"], text),
             "situation_id": r["situation_id"], "emotion": r["emotion"], "language": r["language"],
             "domain": r["domain"], "situation": r["situation"], "speaker_utterance": text,
-            "generator": generator.cache_id, "generator_source": generator.source,
-            "prompt_version": template.version,
-        })
-    frame = pl.DataFrame(rows, schema=EXPLANATION_SCHEMA).unique("explanation_id", keep="first",
-                                                                 maintain_order=True)
-    return StageResult(frame, empty, dict(generator.last_stats) if records else {})
+        },
+    )
 
 
 def listener_replies(
@@ -191,20 +195,13 @@ def listener_replies(
     """One empathetic listener reply per explanation from this generator."""
     records = explanations.to_dicts()
     conversations = [template.render(emotion=r["emotion"], utterance=r["speaker_utterance"]) for r in records]
-    outputs = generator.generate(conversations, settings, progress=progress) if records else []
-    rows, empty = [], 0
-    for r, raw in zip(records, outputs):
-        text = clean_generation(raw, max_sentences=3)
-        if not text:
-            empty += 1
-            continue
-        rows.append({
+    return _generated_rows(
+        generator, template, settings, conversations, records, max_sentences=3, schema=DIALOGUE_SCHEMA,
+        id_column="dialogue_id", progress=progress,
+        make_row=lambda r, text: {
             "dialogue_id": dialogue_id(r["situation_id"], r["speaker_utterance"], text),
             "situation_id": r["situation_id"], "explanation_id": r["explanation_id"], "emotion": r["emotion"],
             "language": r["language"], "domain": r["domain"], "situation": r["situation"],
             "speaker_utterance": r["speaker_utterance"], "listener_reply": text,
-            "generator": generator.cache_id, "generator_source": generator.source,
-            "prompt_version": template.version,
-        })
-    frame = pl.DataFrame(rows, schema=DIALOGUE_SCHEMA).unique("dialogue_id", keep="first", maintain_order=True)
-    return StageResult(frame, empty, dict(generator.last_stats) if records else {})
+        },
+    )
