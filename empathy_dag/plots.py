@@ -10,13 +10,25 @@ from pathlib import Path
 from dagster import MetadataValue
 
 
-def _figure():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display on servers and CI)."""
     import matplotlib
 
-    matplotlib.use("Agg")  # no display on servers and CI
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def figure_png(fig, dpi: float | None = None) -> bytes:
+    """The figure as PNG bytes (laid out tight), and closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **({"dpi": dpi} if dpi else {}))
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def png_markdown(png: bytes, alt: str) -> MetadataValue:
@@ -25,7 +37,7 @@ def png_markdown(png: bytes, alt: str) -> MetadataValue:
 
 def bar_chart_png(values: dict[str, float] | dict[str, dict[str, float]], title: str, ylabel: str = "") -> bytes:
     """One bar per key; with nested dicts ({series: {emotion: value}}) grouped bars per key."""
-    plt = _figure()
+    plt = pyplot()
     nested = values and isinstance(next(iter(values.values())), dict)
     series = values if nested else {"": values}
     keys = list(dict.fromkeys(k for s in series.values() for k in s))
@@ -40,15 +52,11 @@ def bar_chart_png(values: dict[str, float] | dict[str, dict[str, float]], title:
     ax.set_ylabel(ylabel)
     if nested:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def line_chart_png(curves: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str) -> bytes:
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
     for name, points in curves.items():
         if points:
@@ -58,11 +66,7 @@ def line_chart_png(curves: dict[str, list[tuple[float, float]]], title: str, xla
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def chart_metadata(png: bytes, alt: str, save_to: Path | None = None) -> dict[str, MetadataValue]:

@@ -4,7 +4,6 @@ agreement and a chart of the leaderboard (the leaderboard itself is `dbt_like_sq
 
 Each metric asset loads its model once per run and scores every system and emotion in that run."""
 
-import io
 import shutil
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from empathy_dag.io_managers import per_partition
 from empathy_dag.metadata import markdown_table
 from empathy_dag.models import sha256_tree
 from empathy_dag.partitions import emotion_partitions, single_run
-from empathy_dag.plots import png_markdown
+from empathy_dag.plots import figure_png, png_markdown, pyplot
 from empathy_dag.resources import ModelStore
 from empathy_dag.taxonomy import default_taxonomy
 from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse, write_table
@@ -636,11 +635,9 @@ CHART_METRICS = ("bertscore_f1", "diff_epitome_er", "diff_epitome_ip", "diff_epi
 
 def leaderboard_chart_png(leaderboard: pl.DataFrame, metrics: tuple[str, ...] = CHART_METRICS) -> bytes:
     """One panel per metric: bars per emotion, one colour per system."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     data = leaderboard.filter((pl.col("emotion") != "all") & pl.col("metric").is_in(list(metrics))
                               & pl.col("value").is_not_null())
@@ -659,11 +656,7 @@ def leaderboard_chart_png(leaderboard: pl.DataFrame, metrics: tuple[str, ...] = 
         ax.legend(fontsize=7, ncol=len(systems))
     if not shown:
         axes[0, 0].text(0.5, 0.5, "no per-emotion metrics yet", ha="center")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=80)
 
 
 @asset(

@@ -7,11 +7,9 @@ from pathlib import Path
 
 
 def loss_curve_png(log_history: list[dict], path: Path, title: str) -> Path:
-    import matplotlib
+    from empathy_dag.plots import figure_png, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     points = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
     if points:
@@ -29,9 +27,7 @@ def loss_curve_png(log_history: list[dict], path: Path, title: str) -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left" if margins else "best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    Path(path).write_bytes(figure_png(fig))
     return path
 
 
