@@ -87,3 +87,13 @@ def postgres_cluster(db_name: str = "dagster") -> Iterator[dict]:
         subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                        check=False, capture_output=True, env=env)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def pg_query(settings: dict, query: str, *args) -> list[tuple]:
+    """Rows of one SQL query against a `postgres_cluster()` database (its settings dict)."""
+    import psycopg2
+
+    with psycopg2.connect(host=settings["host"], port=settings["port"], user=settings["user"],
+                          dbname=settings["db_name"]) as conn, conn.cursor() as cur:
+        cur.execute(query, args)
+        return cur.fetchall()

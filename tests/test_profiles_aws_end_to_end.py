@@ -19,6 +19,7 @@ import pytest
 
 from empathy_dag.taxonomy import EMOTIONS
 from tests.aws_stack import aws_stack, aws_stack_available, clean_environment
+from tests.postgres_server import pg_query
 
 pytestmark = pytest.mark.skipif(aws_stack_available() is not None, reason=str(aws_stack_available()))
 
@@ -53,12 +54,9 @@ def _keys(env, prefix: str) -> list[str]:
 
 
 def _pg(env, query: str, *args):
-    import psycopg2
-
-    with psycopg2.connect(host=env["DAGSTER_PG_HOST"], port=env["DAGSTER_PG_PORT"],
-                          user=env["DAGSTER_PG_USERNAME"], dbname=env["DAGSTER_PG_DB"]) as conn, conn.cursor() as cur:
-        cur.execute(query, args)
-        return cur.fetchall()
+    settings = {"host": env["DAGSTER_PG_HOST"], "port": env["DAGSTER_PG_PORT"], "user": env["DAGSTER_PG_USERNAME"],
+                "db_name": env["DAGSTER_PG_DB"]}
+    return pg_query(settings, query, *args)
 
 
 def test_tiny_pipeline_runs_in_the_aws_profile(aws_demo):

@@ -14,7 +14,7 @@ from dagster._core.scheduler.instigation import InstigatorType, TickData, TickSt
 
 from empathy_dag.ingest.assets import emotion_taxonomy
 from empathy_dag.settings import PROJECT_ROOT
-from tests.postgres_server import postgres_bin_dir, postgres_cluster
+from tests.postgres_server import pg_query, postgres_bin_dir, postgres_cluster
 
 pytestmark = pytest.mark.skipif(postgres_bin_dir() is None,
                                 reason="PostgreSQL server not installed (apt-get install -y postgresql)")
@@ -46,15 +46,6 @@ def pg_instance(postgres, tmp_path, monkeypatch):
     instance.dispose()
 
 
-def _sql(postgres, query: str, *args):
-    import psycopg2
-
-    with psycopg2.connect(host=postgres["host"], port=postgres["port"], user=postgres["user"],
-                          dbname=postgres["db_name"]) as conn, conn.cursor() as cur:
-        cur.execute(query, args)
-        return cur.fetchall()
-
-
 def test_runs_events_and_ticks_are_stored_in_postgres(pg_instance, postgres, resources):
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
@@ -65,11 +56,11 @@ def test_runs_events_and_ticks_are_stored_in_postgres(pg_instance, postgres, res
     result = materialize([emotion_taxonomy], resources=resources, instance=pg_instance)
     assert result.success
     run_id = result.run_id
-    assert _sql(postgres, "select status from runs where run_id = %s", run_id) == [("SUCCESS",)]
-    events = {r[0] for r in _sql(postgres, "select dagster_event_type from event_logs where run_id = %s", run_id)}
+    assert pg_query(postgres, "select status from runs where run_id = %s", run_id) == [("SUCCESS",)]
+    events = {r[0] for r in pg_query(postgres, "select dagster_event_type from event_logs where run_id = %s", run_id)}
     assert {"STEP_SUCCESS", "ASSET_MATERIALIZATION"} <= events
     assert events & {"RUN_SUCCESS", "PIPELINE_SUCCESS"}  # stored under its legacy name
-    assert _sql(postgres, "select count(*) from asset_keys where asset_key = %s",
+    assert pg_query(postgres, "select count(*) from asset_keys where asset_key = %s",
                 AssetKey("emotion_taxonomy").to_string()) == [(1,)]
     # And through Dagster's own API, as the webserver reads it.
     records = pg_instance.fetch_materializations(AssetKey("emotion_taxonomy"), limit=1).records
@@ -84,6 +75,6 @@ def test_runs_events_and_ticks_are_stored_in_postgres(pg_instance, postgres, res
     ))
     ticks = pg_instance.get_ticks("empathy_dag:landing_zone_sensor", "landing-selector")
     assert [t.tick_id for t in ticks] == [tick.tick_id] and ticks[0].run_ids == [run_id]
-    assert _sql(postgres, "select status from job_ticks where id = %s", tick.tick_id) == [("SUCCESS",)]
+    assert pg_query(postgres, "select status from job_ticks where id = %s", tick.tick_id) == [("SUCCESS",)]
     n = pg_instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION), limit=5)
     assert len(n) == 1
