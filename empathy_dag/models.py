@@ -14,12 +14,31 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 EMBEDDED_SMOLLM2 = "embedded:smollm2"
 EMBEDDED_MINILM = "embedded:minilm"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@contextmanager
+def folder_written_aside(target: Path) -> Iterator[Path]:
+    """A sibling folder to write `target`'s new content into; when the block ends it replaces `target`,
+    so a half-written model folder never looks done. On an error it is removed and `target` stays."""
+    target = Path(target)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
 
 
 def _package_dir(name: str) -> Path:
@@ -93,7 +112,6 @@ def pick_device(device: str = "auto") -> str:
 def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> dict[str, Any]:
     """De-quantize a GGUF checkpoint into a plain transformers folder (config, safetensors, tokenizer,
     chat template). Written to a temp folder and renamed, so a half-written folder never looks done."""
-    import shutil
     import time
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -117,16 +135,13 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "fl
     plain = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype))
     plain.load_state_dict(quantized.state_dict(), strict=True)
     plain.generation_config = quantized.generation_config
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    plain.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "conversion.json").write_text(
-        json.dumps({"source_gguf": gguf_path.name, "source_sha256": source_sha, "dtype": dtype,
-                    "parameters": sum(p.numel() for p in plain.parameters())}, indent=1)
-    )
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with folder_written_aside(out_dir) as tmp:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "conversion.json").write_text(
+            json.dumps({"source_gguf": gguf_path.name, "source_sha256": source_sha, "dtype": dtype,
+                        "parameters": sum(p.numel() for p in plain.parameters())}, indent=1)
+        )
     return {
         "path": str(out_dir),
         "sha256": sha256_tree(out_dir),

@@ -197,7 +197,7 @@ def keep_promoted_copy(model_store, candidate: dict) -> tuple[Path, str]:
     it was evaluated is not promoted."""
     import shutil
 
-    from empathy_dag.models import sha256_tree
+    from empathy_dag.models import folder_written_aside, sha256_tree
 
     sha = str(candidate.get("sha256") or "")
     source = Path(str(candidate["path"]))
@@ -206,16 +206,12 @@ def keep_promoted_copy(model_store, candidate: dict) -> tuple[Path, str]:
     name = f"promoted/{sha[:16]}"
     target = model_store.folder(name)
     if not target.is_dir() or sha256_tree(target) != sha:
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
-        got = sha256_tree(tmp)
-        if got != sha:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ValueError(f"{source} has sha256 {got}, but the evaluated candidate was {sha}: it changed "
-                             "after evaluation; re-run evaluation before promoting")
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        with folder_written_aside(target) as tmp:
+            shutil.copytree(source, tmp)
+            got = sha256_tree(tmp)
+            if got != sha:
+                raise ValueError(f"{source} has sha256 {got}, but the evaluated candidate was {sha}: it "
+                                 "changed after evaluation; re-run evaluation before promoting")
     return target, model_store.persist(name)
 
 

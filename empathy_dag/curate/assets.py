@@ -8,7 +8,6 @@ Synthetic rows (from `synthetic_dialogues`, when materialized) go through the fi
 `curate/filters.py`; what they drop lands in `filter_report` with the filter and the reason. The
 emotion-consistency filter uses the `emotion_classifier` model folder when it exists."""
 
-import shutil
 from typing import Literal
 
 import polars as pl
@@ -29,7 +28,7 @@ from empathy_dag.curate.classifier import EmotionClassifier, is_saved, train_emo
 from empathy_dag.curate.filters import FILTER_ORDER, REPORT_SCHEMA, FilterConfig, filter_synthetic
 from empathy_dag.io_managers import per_partition
 from empathy_dag.metadata import frame_metadata, markdown_table
-from empathy_dag.models import EMBEDDED_MINILM, sha256_tree
+from empathy_dag.models import EMBEDDED_MINILM, folder_written_aside, sha256_tree
 from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.resources import ModelStore
 from empathy_dag.taxonomy import default_taxonomy
@@ -192,11 +191,8 @@ def emotion_classifier(context: AssetExecutionContext, config: EmotionClassifier
     clf = train_emotion_classifier(goemotions_examples, taxonomy, encoder=config.encoder,
                                    max_train_rows=config.max_train_rows, c=config.regularization_c)
     folder = model_store.folder(CLASSIFIER_FOLDER)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    clf.save(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with folder_written_aside(folder) as tmp:
+        clf.save(tmp)
     published = model_store.persist(CLASSIFIER_FOLDER)
     metrics = clf.metrics or {}
     context.log.info(f"emotion classifier: {metrics}")

@@ -4,7 +4,6 @@ agreement and a chart of the leaderboard (the leaderboard itself is `dbt_like_sq
 
 Each metric asset loads its model once per run and scores every system and emotion in that run."""
 
-import shutil
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from empathy_dag.evaluate.resources import EvaluationConfig
 from empathy_dag.generate.resources import TextGenerator
 from empathy_dag.io_managers import per_partition
 from empathy_dag.metadata import markdown_table
-from empathy_dag.models import sha256_tree
+from empathy_dag.models import folder_written_aside, sha256_tree
 from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.plots import figure_png, png_markdown, pyplot
 from empathy_dag.resources import ModelStore
@@ -267,11 +266,8 @@ def epitome_classifiers(context: AssetExecutionContext, evaluation: EvaluationCo
         clf, metrics = train_epitome_classifier(mechanism, data["seeker_post"].to_list(),
                                                 data["response_post"].to_list(), data["level"].to_list(), encoder)
         folder = model_store.folder(key)
-        tmp = folder.with_name(folder.name + ".tmp")  # a half-written folder never looks done
-        shutil.rmtree(tmp, ignore_errors=True)
-        clf.save(tmp, metrics)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        with folder_written_aside(folder) as tmp:
+            clf.save(tmp, metrics)
         model_store.persist(key)
         context.log.info(f"{key}: held-out macro-F1 {metrics['heldout_macro_f1']:.3f} "
                          f"(majority {metrics['majority_baseline_macro_f1']:.3f})")

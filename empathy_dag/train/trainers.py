@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from empathy_dag.models import hub_offline_by_default, pick_device, sha256_tree, torch_dtype
+from empathy_dag.models import (
+    folder_written_aside,
+    hub_offline_by_default,
+    pick_device,
+    sha256_tree,
+    torch_dtype,
+)
 
 
 @dataclass
@@ -136,12 +142,9 @@ def _train(trainer, work_dir: Path, out_dir: Path, records: int, device: str, st
     resume = last_checkpoint(work_dir)
     resumed_from = int(resume.name.rsplit("-", 1)[-1]) if resume else 0
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    # Only the trained adapter ("default"), as a plain PEFT folder; written aside and renamed.
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(str(tmp), selected_adapters=["default"], safe_serialization=True)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    # Only the trained adapter ("default"), as a plain PEFT folder.
+    with folder_written_aside(out_dir) as tmp:
+        trainer.model.save_pretrained(str(tmp), selected_adapters=["default"], safe_serialization=True)
     result = TrainingResult(
         adapter_dir=out_dir, sha256=sha256_tree(out_dir), log_history=list(trainer.state.log_history),
         global_step=int(trainer.state.global_step), resumed_from_step=resumed_from, steps_this_run=counter.steps,
