@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test dev bench clean
+.PHONY: install demo lint test dev bench clean
 
 install: $(VENV)/.installed
 
@@ -43,7 +43,11 @@ $(VENV)/.llama: $(VENV)/.installed
 		|| echo "warning: llama-cpp-python did not build; its tests will skip"
 	touch $@
 
-test: install $(VENV)/.llama
+# Lint first: a second, not worth a 15-minute suite run to find an unused import.
+lint: install
+	$(BIN)/ruff check .
+
+test: lint $(VENV)/.llama
 	$(BIN)/python -m pytest -q
 
 dev: install $(DAGSTER_HOME)/dagster.yaml

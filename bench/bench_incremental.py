@@ -19,14 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dagster import DagsterInstance, Definitions, build_sensor_context, load_assets_from_modules, materialize  # noqa: E402
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG  # noqa: E402
+from dagster import DagsterInstance, Definitions, build_sensor_context, load_assets_from_modules, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from empathy_dag.automation import graph  # noqa: E402
-from empathy_dag.automation.jobs import LANDING_JOB_NAME, landing_ingest_job  # noqa: E402
-from empathy_dag.automation.sensors import build_landing_sensor  # noqa: E402
-from empathy_dag.automation.settings import AutomationSettings  # noqa: E402
-from empathy_dag.taxonomy import EMOTIONS  # noqa: E402
+from empathy_dag.automation import graph
+from empathy_dag.automation.jobs import LANDING_JOB_NAME, landing_ingest_job
+from empathy_dag.automation.sensors import build_landing_sensor
+from empathy_dag.automation.settings import AutomationSettings
+from empathy_dag.taxonomy import EMOTIONS
 
 TIMED_KEYS = ["corpus_rows", "quarantine", "ingest_file_log", "situations", "dialogues"]
 

@@ -21,8 +21,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from empathy_dag.definitions import defs
     from empathy_dag.demo import demo_run_config, demo_selection, print_summary
-    from empathy_dag.settings import shared_data_dir
     from empathy_dag.partitions import ALL_EMOTIONS_TAGS
+    from empathy_dag.settings import shared_data_dir
 
     instance = DagsterInstance.get()
     job = defs.resolve_job_def("main_job")

@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from empathy_dag.settings import shared_data_dir  # noqa: E402
+from empathy_dag.settings import shared_data_dir
 
 SHARED = shared_data_dir()
 FIXTURES = Path(__file__).parent / "fixtures"

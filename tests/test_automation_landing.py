@@ -6,7 +6,14 @@ import shutil
 from pathlib import Path
 
 import polars as pl
-from dagster import Definitions, RunRequest, build_sensor_context, instance_for_test, load_assets_from_modules, materialize
+from dagster import (
+    Definitions,
+    RunRequest,
+    build_sensor_context,
+    instance_for_test,
+    load_assets_from_modules,
+    materialize,
+)
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from empathy_dag.automation import graph
@@ -112,8 +119,7 @@ def test_bad_input_corpus_lands_good_rows_once_and_quarantines_the_rest(resource
         big = landing / "huge.jsonl"
         line = json.dumps({"emotion": "joy", "situation": "x" * 1000}) + "\n"
         with open(big, "w") as fh:
-            for _ in range(50 * 1024 * 1024 // len(line) + 1):
-                fh.write(line)
+            fh.writelines(line for _ in range(50 * 1024 * 1024 // len(line) + 1))
         assert big.stat().st_size >= 50 * 1024 * 1024
 
         requests, cursor = _tick(sensor, instance, resources)

@@ -35,7 +35,7 @@ def demo(tmp_path_factory):
         env.pop(var, None)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "empathy_dag", "demo", "--profile", "tiny"], env=env,
-                          capture_output=True, text=True, timeout=1500)
+                          capture_output=True, text=True, timeout=1500, check=False)
     seconds = time.perf_counter() - start
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "demo_tiny.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
@@ -139,13 +139,13 @@ def test_web_ui_in_a_real_browser(webserver, demo):
                   "--disable-dev-shm-usage"],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # The community sign-up dialog may open at any moment of the first visit; Playwright dismisses it
+        # whenever it would cover an element the test acts on.
+        page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
 
         def visit(path: str, expect: str) -> str:
             page.goto(f"{webserver}{path}", wait_until="domcontentloaded", timeout=90_000)
-            skip = page.get_by_role("button", name="Skip")
             page.wait_for_selector(f"text={expect}", timeout=90_000)
-            if skip.count():  # the community sign-up dialog shown on first visit
-                skip.first.click()
             return page.inner_text("body")
 
         text = visit("/asset-groups", "ingest")
@@ -157,9 +157,14 @@ def test_web_ui_in_a_real_browser(webserver, demo):
         assert "28 Partitions" in text
         page.screenshot(path=str(ARTIFACTS / "ui_situations_partitions.png"))
 
-        text = visit("/assets/dpo_checkpoint", "sha256")
-        assert "loss curve" in text.lower() or page.locator("img[src^='data:image/png']").count() > 0
-        page.screenshot(path=str(ARTIFACTS / "ui_dpo_checkpoint.png"), full_page=True)
+        visit("/assets/dpo_checkpoint", "sha256")
+        # The loss curve is a markdown metadata value (a data: PNG) that the metadata table shows behind
+        # "[Show Markdown]"; waiting for the image itself, not for text, keeps this independent of how fast
+        # the page fills in.
+        loss_row = page.locator("tr").filter(has=page.get_by_text("loss_curve", exact=True)).first
+        loss_row.get_by_text("[Show Markdown]").click(timeout=90_000)
+        page.locator("img[src^='data:image/png']").first.wait_for(state="visible", timeout=90_000)
+        page.screenshot(path=str(ARTIFACTS / "ui_dpo_checkpoint.png"), animations="disabled")
         browser.close()
 
 
@@ -176,7 +181,8 @@ def test_landing_file_to_partitions_to_retraining_to_gate(demo, tmp_path):
     new.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     env = {**os.environ, "DAGSTER_HOME": str(demo["home"]), "EMPATHY_DAG_RETRAIN_MIN_NEW_PAIRS": "1"}
     proc = subprocess.run([sys.executable, "-m", "tests.automation_chain", str(new)], env=env,
-                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=1200)
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=1200,
+                          check=False)
     (ARTIFACTS / "automation_chain.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     chain = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("CHAIN "))[6:])

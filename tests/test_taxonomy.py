@@ -5,11 +5,7 @@ import pytest
 from empathy_dag.taxonomy import EKMAN_GROUPS, default_taxonomy, load_taxonomy
 from tests.conftest import shared_file
 
-ED_LABELS = (
-    "afraid angry annoyed anticipating anxious apprehensive ashamed caring confident content devastated "
-    "disappointed disgusted embarrassed excited faithful furious grateful guilty hopeful impressed jealous "
-    "joyful lonely nostalgic prepared proud sad sentimental surprised terrified trusting"
-).split()
+ED_LABELS = ["afraid", "angry", "annoyed", "anticipating", "anxious", "apprehensive", "ashamed", "caring", "confident", "content", "devastated", "disappointed", "disgusted", "embarrassed", "excited", "faithful", "furious", "grateful", "guilty", "hopeful", "impressed", "jealous", "joyful", "lonely", "nostalgic", "prepared", "proud", "sad", "sentimental", "surprised", "terrified", "trusting"]
 
 
 def test_28_labels_in_official_order():
@@ -68,8 +64,8 @@ def test_every_empathetic_dialogues_label_is_mapped():
 
 def test_invalid_taxonomy_is_rejected(tmp_path):
     src = default_taxonomy()
-    go = {"emotions": [dict(id=e.id, label=e.label, sentiment=e.sentiment, ekman=e.ekman, definition=e.definition,
-                            opposite=e.opposite, opposite_rationale=e.opposite_rationale) for e in src.emotions]}
+    fields = ("id", "label", "sentiment", "ekman", "definition", "opposite", "opposite_rationale")
+    go = {"emotions": [{f: getattr(e, f) for f in fields} for e in src.emotions]}
     go["emotions"][17]["opposite"] = "amusement"  # joy -> amusement: same sentiment group
     (tmp_path / "taxonomy").mkdir()
     (tmp_path / "taxonomy" / "goemotions.json").write_text(json.dumps(go))

@@ -25,7 +25,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -100,7 +100,7 @@ class S3LandingZone:
         self.client, self.bucket, self.prefix = client, bucket, prefix.lstrip("/")
 
     @classmethod
-    def from_uri(cls, uri: str, endpoint_url: str = "") -> "S3LandingZone":
+    def from_uri(cls, uri: str, endpoint_url: str = "") -> S3LandingZone:
         from dagster_aws.s3 import S3Resource
 
         if not uri.startswith("s3://"):
@@ -147,7 +147,7 @@ class LandingCursor:
     shas: set[str] = field(default_factory=set)
 
     @classmethod
-    def load(cls, raw: str | None) -> "LandingCursor":
+    def load(cls, raw: str | None) -> LandingCursor:
         if not raw:
             return cls()
         data = json.loads(raw)
@@ -255,4 +255,4 @@ def scan_landing_zone(
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)

@@ -16,11 +16,13 @@ it in `lower_is_better`."""
 import json
 import math
 import os
-from datetime import datetime, timezone
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+import polars as pl
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -33,7 +35,6 @@ from dagster import (
     asset,
     asset_check,
 )
-import polars as pl
 from pydantic import Field
 
 # The evaluation stage names the DPO model "dpo" in the leaderboard (`system` column).
@@ -284,7 +285,7 @@ def build_promotion_definitions(has_leaderboard: bool) -> tuple[list, list]:
                        "training_metrics": previous.get("training_metrics") or {}}
         with warehouse.connect() as conn:
             upsert(conn, "promotion_log", [{
-                "decided_at": datetime.now(timezone.utc).replace(tzinfo=None), "run_id": context.run.run_id,
+                "decided_at": datetime.now(UTC).replace(tzinfo=None), "run_id": context.run.run_id,
                 "candidate_path": str(candidate["path"]), "candidate_sha256": candidate.get("sha256"),
                 "previous_sha256": previous.get("sha256"), "promoted": passed, "reasons": reasons,
                 "candidate_metrics": cand_metrics, "promoted_metrics": prom_metrics or {},

@@ -9,8 +9,8 @@ The fingerprint says whether anything changed; the count difference says how muc
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import polars as pl
 

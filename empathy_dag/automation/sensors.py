@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import (
     AssetKey,
@@ -21,7 +21,6 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from empathy_dag.partitions import ALL_EMOTIONS_TAGS
 from empathy_dag.automation import graph
 from empathy_dag.automation.jobs import LANDING_JOB_NAME, RETRAIN_JOB_NAME
 from empathy_dag.automation.landing import (
@@ -44,6 +43,7 @@ from empathy_dag.automation.settings import (
     AutomationSettings,
 )
 from empathy_dag.automation.tables import upsert
+from empathy_dag.partitions import ALL_EMOTIONS_TAGS
 from empathy_dag.resources import CorpusSources
 from empathy_dag.taxonomy import default_taxonomy
 from empathy_dag.warehouse.resource import Warehouse
@@ -171,7 +171,7 @@ def run_history_row(instance, run, status: str) -> dict:
         error = "; ".join(_step_error(r.event_log_entry.dagster_event) for r in failures) or None
 
     def ts(v):
-        return datetime.fromtimestamp(v, timezone.utc).replace(tzinfo=None) if v else None
+        return datetime.fromtimestamp(v, UTC).replace(tzinfo=None) if v else None
 
     return {
         "run_id": run.run_id, "job_name": run.job_name, "status": status,

@@ -50,7 +50,7 @@ class AutomationSettings:
     extra_tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls) -> "AutomationSettings":
+    def from_env(cls) -> AutomationSettings:
         return cls(
             team=os.environ.get("EMPATHY_DAG_TEAM", cls.team),
             cost_center=os.environ.get("EMPATHY_DAG_COST_CENTER", cls.cost_center),

@@ -463,7 +463,11 @@ def _subsample(items: pl.DataFrame, n: int) -> pl.DataFrame:
 def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
                  model_store: ModelStore, text_generator: TextGenerator):
     from empathy_dag.evaluate.metrics.judge import (
-        JUDGE_SCORING_MODES, digit_probabilities, expected_score, load_rubric, parse_score,
+        JUDGE_SCORING_MODES,
+        digit_probabilities,
+        expected_score,
+        load_rubric,
+        parse_score,
     )
     from empathy_dag.generate.engine import log_progress
 

@@ -246,7 +246,7 @@ class Generator:
     def _generate_prompts(self, prompts, settings, progress, batch_size) -> list[str]:
         start = time.perf_counter()
         batch_size = batch_size or self.batch_size
-        keys, results, todo, cached = lookup_cached(self.cache, self.cache_id, prompts, settings)
+        _keys, results, todo, cached = lookup_cached(self.cache, self.cache_id, prompts, settings)
         done, new_tokens = cached, 0
 
         def report() -> None:

@@ -393,7 +393,7 @@ class OpenAICompatibleGenerator:
         settings = settings or GenerationSettings()
         start = time.perf_counter()
         prompts = [self.render(c) for c in conversations]
-        keys, results, todo, cached = lookup_cached(self.cache, self.cache_id, prompts, settings)
+        _keys, results, todo, cached = lookup_cached(self.cache, self.cache_id, prompts, settings)
         state = {"done": cached, "requests": 0, "new_tokens": 0, "prompt_tokens": 0, "estimated": 0}
         retries = [0]
         settings_json = json.dumps(settings.cache_dict(), sort_keys=True)

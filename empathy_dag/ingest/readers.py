@@ -18,8 +18,8 @@ import hashlib
 import io
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from empathy_dag.ingest.records import FileRejected, RawRow
 
@@ -145,7 +145,7 @@ def read_ed_raw_csv(data: bytes, name: str, *, first_exchange_only: bool = False
             continue
         convs[record[idx["conv_id"]]].append((uidx, line, record, raw))
     rows: list[RawRow] = list(bad)
-    for conv_id, turns in convs.items():
+    for turns in convs.values():
         # Accounting unit: one RawRow per exchange (two CSV records), and one per unpaired turn.
         turns.sort(key=lambda t: t[0])
         for k in range(0, len(turns) - 1, 2):

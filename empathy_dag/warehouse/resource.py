@@ -12,9 +12,10 @@ copied into tables instead of views. Same SQL, same results."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import duckdb
 from dagster import ConfigurableResource
