@@ -219,20 +219,22 @@ def test_landing_sensor_on_s3_requests_the_emotion_of_a_file_put_with_boto3(s3, 
     from dagster import Definitions, build_sensor_context, instance_for_test
 
     from empathy_dag.automation import graph
-    from empathy_dag.automation.jobs import LANDING_JOB_NAME, landing_ingest_job
-    from empathy_dag.automation.sensors import build_landing_sensor
-    from empathy_dag.automation.settings import AutomationSettings
+    from empathy_dag.automation.jobs import LANDING_JOB_NAME, landing_ingest_job, review_decisions_job
+    from empathy_dag.automation.sensors import build_landing_sensor, build_review_inbox_sensor
+    from empathy_dag.automation.settings import REVIEW_FILES_TAG, AutomationSettings
     from empathy_dag.automation.tables import read_table
     from empathy_dag.profiles import aws_resources
 
     resources = aws_resources(tmp_path / "task", env=aws_env)
     stage_assets = load_assets_from_modules(graph._stage_modules())
     sensor = build_landing_sensor(AutomationSettings(settle_seconds=0))
-    defs = Definitions(assets=stage_assets, jobs=[landing_ingest_job()], sensors=[sensor], resources=resources)
+    inbox = build_review_inbox_sensor(AutomationSettings(settle_seconds=0))
+    defs = Definitions(assets=stage_assets, jobs=[landing_ingest_job(), review_decisions_job()],
+                       sensors=[sensor, inbox], resources=resources)
 
-    def tick(instance, cursor=None):
+    def tick(instance, cursor=None, which=sensor):
         ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
-        result = sensor.evaluate_tick(ctx)
+        result = which.evaluate_tick(ctx)
         return result.run_requests or [], result.cursor
 
     body = (json.dumps({"emotion": "remorse", "situation": "I snapped at my mother during her chemo week.",
@@ -268,6 +270,11 @@ def test_landing_sensor_on_s3_requests_the_emotion_of_a_file_put_with_boto3(s3, 
         # The same tick again finds nothing new.
         again, _ = tick(instance, cursor)
         assert again == []
+
+        # The review inbox is the reviews/ prefix: the decision file is the review sensor's, and only its.
+        reviews, inbox_cursor = tick(instance, None, inbox)
+        assert len(reviews) == 1 and list(json.loads(reviews[0].tags[REVIEW_FILES_TAG])["changed"]) == ["alice.jsonl"]
+        assert tick(instance, inbox_cursor, inbox)[0] == []
 
 
 def test_warehouse_file_on_s3_refuses_lost_updates(s3, endpoint, tmp_path):

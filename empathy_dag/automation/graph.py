@@ -109,9 +109,11 @@ def landing_job_keys() -> list[str]:
     return [*existing(INGEST_KEYS), *landing_partitioned_keys()]
 
 
-def affected_partitions(touched: list[str]) -> dict[str, set[str]]:
-    """Per landing asset, the partitions a change in `touched` emotions reaches, following each edge's
-    partition mapping (identity for most; the pairs stage maps an emotion to its opposite too)."""
+def affected_partitions(touched: list[str], source: str = "corpus_rows") -> dict[str, set[str]]:
+    """Per landing asset, the partitions a change in the `touched` emotions of `source` (an asset
+    outside the landing job's partitioned part: the corpus, or the review decisions) reaches, following
+    each edge's partition mapping (identity for most; the pairs stage maps an emotion to its opposite
+    too). Assets the change does not reach map to an empty set."""
     graph = stage_asset_graph()
     keys = [AssetKey(k) for k in landing_partitioned_keys()]
     in_job = set(keys)
@@ -121,7 +123,7 @@ def affected_partitions(touched: list[str]) -> dict[str, set[str]]:
         reach: set[str] = set()
         for parent in node.parent_keys:
             if parent not in in_job:
-                if parent == AssetKey("corpus_rows"):
+                if parent == AssetKey(source):
                     reach |= set(touched)
                 continue
             mapping = graph.get_partition_mapping(key, parent)

@@ -29,6 +29,9 @@ TRAINING_POOL = "training"
 TRANSIENT_RETRY = RetryPolicy(max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 LANDING_JOB_NAME = "landing_ingest_job"
+REVIEW_JOB_NAME = "review_decisions_job"
+REVIEW_KEYS = ("review_decisions", "review_quarantine", "review_agreement", "reviewer_pair_agreement",
+               "reviewer_acceptance")
 RETRAIN_JOB_NAME = "retrain_job"
 NIGHTLY_EVAL_JOB_NAME = "nightly_eval_job"
 
@@ -43,6 +46,22 @@ def landing_ingest_job():
         description="Ingest the corpus and rebuild the per-emotion data assets of the emotions a landing "
         "file touches (the sensor sets the partition or partition range).",
         op_retry_policy=TRANSIENT_RETRY,
+        run_tags={RUN_QUEUE_TAG: "landing"},
+    )
+
+
+def review_decisions_job():
+    keys = graph.existing(REVIEW_KEYS)
+    if "review_decisions" not in keys:
+        return None
+    return define_asset_job(
+        REVIEW_JOB_NAME,
+        selection=AssetSelection.assets(*keys),
+        description="Re-read every decision file of <landing>/reviews/ into review_decisions (and the "
+        "agreement tables); review_decisions_sensor then rebuilds the emotions whose decisions changed.",
+        op_retry_policy=TRANSIENT_RETRY,
+        # Same queue as the landing runs: both write the warehouse, and the reviewed_dialogues runs that
+        # follow must see this run's table.
         run_tags={RUN_QUEUE_TAG: "landing"},
     )
 

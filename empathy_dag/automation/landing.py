@@ -224,6 +224,29 @@ def decide_file(
     return decision
 
 
+def changed_file_versions(
+    zone: LandingZone, cursor: LandingCursor, *, settle_seconds: float = 0.0, now: float | None = None,
+    files: list[LandingFile] | None = None,
+) -> tuple[list[tuple[LandingFile, str]], LandingCursor]:
+    """Every file (of `files`, default: the zone's listing) whose (size, version) differs from what
+    `cursor` saw, with its content sha256, and the cursor after them (`seen` updated, `shas` untouched).
+    Unsettled files are left for a later tick."""
+    now = time.time() if now is None else now
+    new_cursor = LandingCursor(seen=dict(cursor.seen), shas=set(cursor.shas))
+    changed = []
+    for file in zone.list_files() if files is None else files:
+        stamp = f"{file.size}:{file.version}"
+        previous = cursor.seen.get(file.name, "")
+        if previous.rsplit(":", 1)[0] == stamp:
+            continue
+        if settle_seconds and now - file.modified < settle_seconds:
+            continue  # probably still being copied; the next tick sees it settled
+        sha = zone.sha256(file)
+        new_cursor.seen[file.name] = f"{stamp}:{sha}"
+        changed.append((file, sha))
+    return changed, new_cursor
+
+
 def scan_landing_zone(
     zone: LandingZone,
     cursor: LandingCursor,
@@ -234,24 +257,47 @@ def scan_landing_zone(
     now: float | None = None,
 ) -> tuple[list[LandingDecision], LandingCursor]:
     """Every new or changed file version since `cursor`, decided; and the cursor after them."""
-    now = time.time() if now is None else now
-    new_cursor = LandingCursor(seen=dict(cursor.seen), shas=set(cursor.shas))
+    changed, new_cursor = changed_file_versions(zone, cursor, settle_seconds=settle_seconds, now=now)
     decisions = []
-    for file in zone.list_files():
-        stamp = f"{file.size}:{file.version}"
-        previous = cursor.seen.get(file.name, "")
-        if previous.rsplit(":", 1)[0] == stamp:
-            continue
-        if settle_seconds and now - file.modified < settle_seconds:
-            continue  # probably still being copied; the next tick sees it settled
-        sha = zone.sha256(file)
-        new_cursor.seen[file.name] = f"{stamp}:{sha}"
+    for file, sha in changed:
         if sha in new_cursor.shas:
             decisions.append(LandingDecision(file=file, sha256=sha, outcome="duplicate_content"))
             continue
         decisions.append(decide_file(zone, file, sha, taxonomy=taxonomy, limits=limits))
         new_cursor.shas.add(sha)
     return decisions, new_cursor
+
+
+@dataclass
+class ReviewInboxChange:
+    """What changed in `<landing>/reviews/` since the last tick: decision files added or replaced
+    (name -> sha256) and removed. Any change means the decisions table must be rebuilt, because
+    `review_decisions` reads every file of the inbox (a removed file withdraws its decisions)."""
+
+    changed: dict[str, str]
+    removed: list[str]
+
+    @property
+    def run_key(self) -> str:
+        # One key per inbox state transition: a repeated tick after a crash asks for nothing new.
+        state = json.dumps({"changed": self.changed, "removed": self.removed}, sort_keys=True)
+        return "reviews:" + hashlib.sha256(state.encode()).hexdigest()[:32]
+
+
+def scan_review_inbox(
+    zone: LandingZone, cursor: LandingCursor, *, settle_seconds: float = 0.0, now: float | None = None
+) -> tuple[ReviewInboxChange | None, LandingCursor]:
+    files = zone.list_files()
+    changed, new_cursor = changed_file_versions(zone, cursor, settle_seconds=settle_seconds, now=now, files=files)
+    # A file rewritten with the same content (touched, re-uploaded) changes nothing.
+    content = {f.name: sha for f, sha in changed if cursor.seen.get(f.name, "").rsplit(":", 1)[-1] != sha}
+    present = {f.name for f in files}
+    removed = sorted(name for name in cursor.seen if name not in present)
+    for name in removed:
+        del new_cursor.seen[name]
+    if not content and not removed:
+        return None, new_cursor
+    return ReviewInboxChange(changed=dict(sorted(content.items())), removed=removed), new_cursor
 
 
 def utc_now() -> datetime:

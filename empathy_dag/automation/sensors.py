@@ -1,9 +1,11 @@
-"""Sensors: the landing zone, run history, and retraining on new training pairs."""
+"""Sensors: the landing zone, the review inbox, run history, and retraining on new training pairs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 from dagster import (
     AssetKey,
@@ -22,14 +24,17 @@ from dagster import (
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from empathy_dag.automation import graph
-from empathy_dag.automation.jobs import LANDING_JOB_NAME, RETRAIN_JOB_NAME
+from empathy_dag.automation.jobs import LANDING_JOB_NAME, RETRAIN_JOB_NAME, REVIEW_JOB_NAME
 from empathy_dag.automation.landing import (
+    REVIEWS_SUBFOLDER,
     LandingCursor,
     LandingDecision,
     LocalLandingZone,
     S3LandingZone,
     contiguous_ranges,
+    run_key_for,
     scan_landing_zone,
+    scan_review_inbox,
     utc_now,
 )
 from empathy_dag.automation.retraining import count_unseen_train_pairs, read_train_pair_ids
@@ -40,11 +45,13 @@ from empathy_dag.automation.settings import (
     RETRAIN_FILES_TAG,
     RETRAIN_FINGERPRINT_TAG,
     RETRAIN_NEW_PAIRS_TAG,
+    REVIEW_FILES_TAG,
     AutomationSettings,
 )
 from empathy_dag.automation.tables import upsert
 from empathy_dag.partitions import ALL_EMOTIONS_TAGS
 from empathy_dag.resources import CorpusSources
+from empathy_dag.review.decisions import changed_emotions
 from empathy_dag.taxonomy import default_taxonomy
 from empathy_dag.warehouse.resource import Warehouse
 
@@ -59,41 +66,53 @@ def _range_request(rng: tuple[str, str], run_key: str, tags: dict, asset_selecti
     )
 
 
-def landing_run_requests(decision: LandingDecision, settings: AutomationSettings) -> list[RunRequest]:
-    """One run per contiguous range of touched emotions over the whole landing job; then, for assets
-    whose partition mapping reaches further (preference pairs of the emotions whose opposite was
-    touched), one run per extra range over just those assets and their in-job downstream."""
-    if decision.outcome != "accepted":
-        return []
+def emotion_run_requests(touched: list[str], *, source: str, run_key: str, tags: dict,
+                         whole_job: bool) -> list[RunRequest]:
+    """Runs of the landing job for a change to the `touched` emotions of `source`: one run per
+    contiguous range of the touched emotions, over the whole job (`whole_job`: a new corpus file) or
+    over just the assets the change reaches; then, for assets whose partition mapping reaches further
+    (preference pairs of the emotions whose opposite was touched), one run per extra range over just
+    those assets. The landing job's run queue (limit 1, FIFO) runs them in this order, so the extra
+    runs read the touched emotions already rebuilt."""
     order = default_taxonomy().labels
-    tags = settings.run_tags(
-        "landing_zone",
-        **{LANDING_FILE_TAG: decision.file.name, LANDING_SHA_TAG: decision.sha256,
-           LANDING_EMOTIONS_TAG: ",".join(decision.emotions)},
-    )
-    ranges = contiguous_ranges(decision.emotions, order)
-    requests = [_range_request(r, key, tags) for r, key in zip(ranges, decision.run_keys)]
-    touched = set(decision.emotions)
+    reach = {k: parts for k, parts in graph.affected_partitions(touched, source=source).items() if parts}
+    main_selection = None if whole_job else [AssetKey(k) for k in reach]
+    ranges = contiguous_ranges(touched, order)
+    requests = [_range_request(r, run_key_for(run_key, r, len(ranges)), tags, main_selection) for r in ranges]
     spill: dict[frozenset, list[str]] = {}
-    for key, parts in graph.affected_partitions(decision.emotions).items():
-        extra = frozenset(parts - touched)
+    for key, parts in reach.items():
+        extra = frozenset(parts - set(touched))
         if extra:
             spill.setdefault(extra, []).append(key)
     for extra, keys in sorted(spill.items(), key=lambda kv: sorted(kv[0])):
         selection = [AssetKey(k) for k in keys]
         for rng in contiguous_ranges(sorted(extra), order):
-            requests.append(_range_request(rng, f"{decision.sha256}:spill:{rng[0]}..{rng[1]}", tags, selection))
+            requests.append(_range_request(rng, f"{run_key}:spill:{rng[0]}..{rng[1]}", tags, selection))
     return requests
 
 
-def _landing_zone(corpus_sources: CorpusSources, settings: AutomationSettings):
+def landing_run_requests(decision: LandingDecision, settings: AutomationSettings) -> list[RunRequest]:
+    """The runs a validated landing file asks for (none for a rejected or duplicate file)."""
+    if decision.outcome != "accepted":
+        return []
+    tags = settings.run_tags(
+        "landing_zone",
+        **{LANDING_FILE_TAG: decision.file.name, LANDING_SHA_TAG: decision.sha256,
+           LANDING_EMOTIONS_TAG: ",".join(decision.emotions)},
+    )
+    return emotion_run_requests(decision.emotions, source="corpus_rows", run_key=decision.sha256, tags=tags,
+                                whole_job=True)
+
+
+def _landing_zone(corpus_sources: CorpusSources, settings: AutomationSettings, subfolder: str = ""):
     """The S3 prefix of the aws profile (`corpus_sources.landing_s3_uri`, which `ingest_corpus` syncs
-    into landing_dir before reading) or of EMPATHY_DAG_LANDING_S3_URI; else the local folder."""
+    into landing_dir before reading) or of EMPATHY_DAG_LANDING_S3_URI; else the local folder. With
+    `subfolder`, that subfolder of it (the review inbox)."""
     uri = getattr(corpus_sources, "landing_s3_uri", "") or settings.landing_s3_uri
     if uri:
         endpoint = getattr(corpus_sources, "endpoint_url", "") or settings.s3_endpoint_url
-        return S3LandingZone.from_uri(uri, endpoint)
-    return LocalLandingZone(corpus_sources.landing_dir)
+        return S3LandingZone.from_uri(f"{uri.rstrip('/')}/{subfolder}/" if subfolder else uri, endpoint)
+    return LocalLandingZone(Path(corpus_sources.landing_dir) / subfolder)
 
 
 def build_landing_sensor(
@@ -134,6 +153,85 @@ def build_landing_sensor(
         return SensorResult(run_requests=requests, cursor=new_cursor.dump())
 
     return _landing_sensor
+
+
+# ---------------------------------------------------------------- review decisions
+#
+# Two steps, because which emotions a decision file touches is only known once its item ids are
+# resolved against the curated dialogues, which is what `review_decisions` does:
+# 1. review_inbox_sensor: a decision file added, replaced or removed in <landing>/reviews/ -> one run of
+#    review_decisions_job (the asset re-reads the whole inbox).
+# 2. review_decisions_sensor: review_decisions' per-emotion fingerprints differ from those it last acted
+#    on -> runs of the landing job over reviewed_dialogues and what it feeds, for those emotions only.
+
+
+def build_review_inbox_sensor(
+    settings: AutomationSettings | None = None,
+    name: str = "review_inbox_sensor",
+    default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
+) -> SensorDefinition:
+    settings = settings or AutomationSettings.from_env()
+
+    @sensor(
+        name=name,
+        job_name=REVIEW_JOB_NAME,
+        minimum_interval_seconds=settings.landing_interval_s,
+        default_status=default_status,
+        description="Re-reads the review decisions when a file of <landing>/reviews/ is added, replaced or "
+        "removed. run_key = a hash of the change.",
+    )
+    def _review_inbox_sensor(context: SensorEvaluationContext, corpus_sources: CorpusSources):
+        zone = _landing_zone(corpus_sources, settings, REVIEWS_SUBFOLDER)
+        change, cursor = scan_review_inbox(zone, LandingCursor.load(context.cursor),
+                                           settle_seconds=settings.settle_seconds)
+        if change is None:
+            return SensorResult(skip_reason=SkipReason("no new review decision files"), cursor=cursor.dump())
+        context.log.info(f"review inbox: changed {sorted(change.changed)}, removed {change.removed}")
+        files = json.dumps({"changed": change.changed, "removed": change.removed}, sort_keys=True)
+        tags = settings.run_tags("review_inbox", **{REVIEW_FILES_TAG: files[:1000]})
+        return SensorResult(run_requests=[RunRequest(run_key=change.run_key, tags=tags)], cursor=cursor.dump())
+
+    return _review_inbox_sensor
+
+
+def build_review_decisions_sensor(
+    settings: AutomationSettings | None = None,
+    name: str = "review_decisions_sensor",
+    default_status: DefaultSensorStatus = DefaultSensorStatus.RUNNING,
+) -> SensorDefinition:
+    """The cursor holds the per-emotion decision fingerprints last acted on (none at first, so decisions
+    that exist when the sensor is turned on are applied once). Comparing states rather than reacting to
+    each materialization means that several review runs between two ticks still rebuild every emotion
+    that any of them changed, and a run that changed nothing rebuilds nothing."""
+    settings = settings or AutomationSettings.from_env()
+
+    @sensor(
+        name=name,
+        job_name=LANDING_JOB_NAME,
+        minimum_interval_seconds=settings.landing_interval_s,
+        default_status=default_status,
+        description="Rebuilds reviewed_dialogues (and the splits and pairs it feeds) for the emotions whose "
+        "review decisions changed.",
+    )
+    def _review_decisions_sensor(context: SensorEvaluationContext):
+        event = context.instance.get_latest_materialization_event(AssetKey("review_decisions"))
+        if event is None or event.asset_materialization is None:
+            return SkipReason("review_decisions not materialized yet")
+        entry = event.asset_materialization.metadata.get("decision_fingerprints")
+        after = dict(entry.value) if entry is not None else {}
+        before = json.loads(context.cursor) if context.cursor else {}
+        emotions = changed_emotions(before, after)
+        if not emotions:
+            return SensorResult(skip_reason=SkipReason("no emotion's review decisions changed"),
+                                cursor=json.dumps(after, sort_keys=True))
+        state = hashlib.sha256(json.dumps([before, after], sort_keys=True).encode()).hexdigest()[:32]
+        tags = settings.run_tags("review_decisions", **{LANDING_EMOTIONS_TAG: ",".join(emotions)})
+        requests = emotion_run_requests(emotions, source="review_decisions", run_key=f"reviewed:{state}",
+                                        tags=tags, whole_job=False)
+        context.log.info(f"review decisions changed for {emotions}: {len(requests)} runs")
+        return SensorResult(run_requests=requests, cursor=json.dumps(after, sort_keys=True))
+
+    return _review_decisions_sensor
 
 
 # ---------------------------------------------------------------- run history

@@ -22,6 +22,7 @@ LANDING_EMOTIONS_TAG = "empathy_dag/emotions"
 RETRAIN_NEW_PAIRS_TAG = "empathy_dag/new_train_pairs"
 RETRAIN_FINGERPRINT_TAG = "empathy_dag/pairs_fingerprint"
 RETRAIN_FILES_TAG = "empathy_dag/landing_files"
+REVIEW_FILES_TAG = "empathy_dag/review_files"
 
 
 def _env_float(name: str, default: float) -> float:

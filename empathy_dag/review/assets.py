@@ -52,6 +52,7 @@ from empathy_dag.review.decisions import (
     DECISIONS,
     REASONS,
     decision_files,
+    decision_fingerprints,
     decisions_frame,
     file_summary,
     ingest_decision_files,
@@ -151,6 +152,8 @@ def review_decisions(context: AssetExecutionContext, corpus_sources: CorpusSourc
         "reviewers": decisions["reviewer"].n_unique() if decisions.height else 0,
         "items_decided": decisions["item_id"].n_unique() if decisions.height else 0,
         "per_decision": MetadataValue.json(per_decision),
+        # Read by review_decisions_sensor: which emotions' reviewed_dialogues are stale.
+        "decision_fingerprints": MetadataValue.json(decision_fingerprints(decisions)),
         "known_items": len(known),
         "preview": markdown_table(decisions.select("item_id", "emotion", "reviewer", "decision", "reason"),
                                   max_rows=10),

@@ -20,6 +20,8 @@ reviewer replaces their file (same name) rather than adding a second one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,3 +242,23 @@ def file_summary(outcomes: list[DecisionFileOutcome]) -> pl.DataFrame:
                 "quarantined": pl.Int64, "skipped": pl.Int64, "whole_file_rejected": pl.Boolean,
                 "balanced": pl.Boolean},
     )
+
+
+# What of a decision changes `reviewed_dialogues` (the note does not; the file does not).
+FINGERPRINT_COLUMNS = ("item_id", "reviewer", "decision", "reason", "edited_reply")
+
+
+def decision_fingerprints(decisions: pl.DataFrame) -> dict[str, str]:
+    """Per emotion, a hash of the decisions that `reviewed_dialogues` of that emotion reads: the review
+    sensor compares two of these to rebuild only the emotions whose decisions changed."""
+    out = {}
+    for emotion in sorted(set(decisions["emotion"].drop_nulls().to_list())) if decisions.height else []:
+        rows = (decisions.filter(pl.col("emotion") == emotion).select(FINGERPRINT_COLUMNS)
+                .sort(FINGERPRINT_COLUMNS, nulls_last=True).rows())
+        out[emotion] = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+    return out
+
+
+def changed_emotions(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """Emotions whose decisions differ between two fingerprint maps (added, changed or withdrawn)."""
+    return sorted(e for e in set(before) | set(after) if before.get(e) != after.get(e))
