@@ -28,6 +28,8 @@ class DemoProfile:
     epitome_rows: int
     max_new_tokens: int
     max_length: int
+    # DPO sees dpo_steps x batch 8 pairs; a cap spares the reference log-probs of pairs it never reaches.
+    dpo_max_pairs: int = 0
 
 
 PROFILES = {
@@ -36,7 +38,7 @@ PROFILES = {
                         max_new_tokens=48, max_length=96),
     "tiny": DemoProfile(synthetic_per_emotion=1, classifier_rows=1500, sft_steps=3, dpo_steps=2, pair_draws=1,
                         eval_items_per_emotion=1, judge_items=4, alignment_items=4, epitome_rows=400,
-                        max_new_tokens=24, max_length=64),
+                        max_new_tokens=24, max_length=64, dpo_max_pairs=16),
 }
 
 
@@ -52,8 +54,8 @@ def demo_run_config(profile: str = "demo") -> dict:
             "emotion_classifier": {"config": {"max_train_rows": p.classifier_rows}},
             "preference_pairs": {"config": {"k": p.pair_draws}},
             "sft_checkpoint": {"config": {**lora, "max_steps": p.sft_steps}},
-            "reference_logprobs": {"config": {"max_length": p.max_length}},
-            "dpo_checkpoint": {"config": {**lora, "max_steps": p.dpo_steps}},
+            "reference_logprobs": {"config": {"max_length": p.max_length, "max_train_pairs": p.dpo_max_pairs}},
+            "dpo_checkpoint": {"config": {**lora, "max_steps": p.dpo_steps, "max_train_pairs": p.dpo_max_pairs}},
         },
         "resources": {
             "evaluation": {"config": {

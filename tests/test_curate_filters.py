@@ -138,6 +138,10 @@ def test_filter_synthetic_reports_every_drop_once():
                      "contradict": "emotion_consistency"}
     assert result.report["reason"].str.len_chars().min() > 5
     assert result.counts()["near_duplicate"] == 1
+    # Each dropped row is kept whole (review can bring it back) next to the one-line preview.
+    near = result.report.filter(pl.col("id") == "near").row(0, named=True)
+    assert near["listener_reply"] == rows[7][2] and near["situation"] == "A death in the family."
+    assert near["prompt_version"] == "listener_reply@x" and near["text"] == f"{rows[7][1]} || {rows[7][2]}"
 
     # Without a classifier the consistency filter is skipped: the contradicting row is kept.
     skipped = filter_synthetic(synthetic, corpus, FilterConfig(near_duplicate_threshold=0.7))

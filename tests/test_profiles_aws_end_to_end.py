@@ -83,6 +83,35 @@ def test_tiny_pipeline_runs_in_the_aws_profile(aws_demo):
     assert {"base", "sft", "dpo"} <= systems
 
 
+def test_dataset_export_lands_on_s3_and_loads(aws_demo):
+    """With no destination configured the export goes beside the models: on S3 in this profile, with a
+    manifest written last. A download of it loads with `datasets`, adapters and card included."""
+    env, work = aws_demo["env"], aws_demo["work"]
+    name = "empathy_dag_dialogues"
+    keys = _keys(env, f"export/{name}/")
+    for part in ("_manifest.json", "README.md", "provenance.json", "dialogues/train-00000-of-00001.parquet",
+                 "preference_pairs/train-00000-of-00001.parquet",
+                 "adapters/dpo_checkpoint/adapter_model.safetensors"):
+        assert f"export/{name}/{part}" in keys, part
+    home = Path(env["DAGSTER_HOME"])
+    assert not list(home.rglob("export")), "the export was also written to the run's disk"
+    from datasets import load_dataset
+
+    from empathy_dag.storage_s3 import download_folder
+
+    folder = work / "export_download"
+    manifest = download_folder(_s3(env), BUCKET, f"{PREFIX}/export/{name}", folder)
+    assert set(manifest["files"]) == {k.removeprefix(f"export/{name}/") for k in keys} - {"_manifest.json"}
+    dialogues = load_dataset("parquet", data_dir=str(folder / "dialogues"))
+    assert dialogues["train"].num_rows > 0
+    pairs = load_dataset("parquet", data_dir=str(folder / "preference_pairs"))
+    assert {"prompt", "chosen", "rejected"} <= set(pairs["train"].column_names)
+    provenance = json.loads((folder / "provenance.json").read_text())
+    from empathy_dag.models import sha256_tree
+
+    assert provenance["adapters"]["dpo_checkpoint"] == sha256_tree(work / "run_cache" / "models" / "dpo_checkpoint")
+
+
 def test_training_ran_through_pipes_without_the_runs_disk(aws_demo):
     """The SFT and DPO steps fetched the base model and their records from S3 into their own cache, and
     the adapters they published are the ones the run recorded (sha256 in the manifest = metadata)."""

@@ -47,10 +47,13 @@ def curated_frame() -> pl.DataFrame:
 
 
 def report_frame() -> pl.DataFrame:
-    """filter_report rows as curate writes them (reasons in its wording)."""
+    """filter_report rows as curate writes them (reasons in its wording, the dialogue kept whole)."""
     def row(i, emotion, name, reason):
         return {"id": i, "emotion": emotion, "origin": "synthetic", "filter": name, "reason": reason,
-                "generator": "smollm2", "text": f"speaker turn of {i} || reply of {i}"}
+                "generator": "smollm2", "text": f"speaker turn of {i} || reply of {i}",
+                "situation_id": f"sit-{i}", "language": "en", "domain": "chronic pain",
+                "situation": f"Situation of {i}.", "speaker_utterance": f"speaker turn of {i}",
+                "listener_reply": f"reply of {i}", "prompt_version": "v1"}
     return pl.DataFrame([
         row("rem-f1", "remorse", "near_duplicate", "~0.83 Jaccard similar to corpus:rem-c1"),
         row("rem-f2", "remorse", "near_duplicate", "~0.97 Jaccard similar to synthetic:rem-s1"),
@@ -159,6 +162,7 @@ def test_batch_out_decisions_in_dialogues_changed_agreement_measured(resources):
     assert by_id["rem-s1"]["situation"].startswith("Situation 11") and by_id["rem-s1"]["flag"] == "synthetic"
     assert by_id["rem-f1"]["flag"] == "borderline" and "0.83" in by_id["rem-f1"]["why_flagged"]
     assert by_id["rem-f1"]["speaker_utterance"] == "speaker turn of rem-f1"
+    assert by_id["rem-f1"]["situation"] == "Situation of rem-f1." and by_id["rem-f1"]["listener_reply"] == "reply of rem-f1"
     tasks = json.loads((folder / "label_studio_tasks.json").read_text())
     assert isinstance(tasks, list) and len(tasks) == len(items)
     assert all(set(t) == {"data"} and t["data"]["batch_id"] == m["batch_id"] for t in tasks)
@@ -192,7 +196,7 @@ def test_batch_out_decisions_in_dialogues_changed_agreement_measured(resources):
 
     remorse = partition(resources, "reviewed_dialogues", "remorse")
     sadness = partition(resources, "reviewed_dialogues", "sadness")
-    assert remorse.columns == [*curated.columns, "review_status", "original_reply"]
+    assert remorse.columns == [*curated.columns, "review_status", "original_reply", "overruled_filter"]
     r = {row["dialogue_id"]: row for row in remorse.iter_rows(named=True)}
     original = {row["dialogue_id"]: row["listener_reply"] for row in curated.iter_rows(named=True)}
     assert r["rem-s1"]["listener_reply"] == EDIT_S1 and r["rem-s1"]["original_reply"] == original["rem-s1"]
@@ -203,8 +207,17 @@ def test_batch_out_decisions_in_dialogues_changed_agreement_measured(resources):
     assert r["rem-c2"]["review_status"] == "accepted" and r["rem-c2"]["original_reply"] is None
     assert r["rem-c4"]["review_status"] == "unreviewed" and r["rem-c4"]["listener_reply"] == original["rem-c4"]
     assert set(sadness["dialogue_id"]) == {"sad-c2", "sad-c3", "sad-c4", "sad-s2"}  # sad-s1 vetoed, sad-c1 rejected
+    # Both reviewers overruled the emotion-consistency filter on rem-f3: it is back, whole, and says so.
+    back = r["rem-f3"]
+    assert (back["review_status"], back["overruled_filter"], back["origin"]) == ("accepted", "emotion_consistency",
+                                                                                "synthetic")
+    assert (back["situation"], back["listener_reply"], back["source"]) == ("Situation of rem-f3.", "reply of rem-f3",
+                                                                          "synthetic")
+    assert "rem-f1" not in r and "rem-f2" not in r  # a tie rejects; no decision leaves a drop dropped
+    assert r["rem-s1"]["overruled_filter"] is None
     rm = meta(second, "reviewed_dialogues")
     assert rm["rejected"] == 3 and rm["edited"] == 2 and rm["filter_overruled"] == 1
+    assert rm["reinstated"] == 1 and rm["not_reinstatable"] == 0
     assert set(rm["decision_files"]) == {"alice.jsonl", "bob.csv"}
 
     # The training data is the reviewed data.

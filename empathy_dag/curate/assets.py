@@ -33,7 +33,7 @@ from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.resources import ModelStore
 from empathy_dag.taxonomy import default_taxonomy
 
-CURATE_CODE_VERSION = "curate-v2"
+CURATE_CODE_VERSION = "curate-v3"  # v3: filter_report keeps the dialogue fields
 CLASSIFIER_CODE_VERSION = "emotion-classifier-v1"
 CLASSIFIER_FOLDER = "emotion_classifier"
 
@@ -63,6 +63,17 @@ def synthetic_as_dialogues(synthetic: pl.DataFrame, corpus_schema: dict | None =
     )
     cols = [pl.col(c).cast(t) if c in out.columns else pl.lit(None, dtype=t).alias(c) for c, t in schema.items()]
     return out.select(*cols, pl.lit("synthetic").alias("origin"), pl.col("generator").cast(pl.String))
+
+
+def filtered_as_dialogues(report: pl.DataFrame, curated_schema: dict) -> pl.DataFrame:
+    """`filter_report` rows as curated_dialogues rows (same columns, in order) plus `filter`: what review
+    reinstates when people overrule a filter. Reports written before curate-v3 lack the dialogue
+    fields; they give an empty frame (nothing can be reinstated from them)."""
+    schema = {c: t for c, t in curated_schema.items() if c not in ("origin", "generator")}
+    if report.height == 0 or "listener_reply" not in report.columns:
+        return pl.DataFrame(schema={**curated_schema, "filter": pl.String})
+    rows = synthetic_as_dialogues(report.rename({"id": "dialogue_id"}), schema)
+    return rows.select(list(curated_schema)).with_columns(report["filter"])
 
 
 class CurateConfig(Config):
@@ -96,7 +107,8 @@ def _frames(value, keys) -> dict[str, pl.DataFrame | None]:
         ),
         "filter_report": AssetOut(
             io_manager_key="parquet_io_manager", code_version=CURATE_CODE_VERSION,
-            description="Every synthetic row a filter removed: id, emotion, filter, reason, text.",
+            description="Every synthetic row a filter removed: id, emotion, filter, reason, and the "
+            "dialogue itself (situation, speaker_utterance, listener_reply, ...) so that review can reinstate it.",
         ),
     },
     ins={

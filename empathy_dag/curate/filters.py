@@ -23,8 +23,14 @@ FILTER_ORDER = (
     "empty", "length", "refusal", "prompt_echo", "unsafe", "language", "exact_duplicate", "near_duplicate",
     "emotion_consistency",
 )
+# A dropped row keeps its dialogue fields, so a reviewer who overrules a filter can bring it back
+# (review.consensus.apply_review) and a review batch shows the whole dialogue; `text` is the one-line
+# "speaker || reply" for previews.
+REPORT_DIALOGUE_FIELDS = ("situation_id", "language", "domain", "situation", "speaker_utterance", "listener_reply",
+                          "prompt_version")
 REPORT_SCHEMA = {"id": pl.String, "emotion": pl.String, "origin": pl.String, "filter": pl.String,
-                 "reason": pl.String, "generator": pl.String, "text": pl.String}
+                 "reason": pl.String, "generator": pl.String, "text": pl.String,
+                 **dict.fromkeys(REPORT_DIALOGUE_FIELDS, pl.String)}
 
 # ------------------------------------------------------------------------------- single-row filters
 
@@ -257,7 +263,8 @@ def filter_synthetic(
     def drop(row: dict, name: str, reason: str) -> None:
         dropped.append({"id": row["dialogue_id"], "emotion": row["emotion"], "origin": "synthetic",
                         "filter": name, "reason": reason, "generator": row.get("generator"),
-                        "text": f"{row.get('speaker_utterance') or ''} || {row.get('listener_reply') or ''}"})
+                        "text": f"{row.get('speaker_utterance') or ''} || {row.get('listener_reply') or ''}",
+                        **{f: row.get(f) for f in REPORT_DIALOGUE_FIELDS}})
 
     seen_exact: set[str] = set()
     near = NearDuplicateIndex(config.near_duplicate_threshold) if "near_duplicate" in on else None

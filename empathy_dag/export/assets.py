@@ -19,20 +19,31 @@ ALL_EXISTING = {"allow_missing_partitions": True}
 
 
 class ExportConfig(Config):
-    destination: str = Field(default="", description="Folder or s3:// prefix; empty = <data root>/export.")
+    destination: str = Field(default="", description="Folder or s3:// prefix; empty = beside the model "
+                             "store: <data root>/export/<name>, or <s3 base>/export/<name> in the aws profile.")
     name: str = "empathy_dag_dialogues"
     adapters: list[str] = Field(default_factory=lambda: ["sft_checkpoint", "dpo_checkpoint"],
                                 description="Model-store folders copied next to the dataset, with their cards.")
 
 
-def _publish(local: Path, destination: str) -> str:
-    """Copy a finished folder to its destination (fsspec handles s3:// with the default AWS chain)."""
-    if destination.startswith("s3://"):
-        import fsspec
+def default_destination(model_store: ModelStore, name: str) -> str:
+    """Where an export goes when no destination is configured: next to the models, so switching the
+    profile moves it to S3 with everything else."""
+    if model_store.s3_prefix:
+        base = model_store.s3_prefix.rstrip("/").removesuffix("/models")
+        return f"{base}/export/{name}"
+    return str(data_root() / "export" / name)
 
-        fs, _, _ = fsspec.get_fs_token_paths(destination)
-        fs.put(str(local), destination.rstrip("/"), recursive=True)
-        return destination
+
+def _publish(local: Path, destination: str, endpoint_url: str = "") -> str:
+    """Replace the destination with a finished folder. On S3 the files go first and a sha256 manifest
+    last, and objects of an earlier export that this one lacks are deleted (as the model store does)."""
+    if destination.startswith("s3://"):
+        from empathy_dag.storage_s3 import parse_s3_uri, s3_client, upload_folder
+
+        bucket, prefix = parse_s3_uri(destination)
+        upload_folder(s3_client(endpoint_url), local, bucket, prefix)
+        return destination.rstrip("/")
     target = Path(destination)
     if target.exists():
         shutil.rmtree(target)
@@ -61,16 +72,16 @@ def dataset_export(context: AssetExecutionContext, config: ExportConfig, model_s
         "filters": filters,
         "adapters": {},
     }
-    destination = config.destination or str(data_root() / "export" / config.name)
+    destination = config.destination or default_destination(model_store, config.name)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / config.name
         for name in config.adapters:
-            folder = model_store.folder(name)
+            folder = model_store.fetch(name, missing_ok=True)
             if (folder / "adapter_config.json").is_file():
                 shutil.copytree(folder, local / "adapters" / name)
                 provenance["adapters"][name] = sha256_tree(folder)
         counts = write_dataset(dialogues, pairs, local, name=config.name, provenance=provenance)
-        where = _publish(local, destination)
+        where = _publish(local, destination, model_store.endpoint_url)
     context.log.info(f"exported {counts['dialogues']} dialogues and {counts['preference_pairs']} pairs to {where}")
     return MaterializeResult(metadata={
         "path": MetadataValue.path(where),

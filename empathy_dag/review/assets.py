@@ -2,7 +2,7 @@
 
     curated_dialogues, filter_report --> review_decisions (+ review_quarantine)   [files in <landing>/reviews/]
     curated_dialogues, filter_report, review_decisions --> review_batches  [files in <outbox>/<batch_id>/]
-    curated_dialogues, review_decisions --> reviewed_dialogues --> dataset_splits (pairs) --> training
+    curated_dialogues, filter_report, review_decisions --> reviewed_dialogues --> dataset_splits --> training
     review_decisions --> review_agreement, reviewer_pair_agreement, reviewer_acceptance
 
 `review_decisions` sits upstream of `review_batches` on purpose: the next batch leaves out what has been
@@ -40,6 +40,7 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.automation.landing import REVIEWS_SUBFOLDER
+from empathy_dag.curate.assets import filtered_as_dialogues
 from empathy_dag.io_managers import per_partition
 from empathy_dag.metadata import frame_metadata, markdown_table
 from empathy_dag.partitions import emotion_partitions, single_run
@@ -62,7 +63,7 @@ from empathy_dag.review.items import ITEM_SCHEMA, BatchRules, batch_id, review_i
 from empathy_dag.review.resources import ReviewStore
 from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse, write_table
 
-REVIEW_CODE_VERSION = "review-v1"
+REVIEW_CODE_VERSION = "review-v2"  # v2: filtered dialogues that reviewers accept come back
 
 
 def _all_partitions(value) -> dict[str, pl.DataFrame]:
@@ -241,30 +242,39 @@ class ReviewedDialoguesConfig(Config):
     code_version=REVIEW_CODE_VERSION,
     io_manager_key="parquet_io_manager",
     deps=["review_decisions"],
+    # filter_report: the rows filters removed, which come back when reviewers accept or edit them.
+    ins={"curated_dialogues": AssetIn(),
+         "filter_report": AssetIn(metadata={"allow_missing_partitions": True})},
     description="curated_dialogues after human review: edits replace the reply (original in "
     "original_reply), rejected dialogues leave, unreviewed synthetic ones stay or are held back "
-    "(allow_unreviewed_synthetic). Columns of curated_dialogues + review_status, original_reply.",
+    "(allow_unreviewed_synthetic), filtered dialogues that reviewers accepted come back (overruled_filter). "
+    "Columns of curated_dialogues + review_status, original_reply, overruled_filter.",
 )
 def reviewed_dialogues(context: AssetExecutionContext, config: ReviewedDialoguesConfig, warehouse: Warehouse,
-                       curated_dialogues):
+                       curated_dialogues, filter_report):
     bad = sorted(set(config.veto_reasons) - set(REASONS))
     if bad:
         raise ValueError(f"veto_reasons {bad} are not review reasons ({', '.join(REASONS)})")
     curated = per_partition(context, curated_dialogues)
     decisions = landed_decisions(warehouse).filter(pl.col("emotion").is_in(list(context.partition_keys)))
     agreed = consensus_frame(decisions, tuple(config.veto_reasons))
+    reports = filter_report if isinstance(filter_report, dict) else {context.partition_keys[0]: filter_report}
     frames, rows = {}, []
     for emotion in context.partition_keys:
-        result = apply_review(curated[emotion], agreed, config.allow_unreviewed_synthetic)
+        report = reports.get(emotion)
+        dropped = None if report is None else filtered_as_dialogues(report, dict(curated[emotion].schema))
+        result = apply_review(curated[emotion], agreed, config.allow_unreviewed_synthetic, filtered=dropped)
         frames[emotion] = result.frame
         rows.append({"emotion": emotion, **result.counts})
     counts = pl.DataFrame(rows)
     filtered = decisions.filter(~pl.col("item_in_training_data"))["item_id"].unique().to_list()
     overruled = agreed.filter(pl.col("item_id").is_in(filtered) & (pl.col("outcome") != "reject")).height
+    reinstated = int(counts["reinstated"].sum())
     used = decisions.select("file", "file_sha256").unique().sort("file")
     decisions_hash = hashlib.sha256("".join(sorted(used["file_sha256"].to_list())).encode()).hexdigest()[:16]
     return Output(frames, metadata={
-        **frame_metadata(frames, ["emotion", "origin", "review_status", "listener_reply", "original_reply"]),
+        **frame_metadata(frames, ["emotion", "origin", "review_status", "listener_reply", "original_reply",
+                                  "overruled_filter"]),
         "review_counts": markdown_table(counts, max_rows=28),
         "rejected": int(counts["rejected"].sum()),
         "edited": int(counts["edited"].sum()),
@@ -273,6 +283,9 @@ def reviewed_dialogues(context: AssetExecutionContext, config: ReviewedDialogues
         "consensus_rules": MetadataValue.json(dict(agreed.group_by("rule").len().sort("rule").iter_rows())
                                               if agreed.height else {}),
         "filter_overruled": overruled,
+        "reinstated": reinstated,
+        # accepted filtered items whose report row lacks the dialogue (written before curate-v3)
+        "not_reinstatable": max(0, overruled - reinstated),
         "decisions_used": decisions.height,
         "decision_files": MetadataValue.json(dict(zip(used["file"].map_elements(lambda f: Path(f).name,
                                                                                  return_dtype=pl.String),

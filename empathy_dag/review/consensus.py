@@ -11,9 +11,12 @@ Consensus over the reviewers of one item (`consensus`):
 `apply_review` then, per emotion: edited rows get the new reply (the curated one kept in
 `original_reply`, null for rows not edited), rejected rows leave, and, with
 `allow_unreviewed_synthetic=False`, synthetic rows without any decision are held back too. Corpus rows
-without a decision stay (`review_status` = "unreviewed"). Decisions on items that are not in the frame
-(dialogues a filter removed, reviewed as borderline) do not bring them back: `filter_report` does not
-hold the whole row; they are counted as `filter_overruled` when the consensus is accept/edit.
+without a decision stay (`review_status` = "unreviewed"). Dialogues a filter removed (`filtered`, from
+`filter_report`, reviewed as borderline) come back when the consensus is accept or edit, with the name
+of the filter people overruled in `overruled_filter` (null on every other row): the filters are
+heuristics near their thresholds there, and a person who read the dialogue outranks them. A filtered
+item that is not in `filtered` (a report written before it kept whole rows) cannot come back; it is
+counted in `not_reinstatable`.
 """
 
 from __future__ import annotations
@@ -77,13 +80,15 @@ class ReviewResult:
 
 
 def apply_review(curated: pl.DataFrame, consensus_by_item: pl.DataFrame,
-                 allow_unreviewed_synthetic: bool = True) -> ReviewResult:
+                 allow_unreviewed_synthetic: bool = True, filtered: pl.DataFrame | None = None) -> ReviewResult:
     """`curated` (curated_dialogues of one emotion) after review: same columns + review_status,
-    original_reply. `consensus_by_item` is `consensus_frame` of the decisions (any emotions)."""
+    original_reply, overruled_filter. `consensus_by_item` is `consensus_frame` of the decisions (any
+    emotions). `filtered`: the rows filters removed, on `curated`'s columns + `filter`."""
     columns = curated.columns
     c = consensus_by_item.select("item_id", pl.col("outcome").alias("_outcome"),
                                  pl.col("edited_reply").alias("_edited"))
-    joined = curated.join(c, left_on="dialogue_id", right_on="item_id", how="left")
+    joined = curated.join(c, left_on="dialogue_id", right_on="item_id", how="left").with_columns(
+        pl.lit(None, dtype=pl.String).alias("overruled_filter"))
     is_synthetic = pl.col("origin") == "synthetic" if "origin" in columns else pl.lit(False)
     unreviewed_synthetic = pl.col("_outcome").is_null() & is_synthetic
     rejected = joined.filter(pl.col("_outcome") == "reject").height
@@ -91,17 +96,27 @@ def apply_review(curated: pl.DataFrame, consensus_by_item: pl.DataFrame,
     kept = joined.filter(pl.col("_outcome").is_null() | (pl.col("_outcome") != "reject"))
     if not allow_unreviewed_synthetic:
         kept = kept.filter(~unreviewed_synthetic)
+    reinstated = 0
+    if filtered is not None and filtered.height:
+        back = (filtered.filter(~pl.col("dialogue_id").is_in(curated["dialogue_id"].implode()))
+                .unique("dialogue_id", keep="first", maintain_order=True)
+                .join(c, left_on="dialogue_id", right_on="item_id", how="inner")
+                .filter(pl.col("_outcome").is_in(["accept", "edit"]))
+                .rename({"filter": "overruled_filter"}))
+        reinstated = back.height
+        kept = pl.concat([kept, back.select(kept.columns)], how="vertical_relaxed")
     edited = pl.col("_outcome") == "edit"
     out = kept.with_columns(
         pl.when(edited).then(pl.col("_edited")).otherwise(pl.col("listener_reply")).alias("listener_reply"),
         pl.when(edited).then(pl.col("listener_reply")).otherwise(None).cast(pl.String).alias("original_reply"),
         pl.when(edited).then(pl.lit("edited")).when(pl.col("_outcome") == "accept").then(pl.lit("accepted"))
         .otherwise(pl.lit("unreviewed")).alias("review_status"),
-    ).select(*columns, "review_status", "original_reply")
+    ).select(*columns, "review_status", "original_reply", "overruled_filter")
     counts = {
         "in": curated.height, "out": out.height, "rejected": rejected, "held_back_unreviewed_synthetic": held_back,
         "accepted": out.filter(pl.col("review_status") == "accepted").height,
         "edited": out.filter(pl.col("review_status") == "edited").height,
         "unreviewed": out.filter(pl.col("review_status") == "unreviewed").height,
+        "reinstated": reinstated,
     }
     return ReviewResult(out, counts)

@@ -16,8 +16,8 @@ Borderline rule (BORDERLINE_FILTERS): a `filter_report` row is borderline when
 - filter == language: short texts fool language detection, so every such drop is worth a look.
 A soft-filter row whose score cannot be read from its reason is borderline (a person decides). Hard
 filters (empty, length, refusal, prompt_echo, unsafe, exact_duplicate) never are: no reviewer should
-spend time on an empty reply or a verbatim copy. `filter_report` keeps only the speaker turn and the
-reply ("speaker || reply"), so a borderline item has no situation text.
+spend time on an empty reply or a verbatim copy. A borderline item shows the whole dialogue that
+`filter_report` keeps (reports written before curate-v3 hold only "speaker || reply": no situation).
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def review_items(curated: pl.DataFrame, report: pl.DataFrame | None, reviewed_id
             speaker, reply = _split_report_text(row["text"])
             rows.append({
                 "item_id": row["id"], "emotion": row["emotion"], "flag": "borderline", "why_flagged": why,
-                "situation": None, "speaker_utterance": speaker, "listener_reply": reply, "language": None,
+                "situation": row.get("situation"), "speaker_utterance": row.get("speaker_utterance") or speaker,
+                "listener_reply": row.get("listener_reply") or reply, "language": row.get("language"),
                 "origin": row.get("origin") or "synthetic", "generator": row.get("generator"),
                 "in_training_data": False,
             })

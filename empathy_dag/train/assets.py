@@ -24,6 +24,7 @@ from empathy_dag.models import pick_device, sha256_tree
 from empathy_dag.resources import ModelStore
 from empathy_dag.train.config import DPOTrainingConfig, SFTTrainingConfig
 from empathy_dag.train.data import (
+    capped_pairs,
     dpo_record,
     fingerprint,
     frame_fingerprint,
@@ -113,6 +114,7 @@ def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, mo
 
 class ReferenceLogprobConfig(Config):
     max_length: int = Field(default=128, description="Must equal dpo_checkpoint's max_length.")
+    max_train_pairs: int = Field(default=0, description="Must equal dpo_checkpoint's max_train_pairs (0 = all).")
     batch_size: int = 16
     device: str = "auto"
 
@@ -149,7 +151,7 @@ def reference_logprobs(context: AssetExecutionContext, config: ReferenceLogprobC
     )
 
     model_store: ModelStore = context.resources.model_store
-    pairs = train_pairs(_frames(preference_pairs))
+    pairs = capped_pairs(train_pairs(_frames(preference_pairs)), config.max_train_pairs)
     base = _base_model(model_store)
     sft_dir = model_store.fetch("sft_checkpoint")
     ref_sha = reference_sha256(base["sha256"], sft_dir)
@@ -173,6 +175,7 @@ def reference_logprobs(context: AssetExecutionContext, config: ReferenceLogprobC
         metadata={
             "dagster/row_count": frame.height, **stats, "reference_sha256": ref_sha,
             "cache_path": MetadataValue.path(str(cache.path)), "max_length": config.max_length,
+            "max_train_pairs": config.max_train_pairs,
         },
     )
 
@@ -190,7 +193,8 @@ def reference_logprobs(context: AssetExecutionContext, config: ReferenceLogprobC
 def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, model_store: ModelStore,
                    preference_pairs, reference_logprobs: pl.DataFrame):
     frames = _frames(preference_pairs)
-    pairs = train_pairs(frames)
+    available = train_pairs(frames)
+    pairs = capped_pairs(available, config.max_train_pairs)
     base = _base_model(model_store)
     sft_dir = model_store.fetch("sft_checkpoint")
     ref_sha = reference_sha256(base["sha256"], sft_dir)
@@ -201,7 +205,8 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
     if missing:
         raise RuntimeError(
             f"{len(missing)} of {len(keys)} train pairs have no reference log-probs for the current SFT "
-            "adapter and max_length: re-materialize reference_logprobs (with the same max_length) first"
+            "adapter, max_length and max_train_pairs: re-materialize reference_logprobs (with the same "
+            "max_length and max_train_pairs) first"
         )
     records = [{**rec, "ref_chosen_logps": by_key[k]["ref_chosen_logps"],
                 "ref_rejected_logps": by_key[k]["ref_rejected_logps"]} for k, rec in zip(keys, records)]
@@ -211,6 +216,7 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
             {e: df.filter(pl.col("split") == "train") for e, df in frames.items()}, "pair_id", text_cols
         ),
         "train_pairs": pairs.height,
+        "available_train_pairs": available.height,
         "sft_checkpoint_sha256": sha256_tree(sft_dir),
         "reference_sha256": ref_sha,
     }
@@ -222,8 +228,9 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
             "inputs": inputs, "extra": {
                 "emotions": emotions, "input_fingerprint": key,
                 # What the retraining sensor compares against the current pairs, and what the
-                # blocking promotion check compares against the promoted checkpoint.
-                "n_train_pairs": pairs.height,
-                "pairs_fingerprint": train_pairs_fingerprint(pairs["pair_id"].to_list())}}
+                # blocking promotion check compares against the promoted checkpoint: the train pairs
+                # this run was given (a capped run trained on a sample of them; it is not stale).
+                "n_train_pairs": available.height,
+                "pairs_fingerprint": train_pairs_fingerprint(available["pair_id"].to_list())}}
     return _launch_training(context, model_store, kind="dpo", key=key, records=records, hyperparameters=hyper,
                             card=card, sft_name="sft_checkpoint")

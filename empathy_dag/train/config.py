@@ -45,3 +45,5 @@ class DPOTrainingConfig(LoraTrainingConfig):
     beta: float = 0.05
     learning_rate: float = 5e-5
     loss_type: str = "sigmoid"
+    max_train_pairs: int = Field(default=0, description="> 0: train on a stable sample of at most this many "
+                                 "train pairs (quick runs); must equal reference_logprobs' max_train_pairs. 0 = all.")

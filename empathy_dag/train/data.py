@@ -31,6 +31,17 @@ def train_pairs(frames: dict[str, pl.DataFrame], split: str = "train") -> pl.Dat
     return df.filter(pl.col("split") == split).sort("pair_id") if df.height else df
 
 
+def capped_pairs(pairs: pl.DataFrame, max_pairs: int) -> pl.DataFrame:
+    """At most `max_pairs` of `pairs` (0 = all): those whose sha256(pair_id) sorts first, in their original
+    order. The sample is stable: the same pairs give the same sample on every machine, and new pairs only
+    displace members that sort after them. Quick runs (a few DPO steps) use it so that the reference
+    log-probs are computed for the pairs the trainer can reach, not for all of them."""
+    if max_pairs <= 0 or pairs.height <= max_pairs:
+        return pairs
+    ranked = sorted(pairs["pair_id"].to_list(), key=lambda i: hashlib.sha256(i.encode()).hexdigest())
+    return pairs.filter(pl.col("pair_id").is_in(ranked[:max_pairs]))
+
+
 def sft_records(dialogues: pl.DataFrame, system_prompt: str | None = None) -> list[dict]:
     """Prompt-completion records: trl computes the loss on the completion (the listener's turn) only."""
     return [
