@@ -2,7 +2,7 @@
 the response cache, side by side in one run on the same GGUF model, the same prompts, greedy decoding,
 at most 64 new tokens.
 
-    .venv/bin/python bench/bench_generation.py [--prompts 64] [--batch-sizes 8,32,64] [--threads 2]
+    .venv/bin/python bench/bench_generation.py [--prompts 64] [--batch-sizes 8,32,64] [--threads 2] [--dtype auto]
 
 Each backend runs in its own subprocess so that its peak RSS (resource.getrusage) is its own. Tokens/s
 counts generated tokens up to EOS (what the pipeline keeps), over wall time including tokenization.
@@ -82,20 +82,22 @@ def phase_engine(args) -> dict:
     convs = conversations(args.prompts)
     settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
     gen = load_generator(base_model_dir(Path(args.work)), device="cpu", batch_size=args.batch_size,
-                         threads=args.threads, cache_dir=args.cache_dir or None)
+                         threads=args.threads, cache_dir=args.cache_dir or None, dtype=args.dtype)
     gen.generate(convs[:2], settings, batch_size=2) if not args.cache_dir else None  # warm-up, uncached
     start = time.perf_counter()
     gen.generate(convs, settings)
     cold = time.perf_counter() - start
     stats = dict(gen.last_stats)
-    result = {"backend": f"engine batch {args.batch_size}", "tokens": stats["new_tokens"], "seconds": cold,
+    result = {"backend": f"engine {stats['dtype']} batch {args.batch_size}", "batch_size": args.batch_size,
+              "dtype": stats["dtype"], "tokens": stats["new_tokens"], "seconds": cold,
               "tokens_per_s": stats["new_tokens"] / cold, "peak_rss_mib": peak_rss_mib()}
     if args.cache_dir:
         start = time.perf_counter()
         gen.generate(convs, settings)
         warm = time.perf_counter() - start
         assert gen.last_stats["generated"] == 0, gen.last_stats
-        result.update(backend=f"engine batch {args.batch_size}, cache cold then warm", warm_seconds=warm,
+        result.update(backend=f"engine {stats['dtype']} batch {args.batch_size}, cache cold then warm",
+                      warm_seconds=warm,
                       warm_speedup=cold / warm, peak_rss_mib=peak_rss_mib())
     return result
 
@@ -120,6 +122,8 @@ def main() -> None:
     parser.add_argument("--phase", default="")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cache-dir", default="")
+    parser.add_argument("--dtype", default="auto", help="The engine's dtype (auto = what the pipeline picks "
+                        "on this machine); the largest batch also runs in float32 for comparison.")
     args = parser.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
     if args.phase:
@@ -136,11 +140,12 @@ def main() -> None:
     rows = [run_phase("llama", args)]
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     for b in sizes:
-        rows.append(run_phase("engine", args, batch_size=b))
+        rows.append(run_phase("engine", args, batch_size=b, dtype=args.dtype))
+    if args.dtype != "float32":
+        rows.append(run_phase("engine", args, batch_size=max(sizes), dtype="float32"))
     best = max(rows[1:], key=lambda r: r["tokens_per_s"])
-    best_b = int(best["backend"].split()[-1])
     with tempfile.TemporaryDirectory() as cache:
-        rows.append(run_phase("engine", args, batch_size=best_b, cache_dir=cache))
+        rows.append(run_phase("engine", args, batch_size=best["batch_size"], cache_dir=cache, dtype=best["dtype"]))
     ref = rows[0]["tokens_per_s"]
     print(f"\n{args.prompts} prompts, greedy, max {MAX_NEW_TOKENS} new tokens, {args.threads} threads, "
           f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f}\n")

@@ -44,3 +44,26 @@ def test_embedded_minilm_folder():
     assert (folder / "model.safetensors").is_file()
     config = json.loads((folder / "config.json").read_text())
     assert config["num_hidden_layers"] == 6
+
+
+def test_auto_dtype_is_bfloat16_only_where_the_hardware_has_it(monkeypatch, base_model_dir):
+    from empathy_dag.generate.engine import forget_loaded_models, load_generator
+    from empathy_dag.models import pick_dtype
+
+    assert pick_dtype("float16", "cpu") == "float16"  # an explicit choice is kept
+    assert pick_dtype("auto", "mps") == "float32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert pick_dtype("auto", "cpu") == "float32"  # emulated bf16 would be slower than float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert pick_dtype("auto", "cpu") == "bfloat16"
+    # The engine loads the weights in the dtype auto picks, and says which in its stats.
+    forget_loaded_models()
+    generator = load_generator(base_model_dir, device="cpu", cache_dir=None)
+    assert next(generator.model.parameters()).dtype == torch.bfloat16
+    from empathy_dag.generate.engine import GenerationSettings
+
+    replies = generator.generate([[{"role": "user", "content": "I finally got my diagnosis."}]],
+                                 GenerationSettings(max_new_tokens=8, do_sample=False))
+    assert replies[0].strip() and generator.last_stats["dtype"] == "bfloat16"
+    forget_loaded_models()

@@ -122,6 +122,7 @@ def _stage_metadata(frames: dict[str, pl.DataFrame], result: StageResult, previe
         "new_tokens": int(stats.get("new_tokens", 0)),
         "tokens_per_s": float(stats.get("tokens_per_s", 0.0)),
         "generation_seconds": float(stats.get("seconds", 0.0)),
+        **({"dtype": str(stats["dtype"])} if stats.get("dtype") else {}),
         "prompt_version": prompt_version,
         "generators": MetadataValue.json(generators),
     }

@@ -292,6 +292,7 @@ class Generator:
             "new_tokens": new_tokens,
             "seconds": round(elapsed, 3),
             "tokens_per_s": round(new_tokens / elapsed, 1) if elapsed > 0 and new_tokens else 0.0,
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
         }
         return [r if r is not None else "" for r in results]
 
@@ -365,7 +366,7 @@ def load_generator(
     source: str | Path,
     adapter: str | Path | None = None,
     *,
-    dtype: str = "float32",
+    dtype: str = "auto",
     device: str = "auto",
     batch_size: int = 16,
     cache_dir: str | Path | None = None,
@@ -374,12 +375,15 @@ def load_generator(
     threads: int | None = None,
 ) -> Generator:
     """A Generator over (source, adapter). The weights are loaded once per process and shared by every
-    Generator asking for the same source/adapter/dtype/device; `cache_dir` None disables the cache."""
-    from empathy_dag.models import load_causal_lm, pick_device
+    Generator asking for the same source/adapter/dtype/device; `cache_dir` None disables the cache.
+    `dtype` "auto" is `models.pick_dtype` (bfloat16 where the hardware has it). The cache is keyed by
+    weights, prompt and settings, not precision: a reply is what these weights answered to that prompt."""
+    from empathy_dag.models import load_causal_lm, pick_device, pick_dtype
 
     source = str(source)
     adapter = str(adapter) if adapter else None
     resolved = pick_device(device)
+    dtype = pick_dtype(dtype, resolved)
     # The weights' mtimes are part of the key: a folder rewritten in place (a re-materialized
     # base_model or adapter) is loaded and hashed again instead of served stale.
     key = (source, adapter, dtype, resolved, _weights_mtime(source), _weights_mtime(adapter))

@@ -20,7 +20,8 @@ class TextGenerator(ConfigurableResource):
 
     source: str = Field(default="", description="Model folder or hub id; empty = the base_model asset's folder.")
     adapter: str = Field(default="", description="Optional PEFT adapter folder applied on top of `source`.")
-    dtype: str = "float32"
+    dtype: str = Field(default="auto", description="auto (bfloat16 where the CPU or GPU computes in it "
+                       "natively, else float32), float32, bfloat16 or float16.")
     device: str = Field(default="auto", description="cpu, cuda, mps or auto.")
     batch_size: int = Field(default=32, description="Prompts decoded together (sorted by length first).")
     max_new_tokens: int = 96
