@@ -194,7 +194,7 @@ def review_batches(context: AssetExecutionContext, config: ReviewBatchConfig, re
                    warehouse: Warehouse, curated_dialogues, filter_report):
     keys = list(context.partition_keys)
     curated = per_partition(context, curated_dialogues)
-    reports = filter_report if isinstance(filter_report, dict) else {keys[0]: filter_report}
+    reports = per_partition(context, filter_report)
     rules = BatchRules(audit_fraction=config.audit_fraction, audit_seed=config.audit_seed,
                        max_similarity=config.borderline_max_similarity,
                        max_probability=config.borderline_max_probability)
@@ -258,7 +258,7 @@ def reviewed_dialogues(context: AssetExecutionContext, config: ReviewedDialogues
     curated = per_partition(context, curated_dialogues)
     decisions = landed_decisions(warehouse).filter(pl.col("emotion").is_in(list(context.partition_keys)))
     agreed = consensus_frame(decisions, tuple(config.veto_reasons))
-    reports = filter_report if isinstance(filter_report, dict) else {context.partition_keys[0]: filter_report}
+    reports = per_partition(context, filter_report)
     frames, rows = {}, []
     for emotion in context.partition_keys:
         report = reports.get(emotion)
@@ -268,8 +268,8 @@ def reviewed_dialogues(context: AssetExecutionContext, config: ReviewedDialogues
         rows.append({"emotion": emotion, **result.counts})
     counts = pl.DataFrame(rows)
     filtered = decisions.filter(~pl.col("item_in_training_data"))["item_id"].unique().to_list()
-    overruled = agreed.filter(pl.col("item_id").is_in(filtered) & (pl.col("outcome") != "reject")).height
-    reinstated = int(counts["reinstated"].sum())
+    overruled = set(agreed.filter(pl.col("item_id").is_in(filtered) & (pl.col("outcome") != "reject"))["item_id"])
+    reinstated = {i for f in frames.values() for i in f.filter(pl.col("overruled_filter").is_not_null())["dialogue_id"]}
     used = decisions.select("file", "file_sha256").unique().sort("file")
     decisions_hash = hashlib.sha256("".join(sorted(used["file_sha256"].to_list())).encode()).hexdigest()[:16]
     return Output(frames, metadata={
@@ -282,10 +282,10 @@ def reviewed_dialogues(context: AssetExecutionContext, config: ReviewedDialogues
         "allow_unreviewed_synthetic": config.allow_unreviewed_synthetic,
         "consensus_rules": MetadataValue.json(dict(agreed.group_by("rule").len().sort("rule").iter_rows())
                                               if agreed.height else {}),
-        "filter_overruled": overruled,
-        "reinstated": reinstated,
+        "filter_overruled": len(overruled),
+        "reinstated": len(reinstated),
         # accepted filtered items whose report row lacks the dialogue (written before curate-v3)
-        "not_reinstatable": max(0, overruled - reinstated),
+        "not_reinstatable": len(overruled - reinstated),
         "decisions_used": decisions.height,
         "decision_files": MetadataValue.json(dict(zip(used["file"].map_elements(lambda f: Path(f).name,
                                                                                  return_dtype=pl.String),
