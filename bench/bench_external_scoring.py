@@ -59,7 +59,8 @@ def main() -> None:
 
     steps = [ev.external_predictions, ev.evaluation_items, ev.metric_bertscore, ev.metric_epitome,
              ev.metric_valence, ev.metric_diversity, ev.metric_judge, ev.metric_alignment, ev.metric_retention,
-             *[a for a in sql_assets if a.key.path[-1] in ("metric_scores", "leaderboard", "leaderboard_overall")]]
+             ev.scorecard_tables,
+             *[a for a in sql_assets if a.key.path[-1] in ("leaderboard", "leaderboard_overall")]]
     start, cpu_start = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     result = materialize(steps, resources=resources)
     assert result.success

@@ -1,6 +1,8 @@
--- The headline view of the leaderboard: over all emotions, one row per metric and system with the
--- delta against the baseline and the regression flag (per-emotion rows are in `leaderboard`).
-SELECT metric, direction, system, value, baseline_value, delta, regression, n
+-- The headline view of the leaderboard: over all emotions, one row per metric and system with its
+-- interval, the paired difference from the baseline with its interval, adjusted p and verdict
+-- (per-emotion rows are in `leaderboard`).
+SELECT metric, direction, system, model_sha256, n, value, ci_low, ci_high, baseline_value, delta,
+       delta_ci_low, delta_ci_high, p_adjusted, verdict, regression
 FROM leaderboard
 WHERE emotion = 'all'
 ORDER BY metric, is_baseline DESC, system

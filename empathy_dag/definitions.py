@@ -42,9 +42,10 @@ STAGE_RESOURCE_MODULES = [
 stage_assets = load_assets_from_modules(STAGE_ASSET_MODULES)
 
 
-def _io_manager_keys() -> tuple[set[str], set[str]]:
-    """Asset names stored as Parquet files and as DuckDB tables, for the SQL models' lineage."""
-    parquet, tables = set(), set()
+def _io_manager_keys() -> tuple[set[str], dict[str, str]]:
+    """Asset names stored as Parquet files, and DuckDB tables with the asset that writes each, for the
+    SQL models' lineage."""
+    parquet, tables = set(), {}
     for a in stage_assets:
         for key in a.keys:
             io_key = a.get_io_manager_key_for_asset_key(key)
@@ -52,8 +53,9 @@ def _io_manager_keys() -> tuple[set[str], set[str]]:
             if io_key == "parquet_io_manager":
                 parquet.add(name)
             elif io_key == "warehouse_io_manager":
-                tables.add(name)
-            tables.update(a.metadata_by_key.get(key, {}).get("warehouse_tables", []))
+                tables[name] = name
+            for table in a.metadata_by_key.get(key, {}).get("warehouse_tables", []):
+                tables.setdefault(table, name)
     return parquet, tables
 
 

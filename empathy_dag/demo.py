@@ -2,7 +2,8 @@
 
 Two profiles, both on the embedded models and a laptop CPU:
 - `demo` (the README's command): grows the seed corpus by a couple of synthetic dialogues per emotion,
-  trains SFT and DPO for a few dozen steps, evaluates base / SFT / DPO on one test item per emotion.
+  trains SFT and DPO for a few dozen steps, evaluates base / SFT / DPO on 3 test items per emotion
+  (84 items per system, every emotion), with intervals and paired tests.
 - `tiny` (the end-to-end test): the same graph with the smallest sizes that still exercise every step.
 
 Assets that need the public research data (GoEmotions for the emotion-consistency classifier,
@@ -30,15 +31,18 @@ class DemoProfile:
     max_length: int
     # DPO sees dpo_steps x batch 8 pairs; a cap spares the reference log-probs of pairs it never reaches.
     dpo_max_pairs: int = 0
+    # Test dialogues every emotion must have (dataset_splits tops up, evaluation_set checks): the
+    # scorecard's n per emotion. Items per system = 28 x this.
+    min_test_per_emotion: int = 2
 
 
 PROFILES = {
     "demo": DemoProfile(synthetic_per_emotion=2, classifier_rows=6000, sft_steps=24, dpo_steps=8, pair_draws=1,
-                        eval_items_per_emotion=1, judge_items=28, alignment_items=28, epitome_rows=1500,
-                        max_new_tokens=48, max_length=96),
+                        eval_items_per_emotion=3, judge_items=84, alignment_items=84, epitome_rows=1500,
+                        max_new_tokens=48, max_length=96, min_test_per_emotion=3),
     "tiny": DemoProfile(synthetic_per_emotion=1, classifier_rows=1500, sft_steps=3, dpo_steps=2, pair_draws=1,
-                        eval_items_per_emotion=1, judge_items=4, alignment_items=4, epitome_rows=400,
-                        max_new_tokens=24, max_length=64, dpo_max_pairs=16),
+                        eval_items_per_emotion=1, judge_items=8, alignment_items=4, epitome_rows=400,
+                        max_new_tokens=24, max_length=64, dpo_max_pairs=16, min_test_per_emotion=1),
 }
 
 
@@ -52,6 +56,7 @@ def demo_run_config(profile: str = "demo") -> dict:
             "speaker_explanations": {"config": {"max_new_tokens": p.max_new_tokens}},
             "synthetic_dialogues": {"config": {"max_new_tokens": p.max_new_tokens}},
             "emotion_classifier": {"config": {"max_train_rows": p.classifier_rows}},
+            "dataset_splits": {"config": {"min_test_dialogues_per_emotion": p.min_test_per_emotion}},
             "preference_pairs": {"config": {"k": p.pair_draws}},
             "sft_checkpoint": {"config": {**lora, "max_steps": p.sft_steps}},
             "reference_logprobs": {"config": {"max_length": p.max_length, "max_train_pairs": p.dpo_max_pairs}},
@@ -60,6 +65,7 @@ def demo_run_config(profile: str = "demo") -> dict:
         "resources": {
             "evaluation": {"config": {
                 "max_items_per_emotion": p.eval_items_per_emotion,
+                "min_items_per_emotion": p.min_test_per_emotion,
                 "max_new_tokens": p.max_new_tokens,
                 "judge_max_items": p.judge_items,
                 "alignment_max_items": p.alignment_items,

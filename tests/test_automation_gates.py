@@ -80,18 +80,34 @@ def _fake_dpo(metrics: dict, name: str, tmp_path: Path):
     return dpo_checkpoint
 
 
-def _leaderboard(resources, dpo_metrics: dict):
-    with resources["warehouse"].connect() as conn:
-        rows = [("dpo", "all", m, -1 if "loss" in m else 1, v) for m, v in dpo_metrics.items()]
-        rows += [("dpo", "joy", m, 1, 0.0) for m in dpo_metrics]  # per-emotion rows are not the gate's
-        conn.execute("CREATE OR REPLACE TABLE leaderboard (system VARCHAR, emotion VARCHAR, metric VARCHAR, "
-                     "direction INTEGER, value DOUBLE)")
-        conn.executemany("INSERT INTO leaderboard VALUES (?, ?, ?, ?, ?)", rows)
+def _scorecard(resources, shift: float, candidate_sha: str, versus: str, scored_sha: str | None = None):
+    """The evaluation of a candidate, as the scorecard writes it: per-item scores of the candidate
+    ("dpo") and of `versus` on the same 84 items, the candidate `shift` better (or worse) than `versus`
+    on every headline metric plus item noise, through the real paired tests."""
+    import numpy as np
+
+    from empathy_dag.evaluate import scorecard as sc
+    from empathy_dag.warehouse.resource import write_table
+
+    rng = np.random.default_rng(int(candidate_sha[:8], 16))  # deterministic per candidate
+    rows = []
+    for k in range(84):
+        difficulty = rng.normal(0.5, 0.15)
+        for system, s in ((versus, 0.0), ("dpo", shift)):
+            for metric, sign in (("bertscore_f1", 1), ("diff_epitome_er", -1), ("judge_general_empathy", 1)):
+                rows.append({"system": system, "emotion": f"e{k % 28}", "language": "en", "item_id": f"i{k}",
+                             "metric": metric, "value": difficulty + sign * s + rng.normal(0, 0.05)})
+    roles = {"promoted": "promoted"} if versus == "promoted" else {"baseline": versus}
+    comparisons = sc.paired_comparisons(pl.DataFrame(rows), roles, sc.ScorecardSettings(n_resamples=500))
+    systems = pl.DataFrame({"system": [versus, "dpo"], "is_baseline": [versus == "base", False],
+                            "model_sha256": ["", scored_sha or candidate_sha]})
+    write_table(resources["warehouse"], "metric_comparisons", comparisons)
+    write_table(resources["warehouse"], "evaluation_systems", systems)
 
 
-def _gate_run(resources, instance, tmp_path, train_metrics, eval_metrics, name):
+def _gate_run(resources, instance, tmp_path, train_metrics, shift, name, versus, scored_sha=None):
     assets, checks = build_promotion_definitions(has_leaderboard=False)
-    _leaderboard(resources, eval_metrics)
+    _scorecard(resources, shift, _adapter(tmp_path, name)[1], versus, scored_sha)
     return materialize(
         [_fake_dpo(train_metrics, name, tmp_path), *assets, *checks], instance=instance,
         resources={k: resources[k] for k in ("model_store", "warehouse")}, raise_on_error=False,
@@ -107,38 +123,56 @@ def _promoted_meta(instance) -> dict:
     return {k: v.value for k, v in ev.asset_materialization.metadata.items()}
 
 
-def test_gate_promotes_improvements_and_never_a_regression(resources, tmp_path):
+def test_gate_promotes_on_evidence_and_never_a_regression_or_noise(resources, tmp_path):
+    sha = {n: _adapter(tmp_path, n)[1] for n in "abcdef"}
     with instance_for_test() as instance:
-        # 1. First model: promoted.
-        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.6}, {"bertscore_f1": 0.80}, "a")
+        # 1. First model, confidently better than the baseline: promoted.
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.6}, 0.05, "a", versus="base")
         assert r.success
-        assert _pointer(resources)["sha256"] == _adapter(tmp_path, "a")[1] and _promoted_meta(instance)["decision"] == "promoted"
+        assert _pointer(resources)["sha256"] == sha["a"] and _promoted_meta(instance)["decision"] == "promoted"
+        assert _promoted_meta(instance)["versus"] == "base"
         # The pointer names a copy that the next training cannot overwrite, with the same weights.
         kept = Path(_pointer(resources)["path"])
-        assert kept.parent.name == "promoted" and sha256_tree(kept) == _adapter(tmp_path, "a")[1]
+        assert kept.parent.name == "promoted" and sha256_tree(kept) == sha["a"]
+        assert {e["metric"] for e in _pointer(resources)["evidence"]} == {
+            "bertscore_f1", "diff_epitome_er", "judge_general_empathy"}
 
-        # 2. Better on evaluation: promoted.
-        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.65}, {"bertscore_f1": 0.82}, "b")
-        assert r.success and _pointer(resources)["sha256"] == _adapter(tmp_path, "b")[1]
+        # 2. Confidently better than the promoted model on the same items: promoted.
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.65}, 0.05, "b", versus="promoted")
+        assert r.success and _pointer(resources)["sha256"] == sha["b"]
 
         # 3. Training metrics regress: the blocking check fails and promoted_model does not even run.
-        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.40}, {"bertscore_f1": 0.90}, "c")
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.40}, 0.05, "c", versus="promoted")
         checks = {e.check_name: e.passed for e in r.get_asset_check_evaluations()}
         assert checks == {"dpo_checkpoint_no_regression": False}
         assert "promoted_model" not in {e.asset_key.path[-1] for e in
                                         (ev.event_specific_data.materialization for ev in r.get_asset_materialization_events())}
-        assert _pointer(resources)["sha256"] == _adapter(tmp_path, "b")[1]
+        assert _pointer(resources)["sha256"] == sha["b"]
 
-        # 4. Training fine, evaluation regresses: recorded as rejected, pointer unchanged.
-        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.66}, {"bertscore_f1": 0.70}, "d")
+        # 4. A confident regression on evaluation: rejected, pointer unchanged.
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.66}, -0.05, "d", versus="promoted")
         assert r.success
         meta = _promoted_meta(instance)
-        assert meta["decision"] == "rejected" and meta["sha256"] == _adapter(tmp_path, "b")[1] and "REGRESSION" in meta["reasons"]
-        assert _pointer(resources)["sha256"] == _adapter(tmp_path, "b")[1]
+        assert meta["decision"] == "rejected" and meta["sha256"] == sha["b"] and "REGRESSION" in meta["reasons"]
+        assert _pointer(resources)["sha256"] == sha["b"]
+
+        # 5. Different only by noise: inconclusive, kept out (not promoted as an improvement).
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.66}, 0.0, "e", versus="promoted")
+        assert r.success and _promoted_meta(instance)["decision"] == "kept"
+        assert _pointer(resources)["sha256"] == sha["b"]
+
+        # 6. The scorecard scored another checkpoint: no evidence for this one, not promoted.
+        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.66}, 0.05, "f", versus="promoted",
+                      scored_sha="0" * 64)
+        assert r.success and _promoted_meta(instance)["decision"] == "no_evidence"
+        assert _pointer(resources)["sha256"] == sha["b"]
 
         with resources["warehouse"].connect() as conn:
-            log = read_table(conn, "promotion_log")
-        assert log.sort("decided_at")["promoted"].to_list() == [True, True, False]
+            log = read_table(conn, "promotion_log").sort("decided_at")
+        assert log["promoted"].to_list() == [True, True, False, False, False]
+        assert log["decision"].to_list() == ["promoted", "promoted", "rejected", "kept", "no_evidence"]
+        evidence = json.loads(log["evidence"][2])
+        assert all({"n", "delta", "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict"} <= set(e) for e in evidence)
 
 
 # ------------------------------------------------------------------ retraining trigger

@@ -75,7 +75,7 @@ def test_external_predictions_end_to_end(resources, data_root, base_model_dir, e
     assets = [ev.external_predictions, ev.evaluation_items, ev.epitome_classifiers, ev.metric_bertscore,
               ev.metric_epitome, ev.metric_valence, ev.metric_diversity, ev.metric_judge, ev.metric_alignment,
               ev.judge_human_agreement, ev.metric_retention,
-              *_sql_assets("metric_scores", "leaderboard", "leaderboard_overall"), ev.leaderboard_chart]
+              ev.scorecard_tables, *_sql_assets("leaderboard", "leaderboard_overall"), ev.leaderboard_chart]
     result = materialize(assets, resources=resources)
     assert result.success
 
@@ -134,10 +134,14 @@ def test_external_predictions_end_to_end(resources, data_root, base_model_dir, e
 
     board = db.execute("SELECT * FROM leaderboard").pl()
     overall = board.filter(pl.col("emotion") == "all")
-    f1 = dict(overall.filter(pl.col("metric") == "bertscore_f1").select("system", "delta").iter_rows())
-    assert f1["shuffled"] == 0 and f1["oracle"] > 0.2
-    flags = dict(overall.filter(pl.col("metric") == "bertscore_f1").select("system", "regression").iter_rows())
-    assert flags == {"shuffled": None, "oracle": False}
+    f1 = {r["system"]: r for r in overall.filter(pl.col("metric") == "bertscore_f1").iter_rows(named=True)}
+    # the baseline has no comparison with itself; the oracle (the reference itself) is better on every
+    # item, which the paired test (n = 9: exact permutation p = 2/512) says with confidence
+    assert f1["shuffled"]["delta"] is None and f1["shuffled"]["verdict"] == "baseline"
+    assert f1["oracle"]["delta"] > 0.2 and f1["oracle"]["paired_n"] == n_items
+    assert f1["oracle"]["delta_ci_low"] > 0 and f1["oracle"]["verdict"] == "better"
+    assert f1["oracle"]["regression"] is False
+    assert f1["oracle"]["ci_low"] <= f1["oracle"]["value"] <= f1["oracle"]["ci_high"] and f1["oracle"]["n"] == n_items
     assert set(board["emotion"]) == {"all", *items["emotion"].unique()}
     assert {"perplexity", "distinct_2", "diff_epitome_er", "judge_fluency", "alignment_exact"} <= set(board["metric"])
     headline = db.execute("SELECT * FROM leaderboard_overall").pl()

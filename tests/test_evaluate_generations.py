@@ -1,6 +1,6 @@
-"""`test_generations` on the real base model: the test split's speaker turns of two emotions (one
-single-run over both partitions), answered through the generation engine, cached on a second run,
-and picked up by `evaluation_items` next to nothing else.
+"""`evaluation_set` and `test_generations` on the real base model: the test split's speaker turns of
+two emotions (one single-run over both partitions) become stable evaluation items, answered through
+the generation engine, cached on a second run, and picked up by `evaluation_items` next to nothing else.
 
 `dataset_splits` is produced by the pairs stage; this test stands in a minimal upstream with that
 asset's contract (curated_dialogues columns + `split`) built from real EmpatheticDialogues turns."""
@@ -51,8 +51,13 @@ def dataset_splits_from_ed(context):
 def test_generations_for_base_cached_and_collected(resources, data_root, base_model_dir):
     resources["model_store"].folder("base_model").symlink_to(base_model_dir, target_is_directory=True)
     resources["evaluation"] = EvaluationConfig(systems=["base"], max_new_tokens=12, max_items_per_emotion=2)
-    first = materialize([dataset_splits_from_ed, ev.test_generations], resources=resources, tags=RANGE)
+    first = materialize([dataset_splits_from_ed, ev.evaluation_set, ev.test_generations], resources=resources,
+                        tags=RANGE)
     assert first.success
+    set_md = first.asset_materializations_for_node("evaluation_set")[0].metadata
+    assert set_md["items_per_emotion"].value == {"anger": 2, "annoyance": 2}  # 3 test rows each, capped at 2
+    coverage_check = first.get_asset_check_evaluations()[0]
+    assert coverage_check.check_name == "every_emotion_evaluated" and coverage_check.passed
     stats = first.asset_materializations_for_node("test_generations")[0].metadata["systems"].value
     assert stats["base"]["generated"] == 4 and len(stats["base"]["cache_id"]) > 8
 
@@ -62,9 +67,13 @@ def test_generations_for_base_cached_and_collected(resources, data_root, base_mo
         assert frame.height == 2 and set(frame["emotion"]) == {emotion} and set(frame["system"]) == {"base"}
         assert frame["prediction"].str.len_chars().min() > 0
         assert frame["item_id"].n_unique() == 2
+        evaluation_set = pl.read_parquet(data_root / "parquet" / "evaluation_set" / f"{emotion}.parquet")
+        assert sorted(frame["item_id"]) == sorted(evaluation_set["item_id"])  # exactly the set's items
+        assert set(frame["model_sha256"]) == {""}  # base_model linked here, never materialized: no sha
 
     # same model, prompts and settings: every reply comes from the cache
-    again = materialize([dataset_splits_from_ed, ev.test_generations], resources=resources, tags=RANGE)
+    again = materialize([dataset_splits_from_ed, ev.evaluation_set, ev.test_generations], resources=resources,
+                        tags=RANGE)
     stats = again.asset_materializations_for_node("test_generations")[0].metadata["systems"].value
     assert stats["base"]["cached"] == 4 and stats["base"]["generated"] == 0
     again_frames = {e: pl.read_parquet(data_root / "parquet" / "test_generations" / f"{e}.parquet") for e in frames}

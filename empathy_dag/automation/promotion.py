@@ -1,23 +1,29 @@
-"""The promotion gate: a new DPO checkpoint replaces the promoted model only if it does not regress.
+"""The promotion gate: a new DPO checkpoint replaces the promoted model only on evidence.
 
-Two gates use the same pure rule (`promotion_decision`):
-1. `dpo_checkpoint_no_regression`, a blocking asset check on `dpo_checkpoint`, compares the metrics the
-   training step records (metadata `metrics`, e.g. DPO reward accuracy and eval loss) with those of the
-   promoted model. A failure stops the run before evaluation: nothing downstream sees the checkpoint.
-2. `promoted_model` (downstream of the checkpoint and of the leaderboard) compares evaluation metrics
-   (the `leaderboard` row of the candidate) with the promoted model's, and moves the pointer file only
-   when the candidate passes. A rejected candidate is recorded (metadata + `promotion_log`) and the
-   pointer keeps naming the previous model: a regression never replaces the promoted model.
+1. `dpo_checkpoint_no_regression`, a blocking asset check on `dpo_checkpoint`, is a cheap sanity check
+   of the metrics the training step records (metadata `metrics`, e.g. DPO reward accuracy and eval
+   loss) against the promoted model's (`promotion_decision`, absolute tolerances). A failure stops the
+   run before evaluation: nothing downstream sees the checkpoint.
+2. `promoted_model` (downstream of the leaderboard) decides on the scorecard's paired tests
+   (`empathy_dag.evaluate.scorecard.gate_decision` over `metric_comparisons`): the candidate ("dpo") is
+   compared with the promoted model on the same evaluation items (with the baseline before the first
+   promotion). It is promoted only when no headline metric (`headline_metrics`: diff-Epitome ER/IP/EX,
+   BERTScore F1, judge empathy) is a confident regression and at least `min_improved_metrics` are
+   confidently better; a candidate better only by noise is kept out ("kept"), a regression is
+   "rejected". The numbers (deltas, intervals, p, n) go to metadata and `promotion_log`; the pointer
+   file moves only on "promoted".
+3. `candidate_vs_base_headline`, a non-blocking check on `leaderboard`, reports the candidate against
+   the baseline on the headline metrics, whatever the gate decided.
 
-Metric names are not hard-coded: every numeric metric both sides have is compared, higher-is-better
-unless its name says otherwise (loss, perplexity, toxicity, error, latency, distance) or the config lists
-it in `lower_is_better`."""
+For the training-metric check, metric names are not hard-coded: every numeric metric both sides have
+is compared, higher-is-better unless its name says otherwise (loss, perplexity, toxicity, error,
+latency, distance) or the config lists it in `lower_is_better`."""
 
 import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,8 @@ from dagster import (
     asset_check,
 )
 from pydantic import Field
+
+from empathy_dag.evaluate.scorecard import DEFAULT_HEADLINE_METRICS, GateDecision, gate_decision
 
 # The evaluation stage names the DPO model "dpo" in the leaderboard (`system` column).
 CANDIDATE_SYSTEMS = ["dpo", "dpo_checkpoint"]
@@ -124,7 +132,13 @@ def promotion_decision(
 
 
 class PromotionConfig(Config):
-    default_tolerance: float = Field(default=0.01, description="Allowed absolute drop per metric.")
+    headline_metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_HEADLINE_METRICS),
+                                        description="The evaluation metrics the gate decides on.")
+    min_improved_metrics: int = Field(default=1, description="Headline metrics that must be confidently better "
+                                      "(0 = promote whenever there is no confident regression).")
+    candidate_system: str = Field(default="dpo", description="The leaderboard system that is the candidate.")
+    # The training-metric sanity check (dpo_checkpoint_no_regression):
+    default_tolerance: float = Field(default=0.01, description="Allowed absolute drop per training metric.")
     tolerances: dict[str, float] = Field(default_factory=dict, description="Per-metric allowed drop.")
     lower_is_better: list[str] = Field(default_factory=list)
     metrics: list[str] = Field(default_factory=list, description="Compare only these (empty = all common).")
@@ -150,37 +164,63 @@ def training_metrics(metadata: Mapping[str, Any]) -> dict[str, float]:
     return numeric_metrics({k: v for k, v in metadata.items() if k not in ("path", "sha256")})
 
 
-def leaderboard_metrics(conn, identifiers: list[str]) -> tuple[dict[str, float], frozenset[str]] | None:
-    """(metrics, lower-is-better names) of a system in the `leaderboard` table, None when there is no
-    leaderboard or no row for it. The leaderboard is long: one row per (system, emotion, metric) with
-    `direction` +1 (higher is better), -1 (lower is better) or 0 (descriptive, not compared); the gate
-    uses the emotion 'all' rows. A wide table (one row per model) is read by any text column naming
-    one of `identifiers`."""
+def read_scorecard(conn) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """(metric_comparisons, evaluation_systems) from the warehouse; None for a table not written yet."""
     tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    if "leaderboard" not in tables:
+    read = (lambda t: conn.execute(f"SELECT * FROM {t}").pl() if t in tables else None)
+    return read("metric_comparisons"), read("evaluation_systems")
+
+
+def _baseline(systems: pl.DataFrame | None) -> str | None:
+    if systems is None or "is_baseline" not in systems.columns:
         return None
-    frame = conn.execute("SELECT * FROM leaderboard").pl()
-    idents = {str(i) for i in identifiers if i}
-    if {"system", "metric", "value"} <= set(frame.columns):
-        rows = frame.filter(pl.col("system").is_in(list(idents)))
-        if "emotion" in rows.columns:
-            rows = rows.filter(pl.col("emotion") == "all")
-        if rows.height == 0:
-            return None
-        metrics, lower = {}, set()
-        for row in rows.iter_rows(named=True):
-            direction = row.get("direction", 1)
-            if direction == 0 or row["value"] is None:
-                continue
-            metrics[row["metric"]] = float(row["value"])
-            if direction is not None and direction < 0:
-                lower.add(row["metric"])
-        return metrics, frozenset(lower)
-    text_cols = [c for c, t in frame.schema.items() if t == pl.String]
-    for row in frame.iter_rows(named=True):
-        if any(str(row[c]) in idents for c in text_cols if row[c] is not None):
-            return numeric_metrics(row), frozenset()
-    return None
+    return next(iter(systems.filter(pl.col("is_baseline"))["system"].to_list()), None)
+
+
+def evaluation_gate(comparisons: pl.DataFrame | None, systems: pl.DataFrame | None, candidate: Mapping[str, Any],
+                    previous: Mapping[str, Any], config: "PromotionConfig") -> tuple[GateDecision, str | None]:
+    """(decision, the system compared with). The candidate is compared with the promoted model when one
+    exists (it must have been scored on the same items: the evaluation adds it as system "promoted"),
+    with the baseline before the first promotion. Evidence that does not belong to this candidate (the
+    evaluation scored another checkpoint) is no evidence."""
+    if comparisons is None or systems is None or not comparisons.height:
+        return GateDecision(False, "no_evidence", [("no scorecard (metric_comparisons): evaluate the candidate "
+                                                   "before the gate can decide")], []), None
+    cand = systems.filter(pl.col("system") == config.candidate_system)
+    if not cand.height:
+        return GateDecision(False, "no_evidence", [f"{config.candidate_system!r} was not evaluated"], []), None
+    scored_sha = cand["model_sha256"][0] if "model_sha256" in cand.columns else None
+    if scored_sha and candidate.get("sha256") and scored_sha != candidate.get("sha256"):
+        return GateDecision(False, "no_evidence", [
+            (f"the scorecard scored {config.candidate_system} = {str(scored_sha)[:12]}, not the candidate "
+            f"{str(candidate.get('sha256'))[:12]}: re-run the evaluation")], []), None
+    if previous.get("sha256"):
+        versus = "promoted"
+        if not comparisons.filter((pl.col("system") == config.candidate_system) & (pl.col("versus") == versus)).height:
+            return GateDecision(False, "no_evidence", [
+                ("a model is promoted but was not scored on the same items (evaluation.compare_with_promoted): "
+                "cannot show the candidate is not a regression")], []), versus
+    else:
+        versus = _baseline(systems)
+        if versus is None:
+            return GateDecision(False, "no_evidence", ["no baseline system in the scorecard"], []), None
+    decision = gate_decision(comparisons, config.candidate_system, versus, config.headline_metrics,
+                             config.min_improved_metrics)
+    return decision, versus
+
+
+def evidence_markdown(compared: list[dict]) -> str:
+    if not compared:
+        return "(no paired comparison)"
+    lines = ["| metric | n | candidate | versus | delta [95% CI] | p (BH) | verdict |", "|---|---|---|---|---|---|---|"]
+    for r in compared:
+        ci = (f"[{r['delta_ci_low']:+.4g}, {r['delta_ci_high']:+.4g}]" if r.get("delta_ci_low") is not None else "-")
+        p = f"{r['p_adjusted']:.3g}" if r.get("p_adjusted") is not None else "-"
+        cand = f"{r['value']:.4g}" if r.get("value") is not None else "-"
+        vs = f"{r['versus_value']:.4g}" if r.get("versus_value") is not None else "-"
+        lines.append(f"| {r['metric']} | {r['n']} | {cand} | {vs} | {r['delta']:+.4g} {ci} | {p} | "
+                     f"{r['verdict']}{' (regression)' if r.get('regression') else ''} |")
+    return "\n".join(lines)
 
 
 def write_pointer(path: Path, pointer: dict) -> None:
@@ -249,8 +289,9 @@ def build_promotion_definitions(has_leaderboard: bool) -> tuple[list, list]:
 
     @asset(
         name="promoted_model", group_name="automation", deps=deps, kinds={"json"},
-        description="Pointer (path, sha256, metrics) to the best checkpoint that passed the promotion "
-        "gate; a rejected candidate is recorded but never replaces it.",
+        description="Pointer (path, sha256, evidence) to the checkpoint that last passed the evaluation gate: "
+        "promoted only when the scorecard's paired tests show no confident regression on a headline metric "
+        "and a confident gain on at least one; every decision is recorded in promotion_log.",
         metadata={"warehouse_tables": ["promotion_log"]},
     )
     def promoted_model(
@@ -262,45 +303,66 @@ def build_promotion_definitions(has_leaderboard: bool) -> tuple[list, list]:
         previous = _metadata_values(context.instance.get_latest_materialization_event(AssetKey("promoted_model")))
         pointer_path = model_store.folder("promoted_model") / "pointer.json"
         with warehouse.connect() as conn:
-            cand_eval = leaderboard_metrics(conn, CANDIDATE_SYSTEMS + [candidate.get("sha256"), candidate.get("path")])
-        tolerances = config.to_tolerances()
-        if cand_eval is not None:
-            cand_metrics, lower = cand_eval
-            tolerances = replace(tolerances, lower_is_better=tolerances.lower_is_better | lower)
-        else:
-            cand_metrics = training_metrics(candidate)
-        # The promoted model's evaluation metrics as recorded when it was promoted.
-        prom_metrics = (previous.get("metrics") or {}) if previous.get("sha256") else None
-        passed, reasons = promotion_decision(cand_metrics, prom_metrics, tolerances)
+            comparisons, systems = read_scorecard(conn)
+        decision, versus = evaluation_gate(comparisons, systems, candidate, previous, config)
+        passed = decision.promote
         if passed:
             kept, uri = keep_promoted_copy(model_store, candidate)
             pointer = {"path": str(kept), "uri": uri, "sha256": candidate.get("sha256"),
-                       "candidate_path": str(candidate["path"]),
-                       "metrics": cand_metrics, "training_metrics": training_metrics(candidate),
-                       "promoted_at_run": context.run.run_id}
+                       "candidate_path": str(candidate["path"]), "evidence": decision.compared,
+                       "training_metrics": training_metrics(candidate), "promoted_at_run": context.run.run_id}
             write_pointer(pointer_path, pointer)
         else:
             pointer = {"path": previous.get("path"), "uri": previous.get("uri"), "sha256": previous.get("sha256"),
-                       "metrics": previous.get("metrics") or {},
+                       "evidence": previous.get("evidence") or [],
                        "training_metrics": previous.get("training_metrics") or {}}
+        cand_values = {r["metric"]: r["value"] for r in decision.compared}
+        versus_values = {r["metric"]: r["versus_value"] for r in decision.compared}
         with warehouse.connect() as conn:
             upsert(conn, "promotion_log", [{
                 "decided_at": datetime.now(UTC).replace(tzinfo=None), "run_id": context.run.run_id,
                 "candidate_path": str(candidate["path"]), "candidate_sha256": candidate.get("sha256"),
-                "previous_sha256": previous.get("sha256"), "promoted": passed, "reasons": reasons,
-                "candidate_metrics": cand_metrics, "promoted_metrics": prom_metrics or {},
+                "previous_sha256": previous.get("sha256"), "promoted": passed, "reasons": decision.reasons,
+                "candidate_metrics": cand_values, "promoted_metrics": versus_values,
+                "decision": decision.decision, "versus": versus, "evidence": decision.compared,
             }])
-        context.log.info(("PROMOTED " if passed else "REJECTED ") + "; ".join(reasons))
+        context.log.info(f"{decision.decision.upper()} (vs {versus}): " + "; ".join(decision.reasons))
         return MaterializeResult(metadata={
-            "decision": "promoted" if passed else "rejected",
-            "reasons": MetadataValue.md("\n".join(f"- {r}" for r in reasons)),
+            "decision": decision.decision,
+            "versus": versus or "none",
+            "reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+            "evidence": MetadataValue.md(evidence_markdown(decision.compared)),
             "candidate_sha256": str(candidate.get("sha256")),
             "path": MetadataValue.path(str(pointer["path"])) if pointer.get("path") else "none",
             "sha256": str(pointer.get("sha256") or ""),
             "uri": str(pointer.get("uri") or ""),
-            "metrics": MetadataValue.json(pointer.get("metrics") or {}),
             "training_metrics": MetadataValue.json(pointer.get("training_metrics") or {}),
             "pointer_file": MetadataValue.path(str(pointer_path)),
         })
 
-    return [promoted_model], [dpo_checkpoint_no_regression]
+    checks = [dpo_checkpoint_no_regression]
+    if has_leaderboard:
+        @asset_check(
+            asset=AssetKey("leaderboard"), name="candidate_vs_base_headline", blocking=False,
+            description="The candidate against the baseline on the headline metrics (paired tests over all "
+            "emotions): fails on a confident regression, warns when nothing is confidently better.",
+        )
+        def candidate_vs_base_headline(context: AssetCheckExecutionContext, config: PromotionConfig,
+                                       warehouse: Warehouse):
+            with warehouse.connect() as conn:
+                comparisons, systems = read_scorecard(conn)
+            baseline = _baseline(systems)
+            if comparisons is None or baseline is None:
+                return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
+                                        metadata={"note": "no scorecard yet: materialize metric_comparisons"})
+            decision = gate_decision(comparisons, config.candidate_system, baseline, config.headline_metrics,
+                                     config.min_improved_metrics)
+            regression = decision.decision == "rejected"
+            return AssetCheckResult(
+                passed=decision.promote, severity=AssetCheckSeverity.ERROR if regression else AssetCheckSeverity.WARN,
+                metadata={"candidate": config.candidate_system, "baseline": baseline, "outcome": decision.decision,
+                          "reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+                          "evidence": MetadataValue.md(evidence_markdown(decision.compared))})
+        checks.append(candidate_vs_base_headline)
+
+    return [promoted_model], checks

@@ -58,14 +58,21 @@ DDL = {
             reasons VARCHAR,          -- JSON list
             candidate_metrics VARCHAR,
             promoted_metrics VARCHAR,
+            decision VARCHAR,         -- promoted | rejected | kept | no_evidence
+            versus VARCHAR,           -- the system compared with: promoted (the promoted model) or the baseline
+            evidence VARCHAR,         -- JSON list: the paired comparison of each headline metric
             PRIMARY KEY (run_id, candidate_sha256)
         )""",
 }
+# Columns added after a table's first version: a warehouse written by an older version gains them.
+ADDED_COLUMNS = {"promotion_log": (("decision", "VARCHAR"), ("versus", "VARCHAR"), ("evidence", "VARCHAR"))}
 
 
 def ensure_tables(conn: duckdb.DuckDBPyConnection, names: Iterable[str] = AUTOMATION_TABLES) -> None:
     for name in names:
         conn.execute(DDL[name])
+        for column, dtype in ADDED_COLUMNS.get(name, ()):
+            conn.execute(f"ALTER TABLE {WAREHOUSE_SCHEMA}.{name} ADD COLUMN IF NOT EXISTS {column} {dtype}")
 
 
 def _value(v: Any) -> Any:

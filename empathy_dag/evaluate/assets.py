@@ -9,6 +9,9 @@ from pathlib import Path
 
 import polars as pl
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
@@ -20,7 +23,14 @@ from dagster import (
     multi_asset,
 )
 
-from empathy_dag.evaluate.items import ITEM_SCHEMA, empty_items, item_id, read_external_predictions
+from empathy_dag.evaluate import scorecard
+from empathy_dag.evaluate.evaluation_set import (
+    build_evaluation_set,
+    coverage,
+    from_test_split,
+    read_external_test_file,
+)
+from empathy_dag.evaluate.items import ITEM_SCHEMA, empty_items, read_external_predictions
 from empathy_dag.evaluate.resources import EvaluationConfig
 from empathy_dag.generate.resources import TextGenerator
 from empathy_dag.io_managers import per_partition
@@ -34,6 +44,9 @@ from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse, write_ta
 
 GROUP = "evaluate"
 CHECKPOINTS = {"base": None, "sft": "sft_checkpoint", "dpo": "dpo_checkpoint"}
+# The model behind each pipeline system, for the scorecard's "which model is this row" columns.
+SYSTEM_ASSETS = {"base": "base_model", "sft": "sft_checkpoint", "dpo": "dpo_checkpoint", "promoted": "promoted_model"}
+PROMOTED = "promoted"
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -49,11 +62,16 @@ def system_weights(system: str, evaluation: EvaluationConfig, model_store: Model
     for extra in evaluation.extra_systems:
         if extra.name == system:
             return extra.source, extra.adapter
-    if system not in CHECKPOINTS:
+    if system not in CHECKPOINTS and system != PROMOTED:
         raise ValueError(f"unknown system {system!r}: use base, sft, dpo or an extra_systems entry")
     base = fetch_folder(model_store, "base_model")
     if not (base / "config.json").is_file():
         raise FileNotFoundError(f"{base} has no model: materialize base_model first")
+    if system == PROMOTED:
+        pointer = promoted_pointer(model_store)
+        if pointer is None:
+            raise FileNotFoundError("no promoted model yet: promoted_model has not promoted a checkpoint")
+        return str(base), str(fetch_folder(model_store, f"promoted/{pointer['sha256'][:16]}"))
     adapter = CHECKPOINTS[system]
     if adapter is None:
         return str(base), None
@@ -68,8 +86,44 @@ def fetch_folder(model_store: ModelStore, name: str) -> Path:
     return model_store.fetch(name)
 
 
-def systems_with_weights(evaluation: EvaluationConfig) -> list[str]:
-    return [*evaluation.systems, *(e.name for e in evaluation.extra_systems)]
+def promoted_pointer(model_store: ModelStore) -> dict | None:
+    """The promotion gate's pointer file (path, sha256 of the promoted adapter), None before the first
+    promotion."""
+    import json
+
+    path = model_store.folder("promoted_model") / "pointer.json"
+    if not path.is_file():
+        return None
+    pointer = json.loads(path.read_text())
+    return pointer if pointer.get("sha256") else None
+
+
+def systems_with_weights(evaluation: EvaluationConfig, model_store: ModelStore | None = None) -> list[str]:
+    """The configured systems, plus the promoted model (when one exists and `compare_with_promoted`), so
+    a candidate is compared with it on the same items."""
+    systems = [*evaluation.systems, *(e.name for e in evaluation.extra_systems)]
+    if (model_store is not None and evaluation.compare_with_promoted and PROMOTED not in systems
+            and promoted_pointer(model_store) is not None):
+        systems.append(PROMOTED)
+    return systems
+
+
+def system_identity(context: AssetExecutionContext, system: str, source: str, adapter: str | None) -> dict:
+    """Which model a system's replies came from: the asset, its materialization (run id, storage id)
+    and the sha256 it recorded, so a scorecard row ties to exactly one checkpoint."""
+    asset_name = SYSTEM_ASSETS.get(system)
+    info = {"model_asset": asset_name or "", "model_path": adapter or source, "model_sha256": "",
+            "model_run_id": "", "model_storage_id": None}
+    if asset_name is None:
+        return info
+    event = context.instance.get_latest_materialization_event(AssetKey(asset_name))
+    if event is None or event.asset_materialization is None:
+        return info
+    meta = event.asset_materialization.metadata
+    sha = meta.get("sha256") or meta.get("candidate_sha256")
+    info.update(model_sha256=str(sha.value) if sha is not None else "", model_run_id=event.run_id,
+                model_storage_id=event.storage_id)
+    return info
 
 
 def model_source(spec: str, model_store: ModelStore) -> str:
@@ -112,58 +166,100 @@ def summary_by_system(frame: pl.DataFrame, columns: list[str]) -> MetadataValue:
     backfill_policy=single_run,
     io_manager_key="parquet_io_manager",
     ins={"dataset_splits": AssetIn()},
+    code_version="evaluation-set-v1",
+    kinds={"parquet"},
+    check_specs=[AssetCheckSpec("every_emotion_evaluated", asset="evaluation_set",
+                                description="Each emotion has at least `min_items_per_emotion` evaluation items.")],
+    description="The held-out items every system is scored on, per emotion: the complete test dialogues of "
+    "dataset_splits (whose per-emotion minimum reaches every emotion) and any external test files "
+    "(`external_test_files`, any format ingest reads). Item ids are content hashes: adding data never "
+    "reshuffles existing items.",
+)
+def evaluation_set(context: AssetExecutionContext, evaluation: EvaluationConfig, dataset_splits):
+    taxonomy = default_taxonomy()
+    external, files = [], []
+    for path in evaluation.external_test_files:
+        frame, info = read_external_test_file(path, taxonomy)
+        external.append(frame)
+        files.append(info)
+    external_items = pl.concat(external) if external else None
+    splits = per_partition(context, dataset_splits)
+    frames = {}
+    for emotion in context.partition_keys:
+        parts = [from_test_split(splits.get(emotion, pl.DataFrame()))]
+        if external_items is not None:
+            parts.append(external_items.filter(pl.col("emotion") == emotion))
+        frames[emotion] = build_evaluation_set(parts, evaluation.max_items_per_emotion)
+    cov = coverage(frames, evaluation.min_items_per_emotion)
+    context.log.info(f"evaluation_set: {cov['items']} items over {len(frames)} emotions; below "
+                     f"{evaluation.min_items_per_emotion}: {cov['below_minimum'] or 'none'}")
+    yield Output(frames, metadata={
+        "dagster/row_count": cov["items"],
+        "items_per_emotion": MetadataValue.json(cov["per_emotion"]),
+        "items_per_source": MetadataValue.json(cov["per_source"]),
+        "items_per_language": MetadataValue.json(cov["per_language"]),
+        "items_per_origin": MetadataValue.json(cov["per_origin"]),
+        "external_test_files": MetadataValue.json(files),
+        "items_fingerprint": scorecard.items_fingerprint(
+            i for f in frames.values() for i in f["item_id"].to_list()),
+    })
+    yield AssetCheckResult(
+        check_name="every_emotion_evaluated", passed=not cov["below_minimum"],
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"min_items_per_emotion": evaluation.min_items_per_emotion,
+                  "below_minimum": MetadataValue.json(cov["below_minimum"]),
+                  "emotions": len(frames)})
+
+
+@asset(
+    group_name=GROUP,
+    partitions_def=emotion_partitions,
+    backfill_policy=single_run,
+    io_manager_key="parquet_io_manager",
+    ins={"evaluation_set": AssetIn()},
     deps=[AssetKey("base_model"), AssetKey("sft_checkpoint"), AssetKey("dpo_checkpoint")],
-    code_version="test-generations-v1",
+    code_version="test-generations-v2",
     kinds={"pytorch", "parquet"},
-    description="Replies of every system (base, SFT, DPO and extra models) to the speaker turns of the "
-    "test split, through the batched, cached generation engine. Each model loads once per run.",
+    description="Replies of every system (base, SFT, DPO, the promoted model when there is one, and extra "
+    "models) to the speaker turns of the evaluation set, through the batched, cached generation engine. "
+    "Each model loads once per run; each row names the model (asset, sha256, materialization) it came from.",
 )
 def test_generations(context: AssetExecutionContext, evaluation: EvaluationConfig, model_store: ModelStore,
-                     text_generator: TextGenerator, dataset_splits):
+                     text_generator: TextGenerator, evaluation_set):
     from empathy_dag.generate.engine import GenerationSettings, log_progress
 
-    splits = per_partition(context, dataset_splits)
-    tests: dict[str, pl.DataFrame] = {}
-    for emotion, df in splits.items():
-        test = df.filter((pl.col("split") == "test") & pl.col("speaker_utterance").is_not_null()
-                         & pl.col("listener_reply").is_not_null())
-        if evaluation.max_items_per_emotion:
-            test = test.head(evaluation.max_items_per_emotion)
-        tests[emotion] = test
-    prompts = pl.concat([t for t in tests.values() if t.height], how="diagonal_relaxed") if any(
-        t.height for t in tests.values()) else None
+    sets = per_partition(context, evaluation_set)
+    nonempty = [sets[e] for e in context.partition_keys if e in sets and sets[e].height]
+    prompts = pl.concat(nonempty) if nonempty else None
     settings = GenerationSettings(max_new_tokens=evaluation.max_new_tokens, temperature=evaluation.temperature,
                                   top_p=evaluation.top_p, do_sample=evaluation.temperature > 0,
                                   seed=evaluation.seed)
     per_system, stats = [], {}
-    for system in systems_with_weights(evaluation):
+    for system in systems_with_weights(evaluation, model_store):
         if prompts is None:
             break
         source, adapter = system_weights(system, evaluation, model_store)
+        identity = system_identity(context, system, source, adapter)
         generator = load_engine(source, adapter, text_generator)
         context.log.info(f"{system}: {prompts.height} prompts on {source} + {adapter}")
         replies = generator.generate([listener_conversation(u, evaluation.system_prompt)
                                       for u in prompts["speaker_utterance"]], settings,
                                      progress=log_progress(context.log))
-        stats[system] = {"cache_id": generator.cache_id, **getattr(generator, "last_stats", {})}
+        stats[system] = {"cache_id": generator.cache_id, **identity, **getattr(generator, "last_stats", {})}
         per_system.append(prompts.select(
-            pl.lit(system).alias("system"), pl.lit("pipeline").alias("origin"), "emotion",
-            pl.col("language").fill_null("en"), pl.col("situation").fill_null(""), "speaker_utterance",
-            pl.col("listener_reply").alias("reference"), pl.Series("prediction", replies, dtype=pl.String),
-            pl.col("dialogue_id").alias("source_dialogue_id") if "dialogue_id" in prompts.columns
-            else pl.lit(None, dtype=pl.String).alias("source_dialogue_id"),
+            "item_id", pl.lit(system).alias("system"), pl.lit("pipeline").alias("origin"), "emotion", "language",
+            "situation", "speaker_utterance", "reference", pl.Series("prediction", replies, dtype=pl.String),
+            "source_dialogue_id", pl.lit(identity["model_sha256"]).alias("model_sha256"),
+            pl.lit(identity["model_run_id"]).alias("model_run_id"),
         ))
     allrows = pl.concat(per_system) if per_system else None
     frames = {}
     for emotion in context.partition_keys:
         if allrows is None:
-            frames[emotion] = empty_items().with_columns(pl.lit(None, dtype=pl.String).alias("source_dialogue_id"))
+            frames[emotion] = empty_items().with_columns(
+                *[pl.lit(None, dtype=pl.String).alias(c) for c in GENERATION_EXTRA_COLUMNS])
             continue
-        sub = allrows.filter(pl.col("emotion") == emotion)
-        ids = [item_id(e, s, r) for e, s, r in sub.select("emotion", "speaker_utterance", "reference").iter_rows()]
-        # a dialogue present twice in the split (same turn, same reference) is one item
-        frames[emotion] = sub.with_columns(pl.Series("item_id", ids, dtype=pl.String)).select(
-            *ITEM_SCHEMA, "source_dialogue_id").unique(subset=["system", "item_id"], keep="first", maintain_order=True)
+        frames[emotion] = allrows.filter(pl.col("emotion") == emotion).select(*ITEM_SCHEMA, *GENERATION_EXTRA_COLUMNS)
     return Output(frames, metadata={
         "dagster/row_count": sum(f.height for f in frames.values()),
         "systems": MetadataValue.json(stats),
@@ -171,6 +267,9 @@ def test_generations(context: AssetExecutionContext, evaluation: EvaluationConfi
         "preview": markdown_table(allrows.select("system", "emotion", "speaker_utterance", "prediction")
                                   if allrows is not None else empty_items(), max_rows=9),
     })
+
+
+GENERATION_EXTRA_COLUMNS = ("source_dialogue_id", "model_sha256", "model_run_id")
 
 
 @asset(
@@ -216,18 +315,32 @@ def external_predictions(context: AssetExecutionContext, evaluation: EvaluationC
     can_subset=False,
 )
 def evaluation_items(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
-    frames = []
+    frames, identities = [], []
     for name in ("test_generations", "external_predictions"):
         frame = warehouse.read_asset_frame(name)
         if frame is not None and frame.height:
             frames.append(frame.select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA))
+            identities.append(frame.select("system", *[pl.col(c).cast(pl.String) if c in frame.columns
+                                                       else pl.lit(None, dtype=pl.String).alias(c)
+                                                       for c in ("model_sha256", "model_run_id")]).unique("system"))
     items = pl.concat(frames) if frames else empty_items()
     dupes = items.height - items.unique(subset=["system", "item_id"]).height
     if dupes:
         raise ValueError(f"{dupes} (system, item) pairs appear twice: an external system shares a name "
                          "with a pipeline system")
+    names = items["system"].unique().sort().to_list()
+    baseline, why = scorecard.resolve_baseline(names, evaluation.baseline_system, evaluation.systems)
+    if why:
+        context.log.warning(why)
     systems = items.group_by("system", "origin").agg(pl.len().alias("items")).with_columns(
-        (pl.col("system") == evaluation.baseline_system).alias("is_baseline")).sort("system")
+        (pl.col("system") == baseline).alias("is_baseline")).sort("system")
+    if identities:
+        systems = systems.join(pl.concat(identities).unique("system"), on="system", how="left")
+    else:
+        systems = systems.with_columns(pl.lit(None, dtype=pl.String).alias("model_sha256"),
+                                       pl.lit(None, dtype=pl.String).alias("model_run_id"))
+    systems = systems.with_columns(pl.lit(scorecard.items_fingerprint(items["item_id"].to_list()))
+                                   .alias("items_fingerprint"))
     write_table(warehouse, "evaluation_items", items)
     write_table(warehouse, "evaluation_systems", systems)
     yield MaterializeResult(asset_key="evaluation_items", metadata={
@@ -236,7 +349,8 @@ def evaluation_items(context: AssetExecutionContext, evaluation: EvaluationConfi
         "preview": markdown_table(items.select("system", "origin", "emotion", "speaker_utterance", "prediction")),
     })
     yield MaterializeResult(asset_key="evaluation_systems", metadata={
-        "dagster/row_count": systems.height, "systems": markdown_table(systems, max_rows=50)})
+        "dagster/row_count": systems.height, "systems": markdown_table(systems, max_rows=50),
+        "baseline_system": baseline or "none", "baseline_note": why or "as configured"})
 
 
 # ------------------------------------------------------------------------------ Epitome classifiers
@@ -450,10 +564,14 @@ def _generation_settings(max_new_tokens: int):
 
 
 def _subsample(items: pl.DataFrame, n: int) -> pl.DataFrame:
-    """The first n items of each system (items are ordered), so systems are judged on the same items."""
+    """n items, the same for every system (paired comparisons need the same items), spread over the
+    emotions: round-robin over emotions in item-id (hash) order, so a cap below the set size still
+    reaches every emotion before it takes a second item of any."""
     if not n:
         return items
-    keep = items.select("item_id").unique().sort("item_id").head(n)["item_id"]
+    keep = (items.select("item_id", "emotion").unique().sort("item_id")
+            .with_columns(pl.col("item_id").cum_count().over("emotion").alias("_rank"))
+            .sort("_rank", "item_id").head(n)["item_id"])
     return items.filter(pl.col("item_id").is_in(keep.implode()))
 
 
@@ -592,7 +710,7 @@ def judge_human_agreement(context: AssetExecutionContext, evaluation: Evaluation
 @asset(
     group_name=GROUP,
     deps=[AssetKey("base_model"), AssetKey("sft_checkpoint"), AssetKey("dpo_checkpoint")],
-    code_version="metric-retention-v1",
+    code_version="metric-retention-v2",
     kinds={"pytorch", "duckdb"},
     pool="duckdb_warehouse",
     metadata={"warehouse_tables": ["metric_retention"]},
@@ -607,7 +725,7 @@ def metric_retention(context: AssetExecutionContext, evaluation: EvaluationConfi
     text = Path(evaluation.retention_text).read_text(encoding="utf-8")
     mmlu = read_mmlu_csv(evaluation.mmlu_csv) if evaluation.mmlu_csv else []
     rows = []
-    for system in systems_with_weights(evaluation):
+    for system in systems_with_weights(evaluation, model_store):
         source, adapter = system_weights(system, evaluation, model_store)
         model, tokenizer = load_causal_lm(source, adapter=adapter, device=evaluation.device, allow_hub=evaluation.allow_hub)
         start = time.perf_counter()
@@ -627,6 +745,125 @@ def metric_retention(context: AssetExecutionContext, evaluation: EvaluationConfi
     })
 
 
+# ------------------------------------------------------------------------------------------ scorecard
+
+SCORECARD_TABLES = ("metric_item_scores", "metric_scores", "metric_comparisons", "scorecard_history")
+
+
+def _read_optional_tables(warehouse: Warehouse, names) -> dict[str, pl.DataFrame | None]:
+    with warehouse.connect() as conn:
+        present = {r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [WAREHOUSE_SCHEMA]).fetchall()}
+        return {n: conn.execute(f'SELECT * FROM {WAREHOUSE_SCHEMA}."{n}"').pl() if n in present else None
+                for n in names}
+
+
+def _append_history(warehouse: Warehouse, rows: pl.DataFrame, run_id: str) -> int:
+    """Earlier evaluations are kept: one row per (run, system, metric) over all emotions, so successive
+    checkpoints can be followed; a replayed run replaces its own rows only."""
+    with warehouse.connect() as conn:
+        conn.register("_history", rows.to_arrow())
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {WAREHOUSE_SCHEMA}.scorecard_history AS "
+                     "SELECT * FROM _history WHERE false")
+        conn.execute(f"DELETE FROM {WAREHOUSE_SCHEMA}.scorecard_history WHERE run_id = ?", [run_id])
+        conn.execute(f"INSERT INTO {WAREHOUSE_SCHEMA}.scorecard_history BY NAME SELECT * FROM _history")
+        conn.unregister("_history")
+        return conn.execute(f"SELECT count(*) FROM {WAREHOUSE_SCHEMA}.scorecard_history").fetchone()[0]
+
+
+@multi_asset(
+    specs=[
+        AssetSpec("metric_item_scores", group_name=GROUP, kinds={"duckdb"},
+                  metadata={"warehouse_tables": ["metric_item_scores"]},
+                  deps=[AssetKey("evaluation_items"), *[AssetKey(t) for t in scorecard.METRIC_TABLES]],
+                  description="Every per-item score in long form (system, emotion, item, metric, value), from "
+                  "whichever metric tables exist; the missing ones are listed in metadata."),
+        AssetSpec("metric_scores", group_name=GROUP, kinds={"duckdb", "scipy"},
+                  metadata={"warehouse_tables": ["metric_scores"]}, deps=[AssetKey("metric_item_scores")],
+                  description="Per system, emotion ('all' = every item) and metric: n, mean, standard error and "
+                  "a seeded 95% bootstrap interval over items (scipy.stats.bootstrap); set metrics (distinct-n, "
+                  "entropy) resample the replies. Fewer than 2 items: n and value, no interval."),
+        AssetSpec("metric_comparisons", group_name=GROUP, kinds={"duckdb", "scipy"},
+                  metadata={"warehouse_tables": ["metric_comparisons", "scorecard_history"]},
+                  deps=[AssetKey("metric_item_scores"), AssetKey("evaluation_systems")],
+                  description="Every system against the baseline and against the promoted model, on the same "
+                  "items: mean difference, paired-bootstrap 95% interval, paired permutation p-value, "
+                  "Benjamini-Hochberg adjusted p per (system, reference, emotion), verdict better / worse / "
+                  "inconclusive, and `regression` (worse with confidence beyond the margin). Appends the "
+                  "overall rows to `scorecard_history`."),
+    ],
+    code_version="scorecard-v1",
+    pool="duckdb_warehouse",
+    can_subset=False,
+)
+def scorecard_tables(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
+    from datetime import UTC, datetime
+
+    start = time.perf_counter()
+    tables = _read_optional_tables(warehouse, [*scorecard.METRIC_TABLES, "evaluation_items", "evaluation_systems"])
+    items = tables.pop("evaluation_items")
+    systems = tables.pop("evaluation_systems")
+    if items is None or systems is None:
+        raise ValueError("evaluation_items / evaluation_systems do not exist: materialize evaluation_items first")
+    long, missing = scorecard.item_scores(tables)
+    if missing:
+        context.log.info(f"scorecard without {missing}: never materialized (switched off or not selected)")
+    settings = evaluation.scorecard_settings()
+    summaries = scorecard.metric_summaries(long, settings, items=items, retention=tables.get("metric_retention"))
+    baseline = next(iter(systems.filter(pl.col("is_baseline"))["system"].to_list()), None)
+    references = {"baseline": baseline} if baseline else {}
+    if PROMOTED in set(systems["system"].to_list()):
+        references["promoted"] = PROMOTED
+    comparisons = scorecard.paired_comparisons(long, references, settings, items=items)
+    write_table(warehouse, "metric_item_scores", long)
+    write_table(warehouse, "metric_scores", summaries)
+    write_table(warehouse, "metric_comparisons", comparisons)
+
+    overall = summaries.filter(pl.col("emotion") == scorecard.ALL)
+    vs_base = comparisons.filter((pl.col("versus_role") == "baseline") & (pl.col("emotion") == scorecard.ALL)).select(
+        "system", "metric", pl.col("delta").alias("delta_vs_baseline"), pl.col("delta_ci_low").alias("delta_ci_low"),
+        pl.col("delta_ci_high").alias("delta_ci_high"), pl.col("p_adjusted").alias("p_adjusted"),
+        pl.col("verdict").alias("verdict_vs_baseline"))
+    identity = systems.select("system", "model_sha256", "model_run_id", "items_fingerprint")
+    history = (overall.join(identity, on="system", how="left").join(vs_base, on=["system", "metric"], how="left")
+               .with_columns(pl.lit(context.run.run_id).alias("run_id"),
+                             pl.lit(datetime.now(UTC).replace(tzinfo=None)).alias("evaluated_at"),
+                             pl.lit(baseline, dtype=pl.String).alias("baseline_system")))
+    kept = _append_history(warehouse, history, context.run.run_id)
+    seconds = round(time.perf_counter() - start, 2)
+    no_interval = summaries.filter(pl.col("ci_low").is_null() & (pl.col("n") > 0))
+    verdicts = dict(comparisons.filter(pl.col("emotion") == scorecard.ALL).group_by("verdict").len().iter_rows()) \
+        if comparisons.height else {}
+    context.log.info(f"scorecard: {summaries.height} summaries, {comparisons.height} paired comparisons in "
+                     f"{seconds} s; overall verdicts {verdicts}")
+    yield MaterializeResult(asset_key="metric_item_scores", metadata={
+        "dagster/row_count": long.height,
+        "missing_metric_tables": MetadataValue.json(missing),
+        "metrics": MetadataValue.json(sorted(long["metric"].unique().to_list())),
+    })
+    yield MaterializeResult(asset_key="metric_scores", metadata={
+        "dagster/row_count": summaries.height,
+        "confidence_level": settings.confidence_level, "bootstrap_resamples": settings.n_resamples,
+        "bootstrap_method": settings.bootstrap_method, "seed": settings.seed,
+        "rows_without_interval": no_interval.height,
+        "why_no_interval": MetadataValue.json(dict(no_interval.group_by("interval_note").len().iter_rows())),
+        "overall": markdown_table(overall.select("system", "metric", "n", "value", "ci_low", "ci_high")
+                                  .with_columns(pl.selectors.float().round(4)), max_rows=80),
+    })
+    yield MaterializeResult(asset_key="metric_comparisons", metadata={
+        "dagster/row_count": comparisons.height,
+        "references": MetadataValue.json(references),
+        "alpha": settings.alpha, "correction": "Benjamini-Hochberg per (system, reference, emotion)",
+        "test": "paired permutation (two-sided), paired bootstrap interval",
+        "overall_verdicts": MetadataValue.json(verdicts),
+        "scorecard_history_rows": kept,
+        "seconds": seconds,
+        "overall": markdown_table(comparisons.filter(pl.col("emotion") == scorecard.ALL).select(
+            "system", "versus", "metric", "n", "delta", "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict")
+            .with_columns(pl.selectors.float().round(4)), max_rows=80),
+    })
+
+
 # ------------------------------------------------------------------------------------ leaderboard chart
 
 CHART_METRICS = ("bertscore_f1", "diff_epitome_er", "diff_epitome_ip", "diff_epitome_ex", "judge_general_empathy",
@@ -634,35 +871,44 @@ CHART_METRICS = ("bertscore_f1", "diff_epitome_er", "diff_epitome_ip", "diff_epi
 
 
 def leaderboard_chart_png(leaderboard: pl.DataFrame, metrics: tuple[str, ...] = CHART_METRICS) -> bytes:
-    """One panel per metric: bars per emotion, one colour per system."""
+    """One panel per metric: a bar per system over all emotions, then per emotion, each with its 95%
+    bootstrap interval as an error bar (no bar where an emotion has too few items for one)."""
     import numpy as np
 
     plt = pyplot()
 
-    data = leaderboard.filter((pl.col("emotion") != "all") & pl.col("metric").is_in(list(metrics))
-                              & pl.col("value").is_not_null())
+    data = leaderboard.filter(pl.col("metric").is_in(list(metrics)) & pl.col("value").is_not_null())
     shown = [m for m in metrics if m in set(data["metric"].to_list())]
-    fig, axes = plt.subplots(len(shown) or 1, 1, figsize=(12, 2.6 * max(len(shown), 1)), squeeze=False)
+    fig, axes = plt.subplots(len(shown) or 1, 1, figsize=(13, 2.8 * max(len(shown), 1)), squeeze=False)
     for ax, metric in zip(axes[:, 0], shown):
         sub = data.filter(pl.col("metric") == metric)
-        emotions = sorted(sub["emotion"].unique().to_list())
+        emotions = ["all"] + sorted(e for e in sub["emotion"].unique().to_list() if e != "all")
         systems = sorted(sub["system"].unique().to_list())
         width = 0.8 / max(len(systems), 1)
         for i, system in enumerate(systems):
-            values = dict(sub.filter(pl.col("system") == system).select("emotion", "value").iter_rows())
-            ax.bar(np.arange(len(emotions)) + i * width, [values.get(e, np.nan) for e in emotions], width, label=system)
-        ax.set_title(metric + ("  (lower is better)" if metric.startswith("diff_") else ""), fontsize=10)
+            rows = {r["emotion"]: r for r in sub.filter(pl.col("system") == system).iter_rows(named=True)}
+            values = np.array([rows[e]["value"] if e in rows else np.nan for e in emotions], dtype=float)
+            low = np.array([rows[e]["ci_low"] if e in rows and rows[e]["ci_low"] is not None else np.nan
+                            for e in emotions], dtype=float)
+            high = np.array([rows[e]["ci_high"] if e in rows and rows[e]["ci_high"] is not None else np.nan
+                             for e in emotions], dtype=float)
+            err = np.vstack([np.nan_to_num(values - low, nan=0.0), np.nan_to_num(high - values, nan=0.0)])
+            ax.bar(np.arange(len(emotions)) + i * width, values, width, yerr=np.clip(err, 0, None),
+                   capsize=1.5, error_kw={"elinewidth": 0.6}, label=system)
+        ax.axvline(0.5 + 0.4 - width / 2, color="grey", lw=0.5)
+        ax.set_title(metric + ("  (lower is better)" if metric.startswith("diff_") else "")
+                     + "  - mean and 95% bootstrap interval", fontsize=10)
         ax.set_xticks(np.arange(len(emotions)) + 0.4 - width / 2, emotions, rotation=45, ha="right", fontsize=8)
         ax.legend(fontsize=7, ncol=len(systems))
     if not shown:
-        axes[0, 0].text(0.5, 0.5, "no per-emotion metrics yet", ha="center")
+        axes[0, 0].text(0.5, 0.5, "no metrics yet", ha="center")
     return figure_png(fig, dpi=80)
 
 
 @asset(
     group_name=GROUP,
     deps=[AssetKey("leaderboard")],
-    code_version="leaderboard-chart-v1",
+    code_version="leaderboard-chart-v2",
     kinds={"duckdb", "matplotlib"},
     pool="duckdb_warehouse",
     description="The leaderboard per emotion as a bar chart (one panel per headline metric), shown in the "
@@ -675,11 +921,13 @@ def leaderboard_chart(context: AssetExecutionContext, warehouse: Warehouse, mode
     path = Path(model_store.root).parent / "reports" / "leaderboard_per_emotion.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
-    overall = board.filter(pl.col("emotion") == "all").pivot(on="system", index="metric", values="value",
-                                                             aggregate_function="first").sort("metric")
+    overall = board.filter(pl.col("emotion") == "all").select(
+        "system", "metric", "n", "value", "ci_low", "ci_high", "delta", "p_adjusted", "verdict").sort("metric", "system")
     return MaterializeResult(metadata={
         "chart": png_markdown(png, "leaderboard per emotion"),
         "chart_path": MetadataValue.path(str(path)),
         "overall": markdown_table(overall.with_columns(pl.selectors.float().round(4)), max_rows=60),
         "regressions": int(board["regression"].fill_null(False).sum()),
+        "verdicts_overall": MetadataValue.json(dict(board.filter((pl.col("emotion") == "all") & pl.col("verdict")
+                                                                 .is_not_null()).group_by("verdict").len().iter_rows())),
     })

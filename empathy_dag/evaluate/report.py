@@ -3,8 +3,10 @@
     from empathy_dag.evaluate.report import leaderboard_text
     print(leaderboard_text(warehouse))   # or a path to the DuckDB file
 
-One row per metric over all emotions, one column per system, the baseline first; a regression
-against the baseline is marked with "!" and the direction of each metric is shown (higher/lower)."""
+One row per metric over all emotions, one column per system, the baseline first. Each cell is the
+mean with its 95% interval; a non-baseline cell ends with the paired verdict against the baseline:
+`+` confidently better, `-` confidently worse (`-!` a regression beyond the margin), `~` inconclusive
+(the honest answer on a small set)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,20 @@ import duckdb
 import polars as pl
 from tabulate import tabulate
 
+MARKS = {"better": " +", "worse": " -", "inconclusive": " ~", "descriptive": "", "baseline": ""}
+
+
+def _cell(value, low, high, verdict, regression) -> str:
+    if value is None:
+        return ""
+    text = f"{value:.4g}"
+    if low is not None and high is not None:
+        text += f" [{low:.4g}, {high:.4g}]"
+    mark = MARKS.get(verdict or "", "")
+    if regression:
+        mark = " -!"
+    return text + mark
+
 
 def leaderboard_frame(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     board = conn.execute("SELECT * FROM main.leaderboard WHERE emotion = 'all'").pl()
@@ -22,14 +38,15 @@ def leaderboard_frame(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     systems = (board.select("system", "is_baseline").unique().sort(["is_baseline", "system"], descending=[True, False])
                ["system"].to_list())
     cells = board.with_columns(
-        pl.when(pl.col("regression").fill_null(False))
-        .then(pl.format("{}!", pl.col("value").round(4)))
-        .otherwise(pl.col("value").round(4).cast(pl.String))
-        .alias("cell"),
+        pl.struct("value", "ci_low", "ci_high", "verdict", "regression")
+        .map_elements(lambda r: _cell(r["value"], r["ci_low"], r["ci_high"], r["verdict"], r["regression"]),
+                      return_dtype=pl.String).alias("cell"),
         pl.col("direction").replace_strict({1: "higher", -1: "lower", 0: "-"}, return_dtype=pl.String).alias("better"),
     )
+    n = cells.group_by("metric").agg(pl.col("n").max().alias("n"))
     wide = cells.pivot(on="system", index=["metric", "better"], values="cell", aggregate_function="first")
-    return wide.select("metric", "better", *[s for s in systems if s in wide.columns]).sort("metric")
+    wide = wide.join(n, on="metric", how="left")
+    return wide.select("metric", "better", "n", *[s for s in systems if s in wide.columns]).sort("metric")
 
 
 def leaderboard_text(warehouse_or_path) -> str:
@@ -45,4 +62,5 @@ def leaderboard_text(warehouse_or_path) -> str:
     if not frame.height:
         return "(the leaderboard is empty: materialize the evaluate group and the leaderboard SQL models)"
     table = tabulate(frame.rows(), headers=frame.columns, tablefmt="github")
-    return f"Leaderboard over all emotions ('!' = regression against the baseline)\n\n{table}"
+    return ("Leaderboard over all emotions: mean [95% bootstrap interval], n = items; against the baseline "
+            "(paired test, Benjamini-Hochberg): + better, - worse, -! regression, ~ inconclusive\n\n" + table)

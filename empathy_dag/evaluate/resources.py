@@ -7,6 +7,7 @@ from pathlib import Path
 from dagster import Config, ConfigurableResource
 from pydantic import Field
 
+from empathy_dag.evaluate.scorecard import ScorecardSettings
 from empathy_dag.settings import assets_dir, shared_data_dir
 
 
@@ -25,8 +26,25 @@ class EvaluationConfig(ConfigurableResource):
     # folders (base_model, sft_checkpoint, dpo_checkpoint); `extra_systems` adds any other model.
     systems: list[str] = Field(default_factory=lambda: ["base", "sft", "dpo"])
     extra_systems: list[ExtraSystem] = Field(default_factory=list)
-    baseline_system: str = Field(default="base", description="What the leaderboard's deltas compare with.")
-    max_items_per_emotion: int = Field(default=0, description="0 = the whole test split.")
+    baseline_system: str = Field(default="base", description="What the leaderboard's deltas compare with; when "
+                                 "it was not scored: the system named baseline/base, else the first scored.")
+    compare_with_promoted: bool = Field(default=True, description="Also generate with the promoted model (when "
+                                        "there is one) so candidates are compared with it on the same items.")
+    max_items_per_emotion: int = Field(default=0, description="Cap of evaluation items per emotion (hash order); "
+                                       "0 = every item of the evaluation set.")
+    min_items_per_emotion: int = Field(default=2, description="The evaluation_set check fails when an emotion "
+                                       "has fewer items (see dataset_splits' min_test_dialogues_per_emotion).")
+    external_test_files: list[str] = Field(default_factory=list, description="Extra held-out dialogues in any "
+                                           "format ingest reads (e.g. EmpatheticDialogues test CSVs).")
+
+    # The scorecard's statistics (empathy_dag.evaluate.scorecard).
+    confidence_level: float = 0.95
+    bootstrap_resamples: int = Field(default=2000, description="Resamples for intervals and permutation tests.")
+    alpha: float = Field(default=0.05, description="Significance level after Benjamini-Hochberg adjustment.")
+    regression_margin: float = Field(default=0.0, description="A regression is worse with confidence by more "
+                                     "than this (metric units); per-metric values in regression_margins.")
+    regression_margins: dict[str, float] = Field(default_factory=dict)
+    statistics_seed: int = 0
     system_prompt: str | None = Field(default=None, description="Keep equal to the SFT config's system_prompt.")
     max_new_tokens: int = 96
     temperature: float = 0.0
@@ -75,6 +93,12 @@ class EvaluationConfig(ConfigurableResource):
     mmlu_csv: str | None = Field(default=None, description="A multiple-choice CSV in MMLU format.")
     device: str = Field(default="cpu", description="For BERTScore, Epitome and retention; generation uses "
                         "the text_generator resource's engine settings (device, batch size, cache).")
+
+
+    def scorecard_settings(self) -> ScorecardSettings:
+        return ScorecardSettings(confidence_level=self.confidence_level, n_resamples=self.bootstrap_resamples,
+                                 alpha=self.alpha, seed=self.statistics_seed, default_margin=self.regression_margin,
+                                 margins=dict(self.regression_margins))
 
 
 def stage_resources(root: Path) -> dict:

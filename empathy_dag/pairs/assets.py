@@ -28,7 +28,7 @@ from empathy_dag.pairs.splits import SplitFractions, assign_splits, split_counts
 from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.taxonomy import default_taxonomy
 
-PAIRS_CODE_VERSION = "pairs-v1"
+PAIRS_CODE_VERSION = "pairs-v2"  # v2: per-emotion minimum of test dialogues
 
 
 def opposite_partition_mapping() -> StaticPartitionMapping:
@@ -48,6 +48,9 @@ class SplitConfig(Config):
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
     salt: str = "empathy-dag-splits-v1"
+    min_test_dialogues_per_emotion: int = Field(
+        default=2, description="Each emotion gets at least this many complete test dialogues (topped up from "
+        "the situations nearest the test region), so the scorecard evaluates every emotion; 0 = hash cut only.")
 
     def fractions(self) -> SplitFractions:
         return SplitFractions(self.train_fraction, self.validation_fraction, self.test_fraction, self.salt)
@@ -65,7 +68,8 @@ class SplitConfig(Config):
 )
 def dataset_splits(context: AssetExecutionContext, config: SplitConfig, reviewed_dialogues):
     fractions = config.fractions()
-    frames = {e: assign_splits(df, fractions) for e, df in per_partition(context, reviewed_dialogues).items()}
+    frames = {e: assign_splits(df, fractions, config.min_test_dialogues_per_emotion)
+              for e, df in per_partition(context, reviewed_dialogues).items()}
     counts = split_counts(frames)
     return Output(
         frames,
@@ -74,8 +78,9 @@ def dataset_splits(context: AssetExecutionContext, config: SplitConfig, reviewed
             "split_counts": markdown_table(counts, max_rows=28),
             "fractions": MetadataValue.json(
                 {"train": fractions.train, "validation": fractions.validation, "test": fractions.test,
-                 "salt": fractions.salt}
+                 "salt": fractions.salt, "min_test_dialogues_per_emotion": config.min_test_dialogues_per_emotion}
             ),
+            "topped_up_test_dialogues": sum(int(f["top_up"].sum()) for f in frames.values() if f.height),
         },
     )
 

@@ -10,7 +10,15 @@ salt into a number in [0, 1) and the fractions cut that interval into buckets. S
   fractions up to sampling noise. Exact per-emotion proportions would need a rank-based cut, which
   moves rows whenever data is added; stability wins.
 
-Changing the fractions or the salt does move rows: that is a new split definition (code version)."""
+Changing the fractions or the salt does move rows: that is a new split definition (code version).
+
+A minimum test size per emotion (`min_test_dialogues`): with ~10 situations per emotion, a 10% hash cut
+leaves several emotions with no test item at all, and a scorecard that cannot see an emotion cannot
+say anything about it. When an emotion's natural test region holds fewer complete dialogues than the
+minimum, the situations with the highest buckets below it (validation first, then train: the nearest
+to the test region) are added to test until the minimum is met. Rows in the natural test region never
+move; a topped-up row moves back only if a new situation of the same emotion ranks above it, which
+stops happening once the emotion has enough data of its own (`top_up` marks these rows)."""
 
 from __future__ import annotations
 
@@ -50,13 +58,35 @@ def split_of(situation_id: str, fractions: SplitFractions = SplitFractions()) ->
     return "test"
 
 
-def assign_splits(frame: pl.DataFrame, fractions: SplitFractions = SplitFractions()) -> pl.DataFrame:
-    """The frame with a `split` column (and the `split_bucket` it came from), rows in id order."""
+def assign_splits(frame: pl.DataFrame, fractions: SplitFractions = SplitFractions(),
+                  min_test_dialogues: int = 0) -> pl.DataFrame:
+    """The frame with a `split` column (and the `split_bucket` it came from, and `top_up`: moved into
+    test to reach `min_test_dialogues` complete dialogues), rows in id order. Apply it to one emotion
+    at a time (the minimum is per emotion)."""
     ids = frame["situation_id"].to_list()
-    return frame.with_columns(
+    out = frame.with_columns(
         pl.Series("split", [split_of(s, fractions) for s in ids], dtype=pl.String),
         pl.Series("split_bucket", [split_bucket(s, fractions.salt) for s in ids], dtype=pl.Float64),
-    ).sort("dialogue_id")
+        pl.lit(False).alias("top_up"),
+    )
+    if min_test_dialogues > 0 and out.height:
+        complete = pl.col("speaker_utterance").is_not_null() & pl.col("listener_reply").is_not_null() \
+            if {"speaker_utterance", "listener_reply"} <= set(out.columns) else pl.lit(True)
+        have = out.filter((pl.col("split") == "test") & complete).height
+        if have < min_test_dialogues:
+            candidates = (out.filter((pl.col("split") != "test") & complete)
+                          .group_by("situation_id").agg(pl.col("split_bucket").first(), pl.len().alias("dialogues"))
+                          .sort(["split_bucket", "situation_id"], descending=[True, False]))
+            chosen = []
+            for sid, _, dialogues in candidates.iter_rows():
+                if have >= min_test_dialogues:
+                    break
+                chosen.append(sid)
+                have += dialogues
+            moved = pl.col("situation_id").is_in(chosen)
+            out = out.with_columns(pl.when(moved).then(pl.lit("test")).otherwise(pl.col("split")).alias("split"),
+                                   moved.alias("top_up"))
+    return out.sort("dialogue_id")
 
 
 def split_counts(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:

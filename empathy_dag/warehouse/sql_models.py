@@ -44,11 +44,15 @@ def load_sql_models(sql_dir: Path = SQL_DIR) -> list[SqlModel]:
 
 
 def build_sql_model_assets(
-    parquet_assets: set[str], warehouse_tables: set[str], sql_dir: Path = SQL_DIR, group_name: str = "warehouse"
+    parquet_assets: set[str], warehouse_tables: set[str] | dict[str, str], sql_dir: Path = SQL_DIR,
+    group_name: str = "warehouse",
 ) -> list[AssetsDefinition]:
+    """`warehouse_tables` maps a table to the asset that writes it (a set: each table is its own asset):
+    a table written as a side output of another asset (e.g. `scorecard_history`) depends on that asset."""
     models = load_sql_models(sql_dir)
     model_names = {m.name for m in models}
-    known = model_names | parquet_assets | warehouse_tables
+    writers = dict(warehouse_tables) if isinstance(warehouse_tables, dict) else {t: t for t in warehouse_tables}
+    known = model_names | parquet_assets | set(writers)
     out = []
     for model in models:
         unknown = sorted(model.reads - known)
@@ -56,17 +60,18 @@ def build_sql_model_assets(
             raise ValueError(
                 f"{model.path.name} reads {unknown}, which no asset produces; known tables: {sorted(known)}"
             )
-        out.append(_sql_asset(model, parquet_assets, group_name))
+        deps = sorted({writers.get(t, t) for t in model.reads})
+        out.append(_sql_asset(model, parquet_assets, group_name, deps))
     return out
 
 
-def _sql_asset(model: SqlModel, parquet_assets: set[str], group_name: str) -> AssetsDefinition:
+def _sql_asset(model: SqlModel, parquet_assets: set[str], group_name: str, deps: list[str]) -> AssetsDefinition:
     import hashlib
 
     @asset(
         name=model.name,
         group_name=group_name,
-        deps=[AssetKey(t) for t in sorted(model.reads)],
+        deps=[AssetKey(t) for t in deps],
         code_version=hashlib.sha256(model.sql.encode()).hexdigest()[:12],
         description=model.description,
         kinds={"duckdb", "sql"},
