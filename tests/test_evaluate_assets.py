@@ -157,5 +157,9 @@ def test_external_predictions_end_to_end(resources, data_root, base_model_dir, e
     db.close()
     text = leaderboard_text(data_root / "warehouse.duckdb")
     header = next(line for line in text.splitlines() if line.startswith("| metric"))
-    assert header.split("|")[3].strip() == "shuffled" and "oracle" in header
+    columns = [c.strip() for c in header.split("|")[1:-1]]
+    assert columns[:4] == ["metric", "better", "n", "shuffled"] and "oracle" in columns
+    oracle_f1 = next(line for line in text.splitlines() if line.startswith("| bertscore_f1")).split("|")[
+        1 + columns.index("oracle")]
+    assert "[" in oracle_f1 and oracle_f1.strip().endswith("+")  # mean [interval], confidently better
     assert "| bertscore_f1" in text and "| perplexity" in text
