@@ -198,11 +198,15 @@ def test_judge_digit_probabilities_give_every_item_a_verdict(base_model_dir):
     convs = [rubric.conversation(dim, emotion="relief", situation="My scan was clear.",
                                  speaker_utterance="It's clear, I can breathe again.", response=reply)
              for dim in rubric.dimensions for reply in ("That is wonderful news, you must feel so light.", "ok")]
-    probs = digit_probabilities(model, tokenizer, convs, batch_size=4)
+    seen = []
+    probs = digit_probabilities(model, tokenizer, convs, batch_size=4, progress=lambda *a: seen.append(a))
     assert len(probs) == len(convs)
+    # one progress call per batch, ending at the total with no time left
+    assert [d for d, *_ in seen] == [4, len(convs)] and seen[-1][1] == len(convs) and seen[-1][3] == 0
     for ps in probs:
         assert len(ps) == 5 and abs(sum(ps) - 1) < 1e-5
         assert 1 <= expected_score(ps) <= 5
     # batching with left padding must not change the verdicts
-    single = digit_probabilities(model, tokenizer, convs[:1], batch_size=1)
-    assert single[0] == pytest.approx(probs[0], abs=1e-4)
+    # (nor the length sort: results come back in input order)
+    single = [digit_probabilities(model, tokenizer, [c], batch_size=1)[0] for c in convs[:2]]
+    assert single[0] == pytest.approx(probs[0], abs=1e-4) and single[1] == pytest.approx(probs[1], abs=1e-4)

@@ -585,6 +585,7 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
         digit_probabilities,
         expected_score,
         load_rubric,
+        log_judge_progress,
         parse_score,
     )
     from empathy_dag.generate.engine import log_progress
@@ -609,7 +610,10 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
 
             model, tokenizer = load_causal_lm(source, adapter=evaluation.judge_adapter, device=evaluation.device,
                                               allow_hub=evaluation.allow_hub)
-            probs = digit_probabilities(model, tokenizer, convs)
+            context.log.info(f"judge: {len(convs)} prompts ({items.height} items x {len(rubric.dimensions)} "
+                             f"dimensions) on {source}, batch {evaluation.judge_batch_size}")
+            probs = digit_probabilities(model, tokenizer, convs, batch_size=evaluation.judge_batch_size,
+                                        progress=log_judge_progress(context.log))
             verdicts = [(" ".join(f"{k + 1}:{p:.2f}" for k, p in enumerate(ps)), max(range(5), key=ps.__getitem__) + 1,
                          expected_score(ps)) for ps in probs]
         else:

@@ -82,6 +82,8 @@ class EvaluationConfig(ConfigurableResource):
         "likely digit, expected_score = its mean; needs local weights); generate: the judge writes a "
         "score, replies without one are parse failures (any backend, e.g. an OpenAI-compatible server).",
     )
+    judge_batch_size: int = Field(default=16, description="Prompts per forward pass (probabilities mode); "
+                                  "prompts are sorted by length so batches pad little.")
     human_ratings_path: str | None = Field(default=None, description="CSV: item, system, dimension, rater, score.")
     agreement_bootstrap: int = 1000
 

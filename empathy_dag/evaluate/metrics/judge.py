@@ -68,11 +68,18 @@ def parse_score(reply: str) -> int | None:
 JUDGE_SCORING_MODES = ("probabilities", "generate")
 
 
-def digit_probabilities(model, tokenizer, conversations: list[list[dict]], batch_size: int = 8) -> list[list[float]]:
+def digit_probabilities(model, tokenizer, conversations: list[list[dict]], batch_size: int = 16,
+                        progress=None) -> list[list[float]]:
     """P(score = 1..5) from the judge's next-token distribution restricted to the five digit tokens
     (G-Eval style). A small judge that would ramble or echo the rubric when asked to *write* a score
     still ranks the five digits, so every item gets a verdict and the expected score is comparable
-    across systems. Needs the weights (a local model), not a chat endpoint."""
+    across systems. Needs the weights (a local model), not a chat endpoint.
+
+    One forward pass per prompt, batched; prompts are sorted by length so a batch pads to its own
+    longest prompt rather than to the longest of the set (results come back in input order).
+    `progress(done, total, elapsed_s, eta_s)` is called after every batch."""
+    import time
+
     import torch
 
     digit_ids = []
@@ -82,18 +89,42 @@ def digit_probabilities(model, tokenizer, conversations: list[list[dict]], batch
             raise ValueError(f"the judge's tokenizer splits the digit {d!r} into {ids}: use judge_scoring=generate")
         digit_ids.append(ids[0])
     prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # the last position is the next token
-    out: list[list[float]] = []
+    out: list[list[float] | None] = [None] * len(prompts)
+    start_time = time.perf_counter()
     try:
-        for start in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(model.device)
             with torch.no_grad():
                 logits = model(**enc).logits[:, -1, :]
-            out.extend(torch.softmax(logits[:, digit_ids].float(), dim=-1).tolist())
+            for i, probs in zip(batch, torch.softmax(logits[:, digit_ids].float(), dim=-1).tolist()):
+                out[i] = probs
+            if progress is not None:
+                done, elapsed = start + len(batch), time.perf_counter() - start_time
+                progress(done, len(order), elapsed, elapsed / done * (len(order) - done))
     finally:
         tokenizer.padding_side = side
     return out
+
+
+def log_judge_progress(log, every_s: float = 10.0):
+    """A `digit_probabilities` progress callback for `context.log`: first, last and one per `every_s`."""
+    import time
+
+    last = [0.0]
+
+    def callback(done: int, total: int, elapsed: float, eta: float) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= every_s:
+            last[0] = now
+            log.info(f"judge: {done}/{total} prompts, {done / max(elapsed, 1e-9):.1f} prompts/s, "
+                     f"elapsed {elapsed:.0f}s, ETA {eta:.0f}s")
+
+    return callback
 
 
 def expected_score(probabilities: list[float]) -> float:
