@@ -240,4 +240,14 @@ def test_files_still_being_written_wait_for_the_next_tick(resources):
     sensor = build_landing_sensor(AutomationSettings(settle_seconds=3600))
     with instance_for_test() as instance:
         requests, cursor = _tick(sensor, instance, resources)
-        assert requests == [] and LandingCursor.load(cursor).seen == {}
+        # The unsettled file is left for later; the partial upload is recorded as skipped (once).
+        assert requests == [] and LandingCursor.load(cursor).seen == {"upload.jsonl.part": "skip:partial_upload"}
+        with resources["warehouse"].connect() as conn:
+            log = read_table(conn, "landing_log")
+        assert log.select("file", "outcome", "reasons").rows() == [
+            ("upload.jsonl.part", "skipped", '{"partial_upload": 1}')]
+        (landing / "upload.jsonl.part").write_text("{\"emotion\"")  # still growing: no new row
+        again, _ = _tick(sensor, instance, resources, cursor=cursor)
+        assert again == []
+        with resources["warehouse"].connect() as conn:
+            assert read_table(conn, "landing_log").height == 1

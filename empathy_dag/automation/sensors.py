@@ -48,7 +48,7 @@ from empathy_dag.automation.settings import (
     REVIEW_FILES_TAG,
     AutomationSettings,
 )
-from empathy_dag.automation.tables import upsert
+from empathy_dag.automation.tables import append_landing_log, upsert
 from empathy_dag.partitions import ALL_EMOTIONS_TAGS
 from empathy_dag.resources import CorpusSources
 from empathy_dag.review.decisions import changed_emotions
@@ -92,16 +92,17 @@ def emotion_run_requests(touched: list[str], *, source: str, run_key: str, tags:
 
 
 def landing_run_requests(decision: LandingDecision, settings: AutomationSettings) -> list[RunRequest]:
-    """The runs a validated landing file asks for (none for a rejected or duplicate file)."""
-    if decision.outcome != "accepted":
+    """The runs a landing event asks for: the emotions of a new content, plus those of the content a
+    replaced or deleted file held (none for a rejected file, a copy, a skipped path)."""
+    if not decision.rebuild:
         return []
     tags = settings.run_tags(
         "landing_zone",
-        **{LANDING_FILE_TAG: decision.file.name, LANDING_SHA_TAG: decision.sha256,
-           LANDING_EMOTIONS_TAG: ",".join(decision.emotions)},
+        **{LANDING_FILE_TAG: decision.file.name[:200], LANDING_SHA_TAG: decision.sha256,
+           LANDING_EMOTIONS_TAG: ",".join(decision.rebuild)},
     )
-    return emotion_run_requests(decision.emotions, source="corpus_rows", run_key=decision.sha256, tags=tags,
-                                whole_job=True)
+    return emotion_run_requests(decision.rebuild, source="corpus_rows",
+                                run_key=decision.run_key_base or decision.sha256, tags=tags, whole_job=True)
 
 
 def _landing_zone(corpus_sources: CorpusSources, settings: AutomationSettings, subfolder: str = ""):
@@ -149,7 +150,7 @@ def build_landing_sensor(
         # run keys make the replay a no-op.
         detected = utc_now()
         with warehouse.connect() as conn:
-            upsert(conn, "landing_log", [d.log_row(detected) for d in decisions])
+            append_landing_log(conn, [d.log_row(detected) for d in decisions])
         return SensorResult(run_requests=requests, cursor=new_cursor.dump())
 
     return _landing_sensor

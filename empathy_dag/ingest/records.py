@@ -362,22 +362,26 @@ def _validate_row(row: RawRow, outcome: FileOutcome, reject, seen: dict[str, str
     if key in seen:
         reject(row, "duplicate_id", f"duplicate of the row at {seen[key]} (id {key})")
         return
+    record = CorpusRecord(
+        situation_id=sit_id,
+        dialogue_id=dia_id,
+        emotion=emotion,
+        source_label=row.source_label or raw_label.strip().lower(),
+        language=language,
+        domain=domain,
+        situation=situation,
+        speaker_utterance=speaker,
+        listener_reply=listener,
+        source=neutralise_control_tokens(normalize_text(v.get("source") or "") or source)[0],
+        source_file=file,
+        source_line=row.line,
+    )
+    for column, value in record.as_dict().items():
+        # What lands must be writable to Parquet/DuckDB: no lone surrogate may survive to the writers.
+        if isinstance(value, str) and _SURROGATE.search(value):
+            reject(row, "bad_encoding", f"{column} is not valid UTF-8 (re-save the file as UTF-8)")
+            return
     seen[key] = f"{file}:{row.line}"
     if broken:
         outcome.normalised["control_tokens_neutralised"] = outcome.normalised.get("control_tokens_neutralised", 0) + 1
-    outcome.records.append(
-        CorpusRecord(
-            situation_id=sit_id,
-            dialogue_id=dia_id,
-            emotion=emotion,
-            source_label=row.source_label or raw_label.strip().lower(),
-            language=language,
-            domain=domain,
-            situation=situation,
-            speaker_utterance=speaker,
-            listener_reply=listener,
-            source=neutralise_control_tokens(normalize_text(v.get("source") or "") or source)[0],
-            source_file=file,
-            source_line=row.line,
-        )
-    )
+    outcome.records.append(record)
