@@ -53,7 +53,8 @@ class IngestResult:
     def quarantine(self) -> pl.DataFrame:
         rows = [q.as_dict() for o in self.outcomes for q in o.quarantined]
         rows += [
-            QuarantineEntry(s.name, "", None, s.reason_code, s.message, "").as_dict() for s in self.skipped if s.refused
+            QuarantineEntry(printable_name(str(s.path)), "", None, s.reason_code, s.message, "").as_dict()
+            for s in self.skipped if s.refused
         ]
         return pl.DataFrame(rows, schema=QUARANTINE_POLARS_SCHEMA, orient="row")
 
@@ -74,7 +75,7 @@ class IngestResult:
             for o in self.outcomes
         ]
         rows += [
-            {"file": s.name, "source": None, "status": "refused" if s.refused else "skipped",
+            {"file": printable_name(str(s.path)), "source": None, "status": "refused" if s.refused else "skipped",
              "reason_code": s.reason_code, "rows_in": 0, "valid": 0, "quarantined": 1 if s.refused else 0,
              "skipped": 0, "whole_file_rejected": s.refused, "balanced": True}
             for s in self.skipped

@@ -24,8 +24,8 @@ from pathlib import Path
 from empathy_dag.ingest.records import FileRejected, RawRow
 
 # The csv module's own cell limit stays far above any text limit: an oversized cell is a row-level
-# `too_long` (or `csv_error` past this) for that record only, never a whole-file failure.
-csv.field_size_limit(10_000_000)
+# `too_long` (or `csv_error` past this, 1 MiB) for that record only, never a whole-file failure.
+csv.field_size_limit(1 << 20)
 # A CSV record may span several physical lines inside quotes; an opening quote that never closes must
 # not swallow the rest of the file, so a record longer than this is cut back to its first line.
 MAX_RECORD_LINES = 200
@@ -192,6 +192,8 @@ def read_user_csv(data: bytes, name: str) -> list[RawRow]:
             continue
         values = {k: (v if v != "" else None) for k, v in zip(header, record) if k in USER_COLUMNS}
         rows.append(RawRow(line, values, raw))
+    if not rows:
+        raise FileRejected("empty_file", f"{name} has a header but no rows")
     return rows
 
 

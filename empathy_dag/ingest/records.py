@@ -115,7 +115,11 @@ class FileOutcome:
 
 def printable_raw(raw: str, limit: int = 500) -> str:
     """The raw row as stored in the quarantine: undecodable bytes shown as U+FFFD, truncated."""
-    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:limit]
+    try:
+        data = raw.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape, not from an undecodable byte
+        data = raw.encode("utf-8", "surrogatepass")
+    return data.decode("utf-8", "replace")[:limit]
 
 
 # Invisible format characters that change a string's bytes but not what a reader sees: zero-width
@@ -206,7 +210,9 @@ def detect_language(text: str) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SURROGATE = re.compile(r"[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
+# Bytes that were not UTF-8 (surrogateescape gives U+DC80-U+DCFF), and any other lone surrogate (a JSON
+# "\ud800" escape): neither can be written as UTF-8 to Parquet or DuckDB.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 TEXT_FIELDS = ("situation", "speaker_utterance", "listener_reply")
 
