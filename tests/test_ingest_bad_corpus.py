@@ -35,7 +35,7 @@ def corpus(tmp_path_factory):
 
 def _rel(landing: Path, file: str) -> str:
     prefix = printable_name(str(landing)) + "/"
-    return file[len(prefix):] if file.startswith(prefix) else file
+    return file.removeprefix(prefix)
 
 
 def test_corpus_has_at_least_50_kinds(corpus):
