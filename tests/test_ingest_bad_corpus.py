@@ -102,3 +102,46 @@ def test_landing_scan_decides_every_path_without_raising(corpus):
     again, _ = scan_landing_zone(LocalLandingZone(landing), cursor, taxonomy=TAX, limits=LIMITS)
     assert again == []
     assert os.path.islink(landing / "links" / "secret.jsonl")
+
+
+def test_ingest_asset_and_landing_tick_on_the_corpus(resources, data_root, tmp_path):
+    """The same corpus through Dagster: ingest_corpus materializes (Parquet and DuckDB accept every name
+    and row), and a real landing-sensor tick decides every path and logs it, without raising."""
+    import duckdb
+    import polars as pl
+    from dagster import DagsterInstance, materialize
+
+    from empathy_dag.automation.sensors import build_landing_sensor
+    from empathy_dag.automation.settings import AutomationSettings
+    from empathy_dag.automation.tables import read_table
+    from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus
+    from empathy_dag.resources import CorpusSources
+    from tests.test_automation_landing import _tick as landing_tick
+
+    landing = data_root / "landing"
+    kinds = write_corpus(landing, tmp_path / "outside")
+    base = resources["corpus_sources"]
+    sources = CorpusSources(seed_dir=base.seed_dir, landing_dir=str(landing), archive_dir=base.archive_dir,
+                            max_file_mb=MAX_FILE_MB)
+    run_resources = {**resources, "corpus_sources": sources}
+    result = materialize([emotion_taxonomy, ingest_corpus], resources=run_resources,
+                         instance=DagsterInstance.ephemeral())
+    assert result.success
+    corpus = pl.read_parquet(data_root / "parquet" / "corpus_rows.parquet")
+    landed = set(corpus.filter(pl.col("source_file").str.contains("/landing/"))["situation"])
+    assert landed == {t for k in kinds for t in k.good}
+    with duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True) as conn:
+        q = conn.execute("select reason_code, count(*) from main.quarantine group by 1").fetchall()
+        log = conn.execute("select status, count(*) from main.ingest_file_log group by 1").pl()
+    expected_rows = sum(n for per_file in every(kinds, "quarantined").values() for n in per_file.values())
+    assert sum(n for _, n in q) == expected_rows and not {c for c, _ in q} & CATCH_ALL
+    assert dict(log.iter_rows())["refused"] == 4
+
+    sensor = build_landing_sensor(AutomationSettings(settle_seconds=0))
+    with DagsterInstance.ephemeral() as instance:
+        requests, _ = landing_tick(sensor, instance, run_resources)
+    with run_resources["warehouse"].connect() as conn:
+        landing_log = read_table(conn, "landing_log")
+    assert set(landing_log["file"]) == {printable_name(k) for k in every(kinds, "status")}
+    assert "error" not in set(landing_log["outcome"])
+    assert requests and all(r.run_key for r in requests)

@@ -207,7 +207,7 @@ class LandingDecision:
     reasons: dict[str, int] = field(default_factory=dict)
     emotions: list[str] = field(default_factory=list)  # taxonomy order
     run_keys: list[str] = field(default_factory=list)
-    event: str = "added"  # added | replaced | deleted | copied | skipped
+    event: str = "added"  # added | replaced | touched | copied | restored | deleted | skipped
     previous_sha256: str = ""  # the content this name held before (replaced / deleted)
     # Emotions to rebuild: this content's and, for a replacement or deletion, the old content's.
     rebuild: list[str] = field(default_factory=list)
@@ -363,6 +363,8 @@ def scan_landing_zone(
         if previous and previous != sha:
             decision.event, decision.previous_sha256 = "replaced", previous
             rebuild |= set(cursor.emotions.get(previous, []))
+        elif previous == sha:
+            decision.event, rebuild = "touched", set()  # re-dropped or touched: same content, same rows
         elif not first_time:
             decision.event = "copied" if sha in present_before else "restored"
         decision.rebuild = _ordered(rebuild, order)

@@ -24,7 +24,7 @@ DDL = {
             version VARCHAR NOT NULL, -- mtime_ns / ETag of the file version ('deleted:...' for a deletion)
             size_bytes BIGINT,
             detected_at TIMESTAMP,
-            event VARCHAR,            -- added | replaced | copied | restored | deleted | skipped
+            event VARCHAR,            -- added | replaced | touched | copied | restored | deleted | skipped
             outcome VARCHAR,          -- accepted | rejected | duplicate_content | deleted | skipped | refused | error
             rows_in BIGINT,
             valid_rows BIGINT,
