@@ -91,7 +91,9 @@ class ModelStore(ConfigurableResource):
     endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO, moto); empty = AWS.")
 
     def folder(self, name: str) -> Path:
-        path = Path(self.root) / name
+        from empathy_dag.safe_paths import child_path
+
+        path = child_path(self.root, name, "model name")  # a name from config never leaves the store
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -115,7 +115,7 @@ def _parse_record(chunk: str) -> list[str]:
     return records[0]
 
 
-def _csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[str] | None, str, str]]]:
+def csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[str] | None, str, str]]]:
     """The header and every record as (first line, cells or None, raw text, error message).
 
     Record by record rather than one csv.reader over the file, so that a broken record (an unterminated
@@ -167,13 +167,24 @@ def _csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[
     return header, out
 
 
+def _csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[str], str]]]:
+    """The former interface, (line, cells, raw) per record, for callers outside ingest (the review
+    decisions reader): a broken record still rejects the whole file there, as it always did. Ingest's
+    own readers use `csv_records`, which keeps the good records."""
+    header, records = csv_records(text, name)
+    for line, record, _, error in records:
+        if record is None:
+            raise FileRejected("unparseable", f"{name}: CSV error near line {line}: {error}")
+    return header, [(line, record, raw) for line, record, raw, _ in records]
+
+
 def _bad_csv_row(line: int, raw: str, error: str) -> RawRow:
     return RawRow(line, None, raw, ("csv_error", f"line {line} is not a well-formed CSV record ({error})"))
 
 
 def read_user_csv(data: bytes, name: str) -> list[RawRow]:
     text = _check_bytes(data, name)
-    header, records = _csv_records(text, name)
+    header, records = csv_records(text, name)
     missing = [c for c in ("emotion", "situation") if c not in header]
     if missing:
         raise FileRejected(
@@ -202,7 +213,7 @@ def read_ed_raw_csv(data: bytes, name: str, *, first_exchange_only: bool = False
     utterance_idx; each (odd, even) pair is a (speaker, listener) exchange. A malformed row (the
     original files have a few with stray commas) is quarantined on its own."""
     text = _check_bytes(data, name)
-    header, records = _csv_records(text, name)
+    header, records = csv_records(text, name)
     missing = ED_RAW_COLUMNS - set(header)
     if missing:
         raise FileRejected("missing_columns", f"{name}: not an EmpatheticDialogues CSV, missing {sorted(missing)}")
@@ -258,7 +269,7 @@ def read_ed_utterance_pairs(data: bytes, name: str, *, first_exchange_only: bool
     first exchange of each conversation (the speaker's opening turn and the listener's reply), which
     is the two-turn dialogue this project models."""
     text = _check_bytes(data, name)
-    header, records = _csv_records(text, name)
+    header, records = csv_records(text, name)
     missing = ED_PAIR_COLUMNS - set(header)
     if missing:
         raise FileRejected("missing_columns", f"{name}: not an ED utterance-pair CSV, missing {sorted(missing)}")
@@ -311,7 +322,7 @@ def read_ed_utterance_pairs(data: bytes, name: str, *, first_exchange_only: bool
 def read_ed_conversations(data: bytes, name: str) -> list[RawRow]:
     """One row per conversation: the situation (prompt) and its label; no separable listener turn."""
     text = _check_bytes(data, name)
-    header, records = _csv_records(text, name)
+    header, records = csv_records(text, name)
     missing = ED_CONVERSATION_COLUMNS - set(header)
     if missing:
         raise FileRejected("missing_columns", f"{name}: not an ED conversation CSV, missing {sorted(missing)}")
