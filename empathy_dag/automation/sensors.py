@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,7 +100,10 @@ def landing_run_requests(decision: LandingDecision, settings: AutomationSettings
     tags = settings.run_tags(
         "landing_zone",
         **{LANDING_FILE_TAG: decision.file.name[:200], LANDING_SHA_TAG: decision.sha256,
-           LANDING_EMOTIONS_TAG: ",".join(decision.rebuild)},
+           LANDING_EMOTIONS_TAG: ",".join(decision.rebuild),
+           # Run monitoring fails a landing run past this (resources/dagster.yaml): a run whose worker
+           # died stays STARTED otherwise, and the landing queue (limit 1) behind it never moves.
+           "dagster/max_runtime": os.environ.get("EMPATHY_DAG_LANDING_MAX_RUNTIME_S", "14400")},
     )
     return emotion_run_requests(decision.rebuild, source="corpus_rows",
                                 run_key=decision.run_key_base or decision.sha256, tags=tags, whole_job=True)
