@@ -355,3 +355,31 @@ def test_landing_log_is_append_only_and_migrates_the_old_table():
     got = conn.execute("SELECT file, version, event FROM main.landing_log ORDER BY file, version").fetchall()
     assert got == [("a.jsonl", "1", "added"), ("a.jsonl", "2", "touched"), ("old.jsonl", "v1", None)]
     assert conn.execute("SELECT count(*) FROM main.landing_log_v1").fetchone()[0] == 1
+
+
+def test_s3_sync_drops_the_cached_copy_of_a_deleted_object(tmp_path):
+    """aws profile: ingest reads a local copy of the landing prefix; an object deleted there must leave
+    that copy too, or its rows would stay in the corpus after the sensor asked for the rebuild."""
+    import pytest
+
+    from tests.moto_server import moto_endpoint, moto_server_command
+
+    if moto_server_command() is None:
+        pytest.skip("moto[server] not installed")
+    from empathy_dag.storage_s3 import s3_client, sync_landing_zone
+
+    with moto_endpoint() as url:
+        client = s3_client(url)
+        client.create_bucket(Bucket="landing-sync")
+        client.put_object(Bucket="landing-sync", Key="landing/a.jsonl", Body=b"1")
+        client.put_object(Bucket="landing-sync", Key="landing/reviews/r.jsonl", Body=b"2")
+        cache = tmp_path / "cache"
+        (cache / "mine.jsonl").parent.mkdir(parents=True)
+        (cache / "mine.jsonl").write_text("put here by hand, no sidecar")
+        sync_landing_zone(client, "s3://landing-sync/landing/", cache)
+        assert (cache / "a.jsonl").is_file() and (cache / "reviews" / "r.jsonl").is_file()
+        client.delete_object(Bucket="landing-sync", Key="landing/a.jsonl")
+        client.delete_object(Bucket="landing-sync", Key="landing/reviews/r.jsonl")
+        sync_landing_zone(client, "s3://landing-sync/landing/", cache)
+        assert not (cache / "a.jsonl").exists() and not (cache / "reviews" / "r.jsonl").exists()
+        assert (cache / "mine.jsonl").is_file()
