@@ -383,3 +383,22 @@ def test_s3_sync_drops_the_cached_copy_of_a_deleted_object(tmp_path):
         sync_landing_zone(client, "s3://landing-sync/landing/", cache)
         assert not (cache / "a.jsonl").exists() and not (cache / "reviews" / "r.jsonl").exists()
         assert (cache / "mine.jsonl").is_file()
+
+
+def test_a_read_file_turned_into_a_symlink_is_refused_and_its_rows_rebuilt(tmp_path):
+    from empathy_dag.automation.landing import LocalLandingZone, scan_landing_zone
+    from empathy_dag.ingest.records import ValidationLimits
+    from empathy_dag.taxonomy import default_taxonomy
+
+    zone_dir, outside = tmp_path / "landing", tmp_path / "outside.jsonl"
+    zone_dir.mkdir()
+    _write(zone_dir / "a.jsonl", "grief", "My grandmother's garden was sold this spring.")
+    outside.write_text('{"emotion": "joy", "situation": "A file outside the zone, never to be read."}\n')
+    zone, tax, limits = LocalLandingZone(zone_dir), default_taxonomy(), ValidationLimits()
+    first, cursor = scan_landing_zone(zone, LandingCursor(), taxonomy=tax, limits=limits)
+    assert [(d.outcome, d.rebuild) for d in first] == [("accepted", ["grief"])]
+    (zone_dir / "a.jsonl").unlink()
+    (zone_dir / "a.jsonl").symlink_to(outside)
+    second, _ = scan_landing_zone(zone, cursor, taxonomy=tax, limits=limits)
+    assert [(d.outcome, d.reasons, d.rebuild, d.emotions) for d in second] == [
+        ("refused", {"symlink": 1}, ["grief"], [])]  # the old rows leave; joy (outside) is never read

@@ -43,7 +43,7 @@ from typing import Protocol
 
 from empathy_dag.ingest.corpus import too_large_outcome, validate_bytes
 from empathy_dag.ingest.records import FileOutcome, ValidationLimits
-from empathy_dag.ingest.sources import IN_PROGRESS_SUFFIXES, list_landing_folder, printable_name
+from empathy_dag.ingest.sources import IN_PROGRESS_SUFFIXES, MAX_DEPTH, list_landing_folder, printable_name
 from empathy_dag.taxonomy import EMOTIONS, Taxonomy
 
 __all__ = ["IN_PROGRESS_SUFFIXES"]  # re-exported: the review inbox and the S3 sync use the same rule
@@ -87,13 +87,16 @@ def _skip_name(name: str) -> tuple[str, str] | None:
 
 
 class LocalLandingZone:
-    def __init__(self, folder: str | Path, exclude_subfolders: tuple[str, ...] = NON_CORPUS_SUBFOLDERS):
+    def __init__(self, folder: str | Path, exclude_subfolders: tuple[str, ...] = NON_CORPUS_SUBFOLDERS,
+                 max_depth: int = MAX_DEPTH):
         self.folder = Path(folder)
         self.exclude_subfolders = exclude_subfolders
+        self.max_depth = max_depth  # 1: top-level files only (the review inbox reads no subfolder)
 
     def list_files(self) -> list[LandingFile]:
         """Files to read and, with `skip` set, paths that are not read (never opened, never hashed)."""
-        files, skipped = list_landing_folder(self.folder, exclude_subfolders=self.exclude_subfolders)
+        files, skipped = list_landing_folder(self.folder, exclude_subfolders=self.exclude_subfolders,
+                                             max_depth=self.max_depth)
         out = []
         for p in files:
             try:
@@ -337,8 +340,14 @@ def scan_landing_zone(
         if cursor.seen.get(file.name) == mark:
             continue
         new_cursor.seen[file.name] = mark
-        decisions.append(LandingDecision(file=file, sha256="", outcome="refused" if file.refused else "skipped",
-                                         reasons={file.skip[0]: 1}, event="skipped", message=file.skip[1]))
+        decision = LandingDecision(file=file, sha256="", outcome="refused" if file.refused else "skipped",
+                                   reasons={file.skip[0]: 1}, event="skipped", message=file.skip[1])
+        previous = cursor.sha_of(file.name)
+        if previous:  # a file that was read is now e.g. a symlink: its rows leave, like a deletion
+            decision.previous_sha256 = previous
+            decision.rebuild = _ordered(cursor.emotions.get(previous, []), order)
+            decision.run_key_base = f"skipped:{previous}:{_event_id(file.name, mark)}"
+        decisions.append(decision)
     # Contents present under some name before this tick, to tell a copy from a restored content.
     present_before = {cursor.sha_of(n) for n in cursor.seen} - {""}
     for file, sha in changed:

@@ -117,7 +117,9 @@ def _landing_zone(corpus_sources: CorpusSources, settings: AutomationSettings, s
     if uri:
         endpoint = getattr(corpus_sources, "endpoint_url", "") or settings.s3_endpoint_url
         return S3LandingZone.from_uri(f"{uri.rstrip('/')}/{subfolder}/" if subfolder else uri, endpoint)
-    return LocalLandingZone(Path(corpus_sources.landing_dir) / subfolder)
+    if subfolder:  # the review inbox: its readers take top-level files only
+        return LocalLandingZone(Path(corpus_sources.landing_dir) / subfolder, max_depth=1)
+    return LocalLandingZone(Path(corpus_sources.landing_dir))
 
 
 def build_landing_sensor(

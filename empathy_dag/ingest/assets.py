@@ -98,6 +98,8 @@ def ingest_corpus(context: AssetExecutionContext, corpus_sources: CorpusSources)
         "quarantined_rows": quarantine.filter(pl.col("line").is_not_null()).height,
         "rejected_files": quarantine.filter(pl.col("line").is_null()).height,
         "skipped": int(summary["skipped"].sum() or 0),
+        # Valid rows whose text held chat-template control tokens, broken on the way in (records.py).
+        "control_tokens_neutralised": sum(o.normalised.get("control_tokens_neutralised", 0) for o in result.outcomes),
     }
     context.log.info(f"ingested {totals}")
     yield Output(

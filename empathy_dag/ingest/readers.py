@@ -63,7 +63,7 @@ def _check_bytes(data: bytes, name: str) -> str:
     # (the good rows around it land); a file that starts with a known binary signature, or whose head
     # is more than 1% NUL / 10% other control bytes, is not text at all.
     controls = sum(1 for b in head if b < 0x20 and b not in (0x09, 0x0A, 0x0D))
-    if data.startswith(BINARY_MAGIC) or head.count(0) > max(1, len(head) // 100) or controls > len(head) // 10:
+    if data.startswith(BINARY_MAGIC) or head.count(0) > max(1, len(head) // 100) or controls > max(2, len(head) // 10):
         raise FileRejected(
             "binary_file", f"{name} looks binary (a binary signature or many NUL/control bytes); expected UTF-8 "
             "JSONL, CSV or TSV text"
