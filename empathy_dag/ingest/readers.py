@@ -109,6 +109,12 @@ def _physical_lines(text: str) -> list[str]:
 
 def _parse_record(chunk: str) -> list[str]:
     """Parse one CSV record strictly (a stray quote after a quoted cell is an error, not a guess)."""
+    if '"' not in chunk and "\n" not in chunk:
+        # Without a quote character the excel dialect is a plain split on ","; the same cell limit applies.
+        cells = chunk.split(",")
+        if any(len(c) > csv.field_size_limit() for c in cells):
+            raise csv.Error(f"field larger than field limit ({csv.field_size_limit()})")
+        return cells
     records = list(csv.reader(io.StringIO(chunk), strict=True))
     if len(records) != 1:
         raise csv.Error(f"expected one record, found {len(records)}")

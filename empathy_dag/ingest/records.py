@@ -382,7 +382,7 @@ def _validate_row(row: RawRow, outcome: FileOutcome, reject, seen: dict[str, str
         source_file=file,
         source_line=row.line,
     )
-    for column, value in record.as_dict().items():
+    for column, value in vars(record).items():
         # What lands must be writable to Parquet/DuckDB: no lone surrogate may survive to the writers.
         if isinstance(value, str) and _SURROGATE.search(value):
             reject(row, "bad_encoding", f"{column} is not valid UTF-8 (re-save the file as UTF-8)")
