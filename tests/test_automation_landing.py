@@ -289,6 +289,12 @@ def test_replaced_reverted_deleted_restored_and_copied_files(tmp_path):
     assert scan() == [("a.jsonl", "replaced", "duplicate_content", ["anger", "joy"])]  # reverted
     shutil.copy(a, zone_dir / "b.jsonl")
     assert scan() == [("b.jsonl", "copied", "duplicate_content", [])]
+    _write(zone_dir / "c.jsonl", "pride", "My daughter walked across the stage today.")
+    shutil.copy(zone_dir / "c.jsonl", zone_dir / "d.jsonl")  # new content twice in one tick: one rebuild
+    assert scan() == [("c.jsonl", "added", "accepted", ["pride"]), ("d.jsonl", "copied", "duplicate_content", [])]
+    (zone_dir / "c.jsonl").unlink()
+    (zone_dir / "d.jsonl").unlink()
+    assert [e for _, e, _, _ in scan()] == ["deleted", "deleted"]
     os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 5))  # re-dropped, same content
     assert scan() == [("a.jsonl", "touched", "duplicate_content", [])]
     a.unlink()
@@ -298,7 +304,7 @@ def test_replaced_reverted_deleted_restored_and_copied_files(tmp_path):
     assert scan() == [("a.jsonl", "restored", "duplicate_content", ["joy"])]  # its rows must come back
     assert scan() == []
     # Every change has its own run key (Dagster would skip a repeated one); the first is the content sha.
-    assert len(keys) == len(set(keys)) == 6
+    assert len(keys) == len(set(keys)) == 9
     assert keys[0] == cursor.sha_of("a.jsonl")
 
 

@@ -348,8 +348,9 @@ def scan_landing_zone(
             decision.rebuild = _ordered(cursor.emotions.get(previous, []), order)
             decision.run_key_base = f"skipped:{previous}:{_event_id(file.name, mark)}"
         decisions.append(decision)
-    # Contents present under some name before this tick, to tell a copy from a restored content.
-    present_before = {cursor.sha_of(n) for n in cursor.seen} - {""}
+    # Contents present under some name (before this tick, or earlier in it), to tell a copy from a
+    # restored content: a copy adds no row, a restored content brings its rows back.
+    present = {cursor.sha_of(n) for n in cursor.seen} - {""}
     for file, sha in changed:
         previous = cursor.sha_of(file.name)
         if sha in new_cursor.shas and sha in new_cursor.emotions:
@@ -368,14 +369,16 @@ def scan_landing_zone(
                 new_cursor.seen.pop(file.name, None)
         else:
             new_cursor.shas.add(sha)
-        rebuild = set(decision.emotions) if (first_time or sha not in present_before) else set()
+        rebuild = set(decision.emotions) if (first_time or sha not in present) else set()
         if previous and previous != sha:
             decision.event, decision.previous_sha256 = "replaced", previous
             rebuild |= set(cursor.emotions.get(previous, []))
         elif previous == sha:
             decision.event, rebuild = "touched", set()  # re-dropped or touched: same content, same rows
         elif not first_time:
-            decision.event = "copied" if sha in present_before else "restored"
+            decision.event = "copied" if sha in present else "restored"
+        if decision.outcome != "error":
+            present.add(sha)
         decision.rebuild = _ordered(rebuild, order)
         decision.run_key_base = sha if first_time and not previous else \
             f"{sha}:{_event_id(file.name, file.version, previous)}"
