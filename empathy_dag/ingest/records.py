@@ -168,11 +168,12 @@ def neutralise_control_tokens(text: str) -> tuple[str, int]:
 
 
 def id_text(text: str) -> str:
-    """The form ids hash: NFKC (full-width and compatibility forms fold onto their plain letters),
-    every invisible format character removed, case-folded, collapsed whitespace. Two rows that read the
-    same get the same id."""
+    """The form ids hash: NFKC (full-width and compatibility forms fold onto their plain letters), every
+    invisible format character removed, collapsed whitespace. Two texts that read the same get the same
+    id; a text with none of those characters keeps the id it had before this normalisation existed
+    (ids key review decisions, caches and splits)."""
     text = _INVISIBLE_ALL.sub("", unicodedata.normalize("NFKC", text or ""))
-    return re.sub(r"\s+", " ", text).strip().casefold()
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def stable_id(*parts: str | None) -> str:
@@ -184,7 +185,7 @@ def stable_id(*parts: str | None) -> str:
 
 
 def situation_id(emotion: str, language: str, situation: str) -> str:
-    return stable_id("situation", emotion, language, id_text(situation))
+    return stable_id("situation", emotion, language, id_text(situation).lower())
 
 
 def dialogue_id(sit_id: str, speaker: str, listener: str) -> str:
