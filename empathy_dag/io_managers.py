@@ -9,13 +9,15 @@ complete. Object stores (S3) are atomic per PUT already, so remote paths go stra
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 from dagster import MetadataValue, OutputContext
 from dagster_polars import PolarsParquetIOManager
+
+from empathy_dag.models import remove_interrupted_temps, temp_name_for
 
 
 def per_partition(context, value: Any) -> dict[str, Any]:
@@ -66,7 +68,10 @@ class EmotionParquetIOManager(PolarsParquetIOManager):
     def write_df_to_path(self, context: OutputContext, df: pl.DataFrame, path):
         if getattr(path, "protocol", "") not in ("", "file", "local"):
             return super().write_df_to_path(context, df, path)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        # Temp files of earlier writes killed before their rename would otherwise stay forever.
+        remove_interrupted_temps(Path(str(path)))
+        tmp = temp_name_for(Path(str(path)))
+        tmp = path.with_name(tmp.name)
         try:
             super().write_df_to_path(context, df, tmp)
             os.replace(str(tmp), str(path))

@@ -15,6 +15,8 @@ import importlib.util
 import json
 import os
 import shutil
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +41,53 @@ def folder_written_aside(target: Path) -> Iterator[Path]:
         raise
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
+
+
+# A temp file whose writer is gone for this long is abandoned whatever its name says (a pid can be
+# reused; a writer on another host shares no pid space).
+STALE_TEMP_AFTER_S = 3600.0
+
+
+def temp_name_for(target: Path) -> Path:
+    """The sibling temp path an atomic write of `target` goes through: hidden (no reader globbing
+    `*.parquet` sees it), unique, and carrying the writer's pid so a later write can tell it is dead."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_interrupted_temps(target: Path, *, now: float | None = None) -> list[Path]:
+    """Delete the temp files that earlier atomic writes of `target` left behind when they were killed
+    between writing and renaming (a SIGKILL runs no `finally`): those of a writer process that no longer
+    exists, or older than STALE_TEMP_AFTER_S. A live writer's temp file is left alone. Returns what went."""
+    target = Path(target)
+    now = time.time() if now is None else now
+    removed = []
+    for tmp in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
+        pid_part = tmp.name[len(target.name) + 2:].split("-", 1)[0]
+        try:
+            age = now - tmp.stat().st_mtime
+        except OSError:
+            continue
+        dead = pid_part.isdigit() and not _pid_alive(int(pid_part))
+        # (A name without a pid is from before pids were written: a minute is far past any write.)
+        if dead or age > STALE_TEMP_AFTER_S or (not pid_part.isdigit() and age > 60):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _package_dir(name: str) -> Path:

@@ -46,17 +46,27 @@ class CorpusSources(ConfigurableResource):
         return sync_landing_zone(s3_client(self.endpoint_url), self.landing_s3_uri, Path(self.landing_dir))
 
     def files(self) -> list[Path]:
+        return self.listing()[0]
+
+    def listing(self):
+        """(files to read, landing paths not read with their reasons): the landing folder is listed by
+        `ingest.sources.list_landing_folder` (subfolders walked, symlinks refused, hidden files and
+        partial uploads recorded as skipped), the same rules as the landing sensor."""
+        from empathy_dag.ingest.sources import list_landing_folder
+
         self.sync_landing()
         found: list[Path] = []
-        for folder in (Path(self.seed_dir), Path(self.landing_dir)):
-            if folder.is_dir():
-                found.extend(sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")))
+        seed = Path(self.seed_dir)
+        if seed.is_dir():
+            found.extend(sorted(p for p in seed.iterdir() if p.is_file() and not p.name.startswith(".")))
+        landed, skipped = list_landing_folder(Path(self.landing_dir), exclude_subfolders=("reviews",))
+        found.extend(landed)
         for extra in self.extra_files:
             path = Path(extra)
             if not path.is_file():
                 raise FileNotFoundError(f"corpus_sources.extra_files: {extra} does not exist")
             found.append(path)
-        return found
+        return found, skipped
 
 
 class GoEmotionsSource(ConfigurableResource):
@@ -81,7 +91,9 @@ class ModelStore(ConfigurableResource):
     endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO, moto); empty = AWS.")
 
     def folder(self, name: str) -> Path:
-        path = Path(self.root) / name
+        from empathy_dag.safe_paths import child_path
+
+        path = child_path(self.root, name, "model name")  # a name from config never leaves the store
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 

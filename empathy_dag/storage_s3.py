@@ -253,7 +253,26 @@ def download_landing_object(s3_client, bucket: str, key: str, prefix: str, landi
 def sync_landing_zone(s3_client, landing_uri: str, landing_dir: Path) -> list[Path]:
     """Download every new or changed landing object into `landing_dir`; the local files ingest reads."""
     bucket, prefix = parse_s3_uri(landing_uri)
-    return [
+    paths = [
         download_landing_object(s3_client, bucket, key, prefix, landing_dir, etag)
         for key, etag, _ in list_landing_objects(s3_client, bucket, prefix)
     ]
+    remove_deleted_landing_copies(Path(landing_dir), set(paths))
+    return paths
+
+
+def remove_deleted_landing_copies(landing_dir: Path, current: set[Path]) -> list[Path]:
+    """Drop the cached copies of objects deleted from the landing prefix, so that their rows leave the
+    corpus with the next ingest (the landing sensor asks for that run). Only files this sync downloaded
+    (they have an `.<name>.etag` sidecar) are ever removed; anything else in the folder is left alone."""
+    removed = []
+    for folder in (landing_dir, landing_dir / "reviews"):
+        if not folder.is_dir():
+            continue
+        for sidecar in folder.glob(".*.etag"):
+            copy = folder / sidecar.name[1:-len(".etag")]
+            if copy not in current:
+                copy.unlink(missing_ok=True)
+                sidecar.unlink(missing_ok=True)
+                removed.append(copy)
+    return removed

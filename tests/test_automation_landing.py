@@ -2,6 +2,7 @@
 files for two emotions, and an end-to-end tick -> runs -> partitions check."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -240,4 +241,170 @@ def test_files_still_being_written_wait_for_the_next_tick(resources):
     sensor = build_landing_sensor(AutomationSettings(settle_seconds=3600))
     with instance_for_test() as instance:
         requests, cursor = _tick(sensor, instance, resources)
-        assert requests == [] and LandingCursor.load(cursor).seen == {}
+        # The unsettled file is left for later; the partial upload is recorded as skipped (once).
+        assert requests == [] and LandingCursor.load(cursor).seen == {"upload.jsonl.part": "skip:partial_upload"}
+        with resources["warehouse"].connect() as conn:
+            log = read_table(conn, "landing_log")
+        assert log.select("file", "outcome", "reasons").rows() == [
+            ("upload.jsonl.part", "skipped", '{"partial_upload": 1}')]
+        (landing / "upload.jsonl.part").write_text("{\"emotion\"")  # still growing: no new row
+        again, _ = _tick(sensor, instance, resources, cursor=cursor)
+        assert again == []
+        with resources["warehouse"].connect() as conn:
+            assert read_table(conn, "landing_log").height == 1
+
+
+def _write(path: Path, emotion: str, text: str) -> None:
+    path.write_text(json.dumps({"emotion": emotion, "situation": text}) + "\n")
+    # A distinct version stamp even within one mtime tick of the file system.
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000 * len(text)))
+
+
+def test_replaced_reverted_deleted_restored_and_copied_files(tmp_path):
+    """The events of one name over time, decided by the pure scan: what each rebuilds and how it is keyed."""
+    from empathy_dag.automation.landing import LocalLandingZone, scan_landing_zone
+    from empathy_dag.ingest.records import ValidationLimits
+    from empathy_dag.taxonomy import default_taxonomy
+
+    tax, limits = default_taxonomy(), ValidationLimits()
+    zone_dir = tmp_path / "landing"
+    zone_dir.mkdir()
+    zone = LocalLandingZone(zone_dir)
+    cursor = LandingCursor()
+    keys: list[str] = []
+
+    def scan():
+        nonlocal cursor
+        decisions, cursor = scan_landing_zone(zone, cursor, taxonomy=tax, limits=limits)
+        keys.extend(d.run_key_base for d in decisions if d.rebuild)
+        return [(d.file.name, d.event, d.outcome, d.rebuild) for d in decisions]
+
+    a = zone_dir / "a.jsonl"
+    _write(a, "joy", "We won the league after ten years of trying.")
+    assert scan() == [("a.jsonl", "added", "accepted", ["joy"])]
+    _write(a, "anger", "The landlord kept our deposit for a wall he damaged himself.")
+    assert scan() == [("a.jsonl", "replaced", "accepted", ["anger", "joy"])]   # the old rows must go
+    _write(a, "joy", "We won the league after ten years of trying.")
+    assert scan() == [("a.jsonl", "replaced", "duplicate_content", ["anger", "joy"])]  # reverted
+    shutil.copy(a, zone_dir / "b.jsonl")
+    assert scan() == [("b.jsonl", "copied", "duplicate_content", [])]
+    _write(zone_dir / "c.jsonl", "pride", "My daughter walked across the stage today.")
+    shutil.copy(zone_dir / "c.jsonl", zone_dir / "d.jsonl")  # new content twice in one tick: one rebuild
+    assert scan() == [("c.jsonl", "added", "accepted", ["pride"]), ("d.jsonl", "copied", "duplicate_content", [])]
+    (zone_dir / "c.jsonl").unlink()
+    (zone_dir / "d.jsonl").unlink()
+    assert [e for _, e, _, _ in scan()] == ["deleted", "deleted"]
+    os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 5))  # re-dropped, same content
+    assert scan() == [("a.jsonl", "touched", "duplicate_content", [])]
+    a.unlink()
+    (zone_dir / "b.jsonl").unlink()
+    assert scan() == [("a.jsonl", "deleted", "deleted", ["joy"]), ("b.jsonl", "deleted", "deleted", ["joy"])]
+    _write(a, "joy", "We won the league after ten years of trying.")
+    assert scan() == [("a.jsonl", "restored", "duplicate_content", ["joy"])]  # its rows must come back
+    assert scan() == []
+    # Every change has its own run key (Dagster would skip a repeated one); the first is the content sha.
+    assert len(keys) == len(set(keys)) == 9
+    assert keys[0] == cursor.sha_of("a.jsonl")
+
+
+def test_replaced_and_deleted_file_rows_leave_their_partitions(resources):
+    """Through the sensor and the landing job: the old content's rows leave `situations` when the file
+    is replaced, and the file's rows leave when it is deleted."""
+    landing = Path(resources["corpus_sources"].landing_dir)
+    landing.mkdir(parents=True, exist_ok=True)
+    parquet = Path(resources["warehouse"].parquet_base_dir)
+    sensor = build_landing_sensor(SETTINGS)
+    job = _landing_job(resources)
+    joy_text, anger_text = "We won the league after ten years of trying.", "Someone keyed my car at the clinic."
+    a = landing / "a.jsonl"
+
+    def landed(emotion: str) -> set[str]:
+        frame = pl.read_parquet(parquet / "situations" / f"{emotion}.parquet")
+        return set(frame.filter(pl.col("source_file").str.contains("/landing/"))["situation"])
+
+    with instance_for_test() as instance:
+        cursor = None
+        for content, expect in (
+            (("joy", joy_text), {"joy": {joy_text}}),
+            (("anger", anger_text), {"joy": set(), "anger": {anger_text}}),
+            (None, {"anger": set()}),
+        ):
+            if content is None:
+                a.unlink()
+            else:
+                _write(a, *content)
+            requests, cursor = _tick(sensor, instance, resources, cursor=cursor)
+            assert requests
+            for r in requests:
+                _execute(job, r, instance)
+            for emotion, texts in expect.items():
+                assert landed(emotion) == texts, (content, emotion)
+        with resources["warehouse"].connect() as conn:
+            log = read_table(conn, "landing_log").sort("detected_at")
+        assert log["event"].to_list() == ["added", "replaced", "deleted"]
+
+
+def test_landing_log_is_append_only_and_migrates_the_old_table():
+    import duckdb
+
+    from empathy_dag.automation.tables import append_landing_log
+
+    conn = duckdb.connect()
+    conn.execute("CREATE TABLE main.landing_log (file VARCHAR NOT NULL, uri VARCHAR, sha256 VARCHAR NOT NULL, "
+                 "outcome VARCHAR, PRIMARY KEY (file, sha256))")
+    conn.execute("INSERT INTO main.landing_log VALUES ('old.jsonl', 'u', 'abc', 'accepted')")
+    row = {"file": "a.jsonl", "sha256": "s1", "version": "1", "outcome": "accepted", "event": "added"}
+    append_landing_log(conn, [row])
+    append_landing_log(conn, [row])  # a replayed tick: nothing twice
+    append_landing_log(conn, [{**row, "version": "2", "event": "touched"}])  # a re-drop: one more row
+    got = conn.execute("SELECT file, version, event FROM main.landing_log ORDER BY file, version").fetchall()
+    assert got == [("a.jsonl", "1", "added"), ("a.jsonl", "2", "touched"), ("old.jsonl", "v1", None)]
+    assert conn.execute("SELECT count(*) FROM main.landing_log_v1").fetchone()[0] == 1
+
+
+def test_s3_sync_drops_the_cached_copy_of_a_deleted_object(tmp_path):
+    """aws profile: ingest reads a local copy of the landing prefix; an object deleted there must leave
+    that copy too, or its rows would stay in the corpus after the sensor asked for the rebuild."""
+    import pytest
+
+    from tests.moto_server import moto_endpoint, moto_server_command
+
+    if moto_server_command() is None:
+        pytest.skip("moto[server] not installed")
+    from empathy_dag.storage_s3 import s3_client, sync_landing_zone
+
+    with moto_endpoint() as url:
+        client = s3_client(url)
+        client.create_bucket(Bucket="landing-sync")
+        client.put_object(Bucket="landing-sync", Key="landing/a.jsonl", Body=b"1")
+        client.put_object(Bucket="landing-sync", Key="landing/reviews/r.jsonl", Body=b"2")
+        cache = tmp_path / "cache"
+        (cache / "mine.jsonl").parent.mkdir(parents=True)
+        (cache / "mine.jsonl").write_text("put here by hand, no sidecar")
+        sync_landing_zone(client, "s3://landing-sync/landing/", cache)
+        assert (cache / "a.jsonl").is_file() and (cache / "reviews" / "r.jsonl").is_file()
+        client.delete_object(Bucket="landing-sync", Key="landing/a.jsonl")
+        client.delete_object(Bucket="landing-sync", Key="landing/reviews/r.jsonl")
+        sync_landing_zone(client, "s3://landing-sync/landing/", cache)
+        assert not (cache / "a.jsonl").exists() and not (cache / "reviews" / "r.jsonl").exists()
+        assert (cache / "mine.jsonl").is_file()
+
+
+def test_a_read_file_turned_into_a_symlink_is_refused_and_its_rows_rebuilt(tmp_path):
+    from empathy_dag.automation.landing import LocalLandingZone, scan_landing_zone
+    from empathy_dag.ingest.records import ValidationLimits
+    from empathy_dag.taxonomy import default_taxonomy
+
+    zone_dir, outside = tmp_path / "landing", tmp_path / "outside.jsonl"
+    zone_dir.mkdir()
+    _write(zone_dir / "a.jsonl", "grief", "My grandmother's garden was sold this spring.")
+    outside.write_text('{"emotion": "joy", "situation": "A file outside the zone, never to be read."}\n')
+    zone, tax, limits = LocalLandingZone(zone_dir), default_taxonomy(), ValidationLimits()
+    first, cursor = scan_landing_zone(zone, LandingCursor(), taxonomy=tax, limits=limits)
+    assert [(d.outcome, d.rebuild) for d in first] == [("accepted", ["grief"])]
+    (zone_dir / "a.jsonl").unlink()
+    (zone_dir / "a.jsonl").symlink_to(outside)
+    second, _ = scan_landing_zone(zone, cursor, taxonomy=tax, limits=limits)
+    assert [(d.outcome, d.reasons, d.rebuild, d.emotions) for d in second] == [
+        ("refused", {"symlink": 1}, ["grief"], [])]  # the old rows leave; joy (outside) is never read

@@ -108,12 +108,14 @@ def test_every_bad_kind_is_quarantined_and_good_rows_land(bad_corpus, tmp_path):
     assert set(bad_corpus) <= archived
 
 
-def test_unparseable_file_message_is_clear(tmp_path):
+def test_unterminated_quote_loses_only_its_record(tmp_path):
+    """An opening quote that never closes used to reject the whole file; now it is one bad record and
+    the rows after it still land."""
     path = tmp_path / "broken.csv"
-    path.write_bytes(b'emotion,situation\njoy,"never closed quote\n')
+    path.write_bytes(b'emotion,situation\njoy,"never closed quote\njoy,My sugar readings were perfect all week.\n')
     result = ingest_files([path], taxonomy=TAX)
     q = result.quarantine.to_dicts()
-    assert result.corpus.height == 0
-    assert len(q) == 1 and q[0]["line"] is None
-    assert q[0]["reason_code"] == "unparseable"
-    assert "broken.csv" in q[0]["reason"] and "line" in q[0]["reason"]
+    assert result.corpus["situation"].to_list() == ["My sugar readings were perfect all week."]
+    assert len(q) == 1 and q[0]["line"] == 2 and q[0]["reason_code"] == "csv_error"
+    assert "line 2" in q[0]["reason"] and q[0]["file"].endswith("broken.csv")
+    assert result.outcomes[0].balanced

@@ -4,19 +4,31 @@ dialogue files are dropped. The sensor lists it, validates each new file version
 
 Decisions (documented for the README):
 - A file is identified by its content sha256. The cursor remembers, per file name, the (size, mtime or
-  ETag) it last saw, so an unchanged file is not re-hashed on every tick, and the set of content hashes
-  already processed, so a copy of a processed file under another name requests nothing.
+  ETag) it last saw, so an unchanged file is not re-hashed on every tick, the set of content hashes
+  already processed, so a copy of a processed file under another name requests nothing, and the emotions
+  each content touched, so that a change can rebuild what the old content fed.
 - `run_key` is the content sha256 (suffixed with the partition range when a file's emotions are not
   contiguous in taxonomy order and need several runs), so a file dropped twice, or a tick repeated after
   a crash, ingests once: Dagster skips a run request whose run_key already ran for this sensor.
-- Files are never moved or deleted. Each processed file version is recorded in the warehouse table
-  `landing_log` (outcome, counts, reasons, emotions, run keys).
+- A file replaced under the same name rebuilds the emotions of the old content and of the new one (the
+  old rows must leave `situations`); a deleted file rebuilds the emotions it fed (its rows leave, since
+  ingest re-reads the zone); a file reverted to content seen before does the same as a replacement.
+  Those runs are keyed by the content and the file version (`<sha>:<event id>`), so a replayed tick asks
+  for the same keys and a later change of the same kind for new ones.
+- Files are never moved or deleted. Every event (a file version seen, skipped, refused or deleted) is
+  appended to the warehouse table `landing_log` (outcome, counts, reasons, emotions, run keys): it is a
+  history, keyed by (file, sha256, version) so that only a replayed tick writes nothing twice.
+- Subfolders are walked, symlinks and non-regular files are refused unread, hidden files and partial
+  uploads are skipped (`ingest.sources.list_landing_folder`, the rules ingest itself reads with); each is
+  logged once per name with its reason.
+- Nothing a file holds can fail a tick: a file whose validation raises is logged as `error` with the
+  message and the other files of the tick go on.
 - A file with no valid row requests no run. Its reasons are in `landing_log` at once; its quarantine
   rows land in the `quarantine` table with the next ingest run (ingest_corpus re-reads every file of
   the landing zone, and the quarantine table is a full snapshot of that read), so the quarantine never
   holds rows written by anything but the ingest asset.
-- Files whose name starts with "." or ends with .tmp/.part/.crdownload, and local files modified less
-  than `settle_seconds` ago, are still being written: they are left for a later tick.
+- Local files modified less than `settle_seconds` ago are still being written: they are left for a
+  later tick.
 """
 
 from __future__ import annotations
@@ -31,9 +43,10 @@ from typing import Protocol
 
 from empathy_dag.ingest.corpus import too_large_outcome, validate_bytes
 from empathy_dag.ingest.records import FileOutcome, ValidationLimits
+from empathy_dag.ingest.sources import IN_PROGRESS_SUFFIXES, MAX_DEPTH, list_landing_folder, printable_name
 from empathy_dag.taxonomy import EMOTIONS, Taxonomy
 
-IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".crdownload", ".partial")
+__all__ = ["IN_PROGRESS_SUFFIXES"]  # re-exported: the review inbox and the S3 sync use the same rule
 # Subfolders of the landing zone that hold other files than corpus rows (review decisions, issue 10):
 # the corpus reader and this sensor leave them alone, the S3 sync keeps them as subfolders.
 REVIEWS_SUBFOLDER = "reviews"
@@ -51,6 +64,9 @@ class LandingFile:
     size: int
     version: str  # mtime_ns (local) or ETag (S3): changes when the content may have changed
     modified: float  # epoch seconds
+    # (reason_code, message) when the file is listed but not read (symlink, hidden, partial upload...)
+    skip: tuple[str, str] | None = None
+    refused: bool = False  # skipped for safety (a symlink...), not just for now (a partial upload)
 
 
 class LandingZone(Protocol):
@@ -61,27 +77,43 @@ class LandingZone(Protocol):
     def sha256(self, file: LandingFile) -> str: ...
 
 
-def _skip_name(name: str) -> bool:
+def _skip_name(name: str) -> tuple[str, str] | None:
     base = name.rsplit("/", 1)[-1]
-    return not base or base.startswith(".") or base.lower().endswith(IN_PROGRESS_SUFFIXES)
+    if any(part.startswith(".") for part in name.split("/")):
+        return ("hidden", f"{printable_name(name)}: name starts with '.', so it is treated as hidden and not read")
+    if base.lower().endswith(IN_PROGRESS_SUFFIXES):
+        return ("partial_upload", f"{printable_name(name)}: looks like a partial upload; it is read once renamed")
+    return None
 
 
 class LocalLandingZone:
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, exclude_subfolders: tuple[str, ...] = NON_CORPUS_SUBFOLDERS,
+                 max_depth: int = MAX_DEPTH):
         self.folder = Path(folder)
+        self.exclude_subfolders = exclude_subfolders
+        self.max_depth = max_depth  # 1: top-level files only (the review inbox reads no subfolder)
 
     def list_files(self) -> list[LandingFile]:
-        if not self.folder.is_dir():
-            return []
+        """Files to read and, with `skip` set, paths that are not read (never opened, never hashed)."""
+        files, skipped = list_landing_folder(self.folder, exclude_subfolders=self.exclude_subfolders,
+                                             max_depth=self.max_depth)
         out = []
-        for p in sorted(self.folder.iterdir()):
-            if not p.is_file() or _skip_name(p.name):
+        for p in files:
+            try:
+                st = p.stat(follow_symlinks=False)
+            except OSError as exc:  # vanished or unreadable between listing and stat
+                out.append(LandingFile(printable_name(p.relative_to(self.folder).as_posix()), str(p), 0, "", 0.0,
+                                       skip=("unreadable", f"cannot be inspected ({exc.strerror or exc})")))
                 continue
-            st = p.stat()
-            out.append(LandingFile(p.name, str(p), st.st_size, str(st.st_mtime_ns), st.st_mtime))
-        return out
+            out.append(LandingFile(printable_name(p.relative_to(self.folder).as_posix()), str(p), st.st_size,
+                                   str(st.st_mtime_ns), st.st_mtime))
+        out += [LandingFile(s.name, printable_name(str(s.path)), 0, "", 0.0, skip=(s.reason_code, s.message),
+                            refused=s.refused) for s in skipped]
+        return sorted(out, key=lambda f: f.name)
 
     def read_bytes(self, file: LandingFile) -> bytes:
+        if file.skip is not None:
+            raise ValueError(f"{file.name} is not read: {file.skip[1]}")
         return Path(file.uri).read_bytes()
 
     def sha256(self, file: LandingFile) -> str:
@@ -115,14 +147,14 @@ class S3LandingZone:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
             for obj in page.get("Contents", []):
                 key = obj["Key"]
-                if key.endswith("/") or _skip_name(key):
+                if key.endswith("/"):
                     continue
                 name = key[len(self.prefix):].lstrip("/") or key
                 if in_non_corpus_subfolder(name):
                     continue
                 modified = obj["LastModified"].timestamp() if obj.get("LastModified") else 0.0
-                out.append(LandingFile(name, f"s3://{self.bucket}/{key}", int(obj["Size"]),
-                                       str(obj.get("ETag", "")).strip('"'), modified))
+                out.append(LandingFile(printable_name(name), f"s3://{self.bucket}/{key}", int(obj["Size"]),
+                                       str(obj.get("ETag", "")).strip('"'), modified, skip=_skip_name(name)))
         return sorted(out, key=lambda f: f.name)
 
     def _key(self, file: LandingFile) -> str:
@@ -141,40 +173,59 @@ class S3LandingZone:
 
 @dataclass
 class LandingCursor:
-    """Serialized as the sensor cursor. `seen`: name -> "size:version:sha256"; `shas`: processed contents."""
+    """Serialized as the sensor cursor. `seen`: name -> "size:version:sha256" ("skip:<reason>" for a path
+    that is not read); `shas`: processed contents; `emotions`: sha256 -> the emotions its valid rows
+    touched (what a replacement or deletion of that content must rebuild)."""
 
     seen: dict[str, str] = field(default_factory=dict)
     shas: set[str] = field(default_factory=set)
+    emotions: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, raw: str | None) -> LandingCursor:
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls(seen=dict(data.get("seen", {})), shas=set(data.get("shas", [])))
+        return cls(seen=dict(data.get("seen", {})), shas=set(data.get("shas", [])),
+                   emotions={k: list(v) for k, v in data.get("emotions", {}).items()})
 
     def dump(self) -> str:
-        return json.dumps({"seen": self.seen, "shas": sorted(self.shas)}, sort_keys=True)
+        return json.dumps({"seen": self.seen, "shas": sorted(self.shas), "emotions": self.emotions}, sort_keys=True)
+
+    def sha_of(self, name: str) -> str:
+        """The content sha256 last seen under `name` ("" for none, or for a path that was not read)."""
+        stamp = self.seen.get(name, "")
+        return "" if not stamp or stamp.startswith("skip:") else stamp.rsplit(":", 1)[-1]
 
 
 @dataclass
 class LandingDecision:
     file: LandingFile
     sha256: str
-    outcome: str  # accepted | rejected | duplicate_content
+    # accepted | rejected | duplicate_content | deleted | skipped | refused | error
+    outcome: str
     rows_in: int = 0
     valid_rows: int = 0
     quarantined_rows: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     emotions: list[str] = field(default_factory=list)  # taxonomy order
     run_keys: list[str] = field(default_factory=list)
+    event: str = "added"  # added | replaced | touched | copied | restored | deleted | skipped
+    previous_sha256: str = ""  # the content this name held before (replaced / deleted)
+    # Emotions to rebuild: this content's and, for a replacement or deletion, the old content's.
+    rebuild: list[str] = field(default_factory=list)
+    run_key_base: str = ""  # the content sha256 for new content; "<sha>:<event id>" for a change
+    message: str = ""
 
     def log_row(self, detected_at: datetime) -> dict:
         return {
-            "file": self.file.name, "uri": self.file.uri, "sha256": self.sha256, "size_bytes": self.file.size,
-            "detected_at": detected_at, "outcome": self.outcome, "rows_in": self.rows_in,
-            "valid_rows": self.valid_rows, "quarantined_rows": self.quarantined_rows,
-            "reasons": self.reasons, "emotions": ",".join(self.emotions), "run_keys": ",".join(self.run_keys),
+            "file": printable_name(self.file.name), "uri": printable_name(self.file.uri), "sha256": self.sha256,
+            "version": self.file.version if self.event != "deleted" else f"deleted:{self.file.version}",
+            "size_bytes": self.file.size, "detected_at": detected_at, "event": self.event,
+            "outcome": self.outcome, "rows_in": self.rows_in, "valid_rows": self.valid_rows,
+            "quarantined_rows": self.quarantined_rows, "reasons": self.reasons, "emotions": ",".join(self.emotions),
+            "rebuilt_emotions": ",".join(self.rebuild), "previous_sha256": self.previous_sha256,
+            "run_keys": ",".join(self.run_keys), "message": self.message[:1000],
         }
 
 
@@ -205,11 +256,16 @@ def run_key_for(sha: str, rng: tuple[str, str], n_ranges: int) -> str:
 def decide_file(
     zone: LandingZone, file: LandingFile, sha: str, *, taxonomy: Taxonomy, limits: ValidationLimits
 ) -> LandingDecision:
-    """Validate one file version (read-only) and say which emotions it touches."""
-    if file.size > limits.max_file_mb * 1024 * 1024:
-        outcome = too_large_outcome(file.uri, sha, file.size, limits)
-    else:
-        outcome = validate_bytes(zone.read_bytes(file), file.uri, taxonomy=taxonomy, limits=limits)
+    """Validate one file version (read-only) and say which emotions it touches. Never raises: a file
+    that cannot be read or validated is an `error` decision with the message."""
+    try:
+        if file.size > limits.max_file_mb * 1024 * 1024:
+            outcome = too_large_outcome(file.uri, sha, file.size, limits)
+        else:
+            outcome = validate_bytes(zone.read_bytes(file), file.uri, taxonomy=taxonomy, limits=limits)
+    except Exception as exc:  # noqa: BLE001 - one file's failure is logged, never the tick's
+        return LandingDecision(file=file, sha256=sha, outcome="error", reasons={"read_error": 1},
+                               message=f"{printable_name(file.name)}: {type(exc).__name__}: {str(exc)[:300]}")
     reasons: dict[str, int] = {}
     for q in outcome.quarantined:
         reasons[q.reason_code] = reasons.get(q.reason_code, 0) + 1
@@ -228,23 +284,37 @@ def changed_file_versions(
     zone: LandingZone, cursor: LandingCursor, *, settle_seconds: float = 0.0, now: float | None = None,
     files: list[LandingFile] | None = None,
 ) -> tuple[list[tuple[LandingFile, str]], LandingCursor]:
-    """Every file (of `files`, default: the zone's listing) whose (size, version) differs from what
-    `cursor` saw, with its content sha256, and the cursor after them (`seen` updated, `shas` untouched).
-    Unsettled files are left for a later tick."""
+    """Every readable file (of `files`, default: the zone's listing) whose (size, version) differs from
+    what `cursor` saw, with its content sha256, and the cursor after them (`seen` updated, `shas`
+    untouched). Unsettled files are left for a later tick; paths that are not read are left out."""
     now = time.time() if now is None else now
-    new_cursor = LandingCursor(seen=dict(cursor.seen), shas=set(cursor.shas))
+    new_cursor = LandingCursor(seen=dict(cursor.seen), shas=set(cursor.shas), emotions=dict(cursor.emotions))
     changed = []
     for file in zone.list_files() if files is None else files:
+        if file.skip is not None:
+            continue
         stamp = f"{file.size}:{file.version}"
         previous = cursor.seen.get(file.name, "")
         if previous.rsplit(":", 1)[0] == stamp:
             continue
         if settle_seconds and now - file.modified < settle_seconds:
             continue  # probably still being copied; the next tick sees it settled
-        sha = zone.sha256(file)
+        try:
+            sha = zone.sha256(file)
+        except OSError:
+            continue  # vanished or unreadable since the listing: the next tick sees what became of it
         new_cursor.seen[file.name] = f"{stamp}:{sha}"
         changed.append((file, sha))
     return changed, new_cursor
+
+
+def _event_id(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def _ordered(emotions, order: list[str]) -> list[str]:
+    present = set(emotions)
+    return [e for e in order if e in present]
 
 
 def scan_landing_zone(
@@ -256,15 +326,76 @@ def scan_landing_zone(
     settle_seconds: float = 0.0,
     now: float | None = None,
 ) -> tuple[list[LandingDecision], LandingCursor]:
-    """Every new or changed file version since `cursor`, decided; and the cursor after them."""
-    changed, new_cursor = changed_file_versions(zone, cursor, settle_seconds=settle_seconds, now=now)
-    decisions = []
-    for file, sha in changed:
-        if sha in new_cursor.shas:
-            decisions.append(LandingDecision(file=file, sha256=sha, outcome="duplicate_content"))
+    """Every event since `cursor` (a file version added, replaced, deleted; a path skipped or refused),
+    decided, with the emotions to rebuild; and the cursor after them."""
+    order = taxonomy.labels
+    files = zone.list_files()
+    changed, new_cursor = changed_file_versions(zone, cursor, settle_seconds=settle_seconds, now=now, files=files)
+    decisions: list[LandingDecision] = []
+    for file in files:
+        if file.skip is None:
             continue
-        decisions.append(decide_file(zone, file, sha, taxonomy=taxonomy, limits=limits))
-        new_cursor.shas.add(sha)
+        # Logged once per name and reason (a partial upload grows every tick: one row, not one per tick).
+        mark = f"skip:{file.skip[0]}"
+        if cursor.seen.get(file.name) == mark:
+            continue
+        new_cursor.seen[file.name] = mark
+        decision = LandingDecision(file=file, sha256="", outcome="refused" if file.refused else "skipped",
+                                   reasons={file.skip[0]: 1}, event="skipped", message=file.skip[1])
+        previous = cursor.sha_of(file.name)
+        if previous:  # a file that was read is now e.g. a symlink: its rows leave, like a deletion
+            decision.previous_sha256 = previous
+            decision.rebuild = _ordered(cursor.emotions.get(previous, []), order)
+            decision.run_key_base = f"skipped:{previous}:{_event_id(file.name, mark)}"
+        decisions.append(decision)
+    # Contents present under some name (before this tick, or earlier in it), to tell a copy from a
+    # restored content: a copy adds no row, a restored content brings its rows back.
+    present = {cursor.sha_of(n) for n in cursor.seen} - {""}
+    for file, sha in changed:
+        previous = cursor.sha_of(file.name)
+        if sha in new_cursor.shas and sha in new_cursor.emotions:
+            decision = LandingDecision(file=file, sha256=sha, outcome="duplicate_content",
+                                       emotions=list(new_cursor.emotions[sha]))
+        else:
+            decision = decide_file(zone, file, sha, taxonomy=taxonomy, limits=limits)
+            if decision.outcome != "error":
+                new_cursor.emotions[sha] = list(decision.emotions)
+        first_time = sha not in new_cursor.shas
+        if decision.outcome == "error":
+            # Not remembered as seen: the next tick tries again (the log row is keyed, so written once).
+            if file.name in cursor.seen:
+                new_cursor.seen[file.name] = cursor.seen[file.name]
+            else:
+                new_cursor.seen.pop(file.name, None)
+        else:
+            new_cursor.shas.add(sha)
+        rebuild = set(decision.emotions) if (first_time or sha not in present) else set()
+        if previous and previous != sha:
+            decision.event, decision.previous_sha256 = "replaced", previous
+            rebuild |= set(cursor.emotions.get(previous, []))
+        elif previous == sha:
+            decision.event, rebuild = "touched", set()  # re-dropped or touched: same content, same rows
+        elif not first_time:
+            decision.event = "copied" if sha in present else "restored"
+        if decision.outcome != "error":
+            present.add(sha)
+        decision.rebuild = _ordered(rebuild, order)
+        decision.run_key_base = sha if first_time and not previous else \
+            f"{sha}:{_event_id(file.name, file.version, previous)}"
+        decisions.append(decision)
+    listed = {f.name for f in files}
+    for name in sorted(set(cursor.seen) - listed):
+        previous = cursor.sha_of(name)
+        del new_cursor.seen[name]
+        if not previous:
+            continue  # a skipped path went away: nothing was read from it
+        stamp = cursor.seen[name]
+        gone = LandingFile(name=name, uri=name, size=0, version=stamp.rsplit(":", 1)[0], modified=0.0)
+        emotions = _ordered(cursor.emotions.get(previous, []), order)
+        decisions.append(LandingDecision(
+            file=gone, sha256=previous, outcome="deleted", event="deleted", previous_sha256=previous,
+            emotions=emotions, rebuild=emotions, run_key_base=f"deleted:{previous}:{_event_id(name, stamp)}",
+        ))
     return decisions, new_cursor
 
 
@@ -287,7 +418,7 @@ class ReviewInboxChange:
 def scan_review_inbox(
     zone: LandingZone, cursor: LandingCursor, *, settle_seconds: float = 0.0, now: float | None = None
 ) -> tuple[ReviewInboxChange | None, LandingCursor]:
-    files = zone.list_files()
+    files = [f for f in zone.list_files() if f.skip is None]
     changed, new_cursor = changed_file_versions(zone, cursor, settle_seconds=settle_seconds, now=now, files=files)
     # A file rewritten with the same content (touched, re-uploaded) changes nothing.
     content = {f.name: sha for f, sha in changed if cursor.seen.get(f.name, "").rsplit(":", 1)[-1] != sha}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,7 +49,7 @@ from empathy_dag.automation.settings import (
     REVIEW_FILES_TAG,
     AutomationSettings,
 )
-from empathy_dag.automation.tables import upsert
+from empathy_dag.automation.tables import append_landing_log, upsert
 from empathy_dag.partitions import ALL_EMOTIONS_TAGS
 from empathy_dag.resources import CorpusSources
 from empathy_dag.review.decisions import changed_emotions
@@ -92,16 +93,20 @@ def emotion_run_requests(touched: list[str], *, source: str, run_key: str, tags:
 
 
 def landing_run_requests(decision: LandingDecision, settings: AutomationSettings) -> list[RunRequest]:
-    """The runs a validated landing file asks for (none for a rejected or duplicate file)."""
-    if decision.outcome != "accepted":
+    """The runs a landing event asks for: the emotions of a new content, plus those of the content a
+    replaced or deleted file held (none for a rejected file, a copy, a skipped path)."""
+    if not decision.rebuild:
         return []
     tags = settings.run_tags(
         "landing_zone",
-        **{LANDING_FILE_TAG: decision.file.name, LANDING_SHA_TAG: decision.sha256,
-           LANDING_EMOTIONS_TAG: ",".join(decision.emotions)},
+        **{LANDING_FILE_TAG: decision.file.name[:200], LANDING_SHA_TAG: decision.sha256,
+           LANDING_EMOTIONS_TAG: ",".join(decision.rebuild),
+           # Run monitoring fails a landing run past this (resources/dagster.yaml): a run whose worker
+           # died stays STARTED otherwise, and the landing queue (limit 1) behind it never moves.
+           "dagster/max_runtime": os.environ.get("EMPATHY_DAG_LANDING_MAX_RUNTIME_S", "14400")},
     )
-    return emotion_run_requests(decision.emotions, source="corpus_rows", run_key=decision.sha256, tags=tags,
-                                whole_job=True)
+    return emotion_run_requests(decision.rebuild, source="corpus_rows",
+                                run_key=decision.run_key_base or decision.sha256, tags=tags, whole_job=True)
 
 
 def _landing_zone(corpus_sources: CorpusSources, settings: AutomationSettings, subfolder: str = ""):
@@ -112,7 +117,9 @@ def _landing_zone(corpus_sources: CorpusSources, settings: AutomationSettings, s
     if uri:
         endpoint = getattr(corpus_sources, "endpoint_url", "") or settings.s3_endpoint_url
         return S3LandingZone.from_uri(f"{uri.rstrip('/')}/{subfolder}/" if subfolder else uri, endpoint)
-    return LocalLandingZone(Path(corpus_sources.landing_dir) / subfolder)
+    if subfolder:  # the review inbox: its readers take top-level files only
+        return LocalLandingZone(Path(corpus_sources.landing_dir) / subfolder, max_depth=1)
+    return LocalLandingZone(Path(corpus_sources.landing_dir))
 
 
 def build_landing_sensor(
@@ -149,7 +156,7 @@ def build_landing_sensor(
         # run keys make the replay a no-op.
         detected = utc_now()
         with warehouse.connect() as conn:
-            upsert(conn, "landing_log", [d.log_row(detected) for d in decisions])
+            append_landing_log(conn, [d.log_row(detected) for d in decisions])
         return SensorResult(run_requests=requests, cursor=new_cursor.dump())
 
     return _landing_sensor

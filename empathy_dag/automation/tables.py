@@ -1,5 +1,5 @@
 """Warehouse tables written by the automation layer (not by assets): `landing_log` (one row per landing
-file version seen by the sensor), `run_history` (one row per finished run) and `promotion_log` (one
+event: a file version seen, skipped, refused or deleted; append-only history), `run_history` (one row per finished run) and `promotion_log` (one
 row per promotion decision). Every insert is keyed, so a sensor tick repeated after a crash writes
 nothing twice."""
 
@@ -18,19 +18,25 @@ AUTOMATION_TABLES = ("landing_log", "run_history", "promotion_log")
 DDL = {
     "landing_log": f"""
         CREATE TABLE IF NOT EXISTS {WAREHOUSE_SCHEMA}.landing_log (
-            file VARCHAR NOT NULL,
+            file VARCHAR NOT NULL,    -- printable name, relative to the landing zone
             uri VARCHAR,
-            sha256 VARCHAR NOT NULL,
+            sha256 VARCHAR NOT NULL,  -- '' for a path that is not read
+            version VARCHAR NOT NULL, -- mtime_ns / ETag of the file version ('deleted:...' for a deletion)
             size_bytes BIGINT,
             detected_at TIMESTAMP,
-            outcome VARCHAR,          -- accepted | rejected | duplicate_content
+            event VARCHAR,            -- added | replaced | touched | copied | restored | deleted | skipped
+            outcome VARCHAR,          -- accepted | rejected | duplicate_content | deleted | skipped | refused | error
             rows_in BIGINT,
             valid_rows BIGINT,
             quarantined_rows BIGINT,
             reasons VARCHAR,          -- JSON {{reason_code: count}}
             emotions VARCHAR,         -- comma-separated, taxonomy order
+            rebuilt_emotions VARCHAR, -- this content's and the replaced/deleted content's emotions
+            previous_sha256 VARCHAR,
             run_keys VARCHAR,         -- comma-separated run keys requested for this file
-            PRIMARY KEY (file, sha256)
+            message VARCHAR,
+            -- Append-only history: a re-dropped file (new version) adds a row; a replayed tick adds none.
+            PRIMARY KEY (file, sha256, version)
         )""",
     "run_history": f"""
         CREATE TABLE IF NOT EXISTS {WAREHOUSE_SCHEMA}.run_history (
@@ -91,6 +97,28 @@ def upsert(conn: duckdb.DuckDBPyConnection, table: str, rows: list[dict[str, Any
         [[_value(r[c]) for c in columns] for r in rows],
     )
     return len(rows)
+
+
+def append_landing_log(conn: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> int:
+    """Append landing events. A `landing_log` written before it became a history (keyed by file and
+    sha256 only, one row per file overwritten in place) is kept as `landing_log_v1` and its rows are
+    carried over, so the history starts with everything that was known."""
+    table = f"{WAREHOUSE_SCHEMA}.landing_log"
+    exists = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = 'landing_log'",
+        [WAREHOUSE_SCHEMA],
+    ).fetchone()[0]
+    if exists:
+        columns = {r[0] for r in conn.execute(f"DESCRIBE {table}").fetchall()}
+        if "version" not in columns:
+            conn.execute(f"ALTER TABLE {table} RENAME TO landing_log_v1")
+            ensure_tables(conn, ["landing_log"])
+            old = sorted(columns)
+            conn.execute(
+                f"INSERT INTO {table} ({', '.join(old)}, version) "
+                f"SELECT {', '.join(old)}, 'v1' FROM {WAREHOUSE_SCHEMA}.landing_log_v1"
+            )
+    return upsert(conn, "landing_log", rows)
 
 
 def read_table(conn: duckdb.DuckDBPyConnection, table: str):

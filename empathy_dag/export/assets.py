@@ -13,9 +13,12 @@ from empathy_dag.io_managers import concat_partitions
 from empathy_dag.metadata import markdown_table
 from empathy_dag.models import sha256_tree
 from empathy_dag.resources import ModelStore
+from empathy_dag.safe_paths import single_component
 from empathy_dag.settings import data_root
 
 ALL_EXISTING = {"allow_missing_partitions": True}
+# Written into every export folder: what tells an earlier export (replaceable) from any other folder.
+EXPORT_MARKER = ".empathy_dag_export"
 
 
 class ExportConfig(Config):
@@ -45,7 +48,14 @@ def _publish(local: Path, destination: str, endpoint_url: str = "") -> str:
         upload_folder(s3_client(endpoint_url), local, bucket, prefix)
         return destination.rstrip("/")
     target = Path(destination)
+    if target.is_symlink():
+        raise ValueError(f"export destination {destination} is a symlink; refusing to replace it")
     if target.exists():
+        # Only an earlier export (its marker file) or an empty folder is replaced: a destination that
+        # points at anything else (the model store, a home folder) is refused, never deleted.
+        if not (target / EXPORT_MARKER).is_file() and any(target.iterdir()):
+            raise ValueError(f"export destination {destination} exists and is not an earlier export (no "
+                             f"{EXPORT_MARKER}); refusing to replace it: choose an empty or new folder")
         shutil.rmtree(target)
     shutil.copytree(local, target)
     return str(target)
@@ -72,9 +82,15 @@ def dataset_export(context: AssetExecutionContext, config: ExportConfig, model_s
         "filters": filters,
         "adapters": {},
     }
+    # Names from config become path components: refused before anything is read or replaced.
+    single_component(config.name, "ExportConfig.name")
+    for name in config.adapters:
+        single_component(name, "ExportConfig.adapters entry")
     destination = config.destination or default_destination(model_store, config.name)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / config.name
+        local.mkdir(parents=True)
+        (local / EXPORT_MARKER).write_text(context.run_id + "\n")
         for name in config.adapters:
             folder = model_store.fetch(name, missing_ok=True)
             if (folder / "adapter_config.json").is_file():

@@ -18,8 +18,10 @@ from empathy_dag.ingest.records import (
     FileRejected,
     QuarantineEntry,
     ValidationLimits,
+    printable_raw,
     validate_rows,
 )
+from empathy_dag.ingest.sources import SkippedPath, printable_name
 from empathy_dag.models import sha256_file
 from empathy_dag.taxonomy import Taxonomy
 
@@ -38,6 +40,9 @@ QUARANTINE_POLARS_SCHEMA = {
 @dataclass
 class IngestResult:
     outcomes: list[FileOutcome] = field(default_factory=list)
+    # Paths of the landing folder that were not read (symlinks, hidden files, partial uploads...): each
+    # has a row in the file log; the refused ones also a whole-file quarantine entry.
+    skipped: list[SkippedPath] = field(default_factory=list)
 
     @property
     def corpus(self) -> pl.DataFrame:
@@ -47,25 +52,39 @@ class IngestResult:
     @property
     def quarantine(self) -> pl.DataFrame:
         rows = [q.as_dict() for o in self.outcomes for q in o.quarantined]
+        rows += [
+            QuarantineEntry(printable_name(str(s.path)), "", None, s.reason_code, s.message, "").as_dict()
+            for s in self.skipped if s.refused
+        ]
         return pl.DataFrame(rows, schema=QUARANTINE_POLARS_SCHEMA, orient="row")
 
     def summary(self) -> pl.DataFrame:
+        rows = [
+            {
+                "file": o.file,
+                "source": o.source,
+                "status": "rejected" if any(q.line is None for q in o.quarantined) else "ingested",
+                "reason_code": next((q.reason_code for q in o.quarantined if q.line is None), None),
+                "rows_in": o.rows_in,
+                "valid": len(o.records),
+                "quarantined": len(o.quarantined),
+                "skipped": sum(o.skipped.values()),
+                "whole_file_rejected": any(q.line is None for q in o.quarantined),
+                "balanced": o.balanced,
+            }
+            for o in self.outcomes
+        ]
+        rows += [
+            {"file": printable_name(str(s.path)), "source": None, "status": "refused" if s.refused else "skipped",
+             "reason_code": s.reason_code, "rows_in": 0, "valid": 0, "quarantined": 1 if s.refused else 0,
+             "skipped": 0, "whole_file_rejected": s.refused, "balanced": True}
+            for s in self.skipped
+        ]
         return pl.DataFrame(
-            [
-                {
-                    "file": o.file,
-                    "source": o.source,
-                    "rows_in": o.rows_in,
-                    "valid": len(o.records),
-                    "quarantined": len(o.quarantined),
-                    "skipped": sum(o.skipped.values()),
-                    "whole_file_rejected": any(q.line is None for q in o.quarantined),
-                    "balanced": o.balanced,
-                }
-                for o in self.outcomes
-            ],
-            schema={"file": pl.String, "source": pl.String, "rows_in": pl.Int64, "valid": pl.Int64,
-                    "quarantined": pl.Int64, "skipped": pl.Int64, "whole_file_rejected": pl.Boolean, "balanced": pl.Boolean},
+            rows,
+            schema={"file": pl.String, "source": pl.String, "status": pl.String, "reason_code": pl.String,
+                    "rows_in": pl.Int64, "valid": pl.Int64, "quarantined": pl.Int64, "skipped": pl.Int64,
+                    "whole_file_rejected": pl.Boolean, "balanced": pl.Boolean},
         )
 
 
@@ -73,7 +92,13 @@ def source_name(path: Path) -> str:
     """`seed` for the shipped corpus, `empathetic_dialogues` for ED files, else the file stem."""
     if path.parent.name == "seed":
         return "seed"
-    return path.stem
+    return printable_name(path.stem)
+
+
+def rejected_outcome(name: str, sha: str, source: str, code: str, message: str, raw: str = "") -> FileOutcome:
+    outcome = FileOutcome(file=name, file_sha256=sha, source=source, rows_in=0)
+    outcome.quarantined.append(QuarantineEntry(name, sha, None, code, message, raw))
+    return outcome
 
 
 def ingest_file(
@@ -84,15 +109,37 @@ def ingest_file(
     seen_ids: dict[str, str],
     archive_dir: Path | None = None,
 ) -> FileOutcome:
-    name = str(path)
-    size = path.stat().st_size
-    if size > limits.max_file_mb * 1024 * 1024:
-        sha = sha256_file(path)
+    """Read, archive and validate one file. Never raises: a file that cannot be read, archived or
+    parsed is one whole-file quarantine entry (reason code + message naming the file), and the ids of
+    a file only join `seen_ids` once the whole file is validated, so a file that fails half-way cannot
+    make another file's good rows look like duplicates."""
+    name = printable_name(str(path))
+    sha = ""
+    try:
+        size = path.stat().st_size
+        if size > limits.max_file_mb * 1024 * 1024:
+            sha = sha256_file(path)
+            archive_raw_file(path, sha, archive_dir)
+            return too_large_outcome(name, sha, size, limits)
+        data = path.read_bytes()
+        sha = sha256_bytes(data)
+    except OSError as exc:
+        return rejected_outcome(name, sha, source_name(path), "unreadable",
+                                f"{name} cannot be read ({exc.strerror or exc}); check its permissions")
+    try:
         archive_raw_file(path, sha, archive_dir)
-        return too_large_outcome(name, sha, size, limits)
-    data = path.read_bytes()
-    archive_raw_file(path, sha256_bytes(data), archive_dir)
-    return validate_bytes(data, name, taxonomy=taxonomy, limits=limits, seen_ids=seen_ids)
+    except OSError as exc:
+        return rejected_outcome(name, sha, source_name(path), "archive_failed",
+                                f"{name} could not be archived before validation ({exc.strerror or exc}); it is "
+                                "left in place and read again by the next run")
+    local_seen = dict(seen_ids)
+    outcome = validate_bytes(data, name, taxonomy=taxonomy, limits=limits, seen_ids=local_seen)
+    if not outcome.balanced:
+        return rejected_outcome(name, sha, outcome.source, "accounting_error",
+                                f"{name}: rows in ({outcome.rows_in}) != valid + quarantined + skipped; the file is "
+                                "held back whole (a reader bug: please report it with this file)")
+    seen_ids.update(local_seen)
+    return outcome
 
 
 def too_large_outcome(name: str, sha: str, size: int, limits: ValidationLimits) -> FileOutcome:
@@ -121,19 +168,21 @@ def validate_bytes(
     `ingest_file` does after archiving, and what the landing-zone sensor runs on a new file (local or
     S3) to learn which emotions it touches before requesting a run."""
     path = Path(name)
+    name = printable_name(name)
     sha = sha256_bytes(data)
     source = source_name(path)
+    head = printable_raw(data[:200].decode("utf-8", "replace"), 200)
     try:
         fmt = sniff_format(path, data)
         if fmt.startswith("ed_"):
             source = "empathetic_dialogues"
-        rows = READERS[fmt](data, path.name)
+        rows = READERS[fmt](data, printable_name(path.name))
     except FileRejected as rejected:
-        outcome = FileOutcome(file=name, file_sha256=sha, source=source, rows_in=0)
-        outcome.quarantined.append(
-            QuarantineEntry(name, sha, None, rejected.reason_code, rejected.message, data[:200].decode("utf-8", "replace"))
-        )
-        return outcome
+        return rejected_outcome(name, sha, source, rejected.reason_code, rejected.message, head)
+    except Exception as exc:  # noqa: BLE001 - whatever a reader trips on stays this file's problem
+        return rejected_outcome(name, sha, source, "reader_error",
+                                f"{name} could not be read as {path.suffix or 'text'} "
+                                f"({type(exc).__name__}: {str(exc)[:200]})", head)
     return validate_rows(
         rows, file=name, file_sha256=sha, source=source, taxonomy=taxonomy, limits=limits,
         seen_ids=seen_ids if seen_ids is not None else {},
@@ -146,14 +195,19 @@ def ingest_files(
     taxonomy: Taxonomy,
     limits: ValidationLimits | None = None,
     archive_dir: Path | None = None,
+    skipped: list[SkippedPath] | None = None,
 ) -> IngestResult:
     limits = limits or ValidationLimits()
     seen: dict[str, str] = {}
-    result = IngestResult()
+    result = IngestResult(skipped=list(skipped or []))
     for path in paths:
-        result.outcomes.append(
-            ingest_file(path, taxonomy=taxonomy, limits=limits, seen_ids=seen, archive_dir=archive_dir)
-        )
+        try:
+            outcome = ingest_file(path, taxonomy=taxonomy, limits=limits, seen_ids=seen, archive_dir=archive_dir)
+        except Exception as exc:  # noqa: BLE001 - per-file isolation: one file never stops the others
+            name = printable_name(str(path))
+            outcome = rejected_outcome(name, "", source_name(Path(path)), "ingest_error",
+                                       f"{name} could not be ingested ({type(exc).__name__}: {str(exc)[:200]})")
+        result.outcomes.append(outcome)
     return result
 
 
@@ -161,7 +215,8 @@ def archive_raw_file(path: Path, sha: str, archive_dir: Path | None) -> None:
     """Keep the raw file, content-addressed, so that nothing is lost whatever the validation said."""
     if archive_dir is None or not sha:
         return
-    target = archive_dir / sha[:2] / sha / path.name
+    # The printable name: a name that is not UTF-8 would otherwise follow the file into the archive.
+    target = archive_dir / sha[:2] / sha / printable_name(path.name)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)

@@ -23,7 +23,15 @@ from pathlib import Path
 
 from empathy_dag.ingest.records import FileRejected, RawRow
 
-csv.field_size_limit(10_000_000)
+# The csv module's own cell limit stays far above any text limit: an oversized cell is a row-level
+# `too_long` (or `csv_error` past this, 1 MiB) for that record only, never a whole-file failure.
+csv.field_size_limit(1 << 20)
+# A CSV record may span several physical lines inside quotes; an opening quote that never closes must
+# not swallow the rest of the file, so a record longer than this is cut back to its first line.
+MAX_RECORD_LINES = 200
+# Magic numbers of files people drop by mistake (images, archives, office files, PDFs).
+BINARY_MAGIC = (b"\x89PNG", b"PK\x03\x04", b"%PDF", b"\x1f\x8b", b"GIF8", b"\xff\xd8\xff", b"BZh", b"7z\xbc\xaf",
+                b"\xd0\xcf\x11\xe0", b"SQLite format 3")
 
 USER_COLUMNS = ("emotion", "situation", "speaker_utterance", "listener_reply", "language", "domain", "source")
 ED_RAW_COLUMNS = {"conv_id", "utterance_idx", "context", "prompt", "utterance"}
@@ -51,9 +59,14 @@ def _check_bytes(data: bytes, name: str) -> str:
         except UnicodeDecodeError as exc:
             raise FileRejected("bad_encoding", f"{name} has a UTF-16 mark but does not decode: {exc}")
     head = data[:8192]
-    if b"\x00" in head:
+    # Binary, not text with a stray NUL: one NUL in a text file is a row-level `control_characters`
+    # (the good rows around it land); a file that starts with a known binary signature, or whose head
+    # is more than 1% NUL / 10% other control bytes, is not text at all.
+    controls = sum(1 for b in head if b < 0x20 and b not in (0x09, 0x0A, 0x0D))
+    if data.startswith(BINARY_MAGIC) or head.count(0) > max(1, len(head) // 100) or controls > max(2, len(head) // 10):
         raise FileRejected(
-            "binary_file", f"{name} looks binary (NUL bytes); expected UTF-8 JSONL, CSV or TSV text"
+            "binary_file", f"{name} looks binary (a binary signature or many NUL/control bytes); expected UTF-8 "
+            "JSONL, CSV or TSV text"
         )
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -63,13 +76,22 @@ def _check_bytes(data: bytes, name: str) -> str:
 def read_jsonl(data: bytes, name: str) -> list[RawRow]:
     text = _check_bytes(data, name)
     rows: list[RawRow] = []
-    for i, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only (the JSON Lines spec): str.splitlines also splits on U+2028, U+0085, \x0c...,
+    # which are legal inside a JSON string and would cut a row in two and shift every line number.
+    for i, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             rows.append(RawRow(i, None, line, ("invalid_json", f"line is not valid JSON ({exc.msg})")))
+            continue
+        except RecursionError:
+            rows.append(RawRow(i, None, line, ("invalid_json", "line is nested too deeply to parse")))
+            continue
+        except ValueError as exc:  # e.g. an integer past Python's digit limit for int()
+            rows.append(RawRow(i, None, line, ("invalid_json", f"line cannot be parsed ({str(exc)[:120]})")))
             continue
         if not isinstance(value, dict):
             rows.append(RawRow(i, None, line, ("not_an_object", "each JSONL line must be a JSON object")))
@@ -80,30 +102,95 @@ def read_jsonl(data: bytes, name: str) -> list[RawRow]:
     return rows
 
 
-def _csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[str], str]]]:
-    lines = text.splitlines()
-    if not lines:
+def _physical_lines(text: str) -> list[str]:
+    """CSV line terminators are \r\n, \n and \r; nothing else (not U+2028) ends a line."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _parse_record(chunk: str) -> list[str]:
+    """Parse one CSV record strictly (a stray quote after a quoted cell is an error, not a guess)."""
+    if '"' not in chunk and "\n" not in chunk:
+        # Without a quote character the excel dialect is a plain split on ","; the same cell limit applies.
+        cells = chunk.split(",")
+        if any(len(c) > csv.field_size_limit() for c in cells):
+            raise csv.Error(f"field larger than field limit ({csv.field_size_limit()})")
+        return cells
+    records = list(csv.reader(io.StringIO(chunk), strict=True))
+    if len(records) != 1:
+        raise csv.Error(f"expected one record, found {len(records)}")
+    return records[0]
+
+
+def csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[str] | None, str, str]]]:
+    """The header and every record as (first line, cells or None, raw text, error message).
+
+    Record by record rather than one csv.reader over the file, so that a broken record (an unterminated
+    or stray quote, a cell over the csv module's limit) is one bad record and the reader goes on at the
+    next line: quoted cells may span lines (up to MAX_RECORD_LINES), and when the lines gathered for a
+    record still do not parse, only its first line is reported and parsing resumes right after it."""
+    lines = _physical_lines(text)
+    while lines and lines[-1] == "":
+        lines.pop()
+    if not lines or not any(line.strip() for line in lines):
         raise FileRejected("empty_file", f"{name} is empty")
-    try:
-        reader = csv.reader(io.StringIO(text), strict=True)
-        header = next(reader)
-    except (csv.Error, StopIteration) as exc:
-        raise FileRejected("unparseable", f"{name}: cannot read a CSV header ({exc})") from exc
-    header = [h.strip() for h in header]
-    records = []
-    try:
-        for record in reader:
-            if not any(cell.strip() for cell in record):
-                continue
-            records.append((reader.line_num, record, ",".join(record)))
-    except csv.Error as exc:
-        raise FileRejected("unparseable", f"{name}: CSV error near line {reader.line_num}: {exc}") from exc
-    return header, records
+    out: list[tuple[int, list[str] | None, str, str]] = []
+    header: list[str] | None = None
+    i = 0
+    while i < len(lines):
+        start = i
+        if not lines[i].strip():
+            i += 1
+            continue
+        chunk = lines[i]
+        end = i
+        # An odd number of quote characters means a quoted cell continues on the next line.
+        while chunk.count('"') % 2 == 1 and end + 1 < len(lines) and end - start < MAX_RECORD_LINES:
+            end += 1
+            chunk += "\n" + lines[end]
+        try:
+            record = _parse_record(chunk)
+            error = ""
+        except csv.Error as exc:
+            record, error = None, str(exc)
+            if end > start:
+                # What was gathered does not parse: report the first line alone and go on after it.
+                chunk, end = lines[start], start
+                try:
+                    record, error = _parse_record(chunk), ""
+                except csv.Error as exc1:
+                    error = str(exc1)
+        i = end + 1
+        if header is None:
+            if record is None:
+                raise FileRejected("unparseable", f"{name}: cannot read a CSV header on line {start + 1} ({error})")
+            header = [h.strip() for h in record]
+            continue
+        if record is not None and not any(cell.strip() for cell in record):
+            continue
+        out.append((start + 1, record, chunk, error))
+    if header is None:
+        raise FileRejected("empty_file", f"{name} is empty")
+    return header, out
+
+
+def _csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[str], str]]]:
+    """The former interface, (line, cells, raw) per record, for callers outside ingest (the review
+    decisions reader): a broken record still rejects the whole file there, as it always did. Ingest's
+    own readers use `csv_records`, which keeps the good records."""
+    header, records = csv_records(text, name)
+    for line, record, _, error in records:
+        if record is None:
+            raise FileRejected("unparseable", f"{name}: CSV error near line {line}: {error}")
+    return header, [(line, record, raw) for line, record, raw, _ in records]
+
+
+def _bad_csv_row(line: int, raw: str, error: str) -> RawRow:
+    return RawRow(line, None, raw, ("csv_error", f"line {line} is not a well-formed CSV record ({error})"))
 
 
 def read_user_csv(data: bytes, name: str) -> list[RawRow]:
     text = _check_bytes(data, name)
-    header, records = _csv_records(text, name)
+    header, records = csv_records(text, name)
     missing = [c for c in ("emotion", "situation") if c not in header]
     if missing:
         raise FileRejected(
@@ -111,7 +198,10 @@ def read_user_csv(data: bytes, name: str) -> list[RawRow]:
             f"{name}: missing required column(s) {', '.join(missing)}; found {', '.join(header)}",
         )
     rows = []
-    for line, record, raw in records:
+    for line, record, raw, error in records:
+        if record is None:
+            rows.append(_bad_csv_row(line, raw, error))
+            continue
         if len(record) != len(header):
             rows.append(
                 RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}"))
@@ -119,6 +209,8 @@ def read_user_csv(data: bytes, name: str) -> list[RawRow]:
             continue
         values = {k: (v if v != "" else None) for k, v in zip(header, record) if k in USER_COLUMNS}
         rows.append(RawRow(line, values, raw))
+    if not rows:
+        raise FileRejected("empty_file", f"{name} has a header but no rows")
     return rows
 
 
@@ -127,14 +219,17 @@ def read_ed_raw_csv(data: bytes, name: str, *, first_exchange_only: bool = False
     utterance_idx; each (odd, even) pair is a (speaker, listener) exchange. A malformed row (the
     original files have a few with stray commas) is quarantined on its own."""
     text = _check_bytes(data, name)
-    header, records = _csv_records(text, name)
+    header, records = csv_records(text, name)
     missing = ED_RAW_COLUMNS - set(header)
     if missing:
         raise FileRejected("missing_columns", f"{name}: not an EmpatheticDialogues CSV, missing {sorted(missing)}")
     idx = {h: i for i, h in enumerate(header)}
     bad: list[RawRow] = []
     convs: dict[str, list[tuple[int, int, list[str], str]]] = defaultdict(list)
-    for line, record, raw in records:
+    for line, record, raw, error in records:
+        if record is None:
+            bad.append(_bad_csv_row(line, raw, error))
+            continue
         if len(record) < len(header):
             bad.append(RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")))
             continue
@@ -180,7 +275,7 @@ def read_ed_utterance_pairs(data: bytes, name: str, *, first_exchange_only: bool
     first exchange of each conversation (the speaker's opening turn and the listener's reply), which
     is the two-turn dialogue this project models."""
     text = _check_bytes(data, name)
-    header, records = _csv_records(text, name)
+    header, records = csv_records(text, name)
     missing = ED_PAIR_COLUMNS - set(header)
     if missing:
         raise FileRejected("missing_columns", f"{name}: not an ED utterance-pair CSV, missing {sorted(missing)}")
@@ -188,7 +283,10 @@ def read_ed_utterance_pairs(data: bytes, name: str, *, first_exchange_only: bool
     rows: list[RawRow] = []
     first_seen: dict[str, int] = {}
     candidates = []
-    for line, record, raw in records:
+    for line, record, raw, error in records:
+        if record is None:
+            rows.append(_bad_csv_row(line, raw, error))
+            continue
         if len(record) != len(header):
             rows.append(RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")))
             continue
@@ -230,13 +328,16 @@ def read_ed_utterance_pairs(data: bytes, name: str, *, first_exchange_only: bool
 def read_ed_conversations(data: bytes, name: str) -> list[RawRow]:
     """One row per conversation: the situation (prompt) and its label; no separable listener turn."""
     text = _check_bytes(data, name)
-    header, records = _csv_records(text, name)
+    header, records = csv_records(text, name)
     missing = ED_CONVERSATION_COLUMNS - set(header)
     if missing:
         raise FileRejected("missing_columns", f"{name}: not an ED conversation CSV, missing {sorted(missing)}")
     idx = {h: i for i, h in enumerate(header)}
     rows = []
-    for line, record, raw in records:
+    for line, record, raw, error in records:
+        if record is None:
+            rows.append(_bad_csv_row(line, raw, error))
+            continue
         if len(record) != len(header):
             rows.append(RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")))
             continue

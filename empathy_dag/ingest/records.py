@@ -103,6 +103,7 @@ class FileOutcome:
     records: list[CorpusRecord] = field(default_factory=list)
     quarantined: list[QuarantineEntry] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows read but not ingested
+    normalised: dict[str, int] = field(default_factory=dict)  # what -> valid rows changed on the way in
 
     @property
     def balanced(self) -> bool:
@@ -114,12 +115,65 @@ class FileOutcome:
 
 def printable_raw(raw: str, limit: int = 500) -> str:
     """The raw row as stored in the quarantine: undecodable bytes shown as U+FFFD, truncated."""
-    return raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")[:limit]
+    try:
+        data = raw.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape, not from an undecodable byte
+        data = raw.encode("utf-8", "surrogatepass")
+    return data.decode("utf-8", "replace")[:limit]
+
+
+# Invisible format characters that change a string's bytes but not what a reader sees: zero-width
+# space / non-joiner / joiner, word joiner, BOM, soft hyphen, and the bidi embedding, override and
+# isolate controls (the "Trojan Source" characters). They are removed before ids are computed, so an
+# invisible character cannot defeat duplicate detection, and bidi controls are removed from stored
+# text, where they could make a row display as something else than what it holds.
+_BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_ZERO_WIDTH = "\u00ad\u180e\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff"
+_INVISIBLE_STORED = re.compile(f"[{_BIDI_CONTROLS}\u200b\u2060\ufeff\u00ad]")
+_INVISIBLE_ALL = re.compile(f"[{_BIDI_CONTROLS}{_ZERO_WIDTH}]")
 
 
 def normalize_text(text: str) -> str:
-    """NFC, collapsed whitespace. Ids are computed on this form so trivial re-typings dedupe."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
+    """NFC, bidi controls and zero-width spaces removed, collapsed whitespace: the stored form. (ZWJ and
+    ZWNJ stay in stored text: emoji sequences and some scripts need them; ids ignore them.)"""
+    text = _INVISIBLE_STORED.sub("", unicodedata.normalize("NFC", text))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+# Chat-template control tokens. Corpus text is later wrapped in the base model's chat template; a
+# literal "<|im_start|>" inside a situation would be tokenized as the real control token and let a row
+# forge turns (or end them) in the training data. SmolLM2-135M-Instruct's added tokens are listed (the
+# test checks this list against the embedded tokenizer), plus any "<|...|>" shape that other chat
+# templates (Llama 3, Phi, Qwen...) use for theirs.
+CHAT_CONTROL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>", "<file_sep>", "<filename>",
+    "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>", "<jupyter_text>",
+    "<jupyter_code>", "<jupyter_output>", "<jupyter_script>", "<empty_output>",
+)
+_CONTROL_TOKEN = re.compile(
+    "|".join(re.escape(t) for t in CHAT_CONTROL_TOKENS) + r"|<\|[^<>|\s]{1,64}\|>|\[/?INST\]|<</?SYS>>|</?s>"
+)
+
+
+def neutralise_control_tokens(text: str) -> tuple[str, int]:
+    """Break every chat-template control token in `text` by a space after its first character
+    ("<|im_start|>" -> "< |im_start|>"): still readable, never the special token. Repeated until none is
+    left, because removing one can join the pieces of another. Returns the text and how many it broke."""
+    total = 0
+    while True:
+        text, n = _CONTROL_TOKEN.subn(lambda m: m.group(0)[0] + " " + m.group(0)[1:], text)
+        if not n:
+            return text, total
+        total += n
+
+
+def id_text(text: str) -> str:
+    """The form ids hash: NFKC (full-width and compatibility forms fold onto their plain letters), every
+    invisible format character removed, collapsed whitespace. Two texts that read the same get the same
+    id; a text with none of those characters keeps the id it had before this normalisation existed
+    (ids key review decisions, caches and splits)."""
+    text = _INVISIBLE_ALL.sub("", unicodedata.normalize("NFKC", text or ""))
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def stable_id(*parts: str | None) -> str:
@@ -131,11 +185,11 @@ def stable_id(*parts: str | None) -> str:
 
 
 def situation_id(emotion: str, language: str, situation: str) -> str:
-    return stable_id("situation", emotion, language, normalize_text(situation).lower())
+    return stable_id("situation", emotion, language, id_text(situation).lower())
 
 
 def dialogue_id(sit_id: str, speaker: str, listener: str) -> str:
-    return stable_id("dialogue", sit_id, normalize_text(speaker), normalize_text(listener))
+    return stable_id("dialogue", sit_id, id_text(speaker), id_text(listener))
 
 
 _JA_CHARS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
@@ -157,7 +211,9 @@ def detect_language(text: str) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SURROGATE = re.compile(r"[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
+# Bytes that were not UTF-8 (surrogateescape gives U+DC80-U+DCFF), and any other lone surrogate (a JSON
+# "\ud800" escape): neither can be written as UTF-8 to Parquet or DuckDB.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 TEXT_FIELDS = ("situation", "speaker_utterance", "listener_reply")
 
@@ -184,6 +240,25 @@ def _text_problem(name: str, value: Any, limits: ValidationLimits, required: boo
     return None
 
 
+OPTIONAL_STRING_FIELDS = ("language", "domain", "source")
+
+
+def _string_field_problem(name: str, value: Any) -> tuple[str, str] | None:
+    """Optional metadata fields are validated like the texts: text or absent, valid UTF-8, no control
+    characters (a number or a list there is a mistake in the file, not something to coerce)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return ("wrong_type", f"{name} must be text, got {type(value).__name__}: {str(value)[:40]!r}")
+    if _SURROGATE.search(value) or "\ufffd" in value:
+        return ("bad_encoding", f"{name} is not valid UTF-8 (re-save the file as UTF-8)")
+    if _CONTROL.search(value):
+        return ("control_characters", f"{name} contains control characters (NUL or similar)")
+    if len(value) > 200:
+        return ("too_long", f"{name} has {len(value)} characters, over the limit of 200 for a metadata field")
+    return None
+
+
 def validate_rows(
     rows: list[RawRow],
     *,
@@ -204,91 +279,116 @@ def validate_rows(
         )
 
     for row in rows:
-        if row.skip_reason is not None:
-            outcome.skipped[row.skip_reason] = outcome.skipped.get(row.skip_reason, 0) + 1
-            continue
-        if row.parse_error is not None or row.values is None:
-            code, message = row.parse_error or ("unparseable", "row could not be parsed")
-            reject(row, code, message)
-            continue
-        v = row.values
-        missing = [c for c in ("emotion", "situation") if c not in v]
-        if missing:
-            reject(row, "missing_columns", f"missing required field(s): {', '.join(missing)}")
-            continue
-        raw_label = v.get("emotion")
-        if not isinstance(raw_label, str) or not raw_label.strip():
-            reject(row, "empty_emotion", "emotion is empty or not text")
-            continue
-        emotion = taxonomy.normalize_label(raw_label)
-        if emotion is None:
-            reject(
-                row,
-                "unknown_emotion",
-                f"unknown emotion {raw_label!r}: use one of the 28 GoEmotions labels or the 32 "
-                "EmpatheticDialogues labels",
-            )
-            continue
-        problem = _text_problem("situation", v.get("situation"), limits, required=True)
-        speaker, listener = v.get("speaker_utterance"), v.get("listener_reply")
-        has_speaker = isinstance(speaker, str) and speaker.strip() != ""
-        has_listener = isinstance(listener, str) and listener.strip() != ""
-        if problem is None:
-            for name in ("speaker_utterance", "listener_reply"):
-                problem = _text_problem(name, v.get(name), limits, required=False)
-                if problem:
-                    break
-        if problem is None and has_speaker != has_listener:
-            problem = (
-                "half_dialogue",
-                "a dialogue needs both speaker_utterance and listener_reply (or neither)",
-            )
-        if problem is not None:
-            reject(row, *problem)
-            continue
-        situation = normalize_text(v["situation"])
-        declared = v.get("language")
-        if declared is not None and not isinstance(declared, str):
-            reject(row, "wrong_type", f"language must be text, got {declared!r}")
-            continue
-        language = (declared or "").strip().lower() or detect_language(
-            " ".join(t for t in (situation, speaker or "") if t)
-        )
-        if language not in limits.languages:
-            reject(
-                row,
-                "unknown_language",
-                f"language {language!r} is not one of {', '.join(limits.languages)}",
-            )
-            continue
-        domain = v.get("domain")
-        domain = normalize_text(domain) if isinstance(domain, str) and domain.strip() else "unspecified"
-        sit_id = situation_id(emotion, language, situation)
-        dia_id = None
-        if has_speaker:
-            speaker, listener = normalize_text(speaker), normalize_text(listener)
-            dia_id = dialogue_id(sit_id, speaker, listener)
-        else:
-            speaker = listener = None
-        key = dia_id or sit_id
-        if key in seen:
-            reject(row, "duplicate_id", f"duplicate of the row at {seen[key]} (id {key})")
-            continue
-        seen[key] = f"{file}:{row.line}"
-        outcome.records.append(
-            CorpusRecord(
-                situation_id=sit_id,
-                dialogue_id=dia_id,
-                emotion=emotion,
-                source_label=row.source_label or raw_label.strip().lower(),
-                language=language,
-                domain=domain,
-                situation=situation,
-                speaker_utterance=speaker,
-                listener_reply=listener,
-                source=str(v.get("source") or source),
-                source_file=file,
-                source_line=row.line,
-            )
-        )
+        try:
+            _validate_row(row, outcome, reject, seen, file=file, source=source, taxonomy=taxonomy, limits=limits)
+        except Exception as exc:  # noqa: BLE001 - one row's surprise must not lose the file's other rows
+            reject(row, "validation_error", f"row could not be validated ({type(exc).__name__}: {str(exc)[:200]})")
     return outcome
+
+
+def _validate_row(row: RawRow, outcome: FileOutcome, reject, seen: dict[str, str], *, file: str, source: str,
+                  taxonomy: Taxonomy, limits: ValidationLimits) -> None:
+    if row.skip_reason is not None:
+        outcome.skipped[row.skip_reason] = outcome.skipped.get(row.skip_reason, 0) + 1
+        return
+    if row.parse_error is not None or row.values is None:
+        code, message = row.parse_error or ("unparseable", "row could not be parsed")
+        reject(row, code, message)
+        return
+    v = row.values
+    missing = [c for c in ("emotion", "situation") if c not in v]
+    if missing:
+        reject(row, "missing_columns", f"missing required field(s): {', '.join(missing)}")
+        return
+    raw_label = v.get("emotion")
+    if raw_label is not None and not isinstance(raw_label, str):
+        reject(row, "wrong_type", f"emotion must be text, got {type(raw_label).__name__}")
+        return
+    if not isinstance(raw_label, str) or not raw_label.strip():
+        reject(row, "empty_emotion", "emotion is empty or not text")
+        return
+    field_problem = next(
+        (p for p in (_string_field_problem(n, v.get(n)) for n in ("emotion", *OPTIONAL_STRING_FIELDS)) if p),
+        None,
+    )
+    if field_problem is not None:
+        reject(row, *field_problem)
+        return
+    emotion = taxonomy.normalize_label(raw_label)
+    if emotion is None:
+        reject(
+            row,
+            "unknown_emotion",
+            f"unknown emotion {raw_label!r}: use one of the 28 GoEmotions labels or the 32 "
+            "EmpatheticDialogues labels",
+        )
+        return
+    problem = _text_problem("situation", v.get("situation"), limits, required=True)
+    speaker, listener = v.get("speaker_utterance"), v.get("listener_reply")
+    has_speaker = isinstance(speaker, str) and speaker.strip() != ""
+    has_listener = isinstance(listener, str) and listener.strip() != ""
+    if problem is None:
+        for name in ("speaker_utterance", "listener_reply"):
+            problem = _text_problem(name, v.get(name), limits, required=False)
+            if problem:
+                break
+    if problem is None and has_speaker != has_listener:
+        problem = (
+            "half_dialogue",
+            "a dialogue needs both speaker_utterance and listener_reply (or neither)",
+        )
+    if problem is not None:
+        reject(row, *problem)
+        return
+    situation, broken = neutralise_control_tokens(normalize_text(v["situation"]))
+    declared = v.get("language")
+    language = (declared or "").strip().lower() or detect_language(
+        " ".join(t for t in (situation, speaker or "") if t)
+    )
+    if language not in limits.languages:
+        reject(
+            row,
+            "unknown_language",
+            f"language {language!r} is not one of {', '.join(limits.languages)}",
+        )
+        return
+    domain = v.get("domain")
+    domain = normalize_text(domain) if isinstance(domain, str) and domain.strip() else "unspecified"
+    domain, n_domain = neutralise_control_tokens(domain)
+    broken += n_domain
+    sit_id = situation_id(emotion, language, situation)
+    dia_id = None
+    if has_speaker:
+        speaker, n_speaker = neutralise_control_tokens(normalize_text(speaker))
+        listener, n_listener = neutralise_control_tokens(normalize_text(listener))
+        broken += n_speaker + n_listener
+        dia_id = dialogue_id(sit_id, speaker, listener)
+    else:
+        speaker = listener = None
+    key = dia_id or sit_id
+    if key in seen:
+        reject(row, "duplicate_id", f"duplicate of the row at {seen[key]} (id {key})")
+        return
+    record = CorpusRecord(
+        situation_id=sit_id,
+        dialogue_id=dia_id,
+        emotion=emotion,
+        source_label=row.source_label or raw_label.strip().lower(),
+        language=language,
+        domain=domain,
+        situation=situation,
+        speaker_utterance=speaker,
+        listener_reply=listener,
+        source=neutralise_control_tokens(normalize_text(v.get("source") or "") or source)[0],
+        source_file=file,
+        source_line=row.line,
+    )
+    for column, value in vars(record).items():
+        # What lands must be writable to Parquet/DuckDB: no lone surrogate may survive to the writers.
+        if isinstance(value, str) and _SURROGATE.search(value):
+            reject(row, "bad_encoding", f"{column} is not valid UTF-8 (re-save the file as UTF-8)")
+            return
+    seen[key] = f"{file}:{row.line}"
+    if broken:
+        outcome.normalised["control_tokens_neutralised"] = outcome.normalised.get("control_tokens_neutralised", 0) + 1
+    outcome.records.append(record)

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import polars as pl
 
+from empathy_dag.safe_paths import spreadsheet_safe
+
 FLAGS = ("synthetic", "borderline", "audit")
 BORDERLINE_FILTERS = ("near_duplicate", "emotion_consistency", "language")
 
@@ -142,10 +144,13 @@ def batch_id(items: pl.DataFrame) -> str:
 def batch_csv(items: pl.DataFrame) -> str:
     """The items plus the empty decision columns a reviewer fills in (a CSV they can send back as is)."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    # Every cell quoted: a bare "\r" inside a generated reply would otherwise end the record early.
+    writer = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow([*REVIEWER_FIELDS, "reviewer", "decision", "reason", "edited_reply", "note"])
     for r in items.sort("emotion", "flag", "item_id").iter_rows(named=True):
-        writer.writerow([("" if r[k] is None else r[k]) for k in REVIEWER_FIELDS] + ["", "", "", "", ""])
+        # Cells are generated or user text: one starting with "=" (=HYPERLINK(...)) would run as a formula
+        # in the reviewer's spreadsheet, so it is written as text (a leading apostrophe).
+        writer.writerow([spreadsheet_safe("" if r[k] is None else r[k]) for k in REVIEWER_FIELDS] + ["", "", "", "", ""])
     return buf.getvalue()
 
 
