@@ -1,8 +1,8 @@
 """Paths built from config or data never leave their root, and text written for spreadsheets never
 runs as a formula. Pure Python, no Dagster.
 
-- `child_path(root, name)`: `root / name` for a relative name that stays under `root` after resolving
-  ".." and symlinks; anything else (absolute, "..", NUL, an empty name) is a ValueError saying so.
+- `child_path(root, name)`: `root / name` for a relative name whose folders stay under `root` after
+  resolving symlinks (the last component may be an operator's link); anything else (absolute, "..", NUL, an empty name) is a ValueError saying so.
   `ExportConfig.name="../models"` once deleted the model store; now it is refused before anything is
   touched.
 - `single_component(name)`: a name that must be one folder or file name (no separators at all).
@@ -39,7 +39,10 @@ def child_path(root: str | Path, name: str, what: str = "name") -> Path:
         raise ValueError(f"{what} must not contain '..' (it would leave {root}), got {name!r}")
     root = Path(root)
     target = root / name
-    if not target.resolve().is_relative_to(root.resolve()):
+    # The folders on the way must stay inside the root; the last component may be a link the operator
+    # made on purpose (a model folder linked into the store from a shared cache). Names cannot point
+    # anywhere by themselves: '..' and absolute names are refused above.
+    if not target.parent.resolve().is_relative_to(root.resolve()):
         raise ValueError(f"{what} {name!r} resolves outside {root} (through a symlink?); refused")
     return target
 

@@ -5,10 +5,12 @@ the generation engine, cached on a second run, and picked up by `evaluation_item
 `dataset_splits` is produced by the pairs stage; this test stands in a minimal upstream with that
 asset's contract (curated_dialogues columns + `split`) built from real EmpatheticDialogues turns."""
 
+import contextlib
+
 import duckdb
 import polars as pl
 import pytest
-from dagster import asset, materialize
+from dagster import AssetMaterialization, asset, instance_for_test, materialize
 
 from empathy_dag.evaluate import assets as ev
 from empathy_dag.evaluate.resources import EvaluationConfig
@@ -49,10 +51,18 @@ def dataset_splits_from_ed(context):
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_generations_for_base_cached_and_collected(resources, data_root, base_model_dir):
+    with contextlib.ExitStack() as stack:
+        _generations_for_base_cached_and_collected(stack, resources, data_root, base_model_dir)
+
+
+def _generations_for_base_cached_and_collected(stack, resources, data_root, base_model_dir):
     resources["model_store"].folder("base_model").symlink_to(base_model_dir, target_is_directory=True)
     resources["evaluation"] = EvaluationConfig(systems=["base"], max_new_tokens=12, max_items_per_emotion=2)
+    instance = stack.enter_context(instance_for_test())
+    # the model the replies come from, as base_model records it: every row names it
+    instance.report_runless_asset_event(AssetMaterialization("base_model", metadata={"sha256": "a" * 64}))
     first = materialize([dataset_splits_from_ed, ev.evaluation_set, ev.test_generations], resources=resources,
-                        tags=RANGE)
+                        tags=RANGE, instance=instance)
     assert first.success
     set_md = first.asset_materializations_for_node("evaluation_set")[0].metadata
     assert set_md["items_per_emotion"].value == {"anger": 2, "annoyance": 2}  # 3 test rows each, capped at 2
@@ -69,17 +79,17 @@ def test_generations_for_base_cached_and_collected(resources, data_root, base_mo
         assert frame["item_id"].n_unique() == 2
         evaluation_set = pl.read_parquet(data_root / "parquet" / "evaluation_set" / f"{emotion}.parquet")
         assert sorted(frame["item_id"]) == sorted(evaluation_set["item_id"])  # exactly the set's items
-        assert set(frame["model_sha256"]) == {""}  # base_model linked here, never materialized: no sha
+        assert set(frame["model_sha256"]) == {"a" * 64}
 
     # same model, prompts and settings: every reply comes from the cache
     again = materialize([dataset_splits_from_ed, ev.evaluation_set, ev.test_generations], resources=resources,
-                        tags=RANGE)
+                        tags=RANGE, instance=instance)
     stats = again.asset_materializations_for_node("test_generations")[0].metadata["systems"].value
     assert stats["base"]["cached"] == 4 and stats["base"]["generated"] == 0
     again_frames = {e: pl.read_parquet(data_root / "parquet" / "test_generations" / f"{e}.parquet") for e in frames}
     assert all(again_frames[e]["prediction"].to_list() == frames[e]["prediction"].to_list() for e in frames)
 
-    assert materialize([ev.external_predictions, ev.evaluation_items], resources=resources).success
+    assert materialize([ev.external_predictions, ev.evaluation_items], resources=resources, instance=instance).success
     items = duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True).execute(
         "SELECT * FROM evaluation_items").pl()
     assert items.height == 4 and set(items["origin"]) == {"pipeline"}

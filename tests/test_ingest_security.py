@@ -67,6 +67,8 @@ def test_names_from_config_never_leave_their_root(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     (root / "link").symlink_to(tmp_path / "elsewhere")
     assert child_path(root, "promoted/abc") == root / "promoted" / "abc"
+    # a model folder the operator linked into the store is theirs to make; going *through* it is not
+    assert child_path(root, "link") == root / "link"
     for bad in ("../models", "..", "/etc", "a/../../b", "", "x\x00y", "link/inside", "a\\b"):
         with pytest.raises(ValueError):
             child_path(root, bad)

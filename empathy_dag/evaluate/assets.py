@@ -113,7 +113,7 @@ def system_identity(context: AssetExecutionContext, system: str, source: str, ad
     and the sha256 it recorded, so a scorecard row ties to exactly one checkpoint."""
     asset_name = SYSTEM_ASSETS.get(system)
     info = {"model_asset": asset_name or "", "model_path": adapter or source, "model_sha256": "",
-            "model_run_id": "", "model_storage_id": None}
+            "model_run_id": ""}
     if asset_name is None:
         return info
     event = context.instance.get_latest_materialization_event(AssetKey(asset_name))
@@ -121,8 +121,7 @@ def system_identity(context: AssetExecutionContext, system: str, source: str, ad
         return info
     meta = event.asset_materialization.metadata
     sha = meta.get("sha256") or meta.get("candidate_sha256")
-    info.update(model_sha256=str(sha.value) if sha is not None else "", model_run_id=event.run_id,
-                model_storage_id=event.storage_id)
+    info.update(model_sha256=str(sha.value) if sha is not None else "", model_run_id=event.run_id)
     return info
 
 
