@@ -136,6 +136,11 @@ def test_gate_promotes_on_evidence_and_never_a_regression_or_noise(resources, tm
         assert kept.parent.name == "promoted" and sha256_tree(kept) == sha["a"]
         assert {e["metric"] for e in _pointer(resources)["evidence"]} == {
             "bertscore_f1", "diff_epitome_er", "judge_general_empathy"}
+        # the checkpoint's own page says how it compares (check metadata), and that it scored this one
+        page = next(e for e in r.get_asset_check_evaluations() if e.check_name == "scorecard_vs_base_and_promoted")
+        assert page.passed and page.metadata["outcome_vs_base"].value == "promoted"
+        assert page.metadata["scored_this_checkpoint"].value is True and "| bertscore_f1 |" in page.metadata[
+            "vs_base"].value
 
         # 2. Confidently better than the promoted model on the same items: promoted.
         r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.65}, 0.05, "b", versus="promoted")
@@ -144,7 +149,7 @@ def test_gate_promotes_on_evidence_and_never_a_regression_or_noise(resources, tm
         # 3. Training metrics regress: the blocking check fails and promoted_model does not even run.
         r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.40}, 0.05, "c", versus="promoted")
         checks = {e.check_name: e.passed for e in r.get_asset_check_evaluations()}
-        assert checks == {"dpo_checkpoint_no_regression": False}
+        assert checks["dpo_checkpoint_no_regression"] is False
         assert "promoted_model" not in {e.asset_key.path[-1] for e in
                                         (ev.event_specific_data.materialization for ev in r.get_asset_materialization_events())}
         assert _pointer(resources)["sha256"] == sha["b"]

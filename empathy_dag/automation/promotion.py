@@ -44,6 +44,7 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.evaluate.scorecard import DEFAULT_HEADLINE_METRICS, GateDecision, gate_decision
+from empathy_dag.warehouse.resource import Warehouse
 
 # The evaluation stage names the DPO model "dpo" in the leaderboard (`system` column).
 CANDIDATE_SYSTEMS = ["dpo", "dpo_checkpoint"]
@@ -209,6 +210,50 @@ def evaluation_gate(comparisons: pl.DataFrame | None, systems: pl.DataFrame | No
     return decision, versus
 
 
+CHECKPOINT_SYSTEMS = {"sft_checkpoint": "sft", "dpo_checkpoint": "dpo"}
+
+
+def checkpoint_scorecard_checks() -> list:
+    """On each checkpoint's own page, "is it better?": its paired comparison with the baseline and with
+    the promoted model on the headline metrics (from metric_comparisons, after the evaluation ran).
+    Fails (warning) on a confident regression against the baseline; the rows are its metadata."""
+    return [_checkpoint_scorecard_check(asset_name, system) for asset_name, system in CHECKPOINT_SYSTEMS.items()]
+
+
+def _checkpoint_scorecard_check(asset_name: str, system: str):
+    @asset_check(
+        asset=AssetKey(asset_name), name="scorecard_vs_base_and_promoted", blocking=False,
+        additional_deps=[AssetKey("metric_comparisons")],
+        description=f"The scorecard's paired tests of {system!r} against the baseline and the promoted "
+        "model on the headline metrics; warns on a confident regression against the baseline.",
+    )
+    def _check(context: AssetCheckExecutionContext, config: PromotionConfig, warehouse: Warehouse):
+        with warehouse.connect() as conn:
+            comparisons, systems = read_scorecard(conn)
+        if comparisons is None or systems is None:
+            return AssetCheckResult(passed=True, severity=AssetCheckSeverity.WARN,
+                                    metadata={"note": "no scorecard yet: materialize metric_comparisons"})
+        latest = _metadata_values(context.instance.get_latest_materialization_event(AssetKey(asset_name)))
+        scored = systems.filter(pl.col("system") == system)
+        scored_sha = scored["model_sha256"][0] if scored.height and "model_sha256" in scored.columns else None
+        metadata = {"system": system, "scored_sha256": str(scored_sha or ""),
+                    "checkpoint_sha256": str(latest.get("sha256") or ""),
+                    "scored_this_checkpoint": bool(scored_sha) and scored_sha == latest.get("sha256")}
+        passed = True
+        for versus in [v for v in (_baseline(systems), "promoted") if v]:
+            decision = gate_decision(comparisons, system, versus, config.headline_metrics,
+                                     config.min_improved_metrics)
+            if not decision.compared:
+                continue
+            metadata[f"vs_{versus}"] = MetadataValue.md(evidence_markdown(decision.compared))
+            metadata[f"outcome_vs_{versus}"] = decision.decision
+            if versus != "promoted" and decision.decision == "rejected":
+                passed = False
+        return AssetCheckResult(passed=passed, severity=AssetCheckSeverity.WARN, metadata=metadata)
+
+    return _check
+
+
 def evidence_markdown(compared: list[dict]) -> str:
     if not compared:
         return "(no paired comparison)"
@@ -260,7 +305,6 @@ def build_promotion_definitions(has_leaderboard: bool) -> tuple[list, list]:
     """(assets, asset_checks) of the gate; call only when `dpo_checkpoint` exists."""
     from empathy_dag.automation.tables import upsert
     from empathy_dag.resources import ModelStore
-    from empathy_dag.warehouse.resource import Warehouse
 
     dpo_key = AssetKey("dpo_checkpoint")
 
@@ -340,7 +384,7 @@ def build_promotion_definitions(has_leaderboard: bool) -> tuple[list, list]:
             "pointer_file": MetadataValue.path(str(pointer_path)),
         })
 
-    checks = [dpo_checkpoint_no_regression]
+    checks = [dpo_checkpoint_no_regression, *checkpoint_scorecard_checks()]
     if has_leaderboard:
         @asset_check(
             asset=AssetKey("leaderboard"), name="candidate_vs_base_headline", blocking=False,
