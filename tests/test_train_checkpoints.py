@@ -54,7 +54,7 @@ def trained(resources, base_model_dir):
     from empathy_dag.train.assets import dpo_checkpoint, reference_logprobs, sft_checkpoint
 
     resources["model_store"].folder("base_model").symlink_to(base_model_dir, target_is_directory=True)
-    frame = _tiny_data()
+    frame = _tiny_data(per_emotion=10)  # 10: both emotions of a pair have a validation dialogue
     _materialize_data(resources, frame)
     result = materialize(_training_assets(frame), selection=[sft_checkpoint, reference_logprobs, dpo_checkpoint],
                          resources=resources, run_config=_run_config())
@@ -90,6 +90,15 @@ def test_sft_then_dpo_checkpoints(trained, resources, base_model_dir):
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_model_dir)), str(folder))
         assert model.active_adapter == "default"
     assert set(sft_md["emotions"].value) == set(EMOTIONS)
+
+    # held-out numbers before and after training, each with its n (validation split)
+    assert 0 < sft_md["eval_loss_before_n"].value == sft_md["eval_loss_after_n"].value <= sft_md["eval_records"].value
+    assert sft_md["eval_loss_after"].value != sft_md["eval_loss_before"].value
+    assert "eval_loss_change" in sft_md["heldout"].value and "[" in sft_md["eval_loss_change_ci95"].value
+    assert dpo_md["reward_accuracy_before"].value == 0.0  # policy == reference before DPO
+    assert dpo_md["reward_accuracy_after_n"].value == dpo_md["eval_records"].value > 0
+    assert 0.0 <= dpo_md["reward_accuracy_after"].value <= 1.0 and "reward_margin_after" in dpo_md
+    assert "Held-out (validation split)" in (sft_dir / "README.md").read_text()
 
     # SFT moved the adapter away from its init (LoRA B starts at zero); DPO moved it further
     sft_w, dpo_w = _adapter_tensors(sft_dir), _adapter_tensors(dpo_dir)
