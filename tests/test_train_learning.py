@@ -33,7 +33,6 @@ def test_a_few_sft_steps_lower_held_out_loss(tmp_path, base_model_dir):
         tmp_path / "work", "k"), eval_records=val, log=lines.append)
 
     held = result.heldout
-    print(held)
     before, after, change = held["eval_loss_before"], held["eval_loss_after"], held["eval_loss_change"]
     measured = 12 - held["n_eval_items_dropped_by_truncation"]  # prompts longer than max_length go
     assert measured >= 8 and before["n"] == after["n"] == change["n"] == measured and result.eval_records == 12
@@ -49,4 +48,4 @@ def test_a_few_sft_steps_lower_held_out_loss(tmp_path, base_model_dir):
     assert len(train_lines) == 6 and train_lines[0].startswith("sft step 1/6 (17%) | loss ")
     assert all(" | lr " in s and " tok/s" in s and " | ETA " in s for s in train_lines), train_lines
     assert [s.split(" | ")[0] for s in eval_lines] == ["sft step 3/6 (50%)", "sft step 6/6 (100%)"], eval_lines
-    assert any(line.startswith("sft held-out loss on 12 validation dialogues") for line in lines)
+    assert any(line.startswith(f"sft held-out loss on {measured} validation dialogues") for line in lines)
