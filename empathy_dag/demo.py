@@ -37,9 +37,10 @@ class DemoProfile:
 
 
 PROFILES = {
+    # dpo_max_pairs = dpo_steps x batch 8: the reference log-probs of the pairs DPO reaches, not of all ~300.
     "demo": DemoProfile(synthetic_per_emotion=2, classifier_rows=6000, sft_steps=24, dpo_steps=8, pair_draws=1,
                         eval_items_per_emotion=3, judge_items=84, alignment_items=84, epitome_rows=1500,
-                        max_new_tokens=48, max_length=96, min_test_per_emotion=3),
+                        max_new_tokens=48, max_length=96, dpo_max_pairs=64, min_test_per_emotion=3),
     "tiny": DemoProfile(synthetic_per_emotion=1, classifier_rows=1500, sft_steps=3, dpo_steps=2, pair_draws=1,
                         eval_items_per_emotion=1, judge_items=8, alignment_items=4, epitome_rows=400,
                         max_new_tokens=24, max_length=64, dpo_max_pairs=16, min_test_per_emotion=1),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from dagster import materialize
+from dagster import DagsterInstance, materialize
 
 from empathy_dag.models import sha256_tree
 from tests.test_pairs_splits import all_emotions_tags, curated_stand_in, seed_dialogues
@@ -54,11 +54,13 @@ def trained(resources, base_model_dir):
     from empathy_dag.train.assets import dpo_checkpoint, reference_logprobs, sft_checkpoint
 
     resources["model_store"].folder("base_model").symlink_to(base_model_dir, target_is_directory=True)
-    frame = _tiny_data()
+    frame = _tiny_data(per_emotion=10)  # 10: both emotions of a pair have a validation dialogue
     _materialize_data(resources, frame)
+    instance = DagsterInstance.ephemeral()
     result = materialize(_training_assets(frame), selection=[sft_checkpoint, reference_logprobs, dpo_checkpoint],
-                         resources=resources, run_config=_run_config())
+                         resources=resources, run_config=_run_config(), instance=instance)
     assert result.success
+    result.run_log_messages = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
     return result, frame
 
 
@@ -90,6 +92,20 @@ def test_sft_then_dpo_checkpoints(trained, resources, base_model_dir):
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_model_dir)), str(folder))
         assert model.active_adapter == "default"
     assert set(sft_md["emotions"].value) == set(EMOTIONS)
+
+    # held-out numbers before and after training, each with its n (validation split)
+    assert 0 < sft_md["eval_loss_before_n"].value == sft_md["eval_loss_after_n"].value <= sft_md["eval_records"].value
+    assert sft_md["eval_loss_after"].value != sft_md["eval_loss_before"].value
+    assert "eval_loss_change" in sft_md["heldout"].value and "[" in sft_md["eval_loss_change_ci95"].value
+    assert dpo_md["reward_accuracy_before"].value == 0.0  # policy == reference before DPO
+    assert dpo_md["reward_accuracy_after_n"].value == dpo_md["eval_records"].value > 0
+    assert 0.0 <= dpo_md["reward_accuracy_after"].value <= 1.0 and "reward_margin_after" in dpo_md
+    assert "Held-out (validation split)" in (sft_dir / "README.md").read_text()
+    # training progress reaches the run's log from the Pipes subprocess
+    logged = result.run_log_messages
+    assert any("sft step 2/2 (100%) | loss " in m and "ETA" in m for m in logged)
+    assert any(m.startswith("dpo step 3/3 (100%)") for m in logged)
+    assert any("dpo held-out reward accuracy on" in m for m in logged)
 
     # SFT moved the adapter away from its init (LoRA B starts at zero); DPO moved it further
     sft_w, dpo_w = _adapter_tensors(sft_dir), _adapter_tensors(dpo_dir)

@@ -25,17 +25,21 @@ from empathy_dag.resources import ModelStore
 from empathy_dag.train.config import DPOTrainingConfig, SFTTrainingConfig
 from empathy_dag.train.data import (
     capped_pairs,
+    check_training_data,
     dpo_record,
     fingerprint,
     frame_fingerprint,
     pair_key,
     partition_fingerprints,
     sft_records,
+    split_counts,
+    stable_sample,
     train_dialogues,
     train_pairs,
 )
 
-TRAIN_CODE_VERSION = "train-v1"
+# v2: validation split as eval_dataset, held-out before/after, warmup in whole steps, all-linear LoRA.
+TRAIN_CODE_VERSION = "train-v2"
 TRAINING_POOL = "training"
 ALL_EXISTING_PARTITIONS = {"allow_missing_partitions": True}
 
@@ -57,8 +61,14 @@ def _hyperparameters(cfg) -> dict:
     return json.loads(cfg.model_dump_json()) if hasattr(cfg, "model_dump_json") else dict(cfg)
 
 
+def _per_emotion(frame: pl.DataFrame, emotions) -> dict[str, int]:
+    counts = dict(frame.group_by("emotion").len().iter_rows()) if frame.height else {}
+    return {e: int(counts.get(e, 0)) for e in sorted(emotions)}
+
+
 def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *, kind: str, key: str,
-                     records: list[dict], hyperparameters: dict, card: dict, sft_name: str | None = None):
+                     records: list[dict], eval_records: list[dict], hyperparameters: dict, card: dict,
+                     sft_name: str | None = None):
     """Persist the records, then run `train.steps.train_<kind>` through Dagster Pipes (a subprocess here,
     a GPU task on ECS in the aws profile): the run's log shows the step's log lines and the returned
     materialization carries the step's metadata."""
@@ -68,7 +78,7 @@ def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *,
 
     name = f"{kind}_checkpoint"
     inputs_name = f"work/{name}_records"
-    write_records(model_store.folder(inputs_name), records)
+    write_records(model_store.folder(inputs_name), records, eval_records)
     model_store.persist(inputs_name)
     prepare_work_dir(model_store.folder(f"work/{name}"), key)  # drops work folders of other inputs
     params = {
@@ -94,6 +104,10 @@ def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, mo
                    dataset_splits):
     frames = _frames(dataset_splits)
     dialogues = train_dialogues(frames)
+    validation = stable_sample(train_dialogues(frames, "validation"), "dialogue_id", config.max_eval_items)
+    # Before any model is loaded: too little data for the steps, or no validation split, is a clear error.
+    check_training_data("sft_checkpoint", "dialogues", split_counts(frames, "train"),
+                        split_counts(frames, "validation"), config)
     base = _base_model(model_store)
     text_cols = ["situation_id", "speaker_utterance", "listener_reply", "split"]
     inputs = {
@@ -101,6 +115,7 @@ def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, mo
             {e: df.filter(pl.col("split") == "train") for e, df in frames.items()}, "dialogue_id", text_cols
         ),
         "train_dialogues": dialogues.height,
+        "validation_dialogues": validation.height,
     }
     hyper = _hyperparameters(config)
     key = fingerprint(TRAIN_CODE_VERSION, base["sha256"], frame_fingerprint(dialogues, "dialogue_id", text_cols),
@@ -109,7 +124,9 @@ def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, mo
     card = {"title": "Empathy LoRA SFT", "kind": "sft", "base_model_sha256": base["sha256"], "inputs": inputs,
             "extra": {"emotions": emotions, "input_fingerprint": key}}
     return _launch_training(context, model_store, kind="sft", key=key,
-                            records=sft_records(dialogues, config.system_prompt), hyperparameters=hyper, card=card)
+                            records=sft_records(dialogues, config.system_prompt),
+                            eval_records=sft_records(validation, config.system_prompt), hyperparameters=hyper,
+                            card=card)
 
 
 class ReferenceLogprobConfig(Config):
@@ -195,6 +212,9 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
     frames = _frames(preference_pairs)
     available = train_pairs(frames)
     pairs = capped_pairs(available, config.max_train_pairs)
+    validation = stable_sample(train_pairs(frames, "validation"), "pair_id", config.max_eval_items)
+    check_training_data("dpo_checkpoint", "pairs", _per_emotion(pairs, frames), split_counts(frames, "validation"),
+                        config)
     base = _base_model(model_store)
     sft_dir = model_store.fetch("sft_checkpoint")
     ref_sha = reference_sha256(base["sha256"], sft_dir)
@@ -217,6 +237,7 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
         ),
         "train_pairs": pairs.height,
         "available_train_pairs": available.height,
+        "validation_pairs": validation.height,
         "sft_checkpoint_sha256": sha256_tree(sft_dir),
         "reference_sha256": ref_sha,
     }
@@ -232,5 +253,6 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
                 # this run was given (a capped run trained on a sample of them; it is not stale).
                 "n_train_pairs": available.height,
                 "pairs_fingerprint": train_pairs_fingerprint(available["pair_id"].to_list())}}
-    return _launch_training(context, model_store, kind="dpo", key=key, records=records, hyperparameters=hyper,
-                            card=card, sft_name="sft_checkpoint")
+    eval_records = [dpo_record(r) for r in validation.iter_rows(named=True)]
+    return _launch_training(context, model_store, kind="dpo", key=key, records=records, eval_records=eval_records,
+                            hyperparameters=hyper, card=card, sft_name="sft_checkpoint")

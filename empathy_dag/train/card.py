@@ -15,6 +15,11 @@ def loss_curve_png(log_history: list[dict], path: Path, title: str) -> Path:
     if points:
         steps, losses = zip(*points)
         ax.plot(steps, losses, marker="o", markersize=3, linewidth=1.5, label="training loss")
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h]
+    if evals:
+        steps, losses = zip(*evals)
+        ax.plot(steps, losses, marker="s", markersize=4, linewidth=1.5, color="tab:green",
+                label="eval loss (validation)")
     margins = [(h["step"], h["rewards/margins"]) for h in log_history if "rewards/margins" in h]
     if margins:
         ax2 = ax.twinx()
@@ -65,8 +70,28 @@ def model_card(*, title: str, kind: str, base_model: dict, inputs: dict, hyperpa
         f"- first logged loss: {losses[0][1]:.4f}" if losses else "- no loss logged",
         f"- final logged loss: {losses[-1][1]:.4f}" if losses else "",
         f"- adapter sha256: `{result.sha256}`",
+        *heldout_lines(getattr(result, "heldout", {}) or {}),
         "",
         "![loss curve](loss_curve.png)",
         "",
     ]
     return "\n".join(lines)
+
+
+def _interval(stats: dict) -> str:
+    if stats.get("mean") is None:
+        return f"n={stats.get('n', 0)}, no value"
+    ci = f", 95% CI [{stats['ci_low']:.4f}, {stats['ci_high']:.4f}]" if stats.get("ci_low") is not None else ""
+    return f"{stats['mean']:.4f} (n={stats['n']}{ci})"
+
+
+def heldout_lines(heldout: dict) -> list[str]:
+    """The held-out measurements (validation split, before and after training) as card lines."""
+    if not heldout:
+        return ["- held-out: no validation split given"]
+    lines = ["", "## Held-out (validation split)"]
+    for name, stats in heldout.items():
+        if isinstance(stats, dict):
+            extra = f", Wilcoxon p={stats['wilcoxon_p']:.3g}" if stats.get("wilcoxon_p") is not None else ""
+            lines.append(f"- {name.replace('_', ' ')}: {_interval(stats)}{extra}")
+    return lines

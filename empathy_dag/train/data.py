@@ -31,15 +31,66 @@ def train_pairs(frames: dict[str, pl.DataFrame], split: str = "train") -> pl.Dat
     return df.filter(pl.col("split") == split).sort("pair_id") if df.height else df
 
 
+def stable_sample(frame: pl.DataFrame, id_column: str, max_rows: int) -> pl.DataFrame:
+    """At most `max_rows` of `frame` (0 = all): those whose sha256(id) sorts first, in their original order.
+    The sample is stable: the same rows give the same sample on every machine, and new rows only displace
+    members that sort after them."""
+    if max_rows <= 0 or frame.height <= max_rows:
+        return frame
+    ranked = sorted(frame[id_column].to_list(), key=lambda i: hashlib.sha256(i.encode()).hexdigest())
+    return frame.filter(pl.col(id_column).is_in(ranked[:max_rows]))
+
+
 def capped_pairs(pairs: pl.DataFrame, max_pairs: int) -> pl.DataFrame:
-    """At most `max_pairs` of `pairs` (0 = all): those whose sha256(pair_id) sorts first, in their original
-    order. The sample is stable: the same pairs give the same sample on every machine, and new pairs only
-    displace members that sort after them. Quick runs (a few DPO steps) use it so that the reference
-    log-probs are computed for the pairs the trainer can reach, not for all of them."""
-    if max_pairs <= 0 or pairs.height <= max_pairs:
-        return pairs
-    ranked = sorted(pairs["pair_id"].to_list(), key=lambda i: hashlib.sha256(i.encode()).hexdigest())
-    return pairs.filter(pl.col("pair_id").is_in(ranked[:max_pairs]))
+    """At most `max_pairs` train pairs (0 = all), a `stable_sample` by pair_id. Quick runs (a few DPO steps)
+    use it so that the reference log-probs are computed for the pairs the trainer can reach, not for all."""
+    return stable_sample(pairs, "pair_id", max_pairs)
+
+
+class TrainingDataError(ValueError):
+    """The data cannot support the configured run; the message names the emotion partitions and counts."""
+
+
+def split_counts(frames: dict[str, pl.DataFrame], split: str) -> dict[str, int]:
+    """Rows of `split` per emotion partition (every partition given, zeros included)."""
+    return {e: (df.filter(pl.col("split") == split).height if df.height and "split" in df.columns else 0)
+            for e, df in sorted(frames.items())}
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    present = {e: n for e, n in counts.items() if n}
+    listed = ", ".join(f"{e} {n}" for e, n in sorted(present.items(), key=lambda kv: (-kv[1], kv[0])))
+    empty = len(counts) - len(present)
+    return f"{listed or 'none'}" + (f"; {empty} partition{'s' if empty != 1 else ''} with none" if empty else "")
+
+
+def check_training_data(asset: str, unit: str, train: dict[str, int], validation: dict[str, int], cfg) -> None:
+    """Refuse, before any model is loaded, a run the data cannot support: an empty train split, fewer train
+    items than one optimizer step's batch, more passes over the train split than `cfg.max_epochs` for the
+    configured `max_steps`, or an empty validation split (nothing would measure generalisation)."""
+    n_train, n_val = sum(train.values()), sum(validation.values())
+    batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    where = f"{len([n for n in train.values() if n])} of {len(train)} emotion partitions"
+    if n_train == 0:
+        raise TrainingDataError(
+            f"{asset}: no train {unit} in any of the {len(train)} emotion partitions given "
+            f"(validation: {describe_counts(validation)}): materialize dataset_splits / preference_pairs "
+            "for these emotions first")
+    if n_train < batch:
+        raise TrainingDataError(
+            f"{asset}: {n_train} train {unit} in {where} ({describe_counts(train)}) is fewer than one "
+            f"optimizer step's batch ({cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} "
+            f"accumulation = {batch}): lower per_device_train_batch_size or add data")
+    if cfg.max_steps > 0 and (epochs := cfg.max_steps * batch / n_train) > cfg.max_epochs:
+        raise TrainingDataError(
+            f"{asset}: {n_train} train {unit} in {where} ({describe_counts(train)}) is too few for "
+            f"max_steps={cfg.max_steps} x batch {batch} = {cfg.max_steps * batch} examples ({epochs:.1f} passes "
+            f"over the train split, max_epochs={cfg.max_epochs:g}): lower max_steps, raise max_epochs, or add data")
+    if n_val == 0:
+        raise TrainingDataError(
+            f"{asset}: the validation split is empty in all {len(validation)} emotion partitions (train {unit}: "
+            f"{describe_counts(train)}), so nothing would measure held-out loss: raise dataset_splits' "
+            "validation_fraction or add situations (splits are drawn per situation)")
 
 
 def sft_records(dialogues: pl.DataFrame, system_prompt: str | None = None) -> list[dict]:

@@ -12,7 +12,8 @@ too, so a GPU task that dies resumes from its last checkpoint in the next task.
 Params (JSON):
     store:       ModelStore fields (`pipes.store_params`); `root` is replaced by the step's own cache
                  ($EMPATHY_DAG_STEP_CACHE_DIR) where the step has its own disk (`pipes.step_store`)
-    inputs_name: store folder holding records.jsonl (written and persisted by the asset)
+    inputs_name: store folder holding records.jsonl and eval_records.jsonl (the validation split), written
+                 and persisted by the asset
     work_name:   store folder for trainer checkpoints (keyed by the inputs' fingerprint)
     out_name:    store folder of the adapter (sft_checkpoint / dpo_checkpoint)
     sft_name:    (DPO) store folder of the SFT adapter to continue
@@ -29,20 +30,26 @@ from typing import Any
 from empathy_dag.pipes import read_jsonl, step_store, write_jsonl
 
 RECORDS_FILE = "records.jsonl"
+EVAL_RECORDS_FILE = "eval_records.jsonl"
 
 
-def write_records(folder: Path, records: list[dict]) -> Path:
-    """The training records a step reads, as JSON lines (written by the asset before launching)."""
+def write_records(folder: Path, records: list[dict], eval_records: list[dict] = ()) -> Path:
+    """The training and validation records a step reads, as JSON lines (written by the asset before launching)."""
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.iterdir():
         if old.is_file():
             old.unlink()
     write_jsonl(folder / RECORDS_FILE, records)
+    write_jsonl(folder / EVAL_RECORDS_FILE, list(eval_records))
     return folder / RECORDS_FILE
 
 
 def read_records(folder: Path) -> list[dict]:
     return read_jsonl(folder / RECORDS_FILE)
+
+
+def read_eval_records(folder: Path) -> list[dict]:
+    return read_jsonl(folder / EVAL_RECORDS_FILE) if (folder / EVAL_RECORDS_FILE).is_file() else []
 
 
 def persist_checkpoints_callback(store, work_name: str):
@@ -74,7 +81,7 @@ def checkpoint_metadata(*, out_dir: Path, result, base: dict, inputs: dict, hype
     """Write card, loss curve and log into the adapter folder; the materialization metadata."""
     from empathy_dag.train.card import loss_curve_png, model_card
 
-    plot = loss_curve_png(result.log_history, out_dir / "loss_curve.png", title=f"{title}: training loss")
+    plot = loss_curve_png(result.log_history, out_dir / "loss_curve.png", title=f"{title}: train and eval loss")
     card = model_card(title=title, kind=kind, base_model=base, inputs=inputs, hyperparameters=hyperparameters,
                       result=result)
     (out_dir / "README.md").write_text(card, encoding="utf-8")
@@ -92,6 +99,8 @@ def checkpoint_metadata(*, out_dir: Path, result, base: dict, inputs: dict, hype
         "steps_this_run": md(result.steps_this_run, "int"),
         "train_seconds": md(float(result.seconds), "float"),
         "train_records": md(result.train_records, "int"),
+        "eval_records": md(result.eval_records, "int"),
+        **heldout_metadata(result.heldout),
         "device": result.device,
         "hyperparameters": md(hyperparameters, "json"),
         "input_versions": md(inputs, "json"),
@@ -99,6 +108,21 @@ def checkpoint_metadata(*, out_dir: Path, result, base: dict, inputs: dict, hype
         "model_card": md(str(out_dir / "README.md"), "path"),
         **extra,
     }
+
+
+def heldout_metadata(heldout: dict) -> dict:
+    """Flat, typed metadata from `train.heldout`'s summary: the headline numbers (before / after, n, 95%
+    interval) as floats a UI can plot, the whole summary as JSON."""
+    if not heldout:
+        return {}
+    out: dict = {"heldout": md(heldout, "json")}
+    for name, stats in heldout.items():
+        if isinstance(stats, dict) and stats.get("mean") is not None:
+            out[name] = md(float(stats["mean"]), "float")
+            out[f"{name}_n"] = md(int(stats["n"]), "int")
+            if stats.get("ci_low") is not None:
+                out[f"{name}_ci95"] = md(f"[{stats['ci_low']:.4f}, {stats['ci_high']:.4f}]", "text")
+    return out
 
 
 def _train(params: dict, pipes, kind: str) -> dict:
@@ -113,19 +137,24 @@ def _train(params: dict, pipes, kind: str) -> dict:
     if base_sha != card["base_model_sha256"]:
         raise RuntimeError(f"base model {base_dir} has sha256 {base_sha}, the asset expected "
                            f"{card['base_model_sha256']}: the store changed under the run")
-    records = read_records(store.fetch(params["inputs_name"]))
+    inputs_dir = store.fetch(params["inputs_name"])
+    records, eval_records = read_records(inputs_dir), read_eval_records(inputs_dir)
     work_dir = _fetch_work(store, params["work_name"])
     out_dir = store.folder(params["out_name"])
     callbacks = [persist_checkpoints_callback(store, params["work_name"])] if store.s3_prefix else []
-    pipes.log.info(f"{kind}: {len(records)} records, base {base_dir} ({base_sha[:12]}…), "
-                   f"checkpoints in {work_dir}")
+    pipes.log.info(f"{kind}: {len(records)} train and {len(eval_records)} validation records, base {base_dir} "
+                   f"({base_sha[:12]}…), checkpoints in {work_dir}")
+    # Each progress line is a Pipes log message: a Dagster log event of the run, also from an ECS task.
+    log = pipes.log.info
     if kind == "sft":
         cfg = SFTTrainingConfig(**params["config"])
-        result = run_sft(base_dir, records, cfg, out_dir=out_dir, work_dir=work_dir, callbacks=callbacks)
+        result = run_sft(base_dir, records, cfg, out_dir=out_dir, work_dir=work_dir, eval_records=eval_records,
+                         callbacks=callbacks, log=log)
     else:
         cfg = DPOTrainingConfig(**params["config"])
         sft_dir = store.fetch(params["sft_name"])
-        result = run_dpo(base_dir, sft_dir, records, cfg, out_dir=out_dir, work_dir=work_dir, callbacks=callbacks)
+        result = run_dpo(base_dir, sft_dir, records, cfg, out_dir=out_dir, work_dir=work_dir,
+                         eval_records=eval_records, callbacks=callbacks, log=log)
     pipes.log.info(f"{kind}: {result.global_step} steps on {result.device} in {result.seconds}s, loss "
                    f"{result.first_loss} -> {result.final_loss}, resumed from step {result.resumed_from_step}")
     extra = dict(card.get("extra", {}))
