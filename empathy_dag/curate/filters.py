@@ -160,18 +160,26 @@ class NearDuplicateIndex:
     def __init__(self, threshold: float = 0.8, num_perm: int = 128):
         from datasketch import MinHashLSH
 
+        from datasketch import MinHash
+
         self.threshold, self.num_perm = threshold, num_perm
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         self._hashes: dict[str, object] = {}
         self._count = 0
+        # Built once and shared: a MinHash draws its seeded permutations in __init__, which was most of
+        # the cost per row; the shared ones are the same (same seed), so the signatures are unchanged.
+        proto = MinHash(num_perm=num_perm, seed=1)
+        self._permutations, self._scheme = proto.permutations, proto.scheme
 
     def _minhash(self, text: str):
         from datasketch import MinHash
 
-        m = MinHash(num_perm=self.num_perm, seed=1)
-        for sh in shingles(text):
-            m.update(sh.encode("utf-8"))
+        m = MinHash(num_perm=self.num_perm, seed=1, permutations=self._permutations, scheme=self._scheme)
+        m.update_batch([sh.encode("utf-8") for sh in shingles(text)])
         return m
+
+    def __len__(self) -> int:
+        return len(self._hashes)
 
     def add(self, key: str, text: str) -> None:
         if key in self._hashes:
