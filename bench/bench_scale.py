@@ -77,8 +77,7 @@ def build_corpus(n: int, path: Path, seed: int = 0) -> dict:
                      "speaker_utterance": f"{rng.choice(by_label[emotion])} {speaker}",
                      "listener_reply": reply, "language": "en", "domain": "bench"})
     with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     return {"rows": n, "near_duplicates_planted": near, "bytes": path.stat().st_size}
 
 
@@ -121,7 +120,7 @@ def run_size(n: int, classifier: str | None) -> dict:
         from empathy_dag.curate.classifier import EmotionClassifier
 
         clf = EmotionClassifier.load(Path(classifier))
-        predict = lambda texts: clf.predict_groups(texts, tax)  # noqa: E731
+        predict = lambda texts: clf.predict_groups(texts, tax)
     # Every filter on for the bench source (the default policy would let an ingested corpus skip refusal,
     # prompt_echo and emotion consistency).
     policy = CurationPolicy(skip={"bench": ()})
@@ -150,6 +149,7 @@ def main():
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--classifier", default=None, help="emotion_classifier folder (enables consistency)")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=1, help="processes per size (for an interval)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.one is not None:
@@ -158,20 +158,56 @@ def main():
     if not (DATA / "goemotions" / "train.tsv").exists():
         sys.exit(f"no shared data at {DATA}: set EMPATHY_DAG_SHARED_DATA")
     cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
-    report = {"cpu": cpu, "cores": os.cpu_count(), "load_before": os.getloadavg(), "sizes": []}
+        ["lscpu"], check=False, capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
+    report = {"cpu": cpu, "cores": os.cpu_count(), "load_before": os.getloadavg(), "repeats": args.repeats,
+              "sizes": []}
     for n in args.sizes:
-        cmd = [sys.executable, __file__, "--one", str(n)] + (["--classifier", args.classifier] if args.classifier else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        sys.stdout.write(proc.stdout.split("RESULT ")[0])
-        if proc.returncode:
-            sys.exit(proc.stderr[-3000:])
-        report["sizes"].append(json.loads(proc.stdout.split("RESULT ", 1)[1]))
+        for _ in range(args.repeats):
+            cmd = [sys.executable, __file__, "--one", str(n)] + (
+                ["--classifier", args.classifier] if args.classifier else [])
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            sys.stdout.write(proc.stdout.split("RESULT ")[0])
+            if proc.returncode:
+                sys.exit(proc.stderr[-3000:])
+            report["sizes"].append(json.loads(proc.stdout.split("RESULT ", 1)[1]))
     report["load_after"] = os.getloadavg()
-    print(json.dumps(report, indent=1))
+    report["table"] = markdown(report)
+    print(report["table"])
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
 
+
+def _mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and 95% t interval over repeats (a single repeat has no interval: nan)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    low, high = stats.t.interval(0.95, n - 1, loc=mean, scale=stats.sem(values))
+    return mean, float(low), float(high)
+
+
+def markdown(report: dict) -> str:
+    by: dict[tuple[int, str], list[dict]] = {}
+    totals: dict[int, list[float]] = {}
+    for run in report["sizes"]:
+        totals.setdefault(run["rows"], []).append(run["total_seconds"])
+        for st in run["steps"]:
+            by.setdefault((run["rows"], st["step"]), []).append(st)
+    lines = ["| rows | step | n | seconds (mean [95% CI]) | rows/s | peak RSS MiB (max) |",
+             "|---:|---|---:|---|---:|---:|"]
+    for (rows, step), runs in by.items():
+        mean, low, high = _mean_ci([r["seconds"] for r in runs])
+        rate = runs[0]["rows"] / mean if mean else 0
+        lines.append(f"| {rows} | {step} | {len(runs)} | {mean:.2f} [{low:.2f}, {high:.2f}] | {rate:,.0f} | "
+                     f"{max(r['peak_rss_mib'] for r in runs)} |")
+    for rows, values in totals.items():
+        mean, low, high = _mean_ci(values)
+        lines.append(f"| {rows} | **total** | {len(values)} | {mean:.2f} [{low:.2f}, {high:.2f}] | "
+                     f"{rows / mean:,.0f} | |")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

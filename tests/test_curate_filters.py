@@ -194,7 +194,7 @@ def test_curation_filters_ingested_rows_dedups_across_sources_and_partitions():
     # read as a refusal in a human source, while the synthetic row with a real refusal is dropped.
     assert dict(zip(report["id"], report["source"]))["b1"] == "seed"
     counts = result.counts()
-    assert counts.filter((pl.col("filter") == "exact_duplicate")).row(0, named=True) == {
+    assert counts.filter(pl.col("filter") == "exact_duplicate").row(0, named=True) == {
         "filter": "exact_duplicate", "origin": "corpus", "source": "empathetic_dialogues", "dropped": 1, "rows_in": 4}
     assert result.counts_per_filter()["near_duplicate"] == 1
 
