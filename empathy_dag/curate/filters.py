@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from empathy_dag.ingest.records import detect_language, normalize_text
@@ -153,8 +154,37 @@ def shingles(text: str, k: int = 5) -> set[str]:
     return {s[i:i + k] for i in range(len(s) - k + 1)}
 
 
+def _shingle_text(text: str) -> str:
+    return re.sub(r"[^\w]+", " ", normalize_text(text or "").lower()).strip()
+
+
+_HASH_BASE = np.uint64(1_000_003)
+
+
+def shingle_hashes(text: str, k: int = 5) -> np.ndarray:
+    """32-bit hashes of the character k-grams of `shingles(text)` (the same set of k-grams), computed
+    in numpy: a polynomial hash over each window of code points, folded to 32 bits. Hashing each
+    shingle with sha1 in Python was ~60% of curation time at 100k rows."""
+    s = _shingle_text(text)
+    if not s:
+        return np.empty(0, dtype=np.uint64)
+    codes = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if codes.size <= k:
+        windows = codes[None, :]
+    else:
+        windows = np.lib.stride_tricks.sliding_window_view(codes, k)
+    powers = _HASH_BASE ** np.arange(windows.shape[1] - 1, -1, -1, dtype=np.uint64)
+    with np.errstate(over="ignore"):  # wrap-around mod 2**64 is the hash
+        h = (windows * powers).sum(axis=1, dtype=np.uint64)
+    return np.unique((h >> np.uint64(32)) ^ (h & np.uint64(0xFFFFFFFF)))
+
+
+def _identity(value):
+    return value
+
+
 class NearDuplicateIndex:
-    """MinHash LSH (datasketch) over character 5-gram shingles: `check_and_add` says whether a text is
+    """MinHash LSH (datasketch, banded) over character 5-gram shingles (hashed by `shingle_hashes`): `check_and_add` says whether a text is
     within ~`threshold` Jaccard similarity of one already indexed, and indexes it when it is not."""
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128):
@@ -172,8 +202,9 @@ class NearDuplicateIndex:
     def _minhash(self, text: str):
         from datasketch import MinHash
 
-        m = MinHash(num_perm=self.num_perm, seed=1, permutations=self._permutations, scheme=self._scheme)
-        m.update_batch([sh.encode("utf-8") for sh in shingles(text)])
+        m = MinHash(num_perm=self.num_perm, seed=1, permutations=self._permutations, scheme=self._scheme,
+                    hashfunc=_identity)
+        m.update_batch(shingle_hashes(text).tolist())
         return m
 
     def __len__(self) -> int:
