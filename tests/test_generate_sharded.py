@@ -113,12 +113,10 @@ def test_two_servers_share_the_work_and_a_lost_one_loses_no_finished_reply(two_s
 
 
 def test_generation_backfill_policy_from_the_environment():
-    from dagster import BackfillPolicyType
-
     from empathy_dag.generate.assets import generation_backfill_policy
 
-    assert generation_backfill_policy({}).policy_type == BackfillPolicyType.SINGLE_RUN
+    assert generation_backfill_policy({}).policy_type.name == "SINGLE_RUN"
     multi = generation_backfill_policy({"EMPATHY_DAG_GENERATION_PARTITIONS_PER_RUN": "4"})
-    assert multi.policy_type == BackfillPolicyType.MULTI_RUN and multi.max_partitions_per_run == 4
+    assert multi.policy_type.name == "MULTI_RUN" and multi.max_partitions_per_run == 4
     with pytest.raises(ValueError, match="positive integer"):
         generation_backfill_policy({"EMPATHY_DAG_GENERATION_PARTITIONS_PER_RUN": "-2"})
