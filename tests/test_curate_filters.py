@@ -150,3 +150,88 @@ def test_filter_synthetic_reports_every_drop_once():
     mapped = synthetic_as_dialogues(result.kept)
     assert list(mapped.columns) == [*DIALOGUE_COLUMNS, "origin", "generator"]
     assert mapped["origin"].to_list() == ["synthetic"] and mapped["generator"].to_list() == ["g1"]
+
+
+# ------------------------------------------------------------ every source, across partitions
+
+
+def _dialogues(rows):
+    """rows: (dialogue_id, emotion, source, origin, speaker, reply)."""
+    return pl.DataFrame(
+        [{"dialogue_id": d, "situation_id": f"s-{d}", "emotion": e, "language": "en", "domain": "x",
+          "situation": "A hospital visit.", "speaker_utterance": u, "listener_reply": r, "source": src,
+          "origin": o, "generator": "g1" if o == "synthetic" else None}
+         for d, e, src, o, u, r in rows])
+
+
+def test_curation_filters_ingested_rows_dedups_across_sources_and_partitions():
+    from empathy_dag.curate.filters import CurationPolicy, curate_partitions
+
+    speak = "My mum's chemo finally finished today and the nurses rang the bell for her."
+    reply = "Hearing that bell after everything she went through must have felt incredible."
+    long_reply = ("It sounds like such a relief to reach this point. " * 16).strip()  # ~800 chars
+    frames = {
+        "joy": _dialogues([
+            ("a1", "joy", "empathetic_dialogues", "corpus", speak, reply),
+            # A near copy in another source: dropped although both are human-written.
+            ("b1", "joy", "seed", "corpus", speak.replace("today", "today!"), reply + " Truly."),
+            ("c1", "joy", "empathetic_dialogues", "corpus", "I can't help but smile at her photos.", long_reply),
+            ("d1", "joy", "empathetic_dialogues", "corpus", "Hi.", "Oh."),
+        ]),
+        # The same text labelled with another emotion, in another partition: still a duplicate.
+        "relief": _dialogues([("a0", "relief", "empathetic_dialogues", "corpus", speak, reply),
+                              ("z9", "relief", "synthetic", "synthetic",
+                               "I can't help you with that request right now, sorry friend.", long_reply)]),
+    }
+    result = curate_partitions(frames, FilterConfig(near_duplicate_threshold=0.7), CurationPolicy())
+    kept = {e: f["dialogue_id"].to_list() for e, f in result.kept.items()}
+    # a0 < a1 by id: the earlier id survives whichever partition it sits in.
+    assert kept == {"joy": ["c1"], "relief": ["a0"]}
+    report = pl.concat(result.report.values())
+    by_id = dict(zip(report["id"], report["filter"]))
+    assert by_id == {"a1": "exact_duplicate", "b1": "near_duplicate", "d1": "length", "z9": "refusal"}
+    # The ~800-character human reply survives (the old 600 cap dropped it); "I can't help but" does not
+    # read as a refusal in a human source, while the synthetic row with a real refusal is dropped.
+    assert dict(zip(report["id"], report["source"]))["b1"] == "seed"
+    counts = result.counts()
+    assert counts.filter(pl.col("filter") == "exact_duplicate").row(0, named=True) == {
+        "filter": "exact_duplicate", "origin": "corpus", "source": "empathetic_dialogues", "dropped": 1, "rows_in": 4}
+    assert result.counts_per_filter()["near_duplicate"] == 1
+
+
+def test_source_policy_skips_consistency_for_trusted_sources_but_never_dedup():
+    import pytest
+
+    from empathy_dag.curate.filters import CurationPolicy, curate_partitions
+
+    grateful = "We held a lovely memorial and I felt so grateful for everyone's kindness."
+    reply = "It sounds like a beautiful way to honour her."
+    frames = {"grief": _dialogues([("h1", "grief", "seed", "corpus", grateful, reply),
+                                   ("s1", "grief", "synthetic", "synthetic", grateful + " Truly, all of them.",
+                                    "What a warm and fitting goodbye for someone so loved.")])}
+
+    def predict_groups(texts):
+        return [("positive", 0.9) if "grateful" in t else ("negative", 0.8) for t in texts]
+
+    result = curate_partitions(frames, FilterConfig(), CurationPolicy(), predict_groups=predict_groups,
+                               sentiment_of=default_taxonomy().sentiment)
+    assert result.kept["grief"]["dialogue_id"].to_list() == ["h1"]
+    assert result.report["grief"]["filter"].to_list() == ["emotion_consistency"]
+    # A policy for the seed source that runs the classifier on it too:
+    strict = CurationPolicy(skip={"seed": (), "synthetic": ()})
+    result = curate_partitions(frames, FilterConfig(), strict, predict_groups=predict_groups,
+                               sentiment_of=default_taxonomy().sentiment)
+    assert result.kept["grief"].height == 0
+    with pytest.raises(ValueError, match="dedup"):
+        CurationPolicy(skip={"seed": ("near_duplicate",)})
+    with pytest.raises(ValueError, match="unknown filters"):
+        CurationPolicy(skip={"seed": ("spelling",)})
+
+
+def test_length_bounds_by_source_then_language():
+    from empathy_dag.curate.filters import CurationPolicy
+
+    policy = CurationPolicy(length_bounds={"en": (12, 2000), "ja": (6, 1000), "my_file": (2, 300)})
+    assert policy.bounds("my_file", "corpus", "en") == (2, 300)
+    assert policy.bounds("seed", "corpus", "ja") == (6, 1000)
+    assert policy.bounds("seed", "corpus", "fr") == policy.default_length

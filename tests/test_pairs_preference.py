@@ -89,3 +89,47 @@ def test_preference_pairs_asset_reads_the_opposite_partition(resources):
         assert pairs.height > 0 and set(pairs["split"].unique()) <= {"train", "validation", "test"}
         assert {emotion_of[d] for d in pairs["rejected_dialogue_id"]} == {tax.opposite(emotion)}
         assert {emotion_of[d] for d in pairs["prompt_dialogue_id"]} == {emotion}
+
+
+def _reference_rejected(prompts, candidates, k, seed):
+    """The pre-index algorithm (pool rebuilt per prompt by a full scan), kept here as the oracle."""
+    from empathy_dag.pairs.build import _draw_rng
+
+    pools = {}
+    for c in candidates.sort("dialogue_id").iter_rows(named=True):
+        pools.setdefault((c["split"], c["language"]), []).append(c)
+    out = []
+    for r in prompts.sort("dialogue_id").iter_rows(named=True):
+        pool = [c for c in pools.get((r["split"], r["language"]), []) if c["situation_id"] != r["situation_id"]]
+        if pool:
+            out += [(r["dialogue_id"], c["dialogue_id"]) for c in _draw_rng(seed, r["dialogue_id"]).sample(
+                pool, min(k, len(pool)))]
+    return out
+
+
+def test_indexed_pairing_draws_exactly_what_the_full_scan_drew():
+    """Linear-time pairing is the same function of (prompts, pool, seed) as before, including the rare
+    prompt whose situation also occurs in the opposite pool (it must never draw its own situation)."""
+    import time
+
+    from empathy_dag.pairs.build import build_preference_pairs
+
+    n = 3000
+    prompts = pl.DataFrame({
+        "dialogue_id": [f"p{i:05d}" for i in range(n)], "situation_id": [f"s{i % 700}" for i in range(n)],
+        "emotion": ["joy"] * n, "split": ["train", "validation", "test"] * (n // 3), "language": ["en"] * n,
+        "speaker_utterance": ["u"] * n, "listener_reply": ["r"] * n})
+    # Candidates share some situation ids with the prompts (s0..s99), the case the index must still honour.
+    candidates = prompts.with_columns(
+        pl.col("dialogue_id").str.replace("p", "c"), pl.lit("sadness").alias("emotion"),
+        pl.when(pl.col("dialogue_id").str.slice(1).cast(pl.Int64) % 7 == 0).then(pl.col("situation_id"))
+        .otherwise(pl.lit("x") + pl.col("dialogue_id")).alias("situation_id"))
+    t = time.perf_counter()
+    pairs, stats = build_preference_pairs(prompts, candidates, emotion="joy", opposite="sadness", k=3, seed=5)
+    seconds = time.perf_counter() - t
+    got = list(zip(pairs["prompt_dialogue_id"], pairs["rejected_dialogue_id"]))
+    assert got == _reference_rejected(prompts, candidates, 3, 5)
+    assert stats.pairs == 3 * n
+    situation = dict(zip(candidates["dialogue_id"], candidates["situation_id"]))
+    assert all(situation[c] != s for s, c in zip(pairs["prompt_situation_id"], pairs["rejected_dialogue_id"]))
+    assert seconds < 10  # the full scan was ~n^2/3 = 3e6 comparisons; the index makes it ~n

@@ -4,8 +4,11 @@ CONTRACT: `curated_dialogues` is partitioned per emotion; its frame has every co
 plus `origin` ("corpus" for ingested rows, "synthetic" for generated ones) and `generator` (model id
 for synthetic rows, null otherwise). Downstream stages (pairs, train, evaluate) read only this.
 
-Synthetic rows (from `synthetic_dialogues`, when materialized) go through the filters of
-`curate/filters.py`; what they drop lands in `filter_report` with the filter and the reason. The
+Every row goes through the filters of `curate/filters.py` (`curate_partitions`): ingested rows and
+synthetic rows (from `synthetic_dialogues`, when materialized) alike, each under its source's policy
+(`CurateConfig.source_skip_filters`; no policy may skip the empty check or dedup). Duplicates are found
+across sources and across every partition of the run (main_job runs all 28 in one step). What the
+filters drop lands in `filter_report` with the filter, the reason and the source. The
 emotion-consistency filter uses the `emotion_classifier` model folder when it exists."""
 
 from typing import Literal
@@ -25,7 +28,15 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.curate.classifier import EmotionClassifier, is_saved, train_emotion_classifier
-from empathy_dag.curate.filters import FILTER_ORDER, REPORT_SCHEMA, FilterConfig, filter_synthetic
+from empathy_dag.curate.filters import (
+    CURATION_REPORT_SCHEMA,
+    DEFAULT_LENGTH_BOUNDS,
+    DEFAULT_SOURCE_POLICIES,
+    FILTER_ORDER,
+    CurationPolicy,
+    FilterConfig,
+    curate_partitions,
+)
 from empathy_dag.io_managers import per_partition
 from empathy_dag.metadata import frame_metadata, markdown_table
 from empathy_dag.models import EMBEDDED_MINILM, folder_written_aside, sha256_tree
@@ -33,7 +44,9 @@ from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.resources import ModelStore
 from empathy_dag.taxonomy import default_taxonomy
 
-CURATE_CODE_VERSION = "curate-v3"  # v3: filter_report keeps the dialogue fields
+# v3: filter_report keeps the dialogue fields; v4: every source filtered (per-source policy), dedup across
+# partitions, length bounds per language (max 2,000 en), filter_report has `source`
+CURATE_CODE_VERSION = "curate-v4"
 CLASSIFIER_CODE_VERSION = "emotion-classifier-v1"
 CLASSIFIER_FOLDER = "emotion_classifier"
 
@@ -73,6 +86,13 @@ def filtered_as_dialogues(report: pl.DataFrame, curated_schema: dict) -> pl.Data
     if report.height == 0 or "listener_reply" not in report.columns:
         return pl.DataFrame(schema={**curated_schema, "filter": pl.String})
     rows = synthetic_as_dialogues(report.rename({"id": "dialogue_id"}), schema)
+    if "source" in report.columns and "origin" in report.columns:
+        # From curate-v4 on ingested rows are filtered too: one brought back keeps its own origin and source.
+        corpus = report["origin"] == "corpus"
+        rows = rows.with_columns(
+            pl.when(corpus).then(report["origin"]).otherwise(pl.col("origin")).alias("origin"),
+            pl.when(corpus).then(report["source"]).otherwise(pl.col("source")).alias("source"),
+        )
     return rows.select(list(curated_schema)).with_columns(report["filter"])
 
 
@@ -82,8 +102,19 @@ class CurateConfig(Config):
         description="auto: use the emotion_classifier folder when it exists, else skip the filter (and say "
         "so in metadata); on: fail without it; off: never.",
     )
-    min_chars: int = 12
-    max_chars: int = 600
+    min_chars: int = Field(default=12, description="Shortest turn (characters) for a row whose source and "
+                           "language have no entry in length_bounds.")
+    max_chars: int = Field(default=2000, description="Longest turn otherwise; SYNTHEMPATHY replies run to "
+                           "~150 words (~1,000 characters), which the old 600 dropped.")
+    length_bounds: dict[str, list[int]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_LENGTH_BOUNDS.items()},
+        description="[min, max] characters per turn, keyed by source, origin (corpus/synthetic) or language, "
+        "looked up in that order.")
+    source_skip_filters: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_SOURCE_POLICIES.items()},
+        description="Filters a source skips, keyed by source (seed, empathetic_dialogues, a file stem) or origin "
+        "(corpus, synthetic). Human-written corpora skip refusal, prompt_echo and emotion_consistency by "
+        "default; empty, exact_duplicate and near_duplicate can never be skipped.")
     near_duplicate_threshold: float = Field(default=0.8, description="MinHash Jaccard above which rows are "
                                             "near-duplicates (character 5-gram shingles).")
     echo_threshold: float = 0.8
@@ -107,7 +138,8 @@ def _frames(value, keys) -> dict[str, pl.DataFrame | None]:
         ),
         "filter_report": AssetOut(
             io_manager_key="parquet_io_manager", code_version=CURATE_CODE_VERSION,
-            description="Every synthetic row a filter removed: id, emotion, filter, reason, and the "
+            description="Every row a filter removed, ingested or synthetic: id, emotion, origin, source, filter, "
+            "reason, and the "
             "dialogue itself (situation, speaker_utterance, listener_reply, ...) so that review can reinstate it.",
         ),
     },
@@ -142,43 +174,52 @@ def curated_dialogues(context: AssetExecutionContext, config: CurateConfig, mode
         consistency_min_probability=config.consistency_min_probability,
         disabled=tuple(config.disabled_filters),
     )
-    curated, reports, totals = {}, {}, dict.fromkeys(FILTER_ORDER, 0)
-    synthetic_in = synthetic_kept = 0
+    policy = CurationPolicy(
+        skip={k: tuple(v) for k, v in config.source_skip_filters.items()},
+        length_bounds={k: (int(v[0]), int(v[1])) for k, v in config.length_bounds.items()},
+        default_length=(config.min_chars, config.max_chars),
+    )
+    frames, columns = {}, {}
     for emotion in keys:
-        base = corpus[emotion]
+        base = with_origin(corpus[emotion], "corpus")
+        columns[emotion] = base.columns
         synth = synthetic.get(emotion)
-        synth = synth if synth is not None and synth.height else None
-        corpus_rows = with_origin(base, "corpus")
-        if synth is None:
-            curated[emotion] = corpus_rows
-            reports[emotion] = pl.DataFrame(schema=REPORT_SCHEMA)
-            continue
-        result = filter_synthetic(
-            synth, base, fconfig,
-            predict_groups=(lambda texts: classifier.predict_groups(texts, taxonomy)) if classifier else None,
-            sentiment_of=taxonomy.sentiment,
-        )
-        synthetic_in += synth.height
-        synthetic_kept += result.kept.height
-        for name, n in result.counts().items():
-            totals[name] += n
-        mapped = synthetic_as_dialogues(result.kept, dict(base.schema))
-        curated[emotion] = pl.concat([corpus_rows, mapped.select(corpus_rows.columns)], how="vertical_relaxed")
-        reports[emotion] = result.report
+        parts = [base]
+        if synth is not None and synth.height:
+            mapped = synthetic_as_dialogues(synth, dict(corpus[emotion].schema))
+            # prompt_version rides along for filter_report (review shows it), then is dropped.
+            if "prompt_version" in synth.columns:
+                mapped = mapped.with_columns(synth["prompt_version"].cast(pl.String))
+            parts.append(mapped)
+        frames[emotion] = pl.concat(parts, how="diagonal_relaxed")
+    result = curate_partitions(
+        frames, fconfig, policy,
+        predict_groups=(lambda texts: classifier.predict_groups(texts, taxonomy)) if classifier else None,
+        sentiment_of=taxonomy.sentiment,
+    )
+    curated = {e: result.kept[e].select(columns[e]) for e in keys}
+    reports = result.report
+    totals = result.counts_per_filter()
+    per_source = result.counts()
+    synthetic_in = sum(n for (origin, _), n in result.rows_in.items() if origin == "synthetic")
+    synthetic_kept = sum(int((f["origin"] == "synthetic").sum()) for f in curated.values() if f.height)
     all_reports = [r for r in reports.values() if r.height]
-    report_preview = pl.concat(all_reports) if all_reports else pl.DataFrame(schema=REPORT_SCHEMA)
+    report_preview = pl.concat(all_reports) if all_reports else pl.DataFrame(schema=CURATION_REPORT_SCHEMA)
     yield Output(curated, output_name="curated_dialogues", metadata={
         **frame_metadata(curated, ["emotion", "origin", "speaker_utterance", "listener_reply"]),
         "synthetic_in": synthetic_in,
         "synthetic_kept": synthetic_kept,
+        "rows_in": sum(result.rows_in.values()),
         "dropped_per_filter": MetadataValue.json(totals),
         "emotion_consistency": consistency_note,
     })
     yield Output(reports, output_name="filter_report", metadata={
         "dagster/row_count": report_preview.height,
         "dropped_per_filter": MetadataValue.json(totals),
+        "dropped_per_filter_and_source": markdown_table(per_source, max_rows=60),
         "emotion_consistency": consistency_note,
-        "preview": markdown_table(report_preview.select("emotion", "filter", "reason", "text"), max_rows=15),
+        "preview": markdown_table(report_preview.select("emotion", "source", "filter", "reason", "text"),
+                                  max_rows=15),
     })
 
 

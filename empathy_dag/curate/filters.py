@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from empathy_dag.ingest.records import detect_language, normalize_text
@@ -153,25 +154,61 @@ def shingles(text: str, k: int = 5) -> set[str]:
     return {s[i:i + k] for i in range(len(s) - k + 1)}
 
 
+def _shingle_text(text: str) -> str:
+    return re.sub(r"[^\w]+", " ", normalize_text(text or "").lower()).strip()
+
+
+_HASH_BASE = np.uint64(1_000_003)
+
+
+def shingle_hashes(text: str, k: int = 5) -> np.ndarray:
+    """32-bit hashes of the character k-grams of `shingles(text)` (the same set of k-grams), computed
+    in numpy: a polynomial hash over each window of code points, folded to 32 bits. Hashing each
+    shingle with sha1 in Python was ~60% of curation time at 100k rows."""
+    s = _shingle_text(text)
+    if not s:
+        return np.empty(0, dtype=np.uint64)
+    codes = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if codes.size <= k:
+        windows = codes[None, :]
+    else:
+        windows = np.lib.stride_tricks.sliding_window_view(codes, k)
+    powers = _HASH_BASE ** np.arange(windows.shape[1] - 1, -1, -1, dtype=np.uint64)
+    with np.errstate(over="ignore"):  # wrap-around mod 2**64 is the hash
+        h = (windows * powers).sum(axis=1, dtype=np.uint64)
+    return np.unique((h >> np.uint64(32)) ^ (h & np.uint64(0xFFFFFFFF)))
+
+
+def _identity(value):
+    return value
+
+
 class NearDuplicateIndex:
-    """MinHash LSH (datasketch) over character 5-gram shingles: `check_and_add` says whether a text is
+    """MinHash LSH (datasketch, banded) over character 5-gram shingles (hashed by `shingle_hashes`): `check_and_add` says whether a text is
     within ~`threshold` Jaccard similarity of one already indexed, and indexes it when it is not."""
 
     def __init__(self, threshold: float = 0.8, num_perm: int = 128):
-        from datasketch import MinHashLSH
+        from datasketch import MinHash, MinHashLSH
 
         self.threshold, self.num_perm = threshold, num_perm
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         self._hashes: dict[str, object] = {}
         self._count = 0
+        # Built once and shared: a MinHash draws its seeded permutations in __init__, which was most of
+        # the cost per row; the shared ones are the same (same seed), so the signatures are unchanged.
+        proto = MinHash(num_perm=num_perm, seed=1)
+        self._permutations, self._scheme = proto.permutations, proto.scheme
 
     def _minhash(self, text: str):
         from datasketch import MinHash
 
-        m = MinHash(num_perm=self.num_perm, seed=1)
-        for sh in shingles(text):
-            m.update(sh.encode("utf-8"))
+        m = MinHash(num_perm=self.num_perm, seed=1, permutations=self._permutations, scheme=self._scheme,
+                    hashfunc=_identity)
+        m.update_batch(shingle_hashes(text).tolist())
         return m
+
+    def __len__(self) -> int:
+        return len(self._hashes)
 
     def add(self, key: str, text: str) -> None:
         if key in self._hashes:
@@ -306,3 +343,181 @@ def filter_synthetic(
 
     kept = pl.DataFrame(survivors, schema=synthetic.schema) if survivors else synthetic.clear()
     return FilterResult(kept=kept, report=pl.DataFrame(dropped, schema=REPORT_SCHEMA))
+
+
+# --------------------------------------------------------------- every source, across partitions
+
+# Filters that no source policy may skip: a duplicate from a trusted source is still a duplicate, and
+# duplicates that reach the preference pairs leak between splits and over-weight what they repeat.
+NEVER_SKIPPED = ("empty", "exact_duplicate", "near_duplicate")
+
+# Why these defaults: SYNTHEMPATHY's replies run to ~150 words (~800-1,000 characters in English), so the
+# old 600-character cap dropped exactly the rows the generator is meant to produce; 2,000 leaves twice that
+# headroom and still drops run-away generations. Japanese packs about three times the meaning per
+# character, hence the lower bounds for `ja`. Below 12 (en) / 6 (ja) characters a turn ("Oh no!") carries
+# no situation to learn from.
+DEFAULT_LENGTH_BOUNDS: dict[str, tuple[int, int]] = {"en": (12, 2000), "ja": (6, 1000)}
+
+# Human-written corpora skip the filters that are about generation artefacts and would misfire on people
+# ("I can't help but cry" reads as a refusal; a friend may well repeat the speaker's words); they also
+# skip emotion consistency because their labels are the annotators', which the classifier was trained to
+# imitate, not to overrule. Synthetic rows get every filter.
+DEFAULT_SOURCE_POLICIES: dict[str, tuple[str, ...]] = {
+    "corpus": ("refusal", "prompt_echo", "emotion_consistency"),
+    "synthetic": (),
+}
+
+
+@dataclass
+class CurationPolicy:
+    """Which filters a row skips and which length bounds it gets, by its source.
+
+    `skip` and `length_bounds` are looked up by the row's `source` first (e.g. "seed",
+    "empathetic_dialogues", a landing file's stem), then by its origin ("corpus" / "synthetic");
+    length bounds after that by language, then `default_length`."""
+
+    skip: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_SOURCE_POLICIES))
+    length_bounds: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(DEFAULT_LENGTH_BOUNDS))
+    default_length: tuple[int, int] = (12, 2000)
+
+    def __post_init__(self):
+        for key, names in self.skip.items():
+            unknown = set(names) - set(FILTER_ORDER)
+            if unknown:
+                raise ValueError(f"source policy {key!r}: unknown filters {sorted(unknown)}; "
+                                 f"known: {', '.join(FILTER_ORDER)}")
+            never = set(names) & set(NEVER_SKIPPED)
+            if never:
+                raise ValueError(f"source policy {key!r} skips {sorted(never)}: dedup and the empty check "
+                                 "apply to every source (a trusted duplicate is still a duplicate)")
+        for key, (low, high) in self.length_bounds.items():
+            if not 0 <= low <= high:
+                raise ValueError(f"length bounds for {key!r}: need 0 <= min <= max, got ({low}, {high})")
+
+    def skipped(self, source: str | None, origin: str) -> tuple[str, ...]:
+        if source in self.skip:
+            return self.skip[source]
+        return self.skip.get(origin, ())
+
+    def bounds(self, source: str | None, origin: str, language: str | None) -> tuple[int, int]:
+        for key in (source, origin, language):
+            if key is not None and key in self.length_bounds:
+                return self.length_bounds[key]
+        return self.default_length
+
+
+@dataclass
+class CurationResult:
+    kept: dict[str, pl.DataFrame]
+    report: dict[str, pl.DataFrame]
+    rows_in: dict[tuple[str, str], int]  # (origin, source) -> rows examined
+
+    def counts(self) -> pl.DataFrame:
+        """Rows dropped per (filter, origin, source), with the rows each source brought in."""
+        frames = [r for r in self.report.values() if r.height]
+        dropped = (pl.concat(frames).group_by("filter", "origin", "source").len("dropped")
+                   if frames else pl.DataFrame(schema={"filter": pl.String, "origin": pl.String,
+                                                       "source": pl.String, "dropped": pl.UInt32}))
+        rows_in = pl.DataFrame([{"origin": o, "source": s, "rows_in": n} for (o, s), n in self.rows_in.items()],
+                               schema={"origin": pl.String, "source": pl.String, "rows_in": pl.Int64})
+        return dropped.join(rows_in, on=["origin", "source"], how="left").sort("filter", "origin", "source")
+
+    def counts_per_filter(self) -> dict[str, int]:
+        out = dict.fromkeys(FILTER_ORDER, 0)
+        for name, n in self.counts().group_by("filter").agg(pl.col("dropped").sum()).iter_rows():
+            out[name] = int(n)
+        return out
+
+
+def curate_partitions(
+    frames: dict[str, pl.DataFrame],
+    config: FilterConfig,
+    policy: CurationPolicy | None = None,
+    *,
+    predict_groups: Callable[[list[str]], list[tuple[str, float]]] | None = None,
+    sentiment_of: Callable[[str], str] | None = None,
+) -> CurationResult:
+    """Filter every row of every partition: ingested and synthetic alike, each under its source's policy.
+
+    `frames` maps a partition (emotion) to dialogues with columns dialogue_id, emotion, language,
+    situation, speaker_utterance, listener_reply, source and origin (plus anything else, kept). The
+    duplicate filters see all partitions at once, because a repeated text can carry two different
+    emotion labels. Rows are examined corpus first, then synthetic, each in dialogue_id order, so the
+    row that survives a duplicate group is a function of the data alone (not of file or partition
+    order) and a synthetic row that repeats the corpus is the one dropped. Cost is linear: exact
+    duplicates by hash set, near duplicates by banded MinHash LSH (one query per row).
+    `config.min_chars/max_chars` are ignored here in favour of the policy's length bounds."""
+    policy = policy or CurationPolicy()
+    globally_off = set(config.disabled)
+    seen_exact: set[str] = set()
+    near = NearDuplicateIndex(config.near_duplicate_threshold) if "near_duplicate" not in globally_off else None
+    dropped: dict[str, list[dict]] = {k: [] for k in frames}
+    survivors: dict[str, list[dict]] = {k: [] for k in frames}
+    rows_in: dict[tuple[str, str], int] = {}
+
+    def drop(partition: str, row: dict, name: str, reason: str) -> None:
+        dropped[partition].append({
+            "id": row["dialogue_id"], "emotion": row["emotion"], "origin": row.get("origin"),
+            "source": row.get("source"), "filter": name, "reason": reason, "generator": row.get("generator"),
+            "text": f"{row.get('speaker_utterance') or ''} || {row.get('listener_reply') or ''}",
+            **{f: row.get(f) for f in REPORT_DIALOGUE_FIELDS}})
+
+    ordered = []
+    for partition, frame in frames.items():
+        if frame is None or frame.height == 0:
+            continue
+        for row in frame.iter_rows(named=True):
+            origin = row.get("origin") or "corpus"
+            ordered.append((0 if origin == "corpus" else 1, row["dialogue_id"] or "", partition, row))
+    ordered.sort(key=lambda t: t[:3])
+
+    consistency_queue: list[tuple[str, dict]] = []
+    for _, _, partition, row in ordered:
+        origin, source = row.get("origin") or "corpus", row.get("source")
+        rows_in[(origin, source)] = rows_in.get((origin, source), 0) + 1
+        off = globally_off | set(policy.skipped(source, origin))
+        on = [n for n in FILTER_ORDER if n not in off]
+        low, high = policy.bounds(source, origin, row.get("language"))
+        row_config = FilterConfig(min_chars=low, max_chars=high, echo_threshold=config.echo_threshold,
+                                  language=config.language, unsafe_words=config.unsafe_words)
+        speaker, reply = row.get("speaker_utterance") or "", row.get("listener_reply") or ""
+        name, reason = row_reason(row, row_config, on)
+        if not reason and "exact_duplicate" in on:
+            key = exact_key(speaker, reply)
+            if key in seen_exact:
+                name, reason = "exact_duplicate", "same speaker utterance and reply as an earlier row"
+            else:
+                seen_exact.add(key)
+        if not reason and near is not None:
+            match = near.check_and_add(f"{origin}:{row['dialogue_id']}", f"{speaker} {reply}")
+            if match:
+                name, reason = "near_duplicate", f"~{match[1]:.2f} Jaccard similar to {match[0]}"
+        if reason:
+            drop(partition, row, name, reason)
+        elif "emotion_consistency" in on and predict_groups is not None and sentiment_of is not None:
+            consistency_queue.append((partition, row))
+        else:
+            survivors[partition].append(row)
+
+    if consistency_queue:
+        groups = predict_groups([r["speaker_utterance"] for _, r in consistency_queue])
+        for (partition, row), (group, prob) in zip(consistency_queue, groups, strict=True):
+            reason = contradiction_reason(row["emotion"], group, prob, sentiment_of,
+                                          config.consistency_min_probability)
+            if reason:
+                drop(partition, row, "emotion_consistency", reason)
+            else:
+                survivors[partition].append(row)
+
+    kept, report = {}, {}
+    for partition, frame in frames.items():
+        schema = frame.schema if frame is not None else None
+        rows = sorted(survivors[partition], key=lambda r: (r.get("origin") != "corpus", r["dialogue_id"] or ""))
+        kept[partition] = (pl.DataFrame(rows, schema=schema, orient="row") if rows
+                           else (frame.clear() if frame is not None else pl.DataFrame()))
+        report[partition] = pl.DataFrame(dropped[partition], schema=CURATION_REPORT_SCHEMA)
+    return CurationResult(kept=kept, report=report, rows_in=rows_in)
+
+
+# filter_report from curate-v4 on: the row's source too, so counts per filter and source can be read off it.
+CURATION_REPORT_SCHEMA = {**REPORT_SCHEMA, "source": pl.String}

@@ -1,10 +1,12 @@
 """Generate stage: the base model, batched LLM generation with a response cache, and the
 SYNTHEMPATHY-style synthetic dialogue assets."""
+import os
 from pathlib import Path
 
 import polars as pl
 from dagster import (
     AssetExecutionContext,
+    BackfillPolicy,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -44,6 +46,24 @@ from empathy_dag.models import (
 from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.resources import BaseModelConfig, ModelStore
 from empathy_dag.taxonomy import default_taxonomy
+
+
+def generation_backfill_policy(env: dict[str, str] | None = None) -> BackfillPolicy:
+    """Single run by default (one process loads the model once for all 28 emotions). With
+    EMPATHY_DAG_GENERATION_PARTITIONS_PER_RUN=n (the aws profile's GPU route), a backfill of the generation
+    assets is cut into runs of n emotions each, which the run queue starts side by side (up to
+    max_concurrent_runs): each run's heavy step is its own Pipes/ECS task, so n=4 puts 28 emotions on up
+    to 7 GPU tasks at once. The downstream curate step stays single-run, so dedup still sees every emotion."""
+    raw = (os.environ if env is None else env).get("EMPATHY_DAG_GENERATION_PARTITIONS_PER_RUN", "").strip()
+    if not raw or raw == "0":
+        return single_run
+    n = int(raw)
+    if n < 1:
+        raise ValueError(f"EMPATHY_DAG_GENERATION_PARTITIONS_PER_RUN must be a positive integer, got {raw!r}")
+    return BackfillPolicy.multi_run(max_partitions_per_run=n)
+
+
+GENERATION_BACKFILL_POLICY = generation_backfill_policy()
 
 
 @asset(
@@ -139,7 +159,7 @@ class BrainstormConfig(Config):
 @asset(
     group_name="generate",
     partitions_def=emotion_partitions,
-    backfill_policy=single_run,
+    backfill_policy=GENERATION_BACKFILL_POLICY,
     code_version=_code_version(BRAINSTORM_TEMPLATE),
     io_manager_key="parquet_io_manager",
     deps=[base_model],
@@ -174,7 +194,7 @@ class ExplanationConfig(Config):
 @asset(
     group_name="generate",
     partitions_def=emotion_partitions,
-    backfill_policy=single_run,
+    backfill_policy=GENERATION_BACKFILL_POLICY,
     code_version=_code_version(EXPLANATION_TEMPLATE),
     io_manager_key="parquet_io_manager",
     deps=[base_model],
@@ -208,7 +228,7 @@ class SyntheticDialoguesConfig(Config):
 @asset(
     group_name="generate",
     partitions_def=emotion_partitions,
-    backfill_policy=single_run,
+    backfill_policy=GENERATION_BACKFILL_POLICY,
     code_version=_code_version(REPLY_TEMPLATE),
     io_manager_key="parquet_io_manager",
     deps=[base_model],

@@ -606,14 +606,28 @@ class OpenAICompatibleBackend(ConfigurableResource):
                             "OpenAI honour it); turn off for servers that reject the field.")
     check_model: bool = Field(default=True, description="GET /models before the first request and fail "
                               "early when the model is not served.")
+    more_base_urls: list[str] = Field(default_factory=list, description="Further servers of the same "
+                                      "weights (one per GPU or worker): work is split across all of them by "
+                                      "chunk (generate/sharded.py), a failed one hands its chunk to the others.")
+    chunk_size: int = Field(default=64, ge=1, description="Prompts per chunk when several servers share the work.")
 
-    def get_generator(self, model: str | None = None, cache_id: str | None = None) -> OpenAICompatibleGenerator:
+    def get_generator(self, model: str | None = None, cache_id: str | None = None):
         """A generator for `model` (default: the configured one; e.g. a LoRA adapter vLLM serves under
-        its own name via --lora-modules) with its own `cache_id`."""
+        its own name via --lora-modules) with its own `cache_id`: an `OpenAICompatibleGenerator`, or a
+        `ShardedGenerator` over every server when `more_base_urls` lists others."""
+        urls = [self.base_url, *[u for u in self.more_base_urls if u and u != self.base_url]]
+        generators = [self._one_generator(url, model, cache_id) for url in urls]
+        if len(generators) == 1:
+            return generators[0]
+        from empathy_dag.generate.sharded import ShardedGenerator
+
+        return ShardedGenerator(generators, chunk_size=self.chunk_size)
+
+    def _one_generator(self, base_url: str, model: str | None, cache_id: str | None) -> OpenAICompatibleGenerator:
         model = model or self.model
         cid = cache_id or self.cache_id or f"server:{model}"
         return OpenAICompatibleGenerator(
-            base_url=self.base_url, model=model, cache_id=cid, api_key=self.api_key or None,
+            base_url=base_url, model=model, cache_id=cid, api_key=self.api_key or None,
             max_in_flight=self.max_in_flight, timeout_s=self.timeout_s,
             connect_timeout_s=self.connect_timeout_s, max_retries=self.max_retries,
             backoff_base_s=self.backoff_base_s, max_backoff_s=self.max_backoff_s,
@@ -628,6 +642,9 @@ def openai_backend_from_env(cache_dir: str | None = None) -> OpenAICompatibleBac
     EMPATHY_DAG_OPENAI_BASE_URL is unset (then the in-process engine is used):
 
     EMPATHY_DAG_OPENAI_BASE_URL   e.g. http://127.0.0.1:8000/v1
+    EMPATHY_DAG_OPENAI_MORE_BASE_URLS  comma-separated further servers of the same weights (work is
+                                  split across all of them by chunk: generate/sharded.py)
+    EMPATHY_DAG_OPENAI_CHUNK_SIZE prompts per chunk when sharded (default 64)
     EMPATHY_DAG_OPENAI_MODEL      the served model name (default smollm2)
     EMPATHY_DAG_OPENAI_KEY_VAR    the name of the variable holding the API key (default OPENAI_API_KEY;
                                   read through EnvVar, so the key never lands in run config)
@@ -650,6 +667,8 @@ def openai_backend_from_env(cache_dir: str | None = None) -> OpenAICompatibleBac
         cache_dir=cache_dir,
         max_in_flight=int(env.get("EMPATHY_DAG_OPENAI_IN_FLIGHT", "4")),
         timeout_s=float(env.get("EMPATHY_DAG_OPENAI_TIMEOUT_S", "120")),
+        more_base_urls=[u.strip() for u in env.get("EMPATHY_DAG_OPENAI_MORE_BASE_URLS", "").split(",") if u.strip()],
+        chunk_size=int(env.get("EMPATHY_DAG_OPENAI_CHUNK_SIZE", "64")),
     )
 
 
