@@ -270,7 +270,7 @@ class FineTunedEmotionClassifier:
         from empathy_dag.text_classifier import save_classifier
 
         save_classifier(folder, self.model, self.tokenizer, {
-            "kind": FINETUNED_KIND, "labels": self.labels, "thresholds": [float(t) for t in self.thresholds],
+            "kind": FINETUNED_KIND, "labels": self.labels, "thresholds": [round(float(t), 4) for t in self.thresholds],
             "max_length": self.max_length, "encoder": self.encoder, "metrics": self.metrics or {}})
 
     @classmethod
@@ -355,7 +355,7 @@ def train_finetuned_emotion_classifier(
         **multilabel_report(y_test, pred, labels, n_resamples=n_resamples, seed=settings.seed),
         "published_bert_base_macro_f1": PUBLISHED_GOEMOTIONS_MACRO_F1,
         "chance_macro_f1": round(1.0 / len(labels), 4),
-        "thresholds": {lab: float(t) for lab, t in zip(labels, clf.thresholds)},
+        "thresholds": {lab: round(float(t), 4) for lab, t in zip(labels, clf.thresholds)},
         "train_test_overlap_ids": len(overlap),
         "holdout_ids_given": len(holdout_ids or ()),
         "backbone": encoder, "settings": settings.as_dict(), **stats,
