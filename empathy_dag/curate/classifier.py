@@ -370,6 +370,7 @@ def classifier_fingerprint(examples: pl.DataFrame, config: dict, code_version: s
     import hashlib
 
     h = hashlib.sha256(json.dumps([code_version, config], sort_keys=True, default=str).encode())
+    # the holdout file's path is in the config; its bytes are what matter (hashed below)
     # row content, not polars' hash_rows (not stable across polars versions)
     for rid, text, labels, split in examples.select("id", "text", "labels", "split").iter_rows():
         h.update(json.dumps([rid, text, labels, split], ensure_ascii=False).encode())

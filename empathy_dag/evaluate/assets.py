@@ -185,10 +185,12 @@ def test_generations(context: AssetExecutionContext, evaluation: EvaluationConfi
 @asset(
     group_name=GROUP,
     io_manager_key="parquet_io_manager",
-    code_version="external-predictions-v1",
+    code_version="external-predictions-v2",  # v2: per-file options, history
     kinds={"parquet"},
     description="Predictions made outside this pipeline (CSV/JSONL of context, reference, prediction, "
-    "emotion, system) so that any model is scored side by side with base, SFT and DPO.",
+    "emotion, system; or any file read as it is through `external_predictions`: separator, column map, "
+    "one system per file, its item ids, earlier turns) so that any model is scored side by side with base, "
+    "SFT and DPO. Every file is checked before anything is stored.",
 )
 def external_predictions(context: AssetExecutionContext, evaluation: EvaluationConfig) -> Output:
     taxonomy = default_taxonomy()
@@ -223,7 +225,7 @@ def external_predictions(context: AssetExecutionContext, evaluation: EvaluationC
                   description="The systems scored, their item counts and which one is the leaderboard's "
                   "baseline (`baseline_system`, 'base' by default)."),
     ],
-    code_version="evaluation-items-v1",
+    code_version="evaluation-items-v2",  # v2: history column
     pool="duckdb_warehouse",
     can_subset=False,
 )

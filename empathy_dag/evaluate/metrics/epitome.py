@@ -422,7 +422,9 @@ def epitome_fingerprint(folder: str | Path, mechanism: str, options: dict, code_
     import hashlib
 
     h = hashlib.sha256()
-    h.update(json.dumps([code_version, mechanism, options], sort_keys=True, default=str).encode())
+    # where the data lies and which device trains do not change what is learnt (the bytes are hashed below)
+    relevant = {k: v for k, v in options.items() if k not in ("dir", "device")}
+    h.update(json.dumps([code_version, mechanism, relevant], sort_keys=True, default=str).encode())
     h.update(hashlib.sha256((Path(folder) / MECHANISMS[mechanism]).read_bytes()).digest())
     if holdout_file:
         h.update(hashlib.sha256(Path(holdout_file).read_bytes()).digest())
