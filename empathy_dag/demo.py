@@ -56,7 +56,8 @@ def demo_run_config(profile: str = "demo") -> dict:
                                                    "max_new_tokens": p.max_new_tokens}},
             "speaker_explanations": {"config": {"max_new_tokens": p.max_new_tokens}},
             "synthetic_dialogues": {"config": {"max_new_tokens": p.max_new_tokens}},
-            "emotion_classifier": {"config": {"max_train_rows": p.classifier_rows}},
+            # the linear metric models: the fine-tuned ones (the defaults) take hours on a laptop CPU
+            "emotion_classifier": {"config": {"max_train_rows": p.classifier_rows, "model": "linear"}},
             "dataset_splits": {"config": {"min_test_dialogues_per_emotion": p.min_test_per_emotion}},
             "preference_pairs": {"config": {"k": p.pair_draws}},
             "sft_checkpoint": {"config": {**lora, "max_steps": p.sft_steps}},
@@ -71,6 +72,7 @@ def demo_run_config(profile: str = "demo") -> dict:
                 "judge_max_items": p.judge_items,
                 "alignment_max_items": p.alignment_items,
                 "epitome_max_rows": p.epitome_rows,
+                "epitome_model": "linear",
                 "agreement_bootstrap": 200,
             }},
         },

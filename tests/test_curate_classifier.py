@@ -48,7 +48,7 @@ def test_emotion_classifier_trains_above_chance_and_enables_the_filter(resources
     instance = DagsterInstance.ephemeral()
     result = materialize(
         [emotion_taxonomy, goemotions_examples, emotion_classifier], resources=resources, instance=instance,
-        run_config={"ops": {"emotion_classifier": {"config": {"max_train_rows": 1500}}}},
+        run_config={"ops": {"emotion_classifier": {"config": {"max_train_rows": 1500, "model": "linear"}}}},
     )
     assert result.success
     meta = {k: getattr(v, "value", v) for k, v in
@@ -93,3 +93,90 @@ def _generate_assets():
     )
 
     return [base_model, brainstormed_situations, speaker_explanations, synthetic_dialogues]
+
+
+# --------------------------------------------------------------- fine-tuned multi-label classifier
+
+
+def test_thresholds_are_tuned_per_label_on_dev():
+    """Label 0 is separable at 0.7, label 1 at 0.2; label 2 has no positive row: default 0.5."""
+    from empathy_dag.curate.classifier import tune_thresholds
+
+    probs = np.array([[0.9, 0.3, 0.1], [0.75, 0.25, 0.2], [0.6, 0.1, 0.3], [0.1, 0.15, 0.9]])
+    y = np.array([[1, 1, 0], [1, 1, 0], [0, 0, 0], [0, 0, 0]], dtype=np.float32)
+    t = tune_thresholds(probs, y)
+    assert 0.6 < t[0] <= 0.75 and 0.15 < t[1] <= 0.25 and t[2] == 0.5
+
+
+def _goemotions_examples(rows_per_split: int):
+    import polars as pl
+
+    from empathy_dag.ingest.readers import read_goemotions_tsv
+
+    labels = default_taxonomy().labels
+    rows = [r for split in ("train", "dev", "test")
+            for r in read_goemotions_tsv(shared_file("goemotions", f"{split}.tsv"), labels)[:rows_per_split]]
+    return pl.DataFrame(rows, schema={"id": pl.String, "text": pl.String, "labels": pl.List(pl.String),
+                                      "split": pl.String})
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_finetuned_classifier_keeps_holdout_ids_out_of_training_and_reports_f1_on_them(tmp_path):
+    import polars as pl
+    from sklearn.metrics import f1_score
+
+    from empathy_dag.curate.classifier import (
+        FineTunedEmotionClassifier,
+        load_emotion_classifier,
+        multi_hot,
+        train_finetuned_emotion_classifier,
+    )
+    from empathy_dag.text_classifier import FineTuneSettings, read_id_file
+
+    examples = _goemotions_examples(120)
+    # listed: train rows (must leave training) and test rows; the reported test set is exactly them
+    listed = [*examples.filter(pl.col("split") == "train")["id"][:20], *examples.filter(pl.col("split") == "test")["id"][:10]]
+    (tmp_path / "ids.csv").write_text("id\n" + "\n".join(listed) + "\n")
+    ids = read_id_file(tmp_path / "ids.csv")
+    tax = default_taxonomy()
+    clf = train_finetuned_emotion_classifier(examples, tax, FineTuneSettings(max_steps=2, batch_size=16, max_length=48),
+                                             tmp_path / "work", holdout_ids=ids, n_resamples=100)
+    m = clf.metrics
+    assert m["held_out_split"] == "holdout ids" and m["held_out_rows"] == 30 and m["holdout_ids_given"] == 30
+    assert m["train_rows"] == 100 and m["train_test_overlap_ids"] == 0 and m["steps"] == 2
+    assert len(m["f1_per_label"]) == 28 and m["published_bert_base_macro_f1"] == 0.46
+    assert m["macro_f1_ci95"][0] <= m["macro_f1"] <= m["macro_f1_ci95"][1]
+    assert set(m["thresholds"].values()) <= {round(float(t), 2) for t in np.arange(0.05, 0.96, 0.05)}
+
+    clf.save(tmp_path / "clf")
+    loaded = load_emotion_classifier(tmp_path / "clf")
+    assert isinstance(loaded, FineTunedEmotionClassifier)
+    held = examples.filter(pl.col("id").is_in(listed))
+    pred = (loaded.predict_proba(held["text"].to_list()) >= loaded.thresholds).astype(np.float32)
+    assert f1_score(multi_hot(held["labels"].to_list(), tax.labels), pred, average="macro", zero_division=0) == \
+        pytest.approx(m["macro_f1"], abs=1e-4)
+    groups, mass = loaded.group_mass(held["text"].to_list()[:4], tax)
+    assert groups == sorted(groups) and np.allclose(mass.sum(axis=1), 1.0)
+    assert len(loaded.predict(["I am so grateful, thank you!"])) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_finetuned_classifier_asset_is_reused_not_retrained(resources, data_root):
+    """Trained once: a second materialization with the same data and config loads the saved folder."""
+    folder = shared_file("goemotions")
+    resources = {**resources, "goemotions": GoEmotionsSource(data_dir=str(folder), max_rows_per_split=120)}
+    instance = DagsterInstance.ephemeral()
+    config = {"ops": {"emotion_classifier": {"config": {"max_train_rows": 100, "max_eval_rows": 60, "max_steps": 1,
+                                                        "batch_size": 16, "max_length": 48}}}}
+    metas = []
+    for _ in range(2):
+        result = materialize([emotion_taxonomy, goemotions_examples, emotion_classifier], resources=resources,
+                             instance=instance, run_config=config)
+        assert result.success
+        metas.append({k: getattr(v, "value", v) for k, v in
+                      result.asset_materializations_for_node("emotion_classifier")[0].metadata.items()})
+    assert metas[0]["reused"] is False and metas[1]["reused"] is True
+    assert metas[0]["sha256"] == metas[1]["sha256"] and metas[0]["macro_f1"] == metas[1]["macro_f1"]
+    assert metas[0]["model"] == "finetuned" and metas[0]["train_test_overlap_ids"] == 0

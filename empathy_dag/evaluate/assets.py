@@ -30,7 +30,14 @@ from empathy_dag.evaluate.evaluation_set import (
     from_test_split,
     read_external_test_file,
 )
-from empathy_dag.evaluate.items import ITEM_SCHEMA, empty_items, read_external_predictions
+from empathy_dag.evaluate.items import (
+    ITEM_SCHEMA,
+    ExternalPredictionSpec,
+    dialogue_text,
+    empty_items,
+    read_external_predictions,
+    with_history_column,
+)
 from empathy_dag.evaluate.resources import EvaluationConfig
 from empathy_dag.generate.resources import TextGenerator
 from empathy_dag.io_managers import per_partition
@@ -248,6 +255,7 @@ def test_generations(context: AssetExecutionContext, evaluation: EvaluationConfi
         per_system.append(prompts.select(
             "item_id", pl.lit(system).alias("system"), pl.lit("pipeline").alias("origin"), "emotion", "language",
             "situation", "speaker_utterance", "reference", pl.Series("prediction", replies, dtype=pl.String),
+            pl.lit("", dtype=pl.String).alias("history"),  # two-turn dialogues
             "source_dialogue_id", pl.lit(identity["model_sha256"]).alias("model_sha256"),
             pl.lit(identity["model_run_id"]).alias("model_run_id"),
         ))
@@ -274,16 +282,21 @@ GENERATION_EXTRA_COLUMNS = ("source_dialogue_id", "model_sha256", "model_run_id"
 @asset(
     group_name=GROUP,
     io_manager_key="parquet_io_manager",
-    code_version="external-predictions-v1",
+    code_version="external-predictions-v2",  # v2: per-file options, history
     kinds={"parquet"},
     description="Predictions made outside this pipeline (CSV/JSONL of context, reference, prediction, "
-    "emotion, system) so that any model is scored side by side with base, SFT and DPO.",
+    "emotion, system; or any file read as it is through `external_predictions`: separator, column map, "
+    "one system per file, its item ids, earlier turns) so that any model is scored side by side with base, "
+    "SFT and DPO. Every file is checked before anything is stored.",
 )
 def external_predictions(context: AssetExecutionContext, evaluation: EvaluationConfig) -> Output:
     taxonomy = default_taxonomy()
     frames, files = [], []
-    for path in evaluation.external_prediction_files:
-        frame, info = read_external_predictions(path, taxonomy)
+    specs = [ExternalPredictionSpec(p) for p in evaluation.external_prediction_files]
+    specs += [ExternalPredictionSpec(**f.model_dump()) for f in evaluation.external_predictions]
+    # every file is read (and checked) before anything is returned: a bad file stores nothing
+    for spec in specs:
+        frame, info = read_external_predictions(spec, taxonomy)
         frames.append(frame)
         files.append(info)
     items = pl.concat(frames) if frames else empty_items()
@@ -309,7 +322,7 @@ def external_predictions(context: AssetExecutionContext, evaluation: EvaluationC
                   description="The systems scored, their item counts and which one is the leaderboard's "
                   "baseline (`baseline_system`, 'base' by default)."),
     ],
-    code_version="evaluation-items-v1",
+    code_version="evaluation-items-v2",  # v2: history column
     pool="duckdb_warehouse",
     can_subset=False,
 )
@@ -318,7 +331,7 @@ def evaluation_items(context: AssetExecutionContext, evaluation: EvaluationConfi
     for name in ("test_generations", "external_predictions"):
         frame = warehouse.read_asset_frame(name)
         if frame is not None and frame.height:
-            frames.append(frame.select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA))
+            frames.append(with_history_column(frame).select(list(ITEM_SCHEMA)).cast(ITEM_SCHEMA))
             identities.append(frame.select("system", *[pl.col(c).cast(pl.String) if c in frame.columns
                                                        else pl.lit(None, dtype=pl.String).alias(c)
                                                        for c in ("model_sha256", "model_run_id")]).unique("system"))
@@ -356,48 +369,80 @@ def evaluation_items(context: AssetExecutionContext, evaluation: EvaluationConfi
 
 EPITOME_KEYS = {m: f"epitome_{m}_classifier" for m in ("er", "ip", "ex")}
 CLASSIFIER_FILES = ("*.safetensors", "*.json")
+EPITOME_CODE_VERSION = "epitome-classifiers-v2"  # v2: fine-tuned cross-encoders, split grouped by seeker post
 
 
 @multi_asset(
-    specs=[AssetSpec(key, group_name=GROUP, kinds={"scikit-learn", "safetensors"},
-                     description=f"Epitome {m.upper()} level classifier (0/1/2): frozen MiniLM embeddings of "
-                     "seeker post and response + logistic regression; held-out macro-F1 in metadata.")
+    specs=[AssetSpec(key, group_name=GROUP, kinds={"pytorch", "safetensors"},
+                     description=f"Epitome {m.upper()} level classifier (0/1/2): `epitome_encoder` fine-tuned on the "
+                     "(seeker post, response) pair with transformers' Trainer (or the linear model, "
+                     "`epitome_model=linear`); held-out macro-F1 (split grouped by seeker post) next to the "
+                     "published RoBERTa figure in metadata. Reused, not retrained, while its data and options "
+                     "are unchanged.")
            for m, key in EPITOME_KEYS.items()],
-    code_version="epitome-classifiers-v1",
+    code_version=EPITOME_CODE_VERSION,
     can_subset=False,
 )
 def epitome_classifiers(context: AssetExecutionContext, evaluation: EvaluationConfig, model_store: ModelStore):
     """One multi-asset so the seeker posts, shared by the three mechanisms, are encoded once."""
-    from empathy_dag.evaluate.metrics.encoder import SentenceEncoder
-    from empathy_dag.evaluate.metrics.epitome import read_epitome, train_epitome_classifier
+    import tempfile
 
-    encoder = SentenceEncoder(evaluation.epitome_encoder, max_length=evaluation.epitome_max_length,
-                              device=evaluation.device)
+    from dagster import DataVersion
+
+    from empathy_dag.evaluate.metrics.epitome import (
+        epitome_fingerprint,
+        save_epitome,
+        saved_metrics,
+        train_epitome_from_options,
+    )
+    from empathy_dag.text_classifier import read_id_file
+
+    options = evaluation.epitome_options()
+    holdout = read_id_file(evaluation.epitome_holdout_ids) if evaluation.epitome_holdout_ids else None
+    encoder = None
     for mechanism, key in EPITOME_KEYS.items():
-        start = time.perf_counter()
-        data = read_epitome(evaluation.epitome_dir, mechanism, max_rows=evaluation.epitome_max_rows)
-        clf, metrics = train_epitome_classifier(mechanism, data["seeker_post"].to_list(),
-                                                data["response_post"].to_list(), data["level"].to_list(), encoder)
-        folder = model_store.folder(key)
-        with folder_written_aside(folder) as tmp:
-            clf.save(tmp, metrics)
-        model_store.persist(key)
+        fingerprint = epitome_fingerprint(evaluation.epitome_dir, mechanism, options, EPITOME_CODE_VERSION,
+                                          evaluation.epitome_holdout_ids)
+        folder = fetch_folder(model_store, key)
+        metrics = saved_metrics(folder)
+        reused = bool(metrics and metrics.get("fingerprint") == fingerprint)
+        if not reused:
+            if options["model"] == "linear" and encoder is None:
+                from empathy_dag.evaluate.metrics.encoder import SentenceEncoder
+
+                encoder = SentenceEncoder(evaluation.epitome_encoder, max_length=evaluation.epitome_max_length,
+                                          device=evaluation.device)
+            with tempfile.TemporaryDirectory() as work:
+                clf, metrics = train_epitome_from_options(mechanism, options, work, encoder=encoder,
+                                                          holdout_ids=holdout)
+            metrics["fingerprint"] = fingerprint
+            with folder_written_aside(folder) as tmp:
+                save_epitome(clf, tmp, metrics)
+            model_store.persist(key)
         context.log.info(f"{key}: held-out macro-F1 {metrics['heldout_macro_f1']:.3f} "
-                         f"(majority {metrics['majority_baseline_macro_f1']:.3f})")
-        yield MaterializeResult(asset_key=key, metadata={
+                         f"{metrics['heldout_macro_f1_ci95']} (published {metrics['published_roberta_macro_f1']}, "
+                         f"majority {metrics['majority_baseline_macro_f1']:.3f}){' reused' if reused else ''}")
+        yield MaterializeResult(asset_key=key, data_version=DataVersion(fingerprint), metadata={
             "path": MetadataValue.path(str(folder)),
             "sha256": sha256_tree(folder, CLASSIFIER_FILES),
+            "reused": reused,
+            "model": options["model"], "backbone": metrics.get("backbone", options["encoder"]),
             "heldout_macro_f1": round(metrics["heldout_macro_f1"], 4),
+            "heldout_macro_f1_ci95": MetadataValue.json(metrics["heldout_macro_f1_ci95"]),
+            "published_roberta_macro_f1": metrics["published_roberta_macro_f1"],
+            "heldout_f1_per_level": MetadataValue.json(metrics["heldout_f1_per_level"]),
             "heldout_accuracy": round(metrics["heldout_accuracy"], 4),
             "majority_baseline_macro_f1": round(metrics["majority_baseline_macro_f1"], 4),
-            "published_roberta_macro_f1": metrics["published_roberta_macro_f1"],
-            "embedding_weight": metrics["embedding_weight"],
-            "validation_macro_f1_by_embedding_weight": MetadataValue.json(
-                metrics["validation_macro_f1_by_embedding_weight"]),
+            "confusion_0_1_2": MetadataValue.json(metrics["confusion"]),
+            "split": metrics["split"],
             "train_rows": metrics["train_rows"],
             "heldout_rows": metrics["heldout_rows"],
-            "confusion_0_1_2": MetadataValue.json(metrics["confusion"]),
-            "seconds": round(time.perf_counter() - start, 1),
+            "train_test_overlap_seeker_posts": metrics["train_test_overlap_seeker_posts"],
+            "train_test_overlap_ids": metrics["train_test_overlap_ids"],
+            "holdout_ids": MetadataValue.json({k: metrics[k] for k in (
+                "holdout_ids_given", "holdout_ids_not_in_data", "left_out_same_seeker_post") if k in metrics}
+                | {"heldout_ids_sha256": metrics.get("heldout_ids_sha256"), "file": evaluation.epitome_holdout_ids}),
+            "train_seconds": metrics.get("train_seconds"),
         })
 
 
@@ -469,7 +514,7 @@ def metric_bertscore(context: AssetExecutionContext, evaluation: EvaluationConfi
 def metric_epitome(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
                    model_store: ModelStore):
     from empathy_dag.evaluate.metrics.encoder import SentenceEncoder
-    from empathy_dag.evaluate.metrics.epitome import EpitomeClassifier, diff_epitome
+    from empathy_dag.evaluate.metrics.epitome import diff_epitome, load_epitome_classifier, seeker_side
 
     items = read_items(warehouse)
     folders = {m: fetch_folder(model_store, k) for m, k in EPITOME_KEYS.items()}
@@ -484,16 +529,18 @@ def metric_epitome(context: AssetExecutionContext, evaluation: EvaluationConfig,
         context.log.warning(f"metric_epitome skipped: {missing} not materialized (Epitome data absent?)")
         return MaterializeResult(metadata={"dagster/row_count": 0, "skipped": True,
                                            "reason": f"classifiers not materialized: {', '.join(missing)}"})
-    classifiers = {m: EpitomeClassifier.load(folder) for m, folder in folders.items()}
+    classifiers = {m: load_epitome_classifier(folder, evaluation.device) for m, folder in folders.items()}
     encoders: dict[tuple, SentenceEncoder] = {}
     table = _keys(items)
     for m, clf in classifiers.items():
         enc_key = (clf.encoder, clf.max_length)
         # a classifier that chose tf-idf only (embedding_weight 0) needs no encoder at all
-        if clf.embedding_weight > 0 and enc_key not in encoders:
+        if clf.needs_sentence_encoder and enc_key not in encoders:
             encoders[enc_key] = SentenceEncoder(clf.encoder, max_length=clf.max_length, device=evaluation.device)
         enc = encoders.get(enc_key)
-        seekers = items["speaker_utterance"].to_list()
+        # the seeker side is what the response answers: the earlier turns, when a file gives them, then the turn
+        seekers = seeker_side(items["speaker_utterance"].to_list(),
+                              items["history"].to_list() if "history" in items.columns else None)
         pred = clf.predict(enc, seekers, items["prediction"].to_list())
         ref = clf.predict(enc, seekers, items["reference"].to_list())
         table = table.with_columns(
@@ -602,7 +649,9 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
         for it in items.iter_rows(named=True):
             for dim in rubric.dimensions:
                 convs.append(rubric.conversation(dim, emotion=it["emotion"], situation=it["situation"],
-                                                 speaker_utterance=it["speaker_utterance"], response=it["prediction"]))
+                                                 speaker_utterance=dialogue_text(it["speaker_utterance"],
+                                                                                 it.get("history")),
+                                                 response=it["prediction"]))
                 keys.append((it, dim))
         if evaluation.judge_scoring == "probabilities":
             from empathy_dag.models import load_causal_lm
@@ -638,34 +687,54 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
     })
 
 
-@_metric_asset("metric_alignment", "Emotional alignment (EmplifAI): a model reads situation and dialogue "
-               "(speaker turn + prediction) and names the speaker's emotion; scored against the gold label by "
-               "BERTScore F1 of the label strings, exact match and Ekman group.", extra_deps=["base_model"])
+@_metric_asset("metric_alignment", "Emotional alignment (EmplifAI): a namer reads situation and dialogue "
+               "(earlier turns, speaker turn + prediction) and names the speaker's emotion: an LLM (EmplifAI's "
+               "protocol) or the emotion classifier (`alignment_namer`; the classifier by default for a small base "
+               "model); scored against the gold label by BERTScore F1 of the label strings, exact match and Ekman "
+               "group.", extra_deps=["base_model", "emotion_classifier"], version="v2")
 def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
                      model_store: ModelStore, text_generator: TextGenerator):
-    from empathy_dag.evaluate.metrics.alignment import alignment_conversation, alignment_rows
+    from empathy_dag.curate.classifier import is_saved_any, load_emotion_classifier
+    from empathy_dag.evaluate.metrics.alignment import (
+        alignment_conversation,
+        alignment_rows,
+        choose_namer,
+        namer_texts,
+    )
     from empathy_dag.evaluate.metrics.bertscore import load_scorer
     from empathy_dag.generate.engine import log_progress
 
     taxonomy = default_taxonomy()
-    items = read_items(warehouse)
+    items = with_history_column(read_items(warehouse))
     items = _subsample(items, evaluation.alignment_max_items) if evaluation.alignment_enabled else items.head(0)
     schema = {"alignment_reply": pl.String, "named_emotion": pl.String, "alignment_bertscore_f1": pl.Float64,
               "alignment_exact": pl.Float64, "alignment_ekman": pl.Float64}
     source = model_source(evaluation.alignment_model, model_store)
+    classifier_folder = model_store.fetch("emotion_classifier", missing_ok=True)
+    namer, why = choose_namer(evaluation.alignment_namer, source if Path(source).is_dir() else None,
+                              is_saved_any(classifier_folder))
+    context.log.info(f"alignment namer: {namer} ({why})")
     rows = []
     if items.height:
-        model = load_engine(source, None, text_generator)
-        convs = [alignment_conversation(s, u, p, taxonomy.labels) for s, u, p in
-                 items.select("situation", "speaker_utterance", "prediction").iter_rows()]
-        replies = model.generate(convs, _generation_settings(8), progress=log_progress(context.log))
+        if namer == "classifier":
+            classifier = load_emotion_classifier(classifier_folder)
+            replies = classifier.predict(namer_texts(*(items[c].to_list() for c in (
+                "situation", "history", "speaker_utterance", "prediction"))))
+        else:
+            model = load_engine(source, None, text_generator)
+            convs = [alignment_conversation(s, u, p, taxonomy.labels, h) for s, u, p, h in
+                     items.select("situation", "speaker_utterance", "prediction", "history").iter_rows()]
+            replies = model.generate(convs, _generation_settings(8), progress=log_progress(context.log))
         scorer = load_scorer(evaluation.bertscore_model, evaluation.bertscore_num_layers,
                              evaluation.bertscore_batch_size, device=evaluation.device, allow_hub=evaluation.allow_hub)
         rows = alignment_rows(replies, items["emotion"].to_list(), taxonomy, scorer)
-    table = pl.concat([_keys(items), pl.DataFrame(rows, schema=schema)], how="horizontal")
+    table = pl.concat([_keys(items), pl.DataFrame(rows, schema=schema)], how="horizontal").with_columns(
+        pl.lit(namer).alias("namer"))
     write_table(warehouse, "metric_alignment", table)
     return MaterializeResult(metadata={
-        "dagster/row_count": table.height, "alignment_model": source, "enabled": evaluation.alignment_enabled,
+        "dagster/row_count": table.height, "enabled": evaluation.alignment_enabled,
+        "namer": namer, "namer_reason": why,
+        "alignment_model": source if namer == "llm" else str(classifier_folder),
         "unparsed_replies": int(table["named_emotion"].is_null().sum()),
         "by_system": summary_by_system(table, ["alignment_bertscore_f1", "alignment_exact", "alignment_ekman"]),
     })
@@ -673,39 +742,48 @@ def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfi
 
 @asset(
     group_name=GROUP,
-    deps=[AssetKey("metric_judge")],
-    code_version="judge-human-agreement-v1",
+    deps=[AssetKey("metric_judge"), AssetKey("evaluation_items")],
+    code_version="judge-human-agreement-v2",
     kinds={"duckdb", "scipy"},
     pool="duckdb_warehouse",
     metadata={"warehouse_tables": ["judge_human_agreement"]},
     description="How well the LLM judge agrees with human raters (CSV: item, system, dimension, rater, "
-    "score): Spearman, Kendall and Pearson with bootstrap 95% confidence intervals per dimension.",
+    "score; columns and dimension names mapped by config): Spearman, Kendall and Pearson with bootstrap 95% "
+    "confidence intervals per dimension, next to Krippendorff's alpha between the raters (the ceiling).",
 )
 def judge_human_agreement(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
+    from empathy_dag.evaluate.items import read_human_ratings, unmatched_ratings
     from empathy_dag.evaluate.metrics.agreement import judge_human_agreement as agreement
 
     with warehouse.connect() as conn:
         judge = conn.execute(f"SELECT item_id, system, dimension, score FROM {WAREHOUSE_SCHEMA}.metric_judge").pl()
     human = pl.DataFrame()
+    unmatched_dimensions: list[str] = []
     if evaluation.human_ratings_path:
-        human = pl.read_csv(evaluation.human_ratings_path, infer_schema_length=0)
-        human = human.rename({c: c.strip().lower() for c in human.columns})
-        if "item" in human.columns and "item_id" not in human.columns:
-            human = human.rename({"item": "item_id"})
-        missing = {"item_id", "system", "dimension", "rater", "score"} - set(human.columns)
-        if missing:
-            raise ValueError(f"{evaluation.human_ratings_path}: missing columns {sorted(missing)}")
-        human = human.with_columns(pl.col("score").cast(pl.Float64, strict=False))
+        human = read_human_ratings(evaluation.human_ratings_path, separator=evaluation.human_ratings_separator,
+                                   columns=evaluation.human_ratings_columns,
+                                   dimension_map=evaluation.human_ratings_dimension_map,
+                                   system=evaluation.human_ratings_system)
+        # checked before anything is written: ratings of items nobody predicted are an error, not a silent drop
+        unmatched_ratings(human, read_items(warehouse), evaluation.human_ratings_path)
+        unmatched_dimensions = sorted(set(human["dimension"].unique().to_list()) - set(judge["dimension"].unique().to_list()))
+        if unmatched_dimensions:
+            context.log.warning(f"human dimensions {unmatched_dimensions} match no judge dimension: map them with "
+                                "human_ratings_dimension_map")
     rows = agreement(judge.to_dicts(), human.to_dicts(), n_resamples=evaluation.agreement_bootstrap) if human.height else []
     schema = {"dimension": pl.String, "pairs": pl.Int64, "raters": pl.Int64}
     for m in ("spearman", "kendall", "pearson"):
         schema.update({m: pl.Float64, f"{m}_ci_low": pl.Float64, f"{m}_ci_high": pl.Float64})
+    schema.update({"rater_alpha": pl.Float64, "rater_alpha_ci_low": pl.Float64, "rater_alpha_ci_high": pl.Float64,
+                   "units_rated_twice": pl.Int64})
     table = pl.DataFrame(rows, schema=schema)
     write_table(warehouse, "judge_human_agreement", table)
     return MaterializeResult(metadata={
         "dagster/row_count": table.height,
         "human_ratings": evaluation.human_ratings_path or "not configured",
         "human_rows": human.height,
+        "dimension_map": MetadataValue.json(evaluation.human_ratings_dimension_map),
+        "unmatched_dimensions": MetadataValue.json(unmatched_dimensions),
         "agreement": markdown_table(table.with_columns(pl.selectors.float().round(3)), max_rows=20),
     })
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from dagster import Config, ConfigurableResource
 from pydantic import Field
@@ -17,6 +18,23 @@ class ExtraSystem(Config):
     name: str
     source: str
     adapter: str | None = None
+
+
+class ExternalPredictionFile(Config):
+    """One prediction file read as it is (fields and rules: `empathy_dag.evaluate.items`)."""
+
+    path: str
+    separator: str | None = Field(default=None, description="One character, e.g. '~' for EmPO's files; "
+                                  "default tab for .tsv, comma otherwise.")
+    columns: dict[str, str] = Field(default_factory=dict, description="field -> the file's column, fields: "
+                                    "prediction, reference, emotion, system, speaker_utterance, situation, "
+                                    "language, item_id, history.")
+    system: str | None = Field(default=None, description="The system of every row (one file = one system).")
+    item_id_column: str | None = Field(default=None, description="Column with the item ids (to join human "
+                                       "ratings keyed by them); default: the documented content hash.")
+    history_separator: str | None = Field(default=None, description="Splits the history cell into turns; "
+                                          "default: a JSON list, else one turn per line.")
+    format: str | None = Field(default=None, description="csv or jsonl; default from the suffix.")
 
 
 class EvaluationConfig(ConfigurableResource):
@@ -55,6 +73,9 @@ class EvaluationConfig(ConfigurableResource):
         default_factory=list,
         description="CSV/JSONL with prediction, reference, emotion, system and context|prompt columns.",
     )
+    external_predictions: list[ExternalPredictionFile] = Field(
+        default_factory=list, description="Prediction files with per-file options (separator, column map, "
+        "system name, item-id column, history); scored with `external_prediction_files`.")
 
     bertscore_model: str = Field(default="embedded:minilm",
                                  description="Backbone: embedded:minilm, a folder or a hub id (roberta-large for EmPO).")
@@ -65,9 +86,29 @@ class EvaluationConfig(ConfigurableResource):
     allow_hub: bool = False
 
     epitome_dir: str = Field(default_factory=lambda: str(shared_data_dir() / "epitome"))
-    epitome_encoder: str = "embedded:minilm"
-    epitome_max_length: int = 128
+    epitome_model: Literal["cross_encoder", "linear"] = Field(
+        default="cross_encoder",
+        description="cross_encoder: `epitome_encoder` fine-tuned on the (seeker, response) pair with "
+        "transformers' Trainer (the published recipe); linear: tf-idf + frozen embeddings + logistic "
+        "regression (minutes on a CPU, well below the published macro-F1).")
+    epitome_encoder: str = Field(default="embedded:minilm", description="Backbone: embedded:minilm, a folder "
+                                 "or a hub id (roberta-base is the published classifiers' backbone).")
+    epitome_max_length: int = Field(default=128, description="Tokens of the (seeker, response) pair.")
     epitome_max_rows: int = Field(default=0, description="0 = every row; tests subsample.")
+    epitome_epochs: float = 4.0
+    epitome_max_steps: int = Field(default=0, description="> 0 overrides epochs (tests).")
+    epitome_batch_size: int = 32
+    epitome_learning_rate: float = 5e-5
+    epitome_test_size: float = Field(default=0.2, description="Share of seeker posts held out.")
+    epitome_holdout_ids: str | None = Field(
+        default=None, description="File of Epitome pair ids (`sp_id:rp_id` a line, or a CSV with sp_id, rp_id) "
+        "kept out of training and used as the reported test set.")
+
+    def epitome_options(self) -> dict:
+        """The epitome_* fields (prefix dropped) that decide what a classifier is trained from."""
+        fields = ("dir", "model", "encoder", "max_length", "max_rows", "epochs", "max_steps", "batch_size",
+                  "learning_rate", "test_size")
+        return {f: getattr(self, f"epitome_{f}") for f in fields} | {"device": self.device}
 
     nrc_vad_path: str | None = Field(default=None, description="NRC-VAD-Lexicon.txt for EmPO's VAD differences.")
 
@@ -85,9 +126,22 @@ class EvaluationConfig(ConfigurableResource):
     judge_batch_size: int = Field(default=16, description="Prompts per forward pass (probabilities mode); "
                                   "prompts are sorted by length so batches pad little.")
     human_ratings_path: str | None = Field(default=None, description="CSV: item, system, dimension, rater, score.")
+    human_ratings_separator: str | None = Field(default=None, description="Default tab for .tsv, else comma.")
+    human_ratings_columns: dict[str, str] = Field(
+        default_factory=dict, description="field -> the file's column; fields item_id, system, dimension, rater, score.")
+    human_ratings_dimension_map: dict[str, str] = Field(
+        default_factory=dict, description="The raters' dimension names -> the judge rubric's (e.g. "
+        "{'Empathy': 'general_empathy'}); dimensions neither mapped nor in the rubric are reported unmatched.")
+    human_ratings_system: str | None = Field(default=None, description="The system of every rating (no column).")
     agreement_bootstrap: int = 1000
 
     alignment_enabled: bool = True
+    alignment_namer: Literal["auto", "llm", "classifier"] = Field(
+        default="auto",
+        description="Who names the speaker's emotion: llm (EmplifAI's protocol: alignment_model generates a "
+        "label; for a capable model or an inference server) or classifier (the emotion_classifier reads "
+        "situation + dialogue). auto: classifier when alignment_model is the embedded 135M base model and "
+        "an emotion_classifier folder exists, else llm.")
     alignment_model: str = Field(default="base_model", description="'base_model' or a folder / hub id.")
     alignment_max_items: int = Field(default=0, description="0 = all items.")
 

@@ -1,21 +1,27 @@
 """Emotional alignment (EmplifAI): a model reads the situation and the dialogue (speaker turn and
 the system's response) and names the emotion the speaker feels; the named emotion is compared with
 the gold label by BERTScore F1 of the two label strings, by exact match and by Ekman group (the
-taxonomy maps the 28 labels onto Ekman's six basic emotions + neutral)."""
+taxonomy maps the 28 labels onto Ekman's six basic emotions + neutral). The namer is an LLM
+(EmplifAI's protocol) or, by default for a small base model, the emotion classifier."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from empathy_dag.taxonomy import Taxonomy
 
 SYSTEM = "You are an expert in emotions. Answer with one word."
 
 
-def alignment_conversation(situation: str, speaker_utterance: str, response: str, labels: Sequence[str]) -> list[dict]:
+def alignment_conversation(situation: str, speaker_utterance: str, response: str, labels: Sequence[str],
+                           history: str = "") -> list[dict]:
+    earlier = f"Earlier turns:\n{history}\n" if history else ""
     user = (
         f"Situation: {situation or '(not given)'}\n"
+        f"{earlier}"
         f"Speaker: {speaker_utterance}\n"
         f"Listener: {response}\n\n"
         f"Which emotion does the speaker feel? Choose one of: {', '.join(labels)}.\n"
@@ -60,3 +66,51 @@ def alignment_rows(replies: Sequence[str], gold: Sequence[str], taxonomy: Taxono
             "alignment_ekman": float(p is not None and gold_ekman is not None and taxonomy.ekman(p) == gold_ekman),
         })
     return rows
+
+
+# ------------------------------------------------------------------------------ who names the emotion
+# EmplifAI asks a capable LLM to name the emotion. The embedded SmolLM2-135M names 0 of 21 exactly
+# (it mostly echoes the list or the speaker's words), so on the default install the metric carries no
+# information; the fine-tuned GoEmotions classifier reading the same text is the default namer there.
+
+SMALL_MODEL_PARAMETERS = 1_000_000_000  # below this, `auto` prefers the classifier
+
+
+def estimated_parameters(config: dict) -> int:
+    """Decoder parameters from a transformers config.json (12 h^2 per layer + embeddings): enough to
+    tell a 135M model from a 7B one without loading it."""
+    hidden = int(config.get("hidden_size") or config.get("n_embd") or 0)
+    layers = int(config.get("num_hidden_layers") or config.get("n_layer") or 0)
+    vocab = int(config.get("vocab_size") or 0)
+    return 12 * layers * hidden * hidden + vocab * hidden
+
+
+def choose_namer(setting: str, model_folder: str | Path | None, classifier_available: bool) -> tuple[str, str]:
+    """(namer, why). `llm` and `classifier` are taken as set (classifier needs the classifier);
+    `auto` picks the classifier for a local model under SMALL_MODEL_PARAMETERS when it exists."""
+    if setting == "classifier":
+        if not classifier_available:
+            raise FileNotFoundError("alignment_namer=classifier needs the emotion_classifier folder: materialize "
+                                    "`emotion_classifier` (GoEmotions) or set alignment_namer to llm/auto")
+        return "classifier", "set by alignment_namer"
+    if setting == "llm":
+        return "llm", "set by alignment_namer"
+    if setting != "auto":
+        raise ValueError(f"alignment_namer must be auto, llm or classifier, got {setting!r}")
+    config_path = Path(model_folder) / "config.json" if model_folder else None
+    if config_path is None or not config_path.is_file():
+        return "llm", "auto: the alignment model is not a local folder (hub id or server): asked as an LLM"
+    params = estimated_parameters(json.loads(config_path.read_text()))
+    if params >= SMALL_MODEL_PARAMETERS:
+        return "llm", f"auto: alignment model ~{params / 1e9:.1f}B parameters"
+    if not classifier_available:
+        return "llm", (f"auto: alignment model ~{params / 1e6:.0f}M parameters (too small to name emotions) but no "
+                       "emotion_classifier folder: asked as an LLM anyway")
+    return "classifier", f"auto: alignment model ~{params / 1e6:.0f}M parameters, too small: the emotion classifier names"
+
+
+def namer_texts(situations: Sequence[str], histories: Sequence[str], speakers: Sequence[str],
+                responses: Sequence[str]) -> list[str]:
+    """What the classifier reads: the same situation and dialogue the LLM is shown."""
+    return [" ".join(t for t in (s or "", h or "", u or "", r or "") if t) for s, h, u, r in
+            zip(situations, histories, speakers, responses)]
