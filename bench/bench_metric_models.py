@@ -1,5 +1,5 @@
 """The metric models at full size (or as close as the CPU allows): the three Epitome cross-encoders
-(ER, IP, EX) and the GoEmotions multi-label emotion classifier, fine-tuned with transformers' Trainer
+(ER, IP, EX; optionally the linear model on the same split) and the GoEmotions multi-label emotion classifier, fine-tuned with transformers' Trainer
 on the embedded all-MiniLM-L6-v2 (or --backbone), each reported as held-out macro-F1 with a bootstrap
 95% interval over test items, next to the published figure, with the CPU training time.
 
@@ -41,7 +41,8 @@ def main() -> None:
     ap.add_argument("--learning-rate", type=float, default=5e-5)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--epitome-rows", type=int, default=0, help="0 = every row")
-    ap.add_argument("--mechanisms", default="er,ip,ex")
+    ap.add_argument("--mechanisms", default="er,ip,ex", help="'' = skip Epitome")
+    ap.add_argument("--epitome-models", default="cross_encoder", help="cross_encoder,linear: both on the same split")
     ap.add_argument("--goemotions-train-rows", type=int, default=0, help="0 = all 43,410; -1 = skip GoEmotions")
     ap.add_argument("--goemotions-eval-rows", type=int, default=0, help="dev and test rows, 0 = all")
     ap.add_argument("--device", default="cpu")
@@ -51,7 +52,7 @@ def main() -> None:
     import torch
 
     from empathy_dag.curate.classifier import train_finetuned_emotion_classifier
-    from empathy_dag.evaluate.metrics.epitome import read_epitome, train_epitome_cross_encoder
+    from empathy_dag.evaluate.metrics.epitome import train_epitome_from_options
     from empathy_dag.ingest.readers import read_goemotions_tsv
     from empathy_dag.settings import shared_data_dir
     from empathy_dag.taxonomy import default_taxonomy
@@ -63,18 +64,27 @@ def main() -> None:
     record = {"cpu": cpu_name(), "torch_threads": torch.get_num_threads(), "load_average_start": os.getloadavg(),
               "args": vars(args), "epitome": {}, "goemotions": None}
     print(json.dumps({k: record[k] for k in ("cpu", "torch_threads", "load_average_start")}), flush=True)
-    for mechanism in args.mechanisms.split(","):
-        data = read_epitome(shared / "epitome", mechanism, max_rows=args.epitome_rows)
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as work:
-            _, m = train_epitome_cross_encoder(mechanism, data, settings, work, model_spec=args.backbone)
-        m["wall_seconds"] = round(time.perf_counter() - start, 1)
-        m["load_average_end"] = os.getloadavg()
-        record["epitome"][mechanism] = {k: v for k, v in m.items() if k != "heldout_ids_first"}
-        print(json.dumps({"mechanism": mechanism, **{k: m[k] for k in (
-            "heldout_macro_f1", "heldout_macro_f1_ci95", "heldout_f1_per_level", "published_roberta_macro_f1",
-            "majority_baseline_macro_f1", "train_rows", "heldout_rows", "train_test_overlap_seeker_posts",
-            "train_seconds", "examples_per_s", "confusion")}}), flush=True)
+    encoder = None
+    for mechanism in filter(None, args.mechanisms.split(",")):
+        for model in args.epitome_models.split(","):
+            # the asset's own training path: same rows and the same grouped split for both models
+            options = {"dir": str(shared / "epitome"), "model": model, "encoder": args.backbone,
+                       "max_length": args.max_length, "max_rows": args.epitome_rows, "epochs": args.epochs,
+                       "batch_size": args.batch_size, "learning_rate": args.learning_rate, "device": args.device}
+            if model == "linear" and encoder is None:
+                from empathy_dag.evaluate.metrics.encoder import SentenceEncoder
+
+                encoder = SentenceEncoder(args.backbone, max_length=args.max_length, device=args.device)
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as work:
+                _, m = train_epitome_from_options(mechanism, options, work, encoder=encoder)
+            m["wall_seconds"] = round(time.perf_counter() - start, 1)
+            m["load_average_end"] = os.getloadavg()
+            record["epitome"][f"{mechanism}/{model}"] = {k: v for k, v in m.items() if k != "heldout_ids_first"}
+            print(json.dumps({"mechanism": mechanism, "model": model, **{k: m.get(k) for k in (
+                "heldout_macro_f1", "heldout_macro_f1_ci95", "heldout_f1_per_level", "published_roberta_macro_f1",
+                "majority_baseline_macro_f1", "train_rows", "heldout_rows", "train_test_overlap_seeker_posts",
+                "heldout_ids_sha256", "train_seconds", "examples_per_s", "confusion")}}), flush=True)
     if args.goemotions_train_rows >= 0:
         import polars as pl
 

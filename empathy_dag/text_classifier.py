@@ -92,6 +92,8 @@ def finetune(model_spec: str, texts: Sequence[str], pairs: Sequence[str] | None,
     model, tokenizer = load_for_training(model_spec, len(label_names), multi_label, label_names)
     encodings = tokenize(tokenizer, texts, pairs, settings.max_length)
     y = labels.astype(np.float32) if multi_label else labels.astype(np.int64)
+    if multi_label:
+        _bias_to_label_priors(model, y)
     compute_loss_func = None
     class_weights = None
     if not multi_label and settings.balanced_classes:
@@ -128,6 +130,20 @@ def finetune(model_spec: str, texts: Sequence[str], pairs: Sequence[str] | None,
              "class_weights": None if class_weights is None else [round(float(w), 4) for w in class_weights]}
     model.eval()
     return model, tokenizer, stats
+
+
+def _bias_to_label_priors(model, y: np.ndarray) -> None:
+    """Start each sigmoid at its label's base rate (bias = log-odds of the prior, as in the focal-loss
+    paper): a fresh head starts at 0.5 for all 28 labels, and a short CPU run spends its steps just
+    unlearning that instead of separating the labels."""
+    import torch
+
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == y.shape[1]]
+    if not heads or heads[-1].bias is None:
+        return
+    prior = np.clip(y.mean(axis=0), 1e-4, 1 - 1e-4)
+    with torch.no_grad():
+        heads[-1].bias.copy_(torch.tensor(np.log(prior / (1 - prior)), dtype=heads[-1].bias.dtype))
 
 
 def predict_logits(model, tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int,

@@ -127,6 +127,7 @@ def test_finetuned_classifier_keeps_holdout_ids_out_of_training_and_reports_f1_o
     from sklearn.metrics import f1_score
 
     from empathy_dag.curate.classifier import (
+        THRESHOLD_GRID,
         FineTunedEmotionClassifier,
         load_emotion_classifier,
         multi_hot,
@@ -147,7 +148,7 @@ def test_finetuned_classifier_keeps_holdout_ids_out_of_training_and_reports_f1_o
     assert m["train_rows"] == 100 and m["train_test_overlap_ids"] == 0 and m["steps"] == 2
     assert len(m["f1_per_label"]) == 28 and m["published_bert_base_macro_f1"] == 0.46
     assert m["macro_f1_ci95"][0] <= m["macro_f1"] <= m["macro_f1_ci95"][1]
-    assert set(m["thresholds"].values()) <= {round(float(t), 2) for t in np.arange(0.05, 0.96, 0.05)}
+    assert set(m["thresholds"].values()) <= {round(float(t), 4) for t in THRESHOLD_GRID}
 
     clf.save(tmp_path / "clf")
     loaded = load_emotion_classifier(tmp_path / "clf")
