@@ -15,8 +15,9 @@ Changing the fractions or the salt does move rows: that is a new split definitio
 A minimum test size per emotion (`min_test_dialogues`): with ~10 situations per emotion, a 10% hash cut
 leaves several emotions with no test item at all, and a scorecard that cannot see an emotion cannot
 say anything about it. When an emotion's natural test region holds fewer complete dialogues than the
-minimum, the situations with the highest buckets below it (validation first, then train: the nearest
-to the test region) are added to test until the minimum is met. Rows in the natural test region never
+minimum, the train situations with the highest buckets (the nearest to the validation and test
+regions) are added to test until the minimum is met; validation is never taken (the trainers' held-out
+measurements need it). Rows in the natural test region never
 move; a topped-up row moves back only if a new situation of the same emotion ranks above it, which
 stops happening once the emotion has enough data of its own (`top_up` marks these rows)."""
 
@@ -74,7 +75,7 @@ def assign_splits(frame: pl.DataFrame, fractions: SplitFractions = SplitFraction
             if {"speaker_utterance", "listener_reply"} <= set(out.columns) else pl.lit(True)
         have = out.filter((pl.col("split") == "test") & complete).height
         if have < min_test_dialogues:
-            candidates = (out.filter((pl.col("split") != "test") & complete)
+            candidates = (out.filter((pl.col("split") == "train") & complete)
                           .group_by("situation_id").agg(pl.col("split_bucket").first(), pl.len().alias("dialogues"))
                           .sort(["split_bucket", "situation_id"], descending=[True, False]))
             chosen = []

@@ -388,14 +388,15 @@ def run_dpo(base_dir: Path, sft_dir: Path, records: Sequence[dict], cfg, *, out_
                           eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
                           processing_class=tokenizer, callbacks=[*callbacks, *_progress_callbacks(log, "dpo")])
 
-    def after(_before):
-        ev = trainer.eval_dataset
-        if "ref_chosen_logps" in ev.column_names:  # precomputed by trl with the frozen SFT ("ref") adapter
-            ref_chosen, ref_rejected = ev["ref_chosen_logps"], ev["ref_rejected_logps"]
-        else:  # not precomputed: the reference is the SFT adapter, which is "ref" in the trained model
-            with _adapter(trainer.model, "ref"):
-                ref_chosen, ref_rejected = compute_reference_logprobs(
-                    trainer.model, tokenizer, eval_records, max_length=cfg.max_length, device=device)
+    def reference():
+        # The reference is the SFT adapter as it is before training, measured on exactly `eval_records`
+        # (trl's own eval dataset may drop rows, so its precomputed columns need not line up with them).
+        trainer.model.eval()
+        return compute_reference_logprobs(trainer.model, tokenizer, eval_records, max_length=cfg.max_length,
+                                          device=device)
+
+    def after(before):
+        ref_chosen, ref_rejected = before
         trainer.model.eval()
         chosen, rejected = compute_reference_logprobs(trainer.model, tokenizer, eval_records,
                                                       max_length=cfg.max_length, device=device)
@@ -408,6 +409,7 @@ def run_dpo(base_dir: Path, sft_dir: Path, records: Sequence[dict], cfg, *, out_
         return summary
 
     return _train(trainer, work_dir, out_dir, len(records), device, start, log=log,
+                  measure_before=reference if eval_records else None,
                   measure_after=after if eval_records else None, eval_records=len(eval_records))
 
 
