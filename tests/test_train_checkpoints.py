@@ -160,7 +160,8 @@ def test_reference_logprobs_cache(trained, resources, base_model_dir):
     assert sample["ref_rejected_logps"].to_list() == pytest.approx(rejected, abs=1e-3)
 
     # new data: only the new pairs are computed, the old ones come from the cache unchanged
-    bigger = pl.concat([frame, _tiny_data(["optimism", "disappointment"], per_emotion=3)])
+    # enough per emotion that train rows remain after the per-emotion test minimum (2) is topped up
+    bigger = pl.concat([frame, _tiny_data(["optimism", "disappointment"], per_emotion=8)])
     _materialize_data(resources, bigger)
     again = materialize(_training_assets(bigger), selection=[reference_logprobs], resources=resources,
                         run_config={"ops": {"reference_logprobs": {"config": {"max_length": 96}}}})
