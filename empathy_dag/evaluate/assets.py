@@ -403,7 +403,8 @@ def epitome_classifiers(context: AssetExecutionContext, evaluation: EvaluationCo
     for mechanism, key in EPITOME_KEYS.items():
         fingerprint = epitome_fingerprint(evaluation.epitome_dir, mechanism, options, EPITOME_CODE_VERSION,
                                           evaluation.epitome_holdout_ids)
-        folder = fetch_folder(model_store, key)
+        # Nothing published yet (first run on S3) is not an error here: it just means "train".
+        folder = model_store.fetch(key, missing_ok=True)
         metrics = saved_metrics(folder)
         reused = bool(metrics and metrics.get("fingerprint") == fingerprint)
         if not reused:
