@@ -18,7 +18,7 @@ from empathy_dag.export import assets as export_assets
 from empathy_dag.generate import assets as generate_assets
 from empathy_dag.generate import resources as generate_resources
 from empathy_dag.ingest import assets as ingest_assets
-from empathy_dag.io_managers import EmotionParquetIOManager
+from empathy_dag.io_managers import AllOrNothingIOManager, EmotionParquetIOManager
 from empathy_dag.pairs import assets as pairs_assets
 from empathy_dag.pairs import resources as pairs_resources
 from empathy_dag.profiles import active_profile, aws_resources
@@ -50,6 +50,8 @@ def _io_manager_keys() -> tuple[set[str], dict[str, str]]:
         for key in a.keys:
             io_key = a.get_io_manager_key_for_asset_key(key)
             name = key.path[-1]
+            if io_key == "ingest_io_manager":  # all-or-nothing outputs name their real store
+                io_key = f"{a.metadata_by_key.get(key, {}).get('stored_in')}_io_manager"
             if io_key == "parquet_io_manager":
                 parquet.add(name)
             elif io_key == "warehouse_io_manager":
@@ -80,10 +82,15 @@ def local_resources(root: Path | None = None) -> dict:
         model_dir = _env("EMPATHY_DAG_MODEL_DIR", str(root / "models"))
     # DuckDB creates the file but not its folder.
     Path(database).parent.mkdir(parents=True, exist_ok=True)
+    parquet_io = EmotionParquetIOManager(base_dir=parquet_dir)
+    warehouse_io = DuckDBPolarsIOManager(database=database, schema=WAREHOUSE_SCHEMA)
+    warehouse = Warehouse(database=database, parquet_base_dir=parquet_dir)
     resources = {
-        "parquet_io_manager": EmotionParquetIOManager(base_dir=parquet_dir),
-        "warehouse_io_manager": DuckDBPolarsIOManager(database=database, schema=WAREHOUSE_SCHEMA),
-        "warehouse": Warehouse(database=database, parquet_base_dir=parquet_dir),
+        "parquet_io_manager": parquet_io,
+        "warehouse_io_manager": warehouse_io,
+        "warehouse": warehouse,
+        "ingest_io_manager": AllOrNothingIOManager.over(parquet_io, warehouse,
+                                                   staging_dir=str(Path(database).parent / "staging")),
         "corpus_sources": CorpusSources(landing_dir=str(root / "landing"), archive_dir=str(root / "raw")),
         "goemotions": GoEmotionsSource(),
         "model_store": ModelStore(root=model_dir),

@@ -87,7 +87,7 @@ def aws_resources(cache_root: Path | None = None, env: dict[str, str] | None = N
     """The aws profile: every durable location on S3; `cache_root` (default $EMPATHY_DAG_CACHE_DIR or
     $DAGSTER_HOME/data) holds the local working copies (model cache, landing cache, DuckDB file) that a
     fresh ECS task rebuilds from S3."""
-    from empathy_dag.io_managers import EmotionParquetIOManager
+    from empathy_dag.io_managers import AllOrNothingIOManager, EmotionParquetIOManager
     from empathy_dag.resources import BaseModelConfig, CorpusSources, GoEmotionsSource, ModelStore
     from empathy_dag.settings import data_root
     from empathy_dag.storage_s3 import storage_options
@@ -99,16 +99,22 @@ def aws_resources(cache_root: Path | None = None, env: dict[str, str] | None = N
     database = str(root / "warehouse.duckdb")
     warehouse_uri = f"{s['base']}/warehouse/warehouse.duckdb"
     parquet_dir = f"{s['base']}/parquet"
+    parquet_io = EmotionParquetIOManager(
+        base_dir=parquet_dir, storage_options=storage_options(s["endpoint_url"], s["region_name"])
+    )
+    warehouse_io = S3SyncedDuckDBPolarsIOManager(
+        database=database, schema=WAREHOUSE_SCHEMA, s3_uri=warehouse_uri, endpoint_url=s["endpoint_url"]
+    )
+    warehouse = Warehouse(
+        database=database, parquet_base_dir=parquet_dir, s3_uri=warehouse_uri, endpoint_url=s["endpoint_url"]
+    )
     resources = {
-        "parquet_io_manager": EmotionParquetIOManager(
-            base_dir=parquet_dir, storage_options=storage_options(s["endpoint_url"], s["region_name"])
-        ),
-        "warehouse_io_manager": S3SyncedDuckDBPolarsIOManager(
-            database=database, schema=WAREHOUSE_SCHEMA, s3_uri=warehouse_uri, endpoint_url=s["endpoint_url"]
-        ),
-        "warehouse": Warehouse(
-            database=database, parquet_base_dir=parquet_dir, s3_uri=warehouse_uri, endpoint_url=s["endpoint_url"]
-        ),
+        "parquet_io_manager": parquet_io,
+        "warehouse_io_manager": warehouse_io,
+        "warehouse": warehouse,
+        # The journal of all-or-nothing steps (ingest) on the task's disk: see AllOrNothingIOManager.
+        "ingest_io_manager": AllOrNothingIOManager.over(parquet_io, warehouse,
+                                                   staging_dir=str(root / "staging")),
         "corpus_sources": CorpusSources(
             landing_dir=str(root / "landing"), archive_dir=str(root / "raw"),
             landing_s3_uri=f"{s['base']}/landing/", endpoint_url=s["endpoint_url"],

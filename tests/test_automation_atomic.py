@@ -2,6 +2,7 @@
 and the next run completes the partition (EmotionParquetIOManager writes temp file + rename)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,59 +132,165 @@ def test_run_monitoring_is_on_in_both_instance_configs():
         assert result.success, result.errors
 
 
-INGEST_CHILD = textwrap.dedent('''
+INGEST_CHILD = textwrap.dedent("""
     import os, signal, sys
     from dagster import DagsterInstance, materialize
-    from dagster._core.storage.db_io_manager import DbIOManager
+    from empathy_dag import io_managers
     from empathy_dag.definitions import local_resources
     from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus
 
-    root, kill = sys.argv[1], sys.argv[2] == "kill"
-    if kill:
-        real = DbIOManager.handle_output
-        def killed_between_outputs(self, context, obj):
-            if context.name == "quarantine":  # corpus_rows is written, quarantine and the log are not
-                print("KILLING", flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)
+    root, mode = sys.argv[1], sys.argv[2]
+
+    def kill(where):
+        print("KILLING", where, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if mode == "kill_staged":  # corpus_rows staged, quarantine and the file log not yet
+        real = io_managers._AllOrNothing.handle_output
+        def staged_then_killed(self, context, obj):
+            if context.name == "quarantine":
+                kill("after staging corpus_rows")
             return real(self, context, obj)
-        DbIOManager.handle_output = killed_between_outputs
+        io_managers._AllOrNothing.handle_output = staged_then_killed
+    elif mode == "kill_applying":  # committed; corpus_rows renamed into place, DuckDB not yet written
+        real = io_managers.EmotionParquetIOManager.handle_output
+        def applied_then_killed(self, context, obj):
+            real(self, context, obj)
+            kill("between the Parquet rename and the DuckDB transaction")
+        io_managers.EmotionParquetIOManager.handle_output = applied_then_killed
     resources = local_resources(root)
     assert materialize([emotion_taxonomy, ingest_corpus], resources=resources,
                        instance=DagsterInstance.ephemeral()).success
     print("DONE", flush=True)
-''')
+""")
+
+FILE_A = '{"emotion": "joy", "situation": "We won the league after ten years."}\n'
+FILE_B = ('{"emotion": "anger", "situation": "Someone keyed my car at the clinic."}\n'
+          '{"emotion": "hangry", "situation": "not a label"}\n')
+
+
+def _ingest_state(root: Path) -> dict[str, list]:
+    """The three outputs as readers see them, with the data root taken out of file names (so that two
+    roots compare), rows sorted."""
+    import duckdb
+
+    def rows(frame: pl.DataFrame) -> list:
+        frame = frame.with_columns(pl.col(pl.String).str.replace_all(str(root), "<root>", literal=True))
+        return sorted(frame.iter_rows(), key=repr)
+
+    state = {"corpus_rows": rows(pl.read_parquet(root / "parquet" / "corpus_rows.parquet"))}
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as conn:
+        for table in ("quarantine", "ingest_file_log"):
+            state[table] = rows(conn.execute(f"select * from main.{table}").pl())
+    return state
+
+
+def _names(rows: list, column: int) -> list[str]:
+    """The landing files named in `column` of `rows` (the shipped seed files are ingested too)."""
+    return sorted(Path(r[column]).name for r in rows if "/landing/" in r[column])
+
+
+def _ingest_in_process(root: Path) -> bool:
+    from dagster import DagsterInstance, materialize
+
+    from empathy_dag.definitions import local_resources
+    from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus
+
+    return materialize([emotion_taxonomy, ingest_corpus], resources=local_resources(root), raise_on_error=False,
+                       instance=DagsterInstance.ephemeral()).success
 
 
 @pytest.mark.timeout(300)
-def test_sigkill_between_ingest_outputs_and_the_next_run_completes_consistently(tmp_path):
-    """A real SIGKILL after corpus_rows is written and before quarantine / ingest_file_log: the next run
-    completes, and its three outputs describe the same set of files."""
-    import duckdb
+def test_ingest_outputs_are_all_or_nothing_under_sigkill_and_the_rerun_equals_a_clean_run(tmp_path):
+    """Real SIGKILLs at the two write points of the three ingest outputs: after one output is staged
+    (nothing visible changes) and after the commit, between the Parquet rename and the DuckDB transaction
+    (the journal is finished by the next user); the re-run equals a clean run, no row lost or doubled."""
+    from dagster import DagsterInstance, asset, materialize
+
+    from empathy_dag.definitions import local_resources
+    from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus
+    from empathy_dag.io_managers import STAGING_COMMIT
 
     root = tmp_path / "data"
     landing = root / "landing"
     landing.mkdir(parents=True)
 
-    def run(kill: bool) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", INGEST_CHILD, str(root), "kill" if kill else "ok"],
-                              check=False, capture_output=True, text=True, timeout=240,
-                              cwd=Path(__file__).parent.parent)
+    def killed_run(mode: str) -> None:
+        proc = subprocess.run([sys.executable, "-c", INGEST_CHILD, str(root), mode], check=False,
+                              capture_output=True, text=True, timeout=240, cwd=Path(__file__).parent.parent)
+        assert proc.returncode == -signal.SIGKILL and "KILLING" in proc.stdout, proc.stderr[-2000:]
 
-    (landing / "a.jsonl").write_text('{"emotion": "joy", "situation": "We won the league after ten years."}\n')
-    assert "DONE" in run(kill=False).stdout
-    (landing / "b.jsonl").write_text('{"emotion": "anger", "situation": "Someone keyed my car at the clinic."}\n'
-                                     '{"emotion": "hangry", "situation": "not a label"}\n')
-    killed = run(kill=True)
-    assert killed.returncode == -signal.SIGKILL and "KILLING" in killed.stdout
-    assert "DONE" in run(kill=False).stdout
+    (landing / "a.jsonl").write_text(FILE_A)
+    assert _ingest_in_process(root)
+    before = _ingest_state(root)
+    assert _names(before["ingest_file_log"], 0) == ["a.jsonl"] and before["quarantine"] == []
 
-    corpus = pl.read_parquet(root / "parquet" / "corpus_rows.parquet")
-    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as conn:
-        log = conn.execute("select file, valid, quarantined from main.ingest_file_log").pl()
-        quarantine = conn.execute("select file, reason_code from main.quarantine").pl()
-    landed = corpus.filter(pl.col("source_file").str.contains("/landing/"))
-    assert sorted(Path(f).name for f in landed["source_file"]) == ["a.jsonl", "b.jsonl"]
-    assert set(quarantine["file"]) <= set(log["file"]) and set(corpus["source_file"]) <= set(log["file"])
-    by_file = {Path(f).name: (v, q) for f, v, q in log.iter_rows() if "/landing/" in f}
-    assert by_file == {"a.jsonl": (1, 0), "b.jsonl": (1, 1)}
-    assert quarantine.filter(pl.col("file").str.ends_with("b.jsonl"))["reason_code"].to_list() == ["unknown_emotion"]
+    # 1. Killed with corpus_rows staged: the previous materialization is exactly what readers see.
+    (landing / "b.jsonl").write_text(FILE_B)
+    killed_run("kill_staged")
+    assert _ingest_state(root) == before
+    staging = root / "staging"
+    assert [p.name for p in staging.iterdir()] and not list(staging.glob(f"*/{STAGING_COMMIT}"))
+
+    # 2. Killed after the commit point, half applied. The next user of the IO manager (here a step that
+    # loads corpus_rows) finishes the dead run's journal and drops the uncommitted one, so all three agree.
+    killed_run("kill_applying")
+    assert len(list(staging.glob(f"*/{STAGING_COMMIT}"))) == 1
+    half = _ingest_state(root)
+    assert half["quarantine"] == [] and "b.jsonl" in _names(half["corpus_rows"], 10)  # the torn state
+    loaded = {}
+
+    @asset
+    def reads_corpus_rows(corpus_rows: pl.DataFrame) -> None:
+        loaded["rows"] = corpus_rows.height
+
+    assert materialize([emotion_taxonomy, ingest_corpus, reads_corpus_rows], selection="reads_corpus_rows",
+                       resources=local_resources(root), instance=DagsterInstance.ephemeral()).success
+    recovered = _ingest_state(root)
+    assert loaded["rows"] == len(recovered["corpus_rows"])
+    assert [r[3] for r in recovered["quarantine"]] == ["unknown_emotion"]
+    assert _names(recovered["corpus_rows"], 10) == ["a.jsonl", "b.jsonl"] and list(staging.iterdir()) == []
+
+    # 3. The re-run after the faults gives exactly what a clean run over the same files gives.
+    assert _ingest_in_process(root)
+    clean = tmp_path / "clean"
+    shutil.copytree(landing, clean / "landing")
+    assert _ingest_in_process(clean)
+    rerun = _ingest_state(root)
+    assert rerun == _ingest_state(clean) == recovered
+    landed = [r for r in rerun["corpus_rows"] if "/landing/" in r[10]]
+    assert len(landed) == 2 and len({r[0] for r in rerun["corpus_rows"]}) == len(rerun["corpus_rows"])
+
+
+def test_an_exception_while_staging_the_ingest_outputs_changes_nothing(tmp_path, monkeypatch):
+    """A writer raising half-way (disk full on the second output) fails the run and leaves the previous
+    three outputs and no staging folder; the next run lands all three."""
+    import errno
+
+    root = tmp_path / "data"
+    (root / "landing").mkdir(parents=True)
+    (root / "landing" / "a.jsonl").write_text(FILE_A)
+
+    def ingest() -> bool:
+        return _ingest_in_process(root)
+
+    assert ingest()
+    before = _ingest_state(root)
+    (root / "landing" / "b.jsonl").write_text(FILE_B)
+    real, calls = pl.DataFrame.write_parquet, []
+
+    def disk_full_on_second(self, target, *args, **kwargs):
+        calls.append(str(target))
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)", str(target))
+        return real(self, target, *args, **kwargs)
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", disk_full_on_second)
+    assert not ingest()
+    assert "staging" in calls[1] and _ingest_state(root) == before
+    assert list((root / "staging").iterdir()) == []
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", real)
+    assert ingest()
+    after = _ingest_state(root)
+    assert _names(after["corpus_rows"], 10) == ["a.jsonl", "b.jsonl"]
+    assert [r[3] for r in after["quarantine"]] == ["unknown_emotion"]

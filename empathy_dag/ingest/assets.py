@@ -63,16 +63,21 @@ def emotion_taxonomy(context: AssetExecutionContext) -> pl.DataFrame:
     code_version=INGEST_CODE_VERSION,
     deps=[emotion_taxonomy],
     outs={
+        # The three outputs are one snapshot of the landing zone: they go through the all-or-nothing IO
+        # manager (io_managers.AllOrNothingIOManager), so a fault between them leaves the previous three.
         "corpus_rows": AssetOut(
-            io_manager_key="parquet_io_manager",
+            io_manager_key="ingest_io_manager",
+            metadata={"stored_in": "parquet"},
             description="Every valid row of every source file, all emotions, with stable content-hash ids.",
         ),
         "quarantine": AssetOut(
-            io_manager_key="warehouse_io_manager",
+            io_manager_key="ingest_io_manager",
+            metadata={"stored_in": "warehouse"},
             description="Rows and files that failed validation: file, line, reason. Raw files are archived.",
         ),
         "ingest_file_log": AssetOut(
-            io_manager_key="warehouse_io_manager",
+            io_manager_key="ingest_io_manager",
+            metadata={"stored_in": "warehouse"},
             description="One row per source file: rows in, valid, quarantined, skipped, balanced.",
         ),
     },
