@@ -172,6 +172,11 @@ class _Reply:
     attempts: int
 
 
+# Finished replies are written to the response cache in batches (32 replies, or this many seconds):
+# one SQLite transaction per batch, and what a killed run loses is bounded by it.
+FLUSH_EVERY_S = 2.0
+
+
 @dataclass
 class OpenAICompatibleGenerator:
     base_url: str
@@ -403,7 +408,7 @@ class OpenAICompatibleGenerator:
         def flush(force: bool = False) -> None:
             if self.cache is None or not pending_rows:
                 return
-            if force or len(pending_rows) >= 32 or time.monotonic() - last_flush[0] > 2.0:
+            if force or len(pending_rows) >= 32 or time.monotonic() - last_flush[0] > FLUSH_EVERY_S:
                 self.cache.put_many(list(pending_rows))
                 pending_rows.clear()
                 last_flush[0] = time.monotonic()
@@ -450,7 +455,9 @@ class OpenAICompatibleGenerator:
                         break
                 try:
                     while futures:
-                        finished, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+                        # With a timeout, so that replies finished while every request in flight is slow
+                        # still reach the cache within FLUSH_EVERY_S: a SIGKILL then loses at most that.
+                        finished, _ = wait(list(futures), timeout=FLUSH_EVERY_S / 2, return_when=FIRST_COMPLETED)
                         for fut in finished:
                             k, i = futures.pop(fut)
                             reply = fut.result()  # raises GenerationBackendError: handled below
@@ -469,7 +476,8 @@ class OpenAICompatibleGenerator:
                             state["prompt_tokens"] += reply.prompt_tokens or 0
                             submit_next()
                         flush()
-                        report(len(futures))
+                        if finished:
+                            report(len(futures))
                 except BaseException:
                     stop.set()
                     for fut in futures:
