@@ -119,3 +119,23 @@ def test_unterminated_quote_loses_only_its_record(tmp_path):
     assert len(q) == 1 and q[0]["line"] == 2 and q[0]["reason_code"] == "csv_error"
     assert "line 2" in q[0]["reason"] and q[0]["file"].endswith("broken.csv")
     assert result.outcomes[0].balanced
+
+
+def test_columnar_corpus_frame_equals_the_per_row_dict_frame(tmp_path):
+    """The corpus frame is built column by column (issue 24); the former per-row `asdict` frame is the
+    oracle, over rows with and without dialogues, a duplicate and a bad row."""
+    import polars as pl
+
+    from empathy_dag.ingest.corpus import CORPUS_POLARS_SCHEMA
+    from empathy_dag.ingest.records import normalize_text
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(jl([good(1), good(2, speaker_utterance=None, listener_reply=None), good(1),
+                         {"emotion": "hangry", "situation": "not a label"}, good(3, domain=None, language="en")]))
+    result = ingest_files([path], taxonomy=TAX)
+    oracle = pl.DataFrame([r.as_dict() for o in result.outcomes for r in o.records], schema=CORPUS_POLARS_SCHEMA,
+                          orient="row")
+    assert result.corpus.height == 3 and result.corpus.equals(oracle)
+    assert result.corpus.schema == pl.Schema(CORPUS_POLARS_SCHEMA)
+    for text in ("  a\u200b b\u202e c  ", "e\u0301", "x\n\ty"):  # the memoised form is the function's
+        assert normalize_text(text) == normalize_text.__wrapped__(text)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 import polars as pl
@@ -37,6 +38,17 @@ QUARANTINE_POLARS_SCHEMA = {
 }
 
 
+def corpus_frame(records) -> pl.DataFrame:
+    """The valid records as the corpus frame, built column by column from the records' attributes:
+    `dataclasses.asdict` per row (a recursive deep copy) was a quarter of ingest time at 10k rows."""
+    columns: dict[str, list] = {name: [] for name in CORPUS_POLARS_SCHEMA}
+    appenders = [(attrgetter(name), columns[name].append) for name in CORPUS_POLARS_SCHEMA]
+    for record in records:
+        for get, append in appenders:
+            append(get(record))
+    return pl.DataFrame(columns, schema=CORPUS_POLARS_SCHEMA)
+
+
 @dataclass
 class IngestResult:
     outcomes: list[FileOutcome] = field(default_factory=list)
@@ -46,8 +58,7 @@ class IngestResult:
 
     @property
     def corpus(self) -> pl.DataFrame:
-        rows = [r.as_dict() for o in self.outcomes for r in o.records]
-        return pl.DataFrame(rows, schema=CORPUS_POLARS_SCHEMA, orient="row")
+        return corpus_frame(r for o in self.outcomes for r in o.records)
 
     @property
     def quarantine(self) -> pl.DataFrame:

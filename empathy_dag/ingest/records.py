@@ -10,6 +10,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from empathy_dag.taxonomy import Taxonomy
@@ -133,6 +134,7 @@ _INVISIBLE_STORED = re.compile(f"[{_BIDI_CONTROLS}\u200b\u2060\ufeff\u00ad]")
 _INVISIBLE_ALL = re.compile(f"[{_BIDI_CONTROLS}{_ZERO_WIDTH}]")
 
 
+@lru_cache(maxsize=4096)  # a row's texts are normalised once to check them and again to store them
 def normalize_text(text: str) -> str:
     """NFC, bidi controls and zero-width spaces removed, collapsed whitespace: the stored form. (ZWJ and
     ZWNJ stay in stored text: emoji sequences and some scripts need them; ids ignore them.)"""
