@@ -1,6 +1,7 @@
 """The generated bad-input corpus (tests/fixtures/bad_input_corpus.py) in one landing zone: kinds
 handled, good rows lost, bad rows quarantined, paths accounted for, time to ingest and to scan it; and
-real SIGKILLs at two write points (between the ingest outputs, in the middle of a Parquet write), each
+real SIGKILLs at three write points (ingest: one output staged, mid-apply after the commit; in the middle
+of a Parquet write), each
 followed by a normal run whose data is checked for consistency.
 
     .venv/bin/python bench/bench_bad_inputs.py [--repeats 5] [--kills 3]
@@ -89,26 +90,34 @@ def corpus_figures(repeats: int) -> dict:
 
 
 def faults(kills: int) -> dict:
-    from tests.test_automation_atomic import CHILD, INGEST_CHILD
+    from tests.test_automation_atomic import CHILD, FILE_A, FILE_B, INGEST_CHILD, _ingest_state, _names
 
     root_dir = Path(__file__).resolve().parent.parent
-    survived = {"between_ingest_outputs": 0, "mid_parquet_write": 0}
+    survived = {"ingest_after_staging_one_output": 0, "ingest_after_commit_mid_apply": 0, "mid_parquet_write": 0}
     for _ in range(kills):
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp) / "data"
-            (root / "landing").mkdir(parents=True)
-            (root / "landing" / "a.jsonl").write_text('{"emotion": "joy", "situation": "We won the league."}\n')
-            run = [sys.executable, "-c", INGEST_CHILD, str(root)]
-            killed = subprocess.run([*run, "kill"], capture_output=True, text=True, cwd=root_dir, check=False)
-            healed = subprocess.run([*run, "ok"], capture_output=True, text=True, cwd=root_dir, check=False)
-            corpus = pl.read_parquet(root / "parquet" / "corpus_rows.parquet")
-            import duckdb
-
-            with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as conn:
-                files = {r[0] for r in conn.execute("select file from main.ingest_file_log").fetchall()}
-            ok = (killed.returncode == -signal.SIGKILL and "DONE" in healed.stdout
-                  and set(corpus["source_file"]) <= files)
-            survived["between_ingest_outputs"] += ok
+        for mode, point in (("kill_staged", "ingest_after_staging_one_output"),
+                            ("kill_applying", "ingest_after_commit_mid_apply")):
+            with tempfile.TemporaryDirectory() as tmp:
+                root = Path(tmp) / "data"
+                (root / "landing").mkdir(parents=True)
+                (root / "landing" / "a.jsonl").write_text(FILE_A)
+                run = [sys.executable, "-c", INGEST_CHILD, str(root)]
+                first = subprocess.run([*run, "ok"], capture_output=True, text=True, cwd=root_dir, check=False)
+                before = _ingest_state(root)
+                (root / "landing" / "b.jsonl").write_text(FILE_B)
+                killed = subprocess.run([*run, mode], capture_output=True, text=True, cwd=root_dir, check=False)
+                # Before the commit point nothing visible may change; after it the journal is finished by
+                # the next run, whose three outputs must then describe the same two files.
+                untouched = mode != "kill_staged" or _ingest_state(root) == before
+                healed = subprocess.run([*run, "ok"], capture_output=True, text=True, cwd=root_dir, check=False)
+                state = _ingest_state(root)
+                ok = ("DONE" in first.stdout and killed.returncode == -signal.SIGKILL and untouched
+                      and "DONE" in healed.stdout
+                      and _names(state["corpus_rows"], 10) == ["a.jsonl", "b.jsonl"]
+                      and _names(state["ingest_file_log"], 0) == ["a.jsonl", "b.jsonl"]
+                      and [r[3] for r in state["quarantine"]] == ["unknown_emotion"]
+                      and not list((root / "staging").iterdir()))
+                survived[point] += ok
         with tempfile.TemporaryDirectory() as tmp:
             proc = subprocess.Popen([sys.executable, "-c", CHILD, tmp, "1", "stall"], stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, text=True, cwd=root_dir)
