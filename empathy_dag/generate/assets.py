@@ -1,5 +1,6 @@
 """Generate stage: the base model, batched LLM generation with a response cache, and the
 SYNTHEMPATHY-style synthetic dialogue assets."""
+import json
 import os
 from pathlib import Path
 
@@ -93,6 +94,8 @@ def base_model(context: AssetExecutionContext, base_model_config: BaseModelConfi
         )
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
+        # What the model cards name as `base_model` (a hub id) and the conversion of the embedded one lacks.
+        (out_dir / "source.json").write_text(json.dumps({"source": source}))
         info = {"path": str(out_dir), "sha256": sha256_tree(out_dir),
                 "parameters": sum(p.numel() for p in model.parameters())}
         origin = source

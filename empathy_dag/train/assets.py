@@ -57,6 +57,13 @@ def _base_model(model_store: ModelStore) -> dict:
     return {"path": str(path), "sha256": sha256_tree(path)}
 
 
+def languages_of(frame: pl.DataFrame) -> list[str]:
+    """The languages a model was trained on (the card's `language`); English when the data says none."""
+    if "language" not in frame.columns or not frame.height:
+        return ["en"]
+    return sorted(str(v) for v in frame["language"].drop_nulls().unique()) or ["en"]
+
+
 def _hyperparameters(cfg) -> dict:
     return json.loads(cfg.model_dump_json()) if hasattr(cfg, "model_dump_json") else dict(cfg)
 
@@ -122,7 +129,7 @@ def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, mo
                       hyper)
     emotions = sorted(e for e, df in frames.items() if df.height)
     card = {"title": "Empathy LoRA SFT", "kind": "sft", "base_model_sha256": base["sha256"], "inputs": inputs,
-            "extra": {"emotions": emotions, "input_fingerprint": key}}
+            "extra": {"emotions": emotions, "input_fingerprint": key, "languages": languages_of(dialogues)}}
     return _launch_training(context, model_store, kind="sft", key=key,
                             records=sft_records(dialogues, config.system_prompt),
                             eval_records=sft_records(validation, config.system_prompt), hyperparameters=hyper,
@@ -247,7 +254,7 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
     emotions = sorted(e for e, df in frames.items() if df.height)
     card = {"title": "Empathy LoRA DPO (EmPO)", "kind": "dpo", "base_model_sha256": base["sha256"],
             "inputs": inputs, "extra": {
-                "emotions": emotions, "input_fingerprint": key,
+                "emotions": emotions, "input_fingerprint": key, "languages": languages_of(pairs),
                 # What the retraining sensor compares against the current pairs, and what the
                 # blocking promotion check compares against the promoted checkpoint: the train pairs
                 # this run was given (a capped run trained on a sample of them; it is not stale).

@@ -83,7 +83,7 @@ def checkpoint_metadata(*, out_dir: Path, result, base: dict, inputs: dict, hype
 
     plot = loss_curve_png(result.log_history, out_dir / "loss_curve.png", title=f"{title}: train and eval loss")
     card = model_card(title=title, kind=kind, base_model=base, inputs=inputs, hyperparameters=hyperparameters,
-                      result=result)
+                      result=result, extra=extra)
     (out_dir / "README.md").write_text(card, encoding="utf-8")
     (out_dir / "training_log.json").write_text(json.dumps(result.log_history, indent=1), encoding="utf-8")
     png = base64.b64encode(Path(plot).read_bytes()).decode()
