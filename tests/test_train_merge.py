@@ -115,3 +115,44 @@ def test_merge_refuses_a_folder_without_adapter(base_model_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="no PEFT adapter"):
         merge_adapter(base_model_dir, tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def _link_model(src: Path, dst: Path) -> None:
+    """A model-store folder made of links to a model's files: no copy of the weights per test."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        (dst / f.name).symlink_to(f)
+
+
+def test_merged_model_asset_merges_the_store_adapter_without_pushing(resources, data_root, base_model_dir,
+                                                                     tiny_adapter):
+    import duckdb
+    from dagster import materialize
+
+    from empathy_dag.definitions import defs
+    from empathy_dag.models import sha256_tree
+    from empathy_dag.train.assets import leaderboard_rows_for, merged_model
+
+    models = data_root / "models"
+    _link_model(base_model_dir, models / "base_model")
+    _link_model(tiny_adapter, models / "dpo_checkpoint")
+    assert "merged_model" not in {k.to_user_string() for k in defs.resolve_job_def("main_job").asset_layer
+                                  .executable_asset_keys}  # sharing is a step of its own
+    # A leaderboard with one row for this adapter's weights and one for another model's.
+    sha = sha256_tree(tiny_adapter)
+    with duckdb.connect(str(data_root / "warehouse.duckdb")) as conn:
+        conn.execute("CREATE TABLE main.leaderboard (system TEXT, model_sha256 TEXT, emotion TEXT, metric TEXT, "
+                     "value DOUBLE, n INT, ci_low DOUBLE, ci_high DOUBLE, verdict TEXT, delta DOUBLE, "
+                     "delta_ci_low DOUBLE, delta_ci_high DOUBLE, p_adjusted DOUBLE)")
+        conn.execute("INSERT INTO main.leaderboard VALUES ('dpo', ?, 'all', 'judge_score', 3.1, 40, 2.8, 3.4, "
+                     "'inconclusive', 0.1, -0.2, 0.4, 0.5), ('sft', 'other', 'all', 'judge_score', 2.0, 40, 1.7, "
+                     "2.3, NULL, NULL, NULL, NULL, NULL)", [sha])
+    assert [r["value"] for r in leaderboard_rows_for(resources["warehouse"], sha)] == [3.1]
+
+    result = materialize([merged_model], resources=resources)
+    meta = result.asset_materializations_for_node("merged_model")[0].metadata
+    assert meta["pushed_to"].value == "" and meta["adapter_sha256"].value == sha
+    assert meta["leaderboard_metrics"].value == 1
+    out = Path(meta["path"].value)
+    assert meta["sha256"].value == sha256_tree(out) and (out / "README.md").is_file()
+    assert "| judge_score | 3.1 | 40 | [2.8, 3.4] | inconclusive |" in (out / "README.md").read_text()
