@@ -125,18 +125,75 @@ def resolve_encoder(spec: str) -> str:
     return str(embedded_minilm_dir()) if spec == EMBEDDED_MINILM else spec
 
 
-def sha256_tree(folder: Path, patterns: tuple[str, ...] = ("*.safetensors",)) -> str:
-    """One hash over the weight files of a folder (names and bytes), stable across machines."""
+# Tree hashes of weight folders, keyed by what a rewrite changes (path, size, mtime, ctime, inode of
+# every file): a 7B model's ~15 GB is read once, not on every asset and step that names its sha256. In
+# memory per process, and in a JSON file shared by processes (Pipes steps are subprocesses).
+HASH_CACHE_ENV = "EMPATHY_DAG_HASH_CACHE"
+HASH_CACHE_ENTRIES = 512
+_TREE_HASHES: dict[str, tuple[str, str]] = {}
+
+
+def hash_cache_file() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "empathy_dag" / "weight_hashes.json"
+    return Path(os.environ.get(HASH_CACHE_ENV) or default)
+
+
+def _tree_signature(folder: Path, files: list[Path]) -> str:
     h = hashlib.sha256()
-    files = sorted({p for pat in patterns for p in Path(folder).rglob(pat) if p.is_file()})
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(folder)}\x1f{st.st_size}\x1f{st.st_mtime_ns}\x1f{st.st_ctime_ns}\x1f"
+                 f"{st.st_ino}\x1e".encode())
+    return h.hexdigest()
+
+
+def _read_hash_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):  # none yet, or a torn/garbled file: a cache, so start over
+        return {}
+
+
+def _write_hash_cache(path: Path, key: str, signature: str, digest: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read_hash_cache(path)
+        data.pop(key, None)
+        data[key] = [signature, digest]
+        data = dict(list(data.items())[-HASH_CACHE_ENTRIES:])  # the most recently written entries
+        tmp = temp_name_for(path)
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+    except OSError:
+        pass  # a read-only home or full disk costs a re-hash next time, never a failed run
+
+
+def sha256_tree(folder: Path, patterns: tuple[str, ...] = ("*.safetensors",)) -> str:
+    """One hash over the weight files of a folder (names and bytes), stable across machines. Cached by
+    the files' (path, size, mtime, ctime, inode): unchanged files are not read again."""
+    folder = Path(folder)
+    files = sorted({p for pat in patterns for p in folder.rglob(pat) if p.is_file()})
     if not files:
         raise FileNotFoundError(f"no files matching {patterns} under {folder}")
+    key = f"{folder.resolve()}\x1f{','.join(patterns)}"
+    signature = _tree_signature(folder, files)
+    cached = _TREE_HASHES.get(key) or tuple(_read_hash_cache(hash_cache_file()).get(key) or ())
+    if len(cached) == 2 and cached[0] == signature:
+        _TREE_HASHES[key] = (signature, cached[1])
+        return cached[1]
+    h = hashlib.sha256()
     for p in files:
         h.update(str(p.relative_to(folder)).encode())
         with open(p, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    # Files changed while being read (a writer racing the hash): not cached, the next call reads again.
+    if _tree_signature(folder, files) == signature:
+        _TREE_HASHES[key] = (signature, digest)
+        _write_hash_cache(hash_cache_file(), key, signature, digest)
+    return digest
 
 
 def torch_dtype(name: str):

@@ -67,3 +67,44 @@ def test_auto_dtype_is_bfloat16_only_where_the_hardware_has_it(monkeypatch, base
                                  GenerationSettings(max_new_tokens=8, do_sample=False))
     assert replies[0].strip() and generator.last_stats["dtype"] == "bfloat16"
     forget_loaded_models()
+
+
+def test_weight_hash_is_read_once_and_redone_when_a_file_changes(tmp_path, monkeypatch):
+    import builtins
+    import hashlib
+    import os
+
+    from empathy_dag import models
+
+    monkeypatch.setenv(models.HASH_CACHE_ENV, str(tmp_path / "cache" / "hashes.json"))
+    monkeypatch.setattr(models, "_TREE_HASHES", {})
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"a" * 4096)
+    expected = hashlib.sha256(b"model.safetensors" + b"a" * 4096).hexdigest()  # names and bytes, as before
+
+    reads = []
+
+    def counting_open(path, *args, **kwargs):
+        reads.append(os.path.basename(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(models, "open", counting_open, raising=False)
+    assert sha256_tree(folder) == expected and reads == ["model.safetensors"]
+    monkeypatch.setattr(models, "_TREE_HASHES", {})  # a new process: only the cache file is left
+    assert sha256_tree(folder) == expected and reads == ["model.safetensors"]  # not read again
+
+    # Same size, same mtime, other bytes: the ctime (and inode of a replaced file) tell it changed.
+    stat = weights.stat()
+    replacement = folder / "new.tmp"
+    replacement.write_bytes(b"b" * 4096)
+    os.replace(replacement, weights)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert sha256_tree(folder) == hashlib.sha256(b"model.safetensors" + b"b" * 4096).hexdigest()
+    assert reads == ["model.safetensors", "model.safetensors"]
+
+    # A garbled cache file is a cache miss, not an error.
+    (tmp_path / "cache" / "hashes.json").write_text("{not json")
+    monkeypatch.setattr(models, "_TREE_HASHES", {})
+    assert sha256_tree(folder) == hashlib.sha256(b"model.safetensors" + b"b" * 4096).hexdigest()
