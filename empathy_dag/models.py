@@ -114,11 +114,44 @@ def embedded_minilm_dir() -> Path:
     raise FileNotFoundError(f"no model folder with config.json + model.safetensors under {root}")
 
 
+HUB_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+# What the environment said before an `allow_hub=True` load turned the hub on, restored by the next
+# load that did not ask for the hub (one process runs several assets).
+_ENV_BEFORE_ALLOW_HUB: dict[str, str | None] | None = None
+
+
+def _sync_hub_constants() -> None:
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import (transformers asks it too): keep it equal to
+    the environment when it was imported before the environment changed."""
+    import sys
+
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = any(
+            os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"} for v in HUB_OFFLINE_VARS)
+
+
 def hub_offline_by_default(allow_hub: bool = False) -> None:
-    """Offline unless the user opts in: a pipeline run must not reach for the hub by surprise."""
-    if not allow_hub:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    """Offline unless the user opts in: a pipeline run must not reach for the hub by surprise.
+    `allow_hub=True` is that opt-in and wins over an inherited HF_HUB_OFFLINE=1 (the Pipes steps'
+    environment, a shell profile), so a hub id loads wherever the config says so."""
+    global _ENV_BEFORE_ALLOW_HUB
+    if allow_hub:
+        if _ENV_BEFORE_ALLOW_HUB is None:
+            _ENV_BEFORE_ALLOW_HUB = {v: os.environ.get(v) for v in HUB_OFFLINE_VARS}
+        for var in HUB_OFFLINE_VARS:
+            os.environ[var] = "0"
+    else:
+        if _ENV_BEFORE_ALLOW_HUB is not None:
+            for var, value in _ENV_BEFORE_ALLOW_HUB.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
+            _ENV_BEFORE_ALLOW_HUB = None
+        for var in HUB_OFFLINE_VARS:
+            os.environ.setdefault(var, "1")
+    _sync_hub_constants()
 
 
 def resolve_encoder(spec: str) -> str:

@@ -1,7 +1,9 @@
 """The embedded defaults are real models: SmolLM2 converted from GGUF, MiniLM from its package."""
 
 import json
+import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -72,7 +74,6 @@ def test_auto_dtype_is_bfloat16_only_where_the_hardware_has_it(monkeypatch, base
 def test_weight_hash_is_read_once_and_redone_when_a_file_changes(tmp_path, monkeypatch):
     import builtins
     import hashlib
-    import os
 
     from empathy_dag import models
 
@@ -108,3 +109,25 @@ def test_weight_hash_is_read_once_and_redone_when_a_file_changes(tmp_path, monke
     (tmp_path / "cache" / "hashes.json").write_text("{not json")
     monkeypatch.setattr(models, "_TREE_HASHES", {})
     assert sha256_tree(folder) == hashlib.sha256(b"model.safetensors" + b"b" * 4096).hexdigest()
+
+
+def test_allow_hub_wins_over_an_inherited_offline_setting_and_is_undone_after(monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    from empathy_dag import models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what `make`, a shell profile or a Pipes step exports
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(models, "_ENV_BEFORE_ALLOW_HUB", None)
+    models.hub_offline_by_default(allow_hub=True)
+    assert not hub_constants.is_offline_mode() and os.environ["HF_HUB_OFFLINE"] == "0"
+    models.hub_offline_by_default(allow_hub=False)  # the next load that did not ask: offline again
+    assert hub_constants.is_offline_mode() and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert "TRANSFORMERS_OFFLINE" in os.environ
+
+
+def test_makefile_leaves_the_hub_switch_to_the_config():
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    exported = [line for line in makefile.splitlines() if line.startswith("export ")]
+    assert not [line for line in exported if "HF_HUB_OFFLINE" in line or "TRANSFORMERS_OFFLINE" in line]
