@@ -230,8 +230,11 @@ def sha256_tree(folder: Path, patterns: tuple[str, ...] = ("*.safetensors",)) ->
 
 
 def torch_dtype(name: str):
+    """A torch dtype by name; "auto" stays "auto" (transformers then keeps the checkpoint's own dtype)."""
     import torch
 
+    if name == "auto":
+        return "auto"
     return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
 
@@ -265,6 +268,19 @@ def pick_device(device: str = "auto") -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def device_placement(device: str, gpu_count: int | None = None) -> dict:
+    """from_pretrained keywords that place the model: `device_map="auto"` (accelerate spreads the layers)
+    when the device is plain "cuda" and several GPUs are visible, so a model larger than one GPU loads;
+    nothing otherwise (the caller moves the model to its one device)."""
+    if device != "cuda":
+        return {}
+    if gpu_count is None:
+        import torch
+
+        gpu_count = torch.cuda.device_count()
+    return {"device_map": "auto"} if gpu_count > 1 else {}
 
 
 def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> dict[str, Any]:
@@ -335,13 +351,16 @@ def load_causal_lm(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    resolved = pick_device(device)
+    placement = device_placement(resolved)
     model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+        source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True, **placement
     )
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-    model.to(pick_device(device))
+    if not placement:
+        model.to(resolved)
     model.eval()
     return model, tokenizer

@@ -131,3 +131,37 @@ def test_makefile_leaves_the_hub_switch_to_the_config():
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()
     exported = [line for line in makefile.splitlines() if line.startswith("export ")]
     assert not [line for line in exported if "HF_HUB_OFFLINE" in line or "TRANSFORMERS_OFFLINE" in line]
+
+
+def test_device_map_auto_only_with_several_gpus():
+    from empathy_dag.models import device_placement
+
+    assert device_placement("cuda", gpu_count=2) == {"device_map": "auto"}
+    assert device_placement("cuda", gpu_count=1) == {} and device_placement("cpu", gpu_count=4) == {}
+    assert device_placement("cuda:1", gpu_count=2) == {}  # a pinned GPU stays pinned
+
+
+def test_base_model_keeps_a_bf16_checkpoint_in_bf16(base_model_dir, tmp_path):
+    """A folder (or hub id) saved in bfloat16 is saved again in bfloat16 by `base_model`, not up-cast."""
+    from dagster import materialize
+    from safetensors import safe_open
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from empathy_dag.definitions import local_resources
+    from empathy_dag.generate.assets import base_model
+    from empathy_dag.resources import BaseModelConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    source = tmp_path / "tiny_bf16"
+    tiny.to(torch.bfloat16).save_pretrained(source, safe_serialization=True)
+    tokenizer.save_pretrained(source)
+
+    resources = {**local_resources(tmp_path / "data"), "base_model_config": BaseModelConfig(source=str(source))}
+    result = materialize([base_model], resources=resources)
+    meta = result.asset_materializations_for_node("base_model")[0].metadata
+    assert meta["dtype"].value == "bfloat16"
+    with safe_open(str(Path(meta["path"].value) / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in list(f.keys())} == {"BF16"}
+    assert json.loads((Path(meta["path"].value) / "source.json").read_text()) == {"source": str(source)}
