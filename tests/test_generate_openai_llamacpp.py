@@ -204,7 +204,7 @@ def test_test_generations_and_judge_through_a_served_model(llama_server, resourc
 
 
 def test_served_model_without_a_server_is_a_clear_error():
-    from empathy_dag.evaluate.assets import served_generator
+    from empathy_dag.generate.openai_backend import served_generator
     from empathy_dag.generate.resources import TextGenerator
 
     with pytest.raises(ValueError, match="EMPATHY_DAG_OPENAI_BASE_URL"):

@@ -143,27 +143,13 @@ def load_engine(source: str, adapter: str | None, text_generator: TextGenerator,
     from empathy_dag.generate.engine import load_generator
 
     if served_model:
+        from empathy_dag.generate.openai_backend import served_generator
+
         return served_generator(text_generator, served_model)
     return load_generator(source, adapter=adapter, dtype=text_generator.dtype, device=text_generator.device,
                           batch_size=text_generator.batch_size,
                           cache_dir=text_generator.cache_dir if text_generator.use_cache else None,
                           allow_hub=text_generator.allow_hub, trust_remote_code=text_generator.trust_remote_code)
-
-
-def served_generator(text_generator: TextGenerator, served_model: str):
-    """`served_model` on the server of a `ServerTextGenerator`; a clear error when the text_generator
-    loads weights in process (no server configured)."""
-    from empathy_dag.generate.engine import ResponseCache
-
-    server = getattr(text_generator, "server", None)  # a ServerTextGenerator's backend
-    if server is None:
-        raise ValueError(f"evaluation.served_models names {served_model!r}, but the text_generator resource "
-                         "has no server: set EMPATHY_DAG_OPENAI_BASE_URL (or use a ServerTextGenerator)")
-    generator = server.get_generator(model=served_model, cache_id=f"server:{served_model}")
-    # The stage's cache folder and switch, as for the text_generator's own model (one cache object
-    # for every endpoint when several servers share the work).
-    generator.cache = ResponseCache(text_generator.cache_dir) if text_generator.use_cache else None
-    return generator
 
 
 def listener_conversation(speaker_utterance: str, system_prompt: str | None) -> list[dict]:
