@@ -156,3 +156,25 @@ def test_merged_model_asset_merges_the_store_adapter_without_pushing(resources, 
     out = Path(meta["path"].value)
     assert meta["sha256"].value == sha256_tree(out) and (out / "README.md").is_file()
     assert "| judge_score | 3.1 | 40 | [2.8, 3.4] | inconclusive |" in (out / "README.md").read_text()
+
+
+def test_training_step_card_keeps_the_dpo_extras_out_of_the_header(base_model_dir, tmp_path):
+    """What `train.steps` writes after a DPO run: typed metadata extras (md dicts, lists) go into the
+    materialization, the card header only takes the fingerprint and languages from them."""
+    from huggingface_hub import ModelCard
+
+    from empathy_dag.train.steps import checkpoint_metadata, md
+    from empathy_dag.train.trainers import TrainingResult
+
+    result = TrainingResult(adapter_dir=tmp_path, sha256="s" * 64, log_history=[{"step": 1, "loss": 0.7}],
+                            global_step=1, resumed_from_step=0, steps_this_run=1, seconds=0.5, train_records=2,
+                            device="cpu")
+    extra = {"emotions": ["joy"], "input_fingerprint": "abc", "languages": ["ja"],
+             "metrics": md({"reward_accuracy": 0.5}, "json"), "final_reward_margin": md(0.1, "float")}
+    meta = checkpoint_metadata(out_dir=tmp_path, result=result, base={"path": str(base_model_dir), "sha256": "b" * 64},
+                               inputs={}, hyperparameters={"beta": 0.05}, title="DPO", kind="dpo", extra=extra,
+                               published="")
+    assert meta["final_reward_margin"] == md(0.1, "float") and meta["emotions"] == ["joy"]
+    data = ModelCard.load(tmp_path / "README.md").data.to_dict()
+    assert data["training_data_fingerprint"] == "abc" and data["language"] == ["ja"]
+    assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "dpo" in data["tags"]
