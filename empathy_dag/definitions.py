@@ -111,7 +111,8 @@ def profile_resources() -> dict:
 
 main_job = define_asset_job(
     "main_job",
-    selection=AssetSelection.all(),
+    # Less the merged model: sharing is a step of its own (a second full copy of the weights).
+    selection=AssetSelection.all() - AssetSelection.assets(train_assets.MERGED_MODEL),
     description="Everything from the taxonomy to the leaderboard on the embedded default models.",
 )
 

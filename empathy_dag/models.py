@@ -114,34 +114,127 @@ def embedded_minilm_dir() -> Path:
     raise FileNotFoundError(f"no model folder with config.json + model.safetensors under {root}")
 
 
+HUB_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+# What the environment said before an `allow_hub=True` load turned the hub on, restored by the next
+# load that did not ask for the hub (one process runs several assets).
+_ENV_BEFORE_ALLOW_HUB: dict[str, str | None] | None = None
+
+
+def _sync_hub_constants() -> None:
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import (transformers asks it too): keep it equal to
+    the environment when it was imported before the environment changed."""
+    import sys
+
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = any(
+            os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"} for v in HUB_OFFLINE_VARS)
+
+
 def hub_offline_by_default(allow_hub: bool = False) -> None:
-    """Offline unless the user opts in: a pipeline run must not reach for the hub by surprise."""
-    if not allow_hub:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    """Offline unless the user opts in: a pipeline run must not reach for the hub by surprise.
+    `allow_hub=True` is that opt-in and wins over an inherited HF_HUB_OFFLINE=1 (the Pipes steps'
+    environment, a shell profile), so a hub id loads wherever the config says so."""
+    global _ENV_BEFORE_ALLOW_HUB
+    if allow_hub:
+        if _ENV_BEFORE_ALLOW_HUB is None:
+            _ENV_BEFORE_ALLOW_HUB = {v: os.environ.get(v) for v in HUB_OFFLINE_VARS}
+        for var in HUB_OFFLINE_VARS:
+            os.environ[var] = "0"
+    else:
+        if _ENV_BEFORE_ALLOW_HUB is not None:
+            for var, value in _ENV_BEFORE_ALLOW_HUB.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
+            _ENV_BEFORE_ALLOW_HUB = None
+        for var in HUB_OFFLINE_VARS:
+            os.environ.setdefault(var, "1")
+    _sync_hub_constants()
 
 
 def resolve_encoder(spec: str) -> str:
     return str(embedded_minilm_dir()) if spec == EMBEDDED_MINILM else spec
 
 
-def sha256_tree(folder: Path, patterns: tuple[str, ...] = ("*.safetensors",)) -> str:
-    """One hash over the weight files of a folder (names and bytes), stable across machines."""
+# Tree hashes of weight folders, keyed by what a rewrite changes (path, size, mtime, ctime, inode of
+# every file): a 7B model's ~15 GB is read once, not on every asset and step that names its sha256. In
+# memory per process, and in a JSON file shared by processes (Pipes steps are subprocesses).
+HASH_CACHE_ENV = "EMPATHY_DAG_HASH_CACHE"
+HASH_CACHE_ENTRIES = 512
+_TREE_HASHES: dict[str, tuple[str, str]] = {}
+
+
+def hash_cache_file() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "empathy_dag" / "weight_hashes.json"
+    return Path(os.environ.get(HASH_CACHE_ENV) or default)
+
+
+def _tree_signature(folder: Path, files: list[Path]) -> str:
     h = hashlib.sha256()
-    files = sorted({p for pat in patterns for p in Path(folder).rglob(pat) if p.is_file()})
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(folder)}\x1f{st.st_size}\x1f{st.st_mtime_ns}\x1f{st.st_ctime_ns}\x1f"
+                 f"{st.st_ino}\x1e".encode())
+    return h.hexdigest()
+
+
+def _read_hash_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):  # none yet, or a torn/garbled file: a cache, so start over
+        return {}
+
+
+def _write_hash_cache(path: Path, key: str, signature: str, digest: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read_hash_cache(path)
+        data.pop(key, None)
+        data[key] = [signature, digest]
+        data = dict(list(data.items())[-HASH_CACHE_ENTRIES:])  # the most recently written entries
+        tmp = temp_name_for(path)
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old or the new file
+    except OSError:
+        pass  # a read-only home or full disk costs a re-hash next time, never a failed run
+
+
+def sha256_tree(folder: Path, patterns: tuple[str, ...] = ("*.safetensors",)) -> str:
+    """One hash over the weight files of a folder (names and bytes), stable across machines. Cached by
+    the files' (path, size, mtime, ctime, inode): unchanged files are not read again."""
+    folder = Path(folder)
+    files = sorted({p for pat in patterns for p in folder.rglob(pat) if p.is_file()})
     if not files:
         raise FileNotFoundError(f"no files matching {patterns} under {folder}")
+    key = f"{folder.resolve()}\x1f{','.join(patterns)}"
+    signature = _tree_signature(folder, files)
+    cached = _TREE_HASHES.get(key) or tuple(_read_hash_cache(hash_cache_file()).get(key) or ())
+    if len(cached) == 2 and cached[0] == signature:
+        _TREE_HASHES[key] = (signature, cached[1])
+        return cached[1]
+    h = hashlib.sha256()
     for p in files:
         h.update(str(p.relative_to(folder)).encode())
         with open(p, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    # Files changed while being read (a writer racing the hash): not cached, the next call reads again.
+    if _tree_signature(folder, files) == signature:
+        _TREE_HASHES[key] = (signature, digest)
+        _write_hash_cache(hash_cache_file(), key, signature, digest)
+    return digest
 
 
 def torch_dtype(name: str):
+    """A torch dtype by name; "auto" stays "auto" (transformers then keeps the checkpoint's own dtype)."""
     import torch
 
+    if name == "auto":
+        return "auto"
     return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
 
@@ -175,6 +268,19 @@ def pick_device(device: str = "auto") -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def device_placement(device: str, gpu_count: int | None = None) -> dict:
+    """from_pretrained keywords that place the model: `device_map="auto"` (accelerate spreads the layers)
+    when the device is plain "cuda" and several GPUs are visible, so a model larger than one GPU loads;
+    nothing otherwise (the caller moves the model to its one device)."""
+    if device != "cuda":
+        return {}
+    if gpu_count is None:
+        import torch
+
+        gpu_count = torch.cuda.device_count()
+    return {"device_map": "auto"} if gpu_count > 1 else {}
 
 
 def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> dict[str, Any]:
@@ -245,13 +351,16 @@ def load_causal_lm(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    resolved = pick_device(device)
+    placement = device_placement(resolved)
     model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True
+        source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True, **placement
     )
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-    model.to(pick_device(device))
+    if not placement:
+        model.to(resolved)
     model.eval()
     return model, tokenizer

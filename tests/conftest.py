@@ -4,6 +4,7 @@ and against the real embedded models (converted once per session)."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The weight-hash cache of this test session, not the user's (~/.cache/empathy_dag).
+os.environ.setdefault("EMPATHY_DAG_HASH_CACHE", os.path.join(tempfile.mkdtemp(prefix="empathy_dag_hashes_"),
+                                                             "weight_hashes.json"))
 
 from empathy_dag.settings import shared_data_dir
 

@@ -1,5 +1,7 @@
 """The dataset export loads with `datasets.load_dataset` and carries a card with counts and licences."""
 
+import json
+
 import polars as pl
 from dagster import DagsterInstance, Output, asset, materialize
 
@@ -66,8 +68,32 @@ def test_export_loads_with_datasets_and_has_a_card(resources, data_root, tmp_pat
     assert {"prompt", "chosen", "rejected"} <= set(pairs["train"].column_names)
 
     card = (out / "README.md").read_text()
-    assert card.startswith("---\nconfigs:")
+    from huggingface_hub import DatasetCard
+
+    header = DatasetCard.load(out / "README.md").data.to_dict()
+    assert [c["config_name"] for c in header["configs"]] == ["dialogues", "preference_pairs"]
+    assert header["license"] == ["apache-2.0"] and header["size_categories"] == "n<1K"  # seed + synthetic only
+    assert header["dataset_fingerprint"] == json.loads((out / "provenance.json").read_text())["fingerprint"]
+    assert "source_datasets" not in header
+    assert load_dataset(str(out), "preference_pairs")["train"].num_rows == 6  # the configs header works
     assert "CC BY-NC" not in card  # no EmpatheticDialogues rows in this export
     assert "| seed | 6 |" in card and "| synthetic | 2 |" in card
     assert "| near_duplicate | 2 |" in card
     assert "| joy | 4 | 3 |" in card
+
+
+def test_dataset_card_header_names_the_licences_and_sources_present():
+    from huggingface_hub import DatasetCard
+
+    from empathy_dag.export.dataset import dataset_card
+
+    counts = {"train": 1200, "validation": 0, "test": 0}
+    card = dataset_card("d", counts, {"train": 0, "validation": 0, "test": 0},
+                        pl.DataFrame({"emotion": ["joy"], "dialogues": [1], "pairs": [0]}),
+                        {"empathetic_dialogues": 1000, "seed": 200}, {}, {"fingerprint": "abc"}, ["en", "ja"])
+    header = DatasetCard(card).data.to_dict()
+    assert header["license"] == ["apache-2.0", "cc-by-nc-4.0"]
+    assert header["source_datasets"] == ["facebook/empathetic_dialogues"]
+    assert header["language"] == ["en", "ja"] and header["size_categories"] == "1K<n<10K"
+    assert [c["config_name"] for c in header["configs"]] == ["dialogues"]  # no pairs: no empty config
+    assert "CC BY-NC" in card

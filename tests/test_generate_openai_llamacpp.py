@@ -147,3 +147,65 @@ def test_synthetic_dialogues_materialize_through_the_server(llama_server, resour
     second = run()
     for name, meta in second.items():
         assert meta["generated"] == 0 and meta["cache_hits"] == first[name]["prompts"], name
+
+
+def _splits(context):
+    """A stand-in `dataset_splits` (its contract: curated dialogue columns + split), two test rows an emotion."""
+    import polars as pl
+
+    turns = {"anger": ["My neighbour parked across my driveway again.", "They cancelled my flight with no notice."],
+             "annoyance": ["The printer jammed for the fifth time today.", "My roommate never washes the dishes."]}
+    return {e: pl.DataFrame({
+        "dialogue_id": [f"{e}-{i}" for i in range(2)], "situation_id": [f"{e}-s{i}" for i in range(2)],
+        "emotion": [e, e], "language": ["en", "en"], "situation": turns[e], "speaker_utterance": turns[e],
+        "listener_reply": ["That sounds frustrating.", "I'm sorry, that is a lot."], "split": ["test", "test"],
+    }) for e in context.partition_keys}
+
+
+def test_test_generations_and_judge_through_a_served_model(llama_server, resources, data_root, base_model_dir):
+    """The evaluation assets, unchanged, with `served_models`: the base system's replies and the judge's
+    scores come from the llama.cpp server (cache ids name the served model), nothing loads in process."""
+    import duckdb
+    from dagster import asset, instance_for_test, materialize
+
+    from empathy_dag.evaluate import assets as ev
+    from empathy_dag.evaluate.resources import EvaluationConfig
+    from empathy_dag.generate.openai_backend import ServerTextGenerator
+    from empathy_dag.partitions import emotion_partitions, single_run
+
+    splits = asset(name="dataset_splits", partitions_def=emotion_partitions, backfill_policy=single_run,
+                   io_manager_key="parquet_io_manager")(_splits)
+    resources["model_store"].folder("base_model").symlink_to(base_model_dir, target_is_directory=True)
+    cache_dir = str(data_root / "generation_cache")
+    resources["text_generator"] = ServerTextGenerator(
+        server=OpenAICompatibleBackend(base_url=llama_server, model=ALIAS, max_in_flight=2, cache_dir=cache_dir),
+        cache_dir=cache_dir)
+    resources["evaluation"] = EvaluationConfig(
+        systems=["base"], max_new_tokens=12, max_items_per_emotion=2, min_items_per_emotion=1,
+        judge_scoring="generate", judge_max_items=2, served_models={"base": ALIAS, "judge": ALIAS})
+    tags = {"dagster/asset_partition_range_start": "anger", "dagster/asset_partition_range_end": "annoyance"}
+    with instance_for_test() as instance:
+        run = materialize([splits, ev.evaluation_set, ev.test_generations], resources=resources, tags=tags,
+                          instance=instance)
+        stats = run.asset_materializations_for_node("test_generations")[0].metadata["systems"].value["base"]
+        assert stats["cache_id"] == f"server:{ALIAS}" and stats["generated"] == 4
+        assert materialize([ev.external_predictions, ev.evaluation_items], resources=resources,
+                           instance=instance).success
+        judged = materialize([ev.metric_judge], resources=resources, instance=instance)
+    meta = judged.asset_materializations_for_node("metric_judge")[0].metadata
+    assert meta["judge_model"].value == f"served:{ALIAS}" and meta["scoring"].value == "generate"
+    with duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True) as db:
+        predictions = db.execute("SELECT prediction FROM evaluation_items").pl()["prediction"]
+        judge = db.execute("SELECT * FROM metric_judge").pl()
+    assert predictions.len() == 4 and predictions.str.len_chars().min() > 0
+    # Two items x the rubric's dimensions; a reply without a digit is a counted parse failure, not a crash.
+    assert judge.height >= 2 and judge["reply"].str.len_chars().min() > 0
+    assert meta["parse_failures"].value == judge["score"].is_null().sum()
+
+
+def test_served_model_without_a_server_is_a_clear_error():
+    from empathy_dag.generate.openai_backend import served_generator
+    from empathy_dag.generate.resources import TextGenerator
+
+    with pytest.raises(ValueError, match="EMPATHY_DAG_OPENAI_BASE_URL"):
+        served_generator(TextGenerator(), "smollm2")

@@ -1,7 +1,9 @@
 """The embedded defaults are real models: SmolLM2 converted from GGUF, MiniLM from its package."""
 
 import json
+import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -67,3 +69,99 @@ def test_auto_dtype_is_bfloat16_only_where_the_hardware_has_it(monkeypatch, base
                                  GenerationSettings(max_new_tokens=8, do_sample=False))
     assert replies[0].strip() and generator.last_stats["dtype"] == "bfloat16"
     forget_loaded_models()
+
+
+def test_weight_hash_is_read_once_and_redone_when_a_file_changes(tmp_path, monkeypatch):
+    import builtins
+    import hashlib
+
+    from empathy_dag import models
+
+    monkeypatch.setenv(models.HASH_CACHE_ENV, str(tmp_path / "cache" / "hashes.json"))
+    monkeypatch.setattr(models, "_TREE_HASHES", {})
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"a" * 4096)
+    expected = hashlib.sha256(b"model.safetensors" + b"a" * 4096).hexdigest()  # names and bytes, as before
+
+    reads = []
+
+    def counting_open(path, *args, **kwargs):
+        reads.append(os.path.basename(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(models, "open", counting_open, raising=False)
+    assert sha256_tree(folder) == expected and reads == ["model.safetensors"]
+    monkeypatch.setattr(models, "_TREE_HASHES", {})  # a new process: only the cache file is left
+    assert sha256_tree(folder) == expected and reads == ["model.safetensors"]  # not read again
+
+    # Same size, same mtime, other bytes: the ctime (and inode of a replaced file) tell it changed.
+    stat = weights.stat()
+    replacement = folder / "new.tmp"
+    replacement.write_bytes(b"b" * 4096)
+    os.replace(replacement, weights)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert sha256_tree(folder) == hashlib.sha256(b"model.safetensors" + b"b" * 4096).hexdigest()
+    assert reads == ["model.safetensors", "model.safetensors"]
+
+    # A garbled cache file is a cache miss, not an error.
+    (tmp_path / "cache" / "hashes.json").write_text("{not json")
+    monkeypatch.setattr(models, "_TREE_HASHES", {})
+    assert sha256_tree(folder) == hashlib.sha256(b"model.safetensors" + b"b" * 4096).hexdigest()
+
+
+def test_allow_hub_wins_over_an_inherited_offline_setting_and_is_undone_after(monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    from empathy_dag import models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what `make`, a shell profile or a Pipes step exports
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(models, "_ENV_BEFORE_ALLOW_HUB", None)
+    models.hub_offline_by_default(allow_hub=True)
+    assert not hub_constants.is_offline_mode() and os.environ["HF_HUB_OFFLINE"] == "0"
+    models.hub_offline_by_default(allow_hub=False)  # the next load that did not ask: offline again
+    assert hub_constants.is_offline_mode() and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert "TRANSFORMERS_OFFLINE" in os.environ
+
+
+def test_makefile_leaves_the_hub_switch_to_the_config():
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    exported = [line for line in makefile.splitlines() if line.startswith("export ")]
+    assert not [line for line in exported if "HF_HUB_OFFLINE" in line or "TRANSFORMERS_OFFLINE" in line]
+
+
+def test_device_map_auto_only_with_several_gpus():
+    from empathy_dag.models import device_placement
+
+    assert device_placement("cuda", gpu_count=2) == {"device_map": "auto"}
+    assert device_placement("cuda", gpu_count=1) == {} and device_placement("cpu", gpu_count=4) == {}
+    assert device_placement("cuda:1", gpu_count=2) == {}  # a pinned GPU stays pinned
+
+
+def test_base_model_keeps_a_bf16_checkpoint_in_bf16(base_model_dir, tmp_path):
+    """A folder (or hub id) saved in bfloat16 is saved again in bfloat16 by `base_model`, not up-cast."""
+    from dagster import materialize
+    from safetensors import safe_open
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from empathy_dag.definitions import local_resources
+    from empathy_dag.generate.assets import base_model
+    from empathy_dag.resources import BaseModelConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
+    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    source = tmp_path / "tiny_bf16"
+    tiny.to(torch.bfloat16).save_pretrained(source, safe_serialization=True)
+    tokenizer.save_pretrained(source)
+
+    resources = {**local_resources(tmp_path / "data"), "base_model_config": BaseModelConfig(source=str(source))}
+    result = materialize([base_model], resources=resources)
+    meta = result.asset_materializations_for_node("base_model")[0].metadata
+    assert meta["dtype"].value == "bfloat16"
+    with safe_open(str(Path(meta["path"].value) / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in list(f.keys())} == {"BF16"}
+    assert json.loads((Path(meta["path"].value) / "source.json").read_text()) == {"source": str(source)}

@@ -110,3 +110,18 @@ def test_experiment_tracking_is_off_by_default_and_checked_when_asked_for(tmp_pa
     if not importlib.util.find_spec("mlflow"):
         with pytest.raises(ValueError, match="needs the mlflow package"):
             check_trackers(["mlflow"])
+
+
+def test_qlora_without_cuda_is_a_clear_error_before_any_model_loads(tmp_path):
+    import pytest
+
+    from empathy_dag.train.config import SFTTrainingConfig
+    from empathy_dag.train.trainers import load_base, run_sft
+
+    with pytest.raises(ValueError, match=r"load_in_4bit \(QLoRA\) needs a CUDA GPU.*'cpu'"):
+        load_base(tmp_path / "no_model_here", load_in_4bit=True, device="cpu")
+    cfg = SFTTrainingConfig(load_in_4bit=True, device="cpu")
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        run_sft(tmp_path / "no_model_here", [{"prompt": [], "completion": []}], cfg, out_dir=tmp_path / "out",
+                work_dir=tmp_path / "work")
+    assert not (tmp_path / "out").exists()

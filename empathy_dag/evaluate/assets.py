@@ -136,11 +136,16 @@ def model_source(spec: str, model_store: ModelStore) -> str:
     return str(fetch_folder(model_store, "base_model")) if spec == "base_model" else spec
 
 
-def load_engine(source: str, adapter: str | None, text_generator: TextGenerator):
+def load_engine(source: str, adapter: str | None, text_generator: TextGenerator, served_model: str | None = None):
     """A generator for any (model, adapter), with the engine settings (dtype, device, batch size,
-    response cache) of the shared `text_generator` resource."""
+    response cache) of the shared `text_generator` resource; or, with `served_model`, that model on the
+    text_generator's OpenAI-compatible server (same cache folder, keyed by the served name)."""
     from empathy_dag.generate.engine import load_generator
 
+    if served_model:
+        from empathy_dag.generate.openai_backend import served_generator
+
+        return served_generator(text_generator, served_model)
     return load_generator(source, adapter=adapter, dtype=text_generator.dtype, device=text_generator.device,
                           batch_size=text_generator.batch_size,
                           cache_dir=text_generator.cache_dir if text_generator.use_cache else None,
@@ -246,8 +251,10 @@ def test_generations(context: AssetExecutionContext, evaluation: EvaluationConfi
             break
         source, adapter = system_weights(system, evaluation, model_store)
         identity = system_identity(context, system, source, adapter)
-        generator = load_engine(source, adapter, text_generator)
-        context.log.info(f"{system}: {prompts.height} prompts on {source} + {adapter}")
+        served = evaluation.served_models.get(system)
+        generator = load_engine(source, adapter, text_generator, served)
+        where = f"served model {served!r}" if served else f"{source} + {adapter}"
+        context.log.info(f"{system}: {prompts.height} prompts on {where}")
         replies = generator.generate([listener_conversation(u, evaluation.system_prompt)
                                       for u in prompts["speaker_utterance"]], settings,
                                      progress=log_progress(context.log))
@@ -654,6 +661,10 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
                                                                                  it.get("history")),
                                                  response=it["prediction"]))
                 keys.append((it, dim))
+        served_judge = evaluation.served_models.get("judge")
+        if evaluation.judge_scoring == "probabilities" and served_judge:
+            raise ValueError("served_models['judge'] needs judge_scoring='generate': the probabilities mode reads "
+                             "the judge's next-token distribution from local weights")
         if evaluation.judge_scoring == "probabilities":
             from empathy_dag.models import load_causal_lm
 
@@ -666,7 +677,9 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
             verdicts = [(" ".join(f"{k + 1}:{p:.2f}" for k, p in enumerate(ps)), max(range(5), key=ps.__getitem__) + 1,
                          expected_score(ps)) for ps in probs]
         else:
-            judge = load_engine(source, evaluation.judge_adapter, text_generator)
+            judge = load_engine(source, evaluation.judge_adapter, text_generator, served_judge)
+            if served_judge:
+                source = f"served:{served_judge}"
             replies = judge.generate(convs, _generation_settings(6), progress=log_progress(context.log))
             verdicts = [(r, parse_score(r), None) for r in replies]
         for (it, dim), (reply, score, expected) in zip(keys, verdicts):
@@ -712,8 +725,10 @@ def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfi
               "alignment_exact": pl.Float64, "alignment_ekman": pl.Float64}
     source = model_source(evaluation.alignment_model, model_store)
     classifier_folder = model_store.fetch("emotion_classifier", missing_ok=True)
-    namer, why = choose_namer(evaluation.alignment_namer, source if Path(source).is_dir() else None,
-                              is_saved_any(classifier_folder))
+    served_namer = evaluation.served_models.get("alignment_namer")
+    # A served namer is there to name emotions: `auto` picks it (the small-local-model rule does not apply).
+    setting = "llm" if served_namer and evaluation.alignment_namer == "auto" else evaluation.alignment_namer
+    namer, why = choose_namer(setting, source if Path(source).is_dir() else None, is_saved_any(classifier_folder))
     context.log.info(f"alignment namer: {namer} ({why})")
     rows = []
     if items.height:
@@ -722,7 +737,7 @@ def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfi
             replies = classifier.predict(namer_texts(*(items[c].to_list() for c in (
                 "situation", "history", "speaker_utterance", "prediction"))))
         else:
-            model = load_engine(source, None, text_generator)
+            model = load_engine(source, None, text_generator, served_namer)
             convs = [alignment_conversation(s, u, p, taxonomy.labels, h) for s, u, p, h in
                      items.select("situation", "speaker_utterance", "prediction", "history").iter_rows()]
             replies = model.generate(convs, _generation_settings(8), progress=log_progress(context.log))

@@ -143,6 +143,12 @@ class EvaluationConfig(ConfigurableResource):
         "situation + dialogue). auto: classifier when alignment_model is the embedded 135M base model and "
         "an emotion_classifier folder exists, else llm.")
     alignment_model: str = Field(default="base_model", description="'base_model' or a folder / hub id.")
+    served_models: dict[str, str] = Field(
+        default_factory=dict, description="Model calls sent to the text_generator's OpenAI-compatible server "
+        "(EMPATHY_DAG_OPENAI_BASE_URL: vLLM, llama.cpp, a hosted API) instead of loading weights here: role -> "
+        "the served model name. Roles: a system (base, sft, dpo, promoted, an extra_systems name) for its test "
+        "generations, 'judge' (judge_scoring='generate'), 'alignment_namer' (alignment_namer='llm'). A role "
+        "not listed loads in process.")
     alignment_max_items: int = Field(default=0, description="0 = all items.")
 
     retention_text: str = Field(default_factory=lambda: str(assets_dir() / "retention" / "general_text.txt"))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import polars as pl
 
+from empathy_dag.train.data import fingerprint, frame_fingerprint
+
 SPLITS = ("train", "validation", "test")
 
 SOURCE_LICENCES = {
@@ -41,6 +43,10 @@ def write_dataset(dialogues: pl.DataFrame, pairs: pl.DataFrame, out_dir: Path, *
                   provenance: dict) -> dict:
     """Write both configs and the card; returns the counts the card reports."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Content hash of exactly what is exported (order-free): the card's `dataset_fingerprint`.
+    provenance = {**provenance, "fingerprint": fingerprint(
+        frame_fingerprint(dialogues, "dialogue_id", DIALOGUE_COLUMNS) if "dialogue_id" in dialogues.columns else "",
+        frame_fingerprint(pairs, "pair_id", PAIR_COLUMNS) if "pair_id" in pairs.columns else "")}
     dialogue_counts = _write_splits(dialogues, out_dir / "dialogues", DIALOGUE_COLUMNS)
     pair_counts = _write_splits(pairs, out_dir / "preference_pairs", PAIR_COLUMNS)
     per_emotion = (
@@ -50,39 +56,66 @@ def write_dataset(dialogues: pl.DataFrame, pairs: pl.DataFrame, out_dir: Path, *
     )
     sources = dict(dialogues.group_by("source").len().sort("source").iter_rows()) if dialogues.height else {}
     origins = dict(dialogues.group_by("origin").len().sort("origin").iter_rows()) if dialogues.height else {}
+    languages = (sorted(str(v) for v in dialogues["language"].drop_nulls().unique())
+                 if "language" in dialogues.columns and dialogues.height else [])
     (out_dir / "README.md").write_text(
-        dataset_card(name, dialogue_counts, pair_counts, per_emotion, sources, origins, provenance),
+        dataset_card(name, dialogue_counts, pair_counts, per_emotion, sources, origins, provenance, languages),
         encoding="utf-8",
     )
     (out_dir / "provenance.json").write_text(json.dumps(provenance, indent=1, default=str), encoding="utf-8")
     return {"dialogues": dialogue_counts, "preference_pairs": pair_counts, "sources": sources, "origins": origins}
 
 
+# The hub licence identifier of each source's rows (the card's `license` lists those present).
+SOURCE_LICENCE_IDS = {"seed": "apache-2.0", "synthetic": "apache-2.0", "empathetic_dialogues": "cc-by-nc-4.0"}
+# Hub datasets the rows were derived from (the card's `source_datasets`).
+SOURCE_DATASET_IDS = {"empathetic_dialogues": "facebook/empathetic_dialogues"}
+
+
+def size_category(n: int) -> str:
+    """The hub's size bucket for a row count."""
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                         (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return label
+    return "n>1M"
+
+
+def dataset_card_data(name: str, dialogue_counts: dict, pair_counts: dict, sources: dict, languages: list[str],
+                      provenance: dict):
+    """The card's YAML header as `DatasetCardData`: the two configs (so `load_dataset(<folder>, config)`
+    finds their files), languages present, the licences of the sources present, source datasets, size."""
+    from huggingface_hub import DatasetCardData
+
+    configs = [{"config_name": config, "data_files": [{"split": s, "path": f"{config}/{s}-*.parquet"}
+                                                      for s in SPLITS if counts[s]]}
+               for config, counts in (("dialogues", dialogue_counts), ("preference_pairs", pair_counts))
+               if any(counts.values())]
+    licences = sorted({SOURCE_LICENCE_IDS.get(src, "other") for src in sources}) or ["other"]
+    source_datasets = sorted({SOURCE_DATASET_IDS[s] for s in sources if s in SOURCE_DATASET_IDS})
+    extra = {"source_datasets": source_datasets} if source_datasets else {}
+    fingerprint = provenance.get("fingerprint")
+    if fingerprint:
+        extra["dataset_fingerprint"] = fingerprint
+    return DatasetCardData(
+        pretty_name=name, configs=configs, language=languages or ["en"], license=licences,
+        task_categories=["text-generation"], tags=["empathy", "dpo", "emotion"],
+        size_categories=size_category(sum(dialogue_counts.values()) + sum(pair_counts.values())), **extra,
+    )
+
+
 def dataset_card(name: str, dialogue_counts: dict, pair_counts: dict, per_emotion: pl.DataFrame,
-                 sources: dict, origins: dict, provenance: dict) -> str:
-    configs = []
-    for config, counts in (("dialogues", dialogue_counts), ("preference_pairs", pair_counts)):
-        configs.append(f"- config_name: {config}\n  data_files:")
-        configs += [f"  - split: {s}\n    path: {config}/{s}-*.parquet" for s in SPLITS if counts[s]]
+                 sources: dict, origins: dict, provenance: dict, languages: list[str] | None = None) -> str:
+    """README.md: a `DatasetCard` (header from `dataset_card_data`) with counts, licences and provenance."""
+    from huggingface_hub import DatasetCard
+
     licence_lines = [f"| {src} | {n} | {SOURCE_LICENCES.get(src, 'as provided by the user who supplied the file')} |"
                      for src, n in sources.items()]
     emotion_lines = [f"| {e} | {d} | {p} |" for e, d, p in per_emotion.iter_rows()]
     filters = provenance.get("filters", {})
     filter_lines = [f"| {k} | {v} |" for k, v in filters.items()] or ["| (no filter report) | |"]
-    return "\n".join([
-        "---",
-        "configs:",
-        *configs,
-        "language:",
-        "- en",
-        "- ja",
-        "task_categories:",
-        "- text-generation",
-        "tags:",
-        "- empathy",
-        "- dpo",
-        "- emotion",
-        "---",
+    data = dataset_card_data(name, dialogue_counts, pair_counts, sources, languages or ["en"], provenance)
+    body = "\n".join([
         "",
         f"# {name}",
         "",
@@ -139,3 +172,4 @@ def dataset_card(name: str, dialogue_counts: dict, pair_counts: dict, per_emotio
         "```",
         "",
     ])
+    return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}"))

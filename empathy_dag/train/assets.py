@@ -13,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     Config,
+    MaterializeResult,
     MetadataValue,
     Output,
     asset,
@@ -22,6 +23,7 @@ from pydantic import Field
 from empathy_dag.automation.retraining import train_pairs_fingerprint
 from empathy_dag.models import pick_device, sha256_tree
 from empathy_dag.resources import ModelStore
+from empathy_dag.safe_paths import single_component
 from empathy_dag.train.config import DPOTrainingConfig, SFTTrainingConfig
 from empathy_dag.train.data import (
     capped_pairs,
@@ -37,6 +39,7 @@ from empathy_dag.train.data import (
     train_dialogues,
     train_pairs,
 )
+from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 
 # v2: validation split as eval_dataset, held-out before/after, warmup in whole steps, all-linear LoRA.
 TRAIN_CODE_VERSION = "train-v2"
@@ -55,6 +58,13 @@ def _base_model(model_store: ModelStore) -> dict:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no model: materialize `base_model` first")
     return {"path": str(path), "sha256": sha256_tree(path)}
+
+
+def languages_of(frame: pl.DataFrame) -> list[str]:
+    """The languages a model was trained on (the card's `language`); English when the data says none."""
+    if "language" not in frame.columns or not frame.height:
+        return ["en"]
+    return sorted(str(v) for v in frame["language"].drop_nulls().unique()) or ["en"]
 
 
 def _hyperparameters(cfg) -> dict:
@@ -122,7 +132,7 @@ def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, mo
                       hyper)
     emotions = sorted(e for e, df in frames.items() if df.height)
     card = {"title": "Empathy LoRA SFT", "kind": "sft", "base_model_sha256": base["sha256"], "inputs": inputs,
-            "extra": {"emotions": emotions, "input_fingerprint": key}}
+            "extra": {"emotions": emotions, "input_fingerprint": key, "languages": languages_of(dialogues)}}
     return _launch_training(context, model_store, kind="sft", key=key,
                             records=sft_records(dialogues, config.system_prompt),
                             eval_records=sft_records(validation, config.system_prompt), hyperparameters=hyper,
@@ -247,7 +257,7 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
     emotions = sorted(e for e, df in frames.items() if df.height)
     card = {"title": "Empathy LoRA DPO (EmPO)", "kind": "dpo", "base_model_sha256": base["sha256"],
             "inputs": inputs, "extra": {
-                "emotions": emotions, "input_fingerprint": key,
+                "emotions": emotions, "input_fingerprint": key, "languages": languages_of(pairs),
                 # What the retraining sensor compares against the current pairs, and what the
                 # blocking promotion check compares against the promoted checkpoint: the train pairs
                 # this run was given (a capped run trained on a sample of them; it is not stale).
@@ -256,3 +266,77 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
     eval_records = [dpo_record(r) for r in validation.iter_rows(named=True)]
     return _launch_training(context, model_store, kind="dpo", key=key, records=records, eval_records=eval_records,
                             hyperparameters=hyper, card=card, sft_name="sft_checkpoint")
+
+
+# ------------------------------------------------------------------------------ models users can share
+
+# Not in `main_job`: merging writes a second full copy of the base weights (twice its disk for a large
+# model), which only someone sharing a model wants; materialize it on its own.
+MERGED_MODEL = "merged_model"
+
+
+class MergedModelConfig(Config):
+    adapter: str = Field(default="dpo_checkpoint", description="Model-store adapter folder to merge "
+                         "(dpo_checkpoint or sft_checkpoint).")
+    dtype: str = Field(default="auto", description="Dtype of the merged weights; auto = the base model's saved "
+                       "dtype (no up-cast).")
+    push_to_hub: bool = Field(default=False, description="Upload the merged folder to the Hugging Face hub "
+                              "(needs repo_id, a token and HF_HUB_OFFLINE=0). Off by default.")
+    repo_id: str = Field(default="", description="Hub repository `owner/name` for push_to_hub.")
+    private: bool = Field(default=True, description="Create the hub repository private.")
+
+
+def leaderboard_rows_for(warehouse: Warehouse, model_sha256: str) -> list[dict]:
+    """The leaderboard rows (all emotions) of the evaluated system whose weights have this sha256;
+    empty when there is no leaderboard yet or the model was not evaluated."""
+    import duckdb
+
+    columns = ["metric", "value", "n", "ci_low", "ci_high", "verdict", "delta", "delta_ci_low", "delta_ci_high",
+               "p_adjusted"]
+    if not warehouse.s3_uri and not Path(warehouse.database).is_file():
+        return []  # (a read-only connect to a missing file would wait out the lock retries first)
+    try:
+        with warehouse.connect(read_only=True) as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(columns)} FROM {WAREHOUSE_SCHEMA}.leaderboard "
+                "WHERE emotion = 'all' AND model_sha256 = ? ORDER BY metric", [model_sha256],
+            ).fetchall()
+    except (duckdb.CatalogException, duckdb.IOException):  # no leaderboard (or no warehouse file) yet
+        return []
+    return [{c: (v.item() if hasattr(v, "item") else v) for c, v in zip(columns, row)} for row in rows]
+
+
+@asset(
+    name=MERGED_MODEL,
+    group_name="train",
+    code_version="merged-v1",
+    kinds={"pytorch", "safetensors", "huggingface"},
+    pool=TRAINING_POOL,
+    deps=["base_model", "dpo_checkpoint", "leaderboard"],
+    description="The adapter merged into the base model (peft merge_and_unload) as full safetensors weights "
+    "with tokenizer, chat template and a hub model card (base model id, licence, datasets, language, "
+    "leaderboard metrics with intervals): loads with AutoModelForCausalLM and vLLM, no peft. push_to_hub "
+    "is opt-in.",
+)
+def merged_model(context: AssetExecutionContext, config: MergedModelConfig, model_store: ModelStore,
+                 warehouse: Warehouse) -> MaterializeResult:
+    from empathy_dag.pipes import run_heavy_step, store_params
+
+    single_component(config.adapter, "MergedModelConfig.adapter")
+    if config.push_to_hub and config.repo_id.count("/") != 1:
+        raise ValueError(f"push_to_hub needs repo_id as 'owner/name', got {config.repo_id!r}")
+    adapter_dir = model_store.fetch(config.adapter, missing_ok=True)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter_dir} has no PEFT adapter: materialize {config.adapter} first")
+    _base_model(model_store)  # a clear error before a subprocess starts
+    rows = leaderboard_rows_for(warehouse, sha256_tree(adapter_dir))
+    context.log.info(f"{len(rows)} leaderboard metrics for {config.adapter} go into the card")
+    params = {
+        "store": store_params(model_store), "adapter_name": config.adapter, "out_name": MERGED_MODEL,
+        "title": f"Empathy {config.adapter.removesuffix('_checkpoint').upper()} (merged)", "dtype": config.dtype,
+        "leaderboard_rows": rows, "push_to_hub": config.push_to_hub, "repo_id": config.repo_id,
+        "private": config.private,
+    }
+    # The subprocess is offline like every step unless an upload was asked for.
+    env = {"HF_HUB_OFFLINE": "0"} if config.push_to_hub else None
+    return run_heavy_step(context, "empathy_dag.train.steps:merge_checkpoint", params, env=env)

@@ -33,6 +33,8 @@ class LoraTrainingConfig(Config):
     save_total_limit: int = 2
     device: str = Field(default="auto", description="auto = cuda when present, else mps, else cpu.")
     bf16: bool | None = Field(default=None, description="None = bf16 on a GPU that supports it, fp32 elsewhere.")
+    load_in_4bit: bool = Field(default=False, description="QLoRA: the frozen base model in 4-bit NF4 "
+                               "(bitsandbytes), the LoRA adapter trained on top; needs a CUDA GPU.")
     gradient_checkpointing: bool = Field(
         default=False, description="Off: a 135M model fits easily and recomputation costs ~30% time."
     )

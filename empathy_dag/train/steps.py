@@ -83,7 +83,7 @@ def checkpoint_metadata(*, out_dir: Path, result, base: dict, inputs: dict, hype
 
     plot = loss_curve_png(result.log_history, out_dir / "loss_curve.png", title=f"{title}: train and eval loss")
     card = model_card(title=title, kind=kind, base_model=base, inputs=inputs, hyperparameters=hyperparameters,
-                      result=result)
+                      result=result, extra=extra)
     (out_dir / "README.md").write_text(card, encoding="utf-8")
     (out_dir / "training_log.json").write_text(json.dumps(result.log_history, indent=1), encoding="utf-8")
     png = base64.b64encode(Path(plot).read_bytes()).decode()
@@ -185,3 +185,32 @@ def train_sft(params: dict, pipes) -> dict:
 def train_dpo(params: dict, pipes) -> dict:
     """DPO (trl DPOTrainer) continuing the SFT adapter, cached reference log-probs in the records."""
     return _train(params, pipes, "dpo")
+
+
+def merge_checkpoint(params: dict, pipes) -> dict:
+    """Merge a store adapter into the base model (`train.merge.export_merged`) as the `merged_model`
+    folder with its card; pushes to the hub only when `push_to_hub` is in params and true.
+
+    Params: store, adapter_name, out_name, title, dtype, leaderboard_rows, push_to_hub, repo_id, private."""
+    from empathy_dag.train.merge import export_merged
+
+    store = step_store(params)
+    base_dir = store.fetch("base_model")
+    adapter_dir = store.fetch(params["adapter_name"])
+    out_dir = store.folder(params["out_name"])
+    info = export_merged(base_dir, adapter_dir, out_dir, title=params["title"],
+                         leaderboard_rows=params.get("leaderboard_rows") or [], dtype=params.get("dtype", "auto"),
+                         push_to_hub=bool(params.get("push_to_hub", False)), repo_id=params.get("repo_id", ""),
+                         private=bool(params.get("private", True)), log=pipes.log.info)
+    return {
+        "path": md(info["path"], "path"),
+        "sha256": info["sha256"],
+        "base_model_sha256": info["base_sha256"],
+        "adapter_sha256": info["adapter_sha256"],
+        "dtype": info["dtype"],
+        "parameters": md(info["parameters"], "int"),
+        "leaderboard_metrics": md(len(params.get("leaderboard_rows") or []), "int"),
+        "model_card": md(str(Path(info["path"]) / "README.md"), "path"),
+        "pushed_to": info["pushed_to"],
+        "published_to": store.persist(params["out_name"]),
+    }

@@ -12,6 +12,7 @@ history, hence in the loss curve) and measure the held-out items before and afte
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -177,8 +178,6 @@ TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",
 def check_trackers(report_to: Sequence[str]) -> list[str]:
     """`report_to` without "none"; a clear error for a tracker that is unknown here or not installed (instead
     of the trainer's failure at its first log)."""
-    import importlib.util
-
     wanted = [r for r in report_to if r and r != "none"]
     for name in wanted:
         if name not in TRACKERS:
@@ -240,15 +239,37 @@ def lora_config(cfg):
                       target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
-def load_base(base_dir: Path, dtype: str = "float32"):
+def quantization_4bit(device: str, bf16: bool = True):
+    """The bitsandbytes 4-bit (NF4, double quantization) config of QLoRA, or a clear error where it
+    cannot run: bitsandbytes' 4-bit kernels need a CUDA GPU."""
+    if not device.startswith("cuda"):
+        raise ValueError(f"load_in_4bit (QLoRA) needs a CUDA GPU, and this training runs on {device!r}: set "
+                         "load_in_4bit=False, or train where a CUDA device is visible (the aws profile's GPU task)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModuleNotFoundError("load_in_4bit (QLoRA) needs bitsandbytes: pip install bitsandbytes")
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16)
+
+
+def load_base(base_dir: Path, dtype: str = "float32", *, load_in_4bit: bool = False, device: str = "cpu"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quantization = quantization_4bit(device, _use_bf16(device, None)) if load_in_4bit else None
     hub_offline_by_default()
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch_dtype(dtype), use_safetensors=True)
-    return model, tokenizer
+    if quantization is None:
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch_dtype(dtype), use_safetensors=True)
+        return model, tokenizer
+    from peft import prepare_model_for_kbit_training
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), quantization_config=quantization,
+                                                 use_safetensors=True, device_map={"": device})
+    return prepare_model_for_kbit_training(model), tokenizer
 
 
 class _StepCounter:
@@ -312,7 +333,7 @@ def run_sft(base_dir: Path, records: Sequence[dict], cfg, *, out_dir: Path, work
     if not records:
         raise ValueError("no training dialogues (is there a train split?)")
     device = pick_device(cfg.device)
-    model, tokenizer = load_base(base_dir)
+    model, tokenizer = load_base(base_dir, load_in_4bit=cfg.load_in_4bit, device=device)
     eval_records = list(eval_records)
     tracking_setup(cfg, out_dir)
     args = SFTConfig(**trainer_args(cfg, work_dir, device, n_records=len(records), has_eval=bool(eval_records)),
@@ -375,7 +396,7 @@ def run_dpo(base_dir: Path, sft_dir: Path, records: Sequence[dict], cfg, *, out_
     if not records:
         raise ValueError("no training pairs (is there a train split?)")
     device = pick_device(cfg.device)
-    base, tokenizer = load_base(base_dir)
+    base, tokenizer = load_base(base_dir, load_in_4bit=cfg.load_in_4bit, device=device)
     model = PeftModel.from_pretrained(base, str(sft_dir), is_trainable=True)
     # Without cached log-probs trl copies the SFT adapter into a frozen "ref" adapter as the reference.
     has_ref = "ref_chosen_logps" in records[0]
