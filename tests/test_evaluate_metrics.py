@@ -153,6 +153,24 @@ def test_judge_rubric_and_parsing():
     assert judge.parse_score("4.") == 4
 
 
+def test_judge_rubric_per_language(tmp_path):
+    rubrics = judge.load_rubrics()
+    assert set(rubrics) == {"en", "ja"} and set(rubrics["ja"].dimensions) == set(rubrics["en"].dimensions)
+    conv = rubrics["ja"].conversation("emotion_specific_empathy", emotion="grief", situation="母が亡くなりました。",
+                                      speaker_utterance="まだ信じられません。", response="それはお辛いですね。")
+    assert "悲嘆" in conv[1]["content"] and "grief" not in conv[1]["content"]  # the Japanese emotion name
+    assert rubrics["ja"].sha256 != rubrics["en"].sha256
+    # A rubric folder without a Japanese file gives only English: Japanese items are then not judged.
+    (tmp_path / "r.yaml").write_bytes(judge.default_rubric_path().read_bytes())
+    assert set(judge.load_rubrics(tmp_path / "r.yaml")) == {"en"}
+    # A translation that drops a dimension is refused (scores are compared by dimension).
+    (tmp_path / "r.ja.yaml").write_text(
+        "name: x\nsystem: s\ntemplate: t\ndimensions:\n  fluency:\n    question: q\n"
+        "    scale: {1: a, 2: b, 3: c, 4: d, 5: e}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="must match"):
+        judge.load_rubrics(tmp_path / "r.yaml")
+
+
 def test_alignment_parsing_and_scores():
     tax = default_taxonomy()
     assert alignment.parse_emotion("The speaker feels Sadness.", tax) == "sadness"

@@ -5,6 +5,7 @@ agreement and a chart of the leaderboard (the leaderboard itself is `dbt_like_sq
 Each metric asset loads its model once per run and scores every system and emotion in that run."""
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -631,7 +632,7 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
         JUDGE_SCORING_MODES,
         digit_probabilities,
         expected_score,
-        load_rubric,
+        load_rubrics,
         log_judge_progress,
         parse_score,
     )
@@ -639,8 +640,13 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
 
     if evaluation.judge_scoring not in JUDGE_SCORING_MODES:
         raise ValueError(f"judge_scoring must be one of {JUDGE_SCORING_MODES}, got {evaluation.judge_scoring!r}")
-    rubric = load_rubric(evaluation.judge_rubric)
+    rubrics = load_rubrics(evaluation.judge_rubric)
+    rubric = rubrics["en"]
     items = _subsample(read_items(warehouse), evaluation.judge_max_items) if evaluation.judge_enabled else read_items(warehouse).head(0)
+    # Each item is judged with its own language's rubric; one in a language without a rubric is left out
+    # (and counted), never judged with the English rubric.
+    unjudged = items.filter(~pl.col("language").is_in(list(rubrics)))
+    items = items.filter(pl.col("language").is_in(list(rubrics)))
     schema = {"system": pl.String, "origin": pl.String, "emotion": pl.String, "language": pl.String,
               "item_id": pl.String, "dimension": pl.String, "reply": pl.String, "score": pl.Int64,
               "expected_score": pl.Float64}
@@ -649,7 +655,7 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
         convs, keys = [], []
         for it in items.iter_rows(named=True):
             for dim in rubric.dimensions:
-                convs.append(rubric.conversation(dim, emotion=it["emotion"], situation=it["situation"],
+                convs.append(rubrics[it["language"]].conversation(dim, emotion=it["emotion"], situation=it["situation"],
                                                  speaker_utterance=dialogue_text(it["speaker_utterance"],
                                                                                  it.get("history")),
                                                  response=it["prediction"]))
@@ -679,6 +685,9 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
     return MaterializeResult(metadata={
         "dagster/row_count": table.height, "judge_model": source, "rubric": rubric.name,
         "rubric_sha256": rubric.sha256, "enabled": evaluation.judge_enabled, "scoring": evaluation.judge_scoring,
+        "rubrics_by_language": MetadataValue.json({lang: {"name": r.name, "sha256": r.sha256}
+                                                   for lang, r in rubrics.items()}),
+        "not_judged_no_rubric": MetadataValue.json(dict(Counter(unjudged["language"].to_list()))),
         "parse_failures": int(table["score"].is_null().sum()),
         "parse_failure_rate": round(float(table["score"].is_null().mean()), 4) if table.height else 0.0,
         "parse_failures_by_system": markdown_table(failures, max_rows=50),
