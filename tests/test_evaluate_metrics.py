@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from empathy_dag.evaluate.metrics import agreement, alignment, diversity, epitome, judge, retention, valence
-from empathy_dag.evaluate.metrics.text import guess_language, tokens
+from empathy_dag.evaluate.metrics.text import char_tokens, guess_language, tokens
 from empathy_dag.taxonomy import default_taxonomy
 
 RESPONSES = ["I am so sorry.", "I am so happy for you!", "I am so sorry."]
@@ -32,12 +32,17 @@ def test_entropy_by_hand():
     assert diversity.ngram_entropy(["same same same"], 1) == 0.0
 
 
-def test_japanese_uses_characters():
+def test_japanese_distinct_n_counts_words():
     assert guess_language("それは辛いですね") == "ja" and guess_language("That is hard") == "en"
-    assert tokens("辛い です", "ja") == ["辛", "い", "で", "す"]
-    # characters: 辛いね / 辛いよ -> unigrams 6, distinct 4 (辛 い ね よ); bigrams 4, distinct 3
-    assert diversity.distinct_n(["辛いね", "辛いよ"], 1, "ja") == pytest.approx(4 / 6)
-    assert diversity.distinct_n(["辛いね", "辛いよ"], 2, "ja") == pytest.approx(3 / 4)
+    # MeCab + UniDic-lite short units (was characters: 辛 い で す).
+    assert tokens("辛い です", "ja") == ["辛い", "です"]
+    assert tokens("今日は病院で検査を受けました。", "ja") == ["今日", "は", "病院", "で", "検査", "を", "受け", "まし",
+                                                     "た", "。"]
+    # words: 辛い ね / 辛い よ -> unigrams 4, distinct 3 (辛い ね よ); bigrams 2, distinct 2
+    assert diversity.distinct_n(["辛いね", "辛いよ"], 1, "ja") == pytest.approx(3 / 4)
+    assert diversity.distinct_n(["辛いね", "辛いよ"], 2, "ja") == pytest.approx(2 / 2)
+    # Characters (EmplifAI's unit) remain available: 6 unigrams, 4 distinct.
+    assert len(char_tokens("辛いね辛いよ")) == 6 and len(set(char_tokens("辛いね辛いよ"))) == 4
 
 
 def test_diff_epitome_by_hand():
