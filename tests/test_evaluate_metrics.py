@@ -158,6 +158,18 @@ def test_judge_rubric_and_parsing():
     assert judge.parse_score("4.") == 4
 
 
+def test_japanese_is_never_scored_by_an_english_lexicon_or_backbone():
+    from empathy_dag.evaluate.metrics.bertscore import backbone_for
+
+    assert backbone_for("ja", "embedded:minilm", 6, None, 9) is None  # not scored, rather than MiniLM
+    assert backbone_for("ja", "embedded:minilm", 6, "/models/mbert", 9) == ("/models/mbert", 9)
+    assert backbone_for("en", "embedded:minilm", 6, "/models/mbert", 9) == ("embedded:minilm", 6)
+    rows = valence.valence_rows(["That is wonderful news!", "本当によかったですね。"], ["I got the job!", "合格しました！"],
+                                ["en", "ja"])
+    assert rows[0]["vader_response"] > 0 and rows[1] == {"vader_response": None, "vader_speaker": None,
+                                                         "vader_difference": None}
+
+
 def test_judge_rubric_per_language(tmp_path):
     rubrics = judge.load_rubrics()
     assert set(rubrics) == {"en", "ja"} and set(rubrics["ja"].dimensions) == set(rubrics["en"].dimensions)

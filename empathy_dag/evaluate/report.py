@@ -32,7 +32,7 @@ def _cell(value, low, high, verdict, regression) -> str:
 
 
 def leaderboard_frame(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    board = conn.execute("SELECT * FROM main.leaderboard WHERE emotion = 'all'").pl()
+    board = conn.execute("SELECT * FROM main.leaderboard WHERE emotion = 'all' AND language = 'all'").pl()
     if not board.height:
         return pl.DataFrame()
     systems = (board.select("system", "is_baseline").unique().sort(["is_baseline", "system"], descending=[True, False])

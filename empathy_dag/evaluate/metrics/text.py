@@ -8,14 +8,15 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from empathy_dag.ingest.records import detect_language
+from empathy_dag.ingest.language import closest_supported_language
 
 _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]", re.UNICODE)
 
 
 def guess_language(text: str) -> str:
-    """The language of a text that came without one (ISO 639-1, "und" when undetermined)."""
-    return detect_language(text or "")
+    """The supported language closest to a text that came without one (evaluation items of an outside
+    file): ingest has already quarantined rows in other languages, so this only has to choose among those."""
+    return closest_supported_language(text or "")
 
 
 @cache
