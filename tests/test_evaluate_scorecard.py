@@ -241,3 +241,10 @@ def test_leaderboard_from_external_predictions_without_optional_metrics(resource
     assert not any(m in ("bertscore_f1", "vader_response") for _, m in ja)
     en = {(r["system"], r["metric"]): r for r in by_language.filter(pl.col("language") == "en").iter_rows(named=True)}
     assert en[("oracle", "bertscore_f1")]["n"] == 6
+    # The demo's closing leaderboard: overall, then each language on its own.
+    from empathy_dag.evaluate.report import leaderboard_text
+
+    text = leaderboard_text(data_root / "warehouse.duckdb")
+    overall, _, rest = text.partition("Language 'en' only")
+    assert "bertscore_f1" in overall and "Language 'ja' only" in rest
+    assert "bertscore_f1" not in rest.split("Language 'ja' only")[1]
