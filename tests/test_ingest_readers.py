@@ -24,8 +24,8 @@ def test_seed_corpus_has_ten_english_situations_per_emotion_and_japanese_for_eac
     en = sit.filter(pl.col("language") == "en").group_by("emotion").len()
     ja = sit.filter(pl.col("language") == "ja").group_by("emotion").len()
     assert en.height == 28 and en["len"].min() >= 10
-    assert ja.height == 28 and ja["len"].min() >= 2
-    assert sit.height >= 336
+    assert ja.height == 28 and ja["len"].min() >= 3
+    assert sit.height >= 364
     dia = dialogues_frame(result.corpus)
     assert dia.height == sit.height  # every seed situation carries its gold two-turn dialogue
     chronic = sit.filter(pl.col("domain") != "everyday life").height
