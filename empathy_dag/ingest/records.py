@@ -15,8 +15,6 @@ from typing import Any
 from empathy_dag.ingest.language import SUPPORTED_LANGUAGES, identify_language
 from empathy_dag.taxonomy import Taxonomy
 
-__all__ = ["SUPPORTED_LANGUAGES", "detect_language"]  # re-exported: callers import them from here
-
 # Column order of the validated corpus (one row = a situation, optionally with one two-turn dialogue).
 CORPUS_SCHEMA: dict[str, str] = {
     "situation_id": "str",
