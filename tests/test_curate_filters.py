@@ -131,6 +131,9 @@ def test_language():
     assert language_reason("That sounds exhausting, I'm sorry.", "en") is None
     assert "ja" in language_reason("それは本当に大変でしたね。", "en")
     assert language_reason("それは本当に大変でしたね。", "ja") is None
+    assert language_reason("Oh no! So sad.", "en") is None  # too short for lingua: judged among en / ja
+    assert "'ko'" in language_reason("정말 힘드셨겠어요. 마음이 아프네요.", "en")
+    assert "'zh'" in language_reason("这真的很辛苦，我很理解你的感受。", "ja")  # Han only: no longer read as ja
 
 
 def test_emotion_contradiction_only_between_positive_and_negative():

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from empathy_dag.ingest.records import detect_language, normalize_text
+from empathy_dag.ingest.language import UNDETERMINED, closest_supported_language, identify_language
+from empathy_dag.ingest.records import normalize_text
 from empathy_dag.settings import assets_dir
 
 FILTER_ORDER = (
@@ -196,8 +197,16 @@ def unsafe_dialogue_reason(speaker: str, reply: str, language: str,
 
 
 def language_reason(text: str, expected: str) -> str | None:
-    found = detect_language(text or "")
-    return None if found == expected else f"language detected as {found!r}, expected {expected!r}"
+    """Drop a row the identifier reads as another language. Text too short to tell ("und") is judged
+    among the supported languages only, as the old script-based check did: a terse English reply is
+    not dropped for being terse (the length filter is there for that)."""
+    guess = identify_language(text or "")
+    found = guess.language
+    if found == UNDETERMINED and any(ch.isalpha() for ch in text or ""):
+        found = closest_supported_language(text)
+    if found == expected:
+        return None
+    return f"language detected as {found!r} (confidence {guess.confidence:.2f}), expected {expected!r}"
 
 
 def contradiction_reason(partition_emotion: str, predicted_group: str, probability: float,
