@@ -9,7 +9,6 @@ followed by a normal run whose data is checked for consistency.
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import polars as pl
+from _hardware import cpu_info
 from scipy import stats
 
 from empathy_dag.automation.landing import LandingCursor, LocalLandingZone, scan_landing_zone
@@ -127,24 +127,15 @@ def faults(kills: int) -> dict:
     return {"kills_per_point": kills, "survived": survived}
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except StopIteration:
-        return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kills", type=int, default=3)
     args = parser.parse_args()
-    load_before = os.getloadavg()
-    out = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_before": [round(x, 2) for x in load_before]}
+    out = {"hardware_before": cpu_info()}
     out["corpus"] = corpus_figures(args.repeats)
     out["faults"] = faults(args.kills)
-    out["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    out["hardware_after"] = cpu_info()
     print(json.dumps(out, indent=1))
 
 

@@ -8,11 +8,30 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
+# The design card's top-level folders (`assets/`, `dbt_like_sql/`, `resources/`) live beside the package in
+# the source tree; a wheel carries copies inside the package (setup.py's build_py puts them here), so a
+# non-editable install finds every prompt, taxonomy file and SQL model without the source tree.
+SHIPPED_FOLDERS = ("assets", "dbt_like_sql", "resources")
+WHEEL_DATA_DIR = PACKAGE_DIR / "_shipped"
+
+
+def shipped_dir(name: str) -> Path:
+    """The folder `name` (one of SHIPPED_FOLDERS): the source tree's in a checkout, else the wheel's copy.
+    Missing both is an error, never an empty pipeline: a silently absent SQL folder would drop the
+    leaderboard from the definitions."""
+    if name not in SHIPPED_FOLDERS:
+        raise ValueError(f"{name!r} is not one of the shipped folders {SHIPPED_FOLDERS}")
+    for candidate in (PROJECT_ROOT / name, WHEEL_DATA_DIR / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"neither {PROJECT_ROOT / name} (source tree) nor {WHEEL_DATA_DIR / name} (installed "
+                            "wheel) exists: reinstall empathy_dag (`pip install .`) or run from a checkout")
 
 
 def assets_dir() -> Path:
     """The non-code inputs of the pipeline: taxonomy, seed situations, prompt templates, rubrics."""
-    return Path(os.environ.get("EMPATHY_DAG_ASSETS_DIR", PROJECT_ROOT / "assets"))
+    override = os.environ.get("EMPATHY_DAG_ASSETS_DIR")
+    return Path(override) if override else shipped_dir("assets")
 
 
 def shared_data_dir() -> Path:

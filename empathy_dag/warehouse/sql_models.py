@@ -14,10 +14,10 @@ import duckdb
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
 from empathy_dag.metadata import markdown_table
-from empathy_dag.settings import PROJECT_ROOT
+from empathy_dag.settings import shipped_dir
 from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 
-SQL_DIR = PROJECT_ROOT / "dbt_like_sql"
+SQL_DIR = shipped_dir("dbt_like_sql")
 
 
 @dataclass(frozen=True)
