@@ -465,7 +465,8 @@ def _keys(items: pl.DataFrame) -> pl.DataFrame:
 
 @_metric_asset("metric_bertscore", "BERTScore P/R/F1 of each prediction against its reference (bert-score; "
                "embedded all-MiniLM-L6-v2 with 6 layers by default; EmPO used roberta-large layer 17, no idf, "
-               "no baseline rescaling). Japanese items use `bertscore_model_ja` when set.")
+               "no baseline rescaling). Japanese items use `bertscore_model_ja`, or are not scored without it.",
+               version="v2")  # v2: Japanese never on the English backbone
 def metric_bertscore(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
     from empathy_dag.evaluate.metrics.bertscore import (
         NOT_SCORED_NO_JA_BACKBONE,
@@ -578,7 +579,8 @@ def metric_epitome(context: AssetExecutionContext, evaluation: EvaluationConfig,
 
 
 @_metric_asset("metric_valence", "VADER compound of the prediction and of the speaker turn and their "
-               "difference; with an NRC-VAD lexicon, EmPO's |max V/A/D(prediction) - max V/A/D(reference)|.")
+               "difference; with an NRC-VAD lexicon, EmPO's |max V/A/D(prediction) - max V/A/D(reference)|. English "
+               "only (NULL for other languages).", version="v2")
 def metric_valence(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
     from empathy_dag.evaluate.metrics.valence import (
         VALENCE_LANGUAGES,
@@ -611,7 +613,7 @@ def metric_valence(context: AssetExecutionContext, evaluation: EvaluationConfig,
 
 
 @_metric_asset("metric_diversity", "distinct-1/2, n-gram entropy and share of unique responses per system, "
-               "per emotion and over all emotions ('all'); words in every language (MeCab for Japanese).")
+               "per emotion and over all emotions ('all'); words in every language (MeCab for Japanese).", version="v2")
 def metric_diversity(context: AssetExecutionContext, warehouse: Warehouse):
     from empathy_dag.evaluate.metrics.diversity import diversity_scores
 
@@ -653,7 +655,8 @@ def _subsample(items: pl.DataFrame, n: int) -> pl.DataFrame:
 
 @_metric_asset("metric_judge", "LLM-as-a-judge scores 1-5 for fluency, general empathy and emotion-specific "
                "empathy (rubric in assets/rubrics); a reply without a score is a parse failure: score NULL, "
-               "counted in metadata.", extra_deps=["base_model"])
+               "counted in metadata. Each item is judged with its language's rubric.", extra_deps=["base_model"],
+               version="v2")
 def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
                  model_store: ModelStore, text_generator: TextGenerator):
     from empathy_dag.evaluate.metrics.judge import (
@@ -911,7 +914,7 @@ def _append_history(warehouse: Warehouse, rows: pl.DataFrame, run_id: str) -> in
                   "inconclusive, and `regression` (worse with confidence beyond the margin). Appends the "
                   "overall rows to `scorecard_history`."),
     ],
-    code_version="scorecard-v1",
+    code_version="scorecard-v2",  # v2: per-language rows (column `language`)
     pool="duckdb_warehouse",
     can_subset=False,
 )
