@@ -1,4 +1,5 @@
--- The leaderboard: every system x metric, over all emotions ('all') and per emotion, each mean with
+-- The leaderboard: every system x metric, over all emotions ('all') and per emotion, and per language
+-- over all emotions (language 'all' = every language; emotion 'all' AND language 'all' = every item), each mean with
 -- n, its standard error and 95% bootstrap interval (metric_scores), the model it scored (asset
 -- sha256 and the run that materialized it, from evaluation_systems), and the paired comparison with
 -- the baseline on the same items (metric_comparisons): delta, its 95% paired-bootstrap interval, the
@@ -9,6 +10,7 @@ SELECT
     s.model_sha256,
     s.model_run_id,
     m.emotion,
+    m.language,
     m.metric,
     m.direction,
     m.kind,
@@ -32,5 +34,6 @@ SELECT
 FROM metric_scores m
 LEFT JOIN evaluation_systems s ON s.system = m.system
 LEFT JOIN metric_comparisons c
-    ON c.system = m.system AND c.emotion = m.emotion AND c.metric = m.metric AND c.versus_role = 'baseline'
-ORDER BY m.emotion = 'all' DESC, m.emotion, m.metric, is_baseline DESC, m.system
+    ON c.system = m.system AND c.emotion = m.emotion AND c.language = m.language AND c.metric = m.metric
+    AND c.versus_role = 'baseline'
+ORDER BY m.emotion = 'all' DESC, m.emotion, m.language = 'all' DESC, m.language, m.metric, is_baseline DESC, m.system

@@ -4,5 +4,5 @@
 SELECT metric, direction, system, model_sha256, n, value, ci_low, ci_high, baseline_value, delta,
        delta_ci_low, delta_ci_high, p_adjusted, verdict, regression
 FROM leaderboard
-WHERE emotion = 'all'
+WHERE emotion = 'all' AND language = 'all'
 ORDER BY metric, is_baseline DESC, system

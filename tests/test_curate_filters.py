@@ -1,6 +1,7 @@
 """Each synthetic-data filter on crafted inputs, then `filter_synthetic` end to end on a small frame."""
 
 import polars as pl
+import pytest
 
 from empathy_dag.curate.assets import DIALOGUE_COLUMNS, synthetic_as_dialogues
 from empathy_dag.curate.filters import (
@@ -11,12 +12,16 @@ from empathy_dag.curate.filters import (
     filter_synthetic,
     language_reason,
     length_reason,
+    load_unsafe_list,
     load_word_list,
     prompt_echo_reason,
     refusal_reason,
+    unsafe_dialogue_reason,
+    unsafe_list_path,
     unsafe_reason,
 )
 from empathy_dag.generate.synthetic import clean_generation
+from empathy_dag.ingest.language import SUPPORTED_LANGUAGES
 from empathy_dag.taxonomy import default_taxonomy
 
 
@@ -54,10 +59,81 @@ def test_unsafe_words():
     assert unsafe_reason("damn", words=("damn",))
 
 
+# Medical and abuse-disclosure texts that a word list must NOT drop (each was dropped, or would be, by a
+# naive list: "rape*", "retard*", "nigg*", "fag*", "dick", 死ね as a substring, 気持ち悪い, かたわ in かたわら).
+SAFE_DIALOGUES = [
+    # The speaker's own swearing is theirs: only the listener's reply is held to the profanity list.
+    ("en", "This whole fucking year has been loss after loss for our family.",
+     "A whole year of losses, one after another. I'm so sorry you are carrying that."),
+    ("en", "I was raped by my stepfather when I was fourteen and I have never told anyone until now.",
+     "Thank you for trusting me with this. What he did was not your fault."),
+    ("en", "My ex called me a worthless bitch every day and told me nobody would want someone this sick.",
+     "No one deserves to be spoken to like that, and being ill does not make you worth less."),
+    ("en", "The neurologist says the slowness is psychomotor retardation from the depression, not dementia.",
+     "Having a name for the slowness and knowing it is not dementia must be a relief of sorts."),
+    ("en", "I have had this niggling pain in my hip since the chemo, and my oncologist wants a scan.",
+     "A pain that keeps nagging after chemo is worth checking; I hope the scan gives you an answer."),
+    ("en", "Dick, my nurse, stayed after his shift to flush my port when the line clotted.",
+     "He went past his shift to keep your line working; that is real care."),
+    ("en", "He took nude photos of me while I was sedated after surgery and I only found out last month.",
+     "That is a serious violation, and you are right to be shaken. Have you been able to report it?"),
+    ("en", "Some days the fatigue is so bad I think I want to die, and then I feel guilty for thinking it.",
+     "Thank you for telling me. Feeling that way is heavy; have you been able to share it with your doctor?"),
+    ("en", "I smoked a fag outside the hospital after the diagnosis, my first in ten years.",
+     "After news like that, reaching for an old comfort makes sense."),
+    ("ja", "抗がん剤の副作用で一日中気持ち悪くて、何も食べられません。",
+     "一日中吐き気が続くのは本当につらいですね。主治医の先生に相談できそうですか。"),
+    ("ja", "夫に「お前なんか死ねばいいのに」と毎日言われていて、病気のせいだと自分を責めてしまいます。",
+     "そんな言葉を毎日浴びせられるのは、あなたのせいではありません。話してくれてありがとうございます。"),
+    ("ja", "透析がつらすぎて、もう死にたいと思ってしまう夜があります。",
+     "そう思ってしまうほどつらい夜があるんですね。話してくれてありがとうございます。"),
+    ("ja", "子どものころ、親戚に性的虐待を受けていたことを、やっと主治医に話せました。",
+     "長い間ひとりで抱えてきたことを話せたのは、大きな一歩だと思います。"),
+    ("ja", "入院中、母がずっとベッドのかたわらにいてくれました。",
+     "お母さまがそばにいてくれたことが、きっと大きな支えになったのですね。"),
+    ("ja", "リハビリで足が上がらなくて、死ねないから生きているだけだと感じる日もあります。",
+     "そう感じるほど、毎日のリハビリが重くのしかかっているんですね。"),
+]
+# And dialogues that must be dropped, with the term and turn in the reason.
+UNSAFE_DIALOGUES = [
+    ("en", "My test results came back bad again.", "Well, shit happens, get over it.", "'shit'"),
+    ("en", "I can't take the pain anymore.", "Then just kill yourself.", "'kill yourself'"),
+    ("en", "My brother has Down syndrome and I look after him.", "Looking after a retard must be tiring.",
+     "'retard'"),
+    ("ja", "検査の結果がまた悪かったです。", "うるさいな、死ね。", "'死ね'"),
+    ("ja", "弟に障害があって、私が世話をしています。", "ガイジの世話なんて大変ですね。", "'ガイジ'"),
+    ("ja", "もう痛みに耐えられません。", "自殺の方法を教えましょうか。", "'自殺の方法'"),
+]
+
+
+@pytest.mark.parametrize("language,speaker,reply", SAFE_DIALOGUES)
+def test_unsafe_lists_keep_medical_and_abuse_disclosures(language, speaker, reply):
+    assert unsafe_dialogue_reason(speaker, reply, language) is None
+
+
+@pytest.mark.parametrize("language,speaker,reply,term", UNSAFE_DIALOGUES)
+def test_unsafe_lists_drop_abuse_and_self_harm_in_either_language(language, speaker, reply, term):
+    reason = unsafe_dialogue_reason(speaker, reply, language)
+    assert reason is not None and term in reason
+    assert ("unsafe_words.txt" if language == "en" else "unsafe_words.ja.txt") in reason
+
+
+def test_each_unsafe_list_names_its_source_and_licence_and_a_missing_list_drops_with_a_reason():
+    for language in SUPPORTED_LANGUAGES:
+        header = unsafe_list_path(language).read_text(encoding="utf-8").split("\n[")[0]
+        assert "Source:" in header and "Licence:" in header
+        assert load_unsafe_list(language).reply  # both sections present
+    reason = unsafe_dialogue_reason("오늘 검사 결과가 나빴어요.", "힘드시겠어요.", "ko")
+    assert "no unsafe-word list for language 'ko'" in reason
+
+
 def test_language():
     assert language_reason("That sounds exhausting, I'm sorry.", "en") is None
     assert "ja" in language_reason("それは本当に大変でしたね。", "en")
     assert language_reason("それは本当に大変でしたね。", "ja") is None
+    assert language_reason("Oh no! So sad.", "en") is None  # too short for lingua: judged among en / ja
+    assert "'ko'" in language_reason("정말 힘드셨겠어요. 마음이 아프네요.", "en")
+    assert "'zh'" in language_reason("这真的很辛苦，我很理解你的感受。", "ja")  # Han only: no longer read as ja
 
 
 def test_emotion_contradiction_only_between_positive_and_negative():
@@ -113,7 +189,7 @@ def test_filter_synthetic_reports_every_drop_once():
         ("refusal", good + " Really.", "As an AI, I cannot feel grief, but I understand."),
         ("echo", "My brother's funeral was yesterday and the church was completely full.",
          "My brother's funeral was yesterday and the church was completely full."),
-        ("unsafe", "This whole fucking year has been loss after loss for our family.", "That is so much loss."),
+        ("unsafe", "This whole year has been loss after loss for our family.", "What a shitty year, so much loss."),
         ("language", "祖母が先週亡くなって、まだ信じられません。", "それは本当につらいですね。"),
         ("exact", good, "That reflex to call her shows how close you were. I'm so sorry."),
         ("near", "My grandmother died last week after a very long illness.",

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from empathy_dag.evaluate.metrics import agreement, alignment, diversity, epitome, judge, retention, valence
-from empathy_dag.evaluate.metrics.text import guess_language, tokens
+from empathy_dag.evaluate.metrics.text import char_tokens, guess_language, tokens
 from empathy_dag.taxonomy import default_taxonomy
 
 RESPONSES = ["I am so sorry.", "I am so happy for you!", "I am so sorry."]
@@ -32,12 +32,17 @@ def test_entropy_by_hand():
     assert diversity.ngram_entropy(["same same same"], 1) == 0.0
 
 
-def test_japanese_uses_characters():
+def test_japanese_distinct_n_counts_words():
     assert guess_language("それは辛いですね") == "ja" and guess_language("That is hard") == "en"
-    assert tokens("辛い です", "ja") == ["辛", "い", "で", "す"]
-    # characters: 辛いね / 辛いよ -> unigrams 6, distinct 4 (辛 い ね よ); bigrams 4, distinct 3
-    assert diversity.distinct_n(["辛いね", "辛いよ"], 1, "ja") == pytest.approx(4 / 6)
-    assert diversity.distinct_n(["辛いね", "辛いよ"], 2, "ja") == pytest.approx(3 / 4)
+    # MeCab + UniDic-lite short units (was characters: 辛 い で す).
+    assert tokens("辛い です", "ja") == ["辛い", "です"]
+    assert tokens("今日は病院で検査を受けました。", "ja") == ["今日", "は", "病院", "で", "検査", "を", "受け", "まし",
+                                                     "た", "。"]
+    # words: 辛い ね / 辛い よ -> unigrams 4, distinct 3 (辛い ね よ); bigrams 2, distinct 2
+    assert diversity.distinct_n(["辛いね", "辛いよ"], 1, "ja") == pytest.approx(3 / 4)
+    assert diversity.distinct_n(["辛いね", "辛いよ"], 2, "ja") == pytest.approx(2 / 2)
+    # Characters (EmplifAI's unit) remain available: 6 unigrams, 4 distinct.
+    assert len(char_tokens("辛いね辛いよ")) == 6 and len(set(char_tokens("辛いね辛いよ"))) == 4
 
 
 def test_diff_epitome_by_hand():
@@ -151,6 +156,36 @@ def test_judge_rubric_and_parsing():
     assert judge.parse_score("1: Unreadable or broken text") is None  # the rubric echoed back
     assert judge.parse_score("3: Understandable with errors") is None
     assert judge.parse_score("4.") == 4
+
+
+def test_japanese_is_never_scored_by_an_english_lexicon_or_backbone():
+    from empathy_dag.evaluate.metrics.bertscore import backbone_for
+
+    assert backbone_for("ja", "embedded:minilm", 6, None, 9) is None  # not scored, rather than MiniLM
+    assert backbone_for("ja", "embedded:minilm", 6, "/models/mbert", 9) == ("/models/mbert", 9)
+    assert backbone_for("en", "embedded:minilm", 6, "/models/mbert", 9) == ("embedded:minilm", 6)
+    rows = valence.valence_rows(["That is wonderful news!", "本当によかったですね。"], ["I got the job!", "合格しました！"],
+                                ["en", "ja"])
+    assert rows[0]["vader_response"] > 0 and rows[1] == {"vader_response": None, "vader_speaker": None,
+                                                         "vader_difference": None}
+
+
+def test_judge_rubric_per_language(tmp_path):
+    rubrics = judge.load_rubrics()
+    assert set(rubrics) == {"en", "ja"} and set(rubrics["ja"].dimensions) == set(rubrics["en"].dimensions)
+    conv = rubrics["ja"].conversation("emotion_specific_empathy", emotion="grief", situation="母が亡くなりました。",
+                                      speaker_utterance="まだ信じられません。", response="それはお辛いですね。")
+    assert "悲嘆" in conv[1]["content"] and "grief" not in conv[1]["content"]  # the Japanese emotion name
+    assert rubrics["ja"].sha256 != rubrics["en"].sha256
+    # A rubric folder without a Japanese file gives only English: Japanese items are then not judged.
+    (tmp_path / "r.yaml").write_bytes(judge.default_rubric_path().read_bytes())
+    assert set(judge.load_rubrics(tmp_path / "r.yaml")) == {"en"}
+    # A translation that drops a dimension is refused (scores are compared by dimension).
+    (tmp_path / "r.ja.yaml").write_text(
+        "name: x\nsystem: s\ntemplate: t\ndimensions:\n  fluency:\n    question: q\n"
+        "    scale: {1: a, 2: b, 3: c, 4: d, 5: e}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="must match"):
+        judge.load_rubrics(tmp_path / "r.yaml")
 
 
 def test_alignment_parsing_and_scores():

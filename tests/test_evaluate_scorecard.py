@@ -188,6 +188,14 @@ def test_leaderboard_from_external_predictions_without_optional_metrics(resource
              ("anger", "The clinic cancelled my appointment for the third time.",
               "Three cancellations when you need care is infuriating."),
              ("relief", "The lump was benign.", "What a weight off after all that worry.")]
+    # Japanese items (language guessed from the text): a leaderboard row of their own, no BERTScore
+    # without a Japanese backbone and no VADER valence (English lexicon), both left out rather than 0.
+    turns += [("sadness", "母の認知症が進んで、今日は私のことが分からなかったんです。",
+               "お母さまに自分のことが分かってもらえないのは、本当におつらいですね。"),
+              ("joy", "二年間の治療のあと、検査の結果がきれいだったんです！",
+               "二年間がんばってこられて、本当によかったですね。"),
+              ("fear", "肺に影が見つかって、生検の結果を一週間待たないといけません。",
+               "その不安を抱えたまま一週間待つのは、とても怖いと思います。")]
     path = tmp_path / "preds.csv"
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -198,7 +206,8 @@ def test_leaderboard_from_external_predictions_without_optional_metrics(resource
     resources["evaluation"] = EvaluationConfig(systems=[], external_prediction_files=[str(path)],
                                                judge_enabled=False, alignment_enabled=False,
                                                bootstrap_resamples=500)
-    picked = [a for a in sql_assets if a.key.path[-1] in ("leaderboard", "leaderboard_overall", "leaderboard_history")]
+    picked = [a for a in sql_assets if a.key.path[-1] in ("leaderboard", "leaderboard_overall", "leaderboard_history",
+                                                          "leaderboard_by_language")]
     result = materialize([ev.external_predictions, ev.evaluation_items, ev.metric_bertscore, ev.metric_valence,
                           ev.scorecard_tables, *picked], resources=resources)
     assert result.success
@@ -207,7 +216,11 @@ def test_leaderboard_from_external_predictions_without_optional_metrics(resource
     assert {"metric_judge", "metric_alignment", "metric_retention", "metric_epitome"} <= set(
         item_md["missing_metric_tables"].value)
     with duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True) as db:
-        board = db.execute("SELECT * FROM leaderboard WHERE emotion = 'all' AND metric = 'bertscore_f1'").pl()
+        board = db.execute("SELECT * FROM leaderboard WHERE emotion = 'all' AND language = 'all' "
+                           "AND metric = 'bertscore_f1'").pl()
+        by_language = db.execute("SELECT * FROM leaderboard_by_language").pl()
+        bertscore_ja = db.execute("SELECT * FROM metric_bertscore WHERE language = 'ja'").pl()
+        vader_ja = db.execute("SELECT vader_response FROM metric_valence WHERE language = 'ja'").pl()
         systems = db.execute("SELECT system, is_baseline FROM evaluation_systems").pl()
         history = db.execute("SELECT * FROM leaderboard_history").pl()
     # 'base' was not scored: the first system by name is the baseline, and said so
@@ -217,3 +230,21 @@ def test_leaderboard_from_external_predictions_without_optional_metrics(resource
     assert rows["oracle"]["delta"] > 0 and rows["oracle"]["p_value"] is not None
     assert rows["generic"]["verdict"] == "baseline" and rows["generic"]["delta"] is None
     assert set(history["system"]) == {"generic", "oracle"} and history["run_id"].n_unique() == 1
+    # Japanese: scored where a metric covers it, reported per language, never on the English backbone.
+    assert bertscore_ja.height == 6 and bertscore_ja["bertscore_f1"].null_count() == 6
+    assert set(bertscore_ja["backbone"]) == {"not scored: no Japanese backbone"}
+    bs_md = result.asset_materializations_for_node("metric_bertscore")[0].metadata
+    assert bs_md["not_scored"].value == {"ja": {"items": 6, "reason": "not scored: no Japanese backbone"}}
+    assert vader_ja["vader_response"].null_count() == 3 * 2
+    ja = {(r["system"], r["metric"]): r for r in by_language.filter(pl.col("language") == "ja").iter_rows(named=True)}
+    assert ja[("oracle", "distinct_2")]["n"] == 3 and ja[("generic", "distinct_2")]["n"] == 3
+    assert not any(m in ("bertscore_f1", "vader_response") for _, m in ja)
+    en = {(r["system"], r["metric"]): r for r in by_language.filter(pl.col("language") == "en").iter_rows(named=True)}
+    assert en[("oracle", "bertscore_f1")]["n"] == 6
+    # The demo's closing leaderboard: overall, then each language on its own.
+    from empathy_dag.evaluate.report import leaderboard_text
+
+    text = leaderboard_text(data_root / "warehouse.duckdb")
+    overall, _, rest = text.partition("Language 'en' only")
+    assert "bertscore_f1" in overall and "Language 'ja' only" in rest
+    assert "bertscore_f1" not in rest.split("Language 'ja' only")[1]

@@ -1,10 +1,12 @@
 """Loaders on small fixtures (written for this project) and on the real files in ../shared/data."""
 
+import json
 from pathlib import Path
 
 import polars as pl
 
 from empathy_dag.ingest.corpus import dialogues_frame, ingest_files, situations_frame
+from empathy_dag.ingest.language import identify_language
 from empathy_dag.ingest.readers import read_ed_raw_csv, read_goemotions_tsv, sniff_format
 from empathy_dag.ingest.records import detect_language, dialogue_id, situation_id
 from empathy_dag.settings import assets_dir
@@ -22,8 +24,8 @@ def test_seed_corpus_has_ten_english_situations_per_emotion_and_japanese_for_eac
     en = sit.filter(pl.col("language") == "en").group_by("emotion").len()
     ja = sit.filter(pl.col("language") == "ja").group_by("emotion").len()
     assert en.height == 28 and en["len"].min() >= 10
-    assert ja.height == 28 and ja["len"].min() >= 1
-    assert sit.height >= 308
+    assert ja.height == 28 and ja["len"].min() >= 3
+    assert sit.height >= 364
     dia = dialogues_frame(result.corpus)
     assert dia.height == sit.height  # every seed situation carries its gold two-turn dialogue
     chronic = sit.filter(pl.col("domain") != "everyday life").height
@@ -77,6 +79,36 @@ def test_language_detection():
     assert detect_language("I had my check-up today.") == "en"
     assert detect_language("今日は検査の日でした。") == "ja"
     assert detect_language("12345 !!!") == "und"
+    # What the old regex got wrong: Han-only Chinese was read as Japanese, Spanish and French as English.
+    assert detect_language("我今天去医院做了检查，医生说结果还要等一周。") == "zh"
+    assert detect_language("오늘 병원에서 검사를 받았는데 결과가 걱정돼요.") == "ko"
+    assert detect_language("Hoy fui al médico y todavía estoy esperando los resultados.") == "es"
+    assert detect_language("Je suis allé chez le médecin et j'attends encore les résultats.") == "fr"
+    guess = identify_language("I have been waiting for my biopsy results all week.")
+    assert guess.language == "en" and guess.confidence > 0.8
+    # Too short to tell: below the confidence floor it is undetermined, not a coin flip.
+    assert identify_language("Oh no!").language == "und"
+
+
+def test_detected_language_and_confidence_are_stored_and_unsupported_rows_quarantined(tmp_path):
+    rows = [
+        {"emotion": "fear", "situation": "I have been waiting for my biopsy results all week."},
+        {"emotion": "fear", "situation": "検査の結果を一週間ずっと待っていて、落ち着きません。"},
+        {"emotion": "fear", "situation": "Llevo toda la semana esperando los resultados de la biopsia."},
+        {"emotion": "fear", "situation": "我等活检结果已经等了一个星期了。"},
+        # Declared: kept as declared, the detection stored beside it.
+        {"emotion": "fear", "situation": "My scan is tomorrow and I cannot sleep.", "language": "ja"},
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    result = ingest_files([path], taxonomy=TAX)
+    corpus = result.corpus.sort("source_line")
+    assert corpus["language"].to_list() == ["en", "ja", "ja"]
+    assert corpus["language_detected"].to_list() == ["en", "ja", "en"]
+    assert corpus["language_confidence"].dtype == pl.Float64 and (corpus["language_confidence"] > 0.5).all()
+    quarantine = result.quarantine.sort("line")
+    assert quarantine["reason_code"].to_list() == ["unknown_language", "unknown_language"]
+    assert "'es' (detected" in quarantine["reason"][0] and "'zh' (detected" in quarantine["reason"][1]
 
 
 def test_real_empathetic_dialogues_utterance_pairs():

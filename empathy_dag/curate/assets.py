@@ -45,8 +45,9 @@ from empathy_dag.resources import ModelStore
 from empathy_dag.taxonomy import default_taxonomy
 
 # v3: filter_report keeps the dialogue fields; v4: every source filtered (per-source policy), dedup across
-# partitions, length bounds per language (max 2,000 en), filter_report has `source`
-CURATE_CODE_VERSION = "curate-v4"
+# partitions, length bounds per language (max 2,000 en), filter_report has `source`; v5: unsafe-word lists per
+# language with [any turn] / [reply] sections (the speaker's own account is not dropped for its words)
+CURATE_CODE_VERSION = "curate-v5"
 CLASSIFIER_CODE_VERSION = "emotion-classifier-v2"  # v2: fine-tuned multi-label encoder by default
 CLASSIFIER_FOLDER = "emotion_classifier"
 

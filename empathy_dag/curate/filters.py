@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from empathy_dag.ingest.records import detect_language, normalize_text
+from empathy_dag.ingest.language import UNDETERMINED, closest_supported_language, identify_language
+from empathy_dag.ingest.records import normalize_text
 from empathy_dag.settings import assets_dir
 
 FILTER_ORDER = (
@@ -98,34 +99,114 @@ def prompt_echo_reason(reply: str, prompt_texts: Iterable[str], threshold: float
     return None
 
 
+UNSAFE_SECTIONS = {"[any turn]": "any_turn", "[reply]": "reply"}
+# Languages written without spaces between words: their entries match anywhere, not as whole words.
+UNSPACED_LANGUAGES = ("ja", "zh")
+
+
+def unsafe_list_path(language: str = "en") -> Path:
+    """assets/filters/unsafe_words.txt (English) or unsafe_words.<lang>.txt, as the prompt templates."""
+    return assets_dir() / "filters" / ("unsafe_words.txt" if language == "en" else f"unsafe_words.{language}.txt")
+
+
+def _read_sections(file: Path) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {"any_turn": [], "reply": []}
+    current = "any_turn"  # a list without section headers applies to every turn (the old format)
+    for line in file.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.lower() in UNSAFE_SECTIONS:
+            current = UNSAFE_SECTIONS[line.lower()]
+            continue
+        sections[current].append(line if line.startswith("re:") else line.lower())
+    return sections
+
+
 @cache
 def load_word_list(path: str | None = None) -> tuple[str, ...]:
-    file = Path(path) if path else assets_dir() / "filters" / "unsafe_words.txt"
-    words = []
-    for line in file.read_text(encoding="utf-8").splitlines():
-        line = line.strip().lower()
-        if line and not line.startswith("#"):
-            words.append(line)
-    return tuple(words)
+    """Every entry of a list, whatever its section (the English list by default)."""
+    sections = _read_sections(Path(path) if path else unsafe_list_path("en"))
+    return tuple(sections["any_turn"] + sections["reply"])
+
+
+@dataclass(frozen=True)
+class UnsafeWordList:
+    language: str
+    file: str
+    any_turn: tuple[str, ...]  # drop a row wherever they occur
+    reply: tuple[str, ...]  # drop a row when they occur in the listener's reply
 
 
 @cache
-def _word_list_pattern(words: tuple[str, ...]) -> re.Pattern:
+def load_unsafe_list(language: str) -> UnsafeWordList:
+    file = unsafe_list_path(language)
+    if not file.is_file():
+        raise FileNotFoundError(f"no unsafe-word list for language {language!r} (expected {file})")
+    sections = _read_sections(file)
+    return UnsafeWordList(language, file.name, tuple(sections["any_turn"]), tuple(sections["reply"]))
+
+
+@cache
+def _word_list_pattern(words: tuple[str, ...], whole_words: bool = True) -> re.Pattern:
     parts = []
     for w in words:
+        if w.startswith("re:"):
+            parts.append(f"(?:{w[3:]})")
+            continue
         stem = re.escape(w.rstrip("*")).replace(r"\ ", r"\s+")
-        parts.append(rf"\b{stem}\w*" if w.endswith("*") else rf"\b{stem}\b")
+        if not whole_words:
+            parts.append(stem)
+        else:
+            parts.append(rf"\b{stem}\w*" if w.endswith("*") else rf"\b{stem}\b")
     return re.compile("|".join(parts) or r"(?!x)x", re.IGNORECASE)
 
 
-def unsafe_reason(text: str, words: tuple[str, ...] | None = None) -> str | None:
-    m = _word_list_pattern(words if words is not None else load_word_list()).search(text or "")
+def unsafe_reason(text: str, words: tuple[str, ...] | None = None, language: str = "en") -> str | None:
+    """The first entry of `words` (default: every entry of `language`'s list) found in `text`."""
+    if words is None:
+        lists = load_unsafe_list(language)
+        words = lists.any_turn + lists.reply
+    m = _word_list_pattern(words, language not in UNSPACED_LANGUAGES).search(text or "")
     return f"unsafe or profane term {m.group(0)!r}" if m else None
 
 
+def unsafe_dialogue_reason(speaker: str, reply: str, language: str,
+                           words: tuple[str, ...] | None = None) -> str | None:
+    """Why a dialogue is unsafe, naming the term, the turn and the list; None when it is not.
+
+    With the language's own list, `[any turn]` entries are looked for in both turns and `[reply]`
+    entries in the listener's reply only (the speaker's account is theirs to tell: see the list's
+    header). `words` (a user's list from the curate config) applies to both turns, as before lists had
+    sections. A language without a list is dropped with that reason rather than let through unchecked."""
+    whole_words = language not in UNSPACED_LANGUAGES
+    if words is not None:
+        m = _word_list_pattern(words, whole_words).search(f"{speaker}\n{reply}")
+        return f"unsafe or profane term {m.group(0)!r} (configured unsafe_words)" if m else None
+    try:
+        lists = load_unsafe_list(language)
+    except FileNotFoundError as exc:
+        return f"{exc}: cannot check it for unsafe content"
+    m = _word_list_pattern(lists.any_turn, whole_words).search(f"{speaker}\n{reply}")
+    if m:
+        return f"unsafe term {m.group(0)!r} ({lists.file}, any turn)"
+    m = _word_list_pattern(lists.reply, whole_words).search(reply or "")
+    if m:
+        return f"unsafe or profane term {m.group(0)!r} in the listener reply ({lists.file})"
+    return None
+
+
 def language_reason(text: str, expected: str) -> str | None:
-    found = detect_language(text or "")
-    return None if found == expected else f"language detected as {found!r}, expected {expected!r}"
+    """Drop a row the identifier reads as another language. Text too short to tell ("und") is judged
+    among the supported languages only, as the old script-based check did: a terse English reply is
+    not dropped for being terse (the length filter is there for that)."""
+    guess = identify_language(text or "")
+    found = guess.language
+    if found == UNDETERMINED and any(ch.isalpha() for ch in text or ""):
+        found = closest_supported_language(text)
+    if found == expected:
+        return None
+    return f"language detected as {found!r} (confidence {guess.confidence:.2f}), expected {expected!r}"
 
 
 def contradiction_reason(partition_emotion: str, predicted_group: str, probability: float,
@@ -271,7 +352,8 @@ def row_reason(row: dict, config: FilterConfig, on: Iterable[str]) -> tuple[str 
         ("prompt_echo", lambda: prompt_echo_reason(reply, [speaker, row.get("situation") or ""],
                                                    config.echo_threshold)
          or prompt_echo_reason(speaker, [], config.echo_threshold)),
-        ("unsafe", lambda: unsafe_reason(f"{speaker}\n{reply}", config.unsafe_words)),
+        ("unsafe", lambda: unsafe_dialogue_reason(speaker, reply, config.language or row.get("language") or "en",
+                                                  config.unsafe_words)),
         ("language", lambda: language_reason(f"{speaker} {reply}", config.language or row.get("language") or "en")),
     ]
     for name, check in checks:

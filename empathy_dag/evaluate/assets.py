@@ -5,6 +5,7 @@ agreement and a chart of the leaderboard (the leaderboard itself is `dbt_like_sq
 Each metric asset loads its model once per run and scores every system and emotion in that run."""
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -471,22 +472,36 @@ def _keys(items: pl.DataFrame) -> pl.DataFrame:
 
 @_metric_asset("metric_bertscore", "BERTScore P/R/F1 of each prediction against its reference (bert-score; "
                "embedded all-MiniLM-L6-v2 with 6 layers by default; EmPO used roberta-large layer 17, no idf, "
-               "no baseline rescaling). Japanese items use `bertscore_model_ja` when set.")
+               "no baseline rescaling). Japanese items use `bertscore_model_ja`, or are not scored without it.",
+               version="v2")  # v2: Japanese never on the English backbone
 def metric_bertscore(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
-    from empathy_dag.evaluate.metrics.bertscore import bertscore, load_scorer
+    from empathy_dag.evaluate.metrics.bertscore import (
+        NOT_SCORED_NO_JA_BACKBONE,
+        backbone_for,
+        bertscore,
+        load_scorer,
+    )
 
     items = read_items(warehouse)
     load_seconds = score_seconds = 0.0
-    parts = []
-    groups = [("default", items)]
-    if evaluation.bertscore_model_ja:
-        groups = [("default", items.filter(pl.col("language") != "ja")), ("ja", items.filter(pl.col("language") == "ja"))]
-    backbones = {}
-    for group, frame in groups:
+    parts, backbones, not_scored = [], {}, {}
+    score_cols = ("bertscore_precision", "bertscore_recall", "bertscore_f1")
+    # One group per backbone: English (and any other language) on the default one, Japanese on
+    # bertscore_model_ja, or not scored at all (NULL, with the reason as its backbone).
+    plan = {lang: backbone_for(lang, evaluation.bertscore_model, evaluation.bertscore_num_layers,
+                               evaluation.bertscore_model_ja, evaluation.bertscore_num_layers_ja)
+            for lang in sorted(set(items["language"].to_list()))}
+    for backbone in dict.fromkeys(plan.values()):
+        frame = items.filter(pl.col("language").is_in([lang for lang, b in plan.items() if b == backbone]))
         if not frame.height:
             continue
-        model, layers = ((evaluation.bertscore_model_ja, evaluation.bertscore_num_layers_ja) if group == "ja"
-                         else (evaluation.bertscore_model, evaluation.bertscore_num_layers))
+        if backbone is None:
+            for lang in set(frame["language"].to_list()):
+                not_scored[lang] = int((frame["language"] == lang).sum())
+            parts.append(_keys(frame).with_columns(*[pl.lit(None, dtype=pl.Float64).alias(c) for c in score_cols],
+                                                   pl.lit(NOT_SCORED_NO_JA_BACKBONE).alias("backbone")))
+            continue
+        model, layers = backbone
         loading = time.perf_counter()
         scorer = load_scorer(model, layers, evaluation.bertscore_batch_size, device=evaluation.device,
                              allow_hub=evaluation.allow_hub)
@@ -494,25 +509,30 @@ def metric_bertscore(context: AssetExecutionContext, evaluation: EvaluationConfi
         scoring = time.perf_counter()
         scores = bertscore(scorer, frame["prediction"].to_list(), frame["reference"].to_list())
         score_seconds += time.perf_counter() - scoring
-        backbones[group] = f"{model} (layers={layers})"
+        label = f"{model} (layers={layers})"
+        for lang in sorted(set(frame["language"].to_list())):
+            backbones[lang] = label
         parts.append(_keys(frame).with_columns(
             pl.Series("bertscore_precision", scores["precision"]), pl.Series("bertscore_recall", scores["recall"]),
-            pl.Series("bertscore_f1", scores["f1"]), pl.lit(backbones[group]).alias("backbone")))
+            pl.Series("bertscore_f1", scores["f1"]), pl.lit(label).alias("backbone")))
     table = pl.concat(parts) if parts else _keys(items).with_columns(
-        *[pl.lit(None, dtype=pl.Float64).alias(c) for c in ("bertscore_precision", "bertscore_recall", "bertscore_f1")],
+        *[pl.lit(None, dtype=pl.Float64).alias(c) for c in score_cols],
         pl.lit(None, dtype=pl.String).alias("backbone"))
     write_table(warehouse, "metric_bertscore", table)
-    ja_without_backbone = int((items["language"] == "ja").sum()) if not evaluation.bertscore_model_ja else 0
-    if ja_without_backbone:
-        context.log.warning(f"{ja_without_backbone} Japanese items scored with an English backbone: set "
-                            "bertscore_model_ja to a multilingual model")
+    if not_scored:
+        context.log.warning(f"BERTScore left out {not_scored} items ({NOT_SCORED_NO_JA_BACKBONE}): set "
+                            "bertscore_model_ja to a multilingual model to score them")
+    scored = table.filter(pl.col("bertscore_f1").is_not_null()).height
     return MaterializeResult(metadata={
         "dagster/row_count": table.height, "backbones": MetadataValue.json(backbones),
         # scoring only: the model load is reported on its own (once per run, whatever the partitions)
-        "pairs_per_s": round(table.height / score_seconds, 1) if score_seconds > 0 else 0.0,
+        "pairs_per_s": round(scored / score_seconds, 1) if score_seconds > 0 else 0.0,
         "load_seconds": round(load_seconds, 2),
-        "japanese_items_on_english_backbone": ja_without_backbone,
-        "by_system": summary_by_system(table, ["bertscore_precision", "bertscore_recall", "bertscore_f1"]),
+        # Always 0: a Japanese item is scored with bertscore_model_ja or not at all.
+        "japanese_items_on_english_backbone": 0,
+        "not_scored": MetadataValue.json({lang: {"items": n, "reason": NOT_SCORED_NO_JA_BACKBONE}
+                                          for lang, n in not_scored.items()}),
+        "by_system": summary_by_system(table, list(score_cols)),
     })
 
 
@@ -566,30 +586,41 @@ def metric_epitome(context: AssetExecutionContext, evaluation: EvaluationConfig,
 
 
 @_metric_asset("metric_valence", "VADER compound of the prediction and of the speaker turn and their "
-               "difference; with an NRC-VAD lexicon, EmPO's |max V/A/D(prediction) - max V/A/D(reference)|.")
+               "difference; with an NRC-VAD lexicon, EmPO's |max V/A/D(prediction) - max V/A/D(reference)|. English "
+               "only (NULL for other languages).", version="v2")
 def metric_valence(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
-    from empathy_dag.evaluate.metrics.valence import load_nrc_vad, vad_difference_rows, valence_rows
+    from empathy_dag.evaluate.metrics.valence import (
+        VALENCE_LANGUAGES,
+        load_nrc_vad,
+        vad_difference_rows,
+        valence_rows,
+    )
 
     items = read_items(warehouse)
-    rows = valence_rows(items["prediction"].to_list(), items["speaker_utterance"].to_list())
+    languages = items["language"].to_list()
+    rows = valence_rows(items["prediction"].to_list(), items["speaker_utterance"].to_list(), languages)
     cols = {"vader_response": pl.Float64, "vader_speaker": pl.Float64, "vader_difference": pl.Float64}
     table = pl.concat([_keys(items), pl.DataFrame(rows, schema=cols)], how="horizontal")
     vad_cols = {"diff_valence": pl.Float64, "diff_arousal": pl.Float64, "diff_dominance": pl.Float64}
     if evaluation.nrc_vad_path:
         lexicon = load_nrc_vad(evaluation.nrc_vad_path)
-        vad = vad_difference_rows(items["prediction"].to_list(), items["reference"].to_list(), lexicon)
+        vad = vad_difference_rows(items["prediction"].to_list(), items["reference"].to_list(), lexicon, languages)
         table = pl.concat([table, pl.DataFrame(vad, schema=vad_cols)], how="horizontal")
     else:
         table = table.with_columns(*[pl.lit(None, dtype=t).alias(c) for c, t in vad_cols.items()])
     write_table(warehouse, "metric_valence", table)
     return MaterializeResult(metadata={
         "dagster/row_count": table.height, "nrc_vad": evaluation.nrc_vad_path or "not configured",
+        "lexicon_languages": MetadataValue.json(list(VALENCE_LANGUAGES)),
+        # NULL, left out of the means: the lexicons are English, and VADER's 0.0 on Japanese is not neutral.
+        "not_scored_no_lexicon": MetadataValue.json(
+            dict(Counter(lang for lang in languages if lang not in VALENCE_LANGUAGES))),
         "by_system": summary_by_system(table, [*cols, *vad_cols]),
     })
 
 
 @_metric_asset("metric_diversity", "distinct-1/2, n-gram entropy and share of unique responses per system, "
-               "per emotion and over all emotions ('all'); characters for Japanese, words otherwise.")
+               "per emotion and over all emotions ('all'); words in every language (MeCab for Japanese).", version="v2")
 def metric_diversity(context: AssetExecutionContext, warehouse: Warehouse):
     from empathy_dag.evaluate.metrics.diversity import diversity_scores
 
@@ -631,14 +662,15 @@ def _subsample(items: pl.DataFrame, n: int) -> pl.DataFrame:
 
 @_metric_asset("metric_judge", "LLM-as-a-judge scores 1-5 for fluency, general empathy and emotion-specific "
                "empathy (rubric in assets/rubrics); a reply without a score is a parse failure: score NULL, "
-               "counted in metadata.", extra_deps=["base_model"])
+               "counted in metadata. Each item is judged with its language's rubric.", extra_deps=["base_model"],
+               version="v2")
 def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
                  model_store: ModelStore, text_generator: TextGenerator):
     from empathy_dag.evaluate.metrics.judge import (
         JUDGE_SCORING_MODES,
         digit_probabilities,
         expected_score,
-        load_rubric,
+        load_rubrics,
         log_judge_progress,
         parse_score,
     )
@@ -646,8 +678,13 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
 
     if evaluation.judge_scoring not in JUDGE_SCORING_MODES:
         raise ValueError(f"judge_scoring must be one of {JUDGE_SCORING_MODES}, got {evaluation.judge_scoring!r}")
-    rubric = load_rubric(evaluation.judge_rubric)
+    rubrics = load_rubrics(evaluation.judge_rubric)
+    rubric = rubrics["en"]
     items = _subsample(read_items(warehouse), evaluation.judge_max_items) if evaluation.judge_enabled else read_items(warehouse).head(0)
+    # Each item is judged with its own language's rubric; one in a language without a rubric is left out
+    # (and counted), never judged with the English rubric.
+    unjudged = items.filter(~pl.col("language").is_in(list(rubrics)))
+    items = items.filter(pl.col("language").is_in(list(rubrics)))
     schema = {"system": pl.String, "origin": pl.String, "emotion": pl.String, "language": pl.String,
               "item_id": pl.String, "dimension": pl.String, "reply": pl.String, "score": pl.Int64,
               "expected_score": pl.Float64}
@@ -656,7 +693,7 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
         convs, keys = [], []
         for it in items.iter_rows(named=True):
             for dim in rubric.dimensions:
-                convs.append(rubric.conversation(dim, emotion=it["emotion"], situation=it["situation"],
+                convs.append(rubrics[it["language"]].conversation(dim, emotion=it["emotion"], situation=it["situation"],
                                                  speaker_utterance=dialogue_text(it["speaker_utterance"],
                                                                                  it.get("history")),
                                                  response=it["prediction"]))
@@ -692,6 +729,9 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
     return MaterializeResult(metadata={
         "dagster/row_count": table.height, "judge_model": source, "rubric": rubric.name,
         "rubric_sha256": rubric.sha256, "enabled": evaluation.judge_enabled, "scoring": evaluation.judge_scoring,
+        "rubrics_by_language": MetadataValue.json({lang: {"name": r.name, "sha256": r.sha256}
+                                                   for lang, r in rubrics.items()}),
+        "not_judged_no_rubric": MetadataValue.json(dict(Counter(unjudged["language"].to_list()))),
         "parse_failures": int(table["score"].is_null().sum()),
         "parse_failure_rate": round(float(table["score"].is_null().mean()), 4) if table.height else 0.0,
         "parse_failures_by_system": markdown_table(failures, max_rows=50),
@@ -885,11 +925,11 @@ def _append_history(warehouse: Warehouse, rows: pl.DataFrame, run_id: str) -> in
                   deps=[AssetKey("metric_item_scores"), AssetKey("evaluation_systems")],
                   description="Every system against the baseline and against the promoted model, on the same "
                   "items: mean difference, paired-bootstrap 95% interval, paired permutation p-value, "
-                  "Benjamini-Hochberg adjusted p per (system, reference, emotion), verdict better / worse / "
+                  "Benjamini-Hochberg adjusted p per (system, reference, emotion, language), verdict better / worse / "
                   "inconclusive, and `regression` (worse with confidence beyond the margin). Appends the "
                   "overall rows to `scorecard_history`."),
     ],
-    code_version="scorecard-v1",
+    code_version="scorecard-v2",  # v2: per-language rows (column `language`)
     pool="duckdb_warehouse",
     can_subset=False,
 )
@@ -916,8 +956,10 @@ def scorecard_tables(context: AssetExecutionContext, evaluation: EvaluationConfi
     write_table(warehouse, "metric_scores", summaries)
     write_table(warehouse, "metric_comparisons", comparisons)
 
-    overall = summaries.filter(pl.col("emotion") == scorecard.ALL)
-    vs_base = comparisons.filter((pl.col("versus_role") == "baseline") & (pl.col("emotion") == scorecard.ALL)).select(
+    is_overall = (pl.col("emotion") == scorecard.ALL) & (pl.col("language") == scorecard.ALL)
+    overall = summaries.filter(is_overall).drop("language")  # scorecard_history keeps its columns
+    by_language = summaries.filter((pl.col("emotion") == scorecard.ALL) & (pl.col("language") != scorecard.ALL))
+    vs_base = comparisons.filter((pl.col("versus_role") == "baseline") & is_overall).select(
         "system", "metric", pl.col("delta").alias("delta_vs_baseline"), pl.col("delta_ci_low").alias("delta_ci_low"),
         pl.col("delta_ci_high").alias("delta_ci_high"), pl.col("p_adjusted").alias("p_adjusted"),
         pl.col("verdict").alias("verdict_vs_baseline"))
@@ -929,7 +971,7 @@ def scorecard_tables(context: AssetExecutionContext, evaluation: EvaluationConfi
     kept = _append_history(warehouse, history, context.run.run_id)
     seconds = round(time.perf_counter() - start, 2)
     no_interval = summaries.filter(pl.col("ci_low").is_null() & (pl.col("n") > 0))
-    verdicts = dict(comparisons.filter(pl.col("emotion") == scorecard.ALL).group_by("verdict").len().iter_rows()) \
+    verdicts = dict(comparisons.filter(is_overall).group_by("verdict").len().iter_rows()) \
         if comparisons.height else {}
     context.log.info(f"scorecard: {summaries.height} summaries, {comparisons.height} paired comparisons in "
                      f"{seconds} s; overall verdicts {verdicts}")
@@ -946,16 +988,20 @@ def scorecard_tables(context: AssetExecutionContext, evaluation: EvaluationConfi
         "why_no_interval": MetadataValue.json(dict(no_interval.group_by("interval_note").len().iter_rows())),
         "overall": markdown_table(overall.select("system", "metric", "n", "value", "ci_low", "ci_high")
                                   .with_columns(pl.selectors.float().round(4)), max_rows=80),
+        "languages": MetadataValue.json(sorted(set(by_language["language"].to_list()))),
+        "by_language": markdown_table(by_language.select("language", "system", "metric", "n", "value", "ci_low",
+                                                         "ci_high").with_columns(pl.selectors.float().round(4)),
+                                      max_rows=120),
     })
     yield MaterializeResult(asset_key="metric_comparisons", metadata={
         "dagster/row_count": comparisons.height,
         "references": MetadataValue.json(references),
-        "alpha": settings.alpha, "correction": "Benjamini-Hochberg per (system, reference, emotion)",
+        "alpha": settings.alpha, "correction": "Benjamini-Hochberg per (system, reference, emotion, language)",
         "test": "paired permutation (two-sided), paired bootstrap interval",
         "overall_verdicts": MetadataValue.json(verdicts),
         "scorecard_history_rows": kept,
         "seconds": seconds,
-        "overall": markdown_table(comparisons.filter(pl.col("emotion") == scorecard.ALL).select(
+        "overall": markdown_table(comparisons.filter(is_overall).select(
             "system", "versus", "metric", "n", "delta", "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict")
             .with_columns(pl.selectors.float().round(4)), max_rows=80),
     })
@@ -1014,6 +1060,8 @@ def leaderboard_chart_png(leaderboard: pl.DataFrame, metrics: tuple[str, ...] = 
 def leaderboard_chart(context: AssetExecutionContext, warehouse: Warehouse, model_store: ModelStore):
     with warehouse.connect() as conn:
         board = conn.execute(f"SELECT * FROM {WAREHOUSE_SCHEMA}.leaderboard").pl()
+    # The chart is per emotion over every language; the per-language rows are in leaderboard_by_language.
+    board = board.filter(pl.col("language") == "all") if "language" in board.columns else board
     png = leaderboard_chart_png(board)
     path = Path(model_store.root).parent / "reports" / "leaderboard_per_emotion.png"
     path.parent.mkdir(parents=True, exist_ok=True)

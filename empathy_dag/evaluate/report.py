@@ -31,8 +31,27 @@ def _cell(value, low, high, verdict, regression) -> str:
     return text + mark
 
 
-def leaderboard_frame(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    board = conn.execute("SELECT * FROM main.leaderboard WHERE emotion = 'all'").pl()
+def _has_language(conn: duckdb.DuckDBPyConnection) -> bool:
+    columns = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
+                           "AND table_name = 'leaderboard'").fetchall()
+    return ("language",) in columns
+
+
+def leaderboard_languages(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """The languages with rows of their own in the leaderboard (empty for a table from before them)."""
+    if not _has_language(conn):
+        return []
+    return [r[0] for r in conn.execute("SELECT DISTINCT language FROM main.leaderboard WHERE language <> 'all' "
+                                       "ORDER BY language").fetchall()]
+
+
+def leaderboard_frame(conn: duckdb.DuckDBPyConnection, language: str = "all") -> pl.DataFrame:
+    """Metrics x systems over all emotions, for every item (`language` 'all') or one language's items."""
+    if _has_language(conn):
+        board = conn.execute("SELECT * FROM main.leaderboard WHERE emotion = 'all' AND language = ?",
+                             [language]).pl()
+    else:  # a leaderboard built before per-language rows
+        board = conn.execute("SELECT * FROM main.leaderboard WHERE emotion = 'all'").pl()
     if not board.height:
         return pl.DataFrame()
     systems = (board.select("system", "is_baseline").unique().sort(["is_baseline", "system"], descending=[True, False])
@@ -50,17 +69,29 @@ def leaderboard_frame(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def leaderboard_text(warehouse_or_path) -> str:
+    """The overall leaderboard, then one per language when the items are in more than one (Japanese
+    items reported on their own, in their own units and without the metrics that cannot score them)."""
+    def frames(conn):
+        languages = leaderboard_languages(conn)
+        per_language = [(lang, leaderboard_frame(conn, lang)) for lang in languages] if len(languages) > 1 else []
+        return leaderboard_frame(conn), per_language
+
     if isinstance(warehouse_or_path, (str, Path)):
         conn = duckdb.connect(str(warehouse_or_path), read_only=True)
         try:
-            frame = leaderboard_frame(conn)
+            frame, per_language = frames(conn)
         finally:
             conn.close()
     else:
         with warehouse_or_path.connect(read_only=True) as conn:
-            frame = leaderboard_frame(conn)
+            frame, per_language = frames(conn)
     if not frame.height:
         return "(the leaderboard is empty: materialize the evaluate group and the leaderboard SQL models)"
     table = tabulate(frame.rows(), headers=frame.columns, tablefmt="github")
-    return ("Leaderboard over all emotions: mean [95% bootstrap interval], n = items; against the baseline "
+    text = ("Leaderboard over all emotions: mean [95% bootstrap interval], n = items; against the baseline "
             "(paired test, Benjamini-Hochberg): + better, - worse, -! regression, ~ inconclusive\n\n" + table)
+    for lang, sub in per_language:
+        if sub.height:
+            text += (f"\n\nLanguage {lang!r} only (its items; a metric that cannot score {lang!r} has no row):\n\n"
+                     + tabulate(sub.rows(), headers=sub.columns, tablefmt="github"))
+    return text

@@ -20,6 +20,10 @@ module turns them into
   good direction). `regression` is "worse, and the whole interval of the directional difference lies
   beyond the margin" - a confident regression, never a fixed percentage of the baseline.
 
+Every group is (emotion, language): 'all'/'all' over every item, each emotion over all languages, and
+each language over all emotions (a Japanese system's or items' own row, never only mixed into 'all';
+a consumer of the overall rows filters emotion = 'all' AND language = 'all').
+
 Nothing here imports Dagster: the evaluate assets call these functions, tests call them on fixed data."""
 
 from __future__ import annotations
@@ -72,11 +76,11 @@ DEFAULT_HEADLINE_METRICS = ("diff_epitome_er", "diff_epitome_ip", "diff_epitome_
 
 ITEM_SCORE_SCHEMA = {"system": pl.String, "emotion": pl.String, "language": pl.String, "item_id": pl.String,
                      "metric": pl.String, "value": pl.Float64}
-SUMMARY_SCHEMA = {"system": pl.String, "emotion": pl.String, "metric": pl.String, "direction": pl.Int64,
+SUMMARY_SCHEMA = {"system": pl.String, "emotion": pl.String, "language": pl.String, "metric": pl.String, "direction": pl.Int64,
                   "kind": pl.String, "n": pl.Int64, "value": pl.Float64, "std_error": pl.Float64,
                   "ci_low": pl.Float64, "ci_high": pl.Float64, "interval_note": pl.String}
 COMPARISON_SCHEMA = {"system": pl.String, "versus": pl.String, "versus_role": pl.String, "emotion": pl.String,
-                     "metric": pl.String, "direction": pl.Int64, "n": pl.Int64, "value": pl.Float64,
+                     "language": pl.String, "metric": pl.String, "direction": pl.Int64, "n": pl.Int64, "value": pl.Float64,
                      "versus_value": pl.Float64, "delta": pl.Float64, "delta_ci_low": pl.Float64,
                      "delta_ci_high": pl.Float64, "p_value": pl.Float64, "p_adjusted": pl.Float64,
                      "verdict": pl.String, "regression": pl.Boolean, "note": pl.String}
@@ -255,8 +259,12 @@ def adjust_family(rows: list[dict], settings: ScorecardSettings) -> None:
 # ------------------------------------------------------------------------------------ whole tables
 
 
-def _groups(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
-    return [(ALL, frame)] + [(e, f) for (e,), f in frame.group_by("emotion", maintain_order=True)]
+def _groups(frame: pl.DataFrame) -> list[tuple[tuple[str, str], pl.DataFrame]]:
+    """((emotion, language), rows): everything, each emotion, each language."""
+    groups = [((ALL, ALL), frame)] + [((e, ALL), f) for (e,), f in frame.group_by("emotion", maintain_order=True)]
+    if "language" in frame.columns:
+        groups += [((ALL, lang), f) for (lang,), f in frame.sort("language").group_by("language", maintain_order=True)]
+    return groups
 
 
 def metric_summaries(scores: pl.DataFrame, settings: ScorecardSettings = ScorecardSettings(),
@@ -264,15 +272,16 @@ def metric_summaries(scores: pl.DataFrame, settings: ScorecardSettings = Scoreca
     """One row per (system, emotion | 'all', metric): n, value, standard error, interval."""
     rows = []
     for (system, metric), frame in scores.group_by("system", "metric", maintain_order=True):
-        for emotion, sub in _groups(frame):
-            rows.append({"system": system, "emotion": emotion, "metric": metric, "direction": direction_of(metric),
+        for (emotion, language), sub in _groups(frame):
+            rows.append({"system": system, "emotion": emotion, "language": language, "metric": metric,
+                         "direction": direction_of(metric),
                          "kind": "item", **summarize(sub["value"].to_numpy(), settings)})
     if items is not None and items.height:
         for (system,), frame in items.group_by("system", maintain_order=True):
-            for emotion, sub in _groups(frame):
+            for (emotion, language), sub in _groups(frame):
                 texts, langs = sub["prediction"].to_list(), sub["language"].to_list()
                 for metric in SET_METRICS:
-                    rows.append({"system": system, "emotion": emotion, "metric": metric,
+                    rows.append({"system": system, "emotion": emotion, "language": language, "metric": metric,
                                  "direction": direction_of(metric), "kind": "set",
                                  **summarize((), settings, statistic=SetStatistic(metric, texts, langs),
                                              data=np.arange(len(texts)))})
@@ -281,13 +290,13 @@ def metric_summaries(scores: pl.DataFrame, settings: ScorecardSettings = Scoreca
             for metric, n_col in (("perplexity", "text_tokens"), ("mmlu_accuracy", "mmlu_questions")):
                 if rec.get(metric) is None:
                     continue
-                rows.append({"system": rec["system"], "emotion": ALL, "metric": metric,
+                rows.append({"system": rec["system"], "emotion": ALL, "language": ALL, "metric": metric,
                              "direction": direction_of(metric), "kind": "system",
                              **_summary(int(rec.get(n_col) or 0), float(rec[metric]), None, None, None,
                                         "one score per system (no items): no interval")})
     if not rows:
         return pl.DataFrame(schema=SUMMARY_SCHEMA)
-    return pl.DataFrame(rows, schema=SUMMARY_SCHEMA).sort("system", "emotion", "metric")
+    return pl.DataFrame(rows, schema=SUMMARY_SCHEMA).sort("system", "emotion", "language", "metric")
 
 
 class SetStatistic:
@@ -371,7 +380,7 @@ def paired_comparisons(scores: pl.DataFrame, references: Mapping[str, str],
         for system in systems:
             if system == versus:
                 continue
-            family: dict[str, list[dict]] = {}
+            family: dict[tuple[str, str], list[dict]] = {}
             _item_pairs(scores, system, versus, role, settings, family)
             if items is not None and items.height:
                 _set_pairs(items, system, versus, role, settings, family)
@@ -380,7 +389,7 @@ def paired_comparisons(scores: pl.DataFrame, references: Mapping[str, str],
                 rows.extend(fam)
     if not rows:
         return pl.DataFrame(schema=COMPARISON_SCHEMA)
-    return pl.DataFrame(rows, schema=COMPARISON_SCHEMA).sort("versus_role", "system", "emotion", "metric")
+    return pl.DataFrame(rows, schema=COMPARISON_SCHEMA).sort("versus_role", "system", "emotion", "language", "metric")
 
 
 def _item_pairs(scores, system, versus, role, settings, family):
@@ -388,17 +397,17 @@ def _item_pairs(scores, system, versus, role, settings, family):
     b = scores.filter(pl.col("system") == versus).select("item_id", "metric", pl.col("value").alias("versus_v"))
     joined = a.join(b, on=["item_id", "metric"], how="inner")
     for (metric,), frame in joined.group_by("metric", maintain_order=True):
-        for emotion, sub in _groups(frame):
+        for group, sub in _groups(frame):
             x, y = sub["value"].to_numpy(), sub["versus_v"].to_numpy()
             test = paired_test(x, y, settings)
-            family.setdefault(emotion, []).append(_comparison_row(system, versus, role, emotion, metric, x, y, test))
+            family.setdefault(group, []).append(_comparison_row(system, versus, role, group, metric, x, y, test))
 
 
 def _set_pairs(items, system, versus, role, settings, family):
     a = items.filter(pl.col("system") == system).select("item_id", "emotion", "language", "prediction")
     b = items.filter(pl.col("system") == versus).select("item_id", pl.col("prediction").alias("versus_prediction"))
     joined = a.join(b, on="item_id", how="inner").sort("item_id")
-    for emotion, sub in _groups(joined):
+    for group, sub in _groups(joined):
         n, x_texts, y_texts = sub.height, sub["prediction"].to_list(), sub["versus_prediction"].to_list()
         langs = sub["language"].to_list()
         for metric in SET_METRICS:
@@ -409,14 +418,16 @@ def _set_pairs(items, system, versus, role, settings, family):
             else:
                 both = SetStatistic(metric, x_texts + y_texts, langs * 2)
                 test = paired_test(x_idx, y_idx, settings, statistic=_paired_set_statistic(both))
-            row = _comparison_row(system, versus, role, emotion, metric, None, None, test)
+            row = _comparison_row(system, versus, role, group, metric, None, None, test)
             row["value"] = float(SetStatistic(metric, x_texts, langs)(x_idx)) if n else None
             row["versus_value"] = float(SetStatistic(metric, y_texts, langs)(x_idx)) if n else None
-            family.setdefault(emotion, []).append(row)
+            family.setdefault(group, []).append(row)
 
 
-def _comparison_row(system, versus, role, emotion, metric, x, y, test) -> dict:
-    return {"system": system, "versus": versus, "versus_role": role, "emotion": emotion, "metric": metric,
+def _comparison_row(system, versus, role, group, metric, x, y, test) -> dict:
+    emotion, language = group
+    return {"system": system, "versus": versus, "versus_role": role, "emotion": emotion, "language": language,
+            "metric": metric,
             "direction": direction_of(metric),
             "value": float(np.mean(x)) if x is not None and len(x) else None,
             "versus_value": float(np.mean(y)) if y is not None and len(y) else None,
@@ -460,8 +471,11 @@ def gate_decision(comparisons: pl.DataFrame, candidate: str, versus: str,
     """Promote `candidate` over `versus` only on evidence: no headline metric a confident regression,
     and at least `min_improved` headline metrics confidently better (over all emotions). A candidate
     better only by noise is `kept` out: "inconclusive" is the honest answer on a small set."""
+    # Over every item: emotion and language 'all' (a table written before the language column: emotion only).
+    every_language = (pl.col("language") == ALL) if "language" in comparisons.columns else pl.lit(True)
     rows = comparisons.filter((pl.col("system") == candidate) & (pl.col("versus") == versus)
-                              & (pl.col("emotion") == ALL) & pl.col("metric").is_in(list(headline)))
+                              & (pl.col("emotion") == ALL) & every_language
+                              & pl.col("metric").is_in(list(headline)))
     found = {r["metric"]: r for r in rows.iter_rows(named=True)}
     reasons, compared = [], []
     for metric in headline:

@@ -18,7 +18,7 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.generate.engine import log_progress
-from empathy_dag.generate.prompts import load_template, templates_version
+from empathy_dag.generate.prompts import load_templates, templates_version
 from empathy_dag.generate.resources import TextGenerator
 from empathy_dag.generate.synthetic import (
     BRAINSTORM_SCHEMA,
@@ -153,11 +153,18 @@ def _stage_metadata(frames: dict[str, pl.DataFrame], result: StageResult, previe
     }
 
 
+def _versions_used(templates: dict, rows: pl.DataFrame) -> str:
+    """The versions of the templates the rows' languages were prompted with ("a@1; b@2")."""
+    languages = sorted(set(rows["language"].to_list())) if rows.height else ["en"]
+    return "; ".join(templates[lang].version for lang in languages if lang in templates)
+
+
 class BrainstormConfig(Config):
     per_emotion: int = Field(default=8, description="New situations to brainstorm per emotion.")
     domain: str = Field(default="chronic illness", description="What the situations are about.")
     examples_per_prompt: int = Field(default=3, description="Seed situations shown in each prompt.")
-    language: str = "en"
+    language: str = Field(default="en", description="Language of the new situations: seeds of this language are "
+                          "shown, and the prompt is that language's template (assets/prompts/*.<lang>.txt).")
     max_new_tokens: int = 64
 
 
@@ -178,9 +185,12 @@ def brainstormed_situations(
 ):
     seeds = per_partition(context, situations)
     generator = text_generator.for_asset(context, model_store)
-    template = load_template(BRAINSTORM_TEMPLATE)
+    templates = load_templates(BRAINSTORM_TEMPLATE)
+    if config.language not in templates:
+        raise ValueError(f"brainstorm language {config.language!r} has no template; supported: {', '.join(templates)}")
+    template = templates[config.language]
     result = brainstorm_fn(
-        generator, template, text_generator.settings(max_new_tokens=config.max_new_tokens),
+        generator, templates, text_generator.settings(max_new_tokens=config.max_new_tokens),
         seeds_by_emotion={e: seeds.get(e, pl.DataFrame()) for e in context.partition_keys},
         taxonomy=default_taxonomy(), count=config.per_emotion, domain=config.domain,
         examples_per_prompt=config.examples_per_prompt, language=config.language,
@@ -213,12 +223,13 @@ def speaker_explanations(
 ):
     situations = concat_partitions(per_partition(context, brainstormed_situations), BRAINSTORM_SCHEMA)
     generator = text_generator.for_asset(context, model_store)
-    template = load_template(EXPLANATION_TEMPLATE)
-    result = explanations_fn(generator, template, text_generator.settings(max_new_tokens=config.max_new_tokens),
+    templates = load_templates(EXPLANATION_TEMPLATE)
+    result = explanations_fn(generator, templates, text_generator.settings(max_new_tokens=config.max_new_tokens),
                              situations, progress=log_progress(context.log))
     frames = _split(result.frame, list(context.partition_keys), EXPLANATION_SCHEMA)
     return Output(frames, metadata=_stage_metadata(
-        frames, result, ["emotion", "situation", "speaker_utterance"], template.version, [generator.cache_id]))
+        frames, result, ["emotion", "situation", "speaker_utterance"], _versions_used(templates, situations),
+        [generator.cache_id]))
 
 
 class SyntheticDialoguesConfig(Config):
@@ -246,13 +257,13 @@ def synthetic_dialogues(
     text_generator: TextGenerator, model_store: ModelStore,
 ):
     explanations = concat_partitions(per_partition(context, speaker_explanations), EXPLANATION_SCHEMA)
-    template = load_template(REPLY_TEMPLATE)
+    templates = load_templates(REPLY_TEMPLATE)
     settings = text_generator.settings(max_new_tokens=config.max_new_tokens)
     sources = [text_generator.resolve_source(model_store), *config.extra_generators]
     parts, empty, totals, ids = [], 0, {}, []
     for source in sources:
         generator = text_generator.for_asset(context, model_store, source=source)
-        result = listener_replies(generator, template, settings, explanations, progress=log_progress(context.log))
+        result = listener_replies(generator, templates, settings, explanations, progress=log_progress(context.log))
         parts.append(result.frame)
         empty += result.empty_outputs
         ids.append(generator.cache_id)
@@ -265,4 +276,4 @@ def synthetic_dialogues(
     frames = _split(combined, list(context.partition_keys), DIALOGUE_SCHEMA)
     return Output(frames, metadata=_stage_metadata(
         frames, StageResult(combined, empty, totals),
-        ["emotion", "speaker_utterance", "listener_reply"], template.version, ids))
+        ["emotion", "speaker_utterance", "listener_reply"], _versions_used(templates, explanations), ids))

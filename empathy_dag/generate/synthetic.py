@@ -11,12 +11,13 @@ usable are dropped and counted."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import polars as pl
 
 from empathy_dag.generate.engine import GenerationSettings, Generator, ProgressCallback
-from empathy_dag.generate.prompts import PromptTemplate
+from empathy_dag.generate.prompts import PromptTemplate, localised_domain, localised_emotion, template_for
 from empathy_dag.ingest.records import dialogue_id, normalize_text, situation_id, stable_id
 from empathy_dag.taxonomy import Taxonomy
 
@@ -107,27 +108,43 @@ class StageResult:
     stats: dict
 
 
-def _generated_rows(generator: Generator, template: PromptTemplate, settings: GenerationSettings,
+Templates = PromptTemplate | Mapping[str, PromptTemplate]  # one for all rows, or language -> template
+
+
+def _render(templates: Templates, language: str, **values) -> tuple[list, str]:
+    """The conversation for one row, in its language's template, and that template's version."""
+    template = template_for(templates, language)
+    if not isinstance(templates, PromptTemplate):  # per-language templates show localised names
+        values["emotion"], definition = localised_emotion(values["emotion"], values.get("definition", ""), language)
+        if "definition" in values:
+            values["definition"] = definition
+        if "domain" in values:
+            values["domain"] = localised_domain(values["domain"], language)
+    return template.render(**values), template.version
+
+
+def _generated_rows(generator: Generator, versions: list[str], settings: GenerationSettings,
                     conversations: list, items: list, *, max_sentences: int, make_row, schema: dict,
                     id_column: str, progress: ProgressCallback | None) -> StageResult:
     """One generation per conversation, cleaned; each non-empty one becomes `make_row(item, text)` plus
-    the provenance columns (generator, prompt version); duplicates by `id_column` dropped."""
+    the provenance columns (generator, the version of the template it was prompted with); duplicates by
+    `id_column` dropped."""
     outputs = generator.generate(conversations, settings, progress=progress) if conversations else []
     rows, empty = [], 0
-    for item, raw in zip(items, outputs):
+    for item, raw, version in zip(items, outputs, versions):
         text = clean_generation(raw, max_sentences=max_sentences)
         if not text:
             empty += 1
             continue
         rows.append({**make_row(item, text), "generator": generator.cache_id,
-                     "generator_source": generator.source, "prompt_version": template.version})
+                     "generator_source": generator.source, "prompt_version": version})
     frame = pl.DataFrame(rows, schema=schema).unique(id_column, keep="first", maintain_order=True)
     return StageResult(frame, empty, dict(generator.last_stats) if conversations else {})
 
 
 def brainstorm_situations(
     generator: Generator,
-    template: PromptTemplate,
+    template: Templates,
     settings: GenerationSettings,
     *,
     seeds_by_emotion: dict[str, pl.DataFrame],
@@ -140,7 +157,7 @@ def brainstorm_situations(
 ) -> StageResult:
     """`count` new situations for each emotion of `seeds_by_emotion` (emotion -> its `situations`
     frame), generated in one batched call across emotions."""
-    conversations, meta = [], []
+    conversations, meta, versions = [], [], []
     for emotion, seeds in seeds_by_emotion.items():
         if seeds.height:
             seeds = seeds.filter(pl.col("language") == language)
@@ -150,12 +167,14 @@ def brainstorm_situations(
         for i in range(count):
             idx = pick_seeds(seed_texts, i, examples_per_prompt)
             examples = "\n".join(f"- {seed_texts[j]}" for j in idx) or "- (no examples yet)"
-            conversations.append(template.render(emotion=emotion, definition=definition, domain=domain,
-                                                 examples=examples, number=i + 1))
+            conversation, version = _render(template, language, emotion=emotion, definition=definition,
+                                            domain=domain, examples=examples, number=i + 1)
+            conversations.append(conversation)
+            versions.append(version)
             meta.append({"emotion": emotion, "item_index": i,
                          "seed_situation_ids": [seed_ids[j] for j in idx]})
     return _generated_rows(
-        generator, template, settings, conversations, meta, max_sentences=3, schema=BRAINSTORM_SCHEMA,
+        generator, versions, settings, conversations, meta, max_sentences=3, schema=BRAINSTORM_SCHEMA,
         id_column="situation_id", progress=progress,
         make_row=lambda m, text: {
             **m, "situation_id": situation_id(m["emotion"], language, text), "language": language,
@@ -166,16 +185,17 @@ def brainstorm_situations(
 
 def speaker_explanations(
     generator: Generator,
-    template: PromptTemplate,
+    template: Templates,
     settings: GenerationSettings,
     situations: pl.DataFrame,
     progress: ProgressCallback | None = None,
 ) -> StageResult:
     """Each situation rewritten as the person's first-person utterance."""
     records = situations.to_dicts()
-    conversations = [template.render(emotion=r["emotion"], situation=r["situation"]) for r in records]
+    rendered = [_render(template, r["language"], emotion=r["emotion"], situation=r["situation"]) for r in records]
+    conversations, versions = [c for c, _ in rendered], [v for _, v in rendered]
     return _generated_rows(
-        generator, template, settings, conversations, records, max_sentences=4, schema=EXPLANATION_SCHEMA,
+        generator, versions, settings, conversations, records, max_sentences=4, schema=EXPLANATION_SCHEMA,
         id_column="explanation_id", progress=progress,
         make_row=lambda r, text: {
             "explanation_id": stable_id("explanation", r["situation_id"], text),
@@ -187,16 +207,18 @@ def speaker_explanations(
 
 def listener_replies(
     generator: Generator,
-    template: PromptTemplate,
+    template: Templates,
     settings: GenerationSettings,
     explanations: pl.DataFrame,
     progress: ProgressCallback | None = None,
 ) -> StageResult:
     """One empathetic listener reply per explanation from this generator."""
     records = explanations.to_dicts()
-    conversations = [template.render(emotion=r["emotion"], utterance=r["speaker_utterance"]) for r in records]
+    rendered = [_render(template, r["language"], emotion=r["emotion"], utterance=r["speaker_utterance"])
+                for r in records]
+    conversations, versions = [c for c, _ in rendered], [v for _, v in rendered]
     return _generated_rows(
-        generator, template, settings, conversations, records, max_sentences=3, schema=DIALOGUE_SCHEMA,
+        generator, versions, settings, conversations, records, max_sentences=3, schema=DIALOGUE_SCHEMA,
         id_column="dialogue_id", progress=progress,
         make_row=lambda r, text: {
             "dialogue_id": dialogue_id(r["situation_id"], r["speaker_utterance"], text),

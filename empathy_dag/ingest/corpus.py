@@ -26,7 +26,7 @@ from empathy_dag.ingest.sources import SkippedPath, printable_name
 from empathy_dag.models import sha256_file
 from empathy_dag.taxonomy import Taxonomy
 
-_POLARS_TYPES = {"str": pl.String, "int": pl.Int64}
+_POLARS_TYPES = {"str": pl.String, "int": pl.Int64, "float": pl.Float64}
 CORPUS_POLARS_SCHEMA = {k: _POLARS_TYPES[v] for k, v in CORPUS_SCHEMA.items()}
 QUARANTINE_POLARS_SCHEMA = {
     "file": pl.String,

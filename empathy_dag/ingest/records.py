@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from empathy_dag.ingest.language import SUPPORTED_LANGUAGES, identify_language
 from empathy_dag.taxonomy import Taxonomy
 
 # Column order of the validated corpus (one row = a situation, optionally with one two-turn dialogue).
@@ -21,7 +22,9 @@ CORPUS_SCHEMA: dict[str, str] = {
     "dialogue_id": "str",  # null when the row carries no dialogue
     "emotion": "str",
     "source_label": "str",  # the label as written in the source (e.g. ED's "terrified")
-    "language": "str",
+    "language": "str",  # declared in the row, else detected
+    "language_detected": "str",  # what the language identifier reads in the text, declared or not
+    "language_confidence": "float",  # its confidence (0-1)
     "domain": "str",
     "situation": "str",
     "speaker_utterance": "str",
@@ -30,8 +33,6 @@ CORPUS_SCHEMA: dict[str, str] = {
     "source_file": "str",
     "source_line": "int",
 }
-
-SUPPORTED_LANGUAGES = ("en", "ja")
 
 
 class FileRejected(Exception):
@@ -60,6 +61,8 @@ class CorpusRecord:
     emotion: str
     source_label: str
     language: str
+    language_detected: str
+    language_confidence: float
     domain: str
     situation: str
     speaker_utterance: str | None
@@ -194,22 +197,9 @@ def dialogue_id(sit_id: str, speaker: str, listener: str) -> str:
     return stable_id("dialogue", sit_id, id_text(speaker), id_text(listener))
 
 
-_JA_CHARS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
-_LATIN = re.compile(r"[A-Za-z]")
-
-
 def detect_language(text: str) -> str:
-    """en / ja / und. Enough to route the two languages this project ships; a user with more
-    languages declares them in the `language` column."""
-    if not text:
-        return "und"
-    ja = len(_JA_CHARS.findall(text))
-    latin = len(_LATIN.findall(text))
-    if ja >= max(2, 0.2 * len(text.replace(" ", ""))):
-        return "ja"
-    if latin >= 0.5 * max(1, len(re.sub(r"[\s\d\W_]", "", text)) or 1) and latin > 0:
-        return "en"
-    return "und"
+    """ISO 639-1 code of the language of `text` ("und" when undetermined); see `ingest.language`."""
+    return identify_language(text).language
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -344,14 +334,16 @@ def _validate_row(row: RawRow, outcome: FileOutcome, reject, seen: dict[str, str
         return
     situation, broken = neutralise_control_tokens(normalize_text(v["situation"]))
     declared = v.get("language")
-    language = (declared or "").strip().lower() or detect_language(
-        " ".join(t for t in (situation, speaker or "") if t)
-    )
+    # Detected for every row, declared or not: a declared language the text contradicts is visible
+    # in the corpus (language != language_detected) without being overruled.
+    guess = identify_language(" ".join(t for t in (situation, speaker or "") if t))
+    language = (declared or "").strip().lower() or guess.language
     if language not in limits.languages:
+        how = "declared" if (declared or "").strip() else f"detected, confidence {guess.confidence:.2f}"
         reject(
             row,
             "unknown_language",
-            f"language {language!r} is not one of {', '.join(limits.languages)}",
+            f"language {language!r} ({how}) is not one of {', '.join(limits.languages)}",
         )
         return
     domain = v.get("domain")
@@ -377,6 +369,8 @@ def _validate_row(row: RawRow, outcome: FileOutcome, reject, seen: dict[str, str
         emotion=emotion,
         source_label=row.source_label or raw_label.strip().lower(),
         language=language,
+        language_detected=guess.language,
+        language_confidence=round(guess.confidence, 4),
         domain=domain,
         situation=situation,
         speaker_utterance=speaker,

@@ -38,3 +38,17 @@ def bertscore(scorer, candidates: Sequence[str], references: Sequence[str]) -> d
     refs = [r if r and r.strip() else " " for r in references]
     p, r, f = scorer.score(cands, refs, batch_size=scorer.batch_size)
     return {"precision": p.tolist(), "recall": r.tolist(), "f1": f.tolist()}
+
+
+# What `metric_bertscore` writes as the backbone of a Japanese item it did not score.
+NOT_SCORED_NO_JA_BACKBONE = "not scored: no Japanese backbone"
+
+
+def backbone_for(language: str, model: str, num_layers: int, model_ja: str | None,
+                 num_layers_ja: int) -> tuple[str, int] | None:
+    """(model, layers) to score items of `language` with, or None when they must not be scored: a
+    Japanese item gets the multilingual `model_ja` or nothing, never the English backbone (whose
+    vocabulary maps most Japanese characters to [UNK], so its score would look like a real one)."""
+    if language == "ja":
+        return (model_ja, num_layers_ja) if model_ja else None
+    return model, num_layers

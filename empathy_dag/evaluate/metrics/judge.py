@@ -2,7 +2,11 @@
 empathy, emotion-specific empathy), 1 to 5, one short generation per (item, dimension). The rubric
 lives in `assets/rubrics/` so it can be reviewed and versioned without reading code; its sha256 is
 part of the materialization metadata. A reply with no score in 1..5 is a parse failure: it is
-stored with score NULL and counted, never replaced by a default."""
+stored with score NULL and counted, never replaced by a default.
+
+Each language has its own rubric file beside the English one (`judge_rubric_v1.ja.yaml` next to
+`judge_rubric_v1.yaml`), with the same dimension keys; an item is judged with its language's rubric,
+and an item whose language has none is not judged (counted in metadata), never judged in English."""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from empathy_dag.generate.prompts import BASE_LANGUAGE, localised_emotion
+from empathy_dag.ingest.language import SUPPORTED_LANGUAGES
 from empathy_dag.settings import assets_dir
 
 _SCORE = re.compile(r"(?<![\d.])([1-5])(?!\d|\.\d)")
@@ -28,10 +34,12 @@ class Rubric:
     template: str
     dimensions: dict[str, dict]  # name -> {question, scale: {1..5: description}}
     sha256: str
+    language: str = BASE_LANGUAGE
 
     def conversation(self, dimension: str, *, emotion: str, situation: str, speaker_utterance: str,
                      response: str) -> list[dict]:
         spec = self.dimensions[dimension]
+        emotion, _ = localised_emotion(emotion, "", self.language)  # the rubric's language's name for it
         scale = "\n".join(f"{k}: {v}" for k, v in sorted(spec["scale"].items(), key=lambda kv: int(kv[0])))
         user = self.template.format(
             question=spec["question"].format(emotion=emotion), scale=scale, emotion=emotion,
@@ -45,7 +53,30 @@ def default_rubric_path() -> Path:
     return assets_dir() / "rubrics" / "judge_rubric_v1.yaml"
 
 
-def load_rubric(path: str | Path | None = None) -> Rubric:
+def rubric_path_for(path: str | Path | None, language: str) -> Path:
+    """The `language` rubric beside the English one: judge_rubric_v1.yaml -> judge_rubric_v1.ja.yaml."""
+    path = Path(path) if path else default_rubric_path()
+    return path if language == BASE_LANGUAGE else path.with_name(f"{path.stem}.{language}{path.suffix}")
+
+
+def load_rubrics(path: str | Path | None = None,
+                 languages: tuple[str, ...] = SUPPORTED_LANGUAGES) -> dict[str, Rubric]:
+    """language -> rubric for each of `languages` that has a rubric file; all must share the English
+    rubric's dimensions (scores are compared by dimension across languages)."""
+    rubrics = {}
+    for lang in languages:
+        file = rubric_path_for(path, lang)
+        if lang == BASE_LANGUAGE or file.is_file():
+            rubrics[lang] = load_rubric(file, language=lang)
+    base = rubrics.get(BASE_LANGUAGE)
+    for lang, rubric in rubrics.items():
+        if base is not None and set(rubric.dimensions) != set(base.dimensions):
+            raise ValueError(f"rubric {rubric.name} ({lang}) has dimensions {sorted(rubric.dimensions)}, "
+                             f"the English one {sorted(base.dimensions)}: they must match")
+    return rubrics
+
+
+def load_rubric(path: str | Path | None = None, language: str = BASE_LANGUAGE) -> Rubric:
     path = Path(path) if path else default_rubric_path()
     raw = path.read_bytes()
     data = yaml.safe_load(raw)
@@ -53,7 +84,7 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
         if sorted(int(k) for k in spec["scale"]) != [1, 2, 3, 4, 5]:
             raise ValueError(f"{path}: dimension {dim} must describe scores 1 to 5")
     return Rubric(name=data["name"], system=data["system"], template=data["template"],
-                  dimensions=data["dimensions"], sha256=hashlib.sha256(raw).hexdigest())
+                  dimensions=data["dimensions"], sha256=hashlib.sha256(raw).hexdigest(), language=language)
 
 
 def parse_score(reply: str) -> int | None:

@@ -4,7 +4,11 @@
 - NRC-VAD (Mohammad, 2018), optional: the lexicon is not redistributable, so users point at their
   copy (`NRC-VAD-Lexicon.txt`: word, valence, arousal, dominance, tab-separated). As in EmPO (after
   Lee et al., 2022), each text gets the maximum valence, arousal and dominance over its words found
-  in the lexicon, and the metric is |max(prediction) - max(reference)| per item (lower is better)."""
+  in the lexicon, and the metric is |max(prediction) - max(reference)| per item (lower is better).
+
+Both lexicons are English. An item in another language gets NULL, not a score: VADER gives a text
+with no English word 0.0 ("neutral"), and those zeros would pull a Japanese system's mean to neutral.
+NULLs are left out of every mean (SQL AVG, the scorecard), and metadata counts them."""
 
 from __future__ import annotations
 
@@ -27,11 +31,25 @@ def vader_compound(texts: Sequence[str]) -> list[float]:
     return [float(analyzer.polarity_scores(t or "")["compound"]) for t in texts]
 
 
-def valence_rows(responses: Sequence[str], speaker_turns: Sequence[str]) -> list[dict[str, float]]:
-    resp, spk = vader_compound(responses), vader_compound(speaker_turns)
-    return [
-        {"vader_response": r, "vader_speaker": s, "vader_difference": r - s} for r, s in zip(resp, spk)
-    ]
+# Languages the valence lexicons (VADER, NRC-VAD's English file) cover.
+VALENCE_LANGUAGES: tuple[str, ...] = ("en",)
+
+
+def valence_rows(responses: Sequence[str], speaker_turns: Sequence[str],
+                 languages: Sequence[str] | None = None) -> list[dict[str, float | None]]:
+    """VADER per item; None for an item whose language no lexicon covers (`languages` None: all English)."""
+    covered = [True] * len(responses) if languages is None else [lang in VALENCE_LANGUAGES for lang in languages]
+    resp = vader_compound([t for t, ok in zip(responses, covered) if ok])
+    spk = vader_compound([t for t, ok in zip(speaker_turns, covered) if ok])
+    scores = iter(zip(resp, spk))
+    rows = []
+    for ok in covered:
+        if ok:
+            r, s = next(scores)
+            rows.append({"vader_response": r, "vader_speaker": s, "vader_difference": r - s})
+        else:
+            rows.append({"vader_response": None, "vader_speaker": None, "vader_difference": None})
+    return rows
 
 
 def load_nrc_vad(path: str | Path) -> dict[str, tuple[float, float, float]]:
@@ -57,12 +75,15 @@ def max_vad(text: str, lexicon: dict[str, tuple[float, float, float]]) -> tuple[
 
 
 def vad_difference_rows(
-    predictions: Sequence[str], references: Sequence[str], lexicon: dict[str, tuple[float, float, float]]
+    predictions: Sequence[str], references: Sequence[str], lexicon: dict[str, tuple[float, float, float]],
+    languages: Sequence[str] | None = None,
 ) -> list[dict[str, float | None]]:
-    """None where either text has no lexicon word: such items are left out of the means, not zeroed."""
+    """None where either text has no lexicon word, or the item's language is not covered: such items
+    are left out of the means, not zeroed."""
     rows = []
-    for p, r in zip(predictions, references):
-        mp, mr = max_vad(p, lexicon), max_vad(r, lexicon)
+    langs = languages if languages is not None else ["en"] * len(predictions)
+    for p, r, lang in zip(predictions, references, langs):
+        mp, mr = (max_vad(p, lexicon), max_vad(r, lexicon)) if lang in VALENCE_LANGUAGES else (None, None)
         if mp is None or mr is None:
             rows.append({"diff_valence": None, "diff_arousal": None, "diff_dominance": None})
         else:
