@@ -17,7 +17,7 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.io_managers import per_partition
-from empathy_dag.metadata import frame_metadata, markdown_table
+from empathy_dag.metadata import column_schema_metadata, frame_metadata, markdown_table
 from empathy_dag.pairs.build import (
     PAIR_SCHEMA,
     build_preference_pairs,
@@ -62,6 +62,7 @@ class SplitConfig(Config):
     backfill_policy=single_run,
     code_version=PAIRS_CODE_VERSION,
     io_manager_key="parquet_io_manager",
+    kinds={"parquet", "polars"},
     description="Reviewed dialogues (curated, after human review) with a stable train/validation/test "
     "split: a pure function of the situation id (hash buckets), so no situation crosses splits and new "
     "data never moves old rows.",
@@ -115,6 +116,8 @@ def _model_generate(context, max_new_tokens: int, seed: int):
     backfill_policy=single_run,
     code_version=PAIRS_CODE_VERSION,
     io_manager_key="parquet_io_manager",
+    kinds={"parquet", "polars"},
+    metadata=column_schema_metadata(PAIR_SCHEMA),
     required_resource_keys={"model_store"},
     ins={
         "dataset_splits": AssetIn(

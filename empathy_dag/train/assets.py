@@ -20,6 +20,7 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.automation.retraining import train_pairs_fingerprint
+from empathy_dag.metadata import column_schema_metadata
 from empathy_dag.models import pick_device, sha256_tree
 from empathy_dag.resources import ModelStore
 from empathy_dag.train.config import DPOTrainingConfig, SFTTrainingConfig
@@ -37,6 +38,7 @@ from empathy_dag.train.data import (
     train_dialogues,
     train_pairs,
 )
+from empathy_dag.train.refcache import CACHE_SCHEMA
 
 # v2: validation split as eval_dataset, held-out before/after, warmup in whole steps, all-linear LoRA.
 TRAIN_CODE_VERSION = "train-v2"
@@ -136,6 +138,10 @@ class ReferenceLogprobConfig(Config):
     device: str = "auto"
 
 
+# What reference_logprobs writes: the cache's columns, keyed by the pair they belong to.
+REFERENCE_LOGPROBS_SCHEMA = {"pair_id": pl.String, **CACHE_SCHEMA}
+
+
 def reference_sha256(base_sha: str, adapter_dir: Path) -> str:
     """The reference policy's identity: base weights + SFT adapter weights."""
     import hashlib
@@ -152,6 +158,8 @@ def _pair_records(pairs: pl.DataFrame, max_length: int) -> tuple[list[str], list
     group_name="train",
     code_version=TRAIN_CODE_VERSION,
     io_manager_key="parquet_io_manager",
+    kinds={"parquet", "polars"},
+    metadata=column_schema_metadata(REFERENCE_LOGPROBS_SCHEMA),
     pool=TRAINING_POOL,
     required_resource_keys={"model_store"},
     ins={"preference_pairs": AssetIn(metadata=ALL_EXISTING_PARTITIONS)},
@@ -188,7 +196,7 @@ def reference_logprobs(context: AssetExecutionContext, config: ReferenceLogprobC
     frame = frame.with_columns(pl.Series("pair_id", pairs["pair_id"] if pairs.height else [], dtype=pl.String))
     context.log.info(f"reference log-probs: {stats}")
     return Output(
-        frame.select("pair_id", "pair_key", "ref_sha256", "ref_chosen_logps", "ref_rejected_logps"),
+        frame.select(list(REFERENCE_LOGPROBS_SCHEMA)),
         metadata={
             "dagster/row_count": frame.height, **stats, "reference_sha256": ref_sha,
             "cache_path": MetadataValue.path(str(cache.path)), "max_length": config.max_length,

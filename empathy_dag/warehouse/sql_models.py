@@ -11,9 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    CodeReferencesMetadataValue,
+    LocalFileCodeReference,
+    MaterializeResult,
+    asset,
+)
 
-from empathy_dag.metadata import markdown_table
+from empathy_dag.metadata import preview_table, table_metadata
 from empathy_dag.settings import shipped_dir
 from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 
@@ -76,7 +84,13 @@ def _sql_asset(model: SqlModel, parquet_assets: set[str], group_name: str, deps:
         description=model.description,
         kinds={"duckdb", "sql"},
         pool="duckdb_warehouse",
-        metadata={"sql_file": f"dbt_like_sql/{model.path.name}"},
+        metadata={
+            "sql_file": f"dbt_like_sql/{model.path.name}",
+            # The SQL is the model's code: its file comes first among the source links, before the Python
+            # wrapper that `with_source_code_references` adds.
+            "dagster/code_references": CodeReferencesMetadataValue(code_references=[
+                LocalFileCodeReference(file_path=str(model.path.resolve()), line_number=1, label="SQL model")]),
+        },
     )
     def _run(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
         with warehouse.connect() as conn:
@@ -86,8 +100,9 @@ def _sql_asset(model: SqlModel, parquet_assets: set[str], group_name: str, deps:
         context.log.info(f"{model.name}: {result.height} rows (views over Parquet: {views})")
         return MaterializeResult(
             metadata={
+                **table_metadata(result, table=warehouse.table_name(model.name), preview_rows=0),
                 "dagster/row_count": result.height,
-                "preview": markdown_table(result, max_rows=30),
+                **({"preview": preview_table(result, max_rows=30)} if result.height else {}),
                 "sql": f"```sql\n{model.sql}\n```",
             }
         )
