@@ -294,3 +294,109 @@ def table_metadata(df: pl.DataFrame, *, table: str | None = None, uri: str | Non
     if df.height and preview_rows:
         md["preview_table"] = preview_table(df, max_rows=preview_rows)
     return md
+
+
+# --- lineage to the exact data: which materializations a step consumed ----------------------------------
+
+# Absolute links need the UI's address (e.g. http://127.0.0.1:3000); without it the links are relative,
+# which the UI resolves against itself.
+UI_URL_ENV = "EMPATHY_DAG_UI_URL"
+
+
+def ui_base_url(env: Mapping[str, str] | None = None) -> str:
+    import os
+
+    return (os.environ if env is None else env).get(UI_URL_ENV, "").rstrip("/")
+
+
+def consumed_materializations(instance, asset: str, partitions: Iterable[str] | None = None) -> list[dict]:
+    """The latest materialization of `asset` (of each of `partitions` when given): what the IO manager
+    has just loaded for the step, since a Parquet file is overwritten by every materialization of its
+    partition. One dict per materialization: asset, partition, run_id, data_version, storage_id,
+    timestamp. Nothing materialized: []."""
+    from dagster import AssetKey, AssetRecordsFilter, DagsterEventType
+
+    key = AssetKey(asset)
+    if partitions is None:
+        event = instance.get_latest_materialization_event(key)
+        records = [] if event is None else [(None, event.storage_id, event)]
+    else:
+        wanted = sorted(set(partitions))
+        ids = instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION, set(wanted))
+        if not ids:
+            return []
+        result = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, storage_ids=list(ids.values())),
+                                                 limit=len(ids))
+        by_id = {r.storage_id: r for r in result.records}
+        records = [(p, ids[p], by_id[ids[p]].event_log_entry) for p in wanted if p in ids and ids[p] in by_id]
+    out = []
+    for partition, storage_id, entry in records:
+        mat = entry.asset_materialization
+        out.append({
+            "asset": asset, "partition": partition, "run_id": entry.run_id,
+            "data_version": (mat.tags or {}).get("dagster/data_version") if mat else None,
+            "content_hash": _text(mat.metadata.get("content_hash")) if mat else None,
+            "storage_id": storage_id, "timestamp": entry.timestamp,
+        })
+    return out
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def lineage_metadata(consumed: list[dict], base_url: str | None = None) -> dict:
+    """Checkpoint metadata that names its exact inputs: a table of every consumed materialization with
+    links to its partition and its run, one run link (`MetadataValue.dagster_run`, which the UI renders
+    as a link) per upstream asset and run, and the same records as JSON."""
+    from urllib.parse import quote
+
+    base = ui_base_url() if base_url is None else base_url.rstrip("/")
+    rows = []
+    for c in consumed:
+        asset_url = f"{base}/assets/{quote(c['asset'])}"
+        if c["partition"] is not None:
+            asset_url += f"?view=events&partition={quote(c['partition'])}"
+        rows.append([
+            f"[{c['asset']}]({asset_url})", c["partition"] or "", f"[{c['run_id'][:8]}]({base}/runs/{c['run_id']})",
+            f"`{c['data_version']}`" if c["data_version"] else "",
+            f"`{c['content_hash']}`" if c.get("content_hash") else "", c["storage_id"],
+        ])
+    md: dict = {
+        "consumed_materializations": MetadataValue.md(
+            tabulate(rows, headers=["asset", "partition", "run", "data version", "content hash", "event id"], tablefmt="github")
+            if rows else "no upstream materializations recorded"),
+        "consumed_materializations_json": MetadataValue.json(consumed),
+    }
+    runs: dict[str, list[str]] = {}
+    for c in consumed:
+        runs.setdefault(c["asset"], [])
+        if c["run_id"] not in runs[c["asset"]]:
+            runs[c["asset"]].append(c["run_id"])
+    for asset, run_ids in runs.items():
+        for i, run_id in enumerate(run_ids):
+            label = f"input_run_{asset}" + (f"_{i + 1}" if len(run_ids) > 1 else "")
+            md[label] = MetadataValue.url(f"{base}/runs/{run_id}") if base else MetadataValue.dagster_run(run_id)
+    return md
+
+
+def content_data_version(hashes_by_partition: Mapping[str, str]) -> str:
+    """The data version of a per-emotion materialization from its partitions' content hashes. One
+    partition: its hash, so Dagster's version and staleness views compare content. Several partitions in
+    one run (a single-run backfill): Dagster 1.13 records one data version per output, shared by every
+    partition's event, so it is a hash over (partition, hash) pairs: it changes exactly when some
+    partition's content changes. Each partition's own hash is its `content_hash` metadata
+    (`record_partition_hashes`)."""
+    import hashlib
+
+    if len(hashes_by_partition) == 1:
+        return next(iter(hashes_by_partition.values()))
+    joined = "\x1f".join(f"{p}={h}" for p, h in sorted(hashes_by_partition.items()))
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def record_partition_hashes(context, hashes_by_partition: Mapping[str, str]) -> None:
+    """Each partition's content hash on that partition's own materialization event (partition-scoped
+    metadata), where the lineage of a downstream checkpoint reads it."""
+    for partition, value in hashes_by_partition.items():
+        context.add_asset_metadata({"content_hash": value}, partition_key=partition)

@@ -13,6 +13,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     Config,
+    MaterializeResult,
     MetadataValue,
     Output,
     asset,
@@ -20,7 +21,7 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.automation.retraining import train_pairs_fingerprint
-from empathy_dag.metadata import column_schema_metadata
+from empathy_dag.metadata import column_schema_metadata, consumed_materializations, lineage_metadata
 from empathy_dag.models import pick_device, sha256_tree
 from empathy_dag.resources import ModelStore
 from empathy_dag.train.config import DPOTrainingConfig, SFTTrainingConfig
@@ -68,9 +69,26 @@ def _per_emotion(frame: pl.DataFrame, emotions) -> dict[str, int]:
     return {e: int(counts.get(e, 0)) for e in sorted(emotions)}
 
 
+def _consumed(context: AssetExecutionContext, partitioned: Mapping[str, list[str]], whole: list[str]) -> list[dict]:
+    """The exact upstream materializations this step is reading: each consumed partition of the
+    partitioned inputs, and the latest materialization of each unpartitioned one. Read before training,
+    right after the IO manager loaded the inputs, so a later materialization cannot slip in."""
+    out = []
+    for asset_name, partitions in partitioned.items():
+        out += consumed_materializations(context.instance, asset_name, partitions)
+    for asset_name in whole:
+        out += consumed_materializations(context.instance, asset_name)
+    return out
+
+
+def _with_lineage(result: MaterializeResult, consumed: list[dict]) -> MaterializeResult:
+    return MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **lineage_metadata(consumed)},
+                             check_results=result.check_results, data_version=result.data_version, tags=result.tags)
+
+
 def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *, kind: str, key: str,
                      records: list[dict], eval_records: list[dict], hyperparameters: dict, card: dict,
-                     sft_name: str | None = None):
+                     consumed: list[dict], sft_name: str | None = None):
     """Persist the records, then run `train.steps.train_<kind>` through Dagster Pipes (a subprocess here,
     a GPU task on ECS in the aws profile): the run's log shows the step's log lines and the returned
     materialization carries the step's metadata."""
@@ -89,7 +107,7 @@ def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *,
     }
     result = run_heavy_step(context, f"empathy_dag.train.steps:train_{kind}", params)
     model_store.fetch(name)  # the run's copy, equal to what the step persisted (no-op on one disk)
-    return result
+    return _with_lineage(result, consumed)
 
 
 @asset(
@@ -125,7 +143,8 @@ def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, mo
     emotions = sorted(e for e, df in frames.items() if df.height)
     card = {"title": "Empathy LoRA SFT", "kind": "sft", "base_model_sha256": base["sha256"], "inputs": inputs,
             "extra": {"emotions": emotions, "input_fingerprint": key}}
-    return _launch_training(context, model_store, kind="sft", key=key,
+    consumed = _consumed(context, {"dataset_splits": sorted(frames)}, ["base_model"])
+    return _launch_training(context, model_store, kind="sft", key=key, consumed=consumed,
                             records=sft_records(dialogues, config.system_prompt),
                             eval_records=sft_records(validation, config.system_prompt), hyperparameters=hyper,
                             card=card)
@@ -262,5 +281,8 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
                 "n_train_pairs": available.height,
                 "pairs_fingerprint": train_pairs_fingerprint(available["pair_id"].to_list())}}
     eval_records = [dpo_record(r) for r in validation.iter_rows(named=True)]
-    return _launch_training(context, model_store, kind="dpo", key=key, records=records, eval_records=eval_records,
+    consumed = _consumed(context, {"preference_pairs": sorted(frames)},
+                         ["reference_logprobs", "sft_checkpoint", "base_model"])
+    return _launch_training(context, model_store, kind="dpo", key=key, consumed=consumed, records=records,
+                            eval_records=eval_records,
                             hyperparameters=hyper, card=card, sft_name="sft_checkpoint")
