@@ -318,8 +318,8 @@ def consumed_materializations(instance, asset: str, partitions: Iterable[str] | 
 
     key = AssetKey(asset)
     if partitions is None:
-        event = instance.get_latest_materialization_event(key)
-        records = [] if event is None else [(None, event.storage_id, event)]
+        latest = instance.fetch_materializations(key, limit=1).records
+        records = [(None, r.storage_id, r.event_log_entry) for r in latest]
     else:
         wanted = sorted(set(partitions))
         ids = instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION, set(wanted))

@@ -171,8 +171,16 @@ def upstream_pairs(context) -> Output:
                   metadata={"frames": len(frames)})
 
 
+@asset
+def upstream_model() -> MaterializeResult:
+    return MaterializeResult(data_version=DataVersion("sha-1"))
+
+
 def test_lineage_names_each_consumed_partition_with_its_run_and_versions():
     instance = DagsterInstance.ephemeral()
+    model = materialize([upstream_model], instance=instance)
+    (whole,) = consumed_materializations(instance, "upstream_model")
+    assert whole["run_id"] == model.run_id and whole["data_version"] == "sha-1" and whole["partition"] is None
     first = materialize([upstream_pairs], instance=instance, partition_key="joy")
     second = materialize([upstream_pairs], instance=instance, partition_key="grief")
     again = materialize([upstream_pairs], instance=instance, partition_key="grief")  # the latest one counts
