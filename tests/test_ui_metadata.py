@@ -219,3 +219,11 @@ def test_checkpoints_carry_their_lineage_on_the_materialization():
     out = _with_lineage(reported, consumed)
     assert out.metadata["sha256"] == "abc" and out.data_version.value == "abc"
     assert "consumed_materializations" in out.metadata and "input_run_preference_pairs" in out.metadata
+
+
+def test_nightly_evaluation_refreshes_the_checkpoints_is_it_better_checks():
+    from empathy_dag.automation.promotion import CHECKPOINT_SCORECARD_CHECK
+
+    nodes = set(defs.resolve_job_def("nightly_eval_job").graph.node_names())
+    assert {f"{a}_{CHECKPOINT_SCORECARD_CHECK}" for a in ("sft_checkpoint", "dpo_checkpoint")} <= nodes
+    assert not {"sft_checkpoint", "dpo_checkpoint", "reference_logprobs"} & nodes  # no training at night
