@@ -35,7 +35,8 @@ from empathy_dag.pairs.build import PAIR_SCHEMA
 
 GRAPH = defs.resolve_asset_graph()
 NODES = {key.to_user_string(): GRAPH.get(key) for key in GRAPH.get_all_asset_keys()}
-TABLE_IO_MANAGERS = {"parquet_io_manager", "warehouse_io_manager"}
+# ingest_io_manager: the all-or-nothing manager of the ingest step (Parquet + warehouse outputs).
+TABLE_IO_MANAGERS = {"parquet_io_manager", "warehouse_io_manager", "ingest_io_manager"}
 
 
 def _assets_def(name: str):
@@ -73,7 +74,8 @@ def test_every_table_like_asset_has_a_column_schema():
     materialization by the code path that writes the table (checked here by path, and each path by a
     test of its own: the Parquet IO manager and SQL models in test_ingest_assets, write_table below)."""
     tables = [n for n in NODES if _table_like(n)]
-    assert {"preference_pairs", "situations", "leaderboard", "metric_comparisons", "emotion_taxonomy"} <= set(tables)
+    assert {"preference_pairs", "situations", "leaderboard", "metric_comparisons", "emotion_taxonomy",
+            "corpus_rows", "quarantine"} <= set(tables)
     for name in tables:
         node = NODES[name]
         static = node.metadata.get("dagster/column_schema")
