@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine with Python 3.11 and pip:
 #   make demo   - set up, then run the main job end to end on the embedded default models
 #   make test   - set up, then run the tests
-# `make dev` opens the Dagster UI on the same instance ($DAGSTER_HOME) the demo wrote to.
+# `make dev` opens the Dagster UI on the same instance ($DAGSTER_HOME) the demo wrote to; Ctrl-C or
+# SIGTERM stops every process it started (empathy_dag/devserver.py says why plain `dagster dev` did not).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -51,7 +52,7 @@ test: lint $(VENV)/.llama
 	$(BIN)/python -m pytest -q
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/python -m empathy_dag dev --workspace workspace.yaml --host 127.0.0.1 --port 3000
 
 bench: install $(VENV)/.llama
 	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done

@@ -1,5 +1,6 @@
 """Command line: `python -m empathy_dag demo` runs the main job end to end on the embedded defaults
-and leaves the materializations in the $DAGSTER_HOME instance that `dagster dev` shows."""
+and leaves the materializations in the $DAGSTER_HOME instance that `dagster dev` shows;
+`python -m empathy_dag dev` (`make dev`) is that `dagster dev`, stopping cleanly (devserver.py)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,13 @@ def run_chat_command(args: argparse.Namespace) -> int:
     return run_chat(args.model, store, args.emotion, args.max_new_tokens)
 
 
+def run_dev(args: argparse.Namespace) -> int:
+    from empathy_dag.devserver import dagster_dev_command, run_supervised
+
+    code = run_supervised(dagster_dev_command(args.workspace, args.host, args.port), grace_s=args.grace_s)
+    return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m empathy_dag")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     chat.add_argument("--max-new-tokens", type=int, default=96)
     chat.add_argument("--store", default=None, help="model store folder (default $DAGSTER_HOME/data/models)")
     chat.set_defaults(func=run_chat_command)
+    dev = sub.add_parser("dev", help="dagster dev (the UI) that stops cleanly on Ctrl-C / SIGTERM, children included")
+    dev.add_argument("--workspace", default="workspace.yaml")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--grace-s", type=float, default=30.0,
+                     help="seconds the processes get to stop after Ctrl-C / SIGTERM before they are killed")
+    dev.set_defaults(func=run_dev)
     args = parser.parse_args(argv)
     return args.func(args)
 

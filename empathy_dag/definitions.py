@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules
+from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules, map_asset_specs
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from empathy_dag.automation import definitions as automation
+from empathy_dag.automation.schedules import FRESHNESS_POLICIES
 from empathy_dag.curate import assets as curate_assets
 from empathy_dag.curate import resources as curate_resources
 from empathy_dag.evaluate import assets as evaluate_assets
@@ -19,6 +20,7 @@ from empathy_dag.generate import assets as generate_assets
 from empathy_dag.generate import resources as generate_resources
 from empathy_dag.ingest import assets as ingest_assets
 from empathy_dag.io_managers import AllOrNothingIOManager, EmotionParquetIOManager
+from empathy_dag.metadata import with_code_links, with_owners
 from empathy_dag.pairs import assets as pairs_assets
 from empathy_dag.pairs import resources as pairs_resources
 from empathy_dag.profiles import active_profile, aws_resources
@@ -109,6 +111,19 @@ def profile_resources() -> dict:
     return local_resources()
 
 
+def with_ui_metadata(assets: list) -> list:
+    """What the UI shows on every asset beyond its own decorator: owners (per group,
+    `metadata.DEFAULT_OWNERS_BY_GROUP` / EMPATHY_DAG_OWNERS), links to the source code, and the
+    freshness policies that match the schedules (`automation.schedules.FRESHNESS_POLICIES`)."""
+    assets = with_owners(assets)
+    assets = list(map_asset_specs(
+        lambda spec: spec.replace_attributes(freshness_policy=FRESHNESS_POLICIES[spec.key.to_user_string()])
+        if spec.key.to_user_string() in FRESHNESS_POLICIES else spec,
+        assets,
+    ))
+    return with_code_links(assets)
+
+
 main_job = define_asset_job(
     "main_job",
     # Less the merged model: sharing is a step of its own (a second full copy of the weights).
@@ -117,7 +132,7 @@ main_job = define_asset_job(
 )
 
 defs = Definitions(
-    assets=[*stage_assets, *sql_assets, *automation.ASSETS],
+    assets=with_ui_metadata([*stage_assets, *sql_assets, *automation.ASSETS]),
     asset_checks=automation.ASSET_CHECKS,
     jobs=[main_job, *automation.JOBS],
     sensors=automation.SENSORS,

@@ -22,11 +22,13 @@ from dagster import (
     IOManager,
     MetadataValue,
     OutputContext,
+    TableSchema,
     build_output_context,
 )
 from dagster._core.types.dagster_type import resolve_dagster_type
 from dagster_polars import PolarsParquetIOManager
 
+from empathy_dag.metadata import column_schema, frames_schema
 from empathy_dag.models import _pid_alive, remove_interrupted_temps, temp_name_for
 from empathy_dag.safe_paths import single_component
 from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
@@ -65,8 +67,13 @@ class EmotionParquetIOManager(PolarsParquetIOManager):
                 self.make_directory(path.parent)
                 self.dump_to_path(context=context, obj=obj[key], path=path)
             first = next(iter(paths.values()))
+            frames = {k: v for k, v in obj.items() if isinstance(v, pl.DataFrame)}
             context.add_output_metadata(
                 {
+                    # A run over several partitions skips dagster-polars' per-output metadata: the Columns
+                    # section and the location come from here instead.
+                    **({"dagster/column_schema": self._schema(context, frames_schema(frames))} if frames else {}),
+                    "dagster/uri": str(first.parent),
                     "path": MetadataValue.path(str(first.parent)),
                     "partitions_written": len(paths),
                     "rows_written": sum(
@@ -76,6 +83,19 @@ class EmotionParquetIOManager(PolarsParquetIOManager):
             )
             return
         super().handle_output(context, obj)
+
+    @staticmethod
+    def _schema(context: OutputContext, columns) -> TableSchema:
+        return column_schema(columns, (context.definition_metadata or {}).get("descriptions"))
+
+    def get_metadata(self, context: OutputContext, obj):
+        """dagster-polars' metadata (schema, preview, stats, row count) with the columns described from
+        the project glossary, and the file written."""
+        metadata = super().get_metadata(context, obj)
+        if isinstance(obj, pl.DataFrame | pl.LazyFrame):
+            metadata["dagster/column_schema"] = self._schema(context, obj.collect_schema())
+            metadata["dagster/uri"] = str(self._get_path(context))
+        return metadata
 
     def write_df_to_path(self, context: OutputContext, df: pl.DataFrame, path):
         if getattr(path, "protocol", "") not in ("", "file", "local"):

@@ -78,6 +78,18 @@ def test_main_ingest_selection_runs_all_28_partitions_in_one_run(resources, data
         assert sorted(m.partition for m in mats) == sorted(EMOTIONS)
         files = sorted(p.stem for p in (data_root / "parquet" / key).glob("*.parquet"))
         assert files == sorted(EMOTIONS)
+    # What the UI's Columns section and table name show, for a run over all partitions at once (which
+    # dagster-polars' own per-output metadata does not cover) and for a SQL model.
+    situations_md = next(m for m in result.get_asset_materialization_events()
+                         if m.asset_key == AssetKey("situations")).materialization.metadata
+    columns = {c.name: c for c in situations_md["dagster/column_schema"].schema.columns}
+    assert {"situation_id", "emotion", "situation", "language"} <= set(columns)
+    assert columns["situation_id"].description and columns["situation_id"].type == "String"
+    assert situations_md["dagster/uri"].value == str(data_root / "parquet" / "situations")
+    sql_md = result.asset_materializations_for_node("rows_per_emotion_source")[0].metadata
+    assert sql_md["dagster/table_name"].value == "warehouse.main.rows_per_emotion_source"
+    assert "emotion" in {c.name for c in sql_md["dagster/column_schema"].schema.columns}
+    assert sql_md["preview"].records  # a table, not markdown
     with duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True) as conn:
         table = conn.execute("select * from main.rows_per_emotion_source").pl()
     seed_en = table.filter((pl.col("source") == "seed") & (pl.col("language") == "en"))

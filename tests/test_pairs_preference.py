@@ -6,6 +6,8 @@ from __future__ import annotations
 import polars as pl
 from dagster import materialize
 
+from empathy_dag.metadata import content_data_version
+from empathy_dag.pairs.build import PAIR_SCHEMA
 from empathy_dag.taxonomy import default_taxonomy
 from tests.test_pairs_splits import all_emotions_tags, curated_stand_in, read_partition, seed_dialogues
 
@@ -80,8 +82,16 @@ def test_preference_pairs_asset_reads_the_opposite_partition(resources):
     mapping = opposite_partition_mapping()
     upstream = [u for u, ds in mapping.downstream_partition_keys_by_upstream_partition_key.items() if "joy" in ds]
     assert sorted(upstream) == sorted({"joy", tax.opposite("joy")})
-    md = result.asset_materializations_for_node("preference_pairs")[0].metadata
+    events = result.asset_materializations_for_node("preference_pairs")
+    md = events[0].metadata
     assert md["train_pairs"].value > 0 and "prompts_without_opposite" in md
+    # Each partition's event carries its own content hash; the data version Dagster records is derived
+    # from them (one version per output in a single-run backfill: see metadata.content_data_version).
+    hashes = {m.partition: m.metadata["content_hash"].value for m in events}
+    assert set(hashes) == set(tax.labels) and hashes == md["content_hashes"].value
+    assert {m.tags["dagster/data_version"] for m in events} == {content_data_version(hashes)}
+    columns = {c.name: c for c in md["dagster/column_schema"].schema.columns}
+    assert list(columns) == list(PAIR_SCHEMA) and columns["rejected"].description
     splits = {e: read_partition(resources, "dataset_splits", e) for e in tax.labels}
     emotion_of = {d: e for e, df in splits.items() for d in df["dialogue_id"].to_list()}
     for emotion in ("joy", "anger", "fear", "neutral"):

@@ -32,12 +32,14 @@ def _run_config(sft_steps=2, dpo_steps=3):
     }}
 
 
-def _materialize_data(resources, frame):
+def _materialize_data(resources, frame, instance=None):
     from empathy_dag.pairs.assets import dataset_splits, preference_pairs
 
     result = materialize([curated_stand_in(frame), dataset_splits, preference_pairs], resources=resources,
-                         tags=all_emotions_tags(), run_config={"ops": {"preference_pairs": {"config": {"k": 2}}}})
+                         tags=all_emotions_tags(), run_config={"ops": {"preference_pairs": {"config": {"k": 2}}}},
+                         instance=instance)
     assert result.success
+    return result
 
 
 def _training_assets(frame):
@@ -55,12 +57,13 @@ def trained(resources, base_model_dir):
 
     resources["model_store"].folder("base_model").symlink_to(base_model_dir, target_is_directory=True)
     frame = _tiny_data(per_emotion=10)  # 10: both emotions of a pair have a validation dialogue
-    _materialize_data(resources, frame)
     instance = DagsterInstance.ephemeral()
+    data = _materialize_data(resources, frame, instance)  # same instance: the checkpoints' lineage reads it
     result = materialize(_training_assets(frame), selection=[sft_checkpoint, reference_logprobs, dpo_checkpoint],
                          resources=resources, run_config=_run_config(), instance=instance)
     assert result.success
     result.run_log_messages = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
+    result.data_run_id = data.run_id
     return result, frame
 
 
@@ -92,6 +95,17 @@ def test_sft_then_dpo_checkpoints(trained, resources, base_model_dir):
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_model_dir)), str(folder))
         assert model.active_adapter == "default"
     assert set(sft_md["emotions"].value) == set(EMOTIONS)
+    # The card's text is on the checkpoint's page, and the page names the exact data it was trained on.
+    assert sft_md["model_card"].value == (sft_dir / "README.md").read_text()
+    consumed = dpo_md["consumed_materializations_json"].value
+    pairs_read = {c["partition"]: c for c in consumed if c["asset"] == "preference_pairs"}
+    # Every partition the data run wrote (the four emotions with data and the empty others), all from it.
+    assert set(EMOTIONS) <= set(pairs_read) and {c["run_id"] for c in pairs_read.values()} == {result.data_run_id}
+    assert all(pairs_read[e]["content_hash"] and pairs_read[e]["data_version"] for e in EMOTIONS)
+    assert {c["asset"] for c in consumed} >= {"preference_pairs", "reference_logprobs", "sft_checkpoint"}
+    assert dpo_md["input_run_preference_pairs"].run_id == result.data_run_id
+    assert f"/runs/{result.data_run_id}" in dpo_md["consumed_materializations"].value
+    assert {c["asset"] for c in sft_md["consumed_materializations_json"].value} == {"dataset_splits"}
 
     # held-out numbers before and after training, each with its n (validation split)
     assert 0 < sft_md["eval_loss_before_n"].value == sft_md["eval_loss_after_n"].value <= sft_md["eval_records"].value

@@ -19,9 +19,10 @@ Run policies (where they are attached):
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Backoff, Jitter, RetryPolicy, define_asset_job
+from dagster import AssetCheckKey, AssetKey, AssetSelection, Backoff, Jitter, RetryPolicy, define_asset_job
 
 from empathy_dag.automation import graph
+from empathy_dag.automation.promotion import CHECKPOINT_SCORECARD_CHECK
 from empathy_dag.automation.settings import RUN_QUEUE_TAG
 
 TRAINING_POOL = "training"
@@ -87,7 +88,12 @@ def nightly_eval_job():
         NIGHTLY_EVAL_JOB_NAME,
         # The evaluation stage and what reads it (leaderboard SQL models, promotion): never training.
         selection=AssetSelection.assets(*keys).downstream()
-        - AssetSelection.assets(*graph.existing(graph.TRAINING_KEYS)),
-        description="Re-evaluate the models (the promoted one included) and refresh the leaderboard.",
+        - AssetSelection.assets(*graph.existing(graph.TRAINING_KEYS))
+        # ... and each checkpoint's own "is it better?" check, so the checkpoint's page shows tonight's
+        # paired comparison, not the one from the run that trained it (the checkpoint is not re-trained).
+        | AssetSelection.checks(*[AssetCheckKey(AssetKey(k), CHECKPOINT_SCORECARD_CHECK)
+                                  for k in graph.existing(graph.TRAINING_KEYS)]),
+        description="Re-evaluate the models (the promoted one included), refresh the leaderboard and the "
+        "checkpoints' scorecard checks.",
         op_retry_policy=TRANSIENT_RETRY,
     )

@@ -211,6 +211,7 @@ def evaluation_gate(comparisons: pl.DataFrame | None, systems: pl.DataFrame | No
 
 
 CHECKPOINT_SYSTEMS = {"sft_checkpoint": "sft", "dpo_checkpoint": "dpo"}
+CHECKPOINT_SCORECARD_CHECK = "scorecard_vs_base_and_promoted"
 
 
 def checkpoint_scorecard_checks() -> list:
@@ -222,7 +223,7 @@ def checkpoint_scorecard_checks() -> list:
 
 def _checkpoint_scorecard_check(asset_name: str, system: str):
     @asset_check(
-        asset=AssetKey(asset_name), name="scorecard_vs_base_and_promoted", blocking=False,
+        asset=AssetKey(asset_name), name=CHECKPOINT_SCORECARD_CHECK, blocking=False,
         additional_deps=[AssetKey("metric_comparisons")],
         description=f"The scorecard's paired tests of {system!r} against the baseline and the promoted "
         "model on the headline metrics; warns on a confident regression against the baseline.",

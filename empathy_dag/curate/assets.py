@@ -133,12 +133,12 @@ def _frames(value, keys) -> dict[str, pl.DataFrame | None]:
     backfill_policy=single_run,
     outs={
         "curated_dialogues": AssetOut(
-            io_manager_key="parquet_io_manager", code_version=CURATE_CODE_VERSION,
+            io_manager_key="parquet_io_manager", code_version=CURATE_CODE_VERSION, kinds={"parquet", "polars"},
             description="Dialogues that may train a model: ingested rows and synthetic rows that passed "
             "every filter (origin, generator say which).",
         ),
         "filter_report": AssetOut(
-            io_manager_key="parquet_io_manager", code_version=CURATE_CODE_VERSION,
+            io_manager_key="parquet_io_manager", code_version=CURATE_CODE_VERSION, kinds={"parquet", "polars"},
             description="Every row a filter removed, ingested or synthetic: id, emotion, origin, source, filter, "
             "reason, and the "
             "dialogue itself (situation, speaker_utterance, listener_reply, ...) so that review can reinstate it.",

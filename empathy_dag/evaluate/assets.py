@@ -26,6 +26,7 @@ from dagster import (
 
 from empathy_dag.evaluate import scorecard
 from empathy_dag.evaluate.evaluation_set import (
+    EVALUATION_SET_SCHEMA,
     build_evaluation_set,
     coverage,
     from_test_split,
@@ -42,7 +43,7 @@ from empathy_dag.evaluate.items import (
 from empathy_dag.evaluate.resources import EvaluationConfig
 from empathy_dag.generate.resources import TextGenerator
 from empathy_dag.io_managers import per_partition
-from empathy_dag.metadata import markdown_table
+from empathy_dag.metadata import column_schema_metadata, markdown_table
 from empathy_dag.models import folder_written_aside, sha256_tree
 from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.plots import figure_png, png_markdown, pyplot
@@ -180,6 +181,7 @@ def summary_by_system(frame: pl.DataFrame, columns: list[str]) -> MetadataValue:
     ins={"dataset_splits": AssetIn()},
     code_version="evaluation-set-v1",
     kinds={"parquet"},
+    metadata=column_schema_metadata(EVALUATION_SET_SCHEMA),
     check_specs=[AssetCheckSpec("every_emotion_evaluated", asset="evaluation_set",
                                 description="Each emotion has at least `min_items_per_emotion` evaluation items.")],
     description="The held-out items every system is scored on, per emotion: the complete test dialogues of "
@@ -361,15 +363,16 @@ def evaluation_items(context: AssetExecutionContext, evaluation: EvaluationConfi
                                        pl.lit(None, dtype=pl.String).alias("model_run_id"))
     systems = systems.with_columns(pl.lit(scorecard.items_fingerprint(items["item_id"].to_list()))
                                    .alias("items_fingerprint"))
-    write_table(warehouse, "evaluation_items", items)
-    write_table(warehouse, "evaluation_systems", systems)
+    items_table = write_table(warehouse, "evaluation_items", items)
+    systems_table = write_table(warehouse, "evaluation_systems", systems)
     yield MaterializeResult(asset_key="evaluation_items", metadata={
+        **items_table,
         "dagster/row_count": items.height,
         "emotions": items["emotion"].n_unique(),
         "preview": markdown_table(items.select("system", "origin", "emotion", "speaker_utterance", "prediction")),
     })
     yield MaterializeResult(asset_key="evaluation_systems", metadata={
-        "dagster/row_count": systems.height, "systems": markdown_table(systems, max_rows=50),
+        **systems_table, "dagster/row_count": systems.height, "systems": markdown_table(systems, max_rows=50),
         "baseline_system": baseline or "none", "baseline_note": why or "as configured"})
 
 
@@ -518,12 +521,13 @@ def metric_bertscore(context: AssetExecutionContext, evaluation: EvaluationConfi
     table = pl.concat(parts) if parts else _keys(items).with_columns(
         *[pl.lit(None, dtype=pl.Float64).alias(c) for c in score_cols],
         pl.lit(None, dtype=pl.String).alias("backbone"))
-    write_table(warehouse, "metric_bertscore", table)
+    table_md = write_table(warehouse, "metric_bertscore", table)
     if not_scored:
         context.log.warning(f"BERTScore left out {not_scored} items ({NOT_SCORED_NO_JA_BACKBONE}): set "
                             "bertscore_model_ja to a multilingual model to score them")
     scored = table.filter(pl.col("bertscore_f1").is_not_null()).height
     return MaterializeResult(metadata={
+        **table_md,
         "dagster/row_count": table.height, "backbones": MetadataValue.json(backbones),
         # scoring only: the model load is reported on its own (once per run, whatever the partitions)
         "pairs_per_s": round(scored / score_seconds, 1) if score_seconds > 0 else 0.0,
@@ -553,9 +557,9 @@ def metric_epitome(context: AssetExecutionContext, evaluation: EvaluationConfig,
         columns = {f"{m}_{c}": (pl.Float64 if c == "squared_diff" else pl.Int64)
                    for m in EPITOME_KEYS for c in ("prediction", "reference", "squared_diff")}
         table = _keys(items).clear().with_columns(*[pl.lit(None, dtype=t).alias(c) for c, t in columns.items()])
-        write_table(warehouse, "metric_epitome", table)
+        table_md = write_table(warehouse, "metric_epitome", table)
         context.log.warning(f"metric_epitome skipped: {missing} not materialized (Epitome data absent?)")
-        return MaterializeResult(metadata={"dagster/row_count": 0, "skipped": True,
+        return MaterializeResult(metadata={**table_md, "dagster/row_count": 0, "skipped": True,
                                            "reason": f"classifiers not materialized: {', '.join(missing)}"})
     classifiers = {m: load_epitome_classifier(folder, evaluation.device) for m, folder in folders.items()}
     encoders: dict[tuple, SentenceEncoder] = {}
@@ -574,10 +578,11 @@ def metric_epitome(context: AssetExecutionContext, evaluation: EvaluationConfig,
         table = table.with_columns(
             pl.Series(f"{m}_prediction", pred, dtype=pl.Int64), pl.Series(f"{m}_reference", ref, dtype=pl.Int64),
             pl.Series(f"{m}_squared_diff", (pred - ref) ** 2, dtype=pl.Float64))
-    write_table(warehouse, "metric_epitome", table)
+    table_md = write_table(warehouse, "metric_epitome", table)
     overall = {m: diff_epitome(table[f"{m}_prediction"], table[f"{m}_reference"]) if table.height else None
                for m in classifiers}
     return MaterializeResult(metadata={
+        **table_md,
         "dagster/row_count": table.height,
         "classifier_sha256": MetadataValue.json({m: sha256_tree(f, CLASSIFIER_FILES) for m, f in folders.items()}),
         "diff_epitome_all_systems": MetadataValue.json(overall),
@@ -608,8 +613,9 @@ def metric_valence(context: AssetExecutionContext, evaluation: EvaluationConfig,
         table = pl.concat([table, pl.DataFrame(vad, schema=vad_cols)], how="horizontal")
     else:
         table = table.with_columns(*[pl.lit(None, dtype=t).alias(c) for c, t in vad_cols.items()])
-    write_table(warehouse, "metric_valence", table)
+    table_md = write_table(warehouse, "metric_valence", table)
     return MaterializeResult(metadata={
+        **table_md,
         "dagster/row_count": table.height, "nrc_vad": evaluation.nrc_vad_path or "not configured",
         "lexicon_languages": MetadataValue.json(list(VALENCE_LANGUAGES)),
         # NULL, left out of the means: the lexicons are English, and VADER's 0.0 on Japanese is not neutral.
@@ -635,8 +641,9 @@ def metric_diversity(context: AssetExecutionContext, warehouse: Warehouse):
               "distinct_1": pl.Float64, "distinct_2": pl.Float64, "entropy_1": pl.Float64, "entropy_2": pl.Float64,
               "unique_share": pl.Float64}
     table = pl.DataFrame(rows, schema=schema).sort("system", "language", "emotion")
-    write_table(warehouse, "metric_diversity", table)
+    table_md = write_table(warehouse, "metric_diversity", table)
     return MaterializeResult(metadata={
+        **table_md,
         "dagster/row_count": table.height,
         "overall": markdown_table(table.filter(pl.col("emotion") == "all"), max_rows=50),
     })
@@ -724,9 +731,10 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
                         | {"dimension": dim, "reply": reply, "score": score,
                            "expected_score": expected if expected is not None else (float(score) if score else None)})
     table = pl.DataFrame(rows, schema=schema)
-    write_table(warehouse, "metric_judge", table)
+    table_md = write_table(warehouse, "metric_judge", table)
     failures = table.filter(pl.col("score").is_null()).group_by("system", "dimension").len().sort("system", "dimension")
     return MaterializeResult(metadata={
+        **table_md,
         "dagster/row_count": table.height, "judge_model": source, "rubric": rubric.name,
         "rubric_sha256": rubric.sha256, "enabled": evaluation.judge_enabled, "scoring": evaluation.judge_scoring,
         "rubrics_by_language": MetadataValue.json({lang: {"name": r.name, "sha256": r.sha256}
@@ -786,8 +794,9 @@ def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfi
         rows = alignment_rows(replies, items["emotion"].to_list(), taxonomy, scorer)
     table = pl.concat([_keys(items), pl.DataFrame(rows, schema=schema)], how="horizontal").with_columns(
         pl.lit(namer).alias("namer"))
-    write_table(warehouse, "metric_alignment", table)
+    table_md = write_table(warehouse, "metric_alignment", table)
     return MaterializeResult(metadata={
+        **table_md,
         "dagster/row_count": table.height, "enabled": evaluation.alignment_enabled,
         "namer": namer, "namer_reason": why,
         "alignment_model": source if namer == "llm" else str(classifier_folder),
@@ -833,8 +842,9 @@ def judge_human_agreement(context: AssetExecutionContext, evaluation: Evaluation
     schema.update({"rater_alpha": pl.Float64, "rater_alpha_ci_low": pl.Float64, "rater_alpha_ci_high": pl.Float64,
                    "units_rated_twice": pl.Int64})
     table = pl.DataFrame(rows, schema=schema)
-    write_table(warehouse, "judge_human_agreement", table)
+    table_md = write_table(warehouse, "judge_human_agreement", table)
     return MaterializeResult(metadata={
+        **table_md,
         "dagster/row_count": table.height,
         "human_ratings": evaluation.human_ratings_path or "not configured",
         "human_rows": human.height,
@@ -874,8 +884,9 @@ def metric_retention(context: AssetExecutionContext, evaluation: EvaluationConfi
     schema = {"system": pl.String, "perplexity": pl.Float64, "mmlu_accuracy": pl.Float64, "mmlu_questions": pl.Int64,
               "text_tokens": pl.Int64, "seconds": pl.Float64}
     table = pl.DataFrame(rows, schema=schema)
-    write_table(warehouse, "metric_retention", table)
+    table_md = write_table(warehouse, "metric_retention", table)
     return MaterializeResult(metadata={
+        **table_md,
         "dagster/row_count": table.height, "text": evaluation.retention_text,
         "mmlu_csv": evaluation.mmlu_csv or "not configured",
         "retention": markdown_table(table.with_columns(pl.selectors.float().round(3)), max_rows=20),
@@ -911,17 +922,20 @@ def _append_history(warehouse: Warehouse, rows: pl.DataFrame, run_id: str) -> in
 @multi_asset(
     specs=[
         AssetSpec("metric_item_scores", group_name=GROUP, kinds={"duckdb"},
-                  metadata={"warehouse_tables": ["metric_item_scores"]},
+                  metadata={"warehouse_tables": ["metric_item_scores"],
+                            **column_schema_metadata(scorecard.ITEM_SCORE_SCHEMA)},
                   deps=[AssetKey("evaluation_items"), *[AssetKey(t) for t in scorecard.METRIC_TABLES]],
                   description="Every per-item score in long form (system, emotion, item, metric, value), from "
                   "whichever metric tables exist; the missing ones are listed in metadata."),
         AssetSpec("metric_scores", group_name=GROUP, kinds={"duckdb", "scipy"},
-                  metadata={"warehouse_tables": ["metric_scores"]}, deps=[AssetKey("metric_item_scores")],
+                  metadata={"warehouse_tables": ["metric_scores"], **column_schema_metadata(scorecard.SUMMARY_SCHEMA)},
+                  deps=[AssetKey("metric_item_scores")],
                   description="Per system, emotion ('all' = every item) and metric: n, mean, standard error and "
                   "a seeded 95% bootstrap interval over items (scipy.stats.bootstrap); set metrics (distinct-n, "
                   "entropy) resample the replies. Fewer than 2 items: n and value, no interval."),
         AssetSpec("metric_comparisons", group_name=GROUP, kinds={"duckdb", "scipy"},
-                  metadata={"warehouse_tables": ["metric_comparisons", "scorecard_history"]},
+                  metadata={"warehouse_tables": ["metric_comparisons", "scorecard_history"],
+                            **column_schema_metadata(scorecard.COMPARISON_SCHEMA)},
                   deps=[AssetKey("metric_item_scores"), AssetKey("evaluation_systems")],
                   description="Every system against the baseline and against the promoted model, on the same "
                   "items: mean difference, paired-bootstrap 95% interval, paired permutation p-value, "
@@ -952,9 +966,8 @@ def scorecard_tables(context: AssetExecutionContext, evaluation: EvaluationConfi
     if PROMOTED in set(systems["system"].to_list()):
         references["promoted"] = PROMOTED
     comparisons = scorecard.paired_comparisons(long, references, settings, items=items)
-    write_table(warehouse, "metric_item_scores", long)
-    write_table(warehouse, "metric_scores", summaries)
-    write_table(warehouse, "metric_comparisons", comparisons)
+    written = {name: write_table(warehouse, name, frame) for name, frame in
+               (("metric_item_scores", long), ("metric_scores", summaries), ("metric_comparisons", comparisons))}
 
     is_overall = (pl.col("emotion") == scorecard.ALL) & (pl.col("language") == scorecard.ALL)
     overall = summaries.filter(is_overall).drop("language")  # scorecard_history keeps its columns
@@ -976,11 +989,13 @@ def scorecard_tables(context: AssetExecutionContext, evaluation: EvaluationConfi
     context.log.info(f"scorecard: {summaries.height} summaries, {comparisons.height} paired comparisons in "
                      f"{seconds} s; overall verdicts {verdicts}")
     yield MaterializeResult(asset_key="metric_item_scores", metadata={
+        **written["metric_item_scores"],
         "dagster/row_count": long.height,
         "missing_metric_tables": MetadataValue.json(missing),
         "metrics": MetadataValue.json(sorted(long["metric"].unique().to_list())),
     })
     yield MaterializeResult(asset_key="metric_scores", metadata={
+        **written["metric_scores"],
         "dagster/row_count": summaries.height,
         "confidence_level": settings.confidence_level, "bootstrap_resamples": settings.n_resamples,
         "bootstrap_method": settings.bootstrap_method, "seed": settings.seed,
@@ -994,6 +1009,7 @@ def scorecard_tables(context: AssetExecutionContext, evaluation: EvaluationConfi
                                       max_rows=120),
     })
     yield MaterializeResult(asset_key="metric_comparisons", metadata={
+        **written["metric_comparisons"],
         "dagster/row_count": comparisons.height,
         "references": MetadataValue.json(references),
         "alpha": settings.alpha, "correction": "Benjamini-Hochberg per (system, reference, emotion, language)",

@@ -37,7 +37,7 @@ from empathy_dag.generate.synthetic import (
     speaker_explanations as explanations_fn,
 )
 from empathy_dag.io_managers import concat_partitions, per_partition
-from empathy_dag.metadata import frame_metadata
+from empathy_dag.metadata import column_schema_metadata, frame_metadata
 from empathy_dag.models import (
     EMBEDDED_SMOLLM2,
     convert_gguf_to_safetensors,
@@ -176,6 +176,7 @@ class BrainstormConfig(Config):
     io_manager_key="parquet_io_manager",
     deps=[base_model],
     kinds={"pytorch", "polars"},
+    metadata=column_schema_metadata(BRAINSTORM_SCHEMA),
     description="New situations per emotion, brainstormed by the LM from a few seed situations of that "
     "emotion and a domain (SYNTHEMPATHY step 1). Replies come from the response cache when unchanged.",
 )
@@ -214,6 +215,7 @@ class ExplanationConfig(Config):
     io_manager_key="parquet_io_manager",
     deps=[base_model],
     kinds={"pytorch", "polars"},
+    metadata=column_schema_metadata(EXPLANATION_SCHEMA),
     description="Each brainstormed situation rewritten as what the person would say, in the first "
     "person (SYNTHEMPATHY step 2).",
 )
@@ -249,6 +251,7 @@ class SyntheticDialoguesConfig(Config):
     io_manager_key="parquet_io_manager",
     deps=[base_model],
     kinds={"pytorch", "polars"},
+    metadata=column_schema_metadata(DIALOGUE_SCHEMA),
     description="Two-turn synthetic dialogues: the speaker's explanation and an empathetic listener "
     "reply from each generator model (SYNTHEMPATHY step 3). Filtered in `curated_dialogues`.",
 )

@@ -20,11 +20,13 @@ from empathy_dag.checks import frame_check_results, frame_check_specs
 from empathy_dag.ingest.corpus import dialogues_frame, ingest_files, situations_frame
 from empathy_dag.ingest.readers import read_goemotions_tsv
 from empathy_dag.io_managers import per_partition
-from empathy_dag.metadata import frame_metadata, markdown_table
+from empathy_dag.metadata import column_schema_metadata, frame_metadata, markdown_table, table_metadata
 from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.resources import CorpusSources, GoEmotionsSource
 from empathy_dag.taxonomy import default_taxonomy, taxonomy_files
+from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA
 
+GOEMOTIONS_SCHEMA = {"id": pl.String, "text": pl.String, "labels": pl.List(pl.String), "split": pl.String}
 INGEST_CODE_VERSION = "ingest-v2"  # v2: NFKC/invisible-free ids, control tokens neutralised
 
 
@@ -39,6 +41,7 @@ def _files_version(paths: list[Path]) -> str:
     group_name="taxonomy",
     code_version=_files_version(taxonomy_files()),
     io_manager_key="warehouse_io_manager",
+    kinds={"duckdb", "polars"},
     description="The 28 GoEmotions labels with sentiment and Ekman groups, definitions, opposites "
     "(EmPO rejected responses) and the EmpatheticDialogues labels that map onto each.",
 )
@@ -48,7 +51,7 @@ def emotion_taxonomy(context: AssetExecutionContext) -> pl.DataFrame:
     df = pl.DataFrame(rows).with_columns(pl.col("ed_labels").list.join(", "))
     context.add_output_metadata(
         {
-            "dagster/row_count": df.height,
+            **table_metadata(df, table=f"{WAREHOUSE_SCHEMA}.emotion_taxonomy", preview_rows=0),
             "taxonomy": markdown_table(
                 df.select("id", "label", "sentiment", "ekman", "opposite", "ed_labels"), max_rows=28
             ),
@@ -66,17 +69,17 @@ def emotion_taxonomy(context: AssetExecutionContext) -> pl.DataFrame:
         # The three outputs are one snapshot of the landing zone: they go through the all-or-nothing IO
         # manager (io_managers.AllOrNothingIOManager), so a fault between them leaves the previous three.
         "corpus_rows": AssetOut(
-            io_manager_key="ingest_io_manager",
+            io_manager_key="ingest_io_manager", kinds={"parquet", "polars"},
             metadata={"stored_in": "parquet"},
             description="Every valid row of every source file, all emotions, with stable content-hash ids.",
         ),
         "quarantine": AssetOut(
-            io_manager_key="ingest_io_manager",
+            io_manager_key="ingest_io_manager", kinds={"duckdb", "polars"},
             metadata={"stored_in": "warehouse"},
             description="Rows and files that failed validation: file, line, reason. Raw files are archived.",
         ),
         "ingest_file_log": AssetOut(
-            io_manager_key="ingest_io_manager",
+            io_manager_key="ingest_io_manager", kinds={"duckdb", "polars"},
             metadata={"stored_in": "warehouse"},
             description="One row per source file: rows in, valid, quarantined, skipped, balanced.",
         ),
@@ -111,6 +114,7 @@ def ingest_corpus(context: AssetExecutionContext, corpus_sources: CorpusSources)
         corpus,
         output_name="corpus_rows",
         metadata={
+            **table_metadata(corpus, preview_rows=0),
             **totals,
             "dagster/row_count": corpus.height,
             "files": markdown_table(summary, max_rows=50),
@@ -121,14 +125,15 @@ def ingest_corpus(context: AssetExecutionContext, corpus_sources: CorpusSources)
         quarantine,
         output_name="quarantine",
         metadata={
-            "dagster/row_count": quarantine.height,
+            **table_metadata(quarantine, table=f"{WAREHOUSE_SCHEMA}.quarantine", preview_rows=0),
             "reasons": MetadataValue.json(
                 dict(quarantine.group_by("reason_code").len().sort("reason_code").iter_rows())
             ),
             "preview": markdown_table(quarantine.select("file", "line", "reason_code", "reason"), max_rows=10),
         },
     )
-    yield Output(summary, output_name="ingest_file_log", metadata={"dagster/row_count": summary.height})
+    yield Output(summary, output_name="ingest_file_log",
+                 metadata=table_metadata(summary, table=f"{WAREHOUSE_SCHEMA}.ingest_file_log", preview_rows=10))
 
 
 class PerEmotionCheckConfig(Config):
@@ -145,6 +150,7 @@ def _split_by_emotion(context: AssetExecutionContext, frame: pl.DataFrame) -> di
     backfill_policy=single_run,
     code_version=INGEST_CODE_VERSION,
     io_manager_key="parquet_io_manager",
+    kinds={"parquet", "polars"},
     check_specs=frame_check_specs("situations"),
     description="Distinct situations per emotion (id = hash of emotion, language, text).",
 )
@@ -164,6 +170,7 @@ def situations(context: AssetExecutionContext, config: PerEmotionCheckConfig, co
     backfill_policy=single_run,
     code_version=INGEST_CODE_VERSION,
     io_manager_key="parquet_io_manager",
+    kinds={"parquet", "polars"},
     check_specs=frame_check_specs("dialogues"),
     description="Two-turn dialogues (speaker utterance, empathetic listener reply) per emotion.",
 )
@@ -192,6 +199,9 @@ def dialogues(
     group_name="ingest",
     code_version=INGEST_CODE_VERSION,
     io_manager_key="parquet_io_manager",
+    kinds={"parquet", "polars"},
+    metadata=column_schema_metadata(GOEMOTIONS_SCHEMA, {"id": "GoEmotions comment id", "text": "the comment",
+                                                        "split": "GoEmotions split (train / dev / test)"}),
     deps=[emotion_taxonomy],
     description="GoEmotions comments with their labels (train/dev/test) for the emotion classifier.",
 )
@@ -208,8 +218,7 @@ def goemotions_examples(context: AssetExecutionContext, goemotions: GoEmotionsSo
         if goemotions.max_rows_per_split:
             part = part[: goemotions.max_rows_per_split]
         rows.extend(part)
-    df = pl.DataFrame(rows, schema={"id": pl.String, "text": pl.String, "labels": pl.List(pl.String),
-                                    "split": pl.String})
+    df = pl.DataFrame(rows, schema=GOEMOTIONS_SCHEMA)
     counts = df.explode("labels").group_by("labels").len().sort("len", descending=True)
     context.add_output_metadata(
         {"dagster/row_count": df.height, "label_counts": markdown_table(counts, max_rows=28),

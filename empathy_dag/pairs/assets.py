@@ -9,6 +9,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     Config,
+    DataVersion,
     MetadataValue,
     Output,
     StaticPartitionMapping,
@@ -17,7 +18,13 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.io_managers import per_partition
-from empathy_dag.metadata import frame_metadata, markdown_table
+from empathy_dag.metadata import (
+    column_schema_metadata,
+    content_data_version,
+    frame_metadata,
+    markdown_table,
+    record_partition_hashes,
+)
 from empathy_dag.pairs.build import (
     PAIR_SCHEMA,
     build_preference_pairs,
@@ -62,6 +69,7 @@ class SplitConfig(Config):
     backfill_policy=single_run,
     code_version=PAIRS_CODE_VERSION,
     io_manager_key="parquet_io_manager",
+    kinds={"parquet", "polars"},
     description="Reviewed dialogues (curated, after human review) with a stable train/validation/test "
     "split: a pure function of the situation id (hash buckets), so no situation crosses splits and new "
     "data never moves old rows.",
@@ -123,6 +131,8 @@ def _model_generate(context, max_new_tokens: int, seed: int, served_model: str =
     backfill_policy=single_run,
     code_version=PAIRS_CODE_VERSION,
     io_manager_key="parquet_io_manager",
+    kinds={"parquet", "polars"},
+    metadata=column_schema_metadata(PAIR_SCHEMA),
     required_resource_keys={"model_store", "text_generator"},
     ins={
         "dataset_splits": AssetIn(
@@ -172,8 +182,11 @@ def preference_pairs(context: AssetExecutionContext, config: PairsConfig, datase
         })
     summary = pl.DataFrame(rows)
     context.log.info(f"pairs: {summary.select('emotion', 'pairs', 'prompts_without_opposite').to_dicts()}")
+    hashes = dict(zip(summary["emotion"], summary["content_hash"]))
+    record_partition_hashes(context, hashes)
     return Output(
         frames,
+        data_version=DataVersion(content_data_version(hashes)),
         metadata={
             **frame_metadata(frames, ["emotion", "rejected_emotion", "split", "prompt", "chosen", "rejected"]),
             "pairs_per_emotion": markdown_table(summary, max_rows=28),

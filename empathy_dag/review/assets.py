@@ -42,11 +42,19 @@ from pydantic import Field
 from empathy_dag.automation.landing import REVIEWS_SUBFOLDER
 from empathy_dag.curate.assets import filtered_as_dialogues
 from empathy_dag.io_managers import per_partition
-from empathy_dag.metadata import frame_metadata, markdown_table
+from empathy_dag.metadata import column_schema_metadata, frame_metadata, markdown_table
 from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.plots import bar_chart_png, png_markdown
 from empathy_dag.resources import CorpusSources
-from empathy_dag.review.agreement import acceptance_rates, alpha_table, multi_reviewed, pair_table
+from empathy_dag.review.agreement import (
+    ALPHA_SCHEMA,
+    RATE_SCHEMA,
+    acceptance_rates,
+    alpha_table,
+    multi_reviewed,
+    pair_table,
+)
+from empathy_dag.review.agreement import PAIR_SCHEMA as PAIR_AGREEMENT_SCHEMA
 from empathy_dag.review.consensus import DEFAULT_VETO_REASONS, apply_review, consensus_frame
 from empathy_dag.review.decisions import (
     DECISION_SCHEMA,
@@ -108,7 +116,7 @@ def known_items(curated: dict[str, pl.DataFrame], reports: dict[str, pl.DataFram
         # reads the per-emotion frames through the IO manager, missing partitions allowed.
         "review_decisions": AssetOut(
             dagster_type=Nothing, group_name="review", kinds={"duckdb"},
-            metadata={"warehouse_tables": ["review_decisions"]},
+            metadata={"warehouse_tables": ["review_decisions"], **column_schema_metadata(DECISION_SCHEMA)},
             description="Every valid review decision of every file in <landing_dir>/reviews/: item, emotion, "
             "reviewer, accept/edit/reject, reason, edited reply, note, file and line.",
         ),
@@ -142,9 +150,10 @@ def review_decisions(context: AssetExecutionContext, corpus_sources: CorpusSourc
     context.log.info(f"review decisions: {len(files)} files, {decisions.height} decisions, "
                      f"{quarantine.height} quarantined")
     per_decision = dict(decisions.group_by("decision").len().sort("decision").iter_rows()) if decisions.height else {}
-    write_table(warehouse, "review_decisions", decisions)
-    write_table(warehouse, "review_quarantine", quarantine)
+    decisions_table = write_table(warehouse, "review_decisions", decisions)
+    quarantine_table = write_table(warehouse, "review_quarantine", quarantine)
     yield Output(None, output_name="review_decisions", metadata={
+        **decisions_table,
         "dagster/row_count": decisions.height,
         "inbox": MetadataValue.path(str(folder)),
         "files": markdown_table(summary, max_rows=50),
@@ -160,6 +169,7 @@ def review_decisions(context: AssetExecutionContext, corpus_sources: CorpusSourc
                                   max_rows=10),
     })
     yield Output(None, output_name="review_quarantine", metadata={
+        **quarantine_table,
         "dagster/row_count": quarantine.height,
         "reasons": MetadataValue.json(dict(quarantine.group_by("reason_code").len().sort("reason_code").iter_rows())
                                       if quarantine.height else {}),
@@ -184,6 +194,7 @@ class ReviewBatchConfig(Config):
     backfill_policy=single_run,
     code_version=REVIEW_CODE_VERSION,
     io_manager_key="parquet_io_manager",
+    kinds={"parquet", "polars"},
     ins={"filter_report": AssetIn(metadata={"allow_missing_partitions": True})},
     deps=["review_decisions"],
     description="Items needing review (new synthetic dialogues, borderline filter drops, a random audit of "
@@ -241,6 +252,7 @@ class ReviewedDialoguesConfig(Config):
     backfill_policy=single_run,
     code_version=REVIEW_CODE_VERSION,
     io_manager_key="parquet_io_manager",
+    kinds={"parquet", "polars"},
     deps=["review_decisions"],
     # filter_report: the rows filters removed, which come back when reviewers accept or edit them.
     ins={"curated_dialogues": AssetIn(),
@@ -294,18 +306,20 @@ def reviewed_dialogues(context: AssetExecutionContext, config: ReviewedDialogues
     })
 
 
-def _agreement_spec(name: str, description: str) -> AssetSpec:
+def _agreement_spec(name: str, description: str, schema: dict) -> AssetSpec:
     return AssetSpec(name, group_name="review", kinds={"duckdb"}, deps=["review_decisions"],
-                     metadata={"warehouse_tables": [name]}, description=description)
+                     metadata={"warehouse_tables": [name], **column_schema_metadata(schema)}, description=description)
 
 
 @multi_asset(
     specs=[
         _agreement_spec("review_agreement", "Krippendorff's alpha (nominal) over items with several reviewers: "
-                        "for the decision and for each reason (binary: did the reviewer flag it)."),
+                        "for the decision and for each reason (binary: did the reviewer flag it).", ALPHA_SCHEMA),
         _agreement_spec("reviewer_pair_agreement", "Cohen's kappa and observed agreement for every pair of "
-                        "reviewers, on the items both decided, for the decision and for each reason."),
-        _agreement_spec("reviewer_acceptance", "Per reviewer: decisions and accept / edit / reject rates."),
+                        "reviewers, on the items both decided, for the decision and for each reason.",
+                        PAIR_AGREEMENT_SCHEMA),
+        _agreement_spec("reviewer_acceptance", "Per reviewer: decisions and accept / edit / reject rates.",
+                        RATE_SCHEMA),
     ],
     code_version=REVIEW_CODE_VERSION,
     pool="duckdb_warehouse",
@@ -314,9 +328,8 @@ def _agreement_spec(name: str, description: str) -> AssetSpec:
 def review_agreement(context: AssetExecutionContext, warehouse: Warehouse):
     decisions = landed_decisions(warehouse)
     alphas, pairs, rates = alpha_table(decisions), pair_table(decisions), acceptance_rates(decisions)
-    for name, frame in (("review_agreement", alphas), ("reviewer_pair_agreement", pairs),
-                        ("reviewer_acceptance", rates)):
-        write_table(warehouse, name, frame)
+    written = {name: write_table(warehouse, name, frame) for name, frame in (
+        ("review_agreement", alphas), ("reviewer_pair_agreement", pairs), ("reviewer_acceptance", rates))}
     multi = multi_reviewed(decisions)
     decision_alpha = alphas.filter(pl.col("scope") == "decision")["value"][0]
     chart = {}
@@ -336,6 +349,7 @@ def review_agreement(context: AssetExecutionContext, warehouse: Warehouse):
     context.log.info(f"agreement: alpha(decision)={decision_alpha}, {multi['item_id'].n_unique() if multi.height else 0} "
                      "multi-reviewed items")
     yield MaterializeResult(asset_key="review_agreement", metadata={
+        **written["review_agreement"],
         "dagster/row_count": alphas.height,
         "alpha_decision": decision_alpha,
         "multi_reviewed_items": multi["item_id"].n_unique() if multi.height else 0,
@@ -343,10 +357,12 @@ def review_agreement(context: AssetExecutionContext, warehouse: Warehouse):
         **chart,
     })
     yield MaterializeResult(asset_key="reviewer_pair_agreement", metadata={
+        **written["reviewer_pair_agreement"],
         "dagster/row_count": pairs.height,
         "kappa": markdown_table(pairs.filter(pl.col("scope") == "decision"), max_rows=20),
     })
     yield MaterializeResult(asset_key="reviewer_acceptance", metadata={
+        **written["reviewer_acceptance"],
         "dagster/row_count": rates.height,
         "rates": markdown_table(rates, max_rows=30),
     })

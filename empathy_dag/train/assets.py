@@ -21,6 +21,7 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.automation.retraining import train_pairs_fingerprint
+from empathy_dag.metadata import column_schema_metadata, consumed_materializations, lineage_metadata
 from empathy_dag.models import pick_device, sha256_tree
 from empathy_dag.resources import ModelStore
 from empathy_dag.safe_paths import single_component
@@ -39,6 +40,7 @@ from empathy_dag.train.data import (
     train_dialogues,
     train_pairs,
 )
+from empathy_dag.train.refcache import CACHE_SCHEMA
 from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 
 # v2: validation split as eval_dataset, held-out before/after, warmup in whole steps, all-linear LoRA.
@@ -76,9 +78,26 @@ def _per_emotion(frame: pl.DataFrame, emotions) -> dict[str, int]:
     return {e: int(counts.get(e, 0)) for e in sorted(emotions)}
 
 
+def _consumed(context: AssetExecutionContext, partitioned: Mapping[str, list[str]], whole: list[str]) -> list[dict]:
+    """The exact upstream materializations this step is reading: each consumed partition of the
+    partitioned inputs, and the latest materialization of each unpartitioned one. Read before training,
+    right after the IO manager loaded the inputs, so a later materialization cannot slip in."""
+    out = []
+    for asset_name, partitions in partitioned.items():
+        out += consumed_materializations(context.instance, asset_name, partitions)
+    for asset_name in whole:
+        out += consumed_materializations(context.instance, asset_name)
+    return out
+
+
+def _with_lineage(result: MaterializeResult, consumed: list[dict]) -> MaterializeResult:
+    return MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **lineage_metadata(consumed)},
+                             check_results=result.check_results, data_version=result.data_version, tags=result.tags)
+
+
 def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *, kind: str, key: str,
                      records: list[dict], eval_records: list[dict], hyperparameters: dict, card: dict,
-                     sft_name: str | None = None):
+                     consumed: list[dict], sft_name: str | None = None):
     """Persist the records, then run `train.steps.train_<kind>` through Dagster Pipes (a subprocess here,
     a GPU task on ECS in the aws profile): the run's log shows the step's log lines and the returned
     materialization carries the step's metadata."""
@@ -97,7 +116,7 @@ def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *,
     }
     result = run_heavy_step(context, f"empathy_dag.train.steps:train_{kind}", params)
     model_store.fetch(name)  # the run's copy, equal to what the step persisted (no-op on one disk)
-    return result
+    return _with_lineage(result, consumed)
 
 
 @asset(
@@ -133,7 +152,8 @@ def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, mo
     emotions = sorted(e for e, df in frames.items() if df.height)
     card = {"title": "Empathy LoRA SFT", "kind": "sft", "base_model_sha256": base["sha256"], "inputs": inputs,
             "extra": {"emotions": emotions, "input_fingerprint": key, "languages": languages_of(dialogues)}}
-    return _launch_training(context, model_store, kind="sft", key=key,
+    consumed = _consumed(context, {"dataset_splits": sorted(frames)}, ["base_model"])
+    return _launch_training(context, model_store, kind="sft", key=key, consumed=consumed,
                             records=sft_records(dialogues, config.system_prompt),
                             eval_records=sft_records(validation, config.system_prompt), hyperparameters=hyper,
                             card=card)
@@ -144,6 +164,10 @@ class ReferenceLogprobConfig(Config):
     max_train_pairs: int = Field(default=0, description="Must equal dpo_checkpoint's max_train_pairs (0 = all).")
     batch_size: int = 16
     device: str = "auto"
+
+
+# What reference_logprobs writes: the cache's columns, keyed by the pair they belong to.
+REFERENCE_LOGPROBS_SCHEMA = {"pair_id": pl.String, **CACHE_SCHEMA}
 
 
 def reference_sha256(base_sha: str, adapter_dir: Path) -> str:
@@ -162,6 +186,8 @@ def _pair_records(pairs: pl.DataFrame, max_length: int) -> tuple[list[str], list
     group_name="train",
     code_version=TRAIN_CODE_VERSION,
     io_manager_key="parquet_io_manager",
+    kinds={"parquet", "polars"},
+    metadata=column_schema_metadata(REFERENCE_LOGPROBS_SCHEMA),
     pool=TRAINING_POOL,
     required_resource_keys={"model_store"},
     ins={"preference_pairs": AssetIn(metadata=ALL_EXISTING_PARTITIONS)},
@@ -198,7 +224,7 @@ def reference_logprobs(context: AssetExecutionContext, config: ReferenceLogprobC
     frame = frame.with_columns(pl.Series("pair_id", pairs["pair_id"] if pairs.height else [], dtype=pl.String))
     context.log.info(f"reference log-probs: {stats}")
     return Output(
-        frame.select("pair_id", "pair_key", "ref_sha256", "ref_chosen_logps", "ref_rejected_logps"),
+        frame.select(list(REFERENCE_LOGPROBS_SCHEMA)),
         metadata={
             "dagster/row_count": frame.height, **stats, "reference_sha256": ref_sha,
             "cache_path": MetadataValue.path(str(cache.path)), "max_length": config.max_length,
@@ -264,7 +290,10 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
                 "n_train_pairs": available.height,
                 "pairs_fingerprint": train_pairs_fingerprint(available["pair_id"].to_list())}}
     eval_records = [dpo_record(r) for r in validation.iter_rows(named=True)]
-    return _launch_training(context, model_store, kind="dpo", key=key, records=records, eval_records=eval_records,
+    consumed = _consumed(context, {"preference_pairs": sorted(frames)},
+                         ["reference_logprobs", "sft_checkpoint", "base_model"])
+    return _launch_training(context, model_store, kind="dpo", key=key, consumed=consumed, records=records,
+                            eval_records=eval_records,
                             hyperparameters=hyper, card=card, sft_name="sft_checkpoint")
 
 

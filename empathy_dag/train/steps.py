@@ -105,7 +105,9 @@ def checkpoint_metadata(*, out_dir: Path, result, base: dict, inputs: dict, hype
         "hyperparameters": md(hyperparameters, "json"),
         "input_versions": md(inputs, "json"),
         "loss_curve": md(f"![{kind} loss curve](data:image/png;base64,{png})", "md"),
-        "model_card": md(str(out_dir / "README.md"), "path"),
+        # The card's text, rendered on the checkpoint's page; the file beside the adapter is the same text.
+        "model_card": md(card, "md"),
+        "model_card_path": md(str(out_dir / "README.md"), "path"),
         **extra,
     }
 

@@ -77,6 +77,11 @@ class Warehouse(ConfigurableResource):
         finally:
             conn.close()
 
+    def table_name(self, name: str) -> str:
+        """The fully qualified name of a warehouse table, as the UI shows it (database file stem, schema,
+        table: what `duckdb <file>` then `SELECT * FROM main.<table>` opens)."""
+        return f"{Path(self.database).stem}.{WAREHOUSE_SCHEMA}.{name}"
+
     def _remote(self) -> bool:
         return self.parquet_base_dir.startswith("s3://")
 
@@ -176,11 +181,15 @@ class Warehouse(ConfigurableResource):
         return made
 
 
-def write_table(warehouse: Warehouse, name: str, frame: pl.DataFrame) -> None:
+def write_table(warehouse: Warehouse, name: str, frame: pl.DataFrame, preview_rows: int = 5) -> dict:
     """Replace a DuckDB table with `frame` (an empty frame still creates the table, with its schema,
-    so SQL models reading it never fail on a missing table)."""
+    so SQL models reading it never fail on a missing table). Returns the table's materialization
+    metadata: column schema, row count, table name and a preview (`metadata.table_metadata`)."""
+    from empathy_dag.metadata import table_metadata
+
     arrow = frame.to_arrow()
     with warehouse.connect() as conn:
         conn.register("_frame", arrow)
         conn.execute(f'CREATE OR REPLACE TABLE {WAREHOUSE_SCHEMA}."{name}" AS SELECT * FROM _frame')
         conn.unregister("_frame")
+    return table_metadata(frame, table=warehouse.table_name(name), preview_rows=preview_rows)

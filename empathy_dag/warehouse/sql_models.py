@@ -11,9 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    CodeReferencesMetadataValue,
+    LocalFileCodeReference,
+    MaterializeResult,
+    asset,
+)
 
-from empathy_dag.metadata import markdown_table
+from empathy_dag.metadata import preview_table, table_metadata
 from empathy_dag.settings import shipped_dir
 from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 
@@ -65,6 +73,18 @@ def build_sql_model_assets(
     return out
 
 
+def _sql_file_reference(path: Path) -> CodeReferencesMetadataValue:
+    """The SQL file as the model's first source link (before the Python wrapper that
+    `with_source_code_references` adds). Both classes are beta in dagster 1.13: the notice says nothing
+    to a user of this project."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return CodeReferencesMetadataValue(code_references=[
+            LocalFileCodeReference(file_path=str(path.resolve()), line_number=1, label="SQL model")])
+
+
 def _sql_asset(model: SqlModel, parquet_assets: set[str], group_name: str, deps: list[str]) -> AssetsDefinition:
     import hashlib
 
@@ -76,7 +96,10 @@ def _sql_asset(model: SqlModel, parquet_assets: set[str], group_name: str, deps:
         description=model.description,
         kinds={"duckdb", "sql"},
         pool="duckdb_warehouse",
-        metadata={"sql_file": f"dbt_like_sql/{model.path.name}"},
+        metadata={
+            "sql_file": f"dbt_like_sql/{model.path.name}",
+            "dagster/code_references": _sql_file_reference(model.path),
+        },
     )
     def _run(context: AssetExecutionContext, warehouse: Warehouse) -> MaterializeResult:
         with warehouse.connect() as conn:
@@ -86,8 +109,9 @@ def _sql_asset(model: SqlModel, parquet_assets: set[str], group_name: str, deps:
         context.log.info(f"{model.name}: {result.height} rows (views over Parquet: {views})")
         return MaterializeResult(
             metadata={
+                **table_metadata(result, table=warehouse.table_name(model.name), preview_rows=0),
                 "dagster/row_count": result.height,
-                "preview": markdown_table(result, max_rows=30),
+                **({"preview": preview_table(result, max_rows=30)} if result.height else {}),
                 "sql": f"```sql\n{model.sql}\n```",
             }
         )
