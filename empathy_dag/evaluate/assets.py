@@ -540,9 +540,15 @@ def metric_bertscore(context: AssetExecutionContext, evaluation: EvaluationConfi
     })
 
 
+# The Epitome classifiers learn from English Reddit posts: an item in another language gets NULL (left out of
+# every mean and interval), never a level predicted by a model that cannot read it.
+EPITOME_LANGUAGES = ("en",)
+
+
 @_metric_asset("metric_epitome", "Epitome ER/IP/EX levels (0/1/2) of prediction and reference, with the "
-               "squared difference per item; its mean is EmPO's diff-Epitome (lower is better).",
-               extra_deps=list(EPITOME_KEYS.values()))
+               "squared difference per item; its mean is EmPO's diff-Epitome (lower is better). English items "
+               "only (NULL for other languages: the classifiers are trained on English Reddit).",
+               extra_deps=list(EPITOME_KEYS.values()), version="v2")
 def metric_epitome(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
                    model_store: ModelStore):
     from empathy_dag.evaluate.metrics.encoder import SentenceEncoder
@@ -563,7 +569,11 @@ def metric_epitome(context: AssetExecutionContext, evaluation: EvaluationConfig,
                                            "reason": f"classifiers not materialized: {', '.join(missing)}"})
     classifiers = {m: load_epitome_classifier(folder, evaluation.device) for m, folder in folders.items()}
     encoders: dict[tuple, SentenceEncoder] = {}
-    table = _keys(items)
+    table = _keys(items).with_row_index("item_row")
+    in_scope = items["language"].is_in(EPITOME_LANGUAGES)
+    scored_items = items.filter(in_scope)
+    scored_rows = table.filter(in_scope)["item_row"]
+    not_scored = items.filter(~in_scope).group_by("language").len().sort("language")
     for m, clf in classifiers.items():
         enc_key = (clf.encoder, clf.max_length)
         # a classifier that chose tf-idf only (embedding_weight 0) needs no encoder at all
@@ -571,19 +581,26 @@ def metric_epitome(context: AssetExecutionContext, evaluation: EvaluationConfig,
             encoders[enc_key] = SentenceEncoder(clf.encoder, max_length=clf.max_length, device=evaluation.device)
         enc = encoders.get(enc_key)
         # the seeker side is what the response answers: the earlier turns, when a file gives them, then the turn
-        seekers = seeker_side(items["speaker_utterance"].to_list(),
-                              items["history"].to_list() if "history" in items.columns else None)
-        pred = clf.predict(enc, seekers, items["prediction"].to_list())
-        ref = clf.predict(enc, seekers, items["reference"].to_list())
-        table = table.with_columns(
-            pl.Series(f"{m}_prediction", pred, dtype=pl.Int64), pl.Series(f"{m}_reference", ref, dtype=pl.Int64),
-            pl.Series(f"{m}_squared_diff", (pred - ref) ** 2, dtype=pl.Float64))
+        seekers = seeker_side(scored_items["speaker_utterance"].to_list(),
+                              scored_items["history"].to_list() if "history" in scored_items.columns else None)
+        pred = clf.predict(enc, seekers, scored_items["prediction"].to_list()) if scored_items.height else []
+        ref = clf.predict(enc, seekers, scored_items["reference"].to_list()) if scored_items.height else []
+        levels = pl.DataFrame({"item_row": scored_rows, f"{m}_prediction": pl.Series(pred, dtype=pl.Int64),
+                               f"{m}_reference": pl.Series(ref, dtype=pl.Int64)})
+        levels = levels.with_columns(((pl.col(f"{m}_prediction") - pl.col(f"{m}_reference")) ** 2)
+                                     .cast(pl.Float64).alias(f"{m}_squared_diff"))
+        table = table.join(levels, on="item_row", how="left", maintain_order="left")
+    table = table.drop("item_row")
     table_md = write_table(warehouse, "metric_epitome", table)
-    overall = {m: diff_epitome(table[f"{m}_prediction"], table[f"{m}_reference"]) if table.height else None
+    scored = table.filter(pl.col(f"{next(iter(classifiers))}_prediction").is_not_null())
+    overall = {m: diff_epitome(scored[f"{m}_prediction"], scored[f"{m}_reference"]) if scored.height else None
                for m in classifiers}
     return MaterializeResult(metadata={
         **table_md,
         "dagster/row_count": table.height,
+        "not_scored": MetadataValue.json({r["language"]: {"items": r["len"], "reason": "Epitome classifiers are "
+                                          f"trained on {', '.join(EPITOME_LANGUAGES)} only"}
+                                          for r in not_scored.iter_rows(named=True)}),
         "classifier_sha256": MetadataValue.json({m: sha256_tree(f, CLASSIFIER_FILES) for m, f in folders.items()}),
         "diff_epitome_all_systems": MetadataValue.json(overall),
         "by_system": summary_by_system(table, [f"{m}_{c}" for m in classifiers for c in ("prediction", "squared_diff")]),
