@@ -12,6 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from empathy_dag.ingest.records import CORPUS_SCHEMA
+
 CHILD = textwrap.dedent('''
     import io, sys, time
     import polars as pl
@@ -164,6 +166,9 @@ INGEST_CHILD = textwrap.dedent("""
     print("DONE", flush=True)
 """)
 
+# corpus_rows' column holding the landing file (by name: columns may be added to the corpus schema)
+SOURCE_FILE = list(CORPUS_SCHEMA).index("source_file")
+
 FILE_A = '{"emotion": "joy", "situation": "We won the league after ten years."}\n'
 FILE_B = ('{"emotion": "anger", "situation": "Someone keyed my car at the clinic."}\n'
           '{"emotion": "hangry", "situation": "not a label"}\n')
@@ -237,7 +242,7 @@ def test_ingest_outputs_are_all_or_nothing_under_sigkill_and_the_rerun_equals_a_
     killed_run("kill_applying")
     assert len(list(staging.glob(f"*/{STAGING_COMMIT}"))) == 1
     half = _ingest_state(root)
-    assert half["quarantine"] == [] and "b.jsonl" in _names(half["corpus_rows"], 10)  # the torn state
+    assert half["quarantine"] == [] and "b.jsonl" in _names(half["corpus_rows"], SOURCE_FILE)  # the torn state
     loaded = {}
 
     @asset
@@ -249,7 +254,7 @@ def test_ingest_outputs_are_all_or_nothing_under_sigkill_and_the_rerun_equals_a_
     recovered = _ingest_state(root)
     assert loaded["rows"] == len(recovered["corpus_rows"])
     assert [r[3] for r in recovered["quarantine"]] == ["unknown_emotion"]
-    assert _names(recovered["corpus_rows"], 10) == ["a.jsonl", "b.jsonl"] and list(staging.iterdir()) == []
+    assert _names(recovered["corpus_rows"], SOURCE_FILE) == ["a.jsonl", "b.jsonl"] and list(staging.iterdir()) == []
 
     # 3. The re-run after the faults gives exactly what a clean run over the same files gives.
     assert _ingest_in_process(root)
@@ -258,7 +263,7 @@ def test_ingest_outputs_are_all_or_nothing_under_sigkill_and_the_rerun_equals_a_
     assert _ingest_in_process(clean)
     rerun = _ingest_state(root)
     assert rerun == _ingest_state(clean) == recovered
-    landed = [r for r in rerun["corpus_rows"] if "/landing/" in r[10]]
+    landed = [r for r in rerun["corpus_rows"] if "/landing/" in r[SOURCE_FILE]]
     assert len(landed) == 2 and len({r[0] for r in rerun["corpus_rows"]}) == len(rerun["corpus_rows"])
 
 
@@ -292,5 +297,5 @@ def test_an_exception_while_staging_the_ingest_outputs_changes_nothing(tmp_path,
     monkeypatch.setattr(pl.DataFrame, "write_parquet", real)
     assert ingest()
     after = _ingest_state(root)
-    assert _names(after["corpus_rows"], 10) == ["a.jsonl", "b.jsonl"]
+    assert _names(after["corpus_rows"], SOURCE_FILE) == ["a.jsonl", "b.jsonl"]
     assert [r[3] for r in after["quarantine"]] == ["unknown_emotion"]
