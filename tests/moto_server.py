@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.loopback import free_port  # re-exported: tests and benches import it from here
+
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "moto-testing",
     "AWS_SECRET_ACCESS_KEY": "moto-testing",
@@ -29,12 +31,6 @@ def moto_server_command() -> list[str] | None:
         return [str(beside)]
     found = shutil.which("moto_server")
     return [found] if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

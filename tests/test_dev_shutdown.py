@@ -12,13 +12,12 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from empathy_dag.devserver import group_members
-from tests.moto_server import free_port
+from tests.loopback import free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,14 +89,7 @@ def test_make_dev_stops_on_sigterm_without_orphans(tmp_path):
     dev = subprocess.Popen([sys.executable, "-m", "empathy_dag", "dev", "--port", str(port), "--grace-s", "20"],
                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5)
-                break
-            except OSError:
-                time.sleep(1)
-        else:
+        if not wait_for_http(f"http://127.0.0.1:{port}/server_info"):
             pytest.fail("dagster dev did not answer within 180 s: " + (tmp_path / "dev.log").read_text()[-2000:])
         leader = next(int(p) for p in os.popen(f"pgrep -P {dev.pid}").read().split())
         pgid = os.getpgid(leader)

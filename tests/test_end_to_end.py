@@ -20,7 +20,7 @@ import duckdb
 import pytest
 
 from empathy_dag.taxonomy import EMOTIONS
-from tests.moto_server import free_port
+from tests.loopback import free_port, wait_for_http
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -71,14 +71,7 @@ def webserver(demo):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{base}/server_info", timeout=5)
-                break
-            except OSError:
-                time.sleep(1)
-        else:
+        if not wait_for_http(f"{base}/server_info"):
             pytest.fail("dagster dev did not answer within 180 s")
         yield base
     finally:
