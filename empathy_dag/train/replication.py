@@ -45,9 +45,11 @@ class ReplicationSize:
 
 
 SIZES = {
-    # ~2,800 ED + 308 seed dialogues; 160 x 8 = 1,280 SFT examples (about half an epoch), 64 x 8 = 512 DPO pairs.
-    "full": ReplicationSize(sft_steps=160, dpo_steps=64, batch=8, max_length=128, synthetic_per_emotion=4,
-                            eval_items_per_emotion=12, judge_items=112, max_new_tokens=64),
+    # ~2,800 ED + seed dialogues; 96 x 8 = 768 SFT examples (about a third of an epoch), 32 x 8 = 256 DPO pairs.
+    # Sized from the demo's measured step times on a 2-core AMD EPYC (SFT ~12 s per step of 8 x 96 tokens, DPO
+    # ~50 s per step of 8 pairs): 160 SFT / 64 DPO steps would take ~2.5 h there, so this is what fits ~90 min.
+    "full": ReplicationSize(sft_steps=96, dpo_steps=32, batch=8, max_length=128, synthetic_per_emotion=4,
+                            eval_items_per_emotion=12, judge_items=112, max_new_tokens=64, max_eval_items=160),
     "quick": ReplicationSize(sft_steps=4, dpo_steps=2, batch=4, max_length=64, synthetic_per_emotion=1,
                              eval_items_per_emotion=1, judge_items=4, max_new_tokens=24, classifier_rows=1500,
                              epitome_rows=400, max_eval_items=16),
