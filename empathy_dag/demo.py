@@ -34,22 +34,26 @@ class DemoProfile:
     # Test dialogues every emotion must have (dataset_splits tops up, evaluation_set checks): the
     # scorecard's n per emotion. Items per system = 28 x this.
     min_test_per_emotion: int = 2
+    # Validation dialogues (and pairs) SFT and DPO evaluate, each of evals_per_run times: a stable sample.
+    # The seed corpus's validation split is 50 dialogues (23 en + 27 ja) since the Japanese seeds grew to
+    # 10 per emotion (26 before); the cap keeps the profiles' validation passes the size they were.
+    max_eval_items: int = 256
 
 
 PROFILES = {
     # dpo_max_pairs = dpo_steps x batch 8: the reference log-probs of the pairs DPO reaches, not of all ~300.
     "demo": DemoProfile(synthetic_per_emotion=2, classifier_rows=6000, sft_steps=24, dpo_steps=8, pair_draws=1,
                         eval_items_per_emotion=3, judge_items=84, alignment_items=84, epitome_rows=1500,
-                        max_new_tokens=48, max_length=96, dpo_max_pairs=64, min_test_per_emotion=3),
+                        max_new_tokens=48, max_length=96, dpo_max_pairs=64, min_test_per_emotion=3, max_eval_items=32),
     "tiny": DemoProfile(synthetic_per_emotion=1, classifier_rows=1500, sft_steps=3, dpo_steps=2, pair_draws=1,
                         eval_items_per_emotion=1, judge_items=8, alignment_items=4, epitome_rows=400,
-                        max_new_tokens=24, max_length=64, dpo_max_pairs=16, min_test_per_emotion=1),
+                        max_new_tokens=24, max_length=64, dpo_max_pairs=16, min_test_per_emotion=1, max_eval_items=24),
 }
 
 
 def demo_run_config(profile: str = "demo") -> dict:
     p = PROFILES[profile]
-    lora = {"max_length": p.max_length, "save_steps": max(2, p.sft_steps // 2)}
+    lora = {"max_length": p.max_length, "save_steps": max(2, p.sft_steps // 2), "max_eval_items": p.max_eval_items}
     return {
         "ops": {
             "brainstormed_situations": {"config": {"per_emotion": p.synthetic_per_emotion,

@@ -770,7 +770,8 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
                "(earlier turns, speaker turn + prediction) and names the speaker's emotion: an LLM (EmplifAI's "
                "protocol) or the emotion classifier (`alignment_namer`; the classifier by default for a small base "
                "model); scored against the gold label by BERTScore F1 of the label strings, exact match and Ekman "
-               "group.", extra_deps=["base_model", "emotion_classifier"], version="v2")
+               "group. Each item is asked about in its language; Japanese names are read back too.",
+               extra_deps=["base_model", "emotion_classifier"], version="v3")  # v3: Japanese prompt and names
 def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse,
                      model_store: ModelStore, text_generator: TextGenerator):
     from empathy_dag.curate.classifier import is_saved_any, load_emotion_classifier
@@ -803,8 +804,10 @@ def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfi
                 "situation", "history", "speaker_utterance", "prediction"))))
         else:
             model = load_engine(source, None, text_generator, served_namer)
-            convs = [alignment_conversation(s, u, p, taxonomy.labels, h) for s, u, p, h in
-                     items.select("situation", "speaker_utterance", "prediction", "history").iter_rows()]
+            # each item is asked about in its own language (parse_emotion reads names in any of them)
+            convs = [alignment_conversation(s, u, p, taxonomy.labels, h, lang) for s, u, p, h, lang in
+                     items.select("situation", "speaker_utterance", "prediction", "history",
+                                  pl.col("language").fill_null("en")).iter_rows()]
             replies = model.generate(convs, _generation_settings(8), progress=log_progress(context.log))
         scorer = load_scorer(evaluation.bertscore_model, evaluation.bertscore_num_layers,
                              evaluation.bertscore_batch_size, device=evaluation.device, allow_hub=evaluation.allow_hub)

@@ -113,6 +113,11 @@ def _emotion_names(language: str, folder: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def emotion_names(language: str, folder: Path | None = None) -> dict[str, dict]:
+    """label -> {name, definition, variants} of a non-English language (its `emotion_names` file)."""
+    return _emotion_names(language, str(folder or prompts_dir()))["emotions"]
+
+
 def localised_emotion(label: str, definition: str, language: str,
                       folder: Path | None = None) -> tuple[str, str]:
     """(name, definition) of an emotion as a `language` template should show it."""

@@ -8,37 +8,97 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 
+from empathy_dag.generate.prompts import BASE_LANGUAGE, emotion_names
+from empathy_dag.ingest.language import SUPPORTED_LANGUAGES
 from empathy_dag.taxonomy import Taxonomy
 
 SYSTEM = "You are an expert in emotions. Answer with one word."
 
+# The prompt for an item of another language, in that language (a Japanese dialogue asked about in
+# English invites an English answer that mixes scripts); the labels are shown by their names in
+# `emotion_names.<lang>.json`, and `parse_emotion` reads those names back.
+LOCALISED_PROMPTS: dict[str, dict[str, str]] = {
+    "ja": {
+        "system": "あなたは感情の専門家です。一語で答えてください。",
+        "situation": "状況", "not_given": "（記載なし）", "earlier": "それまでのやり取り",
+        "speaker": "話し手", "listener": "聞き手",
+        "question": "話し手はどの感情を感じていますか。次の中から一つ選んでください: ",
+        "separator": "、", "end": "。", "answer": "感情:",
+    },
+}
+
 
 def alignment_conversation(situation: str, speaker_utterance: str, response: str, labels: Sequence[str],
-                           history: str = "") -> list[dict]:
-    earlier = f"Earlier turns:\n{history}\n" if history else ""
+                           history: str = "", language: str = BASE_LANGUAGE) -> list[dict]:
+    """The namer's prompt for one item, in the item's language (English for a language without one
+    of its own in LOCALISED_PROMPTS would be a silent fall-back: an error instead)."""
+    if language == BASE_LANGUAGE:
+        earlier = f"Earlier turns:\n{history}\n" if history else ""
+        user = (
+            f"Situation: {situation or '(not given)'}\n"
+            f"{earlier}"
+            f"Speaker: {speaker_utterance}\n"
+            f"Listener: {response}\n\n"
+            f"Which emotion does the speaker feel? Choose one of: {', '.join(labels)}.\n"
+            "Emotion:"
+        )
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    if language not in LOCALISED_PROMPTS:
+        raise ValueError(f"no alignment prompt for language {language!r} (have: {BASE_LANGUAGE}, "
+                         f"{', '.join(LOCALISED_PROMPTS)})")
+    t = LOCALISED_PROMPTS[language]
+    names = emotion_names(language)
+    earlier = f"{t['earlier']}:\n{history}\n" if history else ""
     user = (
-        f"Situation: {situation or '(not given)'}\n"
+        f"{t['situation']}: {situation or t['not_given']}\n"
         f"{earlier}"
-        f"Speaker: {speaker_utterance}\n"
-        f"Listener: {response}\n\n"
-        f"Which emotion does the speaker feel? Choose one of: {', '.join(labels)}.\n"
-        "Emotion:"
+        f"{t['speaker']}: {speaker_utterance}\n"
+        f"{t['listener']}: {response}\n\n"
+        f"{t['question']}{t['separator'].join(names[label]['name'] for label in labels)}{t['end']}\n"
+        f"{t['answer']}"
     )
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": t["system"]}, {"role": "user", "content": user}]
+
+
+@cache
+def _localised_names() -> tuple[tuple[str, str], ...]:
+    """(surface form, label) for every supported language's names and variants of the 28 labels."""
+    pairs = []
+    for language in SUPPORTED_LANGUAGES:
+        if language == BASE_LANGUAGE:
+            continue
+        for label, entry in emotion_names(language).items():
+            for form in (entry["name"], *entry.get("variants", ())):
+                pairs.append((unicodedata.normalize("NFKC", form).lower(), label))
+    return tuple(pairs)
 
 
 def parse_emotion(reply: str, taxonomy: Taxonomy) -> str | None:
-    """The taxonomy label (or EmpatheticDialogues label mapped onto one) mentioned first in the reply."""
-    text = (reply or "").lower()
-    best: tuple[int, str] | None = None
+    """The taxonomy label (or EmpatheticDialogues label mapped onto one, or a label's name in another
+    supported language) mentioned first in the reply; at the same position the longer name wins
+    ("深い悲しみ" is grief, not the sadness inside it). Whatever the item's language: a Japanese item
+    may be answered in English and the other way round.
+
+    English names must stand as ASCII words (`joy` is not read in `enjoy`); `\\b` would not do, as
+    it sees no boundary between a kana and a Latin letter (感情はsadnessです). Japanese is written
+    without spaces, so its names are found as substrings: the variants are stems long enough not to
+    occur inside unrelated words."""
+    text = unicodedata.normalize("NFKC", reply or "").lower()
+    best: tuple[int, int, str] | None = None  # (start, -length, label)
     for word in [*taxonomy.labels, *taxonomy.ed_mapping]:
-        m = re.search(rf"\b{re.escape(word)}\b", text)
-        if m and (best is None or m.start() < best[0] or (m.start() == best[0] and len(word) > len(best[1]))):
-            best = (m.start(), word)
-    return taxonomy.normalize_label(best[1]) if best else None
+        m = re.search(rf"(?<![a-z0-9_]){re.escape(word)}(?![a-z0-9_])", text)
+        if m and (best is None or (m.start(), -len(word)) < best[:2]):
+            best = (m.start(), -len(word), taxonomy.normalize_label(word))
+    for form, label in _localised_names():
+        start = text.find(form)
+        if start >= 0 and (best is None or (start, -len(form)) < best[:2]):
+            best = (start, -len(form), label)
+    return best[2] if best else None
 
 
 def named_text(reply: str, parsed: str | None) -> str:
