@@ -434,3 +434,89 @@ def test_server_text_generator_is_a_drop_in(tmp_path):
             assert gen.source == source and gen.cache.path.parent == tmp_path / "stage_cache"
             assert gen.generate([conv("x")], resource.settings()) == ["reply to x"]
             assert stub.posts[-1]["body"]["max_tokens"] == 12
+
+
+# ------------------------------------------------------------------------- counts in asset metadata
+
+
+def _two_test_rows_per_emotion(context):
+    """A stand-in `dataset_splits` (curated dialogue columns + split): two test rows an emotion."""
+    import polars as pl
+
+    turns = {"anger": ["My neighbour parked across my driveway again.", "They cancelled my flight with no notice."],
+             "annoyance": ["The printer jammed for the fifth time today.", "My roommate never washes the dishes."]}
+    return {e: pl.DataFrame({
+        "dialogue_id": [f"{e}-{i}" for i in range(2)], "situation_id": [f"{e}-s{i}" for i in range(2)],
+        "emotion": [e, e], "language": ["en", "en"], "situation": turns[e], "speaker_utterance": turns[e],
+        "listener_reply": ["That sounds frustrating.", "I'm sorry, that is a lot."], "split": ["test", "test"],
+    }) for e in context.partition_keys}
+
+
+@pytest.mark.timeout(240)
+def test_bad_replies_reach_test_generations_and_judge_metadata(resources, data_root):
+    """test_generations and metric_judge (probabilities mode) on the stub: one prompt each gets bad
+    replies; both assets succeed, and their metadata count the failed prompt and name its error."""
+    import math
+
+    from dagster import asset, instance_for_test, materialize
+
+    from empathy_dag.evaluate import assets as ev
+    from empathy_dag.evaluate.resources import EvaluationConfig, ExtraSystem
+    from empathy_dag.generate.openai_backend import ServerTextGenerator
+    from empathy_dag.partitions import emotion_partitions, single_run
+
+    splits = asset(name="dataset_splits", partitions_def=emotion_partitions, backfill_policy=single_run,
+                   io_manager_key="parquet_io_manager")(_two_test_rows_per_emotion)
+    cache_dir = str(data_root / "generation_cache")
+    tags = {"dagster/asset_partition_range_start": "anger", "dagster/asset_partition_range_end": "annoyance"}
+    with StubServer([("ok",)]) as stub, instance_for_test() as instance:
+        resources["text_generator"] = ServerTextGenerator(server=OpenAICompatibleBackend(
+            base_url=stub.url, model="stub", max_in_flight=1, max_retries=1, cache_dir=cache_dir), cache_dir=cache_dir)
+        resources["evaluation"] = EvaluationConfig(
+            # A hosted system and a hosted judge: nothing is loaded here.
+            systems=[], extra_systems=[ExtraSystem(name="hosted", source="stub-weights")], max_new_tokens=12,
+            max_items_per_emotion=2, min_items_per_emotion=1, judge_scoring="probabilities", judge_max_items=2,
+            served_models={"hosted": "stub", "judge": "stub"})
+        stub.script = [("ok",), ("raw", b"{not json"), ("raw", b"{not json"), ("ok",)]  # the 2nd prompt fails
+        run = materialize([splits, ev.evaluation_set, ev.test_generations], resources=resources, tags=tags,
+                          instance=instance)
+        meta = run.asset_materializations_for_node("test_generations")[0].metadata
+        assert meta["failed_prompts"].value == 1
+        base = meta["systems"].value["hosted"]
+        assert base["failed_prompts"] == 1 and base["failed_by_kind"] == {"not_json": 1} and base["generated"] == 3
+        assert "not JSON" in base["first_error"] and stub.url in base["first_error"]
+        assert materialize([ev.external_predictions, ev.evaluation_items], resources=resources,
+                           instance=instance).success
+
+        good = ("logprobs", {"4": math.log(0.7), "5": math.log(0.2)})
+        stub.script = [good, ("ok",), ("ok",), good]  # the judge's 2nd prompt: no logprobs, twice
+        judged = materialize([ev.metric_judge], resources=resources, instance=instance)
+    meta = judged.asset_materializations_for_node("metric_judge")[0].metadata
+    assert meta["scoring"].value == "probabilities" and meta["judge_model"].value == "served:stub"
+    assert meta["request_errors"].value == 1 and meta["request_errors_by_kind"].value == {"no_logprobs": 1}
+    assert "no logprobs" in meta["first_request_error"].value
+    rows = meta["dagster/row_count"].value
+    assert rows >= 2 and meta["parse_failures"].value == 1  # the failed prompt: no score; the others 4
+
+
+def test_sharded_generation_keeps_per_prompt_errors_at_their_call_positions(tmp_path):
+    """Two endpoints, one answering garbage: its prompts are counted errors at their positions in the
+    whole call (a duplicate of a failed prompt too), the other endpoint's replies are kept; no crash."""
+    from empathy_dag.generate.sharded import ShardedGenerator
+
+    with StubServer([("raw", b"{not json")]) as bad, StubServer([("ok",)]) as good:
+        gen = OpenAICompatibleBackend(base_url=bad.url, more_base_urls=[good.url], model="stub", cache_id="w",
+                                      cache_dir=str(tmp_path / "c"), chunk_size=1, max_in_flight=1,
+                                      max_retries=1).get_generator()
+        assert isinstance(gen, ShardedGenerator)
+        texts = ["a", "b", "c", "d", "a"]
+        replies = gen.generate([conv(t) for t in texts], SETTINGS)
+    failed = [i for i, r in enumerate(replies) if r == ""]
+    assert failed  # the bad endpoint's worker starts first and takes the first chunk
+    assert [e.index for e in gen.last_errors] == failed and all(e.kind == "not_json" for e in gen.last_errors)
+    assert all(replies[i] == f"reply to {t}" for i, t in enumerate(texts) if i not in failed)
+    assert (0 in failed) == (4 in failed)  # the duplicate shares its first's fate
+    per = gen.last_stats["per_endpoint"]
+    assert gen.last_stats["failed_prompts"] == len(failed)
+    assert per[bad.url]["failed_prompts"] == len({texts[i] for i in failed}) and per[good.url]["failed_prompts"] == 0
+    assert bad.completions == 2 * per[bad.url]["replies"]  # each of its prompts asked twice (max_retries=1)

@@ -445,10 +445,11 @@ class OpenAICompatibleGenerator:
     # -- many prompts, max_in_flight at a time
 
     def _run(self, bodies: list[tuple[Any, dict]], read: Callable[[Any], Any],
-             on_result: Callable[[Any, _Reply | _Failed], None], on_tick: Callable[[int], None],
+             on_result: Callable[[Any, _Reply | _Failed], None], on_tick: Callable[[int, bool], None],
              retries: list[int]) -> None:
         """Send every (tag, body), `max_in_flight` at a time; `on_result(tag, outcome)` in this thread as
-        each finishes, `on_tick(in_flight)` after each wake-up (at least every FLUSH_EVERY_S / 2)."""
+        each finishes, `on_tick(in_flight, any_finished)` after each wake-up (at least every
+        FLUSH_EVERY_S / 2)."""
         if self.check_model and not self._checked:
             self.check()
         stop = threading.Event()
@@ -487,7 +488,7 @@ class OpenAICompatibleGenerator:
                         tag = futures.pop(fut)
                         on_result(tag, fut.result())  # raises GenerationBackendError: handled below
                         submit_next()
-                    on_tick(len(futures))
+                    on_tick(len(futures), bool(finished))
             except BaseException:
                 failed = True
                 stop.set()
@@ -551,9 +552,10 @@ class OpenAICompatibleGenerator:
             state["new_tokens"] += tokens
             state["prompt_tokens"] += prompt_tokens or 0
 
-        def on_tick(in_flight: int) -> None:
+        def on_tick(in_flight: int, finished: bool) -> None:
             flush()
-            report(in_flight)
+            if finished:
+                report(in_flight)
 
         report(0)
         if todo:
@@ -617,8 +619,8 @@ class OpenAICompatibleGenerator:
                     f"llama_cpp.server, which return top_logprobs).")
             errors.append(PromptError(i, outcome.kind, outcome.message))
 
-        def on_tick(in_flight: int) -> None:
-            if progress is not None:
+        def on_tick(in_flight: int, finished: bool) -> None:
+            if progress is not None and finished:
                 progress(self._progress(start, state, len(conversations), 0, retries[0], in_flight, len(errors)))
 
         bodies = [(i, {"model": self.model, "messages": [{"role": m["role"], "content": m["content"]} for m in c],
