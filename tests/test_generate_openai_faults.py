@@ -14,17 +14,18 @@ import pytest
 from empathy_dag.generate.engine import GenerationSettings, ResponseCache, cache_key
 from empathy_dag.generate.openai_backend import (
     AuthenticationFailed,
+    BadReply,
     EndpointNotFound,
-    MalformedResponse,
+    LogprobsUnsupported,
     ModelNotFound,
     OpenAICompatibleBackend,
     OpenAICompatibleGenerator,
     RetriesExhausted,
     ServerProgress,
     ServerUnreachable,
+    digit_probabilities_from_completion,
     messages_key_text,
-    parse_chat_completion,
-    parse_retry_after,
+    reply_from_completion,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -42,6 +43,14 @@ def completion(text: str, tokens: int = 5) -> bytes:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 11, "completion_tokens": tokens, "total_tokens": 11 + tokens},
     }).encode()
+
+
+def with_logprobs(top: dict[str, float]) -> bytes:
+    first = max(top, key=top.get)
+    data = json.loads(completion(first, 1))
+    data["choices"][0]["logprobs"] = {"content": [{"token": first, "logprob": top[first], "bytes": None,
+        "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()]}]}
+    return json.dumps(data).encode()
 
 
 class StubServer:
@@ -96,6 +105,8 @@ class StubServer:
                     return self._send(200, completion("late reply"))
                 if kind == "raw":
                     return self._send(200, action[1])
+                if kind == "logprobs":  # a one-token reply with these first-token top logprobs
+                    return self._send(200, with_logprobs(action[1]))
                 raise AssertionError(kind)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -118,7 +129,7 @@ class StubServer:
 
 def make_generator(url: str, tmp_path, **kw) -> OpenAICompatibleGenerator:
     defaults = {"base_url": url, "model": "stub", "cache_id": "stub-weights", "max_in_flight": 2, "timeout_s": 2.0,
-                "max_retries": 3, "backoff_base_s": 0.01, "max_backoff_s": 0.05,
+                "max_retries": 3,
                 "cache": ResponseCache(tmp_path / "cache")}
     defaults.update(kw)
     return OpenAICompatibleGenerator(**defaults)
@@ -200,23 +211,45 @@ def test_500_and_timeout_and_garbage_are_retried(tmp_path):
         assert [r[2] for r in rows] == ["reply to b"]  # only the good reply; no "late reply", no garbage
 
 
-def test_persistent_garbage_fails_clearly_and_caches_nothing_bad(tmp_path):
+def test_persistent_garbage_is_that_prompts_counted_error_and_caches_nothing_bad(tmp_path):
     # The first item succeeds, every later request gets garbage: the good reply stays cached, the
-    # call fails naming the problem, and no garbage is stored.
+    # second prompt's error is recorded naming the problem (the call goes on), and no garbage is stored.
     script = [("ok",), ("raw", b"<html>proxy error</html>")]
     with StubServer(script) as stub:
         gen = make_generator(stub.url, tmp_path, max_in_flight=1, max_retries=2)
-        with pytest.raises(MalformedResponse) as err:
-            gen.generate([conv("first"), conv("second")], SETTINGS)
-        msg = str(err.value)
+        assert gen.generate([conv("first"), conv("second")], SETTINGS) == ["reply to first", ""]
+        [error] = gen.last_errors
+        assert error.index == 1 and error.kind == "not_json"
+        msg = error.message
         assert "malformed response" in msg and "not JSON" in msg and "gave up after 3 attempts" in msg
         assert "'stub'" in msg and stub.url in msg
+        assert gen.last_stats["failed_prompts"] == 1 and gen.last_stats["failed_by_kind"] == {"not_json": 1}
+        assert gen.last_stats["generated"] == 1 and gen.last_stats["first_error"] == msg
         assert stub.completions == 1 + 3
         assert [r[2] for r in cached_rows(gen)] == ["reply to first"]
-        # A rerun resumes: the finished reply comes from the cache.
+        # A rerun resumes: the finished reply comes from the cache, the failed prompt is asked again.
         stub.script = [("ok",)]
         assert gen.generate([conv("first"), conv("second")], SETTINGS) == ["reply to first", "reply to second"]
-        assert gen.last_stats["cached"] == 1 and stub.completions == 5
+        assert gen.last_stats["cached"] == 1 and stub.completions == 5 and gen.last_errors == []
+
+
+@pytest.mark.parametrize("bad, kind", [(b'{"choices": [{"message": {"content": "cut', "not_json"),
+                                       (b'{"id": "x", "choices": []}', "no_choices")])
+def test_bad_reply_is_retried_bounded_then_counted_per_prompt(tmp_path, bad, kind):
+    """Malformed JSON / empty choices for one prompt: asked again max_retries times, then that prompt's
+    counted error; the prompts before and after it are answered and cached, the bad body never."""
+    script = [("ok",), ("raw", bad), ("raw", bad), ("raw", bad), ("ok",)]
+    with StubServer(script) as stub:
+        gen = make_generator(stub.url, tmp_path, max_in_flight=1, max_retries=2)
+        seen: list[ServerProgress] = []
+        replies = gen.generate([conv("one"), conv("two"), conv("three")], SETTINGS, progress=seen.append)
+        assert replies == ["reply to one", "", "reply to three"]
+        assert stub.completions == 1 + 3 + 1
+        assert [(e.index, e.kind) for e in gen.last_errors] == [(1, kind)]
+        assert "gave up after 3 attempts" in gen.last_errors[0].message
+        assert gen.last_stats["failed_prompts"] == 1 and gen.last_stats["retries"] == 2
+        assert gen.last_stats["generated"] == 2 and seen[-1].failed == 1 and "1 failed" in str(seen[-1])
+        assert sorted(r[2] for r in cached_rows(gen)) == ["reply to one", "reply to three"]
 
 
 def test_overloaded_server_gives_up_with_advice(tmp_path):
@@ -232,9 +265,56 @@ def test_content_filter_finish_is_not_cached(tmp_path):
     filtered = json.dumps({"choices": [{"message": {"content": ""}, "finish_reason": "content_filter"}]}).encode()
     with StubServer([("raw", filtered)]) as stub:
         gen = make_generator(stub.url, tmp_path, max_retries=1)
-        with pytest.raises(MalformedResponse, match="content_filter"):
-            gen.generate([conv("d")], SETTINGS)
+        assert gen.generate([conv("d")], SETTINGS) == [""]
+        assert gen.last_errors[0].kind == "finish_reason" and "content_filter" in gen.last_errors[0].message
         assert stub.completions == 2 and cached_rows(gen) == []
+
+
+# ----------------------------------------------------------------------------- digit probabilities
+
+
+def test_digit_probabilities_from_top_logprobs(tmp_path):
+    import math
+
+    top = {"4": math.log(0.5), "3": math.log(0.2), " 4": math.log(0.1), "Score": math.log(0.1), "5": math.log(0.05)}
+    with StubServer([("logprobs", top)]) as stub:
+        gen = make_generator(stub.url, tmp_path, max_in_flight=2)
+        probs = gen.digit_probabilities([conv("judge a"), conv("judge b")])
+        body = stub.posts[0]["body"]
+        assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["max_tokens"] == 1
+        assert body["temperature"] == 0.0
+        # Softmax over the digit tokens = their probabilities renormalised; "1"/"2" not listed count 0,
+        # " 4" (another token) and "Score" are not digits.
+        expected = [0.0, 0.0, 0.2 / 0.75, 0.5 / 0.75, 0.05 / 0.75]
+        assert probs == [pytest.approx(expected)] * 2
+        assert gen.last_stats["scored"] == 2 and gen.last_stats["failed_prompts"] == 0
+        assert cached_rows(gen) == []  # distributions are not replies: never in the response cache
+
+
+def test_no_logprobs_server_is_a_clear_error_naming_generate_mode(tmp_path):
+    with StubServer([("ok",)]) as stub:  # a server that ignores logprobs=true
+        gen = make_generator(stub.url, tmp_path, max_in_flight=1, max_retries=1)
+        with pytest.raises(LogprobsUnsupported, match=r"judge_scoring='generate'") as err:
+            gen.digit_probabilities([conv(f"j{i}") for i in range(5)])
+        assert "'stub'" in str(err.value) and stub.url in str(err.value)
+        assert stub.completions == 2  # the first prompt's two attempts, not five prompts' worth
+
+
+def test_missing_logprobs_or_digits_after_a_good_reply_are_counted_per_prompt(tmp_path):
+    import math
+
+    good = ("logprobs", {"2": math.log(0.6), "1": math.log(0.2)})
+    words = ("logprobs", {"The": math.log(0.9), "I": math.log(0.05)})
+    script = [good, ("ok",), ("ok",), words, ("raw", b'{"choices": []}'), ("raw", b'{"choices": []}'), good]
+    with StubServer(script) as stub:
+        gen = make_generator(stub.url, tmp_path, max_in_flight=1, max_retries=1)
+        probs = gen.digit_probabilities([conv(f"j{i}") for i in range(5)])
+        assert probs[0] == pytest.approx([0.25, 0.75, 0, 0, 0]) and probs[4] == probs[0]
+        assert probs[1:4] == [None, None, None]
+        # No logprobs: asked twice; no digit among them: not asked again (greedy gives the same); no choices: twice.
+        assert [(e.index, e.kind) for e in gen.last_errors] == [(1, "no_logprobs"), (2, "no_digit"), (3, "no_choices")]
+        assert stub.completions == 1 + 2 + 1 + 2 + 1
+        assert gen.last_stats["failed_prompts"] == 3 and gen.last_stats["scored"] == 2
 
 
 # --------------------------------------------------------------------------------- fatal, at once
@@ -296,12 +376,19 @@ def test_unreachable_server(tmp_path):
 
 
 def test_parsers():
-    assert parse_retry_after("3") == 3.0 and parse_retry_after(None) is None and parse_retry_after("soon") is None
-    assert 9 <= parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) <= 11
-    assert parse_chat_completion(completion("x", 4)) == ("x", 4, 11)
-    for bad in (b"[]", b'{"choices": [{"message": {}}]}', b"\xff"):
-        with pytest.raises(ValueError):
-            parse_chat_completion(bad)
+    from openai.types.chat import ChatCompletion
+
+    def parsed(raw: bytes):  # what the client hands back: a model built without validation
+        return ChatCompletion.construct(**json.loads(raw))
+
+    assert reply_from_completion(parsed(completion("x", 4))) == ("x", 4, 11)
+    for bad, kind in ((parsed(b'{"choices": [{"message": {}}]}'), "no_content"), ([], "not_a_completion"),
+                      ("<html>", "not_a_completion"), (parsed(b'{"choices": null}'), "no_choices")):
+        with pytest.raises(BadReply) as err:
+            reply_from_completion(bad)
+        assert err.value.kind == kind
+    with pytest.raises(BadReply, match="no logprobs"):
+        digit_probabilities_from_completion(parsed(completion("4")))
 
 
 def test_resource_builds_generator_with_env_key(tmp_path, monkeypatch):
@@ -337,7 +424,7 @@ def test_server_text_generator_is_a_drop_in(tmp_path):
 
     with StubServer([("ok",)]) as stub:
         configured = ServerTextGenerator(
-            server=OpenAICompatibleBackend(base_url=stub.url, model="stub", cache_id="w1", backoff_base_s=0.01),
+            server=OpenAICompatibleBackend(base_url=stub.url, model="stub", cache_id="w1"),
             cache_dir=str(tmp_path / "stage_cache"), max_new_tokens=12,
         )
         with configured.process_config_and_initialize_cm() as resource:
@@ -347,3 +434,89 @@ def test_server_text_generator_is_a_drop_in(tmp_path):
             assert gen.source == source and gen.cache.path.parent == tmp_path / "stage_cache"
             assert gen.generate([conv("x")], resource.settings()) == ["reply to x"]
             assert stub.posts[-1]["body"]["max_tokens"] == 12
+
+
+# ------------------------------------------------------------------------- counts in asset metadata
+
+
+def _two_test_rows_per_emotion(context):
+    """A stand-in `dataset_splits` (curated dialogue columns + split): two test rows an emotion."""
+    import polars as pl
+
+    turns = {"anger": ["My neighbour parked across my driveway again.", "They cancelled my flight with no notice."],
+             "annoyance": ["The printer jammed for the fifth time today.", "My roommate never washes the dishes."]}
+    return {e: pl.DataFrame({
+        "dialogue_id": [f"{e}-{i}" for i in range(2)], "situation_id": [f"{e}-s{i}" for i in range(2)],
+        "emotion": [e, e], "language": ["en", "en"], "situation": turns[e], "speaker_utterance": turns[e],
+        "listener_reply": ["That sounds frustrating.", "I'm sorry, that is a lot."], "split": ["test", "test"],
+    }) for e in context.partition_keys}
+
+
+@pytest.mark.timeout(240)
+def test_bad_replies_reach_test_generations_and_judge_metadata(resources, data_root):
+    """test_generations and metric_judge (probabilities mode) on the stub: one prompt each gets bad
+    replies; both assets succeed, and their metadata count the failed prompt and name its error."""
+    import math
+
+    from dagster import asset, instance_for_test, materialize
+
+    from empathy_dag.evaluate import assets as ev
+    from empathy_dag.evaluate.resources import EvaluationConfig, ExtraSystem
+    from empathy_dag.generate.openai_backend import ServerTextGenerator
+    from empathy_dag.partitions import emotion_partitions, single_run
+
+    splits = asset(name="dataset_splits", partitions_def=emotion_partitions, backfill_policy=single_run,
+                   io_manager_key="parquet_io_manager")(_two_test_rows_per_emotion)
+    cache_dir = str(data_root / "generation_cache")
+    tags = {"dagster/asset_partition_range_start": "anger", "dagster/asset_partition_range_end": "annoyance"}
+    with StubServer([("ok",)]) as stub, instance_for_test() as instance:
+        resources["text_generator"] = ServerTextGenerator(server=OpenAICompatibleBackend(
+            base_url=stub.url, model="stub", max_in_flight=1, max_retries=1, cache_dir=cache_dir), cache_dir=cache_dir)
+        resources["evaluation"] = EvaluationConfig(
+            # A hosted system and a hosted judge: nothing is loaded here.
+            systems=[], extra_systems=[ExtraSystem(name="hosted", source="stub-weights")], max_new_tokens=12,
+            max_items_per_emotion=2, min_items_per_emotion=1, judge_scoring="probabilities", judge_max_items=2,
+            served_models={"hosted": "stub", "judge": "stub"})
+        stub.script = [("ok",), ("raw", b"{not json"), ("raw", b"{not json"), ("ok",)]  # the 2nd prompt fails
+        run = materialize([splits, ev.evaluation_set, ev.test_generations], resources=resources, tags=tags,
+                          instance=instance)
+        meta = run.asset_materializations_for_node("test_generations")[0].metadata
+        assert meta["failed_prompts"].value == 1
+        base = meta["systems"].value["hosted"]
+        assert base["failed_prompts"] == 1 and base["failed_by_kind"] == {"not_json": 1} and base["generated"] == 3
+        assert "not JSON" in base["first_error"] and stub.url in base["first_error"]
+        assert materialize([ev.external_predictions, ev.evaluation_items], resources=resources,
+                           instance=instance).success
+
+        good = ("logprobs", {"4": math.log(0.7), "5": math.log(0.2)})
+        stub.script = [good, ("ok",), ("ok",), good]  # the judge's 2nd prompt: no logprobs, twice
+        judged = materialize([ev.metric_judge], resources=resources, instance=instance)
+    meta = judged.asset_materializations_for_node("metric_judge")[0].metadata
+    assert meta["scoring"].value == "probabilities" and meta["judge_model"].value == "served:stub"
+    assert meta["request_errors"].value == 1 and meta["request_errors_by_kind"].value == {"no_logprobs": 1}
+    assert "no logprobs" in meta["first_request_error"].value
+    rows = meta["dagster/row_count"].value
+    assert rows >= 2 and meta["parse_failures"].value == 1  # the failed prompt: no score; the others 4
+
+
+def test_sharded_generation_keeps_per_prompt_errors_at_their_call_positions(tmp_path):
+    """Two endpoints, one answering garbage: its prompts are counted errors at their positions in the
+    whole call (a duplicate of a failed prompt too), the other endpoint's replies are kept; no crash."""
+    from empathy_dag.generate.sharded import ShardedGenerator
+
+    with StubServer([("raw", b"{not json")]) as bad, StubServer([("ok",)]) as good:
+        gen = OpenAICompatibleBackend(base_url=bad.url, more_base_urls=[good.url], model="stub", cache_id="w",
+                                      cache_dir=str(tmp_path / "c"), chunk_size=1, max_in_flight=1,
+                                      max_retries=1).get_generator()
+        assert isinstance(gen, ShardedGenerator)
+        texts = ["a", "b", "c", "d", "a"]
+        replies = gen.generate([conv(t) for t in texts], SETTINGS)
+    failed = [i for i, r in enumerate(replies) if r == ""]
+    assert failed  # the bad endpoint's worker starts first and takes the first chunk
+    assert [e.index for e in gen.last_errors] == failed and all(e.kind == "not_json" for e in gen.last_errors)
+    assert all(replies[i] == f"reply to {t}" for i, t in enumerate(texts) if i not in failed)
+    assert (0 in failed) == (4 in failed)  # the duplicate shares its first's fate
+    per = gen.last_stats["per_endpoint"]
+    assert gen.last_stats["failed_prompts"] == len(failed)
+    assert per[bad.url]["failed_prompts"] == len({texts[i] for i in failed}) and per[good.url]["failed_prompts"] == 0
+    assert bad.completions == 2 * per[bad.url]["replies"]  # each of its prompts asked twice (max_retries=1)

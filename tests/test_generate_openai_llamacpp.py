@@ -180,27 +180,65 @@ def test_test_generations_and_judge_through_a_served_model(llama_server, resourc
     resources["text_generator"] = ServerTextGenerator(
         server=OpenAICompatibleBackend(base_url=llama_server, model=ALIAS, max_in_flight=2, cache_dir=cache_dir),
         cache_dir=cache_dir)
-    resources["evaluation"] = EvaluationConfig(
-        systems=["base"], max_new_tokens=12, max_items_per_emotion=2, min_items_per_emotion=1,
-        judge_scoring="generate", judge_max_items=2, served_models={"base": ALIAS, "judge": ALIAS})
+    def evaluation(judge_scoring: str) -> EvaluationConfig:
+        return EvaluationConfig(
+            systems=["base"], max_new_tokens=12, max_items_per_emotion=2, min_items_per_emotion=1,
+            judge_scoring=judge_scoring, judge_max_items=2, served_models={"base": ALIAS, "judge": ALIAS})
+
+    resources["evaluation"] = evaluation("generate")
     tags = {"dagster/asset_partition_range_start": "anger", "dagster/asset_partition_range_end": "annoyance"}
     with instance_for_test() as instance:
         run = materialize([splits, ev.evaluation_set, ev.test_generations], resources=resources, tags=tags,
                           instance=instance)
-        stats = run.asset_materializations_for_node("test_generations")[0].metadata["systems"].value["base"]
+        generations = run.asset_materializations_for_node("test_generations")[0].metadata
+        stats = generations["systems"].value["base"]
         assert stats["cache_id"] == f"server:{ALIAS}" and stats["generated"] == 4
+        assert stats["failed_prompts"] == 0 and generations["failed_prompts"].value == 0
         assert materialize([ev.external_predictions, ev.evaluation_items], resources=resources,
                            instance=instance).success
         judged = materialize([ev.metric_judge], resources=resources, instance=instance)
-    meta = judged.asset_materializations_for_node("metric_judge")[0].metadata
-    assert meta["judge_model"].value == f"served:{ALIAS}" and meta["scoring"].value == "generate"
-    with duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True) as db:
-        predictions = db.execute("SELECT prediction FROM evaluation_items").pl()["prediction"]
-        judge = db.execute("SELECT * FROM metric_judge").pl()
-    assert predictions.len() == 4 and predictions.str.len_chars().min() > 0
-    # Two items x the rubric's dimensions; a reply without a digit is a counted parse failure, not a crash.
-    assert judge.height >= 2 and judge["reply"].str.len_chars().min() > 0
-    assert meta["parse_failures"].value == judge["score"].is_null().sum()
+        meta = judged.asset_materializations_for_node("metric_judge")[0].metadata
+        assert meta["judge_model"].value == f"served:{ALIAS}" and meta["scoring"].value == "generate"
+        with duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True) as db:
+            predictions = db.execute("SELECT prediction FROM evaluation_items").pl()["prediction"]
+            judge = db.execute("SELECT * FROM metric_judge").pl()
+        assert predictions.len() == 4 and predictions.str.len_chars().min() > 0
+        # Two items x the rubric's dimensions; a reply without a digit is a counted parse failure, not a crash.
+        assert judge.height >= 2 and judge["reply"].str.len_chars().min() > 0
+        assert meta["parse_failures"].value == judge["score"].is_null().sum() and meta["request_errors"].value == 0
+
+        # The probabilities mode through the same server: every item scored from the top logprobs.
+        resources["evaluation"] = evaluation("probabilities")
+        judged = materialize([ev.metric_judge], resources=resources, instance=instance)
+        meta = judged.asset_materializations_for_node("metric_judge")[0].metadata
+        with duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True) as db:
+            scored = db.execute("SELECT * FROM metric_judge").pl()
+    assert meta["scoring"].value == "probabilities" and meta["judge_model"].value == f"served:{ALIAS}"
+    assert meta["request_errors"].value == 0 and meta["parse_failures"].value == 0
+    assert scored.height == judge.height and scored["score"].is_between(1, 5).all()
+    assert scored["expected_score"].is_between(1.0, 5.0).all() and scored["reply"].str.starts_with("1:").all()
+
+
+def test_judge_digit_probabilities_through_the_server_match_the_in_process_judge(llama_server, base_model_dir):
+    """The served judge's P(score) from llama.cpp's top logprobs against the in-process judge's softmax
+    over the digit logits, same weights (the Q8 GGUF vs its float32 de-quantization) and same prompt."""
+    from empathy_dag.evaluate.metrics.judge import digit_probabilities, load_rubrics
+    from empathy_dag.models import load_causal_lm
+
+    rubric = load_rubrics(None)["en"]
+    convs = [rubric.conversation(dim, emotion="sadness", situation="My dog died.", speaker_utterance="My dog died "
+                                 "this morning.", response="That sounds really hard, I'm so sorry.")
+             for dim in list(rubric.dimensions)[:2]]
+    gen = OpenAICompatibleBackend(base_url=llama_server, model=ALIAS).get_generator()
+    served = gen.digit_probabilities(convs)
+    assert gen.last_errors == [] and gen.last_stats["scored"] == 2
+    model, tokenizer = load_causal_lm(str(base_model_dir), device="cpu")
+    local = digit_probabilities(model, tokenizer, convs)
+    for s, loc in zip(served, local, strict=True):
+        assert sum(s) == pytest.approx(1.0)
+        assert max(range(5), key=s.__getitem__) == max(range(5), key=loc.__getitem__)
+        # llama.cpp's Q8 matmuls vs float32: measured <= 0.041 apart on 9 judge prompts.
+        assert max(abs(a - b) for a, b in zip(s, loc)) < 0.1, (s, loc)
 
 
 def test_served_model_without_a_server_is_a_clear_error():

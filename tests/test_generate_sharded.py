@@ -59,7 +59,7 @@ def two_servers():
 def _backend(urls, cache_dir) -> OpenAICompatibleBackend:
     return OpenAICompatibleBackend(base_url=urls[0], more_base_urls=urls[1:], model="smollm2", cache_id="smollm2-q8",
                                    cache_dir=str(cache_dir), chunk_size=1, max_in_flight=1, timeout_s=60,
-                                   max_retries=1, backoff_base_s=0.1, max_backoff_s=0.2)
+                                   max_retries=1)
 
 
 def test_two_servers_share_the_work_and_a_lost_one_loses_no_finished_reply(two_servers, tmp_path):

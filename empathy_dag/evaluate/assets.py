@@ -262,6 +262,10 @@ def test_generations(context: AssetExecutionContext, evaluation: EvaluationConfi
                                       for u in prompts["speaker_utterance"]], settings,
                                      progress=log_progress(context.log))
         stats[system] = {"cache_id": generator.cache_id, **identity, **getattr(generator, "last_stats", {})}
+        if stats[system].get("failed_prompts"):
+            # Their prediction is "" (and the metrics score it so); the count and first error are in metadata.
+            context.log.warning(f"{system}: {stats[system]['failed_prompts']} prompts got no usable reply from "
+                                f"the server: {stats[system].get('first_error', '')}")
         per_system.append(prompts.select(
             "item_id", pl.lit(system).alias("system"), pl.lit("pipeline").alias("origin"), "emotion", "language",
             "situation", "speaker_utterance", "reference", pl.Series("prediction", replies, dtype=pl.String),
@@ -280,6 +284,8 @@ def test_generations(context: AssetExecutionContext, evaluation: EvaluationConfi
     return Output(frames, metadata={
         "dagster/row_count": sum(f.height for f in frames.values()),
         "systems": MetadataValue.json(stats),
+        # Prompts a server gave no usable reply for (bad JSON, no choices), over every system.
+        "failed_prompts": sum(int(s.get("failed_prompts", 0)) for s in stats.values()),
         "settings": MetadataValue.json(settings.as_dict()),
         "preview": markdown_table(allrows.select("system", "emotion", "speaker_utterance", "prediction")
                                   if allrows is not None else empty_items(), max_rows=9),
@@ -684,6 +690,14 @@ def _subsample(items: pl.DataFrame, n: int) -> pl.DataFrame:
     return items.filter(pl.col("item_id").is_in(keep.implode()))
 
 
+def _probability_verdict(probs: list[float]) -> tuple[str, int, float]:
+    """(reply column: "1:0.05 2:0.10 ...", the most likely score, the expected score) of P(score = 1..5)."""
+    from empathy_dag.evaluate.metrics.judge import expected_score
+
+    return (" ".join(f"{k + 1}:{p:.2f}" for k, p in enumerate(probs)), max(range(5), key=probs.__getitem__) + 1,
+            expected_score(probs))
+
+
 @_metric_asset("metric_judge", "LLM-as-a-judge scores 1-5 for fluency, general empathy and emotion-specific "
                "empathy (rubric in assets/rubrics); a reply without a score is a parse failure: score NULL, "
                "counted in metadata. Each item is judged with its language's rubric.", extra_deps=["base_model"],
@@ -693,7 +707,6 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
     from empathy_dag.evaluate.metrics.judge import (
         JUDGE_SCORING_MODES,
         digit_probabilities,
-        expected_score,
         load_rubrics,
         log_judge_progress,
         parse_score,
@@ -713,6 +726,7 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
               "item_id": pl.String, "dimension": pl.String, "reply": pl.String, "score": pl.Int64,
               "expected_score": pl.Float64}
     rows, source = [], model_source(evaluation.judge_model, model_store)
+    request_errors = []  # prompts a served judge gave no usable reply for (PromptError)
     if items.height:
         convs, keys = [], []
         for it in items.iter_rows(named=True):
@@ -723,10 +737,20 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
                                                  response=it["prediction"]))
                 keys.append((it, dim))
         served_judge = evaluation.served_models.get("judge")
-        if evaluation.judge_scoring == "probabilities" and served_judge:
-            raise ValueError("served_models['judge'] needs judge_scoring='generate': the probabilities mode reads "
-                             "the judge's next-token distribution from local weights")
-        if evaluation.judge_scoring == "probabilities":
+        if served_judge:
+            # The judge on the text_generator's server: `generate` mode parses a written score,
+            # `probabilities` reads the first token's top logprobs (a server without them: a clear
+            # LogprobsUnsupported error naming `generate` mode). Prompts with no usable reply are counted.
+            judge = load_engine(source, evaluation.judge_adapter, text_generator, served_judge)
+            source = f"served:{served_judge}"
+            if evaluation.judge_scoring == "probabilities":
+                probs = judge.digit_probabilities(convs, progress=log_progress(context.log))
+                verdicts = [_probability_verdict(ps) if ps is not None else ("", None, None) for ps in probs]
+            else:
+                replies = judge.generate(convs, _generation_settings(6), progress=log_progress(context.log))
+                verdicts = [(r, parse_score(r), None) for r in replies]
+            request_errors = list(judge.last_errors)
+        elif evaluation.judge_scoring == "probabilities":
             from empathy_dag.models import load_causal_lm
 
             model, tokenizer = load_causal_lm(source, adapter=evaluation.judge_adapter, device=evaluation.device,
@@ -735,12 +759,9 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
                              f"dimensions) on {source}, batch {evaluation.judge_batch_size}")
             probs = digit_probabilities(model, tokenizer, convs, batch_size=evaluation.judge_batch_size,
                                         progress=log_judge_progress(context.log))
-            verdicts = [(" ".join(f"{k + 1}:{p:.2f}" for k, p in enumerate(ps)), max(range(5), key=ps.__getitem__) + 1,
-                         expected_score(ps)) for ps in probs]
+            verdicts = [_probability_verdict(ps) for ps in probs]
         else:
-            judge = load_engine(source, evaluation.judge_adapter, text_generator, served_judge)
-            if served_judge:
-                source = f"served:{served_judge}"
+            judge = load_engine(source, evaluation.judge_adapter, text_generator)
             replies = judge.generate(convs, _generation_settings(6), progress=log_progress(context.log))
             verdicts = [(r, parse_score(r), None) for r in replies]
         for (it, dim), (reply, score, expected) in zip(keys, verdicts):
@@ -758,6 +779,10 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
                                                    for lang, r in rubrics.items()}),
         "not_judged_no_rubric": MetadataValue.json(dict(Counter(unjudged["language"].to_list()))),
         "parse_failures": int(table["score"].is_null().sum()),
+        # Of those, prompts a served judge gave no usable reply for (bad JSON, no choices, no logprobs).
+        "request_errors": len(request_errors),
+        "request_errors_by_kind": MetadataValue.json(dict(Counter(e.kind for e in request_errors))),
+        **({"first_request_error": request_errors[0].message[:500]} if request_errors else {}),
         "parse_failure_rate": round(float(table["score"].is_null().mean()), 4) if table.height else 0.0,
         "parse_failures_by_system": markdown_table(failures, max_rows=50),
         "mean_scores": markdown_table(table.group_by("system", "dimension").agg(
@@ -796,7 +821,7 @@ def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfi
     setting = "llm" if served_namer and evaluation.alignment_namer == "auto" else evaluation.alignment_namer
     namer, why = choose_namer(setting, source if Path(source).is_dir() else None, is_saved_any(classifier_folder))
     context.log.info(f"alignment namer: {namer} ({why})")
-    rows = []
+    rows, request_errors = [], 0
     if items.height:
         if namer == "classifier":
             classifier = load_emotion_classifier(classifier_folder)
@@ -809,6 +834,7 @@ def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfi
                      items.select("situation", "speaker_utterance", "prediction", "history",
                                   pl.col("language").fill_null("en")).iter_rows()]
             replies = model.generate(convs, _generation_settings(8), progress=log_progress(context.log))
+            request_errors = len(getattr(model, "last_errors", []))
         scorer = load_scorer(evaluation.bertscore_model, evaluation.bertscore_num_layers,
                              evaluation.bertscore_batch_size, device=evaluation.device, allow_hub=evaluation.allow_hub)
         rows = alignment_rows(replies, items["emotion"].to_list(), taxonomy, scorer)
@@ -821,6 +847,7 @@ def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfi
         "namer": namer, "namer_reason": why,
         "alignment_model": source if namer == "llm" else str(classifier_folder),
         "unparsed_replies": int(table["named_emotion"].is_null().sum()),
+        "request_errors": request_errors,
         "by_system": summary_by_system(table, ["alignment_bertscore_f1", "alignment_exact", "alignment_ekman"]),
     })
 

@@ -120,8 +120,9 @@ class EvaluationConfig(ConfigurableResource):
     judge_scoring: str = Field(
         default="probabilities",
         description="probabilities: the judge's next-token distribution over the digits 1-5 (score = most "
-        "likely digit, expected_score = its mean; needs local weights); generate: the judge writes a "
-        "score, replies without one are parse failures (any backend, e.g. an OpenAI-compatible server).",
+        "likely digit, expected_score = its mean; local weights, or a served judge whose server returns "
+        "top_logprobs: vLLM, llama_cpp.server, OpenAI); generate: the judge writes a score, replies without "
+        "one are parse failures (any backend, e.g. an OpenAI-compatible server).",
     )
     judge_batch_size: int = Field(default=16, description="Prompts per forward pass (probabilities mode); "
                                   "prompts are sorted by length so batches pad little.")
@@ -147,7 +148,7 @@ class EvaluationConfig(ConfigurableResource):
         default_factory=dict, description="Model calls sent to the text_generator's OpenAI-compatible server "
         "(EMPATHY_DAG_OPENAI_BASE_URL: vLLM, llama.cpp, a hosted API) instead of loading weights here: role -> "
         "the served model name. Roles: a system (base, sft, dpo, promoted, an extra_systems name) for its test "
-        "generations, 'judge' (judge_scoring='generate'), 'alignment_namer' (alignment_namer='llm'). A role "
+        "generations, 'judge' (either judge_scoring), 'alignment_namer' (alignment_namer='llm'). A role "
         "not listed loads in process.")
     alignment_max_items: int = Field(default=0, description="0 = all items.")
 

@@ -141,6 +141,10 @@ def _stage_metadata(frames: dict[str, pl.DataFrame], result: StageResult, previe
     return {
         **frame_metadata(frames, preview),
         "empty_outputs": result.empty_outputs,
+        # Prompts a server answered with no usable reply (bad JSON, no choices), after bounded retries;
+        # not cached, so a rerun asks again.
+        "failed_prompts": int(stats.get("failed_prompts", 0)),
+        **({"first_failed_prompt_error": str(stats["first_error"])} if stats.get("first_error") else {}),
         "prompts": int(stats.get("requested", 0)),
         "cache_hits": int(stats.get("cached", 0)),
         "generated": int(stats.get("generated", 0)),

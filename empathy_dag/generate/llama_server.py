@@ -39,9 +39,10 @@ def disable_extra_buffers() -> None:
 
 def start_llama_server(gguf: str | Path, port: int, *, alias: str = "smollm2", n_ctx: int = 2048,
                        n_threads: int = 2, ready_timeout_s: float = 120.0) -> subprocess.Popen:
-    """This launcher in a subprocess on 127.0.0.1:port, returned once GET /v1/models answers (the
-    tests and bench/bench_backends.py use it; stop it with `proc.terminate()`)."""
-    import httpx
+    """This launcher in a subprocess on 127.0.0.1:port, returned once the server lists its models
+    (`models.list()`, GET /v1/models, through the same `openai` client the backend uses; the tests and
+    bench/bench_backends.py use it; stop it with `proc.terminate()`)."""
+    import openai
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "empathy_dag.generate.llama_server", "--model", str(gguf), "--model_alias", alias,
@@ -49,16 +50,20 @@ def start_llama_server(gguf: str | Path, port: int, *, alias: str = "smollm2", n
          "--verbose", "False"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
+    # No retries inside a probe: this loop is the retry, and it watches the process between tries.
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="no-key", max_retries=0, timeout=2.0,
+                           http_client=openai.DefaultHttpxClient(trust_env=False))
     deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2, trust_env=False).status_code == 200:
+    with client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                client.models.list()
                 return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+            except openai.APIError:
+                pass
+            time.sleep(0.5)
     proc.kill()
     raise RuntimeError(f"llama_cpp.server not ready on port {port} after {ready_timeout_s}s")
 

@@ -11,7 +11,12 @@ cache is keyed by the weights' `cache_id`, not by the server, so any endpoint se
 answers any chunk). When an endpoint fails (unreachable, retries exhausted), its unfinished chunk goes
 back to the queue for the others and the endpoint takes no more work: a lost worker loses at most the
 replies in flight on it, never a finished one, and a re-run completes from the cache. The call fails
-only when every endpoint has failed, with each one's error."""
+only when every endpoint has failed, with each one's error. A prompt whose reply was bad (not JSON, no
+choices) is that prompt's error, as on one endpoint: in `last_errors` (positions in the whole call) and
+counted in `last_stats["failed_prompts"]`.
+
+`digit_probabilities` (the judge's probabilities mode) is not split: those are one-token requests,
+sent to the first endpoint that answers."""
 
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ from empathy_dag.generate.engine import GenerationSettings, lookup_cached
 from empathy_dag.generate.openai_backend import (
     GenerationBackendError,
     OpenAICompatibleGenerator,
+    PromptError,
+    RetriesExhausted,
     ServerUnreachable,
 )
 
@@ -38,6 +45,7 @@ class ShardedGenerator:
     endpoints: list[OpenAICompatibleGenerator]
     chunk_size: int = 64
     last_stats: dict = field(default_factory=dict)
+    last_errors: list[PromptError] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -87,8 +95,9 @@ class ShardedGenerator:
             chunks.put((n, firsts[s:s + self.chunk_size]))
         n_chunks = chunks.qsize()
         lock = threading.Lock()
-        per_endpoint = {g.base_url: {"chunks": 0, "replies": 0, "new_tokens": 0, "failed": None}
+        per_endpoint = {g.base_url: {"chunks": 0, "replies": 0, "new_tokens": 0, "failed_prompts": 0, "failed": None}
                         for g in self.endpoints}
+        errors: list[PromptError] = []
         failures: dict[str, str] = {}
         done_chunks = [0]
 
@@ -112,7 +121,10 @@ class ShardedGenerator:
                 with lock:
                     for i, text in zip(positions, replies, strict=True):
                         results[i] = text
+                    for e in gen.last_errors:  # positions in the chunk -> positions in the call
+                        errors.append(PromptError(positions[e.index], e.kind, e.message))
                     stats = per_endpoint[gen.base_url]
+                    stats["failed_prompts"] += len(gen.last_errors)
                     stats["chunks"] += 1
                     stats["replies"] += len(positions)
                     stats["new_tokens"] += int(gen.last_stats.get("new_tokens", 0))
@@ -131,15 +143,33 @@ class ShardedGenerator:
             raise final(f"sharded generation stopped with {n_chunks - done_chunks[0]} of {n_chunks} chunks "
                         f"unfinished: every endpoint failed ({detail}). Finished replies are cached: re-run "
                         "once a server is back.")
+        failed_firsts = {e.index for e in errors}
         for idx in todo.values():
             for j in idx[1:]:
                 results[j] = results[idx[0]]
+                if idx[0] in failed_firsts:
+                    errors.append(next(PromptError(j, e.kind, e.message) for e in errors if e.index == idx[0]))
+        self.last_errors = sorted(errors, key=lambda e: e.index)
         elapsed = time.perf_counter() - start
         new_tokens = sum(s["new_tokens"] for s in per_endpoint.values())
         self.last_stats = {
             "backend": "openai-compatible-sharded", "endpoints": len(self.endpoints), "chunk_size": self.chunk_size,
             "requested": len(prompts), "cached": cached, "unique_generated": len(todo), "chunks": n_chunks,
             "per_endpoint": per_endpoint, "new_tokens": new_tokens, "seconds": round(elapsed, 3),
+            **OpenAICompatibleGenerator._error_stats(self.last_errors),
             "tokens_per_s": round(new_tokens / elapsed, 1) if elapsed > 0 and new_tokens else 0.0,
         }
         return [r if r is not None else "" for r in results]
+
+    def digit_probabilities(self, conversations: Sequence, digits: str = "12345", progress=None):
+        """`OpenAICompatibleGenerator.digit_probabilities` on the first endpoint that answers."""
+        failures = []
+        for gen in self.endpoints:
+            try:
+                out = gen.digit_probabilities(conversations, digits=digits, progress=progress)
+            except (ServerUnreachable, RetriesExhausted) as exc:
+                failures.append(f"{gen.base_url}: {type(exc).__name__}: {str(exc)[:300]}")
+                continue
+            self.last_stats, self.last_errors = dict(gen.last_stats), list(gen.last_errors)
+            return out
+        raise ServerUnreachable(f"digit probabilities: every endpoint failed ({'; '.join(failures)})")

@@ -128,10 +128,14 @@ def _generated_rows(generator: Generator, versions: list[str], settings: Generat
                     id_column: str, progress: ProgressCallback | None) -> StageResult:
     """One generation per conversation, cleaned; each non-empty one becomes `make_row(item, text)` plus
     the provenance columns (generator, the version of the template it was prompted with); duplicates by
-    `id_column` dropped."""
+    `id_column` dropped. A prompt a server gave no usable reply for (its error in the generator's
+    `last_errors`, counted in its stats as failed_prompts) is neither a row nor an empty output."""
     outputs = generator.generate(conversations, settings, progress=progress) if conversations else []
+    failed = {e.index for e in getattr(generator, "last_errors", [])} if conversations else set()
     rows, empty = [], 0
-    for item, raw, version in zip(items, outputs, versions):
+    for n, (item, raw, version) in enumerate(zip(items, outputs, versions)):
+        if n in failed:
+            continue
         text = clean_generation(raw, max_sentences=max_sentences)
         if not text:
             empty += 1

@@ -122,7 +122,15 @@ def _model_generate(context, max_new_tokens: int, seed: int, served_model: str =
     else:
         generator = load_generator(source=str(model_store.folder("base_model")), adapter=None)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9, seed=seed)
-    return lambda conversations: generator.generate(conversations, settings)
+    failed = [0]  # prompts a server gave no usable reply for (their negative is skipped), over the run
+
+    def generate(conversations):
+        replies = generator.generate(conversations, settings)
+        failed[0] += len(getattr(generator, "last_errors", []))
+        return replies
+
+    generate.failed_prompts = failed  # type: ignore[attr-defined]
+    return generate
 
 
 @asset(
@@ -192,6 +200,7 @@ def preference_pairs(context: AssetExecutionContext, config: PairsConfig, datase
             "pairs_per_emotion": markdown_table(summary, max_rows=28),
             "prompts_without_opposite": int(summary["prompts_without_opposite"].sum()),
             "train_pairs": int(summary["train_pairs"].sum()),
+            "model_negative_failed_prompts": generate.failed_prompts[0] if generate is not None else 0,
             "content_hashes": MetadataValue.json(dict(zip(summary["emotion"], summary["content_hash"]))),
         },
     )
