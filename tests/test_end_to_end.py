@@ -55,8 +55,11 @@ def test_demo_runs_the_main_job_and_prints_the_leaderboard(demo):
     with duckdb.connect(str(db), read_only=True) as conn:
         systems = {r[0] for r in conn.execute("select distinct system from main.leaderboard").fetchall()}
         per_emotion = conn.execute("select count(distinct emotion) from main.situations").fetchone()[0]
+        ja_rows = conn.execute("select count(*) from main.leaderboard where language = 'ja'").fetchone()[0]
     assert {"base", "sft", "dpo"} <= systems
     assert per_emotion == 28
+    # The Japanese seed items are evaluated and reported on their own, after the overall leaderboard.
+    assert ja_rows > 0 and "Language 'ja' only" in out
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +161,30 @@ def test_web_ui_in_a_real_browser(webserver, demo):
         loss_row.get_by_text("[Show Markdown]").click(timeout=90_000)
         page.locator("img[src^='data:image/png']").first.wait_for(state="visible", timeout=90_000)
         page.screenshot(path=str(ARTIFACTS / "ui_dpo_checkpoint.png"), animations="disabled")
+        page.get_by_role("dialog").get_by_role("button", name="Close").click()
+
+        # Which data made this model: the checkpoint's consumed_materializations table links each
+        # preference-pair partition it read to that partition's materialization events.
+        consumed = page.locator("tr").filter(has=page.get_by_text("consumed_materializations", exact=True)).first
+        consumed.get_by_text("[Show Markdown]").click(timeout=90_000)
+        links = page.get_by_role("dialog").locator("a", has_text="preference_pairs")
+        assert links.count() == len(EMOTIONS)  # one row per emotion partition DPO trained on
+        page.screenshot(path=str(ARTIFACTS / "ui_dpo_consumed_materializations.png"), animations="disabled")
+        href = links.first.get_attribute("href")
+        assert href.startswith("/assets/preference_pairs?view=events&partition="), href
+        partition = href.rsplit("=", 1)[1]
+        links.first.click()
+        page.wait_for_url(f"**/assets/preference_pairs?view=events&partition={partition}", timeout=90_000)
+        page.get_by_text(partition, exact=True).first.wait_for(timeout=90_000)
+        page.screenshot(path=str(ARTIFACTS / "ui_preference_pairs_partition_events.png"), animations="disabled")
+
+        # ... and what that data is: the Columns section from the asset's dagster/column_schema.
+        text = visit("/assets/preference_pairs", "Columns")
+        columns = text[text.index("Columns"):]
+        for column in ("pair_id", "emotion", "rejected_emotion", "chosen", "rejected"):
+            assert column in columns, column
+        page.get_by_text("Columns", exact=True).first.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "ui_preference_pairs_columns.png"), animations="disabled")
         browser.close()
 
 

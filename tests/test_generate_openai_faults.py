@@ -458,6 +458,7 @@ def test_bad_replies_reach_test_generations_and_judge_metadata(resources, data_r
     replies; both assets succeed, and their metadata count the failed prompt and name its error."""
     import math
 
+    import polars as pl
     from dagster import asset, instance_for_test, materialize
 
     from empathy_dag.evaluate import assets as ev
@@ -485,6 +486,10 @@ def test_bad_replies_reach_test_generations_and_judge_metadata(resources, data_r
         base = meta["systems"].value["hosted"]
         assert base["failed_prompts"] == 1 and base["failed_by_kind"] == {"not_json": 1} and base["generated"] == 3
         assert "not JSON" in base["first_error"] and stub.url in base["first_error"]
+        # The failed prompt has no row (not an empty prediction the metrics would score): 3 of the 4 items.
+        assert meta["dagster/row_count"].value == 3 and len(base["failed_item_ids"]) == 1
+        table = pl.concat(run.output_for_node("test_generations").values())
+        assert base["failed_item_ids"][0] not in table["item_id"].to_list() and table["prediction"].str.len_chars().min() > 0
         assert materialize([ev.external_predictions, ev.evaluation_items], resources=resources,
                            instance=instance).success
 

@@ -262,17 +262,24 @@ def test_generations(context: AssetExecutionContext, evaluation: EvaluationConfi
                                       for u in prompts["speaker_utterance"]], settings,
                                      progress=log_progress(context.log))
         stats[system] = {"cache_id": generator.cache_id, **identity, **getattr(generator, "last_stats", {})}
-        if stats[system].get("failed_prompts"):
-            # Their prediction is "" (and the metrics score it so); the count and first error are in metadata.
-            context.log.warning(f"{system}: {stats[system]['failed_prompts']} prompts got no usable reply from "
-                                f"the server: {stats[system].get('first_error', '')}")
-        per_system.append(prompts.select(
+        generated = prompts.select(
             "item_id", pl.lit(system).alias("system"), pl.lit("pipeline").alias("origin"), "emotion", "language",
             "situation", "speaker_utterance", "reference", pl.Series("prediction", replies, dtype=pl.String),
             pl.lit("", dtype=pl.String).alias("history"),  # two-turn dialogues
             "source_dialogue_id", pl.lit(identity["model_sha256"]).alias("model_sha256"),
             pl.lit(identity["model_run_id"]).alias("model_run_id"),
-        ))
+        )
+        failed = sorted({e.index for e in getattr(generator, "last_errors", [])})
+        if failed:
+            # A prompt the server gave no usable reply for has no prediction: it is left out (never scored as
+            # an empty reply, which would count against the system), so the paired comparisons use the items
+            # both systems answered. Count, ids and the first error are in metadata.
+            stats[system]["failed_item_ids"] = generated["item_id"].gather(failed).to_list()[:50]
+            generated = generated.with_row_index("_position").filter(
+                ~pl.col("_position").is_in(failed)).drop("_position")
+            context.log.warning(f"{system}: {len(failed)} prompts got no usable reply from the server and are "
+                                f"left out of its scores: {stats[system].get('first_error', '')}")
+        per_system.append(generated)
     allrows = pl.concat(per_system) if per_system else None
     frames = {}
     for emotion in context.partition_keys:
@@ -284,7 +291,7 @@ def test_generations(context: AssetExecutionContext, evaluation: EvaluationConfi
     return Output(frames, metadata={
         "dagster/row_count": sum(f.height for f in frames.values()),
         "systems": MetadataValue.json(stats),
-        # Prompts a server gave no usable reply for (bad JSON, no choices), over every system.
+        # Prompts a server gave no usable reply for (bad JSON, no choices), over every system: not in the table.
         "failed_prompts": sum(int(s.get("failed_prompts", 0)) for s in stats.values()),
         "settings": MetadataValue.json(settings.as_dict()),
         "preview": markdown_table(allrows.select("system", "emotion", "speaker_utterance", "prediction")
