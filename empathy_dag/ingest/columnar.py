@@ -235,11 +235,11 @@ def _validate(rows: list[RawRow], *, file: str, file_sha256: str, source: str, t
     n = len(index)
     frames: list[pl.DataFrame] = []
     if n:
-        frame, kept_rejects = _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labels, rows,
-                                              file=file, source=source, taxonomy=taxonomy, limits=limits, seen=seen)
-        rejects += kept_rejects
-        frames.append(frame[0])
-        added, broken = frame[1], frame[2]
+        valid, added, broken, frame_rejects = _validate_frame(
+            n, index, values, kinds, not_text, missing, labels, bad_labels, rows,
+            file=file, source=source, taxonomy=taxonomy, limits=limits, seen=seen)
+        rejects += frame_rejects
+        frames.append(valid)
     else:
         added, broken = {}, 0
     if broken:
@@ -255,6 +255,8 @@ def _validate(rows: list[RawRow], *, file: str, file_sha256: str, source: str, t
 
 def _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labels, rows, *, file, source, taxonomy,
                     limits, seen):
+    """The parsed rows as a frame, judged: (valid rows in CORPUS_POLARS_SCHEMA, ids they add to `seen`,
+    how many had control tokens broken, [(row index, reason code, message)] of the others)."""
     col = pl.col
     df = pl.DataFrame(
         {
@@ -405,4 +407,4 @@ def _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labe
     )
     broken = df["broken"] | broken_domain | broken_speaker | broken_listener
     n_broken = int((broken & keep_mask).sum())
-    return (out.filter(keep_mask), added, n_broken), rejects
+    return out.filter(keep_mask), added, n_broken, rejects

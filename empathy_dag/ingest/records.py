@@ -108,7 +108,7 @@ class ValidationLimits:
     # cells, EmpatheticDialogues turns grouped by conversation).
     stream_block_mb: float = 16.0
     # Run the language identifier on rows that declare their language too, for `language_detected`
-    # beside the declared one (about two thirds of validation time on English text). False: only rows
+    # beside the declared one (most of ingest time: ~22 of 26 s per 100k English rows). False: only rows
     # without a `language` are identified; declared rows get language_detected/confidence null.
     detect_declared_language: bool = True
 
