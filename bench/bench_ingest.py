@@ -6,7 +6,9 @@ same process, arms alternated so that load drifts hit both.
 - new: `corpus_frame` (columns filled from the records' attributes) and `normalize_text` memoised for
   the row's second call.
 
-Both arms must produce the same corpus and quarantine (checked). The corpus is built like
+Both arms must produce the same corpus and quarantine (checked). Since ingest validates in polars
+(ingest/columnar.py) both arms run that validator, so this script no longer separates what it measured;
+it stays for the BENCHMARKS.md figures it produced. The current comparison is bench_ingest_columnar.py. The corpus is built like
 bench_scale.py's, from ../shared/data (never committed). Keep it short on a shared machine:
 
     PYTHONPATH=. python bench/bench_ingest.py --rows 20000 --repeats 5

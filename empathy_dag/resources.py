@@ -24,13 +24,21 @@ class CorpusSources(ConfigurableResource):
                                    description="More files, e.g. EmpatheticDialogues CSVs.")
     archive_dir: str = Field(default_factory=lambda: str(data_root() / "raw"),
                              description="Raw files are copied here, content-addressed, before validation.")
-    max_file_mb: float = 20.0
+    max_file_mb: float = Field(default=ValidationLimits.max_file_mb, description=(
+        "Hard cap on one file's size: a larger file is archived but not read, and quarantined whole "
+        "(file_too_large, naming the file and its size). JSONL below it is read in blocks."))
+    stream_block_mb: float = Field(default=ValidationLimits.stream_block_mb, description=(
+        "JSONL files larger than this are read and validated in blocks of about this size."))
+    detect_declared_language: bool = Field(default=ValidationLimits.detect_declared_language, description=(
+        "Also run the language identifier on rows that declare a language (language_detected beside it); "
+        "false skips it there (8x faster ingest of an English corpus that declares 'en': BENCHMARKS.md, Scale)."))
     max_text_chars: int = 2000
     min_text_chars: int = 2
 
     def limits(self) -> ValidationLimits:
         return ValidationLimits(
-            max_text_chars=self.max_text_chars, min_text_chars=self.min_text_chars, max_file_mb=self.max_file_mb
+            max_text_chars=self.max_text_chars, min_text_chars=self.min_text_chars, max_file_mb=self.max_file_mb,
+            stream_block_mb=self.stream_block_mb, detect_declared_language=self.detect_declared_language,
         )
 
     landing_s3_uri: str = Field(default="", description="aws profile: s3://bucket/prefix of the landing "

@@ -102,6 +102,9 @@ def test_contiguous_ranges_follow_taxonomy_order():
 
 
 def test_bad_input_corpus_lands_good_rows_once_and_quarantines_the_rest(resources, data_root, tmp_path):
+    # A 20 MB hard cap (the default is 2048 MB: JSONL is read in blocks), so the 50 MB file below is over it.
+    resources = {**resources, "corpus_sources": type(resources["corpus_sources"])(
+        **{**resources["corpus_sources"].model_dump(), "max_file_mb": 20.0})}
     landing = Path(resources["corpus_sources"].landing_dir)
     landing.mkdir(parents=True, exist_ok=True)
     parquet = Path(resources["warehouse"].parquet_base_dir)
@@ -115,7 +118,7 @@ def test_bad_input_corpus_lands_good_rows_once_and_quarantines_the_rest(resource
 
         for f in BAD_INPUTS.iterdir():
             shutil.copy(f, landing / f.name)
-        # The same content under another name, and a 50 MB file (over the 20 MB limit).
+        # The same content under another name, and a 50 MB file (over the 20 MB cap set above).
         shutil.copy(BAD_INPUTS / "good_gratitude.jsonl", landing / "good_gratitude_again.jsonl")
         big = landing / "huge.jsonl"
         line = json.dumps({"emotion": "joy", "situation": "x" * 1000}) + "\n"

@@ -231,7 +231,7 @@ class LandingDecision:
 
 def emotions_touched(outcome: FileOutcome, order: list[str] = EMOTIONS) -> list[str]:
     """The emotion partitions a file's valid rows belong to, in taxonomy order."""
-    present = {r.emotion for r in outcome.records}
+    present = set(outcome.frame["emotion"]) if outcome.frame is not None else set()
     return [e for e in order if e in present]
 
 
@@ -272,7 +272,7 @@ def decide_file(
     emotions = emotions_touched(outcome, taxonomy.labels)
     decision = LandingDecision(
         file=file, sha256=sha, outcome="accepted" if emotions else "rejected", rows_in=outcome.rows_in,
-        valid_rows=len(outcome.records), quarantined_rows=len(outcome.quarantined), reasons=reasons,
+        valid_rows=outcome.n_valid, quarantined_rows=len(outcome.quarantined), reasons=reasons,
         emotions=emotions,
     )
     ranges = contiguous_ranges(emotions, taxonomy.labels)

@@ -28,6 +28,10 @@ from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA
 
 GOEMOTIONS_SCHEMA = {"id": pl.String, "text": pl.String, "labels": pl.List(pl.String), "split": pl.String}
 INGEST_CODE_VERSION = "ingest-v2"  # v2: NFKC/invisible-free ids, control tokens neutralised
+# The ingest step's own version. v3: validation in polars (same rows, reasons and order, so no change
+# for any file the previous version read), but a JSONL file over 20 MB is now read in blocks instead of
+# rejected whole (the cap is max_file_mb, 2048 MB by default): a landing zone holding one changes output.
+INGEST_CORPUS_CODE_VERSION = "ingest-v3"
 
 
 def _files_version(paths: list[Path]) -> str:
@@ -63,7 +67,7 @@ def emotion_taxonomy(context: AssetExecutionContext) -> pl.DataFrame:
 
 @multi_asset(
     group_name="ingest",
-    code_version=INGEST_CODE_VERSION,
+    code_version=INGEST_CORPUS_CODE_VERSION,
     deps=[emotion_taxonomy],
     outs={
         # The three outputs are one snapshot of the landing zone: they go through the all-or-nothing IO

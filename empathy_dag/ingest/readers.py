@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from empathy_dag.ingest.records import FileRejected, RawRow
@@ -74,11 +74,18 @@ def _check_bytes(data: bytes, name: str) -> str:
 
 
 def read_jsonl(data: bytes, name: str) -> list[RawRow]:
-    text = _check_bytes(data, name)
+    rows = jsonl_rows(_check_bytes(data, name).split("\n"), first_line=1)
+    if not rows:
+        raise FileRejected("empty_file", f"{name} has no rows")
+    return rows
+
+
+def jsonl_rows(lines: list[str], first_line: int) -> list[RawRow]:
+    """The rows of JSONL `lines` (split on "\n"), numbered from `first_line`; blank lines are not rows.
+    Split on "\n" only (the JSON Lines spec): str.splitlines also splits on U+2028, U+0085, \x0c...,
+    which are legal inside a JSON string and would cut a row in two and shift every line number."""
     rows: list[RawRow] = []
-    # Split on "\n" only (the JSON Lines spec): str.splitlines also splits on U+2028, U+0085, \x0c...,
-    # which are legal inside a JSON string and would cut a row in two and shift every line number.
-    for i, line in enumerate(text.split("\n"), start=1):
+    for i, line in enumerate(lines, start=first_line):
         line = line.removesuffix("\r")
         if not line.strip():
             continue
@@ -97,9 +104,59 @@ def read_jsonl(data: bytes, name: str) -> list[RawRow]:
             rows.append(RawRow(i, None, line, ("not_an_object", "each JSONL line must be a JSON object")))
             continue
         rows.append(RawRow(i, value, line))
-    if not rows:
-        raise FileRejected("empty_file", f"{name} has no rows")
     return rows
+
+
+def newline_blocks(read: Callable[[int], bytes], block_bytes: int) -> Iterator[bytes]:
+    """The bytes `read(n)` returns, in blocks of about `block_bytes` that each end just after a
+    newline (the last one wherever the data ends): a large JSONL file is validated block by block.
+    A newline byte never occurs inside a UTF-8 sequence, so each block decodes on its own."""
+    rest = b""
+    while True:
+        chunk = read(block_bytes)
+        if not chunk:
+            if rest:
+                yield rest
+            return
+        data = rest + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            rest = data
+            continue
+        yield data[: cut + 1]
+        rest = data[cut + 1:]
+
+
+def jsonl_block_rows(blocks: Iterable[bytes], name: str) -> Iterator[list[RawRow]]:
+    """`read_jsonl` over a file given as newline-ended blocks: the rows of each block, line numbers
+    running on across blocks. The whole-file checks (binary signature, NUL share, BOM) read the first
+    block that is not blank; a UTF-16 file must be read whole (its newlines are two bytes). Raises
+    FileRejected like `read_jsonl` when the file holds no row at all."""
+    line, checked, any_rows, blank = 1, False, False, True
+    for block in blocks:
+        if not checked and block.strip() == b"":
+            line += block.count(b"\n")
+            continue
+        blank = False
+        if not checked:
+            if block.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise ValueError(f"{name}: a UTF-16 file cannot be read in blocks")
+            # After blank blocks the file does not start here: a BOM here is not the file's (kept, as whole).
+            text = _check_bytes(block, name) if line == 1 else _check_bytes(b" " + block, name)[1:]
+            checked = True
+        else:
+            text = block.decode("utf-8", errors="surrogateescape")
+        lines = text.split("\n")
+        if lines[-1] == "":  # the block ended with its newline: no line after it (yet)
+            lines.pop()
+        rows = jsonl_rows(lines, first_line=line)
+        line += len(lines)
+        any_rows = any_rows or bool(rows)
+        yield rows
+    if blank:
+        raise FileRejected("empty_file", f"{name} is empty")
+    if not any_rows:
+        raise FileRejected("empty_file", f"{name} has no rows")
 
 
 def _physical_lines(text: str) -> list[str]:
