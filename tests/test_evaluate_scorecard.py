@@ -53,6 +53,35 @@ def test_set_metric_statistic_equals_the_diversity_definitions():
     assert st(idx).tolist() == pytest.approx([float(st(idx[0])), float(st(idx[1]))])
 
 
+def test_set_metric_interval_contains_its_estimate_and_matches_the_sampling_spread():
+    """Distinct-n of replies drawn from a Zipf vocabulary: the half-sample interval is centred on the
+    estimate (a with-replacement bootstrap puts it entirely below: repeated replies repeat n-grams), its
+    standard error is close to the spread over independent samples, and it covers the population value."""
+    rng = np.random.default_rng(7)
+    vocabulary = np.array([f"w{i}" for i in range(400)])
+    weights = 1 / np.arange(1, 401) ** 1.1
+    weights /= weights.sum()
+
+    def sample(n):
+        return [" ".join(rng.choice(vocabulary, size=8, p=weights)) for _ in range(n)]
+
+    def distinct_2(texts):
+        return float(sc.SetStatistic("distinct_2", texts, ["en"] * len(texts))(np.arange(len(texts))))
+
+    n, settings = 60, sc.ScorecardSettings(n_resamples=400)
+    independent = [distinct_2(sample(n)) for _ in range(60)]
+    expected, spread = float(np.mean(independent)), float(np.std(independent))  # distinct-2 at this size
+    covered, ratios = 0, []
+    for _ in range(20):
+        texts = sample(n)
+        got = sc.summarize((), settings, statistic=sc.SetStatistic("distinct_2", texts, ["en"] * n), data=np.arange(n))
+        assert got["ci_low"] <= got["value"] <= got["ci_high"]
+        ratios.append(got["std_error"] / spread)
+        covered += got["ci_low"] <= expected <= got["ci_high"]
+    assert covered >= 16, covered  # nominal 95% of 20
+    assert 0.6 < float(np.median(ratios)) < 1.6, ratios
+
+
 # ------------------------------------------------------------------ paired comparisons
 
 

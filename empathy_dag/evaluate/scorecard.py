@@ -169,11 +169,34 @@ def summarize(values: Iterable[float], settings: ScorecardSettings = ScorecardSe
     value = float(statistic(idx))
     if n < 2:
         return _summary(n, value, None, None, None, "fewer than 2 items: no interval")
-    res = stats.bootstrap((idx,), statistic, confidence_level=settings.confidence_level,
-                          n_resamples=settings.n_resamples, method=settings.bootstrap_method,
-                          random_state=np.random.default_rng(settings.seed), vectorized=True, batch=SET_BATCH)
-    se = float(res.standard_error) if np.isfinite(res.standard_error) else None
-    return _summary(n, value, se, *_interval(res, value))
+    se, low, high, note = half_sample_interval(lambda positions: statistic(idx[positions]), n, value, settings)
+    return _summary(n, value, se, low, high, note)
+
+
+def half_sample_interval(statistic: Callable, n: int, point: float, settings: ScorecardSettings
+                         ) -> tuple[float | None, float | None, float | None, str]:
+    """(standard error, low, high, note) of a set statistic by the delete-d jackknife with d = n/2
+    (half-samples without replacement; Shao & Wu 1989, consistent for non-smooth statistics), as a normal
+    interval around the full-sample `point`. `statistic(positions)` takes a (..., m) array of item positions.
+
+    Why not the bootstrap: resampling with replacement repeats replies, and a repeated reply repeats all its
+    n-grams, so every resample's distinct-n and entropy fall below the sample's own; the percentile interval
+    then lies entirely below the estimate (measured on the replication run: base distinct-2 0.314, bootstrap
+    interval [0.210, 0.239]). Half-samples repeat nothing; their spread estimates the full sample's variance
+    (variance factor m / (n - m), 1 for even n)."""
+    m = n // 2
+    rng = np.random.default_rng(settings.seed)
+    values = []
+    for start in range(0, settings.n_resamples, SET_BATCH):
+        rows = min(SET_BATCH, settings.n_resamples - start)
+        positions = np.argsort(rng.random((rows, n)), axis=1)[:, :m]
+        values.append(np.asarray(statistic(positions), dtype=float).reshape(rows))
+    values = np.concatenate(values)
+    se = float(np.sqrt(m / (n - m) * values.var()))
+    if not np.isfinite(se):
+        return None, None, None, "half-sample distribution degenerate: no interval"
+    z = float(stats.norm.ppf(0.5 + settings.confidence_level / 2))
+    return se, point - z * se, point + z * se, "half-sample (delete-n/2 jackknife) normal interval"
 
 
 def _interval(res, point: float) -> tuple[float | None, float | None, str]:
@@ -210,11 +233,14 @@ def paired_test(x: np.ndarray, y: np.ndarray, settings: ScorecardSettings = Scor
     if batch is None and np.all(x == y):
         return {"n": n, "delta": 0.0, "delta_ci_low": 0.0, "delta_ci_high": 0.0, "p_value": 1.0,
                 "note": "identical on every item"}
-    rng = np.random.default_rng(settings.seed)
-    boot = stats.bootstrap((x, y), statistic, paired=True, vectorized=True, batch=batch,
-                           confidence_level=settings.confidence_level, n_resamples=settings.n_resamples,
-                           method=settings.bootstrap_method, random_state=rng)
-    low, high, note = _interval(boot, delta)
+    if batch is None:
+        boot = stats.bootstrap((x, y), statistic, paired=True, vectorized=True,
+                               confidence_level=settings.confidence_level, n_resamples=settings.n_resamples,
+                               method=settings.bootstrap_method, random_state=np.random.default_rng(settings.seed))
+        low, high, note = _interval(boot, delta)
+    else:  # a set statistic: half-samples of the items, both systems' replies of the same items
+        _, low, high, note = half_sample_interval(lambda positions: statistic(x[positions], y[positions]), n, delta,
+                                                  settings)
     perm = stats.permutation_test((x, y), statistic, permutation_type="samples", vectorized=True, batch=batch,
                                   n_resamples=settings.n_resamples, alternative="two-sided",
                                   random_state=np.random.default_rng(settings.seed))

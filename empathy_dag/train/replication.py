@@ -45,9 +45,10 @@ class ReplicationSize:
 
 
 SIZES = {
-    # ~2,800 ED + seed dialogues; 96 x 8 = 768 SFT examples (about a third of an epoch), 32 x 8 = 256 DPO pairs.
-    # Sized from the demo's measured step times on a 2-core AMD EPYC (SFT ~12 s per step of 8 x 96 tokens, DPO
-    # ~50 s per step of 8 pairs): 160 SFT / 64 DPO steps would take ~2.5 h there, so this is what fits ~90 min.
+    # ~2,700 ED + seed dialogues; 96 x 8 = 768 SFT examples (about a third of an epoch), 32 x 8 = 256 DPO pairs.
+    # Measured (BENCHMARKS.md "Replication", 2-core AMD EPYC): 79 min end to end; SFT 11.5 s and DPO ~37 s per
+    # step including their held-out evaluations on 160 items. The size was cut from 160 / 64 steps on step times
+    # taken under contention; at the measured rates 160 / 64 would add ~25 min (about 105 min in all).
     "full": ReplicationSize(sft_steps=96, dpo_steps=32, batch=8, max_length=128, synthetic_per_emotion=4,
                             eval_items_per_emotion=12, judge_items=112, max_new_tokens=64, max_eval_items=160),
     "quick": ReplicationSize(sft_steps=4, dpo_steps=2, batch=4, max_length=64, synthetic_per_emotion=1,
