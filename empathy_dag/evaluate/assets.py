@@ -997,7 +997,7 @@ def _append_history(warehouse: Warehouse, rows: pl.DataFrame, run_id: str) -> in
                   "inconclusive, and `regression` (worse with confidence beyond the margin). Appends the "
                   "overall rows to `scorecard_history`."),
     ],
-    code_version="scorecard-v2",  # v2: per-language rows (column `language`)
+    code_version="scorecard-v3",  # v2: per-language rows (column `language`); v3: half-sample intervals of set metrics
     pool="duckdb_warehouse",
     can_subset=False,
 )
