@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _hardware import cpu_info
+from _stats import t_interval
 from bench_scale import build_corpus
 
 from empathy_dag.ingest import corpus as corpus_module
@@ -68,14 +69,6 @@ def run(path: Path, arm: str):
     finally:
         for module, name, value in saved:
             setattr(module, name, value)
-
-
-def t_interval(values: list[float]) -> tuple[float, float]:
-    from scipy import stats
-
-    m, s = statistics.mean(values), statistics.stdev(values)
-    h = stats.t.ppf(0.975, len(values) - 1) * s / len(values) ** 0.5
-    return m - h, m + h
 
 
 def main() -> None:

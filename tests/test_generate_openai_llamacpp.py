@@ -13,6 +13,7 @@ from empathy_dag.generate.engine import GenerationSettings, ResponseCache, model
 from empathy_dag.generate.llama_server import start_llama_server
 from empathy_dag.generate.openai_backend import ModelNotFound, OpenAICompatibleBackend
 from tests.moto_server import free_port
+from tests.test_generate_openai_faults import _two_test_rows_per_emotion
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -149,19 +150,6 @@ def test_synthetic_dialogues_materialize_through_the_server(llama_server, resour
         assert meta["generated"] == 0 and meta["cache_hits"] == first[name]["prompts"], name
 
 
-def _splits(context):
-    """A stand-in `dataset_splits` (its contract: curated dialogue columns + split), two test rows an emotion."""
-    import polars as pl
-
-    turns = {"anger": ["My neighbour parked across my driveway again.", "They cancelled my flight with no notice."],
-             "annoyance": ["The printer jammed for the fifth time today.", "My roommate never washes the dishes."]}
-    return {e: pl.DataFrame({
-        "dialogue_id": [f"{e}-{i}" for i in range(2)], "situation_id": [f"{e}-s{i}" for i in range(2)],
-        "emotion": [e, e], "language": ["en", "en"], "situation": turns[e], "speaker_utterance": turns[e],
-        "listener_reply": ["That sounds frustrating.", "I'm sorry, that is a lot."], "split": ["test", "test"],
-    }) for e in context.partition_keys}
-
-
 def test_test_generations_and_judge_through_a_served_model(llama_server, resources, data_root, base_model_dir):
     """The evaluation assets, unchanged, with `served_models`: the base system's replies and the judge's
     scores come from the llama.cpp server (cache ids name the served model), nothing loads in process."""
@@ -174,7 +162,7 @@ def test_test_generations_and_judge_through_a_served_model(llama_server, resourc
     from empathy_dag.partitions import emotion_partitions, single_run
 
     splits = asset(name="dataset_splits", partitions_def=emotion_partitions, backfill_policy=single_run,
-                   io_manager_key="parquet_io_manager")(_splits)
+                   io_manager_key="parquet_io_manager")(_two_test_rows_per_emotion)
     resources["model_store"].folder("base_model").symlink_to(base_model_dir, target_is_directory=True)
     cache_dir = str(data_root / "generation_cache")
     resources["text_generator"] = ServerTextGenerator(
