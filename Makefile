@@ -44,9 +44,11 @@ $(VENV)/.llama: $(VENV)/.installed
 		|| echo "warning: llama-cpp-python did not build; its tests will skip"
 	touch $@
 
-# Lint first: a second, not worth a 15-minute suite run to find an unused import.
+# Lint first: seconds, not worth a 30-minute suite run to find an unused import or a definition that does not
+# load. `dg check defs` loads the code location exactly as `dagster dev` and the UI do.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/dg check defs
 
 test: lint $(VENV)/.llama
 	$(BIN)/python -m pytest -q

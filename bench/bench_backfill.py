@@ -24,8 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from dagster import DagsterInstance, materialize
 from dagster._core.instance.ref import InstanceRef
 
-from empathy_dag.definitions import local_resources
 from empathy_dag.ingest.assets import dialogues, emotion_taxonomy, ingest_corpus, situations
+from empathy_dag.profiles import local_resources
 from empathy_dag.taxonomy import EMOTIONS
 
 ASSETS = [emotion_taxonomy, ingest_corpus, situations, dialogues]

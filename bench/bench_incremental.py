@@ -57,7 +57,7 @@ def main() -> None:
     worst = max(fractions.items(), key=lambda kv: kv[1]["incremental"])
     best = min(fractions.items(), key=lambda kv: kv[1]["incremental"])
 
-    from empathy_dag.definitions import local_resources
+    from empathy_dag.profiles import local_resources
 
     root = Path(tempfile.mkdtemp(prefix="bench_incremental_"))
     resources = local_resources(root)

@@ -1,46 +1,28 @@
 """The one `Definitions` object of the project: every asset, check, job, sensor, schedule and the
-resources of the active profile."""
+resources of the active profile (built by `profiles.resources_for`)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from dagster import AssetSelection, Definitions, define_asset_job, load_assets_from_modules, map_asset_specs
-from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from empathy_dag.automation import definitions as automation
 from empathy_dag.automation.schedules import FRESHNESS_POLICIES
 from empathy_dag.curate import assets as curate_assets
-from empathy_dag.curate import resources as curate_resources
 from empathy_dag.evaluate import assets as evaluate_assets
-from empathy_dag.evaluate import resources as evaluate_resources
 from empathy_dag.export import assets as export_assets
 from empathy_dag.generate import assets as generate_assets
-from empathy_dag.generate import resources as generate_resources
 from empathy_dag.ingest import assets as ingest_assets
-from empathy_dag.io_managers import AllOrNothingIOManager, EmotionParquetIOManager
 from empathy_dag.metadata import with_code_links, with_owners
 from empathy_dag.pairs import assets as pairs_assets
-from empathy_dag.pairs import resources as pairs_resources
-from empathy_dag.profiles import active_profile, aws_resources
-from empathy_dag.resources import BaseModelConfig, CorpusSources, GoEmotionsSource, ModelStore
+from empathy_dag.profiles import resources_for
 from empathy_dag.review import assets as review_assets
-from empathy_dag.review import resources as review_resources
-from empathy_dag.settings import data_root
 from empathy_dag.train import assets as train_assets
-from empathy_dag.train import resources as train_resources
-from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 from empathy_dag.warehouse.sql_models import build_sql_model_assets
 
 STAGE_ASSET_MODULES = [
     ingest_assets, generate_assets, curate_assets, review_assets, pairs_assets, train_assets, evaluate_assets,
     export_assets,
 ]
-STAGE_RESOURCE_MODULES = [
-    generate_resources, curate_resources, review_resources, pairs_resources, train_resources, evaluate_resources
-]
-
 stage_assets = load_assets_from_modules(STAGE_ASSET_MODULES)
 
 
@@ -65,50 +47,6 @@ def _io_manager_keys() -> tuple[set[str], dict[str, str]]:
 
 PARQUET_ASSETS, WAREHOUSE_TABLES = _io_manager_keys()
 sql_assets = build_sql_model_assets(parquet_assets=PARQUET_ASSETS, warehouse_tables=WAREHOUSE_TABLES)
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def local_resources(root: Path | None = None) -> dict:
-    """The local profile. `root` (tests) puts every location under one folder; otherwise each comes
-    from its environment variable or $DAGSTER_HOME/data."""
-    if root is not None:
-        root = Path(root)
-        database, parquet_dir, model_dir = str(root / "warehouse.duckdb"), str(root / "parquet"), str(root / "models")
-    else:
-        root = data_root()
-        database = _env("EMPATHY_DAG_DUCKDB", str(root / "warehouse.duckdb"))
-        parquet_dir = _env("EMPATHY_DAG_PARQUET_DIR", str(root / "parquet"))
-        model_dir = _env("EMPATHY_DAG_MODEL_DIR", str(root / "models"))
-    # DuckDB creates the file but not its folder.
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
-    parquet_io = EmotionParquetIOManager(base_dir=parquet_dir)
-    warehouse_io = DuckDBPolarsIOManager(database=database, schema=WAREHOUSE_SCHEMA)
-    warehouse = Warehouse(database=database, parquet_base_dir=parquet_dir)
-    resources = {
-        "parquet_io_manager": parquet_io,
-        "warehouse_io_manager": warehouse_io,
-        "warehouse": warehouse,
-        "ingest_io_manager": AllOrNothingIOManager.over(parquet_io, warehouse,
-                                                   staging_dir=str(Path(database).parent / "staging")),
-        "corpus_sources": CorpusSources(landing_dir=str(root / "landing"), archive_dir=str(root / "raw")),
-        "goemotions": GoEmotionsSource(),
-        "model_store": ModelStore(root=model_dir),
-        "base_model_config": BaseModelConfig(),
-    }
-    for module in STAGE_RESOURCE_MODULES:
-        resources.update(module.stage_resources(root))
-    return resources
-
-
-def profile_resources() -> dict:
-    """The resources of the profile named by EMPATHY_DAG_PROFILE (`local` default, `aws`): the only
-    switch between a laptop and S3 (see empathy_dag/profiles.py, docs/deployment.md)."""
-    if active_profile() == "aws":
-        return aws_resources(stage_resource_modules=STAGE_RESOURCE_MODULES)
-    return local_resources()
 
 
 def with_ui_metadata(assets: list) -> list:
@@ -137,5 +75,5 @@ defs = Definitions(
     jobs=[main_job, *automation.JOBS],
     sensors=automation.SENSORS,
     schedules=automation.SCHEDULES,
-    resources=profile_resources(),
+    resources=resources_for(),
 )

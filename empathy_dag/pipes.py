@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from empathy_dag.settings import active_profile  # Dagster-free: the external side needs only dagster_pipes
+
 ENTRY_MODULE = "empathy_dag.pipes"
 PARAMS_EXTRA = "empathy_dag_params"
 STEP_EXTRA = "empathy_dag_step"
@@ -139,10 +141,6 @@ def run_heavy_step(context, step: str, params: dict, *, profile: str | None = No
     """Run `step` ("module:function") with JSON `params` in a separate process and return the
     `MaterializeResult` it reported (metadata from the function's return value, logs already streamed
     to the run's log). `profile` defaults to EMPATHY_DAG_PROFILE; `heavy_step_launcher` picks the client."""
-    from empathy_dag.profiles import (
-        active_profile,  # not at import: the external side needs only dagster_pipes
-    )
-
     json.dumps(params)  # params must survive the trip: fail here, not in the remote process
     extras = {PARAMS_EXTRA: params, STEP_EXTRA: step}
     launcher = heavy_step_launcher(profile or active_profile())

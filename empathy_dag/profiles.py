@@ -2,7 +2,7 @@
 asset code is the same in both.
 
 - `local` (default): Parquet, checkpoints, landing zone and DuckDB under $DAGSTER_HOME/data
-  (`definitions.local_resources`), SQLite instance storage (resources/dagster.yaml).
+  (`local_resources`), SQLite instance storage (resources/dagster.yaml).
 - `aws`: Parquet on `s3://$EMPATHY_DAG_S3_BUCKET/$EMPATHY_DAG_S3_PREFIX/parquet` (dagster-polars on a
   UPath), model folders published to `.../models/<name>` with a sha256 manifest (`ModelStore.publish`,
   `ModelStore.fetch`), the landing zone at `.../landing/`, the DuckDB warehouse file kept at
@@ -22,15 +22,27 @@ from typing import Any
 from dagster import InputContext, IOManager, OutputContext
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
-PROFILE_ENV = "EMPATHY_DAG_PROFILE"
-PROFILES = ("local", "aws")
+from empathy_dag.curate import resources as curate_resources
+from empathy_dag.evaluate import resources as evaluate_resources
+from empathy_dag.generate import resources as generate_resources
+from empathy_dag.io_managers import AllOrNothingIOManager, EmotionParquetIOManager
+from empathy_dag.pairs import resources as pairs_resources
+from empathy_dag.resources import BaseModelConfig, CorpusSources, GoEmotionsSource, ModelStore
+from empathy_dag.review import resources as review_resources
 
+# The profile switch itself is Dagster-free (settings.py) so that the external side of a pipes step can read it.
+from empathy_dag.settings import PROFILE_ENV, PROFILES, active_profile, data_root
+from empathy_dag.storage_s3 import SyncedFile, parse_s3_uri, s3_client, storage_options
+from empathy_dag.train import resources as train_resources
+from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 
-def active_profile() -> str:
-    profile = os.environ.get(PROFILE_ENV, "local").strip().lower() or "local"
-    if profile not in PROFILES:
-        raise ValueError(f"{PROFILE_ENV}={profile!r}: expected one of {PROFILES}")
-    return profile
+__all__ = ["PROFILES", "PROFILE_ENV", "active_profile", "aws_resources", "local_resources", "resources_for"]
+
+# Each stage's own resources (`stage_resources(root)`), merged into both profiles. This module is the one
+# place that assembles resources: `definitions` only asks it for the active profile's.
+STAGE_RESOURCE_MODULES = [
+    generate_resources, curate_resources, review_resources, pairs_resources, train_resources, evaluate_resources
+]
 
 
 class _S3SyncedIOManager(IOManager):
@@ -60,8 +72,6 @@ class S3SyncedDuckDBPolarsIOManager(DuckDBPolarsIOManager):
         inner = super().create_io_manager(context)
         if not self.s3_uri:
             return inner
-        from empathy_dag.storage_s3 import SyncedFile, parse_s3_uri, s3_client
-
         bucket, key = parse_s3_uri(self.s3_uri)
         return _S3SyncedIOManager(inner, SyncedFile(s3_client(self.endpoint_url), bucket, key, Path(self.database)))
 
@@ -87,12 +97,6 @@ def aws_resources(cache_root: Path | None = None, env: dict[str, str] | None = N
     """The aws profile: every durable location on S3; `cache_root` (default $EMPATHY_DAG_CACHE_DIR or
     $DAGSTER_HOME/data) holds the local working copies (model cache, landing cache, DuckDB file) that a
     fresh ECS task rebuilds from S3."""
-    from empathy_dag.io_managers import AllOrNothingIOManager, EmotionParquetIOManager
-    from empathy_dag.resources import BaseModelConfig, CorpusSources, GoEmotionsSource, ModelStore
-    from empathy_dag.settings import data_root
-    from empathy_dag.storage_s3 import storage_options
-    from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
-
     s = aws_settings(env)
     root = Path(cache_root) if cache_root is not None else Path(s["cache_dir"] or data_root())
     root.mkdir(parents=True, exist_ok=True)
@@ -124,15 +128,45 @@ def aws_resources(cache_root: Path | None = None, env: dict[str, str] | None = N
                                   endpoint_url=s["endpoint_url"]),
         "base_model_config": BaseModelConfig(),
     }
-    if stage_resource_modules is None:
-        from empathy_dag.definitions import STAGE_RESOURCE_MODULES as stage_resource_modules
-    for module in stage_resource_modules:
+    for module in STAGE_RESOURCE_MODULES if stage_resource_modules is None else stage_resource_modules:
         resources.update(module.stage_resources(root))
     return resources
 
 
-def resources_for_profile(profile: str | None = None, root: Path | None = None) -> dict:
-    from empathy_dag.definitions import local_resources
+def local_resources(root: Path | None = None) -> dict:
+    """The local profile. `root` (tests) puts every location under one folder; otherwise each comes
+    from its environment variable or $DAGSTER_HOME/data."""
+    if root is not None:
+        root = Path(root)
+        database, parquet_dir, model_dir = str(root / "warehouse.duckdb"), str(root / "parquet"), str(root / "models")
+    else:
+        root = data_root()
+        database = os.environ.get("EMPATHY_DAG_DUCKDB", str(root / "warehouse.duckdb"))
+        parquet_dir = os.environ.get("EMPATHY_DAG_PARQUET_DIR", str(root / "parquet"))
+        model_dir = os.environ.get("EMPATHY_DAG_MODEL_DIR", str(root / "models"))
+    # DuckDB creates the file but not its folder.
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    parquet_io = EmotionParquetIOManager(base_dir=parquet_dir)
+    warehouse_io = DuckDBPolarsIOManager(database=database, schema=WAREHOUSE_SCHEMA)
+    warehouse = Warehouse(database=database, parquet_base_dir=parquet_dir)
+    resources = {
+        "parquet_io_manager": parquet_io,
+        "warehouse_io_manager": warehouse_io,
+        "warehouse": warehouse,
+        "ingest_io_manager": AllOrNothingIOManager.over(parquet_io, warehouse,
+                                                   staging_dir=str(Path(database).parent / "staging")),
+        "corpus_sources": CorpusSources(landing_dir=str(root / "landing"), archive_dir=str(root / "raw")),
+        "goemotions": GoEmotionsSource(),
+        "model_store": ModelStore(root=model_dir),
+        "base_model_config": BaseModelConfig(),
+    }
+    for module in STAGE_RESOURCE_MODULES:
+        resources.update(module.stage_resources(root))
+    return resources
 
+
+def resources_for(profile: str | None = None, root: Path | None = None) -> dict:
+    """The resources of `profile` (default: EMPATHY_DAG_PROFILE, `local` unless set; or `aws`): the only
+    switch between a laptop and S3 (docs/deployment.md). `root` puts the local folders under one path."""
     profile = profile or active_profile()
     return aws_resources(root) if profile == "aws" else local_resources(root)

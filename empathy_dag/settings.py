@@ -46,3 +46,16 @@ def dagster_home() -> Path:
 def data_root() -> Path:
     """Parquet files, checkpoints, the DuckDB warehouse and the raw-file archive (local profile)."""
     return Path(os.environ.get("EMPATHY_DAG_DATA_DIR", dagster_home() / "data"))
+
+
+# The deployment profile (empathy_dag/profiles.py builds its resources). Read here, without Dagster, because
+# the external side of a pipes step needs it too.
+PROFILE_ENV = "EMPATHY_DAG_PROFILE"
+PROFILES = ("local", "aws")
+
+
+def active_profile() -> str:
+    profile = os.environ.get(PROFILE_ENV, "local").strip().lower() or "local"
+    if profile not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV}={profile!r}: expected one of {PROFILES}")
+    return profile

@@ -105,7 +105,7 @@ def test_large_generation_runs_as_a_pipes_step_with_the_same_replies(tmp_path, b
     """With heavy_step_min_prompts set, brainstormed_situations sends its prompts to a Dagster Pipes
     subprocess (the ECS task of the aws profile); the replies equal the in-process ones (same batch
     seeds), the step's log reaches the run, and a second run answers from the cache without a step."""
-    from empathy_dag.definitions import local_resources
+    from empathy_dag.profiles import local_resources
 
     def run(root, min_prompts):
         resources = {**local_resources(root), "text_generator": TextGenerator(

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from empathy_dag.generate.engine import GenerationSettings, ResponseCache
-from empathy_dag.generate.openai_backend import OpenAICompatibleBackend, ServerUnreachable
+from empathy_dag.generate.openai_backend import ServerUnreachable
+from empathy_dag.generate.resources import OpenAICompatibleBackend
 from empathy_dag.generate.sharded import ShardedGenerator
 from tests.moto_server import free_port
 

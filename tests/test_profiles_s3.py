@@ -57,17 +57,16 @@ def _keys(client, prefix: str) -> list[str]:
 
 
 def test_profile_variable_picks_the_resources(monkeypatch, aws_env, tmp_path):
-    from empathy_dag.definitions import profile_resources
-    from empathy_dag.profiles import S3SyncedDuckDBPolarsIOManager, active_profile
+    from empathy_dag.profiles import S3SyncedDuckDBPolarsIOManager, active_profile, resources_for
 
     monkeypatch.delenv("EMPATHY_DAG_PROFILE", raising=False)
     assert active_profile() == "local"
     monkeypatch.setenv("EMPATHY_DAG_DATA_DIR", str(tmp_path))
-    assert profile_resources()["parquet_io_manager"].base_dir == str(tmp_path / "parquet")
+    assert resources_for()["parquet_io_manager"].base_dir == str(tmp_path / "parquet")
     monkeypatch.setenv("EMPATHY_DAG_PROFILE", "aws")
     for k, v in aws_env.items():
         monkeypatch.setenv(k, v)
-    res = profile_resources()
+    res = resources_for()
     assert res["parquet_io_manager"].base_dir == f"s3://{BUCKET}/run1/parquet"
     assert isinstance(res["warehouse_io_manager"], S3SyncedDuckDBPolarsIOManager)
     assert res["model_store"].s3_prefix == f"s3://{BUCKET}/run1/models"

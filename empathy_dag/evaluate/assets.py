@@ -145,7 +145,7 @@ def load_engine(source: str, adapter: str | None, text_generator: TextGenerator,
     from empathy_dag.generate.engine import load_generator
 
     if served_model:
-        from empathy_dag.generate.openai_backend import served_generator
+        from empathy_dag.generate.resources import served_generator
 
         return served_generator(text_generator, served_model)
     return load_generator(source, adapter=adapter, dtype=text_generator.dtype, device=text_generator.device,

@@ -1,4 +1,4 @@
-"""Resources of this stage, merged into the local profile by `definitions.local_resources`."""
+"""Resources of this stage, merged into the local profile by `profiles.local_resources`."""
 
 from __future__ import annotations
 

@@ -114,7 +114,7 @@ def _model_generate(context, max_new_tokens: int, seed: int, served_model: str =
     """The generate stage's engine on the base model folder, or `served_model` on the text_generator's
     server (only loaded when model negatives are on)."""
     from empathy_dag.generate.engine import GenerationSettings, load_generator
-    from empathy_dag.generate.openai_backend import served_generator
+    from empathy_dag.generate.resources import served_generator
 
     model_store = context.resources.model_store
     if served_model:

@@ -1,0 +1,128 @@
+"""The project's own import graph: no cycles, counting the imports hidden inside functions too, and no
+new function-level imports of the project's own modules (issue 21).
+
+A function-level import can hide a cycle: the modules load, but they depend on each other, so none can be
+understood, tested or moved alone. Heavy third-party libraries (torch, transformers) may still be imported
+lazily; this test looks only at `empathy_dag.*` imports. Pure `ast`, so it runs in well under a second."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "empathy_dag"
+
+# Function-level imports of the project's own modules still in the tree. They are lazy on purpose for now
+# (they keep torch, transformers and the stage asset modules out of `import empathy_dag.definitions` and
+# out of the pipes steps' processes); the number may only go down. Lower it when you remove some.
+FUNCTION_LEVEL_IMPORT_BUDGET = 180
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py") if "_shipped" not in p.parts}
+
+
+def _targets(module: str, path: Path, node: ast.Import | ast.ImportFrom, modules: dict[str, Path]) -> list[str]:
+    """The project modules one import statement loads (`from pkg import mod` names the module itself)."""
+    if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+    else:
+        if node.level:
+            package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+            package = package[: len(package) - (node.level - 1)]
+            base = ".".join(package + ([node.module] if node.module else []))
+        else:
+            base = node.module or ""
+        names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+    return [n for n in names if n in modules]
+
+
+def import_graph() -> tuple[dict[str, set[str]], list[tuple[str, str, int]]]:
+    """module -> project modules it imports (anywhere in the file), and the function-level ones as
+    (module, target, line)."""
+    modules = _modules()
+    graph: dict[str, set[str]] = defaultdict(set)
+    function_level = []
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        inside = set()
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inside.update(id(n) for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom)))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for target in _targets(module, path, node, modules):
+                    if target == module:
+                        continue
+                    graph[module].add(target)
+                    if id(node) in inside:
+                        function_level.append((module, target, node.lineno))
+    return graph, function_level
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index, low, on_stack, stack, found = {}, {}, set(), [], []
+    counter = 0
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph.get(start, ()))))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_cycle_finder_finds_a_cycle_hidden_in_a_function():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_project_has_no_import_cycle_even_through_function_level_imports():
+    graph, _ = import_graph()
+    assert len(graph) > 50  # the walk found the package
+    assert cycles(graph) == [], "import cycle (function-level imports included): move the shared code down a layer"
+
+
+def test_function_level_imports_of_the_project_do_not_grow():
+    _, function_level = import_graph()
+    assert function_level, "the walk sees function-level imports (or the budget below can go to zero)"
+    where = "\n".join(f"{m}:{line} -> {t}" for m, t, line in sorted(function_level))
+    assert len(function_level) <= FUNCTION_LEVEL_IMPORT_BUDGET, (
+        f"{len(function_level)} function-level imports of empathy_dag modules (budget "
+        f"{FUNCTION_LEVEL_IMPORT_BUDGET}); import at module level instead:\n{where}")
