@@ -168,7 +168,9 @@ def test_web_ui_in_a_real_browser(webserver, demo):
         consumed = page.locator("tr").filter(has=page.get_by_text("consumed_materializations", exact=True)).first
         consumed.get_by_text("[Show Markdown]").click(timeout=90_000)
         links = page.get_by_role("dialog").locator("a", has_text="preference_pairs")
-        assert links.count() == len(EMOTIONS)  # one row per emotion partition DPO trained on
+        # One row per emotion partition DPO trained on. `expect` retries until the new dialog has rendered;
+        # a bare `count()` does not wait, so it can run while the loss-curve dialog is still closing.
+        playwright.expect(links).to_have_count(len(EMOTIONS), timeout=90_000)
         page.screenshot(path=str(ARTIFACTS / "ui_dpo_consumed_materializations.png"), animations="disabled")
         href = links.first.get_attribute("href")
         assert href.startswith("/assets/preference_pairs?view=events&partition="), href
