@@ -24,8 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from dagster import DagsterInstance, materialize
 from dagster._core.instance.ref import InstanceRef
 
-from empathy_dag.ingest.assets import dialogues, emotion_taxonomy, ingest_corpus, situations
-from empathy_dag.profiles import local_resources
+from empathy_dag.defs.ingest.assets import dialogues, emotion_taxonomy, ingest_corpus, situations
+from empathy_dag.defs.profiles import local_resources
 from empathy_dag.taxonomy import EMOTIONS
 
 ASSETS = [emotion_taxonomy, ingest_corpus, situations, dialogues]
@@ -92,7 +92,7 @@ def bench_profiles(work: Path) -> dict[str, float]:
     if moto_server_command() is None:
         print("moto_server not installed: aws profile skipped", file=sys.stderr)
         return out
-    from empathy_dag.profiles import aws_resources
+    from empathy_dag.defs.profiles import aws_resources
     from empathy_dag.storage_s3 import s3_client
 
     with moto_endpoint() as endpoint:

@@ -24,8 +24,8 @@ import polars as pl
 from _hardware import cpu_info
 from scipy import stats
 
-from empathy_dag.automation.landing import LandingCursor, LocalLandingZone, scan_landing_zone
 from empathy_dag.ingest.corpus import ingest_files
+from empathy_dag.ingest.landing import LandingCursor, LocalLandingZone, scan_landing_zone
 from empathy_dag.ingest.records import ValidationLimits
 from empathy_dag.ingest.sources import list_landing_folder, printable_name
 from empathy_dag.taxonomy import default_taxonomy

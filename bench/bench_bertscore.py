@@ -34,10 +34,10 @@ def main() -> None:
     from bert_score import BERTScorer
     from dagster import materialize
 
-    from empathy_dag.evaluate import assets as ev
-    from empathy_dag.evaluate.resources import EvaluationConfig
+    from empathy_dag.defs.evaluate import assets as ev
+    from empathy_dag.defs.evaluate.resources import EvaluationConfig
+    from empathy_dag.defs.profiles import local_resources
     from empathy_dag.models import embedded_minilm_dir
-    from empathy_dag.profiles import local_resources
 
     root = Path(tempfile.mkdtemp(prefix="bench_bertscore_"))
     csv_path = ed_external_predictions(args.pairs, root / "external.csv")

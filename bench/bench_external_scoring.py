@@ -35,9 +35,9 @@ def main() -> None:
     from dagster import materialize
 
     from empathy_dag.definitions import sql_assets
-    from empathy_dag.evaluate import assets as ev
-    from empathy_dag.evaluate.resources import EvaluationConfig
-    from empathy_dag.profiles import local_resources
+    from empathy_dag.defs.evaluate import assets as ev
+    from empathy_dag.defs.evaluate.resources import EvaluationConfig
+    from empathy_dag.defs.profiles import local_resources
 
     root = Path(tempfile.mkdtemp(prefix="bench_external_"))
     csv_path = ed_external_predictions(args.items, root / "external.csv")
@@ -53,7 +53,7 @@ def main() -> None:
         for key in ev.EPITOME_KEYS.values():
             shutil.copytree(Path(args.classifiers_from) / key, resources["model_store"].folder(key))
     if args.alignment:
-        prep.append(__import__("empathy_dag.generate.assets", fromlist=["base_model"]).base_model)
+        prep.append(__import__("empathy_dag.defs.generate.assets", fromlist=["base_model"]).base_model)
     if prep:
         assert materialize(prep, resources=resources).success
     timings["untimed_preparation_s"] = round(time.perf_counter() - start, 1)

@@ -19,20 +19,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dagster import DagsterInstance, Definitions, build_sensor_context, load_assets_from_modules, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster import DagsterInstance, Definitions, build_sensor_context, materialize
 
-from empathy_dag.automation import graph
-from empathy_dag.automation.jobs import LANDING_JOB_NAME, landing_ingest_job
-from empathy_dag.automation.sensors import build_landing_sensor
-from empathy_dag.automation.settings import AutomationSettings
+from empathy_dag.defs.ingest.jobs import LANDING_JOB_NAME, landing_ingest_job
+from empathy_dag.defs.ingest.sensors import affected_partitions, build_landing_sensor
+from empathy_dag.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from empathy_dag.settings import AutomationSettings
 from empathy_dag.taxonomy import EMOTIONS
+from tests.stages import project_asset_graph, stage_assets
 
 TIMED_KEYS = ["corpus_rows", "quarantine", "ingest_file_log", "situations", "dialogues"]
 
 
 def partition_counts(emotion: str) -> dict:
-    per_asset = graph.affected_partitions([emotion])
+    per_asset = affected_partitions(project_asset_graph(), [emotion])
     full = {k: len(EMOTIONS) for k in per_asset}
     return {"assets": len(per_asset), "full": sum(full.values()),
             "incremental": sum(len(v) for v in per_asset.values()),
@@ -57,23 +57,23 @@ def main() -> None:
     worst = max(fractions.items(), key=lambda kv: kv[1]["incremental"])
     best = min(fractions.items(), key=lambda kv: kv[1]["incremental"])
 
-    from empathy_dag.profiles import local_resources
+    from empathy_dag.defs.profiles import local_resources
 
     root = Path(tempfile.mkdtemp(prefix="bench_incremental_"))
     resources = local_resources(root)
-    assets = load_assets_from_modules(graph._stage_modules())
+    assets = stage_assets()
     instance = DagsterInstance.ephemeral()
     full_times, inc_times, full_steps, inc_steps = [], [], [], []
     landing = Path(resources["corpus_sources"].landing_dir)
     landing.mkdir(parents=True, exist_ok=True)
     sensor = build_landing_sensor(AutomationSettings(settle_seconds=0))
-    defs = Definitions(assets=assets, jobs=[landing_ingest_job()], sensors=[sensor], resources=resources)
+    defs = Definitions(assets=assets, jobs=[landing_ingest_job], sensors=[sensor], resources=resources)
     job = defs.resolve_job_def(LANDING_JOB_NAME)
     cursor = None
     for i in range(args.repeats):
         t = time.perf_counter()
         r = materialize(assets, selection=TIMED_KEYS, resources=resources, instance=instance,
-                        tags={ASSET_PARTITION_RANGE_START_TAG: EMOTIONS[0], ASSET_PARTITION_RANGE_END_TAG: EMOTIONS[-1]})
+                        tags={PARTITION_RANGE_START_TAG: EMOTIONS[0], PARTITION_RANGE_END_TAG: EMOTIONS[-1]})
         assert r.success
         full_times.append(time.perf_counter() - t)
         full_steps.append(per_emotion_step_seconds(r))

@@ -40,11 +40,11 @@ def main() -> None:
     from dagster import materialize
 
     from bench.bench_replication import cpu_name
+    from empathy_dag.defs.pairs.assets import dataset_splits, preference_pairs
+    from empathy_dag.defs.profiles import local_resources
+    from empathy_dag.defs.train.assets import dpo_checkpoint, reference_logprobs, sft_checkpoint
     from empathy_dag.demo import demo_run_config
     from empathy_dag.models import convert_gguf_to_safetensors, embedded_smollm2_gguf
-    from empathy_dag.pairs.assets import dataset_splits, preference_pairs
-    from empathy_dag.profiles import local_resources
-    from empathy_dag.train.assets import dpo_checkpoint, reference_logprobs, sft_checkpoint
     from tests.test_pairs_splits import all_emotions_tags, curated_stand_in, seed_dialogues
 
     work = Path(tempfile.mkdtemp(prefix="bench-training-"))

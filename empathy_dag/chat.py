@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from empathy_dag.models import load_causal_lm
+
 DEFAULT_SYSTEM_PROMPT = "You are a warm, empathetic listener. Reply in two or three sentences."
 STORE_NAMES = {"base": "base_model", "sft": "sft_checkpoint", "dpo": "dpo_checkpoint", "promoted": "promoted_model"}
 
@@ -59,7 +61,6 @@ def run_chat(model_spec: str, store_root: Path, emotion: str | None, max_new_tok
              stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, seed: int = 0) -> int:
     import torch
 
-    from empathy_dag.models import load_causal_lm
 
     base, adapter = resolve_model(model_spec, store_root)
     model, tokenizer = load_causal_lm(base, adapter=adapter)

@@ -9,6 +9,13 @@ import os
 import sys
 import time
 
+from empathy_dag.chat import run_chat
+from empathy_dag.definitions import defs
+from empathy_dag.demo import demo_run_config, demo_selection, print_summary
+from empathy_dag.devserver import dagster_dev_command, run_supervised
+from empathy_dag.partitions import ALL_EMOTIONS_TAGS
+from empathy_dag.settings import data_root, shared_data_dir
+
 
 def run_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("DAGSTER_HOME", os.path.abspath(".dagster_home"))
@@ -20,10 +27,6 @@ def run_demo(args: argparse.Namespace) -> int:
     # backfill_policy is beta in Dagster 1.13; the demo's terminal is for progress, not that notice.
     warnings.filterwarnings("ignore", category=BetaWarning)
 
-    from empathy_dag.definitions import defs
-    from empathy_dag.demo import demo_run_config, demo_selection, print_summary
-    from empathy_dag.partitions import ALL_EMOTIONS_TAGS
-    from empathy_dag.settings import shared_data_dir
 
     instance = DagsterInstance.get()
     job = defs.resolve_job_def("main_job")
@@ -45,15 +48,12 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_chat_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from empathy_dag.chat import run_chat
-    from empathy_dag.settings import data_root
 
     store = Path(args.store or (data_root() / "models"))
     return run_chat(args.model, store, args.emotion, args.max_new_tokens)
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    from empathy_dag.devserver import dagster_dev_command, run_supervised
 
     code = run_supervised(dagster_dev_command(args.workspace, args.host, args.port), grace_s=args.grace_s)
     return 128 - code if code < 0 else code  # killed by a signal: the shell's convention

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from empathy_dag.evaluate.report import leaderboard_text
+
 
 @dataclass(frozen=True)
 class DemoProfile:
@@ -115,7 +117,6 @@ def print_summary(result, instance, elapsed: float, warehouse_path: str | None =
     for c in failed:
         print(f"    FAILED {c.asset_key.to_user_string()}:{c.check_name}")
     if warehouse_path and Path(warehouse_path).is_file():
-        from empathy_dag.evaluate.report import leaderboard_text
 
         print()
         print(leaderboard_text(warehouse_path))

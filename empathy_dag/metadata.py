@@ -9,6 +9,8 @@ import polars as pl
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 from tabulate import tabulate
 
+from empathy_dag.plots import bar_chart_png, png_markdown
+
 
 def markdown_table(df: pl.DataFrame, max_rows: int = 10, max_chars: int = 80) -> MetadataValue:
     def cell(v):
@@ -62,7 +64,6 @@ def frame_metadata(frames: dict[str, pl.DataFrame], preview_columns: Iterable[st
     if cols:
         md["preview"] = preview_table(sample.select(cols), max_rows=8)
     if len(frames) > 1:  # a chart of one bar says nothing; a run over many emotions gets one
-        from empathy_dag.plots import bar_chart_png, png_markdown
 
         counts = {e: df.height for e, df in frames.items()}
         md["rows_per_emotion_chart"] = png_markdown(bar_chart_png(counts, "rows per emotion"), "rows per emotion")

@@ -31,7 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from empathy_dag.resources import ModelStore
 from empathy_dag.settings import active_profile  # Dagster-free: the external side needs only dagster_pipes
+from empathy_dag.storage_s3 import s3_client
 
 ENTRY_MODULE = "empathy_dag.pipes"
 PARAMS_EXTRA = "empathy_dag_params"
@@ -107,7 +109,6 @@ class EcsStepSettings:
         import boto3
         from dagster_aws.pipes import PipesECSClient, PipesS3MessageReader
 
-        from empathy_dag.storage_s3 import s3_client
 
         ecs = boto3.client("ecs", region_name=self.region_name or None)
         reader = PipesS3MessageReader(bucket=self.messages_bucket, client=s3_client(self.endpoint_url),
@@ -181,7 +182,6 @@ def step_cache_root(store: dict) -> str | None:
 
 def step_store(params: dict):
     """The model store as the step sees it: the run's settings, rooted in the step's own cache if any."""
-    from empathy_dag.resources import ModelStore
 
     fields = dict(params["store"])
     fields["root"] = step_cache_root(fields) or fields["root"]

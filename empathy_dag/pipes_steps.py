@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from empathy_dag.models import sha256_tree
+
 
 def model_folder_checksum(params: dict, pipes: Any) -> dict:
-    from empathy_dag.models import sha256_tree
 
     folder = Path(params["folder"])
     if not folder.is_dir():

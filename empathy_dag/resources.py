@@ -9,7 +9,18 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from empathy_dag.ingest.records import ValidationLimits
+from empathy_dag.ingest.sources import list_landing_folder
+from empathy_dag.safe_paths import child_path
 from empathy_dag.settings import assets_dir, data_root, shared_data_dir
+from empathy_dag.storage_s3 import (
+    delete_prefix,
+    download_folder,
+    parse_s3_uri,
+    read_manifest,
+    s3_client,
+    sync_landing_zone,
+    upload_folder,
+)
 
 
 class CorpusSources(ConfigurableResource):
@@ -49,7 +60,6 @@ class CorpusSources(ConfigurableResource):
         """Download new or changed landing objects into landing_dir (no-op in the local profile)."""
         if not self.landing_s3_uri:
             return []
-        from empathy_dag.storage_s3 import s3_client, sync_landing_zone
 
         return sync_landing_zone(s3_client(self.endpoint_url), self.landing_s3_uri, Path(self.landing_dir))
 
@@ -60,7 +70,6 @@ class CorpusSources(ConfigurableResource):
         """(files to read, landing paths not read with their reasons): the landing folder is listed by
         `ingest.sources.list_landing_folder` (subfolders walked, symlinks refused, hidden files and
         partial uploads recorded as skipped), the same rules as the landing sensor."""
-        from empathy_dag.ingest.sources import list_landing_folder
 
         self.sync_landing()
         found: list[Path] = []
@@ -99,7 +108,6 @@ class ModelStore(ConfigurableResource):
     endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO, moto); empty = AWS.")
 
     def folder(self, name: str) -> Path:
-        from empathy_dag.safe_paths import child_path
 
         path = child_path(self.root, name, "model name")  # a name from config never leaves the store
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +121,6 @@ class ModelStore(ConfigurableResource):
     def publish(self, name: str) -> str:
         """Upload `folder(name)` under `s3_prefix/name` with a `_manifest.json` (sha256 per file and
         one over the folder), written last so readers never see half a folder. Returns the URI."""
-        from empathy_dag.storage_s3 import parse_s3_uri, s3_client, upload_folder
 
         bucket, prefix = parse_s3_uri(self.uri(name))
         upload_folder(s3_client(self.endpoint_url), self.folder(name), bucket, prefix)
@@ -127,7 +134,6 @@ class ModelStore(ConfigurableResource):
             return self.folder(name)
         if missing_ok and self.published_sha256(name) is None:
             return self.folder(name)
-        from empathy_dag.storage_s3 import download_folder, parse_s3_uri, s3_client
 
         bucket, prefix = parse_s3_uri(self.uri(name))
         download_folder(s3_client(self.endpoint_url), bucket, prefix, self.folder(name))
@@ -145,14 +151,12 @@ class ModelStore(ConfigurableResource):
 
         shutil.rmtree(self.folder(name), ignore_errors=True)
         if self.s3_prefix:
-            from empathy_dag.storage_s3 import delete_prefix, parse_s3_uri, s3_client
 
             bucket, prefix = parse_s3_uri(self.uri(name))
             delete_prefix(s3_client(self.endpoint_url), bucket, prefix)
 
     def published_sha256(self, name: str) -> str | None:
         """The folder sha256 of the published manifest, or None when nothing is published."""
-        from empathy_dag.storage_s3 import parse_s3_uri, read_manifest, s3_client
 
         bucket, prefix = parse_s3_uri(self.uri(name))
         manifest = read_manifest(s3_client(self.endpoint_url), bucket, prefix)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from empathy_dag.ingest.landing import IN_PROGRESS_SUFFIXES, in_non_corpus_subfolder
 from empathy_dag.models import sha256_file
 
 MANIFEST_NAME = "_manifest.json"
@@ -211,7 +212,6 @@ def list_landing_objects(s3_client, bucket: str, prefix: str) -> list[tuple[str,
     """(key, etag, size) of every file object under the prefix, sorted by key. Folder markers and
     files still being written (leading '.', .tmp/.part/... suffixes) are left out, with the same rule
     as the local landing zone."""
-    from empathy_dag.automation.landing import IN_PROGRESS_SUFFIXES
 
     prefix = prefix.lstrip("/")
     out = []
@@ -230,7 +230,6 @@ def download_landing_object(s3_client, bucket: str, key: str, prefix: str, landi
     into '__' so the cache stays flat like the local landing folder; objects under `reviews/` go to the
     `reviews` subfolder, where the review stage reads decisions). Skipped when the cached copy has
     the same ETag (kept in a hidden sidecar file, which the local landing zone ignores)."""
-    from empathy_dag.automation.landing import in_non_corpus_subfolder
 
     landing_dir = Path(landing_dir)
     rel = key[len(prefix.lstrip("/")):].lstrip("/") or key.rsplit("/", 1)[-1]

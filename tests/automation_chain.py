@@ -47,8 +47,9 @@ def _execute(defs, request: RunRequest, instance, default_job: str, allow_gate_s
 
 
 def main(landing_file: str) -> None:
-    from empathy_dag.automation.jobs import LANDING_JOB_NAME, RETRAIN_JOB_NAME
     from empathy_dag.definitions import defs
+    from empathy_dag.defs.ingest.jobs import LANDING_JOB_NAME
+    from empathy_dag.defs.train.jobs import RETRAIN_JOB_NAME
 
     instance = DagsterInstance.get()
     landing = Path(defs.resources["corpus_sources"].landing_dir)

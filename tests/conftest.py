@@ -40,7 +40,7 @@ def data_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def resources(data_root: Path) -> dict:
-    from empathy_dag.profiles import local_resources
+    from empathy_dag.defs.profiles import local_resources
 
     return local_resources(data_root)
 

@@ -138,8 +138,8 @@ INGEST_CHILD = textwrap.dedent("""
     import os, signal, sys
     from dagster import DagsterInstance, materialize
     from empathy_dag import io_managers
-    from empathy_dag.profiles import local_resources
-    from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus
+    from empathy_dag.defs.profiles import local_resources
+    from empathy_dag.defs.ingest.assets import emotion_taxonomy, ingest_corpus
 
     root, mode = sys.argv[1], sys.argv[2]
 
@@ -198,8 +198,8 @@ def _names(rows: list, column: int) -> list[str]:
 def _ingest_in_process(root: Path) -> bool:
     from dagster import DagsterInstance, materialize
 
-    from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus
-    from empathy_dag.profiles import local_resources
+    from empathy_dag.defs.ingest.assets import emotion_taxonomy, ingest_corpus
+    from empathy_dag.defs.profiles import local_resources
 
     return materialize([emotion_taxonomy, ingest_corpus], resources=local_resources(root), raise_on_error=False,
                        instance=DagsterInstance.ephemeral()).success
@@ -212,9 +212,9 @@ def test_ingest_outputs_are_all_or_nothing_under_sigkill_and_the_rerun_equals_a_
     (the journal is finished by the next user); the re-run equals a clean run, no row lost or doubled."""
     from dagster import DagsterInstance, asset, materialize
 
-    from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus
+    from empathy_dag.defs.ingest.assets import emotion_taxonomy, ingest_corpus
+    from empathy_dag.defs.profiles import local_resources
     from empathy_dag.io_managers import STAGING_COMMIT
-    from empathy_dag.profiles import local_resources
 
     root = tmp_path / "data"
     landing = root / "landing"

@@ -18,16 +18,13 @@ from dagster import (
     materialize,
 )
 
-from empathy_dag.automation.promotion import Tolerances, build_promotion_definitions, promotion_decision
-from empathy_dag.automation.retraining import count_unseen_train_pairs, train_pairs_fingerprint
-from empathy_dag.automation.sensors import (
-    build_retraining_sensor,
-    run_history_failure_sensor,
-    run_history_success_sensor,
-)
-from empathy_dag.automation.settings import RETRAIN_NEW_PAIRS_TAG, TRIGGER_TAG, AutomationSettings
-from empathy_dag.automation.tables import read_table
+from empathy_dag.defs.ops.sensors import run_history_failure_sensor, run_history_success_sensor
+from empathy_dag.defs.promotion.assets import Tolerances, build_promotion_definitions, promotion_decision
+from empathy_dag.defs.train.sensors import build_retraining_sensor
 from empathy_dag.models import sha256_tree
+from empathy_dag.settings import RETRAIN_NEW_PAIRS_TAG, TRIGGER_TAG, AutomationSettings
+from empathy_dag.train.retraining import count_unseen_train_pairs, train_pairs_fingerprint
+from empathy_dag.warehouse.tables import read_table
 
 # ------------------------------------------------------------------ promotion_decision (pure)
 

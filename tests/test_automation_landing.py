@@ -12,18 +12,18 @@ from dagster import (
     RunRequest,
     build_sensor_context,
     instance_for_test,
-    load_assets_from_modules,
     materialize,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from empathy_dag.automation import graph
-from empathy_dag.automation.jobs import LANDING_JOB_NAME, landing_ingest_job
-from empathy_dag.automation.landing import LandingCursor, contiguous_ranges
-from empathy_dag.automation.sensors import build_landing_sensor
-from empathy_dag.automation.settings import LANDING_SHA_TAG, TRIGGER_TAG, AutomationSettings
-from empathy_dag.automation.tables import read_table
+from empathy_dag.defs.ingest.jobs import LANDING_JOB_NAME, landing_ingest_job
+from empathy_dag.defs.ingest.sensors import build_landing_sensor
+from empathy_dag.defs.selections import LANDING_DATA
+from empathy_dag.ingest.landing import LandingCursor, contiguous_ranges
+from empathy_dag.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from empathy_dag.settings import LANDING_SHA_TAG, TRIGGER_TAG, AutomationSettings
 from empathy_dag.taxonomy import EMOTIONS
+from empathy_dag.warehouse.tables import read_table
+from tests.stages import project_asset_graph, stage_assets
 
 BAD_INPUTS = Path(__file__).parent / "fixtures" / "bad_inputs"
 SETTINGS = AutomationSettings(settle_seconds=0, team="t", cost_center="cc")
@@ -47,20 +47,21 @@ BAD_CORPUS_EMOTIONS = ["caring", "gratitude", "pride", "relief", "remorse"]
 
 
 def _stage_assets():
-    return load_assets_from_modules(graph._stage_modules())
+    return stage_assets()
 
 
 def _landing_job(resources):
-    defs = Definitions(assets=_stage_assets(), jobs=[landing_ingest_job()], resources=resources)
+    defs = Definitions(assets=_stage_assets(), jobs=[landing_ingest_job], resources=resources)
     return defs.resolve_job_def(LANDING_JOB_NAME)
 
 
 def _baseline(resources, instance):
     """Every landing data asset over all 28 emotions, from the seed corpus (one single-run backfill)."""
-    keys = [k for k in graph.landing_job_keys() if k in DATA_KEYS]
+    landing = LANDING_DATA.resolve(project_asset_graph())
+    keys = [k.to_user_string() for k in landing if k.to_user_string() in DATA_KEYS]
     result = materialize(
         _stage_assets(), selection=keys, resources=resources, instance=instance,
-        tags={ASSET_PARTITION_RANGE_START_TAG: EMOTIONS[0], ASSET_PARTITION_RANGE_END_TAG: EMOTIONS[-1]},
+        tags={PARTITION_RANGE_START_TAG: EMOTIONS[0], PARTITION_RANGE_END_TAG: EMOTIONS[-1]},
     )
     assert result.success
 
@@ -68,7 +69,7 @@ def _baseline(resources, instance):
 def _partitions_of(request: RunRequest) -> list[str]:
     if request.partition_key:
         return [request.partition_key]
-    start, end = request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]
+    start, end = request.tags[PARTITION_RANGE_START_TAG], request.tags[PARTITION_RANGE_END_TAG]
     return EMOTIONS[EMOTIONS.index(start): EMOTIONS.index(end) + 1]
 
 
@@ -88,7 +89,7 @@ def _execute(job, request: RunRequest, instance):
 
 def _tick(sensor, instance, resources, cursor=None):
     # The definitions let Dagster resolve a partition_key request against the landing job.
-    defs = Definitions(assets=_stage_assets(), jobs=[landing_ingest_job()], sensors=[sensor], resources=resources)
+    defs = Definitions(assets=_stage_assets(), jobs=[landing_ingest_job], sensors=[sensor], resources=resources)
     ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
     result = sensor.evaluate_tick(ctx)
     return result.run_requests or [], result.cursor
@@ -266,7 +267,7 @@ def _write(path: Path, emotion: str, text: str) -> None:
 
 def test_replaced_reverted_deleted_restored_and_copied_files(tmp_path):
     """The events of one name over time, decided by the pure scan: what each rebuilds and how it is keyed."""
-    from empathy_dag.automation.landing import LocalLandingZone, scan_landing_zone
+    from empathy_dag.ingest.landing import LocalLandingZone, scan_landing_zone
     from empathy_dag.ingest.records import ValidationLimits
     from empathy_dag.taxonomy import default_taxonomy
 
@@ -351,7 +352,7 @@ def test_replaced_and_deleted_file_rows_leave_their_partitions(resources):
 def test_landing_log_is_append_only_and_migrates_the_old_table():
     import duckdb
 
-    from empathy_dag.automation.tables import append_landing_log
+    from empathy_dag.warehouse.tables import append_landing_log
 
     conn = duckdb.connect()
     conn.execute("CREATE TABLE main.landing_log (file VARCHAR NOT NULL, uri VARCHAR, sha256 VARCHAR NOT NULL, "
@@ -395,7 +396,7 @@ def test_s3_sync_drops_the_cached_copy_of_a_deleted_object(tmp_path):
 
 
 def test_a_read_file_turned_into_a_symlink_is_refused_and_its_rows_rebuilt(tmp_path):
-    from empathy_dag.automation.landing import LocalLandingZone, scan_landing_zone
+    from empathy_dag.ingest.landing import LocalLandingZone, scan_landing_zone
     from empathy_dag.ingest.records import ValidationLimits
     from empathy_dag.taxonomy import default_taxonomy
 

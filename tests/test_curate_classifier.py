@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from dagster import DagsterInstance, materialize
 
-from empathy_dag.curate.assets import curated_dialogues, emotion_classifier
 from empathy_dag.curate.classifier import EmotionClassifier
-from empathy_dag.ingest.assets import (
+from empathy_dag.defs.curate.assets import curated_dialogues, emotion_classifier
+from empathy_dag.defs.ingest.assets import (
     dialogues,
     emotion_taxonomy,
     goemotions_examples,
@@ -85,7 +85,7 @@ def test_emotion_classifier_trains_above_chance_and_enables_the_filter(resources
 
 
 def _generate_assets():
-    from empathy_dag.generate.assets import (
+    from empathy_dag.defs.generate.assets import (
         base_model,
         brainstormed_situations,
         speaker_explanations,

@@ -3,7 +3,6 @@
 import polars as pl
 import pytest
 
-from empathy_dag.curate.assets import DIALOGUE_COLUMNS, synthetic_as_dialogues
 from empathy_dag.curate.filters import (
     FilterConfig,
     NearDuplicateIndex,
@@ -20,6 +19,7 @@ from empathy_dag.curate.filters import (
     unsafe_list_path,
     unsafe_reason,
 )
+from empathy_dag.defs.curate.assets import DIALOGUE_COLUMNS, synthetic_as_dialogues
 from empathy_dag.generate.synthetic import clean_generation
 from empathy_dag.ingest.language import SUPPORTED_LANGUAGES
 from empathy_dag.taxonomy import default_taxonomy

@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from dagster import AssetKey, materialize
 
-from empathy_dag.evaluate import assets as ev
+from empathy_dag.defs.evaluate import assets as ev
+from empathy_dag.defs.evaluate.resources import EvaluationConfig
 from empathy_dag.evaluate.items import item_id
-from empathy_dag.evaluate.resources import EvaluationConfig
 from empathy_dag.taxonomy import default_taxonomy
 from tests.conftest import shared_file
 

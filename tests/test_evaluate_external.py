@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 from dagster import materialize
 
-from empathy_dag.evaluate import assets as ev
+from empathy_dag.defs.evaluate import assets as ev
+from empathy_dag.defs.evaluate.resources import EvaluationConfig, ExternalPredictionFile
 from empathy_dag.evaluate.items import (
     ExternalPredictionSpec,
     dialogue_text,
@@ -23,7 +24,6 @@ from empathy_dag.evaluate.items import (
 from empathy_dag.evaluate.metrics.agreement import rater_alpha
 from empathy_dag.evaluate.metrics.epitome import seeker_side
 from empathy_dag.evaluate.metrics.judge import load_rubric
-from empathy_dag.evaluate.resources import EvaluationConfig, ExternalPredictionFile
 from empathy_dag.taxonomy import default_taxonomy
 from tests.conftest import shared_file
 

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from empathy_dag.defs.generate.resources import OpenAICompatibleBackend
 from empathy_dag.generate.engine import GenerationSettings, ResponseCache, cache_key
 from empathy_dag.generate.openai_backend import (
     AuthenticationFailed,
@@ -26,7 +27,6 @@ from empathy_dag.generate.openai_backend import (
     messages_key_text,
     reply_from_completion,
 )
-from empathy_dag.generate.resources import OpenAICompatibleBackend
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -406,7 +406,7 @@ def test_resource_builds_generator_with_env_key(tmp_path, monkeypatch):
 
 
 def test_backend_from_env(tmp_path, monkeypatch):
-    from empathy_dag.generate.resources import openai_backend_from_env
+    from empathy_dag.defs.generate.resources import openai_backend_from_env
 
     monkeypatch.delenv("EMPATHY_DAG_OPENAI_BASE_URL", raising=False)
     assert openai_backend_from_env() is None
@@ -420,7 +420,7 @@ def test_backend_from_env(tmp_path, monkeypatch):
 
 
 def test_server_text_generator_is_a_drop_in(tmp_path):
-    from empathy_dag.generate.resources import ServerTextGenerator
+    from empathy_dag.defs.generate.resources import ServerTextGenerator
 
     with StubServer([("ok",)]) as stub:
         configured = ServerTextGenerator(
@@ -461,9 +461,9 @@ def test_bad_replies_reach_test_generations_and_judge_metadata(resources, data_r
     import polars as pl
     from dagster import asset, instance_for_test, materialize
 
-    from empathy_dag.evaluate import assets as ev
-    from empathy_dag.evaluate.resources import EvaluationConfig, ExtraSystem
-    from empathy_dag.generate.resources import ServerTextGenerator
+    from empathy_dag.defs.evaluate import assets as ev
+    from empathy_dag.defs.evaluate.resources import EvaluationConfig, ExtraSystem
+    from empathy_dag.defs.generate.resources import ServerTextGenerator
     from empathy_dag.partitions import emotion_partitions, single_run
 
     splits = asset(name="dataset_splits", partitions_def=emotion_partitions, backfill_policy=single_run,

@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
+from empathy_dag.defs.generate.resources import OpenAICompatibleBackend
 from empathy_dag.generate.engine import GenerationSettings, ResponseCache, model_cache_id
 from empathy_dag.generate.llama_server import start_llama_server
 from empathy_dag.generate.openai_backend import ModelNotFound
-from empathy_dag.generate.resources import OpenAICompatibleBackend
 from tests.moto_server import free_port
 from tests.test_generate_openai_faults import _two_test_rows_per_emotion
 
@@ -99,14 +99,14 @@ def test_synthetic_dialogues_materialize_through_the_server(llama_server, resour
     import polars as pl
     from dagster import DagsterInstance, materialize
 
-    from empathy_dag.generate.assets import (
+    from empathy_dag.defs.generate.assets import (
         base_model,
         brainstormed_situations,
         speaker_explanations,
         synthetic_dialogues,
     )
-    from empathy_dag.generate.resources import ServerTextGenerator
-    from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus, situations
+    from empathy_dag.defs.generate.resources import ServerTextGenerator
+    from empathy_dag.defs.ingest.assets import emotion_taxonomy, ingest_corpus, situations
 
     server = OpenAICompatibleBackend(base_url=llama_server, model=ALIAS, max_in_flight=2,
                                      cache_id=model_cache_id(str(base_model_dir)), tokenizer=str(base_model_dir))
@@ -157,9 +157,9 @@ def test_test_generations_and_judge_through_a_served_model(llama_server, resourc
     import duckdb
     from dagster import asset, instance_for_test, materialize
 
-    from empathy_dag.evaluate import assets as ev
-    from empathy_dag.evaluate.resources import EvaluationConfig
-    from empathy_dag.generate.resources import ServerTextGenerator
+    from empathy_dag.defs.evaluate import assets as ev
+    from empathy_dag.defs.evaluate.resources import EvaluationConfig
+    from empathy_dag.defs.generate.resources import ServerTextGenerator
     from empathy_dag.partitions import emotion_partitions, single_run
 
     splits = asset(name="dataset_splits", partitions_def=emotion_partitions, backfill_policy=single_run,
@@ -231,7 +231,7 @@ def test_judge_digit_probabilities_through_the_server_match_the_in_process_judge
 
 
 def test_served_model_without_a_server_is_a_clear_error():
-    from empathy_dag.generate.resources import TextGenerator, served_generator
+    from empathy_dag.defs.generate.resources import TextGenerator, served_generator
 
     with pytest.raises(ValueError, match="EMPATHY_DAG_OPENAI_BASE_URL"):
         served_generator(TextGenerator(), "smollm2")

@@ -27,10 +27,10 @@ FINISHED_BEFORE_KILL = 3  # the stub answers these, then every later request han
 CHILD = textwrap.dedent('''
     import sys
     from dagster import DagsterInstance, materialize
-    from empathy_dag.profiles import local_resources
-    from empathy_dag.generate.assets import brainstormed_situations
-    from empathy_dag.generate.resources import OpenAICompatibleBackend, ServerTextGenerator
-    from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus, situations
+    from empathy_dag.defs.profiles import local_resources
+    from empathy_dag.defs.generate.assets import brainstormed_situations
+    from empathy_dag.defs.generate.resources import OpenAICompatibleBackend, ServerTextGenerator
+    from empathy_dag.defs.ingest.assets import emotion_taxonomy, ingest_corpus, situations
 
     root, url, items = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cache_dir = root + "/generation_cache"
@@ -67,8 +67,8 @@ def _prepare(root: Path) -> None:
     """Ingest and the `joy` situations the brainstorm prompts are seeded with (in this process)."""
     from dagster import DagsterInstance, materialize
 
-    from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus, situations
-    from empathy_dag.profiles import local_resources
+    from empathy_dag.defs.ingest.assets import emotion_taxonomy, ingest_corpus, situations
+    from empathy_dag.defs.profiles import local_resources
 
     resources = local_resources(root)
     instance = DagsterInstance.ephemeral()

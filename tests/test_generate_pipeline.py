@@ -6,22 +6,22 @@ import polars as pl
 import pytest
 from dagster import DagsterInstance, materialize
 
-from empathy_dag.curate.assets import curated_dialogues, emotion_classifier
-from empathy_dag.generate.assets import (
+from empathy_dag.defs.curate.assets import curated_dialogues, emotion_classifier
+from empathy_dag.defs.generate.assets import (
     base_model,
     brainstormed_situations,
     speaker_explanations,
     synthetic_dialogues,
 )
-from empathy_dag.generate.prompts import load_template
-from empathy_dag.generate.resources import TextGenerator
-from empathy_dag.ingest.assets import (
+from empathy_dag.defs.generate.resources import TextGenerator
+from empathy_dag.defs.ingest.assets import (
     dialogues,
     emotion_taxonomy,
     goemotions_examples,
     ingest_corpus,
     situations,
 )
+from empathy_dag.generate.prompts import load_template
 from empathy_dag.ingest.records import dialogue_id
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def test_large_generation_runs_as_a_pipes_step_with_the_same_replies(tmp_path, b
     """With heavy_step_min_prompts set, brainstormed_situations sends its prompts to a Dagster Pipes
     subprocess (the ECS task of the aws profile); the replies equal the in-process ones (same batch
     seeds), the step's log reaches the run, and a second run answers from the cache without a step."""
-    from empathy_dag.profiles import local_resources
+    from empathy_dag.defs.profiles import local_resources
 
     def run(root, min_prompts):
         resources = {**local_resources(root), "text_generator": TextGenerator(

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from empathy_dag.defs.generate.resources import OpenAICompatibleBackend
 from empathy_dag.generate.engine import GenerationSettings, ResponseCache
 from empathy_dag.generate.openai_backend import ServerUnreachable
-from empathy_dag.generate.resources import OpenAICompatibleBackend
 from empathy_dag.generate.sharded import ShardedGenerator
 from tests.moto_server import free_port
 
@@ -114,7 +114,7 @@ def test_two_servers_share_the_work_and_a_lost_one_loses_no_finished_reply(two_s
 
 
 def test_generation_backfill_policy_from_the_environment():
-    from empathy_dag.generate.assets import generation_backfill_policy
+    from empathy_dag.defs.generate.assets import generation_backfill_policy
 
     assert generation_backfill_policy({}).policy_type.name == "SINGLE_RUN"
     multi = generation_backfill_policy({"EMPATHY_DAG_GENERATION_PARTITIONS_PER_RUN": "4"})

@@ -1,5 +1,6 @@
-"""The project's own import graph: no cycles, counting the imports hidden inside functions too, and no
-new function-level imports of the project's own modules (issue 21).
+"""The project's own import graph: no cycles, counting the imports hidden inside functions too, no
+function-level imports of the project's own modules, and two layers (issue 21): the definitions layer
+(`empathy_dag.defs`, `empathy_dag.definitions`) imports the library layer, never the other way round.
 
 A function-level import can hide a cycle: the modules load, but they depend on each other, so none can be
 understood, tested or moved alone. Heavy third-party libraries (torch, transformers) may still be imported
@@ -13,10 +14,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "empathy_dag"
 
-# Function-level imports of the project's own modules still in the tree. They are lazy on purpose for now
-# (they keep torch, transformers and the stage asset modules out of `import empathy_dag.definitions` and
-# out of the pipes steps' processes); the number may only go down. Lower it when you remove some.
-FUNCTION_LEVEL_IMPORT_BUDGET = 180
+# The project's own modules import each other at module level only. Heavy third-party libraries (torch,
+# transformers, peft, trl, lingua, matplotlib) stay lazy inside the functions that need them, which is
+# what keeps `import empathy_dag.definitions` light (test_definitions_import_no_heavy_library).
+FUNCTION_LEVEL_IMPORT_BUDGET = 0
+DEFINITIONS_LAYER = ("empathy_dag.defs", "empathy_dag.definitions")
 
 
 def _module_name(path: Path) -> str:
@@ -119,10 +121,35 @@ def test_the_project_has_no_import_cycle_even_through_function_level_imports():
     assert cycles(graph) == [], "import cycle (function-level imports included): move the shared code down a layer"
 
 
-def test_function_level_imports_of_the_project_do_not_grow():
+def test_no_function_level_imports_of_the_project():
     _, function_level = import_graph()
-    assert function_level, "the walk sees function-level imports (or the budget below can go to zero)"
     where = "\n".join(f"{m}:{line} -> {t}" for m, t, line in sorted(function_level))
     assert len(function_level) <= FUNCTION_LEVEL_IMPORT_BUDGET, (
         f"{len(function_level)} function-level imports of empathy_dag modules (budget "
         f"{FUNCTION_LEVEL_IMPORT_BUDGET}); import at module level instead:\n{where}")
+
+
+def _in_definitions_layer(module: str) -> bool:
+    return any(module == top or module.startswith(top + ".") for top in DEFINITIONS_LAYER)
+
+
+def test_the_library_layer_never_imports_the_definitions_layer():
+    graph, _ = import_graph()
+    assert any(_in_definitions_layer(m) for m in graph), "the walk found the definitions layer"
+    upward = sorted(f"{m} -> {t}" for m, targets in graph.items() if not _in_definitions_layer(m)
+                    for t in targets if _in_definitions_layer(t))
+    # The command line is the one entry point above both layers: it launches the definitions.
+    upward = [edge for edge in upward if not edge.startswith("empathy_dag.cli ")]
+    assert upward == [], "library modules importing the definitions layer:\n" + "\n".join(upward)
+
+
+def test_definitions_import_no_heavy_library():
+    """Loading the code location (the webserver, the daemon, every run's process) must not pay for torch."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "peft", "trl", "lingua", "matplotlib", "sentence_transformers", "bert_score")
+    code = ("import sys, empathy_dag.definitions; "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"import empathy_dag.definitions loaded {out.stdout.strip()}"

@@ -8,9 +8,9 @@ import polars as pl
 from dagster import AssetKey, DagsterInstance, materialize
 
 from empathy_dag.definitions import defs
-from empathy_dag.ingest.assets import dialogues, emotion_taxonomy, ingest_corpus, situations
+from empathy_dag.defs.ingest.assets import dialogues, emotion_taxonomy, ingest_corpus, situations
+from empathy_dag.defs.warehouse.assets import SQL_DIR, build_sql_model_assets
 from empathy_dag.taxonomy import EMOTIONS
-from empathy_dag.warehouse.sql_models import SQL_DIR, build_sql_model_assets
 from tests.conftest import FIXTURES
 
 RANGE_ALL = {"dagster/asset_partition_range_start": EMOTIONS[0], "dagster/asset_partition_range_end": EMOTIONS[-1]}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from empathy_dag.automation.landing import LandingCursor, LocalLandingZone, scan_landing_zone
 from empathy_dag.ingest.corpus import ingest_files
+from empathy_dag.ingest.landing import LandingCursor, LocalLandingZone, scan_landing_zone
 from empathy_dag.ingest.records import ValidationLimits
 from empathy_dag.ingest.sources import list_landing_folder, printable_name
 from empathy_dag.taxonomy import default_taxonomy
@@ -111,11 +111,11 @@ def test_ingest_asset_and_landing_tick_on_the_corpus(resources, data_root, tmp_p
     import polars as pl
     from dagster import DagsterInstance, materialize
 
-    from empathy_dag.automation.sensors import build_landing_sensor
-    from empathy_dag.automation.settings import AutomationSettings
-    from empathy_dag.automation.tables import read_table
-    from empathy_dag.ingest.assets import emotion_taxonomy, ingest_corpus
+    from empathy_dag.defs.ingest.assets import emotion_taxonomy, ingest_corpus
+    from empathy_dag.defs.ingest.sensors import build_landing_sensor
     from empathy_dag.resources import CorpusSources
+    from empathy_dag.settings import AutomationSettings
+    from empathy_dag.warehouse.tables import read_table
     from tests.test_automation_landing import _tick as landing_tick
 
     landing = data_root / "landing"

@@ -89,7 +89,7 @@ def test_export_name_cannot_delete_the_model_store(resources, data_root, tmp_pat
     fails before anything is touched, and an existing folder that is not an earlier export is kept."""
     from dagster import DagsterInstance, materialize
 
-    from empathy_dag.export.assets import dataset_export
+    from empathy_dag.defs.export.assets import dataset_export
     from tests.test_export import _dialogues, _pairs, _stand_in
 
     models = data_root / "models"

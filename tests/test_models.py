@@ -147,8 +147,8 @@ def test_base_model_keeps_a_bf16_checkpoint_in_bf16(base_model_dir, tmp_path):
     from safetensors import safe_open
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from empathy_dag.generate.assets import base_model
-    from empathy_dag.profiles import local_resources
+    from empathy_dag.defs.generate.assets import base_model
+    from empathy_dag.defs.profiles import local_resources
     from empathy_dag.resources import BaseModelConfig
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))

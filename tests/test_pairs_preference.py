@@ -68,7 +68,7 @@ def test_same_split_keeps_held_out_replies_out_of_training_pairs():
 
 
 def test_preference_pairs_asset_reads_the_opposite_partition(resources):
-    from empathy_dag.pairs.assets import dataset_splits, preference_pairs
+    from empathy_dag.defs.pairs.assets import dataset_splits, preference_pairs
 
     tax = default_taxonomy()
     result = materialize(
@@ -77,7 +77,7 @@ def test_preference_pairs_asset_reads_the_opposite_partition(resources):
     )
     assert result.success
     # lineage: pairs[joy] depends on splits[joy] and splits[opposite(joy)]
-    from empathy_dag.pairs.assets import opposite_partition_mapping
+    from empathy_dag.defs.pairs.assets import opposite_partition_mapping
 
     mapping = opposite_partition_mapping()
     upstream = [u for u, ds in mapping.downstream_partition_keys_by_upstream_partition_key.items() if "joy" in ds]

@@ -85,7 +85,7 @@ def test_splits_are_stable_under_added_data_and_roughly_stratified():
 
 
 def test_dataset_splits_asset_is_stable_when_data_is_added(resources):
-    from empathy_dag.pairs.assets import dataset_splits
+    from empathy_dag.defs.pairs.assets import dataset_splits
 
     full = seed_dialogues()
     part = full.filter(pl.col("language") == "en")

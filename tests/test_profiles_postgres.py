@@ -12,7 +12,7 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFil
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.scheduler.instigation import InstigatorType, TickData, TickStatus
 
-from empathy_dag.ingest.assets import emotion_taxonomy
+from empathy_dag.defs.ingest.assets import emotion_taxonomy
 from empathy_dag.settings import PROJECT_ROOT
 from tests.postgres_server import pg_query, postgres_bin_dir, postgres_cluster
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from dagster import AssetKey, DagsterInstance, load_assets_from_modules, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
-from empathy_dag.ingest.assets import dialogues, emotion_taxonomy, ingest_corpus, situations
+from empathy_dag.defs.ingest.assets import dialogues, emotion_taxonomy, ingest_corpus, situations
+from empathy_dag.defs.warehouse.assets import SQL_DIR, build_sql_model_assets
 from empathy_dag.taxonomy import EMOTIONS
-from empathy_dag.warehouse.sql_models import SQL_DIR, build_sql_model_assets
 from tests.moto_server import moto_endpoint, moto_server_command
 
 pytestmark = pytest.mark.skipif(moto_server_command() is None, reason="moto[server] not installed")
@@ -57,7 +57,7 @@ def _keys(client, prefix: str) -> list[str]:
 
 
 def test_profile_variable_picks_the_resources(monkeypatch, aws_env, tmp_path):
-    from empathy_dag.profiles import S3SyncedDuckDBPolarsIOManager, active_profile, resources_for
+    from empathy_dag.defs.profiles import S3SyncedDuckDBPolarsIOManager, active_profile, resources_for
 
     monkeypatch.delenv("EMPATHY_DAG_PROFILE", raising=False)
     assert active_profile() == "local"
@@ -77,7 +77,7 @@ def test_profile_variable_picks_the_resources(monkeypatch, aws_env, tmp_path):
 
 
 def test_ingest_in_the_aws_profile_writes_everything_to_s3(s3, aws_env, tmp_path):
-    from empathy_dag.profiles import aws_resources
+    from empathy_dag.defs.profiles import aws_resources
 
     # A file dropped in the landing zone with boto3, as a producer would.
     marker = "The harvest festival volunteers rebuilt the clinic garden in one weekend."
@@ -217,18 +217,20 @@ def test_landing_sensor_on_s3_requests_the_emotion_of_a_file_put_with_boto3(s3, 
 
     from dagster import Definitions, build_sensor_context, instance_for_test
 
-    from empathy_dag.automation import graph
-    from empathy_dag.automation.jobs import LANDING_JOB_NAME, landing_ingest_job, review_decisions_job
-    from empathy_dag.automation.sensors import build_landing_sensor, build_review_inbox_sensor
-    from empathy_dag.automation.settings import REVIEW_FILES_TAG, AutomationSettings
-    from empathy_dag.automation.tables import read_table
-    from empathy_dag.profiles import aws_resources
+    from empathy_dag.defs.ingest.jobs import LANDING_JOB_NAME, landing_ingest_job
+    from empathy_dag.defs.ingest.sensors import build_landing_sensor
+    from empathy_dag.defs.profiles import aws_resources
+    from empathy_dag.defs.review.jobs import review_decisions_job
+    from empathy_dag.defs.review.sensors import build_review_inbox_sensor
+    from empathy_dag.settings import REVIEW_FILES_TAG, AutomationSettings
+    from empathy_dag.warehouse.tables import read_table
+    from tests.stages import stage_assets
 
     resources = aws_resources(tmp_path / "task", env=aws_env)
-    stage_assets = load_assets_from_modules(graph._stage_modules())
+    stage_assets = stage_assets()
     sensor = build_landing_sensor(AutomationSettings(settle_seconds=0))
     inbox = build_review_inbox_sensor(AutomationSettings(settle_seconds=0))
-    defs = Definitions(assets=stage_assets, jobs=[landing_ingest_job(), review_decisions_job()],
+    defs = Definitions(assets=stage_assets, jobs=[landing_ingest_job, review_decisions_job],
                        sensors=[sensor, inbox], resources=resources)
 
     def tick(instance, cursor=None, which=sensor):

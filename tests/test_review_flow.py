@@ -129,8 +129,8 @@ def write_decisions(reviews: Path) -> None:
 
 
 def test_batch_out_decisions_in_dialogues_changed_agreement_measured(resources):
-    from empathy_dag.pairs.assets import dataset_splits
-    from empathy_dag.review.assets import (
+    from empathy_dag.defs.pairs.assets import dataset_splits
+    from empathy_dag.defs.review.assets import (
         review_agreement,
         review_batches,
         review_decisions,

@@ -77,7 +77,7 @@ def test_apply_review_keeps_columns_and_original_reply():
 
 
 def test_apply_review_reinstates_filtered_rows_people_accepted():
-    from empathy_dag.curate.assets import filtered_as_dialogues
+    from empathy_dag.defs.curate.assets import filtered_as_dialogues
 
     curated = pl.DataFrame({"dialogue_id": ["a"], "situation_id": ["sa"], "emotion": ["joy"], "language": ["en"],
                             "domain": ["x"], "situation": ["s"], "speaker_utterance": ["u"], "listener_reply": ["ra"],

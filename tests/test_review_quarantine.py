@@ -17,7 +17,7 @@ def _jsonl(rows) -> str:
 
 
 def test_bad_decision_files_are_quarantined_with_reasons(resources):
-    from empathy_dag.review.assets import review_decisions
+    from empathy_dag.defs.review.assets import review_decisions
 
     reviews = Path(resources["corpus_sources"].landing_dir) / "reviews"
     reviews.mkdir(parents=True)

@@ -20,28 +20,23 @@ from dagster import (
     RunRequest,
     build_sensor_context,
     instance_for_test,
-    load_assets_from_modules,
     materialize,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from empathy_dag.automation import graph
-from empathy_dag.automation.jobs import (
-    LANDING_JOB_NAME,
-    REVIEW_JOB_NAME,
-    landing_ingest_job,
-    review_decisions_job,
-)
-from empathy_dag.automation.sensors import build_review_decisions_sensor, build_review_inbox_sensor
-from empathy_dag.automation.settings import (
+from empathy_dag.defs.ingest.jobs import LANDING_JOB_NAME, landing_ingest_job
+from empathy_dag.defs.pairs.assets import dataset_splits
+from empathy_dag.defs.review.assets import review_agreement, review_decisions, reviewed_dialogues
+from empathy_dag.defs.review.jobs import REVIEW_JOB_NAME, review_decisions_job
+from empathy_dag.defs.review.sensors import build_review_decisions_sensor, build_review_inbox_sensor
+from empathy_dag.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from empathy_dag.settings import (
     LANDING_EMOTIONS_TAG,
     REVIEW_FILES_TAG,
     TRIGGER_TAG,
     AutomationSettings,
 )
-from empathy_dag.pairs.assets import dataset_splits
-from empathy_dag.review.assets import review_agreement, review_decisions, reviewed_dialogues
 from empathy_dag.taxonomy import EMOTIONS, default_taxonomy
+from tests.stages import stage_assets
 from tests.test_review_flow import (
     TAGS,
     curate_stand_in,
@@ -62,13 +57,13 @@ def _definitions(resources):
     """What the runs execute: the review and split assets over the curate stand-in."""
     stand_in = curate_stand_in(curated_frame(), report_frame())
     return Definitions(assets=[stand_in, review_decisions, review_agreement, reviewed_dialogues, dataset_splits],
-                       jobs=[review_decisions_job()], resources=resources)
+                       jobs=[review_decisions_job], resources=resources)
 
 
 def _tick(sensor, instance, resources, cursor):
     # The project's stage assets and jobs let Dagster resolve the requests against the real jobs.
-    defs = Definitions(assets=load_assets_from_modules(graph._stage_modules()),
-                       jobs=[landing_ingest_job(), review_decisions_job()], sensors=[sensor], resources=resources)
+    defs = Definitions(assets=stage_assets(),
+                       jobs=[landing_ingest_job, review_decisions_job], sensors=[sensor], resources=resources)
     ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
     result = sensor.evaluate_tick(ctx)
     return result.run_requests or [], result.cursor
@@ -77,7 +72,7 @@ def _tick(sensor, instance, resources, cursor):
 def _partitions(request: RunRequest) -> list[str]:
     if request.partition_key:
         return [request.partition_key]
-    start, end = request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]
+    start, end = request.tags[PARTITION_RANGE_START_TAG], request.tags[PARTITION_RANGE_END_TAG]
     return EMOTIONS[EMOTIONS.index(start): EMOTIONS.index(end) + 1]
 
 
@@ -216,4 +211,4 @@ def test_review_sensors_are_in_the_project_definitions():
     keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     assert {"review_decisions", "review_quarantine", "review_agreement"} <= keys
     assert "reviewed_dialogues" not in keys
-    assert landing_ingest_job() is not None
+    assert landing_ingest_job is not None

@@ -33,7 +33,7 @@ def _run_config(sft_steps=2, dpo_steps=3):
 
 
 def _materialize_data(resources, frame, instance=None):
-    from empathy_dag.pairs.assets import dataset_splits, preference_pairs
+    from empathy_dag.defs.pairs.assets import dataset_splits, preference_pairs
 
     result = materialize([curated_stand_in(frame), dataset_splits, preference_pairs], resources=resources,
                          tags=all_emotions_tags(), run_config={"ops": {"preference_pairs": {"config": {"k": 2}}}},
@@ -43,8 +43,8 @@ def _materialize_data(resources, frame, instance=None):
 
 
 def _training_assets(frame):
-    from empathy_dag.pairs.assets import dataset_splits, preference_pairs
-    from empathy_dag.train.assets import dpo_checkpoint, reference_logprobs, sft_checkpoint
+    from empathy_dag.defs.pairs.assets import dataset_splits, preference_pairs
+    from empathy_dag.defs.train.assets import dpo_checkpoint, reference_logprobs, sft_checkpoint
 
     return [curated_stand_in(frame), dataset_splits, preference_pairs, sft_checkpoint, reference_logprobs,
             dpo_checkpoint]
@@ -53,7 +53,7 @@ def _training_assets(frame):
 @pytest.fixture
 def trained(resources, base_model_dir):
     """One tiny pipeline run; the base model folder is the session's converted SmolLM2 (linked, not copied)."""
-    from empathy_dag.train.assets import dpo_checkpoint, reference_logprobs, sft_checkpoint
+    from empathy_dag.defs.train.assets import dpo_checkpoint, reference_logprobs, sft_checkpoint
 
     resources["model_store"].folder("base_model").symlink_to(base_model_dir, target_is_directory=True)
     frame = _tiny_data(per_emotion=10)  # 10: both emotions of a pair have a validation dialogue
@@ -153,7 +153,7 @@ def test_sft_then_dpo_checkpoints(trained, resources, base_model_dir):
 
 @pytest.mark.slow
 def test_reference_logprobs_cache(trained, resources, base_model_dir):
-    from empathy_dag.train.assets import reference_logprobs
+    from empathy_dag.defs.train.assets import reference_logprobs
     from empathy_dag.train.data import dpo_record
     from empathy_dag.train.refcache import compute_reference_logprobs, load_reference_model
 

@@ -130,8 +130,8 @@ def test_merged_model_asset_merges_the_store_adapter_without_pushing(resources, 
     from dagster import materialize
 
     from empathy_dag.definitions import defs
+    from empathy_dag.defs.train.assets import leaderboard_rows_for, merged_model
     from empathy_dag.models import sha256_tree
-    from empathy_dag.train.assets import leaderboard_rows_for, merged_model
 
     models = data_root / "models"
     _link_model(base_model_dir, models / "base_model")

@@ -130,7 +130,8 @@ def test_owners_are_configured_in_one_place_and_bad_config_is_a_clear_error():
 
 
 def test_freshness_policies_match_the_schedules():
-    from empathy_dag.automation.schedules import NIGHTLY_EVAL_CRON, WEEKLY_RETRAIN_CRON
+    from empathy_dag.defs.evaluate.jobs import NIGHTLY_EVAL_CRON
+    from empathy_dag.defs.train.jobs import WEEKLY_RETRAIN_CRON
 
     board, promoted = NODES["leaderboard"].freshness_policy, NODES["promoted_model"].freshness_policy
     # Due a few hours after the schedule that produces it starts, on the same days.
@@ -157,7 +158,7 @@ def test_git_links_only_when_a_repository_url_is_configured():
     linked = with_code_links([_assets_def("preference_pairs")], git_url="https://github.com/org/empathy_dag",
                              git_branch="dev")
     refs = linked[0].metadata_by_key[AssetKey("preference_pairs")]["dagster/code_references"].code_references
-    assert any(getattr(r, "url", "").startswith("https://github.com/org/empathy_dag/tree/dev/empathy_dag/pairs/assets.py#L")
+    assert any(getattr(r, "url", "").startswith("https://github.com/org/empathy_dag/tree/dev/empathy_dag/defs/pairs/assets.py#L")
                for r in refs)
 
 
@@ -213,7 +214,7 @@ def test_several_partitions_share_one_version_that_moves_with_any_partition():
 
 def test_checkpoints_carry_their_lineage_on_the_materialization():
     """The training assets add the lineage to what the Pipes step reported, keeping everything else."""
-    from empathy_dag.train.assets import _with_lineage
+    from empathy_dag.defs.train.assets import _with_lineage
 
     reported = MaterializeResult(metadata={"sha256": "abc"}, data_version=DataVersion("abc"))
     consumed = [{"asset": "preference_pairs", "partition": "joy", "run_id": "r" * 36, "data_version": "v",
@@ -224,7 +225,7 @@ def test_checkpoints_carry_their_lineage_on_the_materialization():
 
 
 def test_nightly_evaluation_refreshes_the_checkpoints_is_it_better_checks():
-    from empathy_dag.automation.promotion import CHECKPOINT_SCORECARD_CHECK
+    from empathy_dag.defs.promotion.assets import CHECKPOINT_SCORECARD_CHECK
 
     nodes = set(defs.resolve_job_def("nightly_eval_job").graph.node_names())
     assert {f"{a}_{CHECKPOINT_SCORECARD_CHECK}" for a in ("sft_checkpoint", "dpo_checkpoint")} <= nodes

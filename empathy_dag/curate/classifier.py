@@ -17,6 +17,15 @@ import polars as pl
 
 from empathy_dag.models import EMBEDDED_MINILM, resolve_encoder
 from empathy_dag.taxonomy import Taxonomy
+from empathy_dag.text_classifier import (
+    CLASSIFIER_CONFIG,
+    bootstrap_macro_f1,
+    finetune,
+    is_finetuned_folder,
+    load_classifier,
+    predict_logits,
+    save_classifier,
+)
 
 HEAD_FILE = "head.safetensors"
 CONFIG_FILE = "classifier.json"
@@ -233,7 +242,6 @@ class FineTunedEmotionClassifier:
     metrics: dict | None = None
 
     def predict_proba(self, texts: list[str], embeddings=None) -> np.ndarray:
-        from empathy_dag.text_classifier import predict_logits
 
         return _sigmoid(predict_logits(self.model, self.tokenizer, list(texts), None, self.max_length))
 
@@ -268,7 +276,6 @@ class FineTunedEmotionClassifier:
         return [(groups[b], float(mass[i, b])) for i, b in enumerate(best)]
 
     def save(self, folder: Path) -> None:
-        from empathy_dag.text_classifier import save_classifier
 
         save_classifier(folder, self.model, self.tokenizer, {
             "kind": FINETUNED_KIND, "labels": self.labels, "thresholds": [round(float(t), 4) for t in self.thresholds],
@@ -276,7 +283,6 @@ class FineTunedEmotionClassifier:
 
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> FineTunedEmotionClassifier:
-        from empathy_dag.text_classifier import load_classifier
 
         model, tokenizer, config = load_classifier(folder, device)
         return cls(labels=config["labels"], model=model, tokenizer=tokenizer,
@@ -285,14 +291,12 @@ class FineTunedEmotionClassifier:
 
 
 def is_saved_any(folder: Path) -> bool:
-    from empathy_dag.text_classifier import is_finetuned_folder
 
     return is_saved(folder) or is_finetuned_folder(folder)
 
 
 def load_emotion_classifier(folder: Path):
     """Whichever kind the `emotion_classifier` folder holds."""
-    from empathy_dag.text_classifier import is_finetuned_folder
 
     return FineTunedEmotionClassifier.load(folder) if is_finetuned_folder(folder) else EmotionClassifier.load(folder)
 
@@ -301,7 +305,6 @@ def multilabel_report(y: np.ndarray, pred: np.ndarray, labels: list[str], *, n_r
                       seed: int = 0) -> dict:
     from sklearn.metrics import f1_score
 
-    from empathy_dag.text_classifier import bootstrap_macro_f1
 
     low, high = bootstrap_macro_f1(y, pred, labels, n_resamples=n_resamples, seed=seed)
     per_label = f1_score(y, pred, average=None, zero_division=0)
@@ -321,7 +324,6 @@ def train_finetuned_emotion_classifier(
 
     `holdout_ids` (GoEmotions comment ids): those rows, whatever their split, are kept out of training
     and threshold tuning and are the reported test set. `max_*_rows` subsample (time on CPU)."""
-    from empathy_dag.text_classifier import finetune
 
     labels = list(taxonomy.labels)
     frame = examples.filter(pl.col("labels").list.len() > 0)
@@ -382,7 +384,6 @@ def classifier_fingerprint(examples: pl.DataFrame, config: dict, code_version: s
 
 def saved_classifier_metrics(folder: Path) -> dict | None:
     """The metrics (with `fingerprint`) of a saved classifier of either kind; None when absent."""
-    from empathy_dag.text_classifier import CLASSIFIER_CONFIG
 
     for name in (CLASSIFIER_CONFIG, CONFIG_FILE):
         path = folder / name

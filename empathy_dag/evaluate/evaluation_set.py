@@ -17,6 +17,8 @@ from pathlib import Path
 import polars as pl
 
 from empathy_dag.evaluate.items import item_id
+from empathy_dag.ingest.corpus import validate_bytes
+from empathy_dag.ingest.records import ValidationLimits
 
 EVALUATION_SET_SCHEMA: dict[str, pl.DataType] = {
     "item_id": pl.String,
@@ -61,8 +63,6 @@ def _items(frame: pl.DataFrame, origin: str) -> pl.DataFrame:
 def read_external_test_file(path: str | Path, taxonomy) -> tuple[pl.DataFrame, dict]:
     """Complete dialogues of one external test file, read and validated by ingest's own readers (so a
     bad row is counted, with its reason, instead of failing the set)."""
-    from empathy_dag.ingest.corpus import validate_bytes
-    from empathy_dag.ingest.records import ValidationLimits
 
     path = Path(path)
     outcome = validate_bytes(path.read_bytes(), str(path), taxonomy=taxonomy, limits=ValidationLimits())

@@ -36,6 +36,8 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from empathy_dag.evaluate.metrics.text import ngrams, tokens
+
 ALL = "all"
 
 # metric -> (table, column). Per-item metrics: the mean over items is the score.
@@ -333,7 +335,6 @@ class SetStatistic:
     system answering in two languages is measured in each language's own units (words, characters)."""
 
     def __init__(self, metric: str, texts: list[str], languages: list[str]):
-        from empathy_dag.evaluate.metrics.text import ngrams, tokens
 
         if metric not in SET_METRICS:
             raise ValueError(f"unknown set metric {metric!r}")

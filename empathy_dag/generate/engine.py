@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from empathy_dag.models import load_causal_lm, pick_device, pick_dtype, sha256_tree
+
 Conversation = Sequence[dict[str, str]]
 
 
@@ -345,7 +347,6 @@ _LOAD_LOCK = threading.Lock()
 
 def model_cache_id(source: str, adapter: str | None = None) -> str:
     """sha256 of the weights (folder) or the hub id + resolved commit, plus the adapter's weights."""
-    from empathy_dag.models import sha256_tree
 
     if Path(source).is_dir():
         base = sha256_tree(Path(source))
@@ -378,7 +379,6 @@ def load_generator(
     Generator asking for the same source/adapter/dtype/device; `cache_dir` None disables the cache.
     `dtype` "auto" is `models.pick_dtype` (bfloat16 where the hardware has it). The cache is keyed by
     weights, prompt and settings, not precision: a reply is what these weights answered to that prompt."""
-    from empathy_dag.models import load_causal_lm, pick_device, pick_dtype
 
     source = str(source)
     adapter = str(adapter) if adapter else None

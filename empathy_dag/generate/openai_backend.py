@@ -47,11 +47,13 @@ from empathy_dag.generate.engine import (
     Conversation,
     GenerationProgress,
     GenerationSettings,
+    Generator,
     ProgressCallback,
     ResponseCache,
     lookup_cached,
     truncate_at_stop,
 )
+from empathy_dag.models import hub_offline_by_default
 
 # --------------------------------------------------------------------------------------------- errors
 
@@ -288,7 +290,6 @@ class OpenAICompatibleGenerator:
     def render(self, conversation: Conversation) -> str:
         """The prompt text the cache is keyed by (see the module docstring)."""
         if self.tokenizer is not None:
-            from empathy_dag.generate.engine import Generator
 
             return Generator.render(_TokenizerOnly(self.tokenizer), conversation)  # type: ignore[arg-type]
         return messages_key_text(conversation)
@@ -694,7 +695,6 @@ def load_key_tokenizer(folder: str):
     once per process per folder."""
     from transformers import AutoTokenizer
 
-    from empathy_dag.models import hub_offline_by_default
 
     hub_offline_by_default()
     return AutoTokenizer.from_pretrained(folder)

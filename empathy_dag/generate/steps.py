@@ -22,12 +22,23 @@ from pathlib import Path
 from empathy_dag.generate.engine import (
     Conversation,
     GenerationSettings,
+    Generator,
     ResponseCache,
     cache_key,
+    load_generator,
+    log_progress,
     lookup_cached,
     model_cache_id,
 )
-from empathy_dag.pipes import read_jsonl, write_jsonl
+from empathy_dag.models import hub_offline_by_default
+from empathy_dag.pipes import (
+    read_jsonl,
+    run_heavy_step,
+    step_cache_root,
+    step_store,
+    store_params,
+    write_jsonl,
+)
 
 PROMPTS_FILE = "prompts.jsonl"
 REPLIES_FILE = "replies.jsonl"
@@ -41,7 +52,6 @@ class PipesBatchGenerator:
                  min_prompts: int, load_local):
         from transformers import AutoTokenizer
 
-        from empathy_dag.models import hub_offline_by_default
 
         hub_offline_by_default()
         self.context, self.resource, self.model_store = context, resource, model_store
@@ -54,7 +64,6 @@ class PipesBatchGenerator:
         self.last_stats: dict = {}
 
     def render(self, conversation: Conversation) -> str:
-        from empathy_dag.generate.engine import Generator
 
         return Generator.render(self, conversation)  # needs only self.tokenizer
 
@@ -71,7 +80,6 @@ class PipesBatchGenerator:
         return self._generate_in_step(prompts, settings, batch_size)
 
     def _generate_in_step(self, prompts: list[str], settings: GenerationSettings, batch_size: int | None):
-        from empathy_dag.pipes import run_heavy_step, store_params
 
         digest = hashlib.sha256(json.dumps([self.cache_id, settings.cache_dict(), prompts]).encode()).hexdigest()
         name = f"work/generation/{digest[:16]}"
@@ -109,8 +117,6 @@ class PipesBatchGenerator:
 
 def generate_prompts(params: dict, pipes) -> dict:
     """The heavy step: replies to every prompt of `folder`/prompts.jsonl, written to replies.jsonl."""
-    from empathy_dag.generate.engine import load_generator, log_progress
-    from empathy_dag.pipes import step_cache_root, step_store
 
     store = step_store(params)
     folder = store.fetch(params["folder"])

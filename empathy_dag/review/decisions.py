@@ -28,8 +28,8 @@ from pathlib import Path
 
 import polars as pl
 
-from empathy_dag.automation.landing import IN_PROGRESS_SUFFIXES
 from empathy_dag.ingest.corpus import QUARANTINE_POLARS_SCHEMA, archive_raw_file
+from empathy_dag.ingest.landing import IN_PROGRESS_SUFFIXES
 from empathy_dag.ingest.readers import _check_bytes, _csv_records, read_jsonl, sha256_bytes
 from empathy_dag.ingest.records import FileRejected, QuarantineEntry, RawRow, ValidationLimits, printable_raw
 from empathy_dag.models import sha256_file

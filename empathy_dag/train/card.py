@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from empathy_dag.plots import figure_png, pyplot
+
 
 def loss_curve_png(log_history: list[dict], path: Path, title: str) -> Path:
-    from empathy_dag.plots import figure_png, pyplot
 
     plt = pyplot()
     points = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import polars as pl
 
+from empathy_dag.models import hub_offline_by_default, torch_dtype
+
 CACHE_SCHEMA = {
     "ref_sha256": pl.String,
     "pair_key": pl.String,
@@ -41,7 +43,6 @@ def load_reference_model(base_dir: Path, adapter_dir: Path | None, device: str =
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.utils import add_fused_lm_head
 
-    from empathy_dag.models import hub_offline_by_default, torch_dtype
 
     hub_offline_by_default()
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))

@@ -20,6 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from empathy_dag.demo import demo_run_config
+from empathy_dag.settings import shared_data_dir
+
 ED_PAIRS_FILE = ("empathetic_dialogues", "utterance_pairs_valid.csv")
 
 
@@ -67,8 +70,6 @@ SIZES = {
 def replication_run_config(size: str = "full", shared_data: Path | None = None) -> dict:
     """`main_job` run config of the replication profile (a `demo_run_config` with other sizes and the
     EmpatheticDialogues file as an extra corpus source)."""
-    from empathy_dag.demo import demo_run_config
-    from empathy_dag.settings import shared_data_dir
 
     s = SIZES[size]
     ed_file = (shared_data or shared_data_dir()).joinpath(*ED_PAIRS_FILE)

@@ -27,7 +27,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from empathy_dag.models import sha256_tree
 from empathy_dag.pipes import read_jsonl, step_store, write_jsonl
+from empathy_dag.train.card import loss_curve_png, model_card
+from empathy_dag.train.config import DPOTrainingConfig, SFTTrainingConfig
+from empathy_dag.train.merge import export_merged
+from empathy_dag.train.trainers import run_dpo, run_sft
 
 RECORDS_FILE = "records.jsonl"
 EVAL_RECORDS_FILE = "eval_records.jsonl"
@@ -79,7 +84,6 @@ def md(value: Any, kind: str) -> dict:
 def checkpoint_metadata(*, out_dir: Path, result, base: dict, inputs: dict, hyperparameters: dict,
                         title: str, kind: str, extra: dict, published: str) -> dict:
     """Write card, loss curve and log into the adapter folder; the materialization metadata."""
-    from empathy_dag.train.card import loss_curve_png, model_card
 
     plot = loss_curve_png(result.log_history, out_dir / "loss_curve.png", title=f"{title}: train and eval loss")
     card = model_card(title=title, kind=kind, base_model=base, inputs=inputs, hyperparameters=hyperparameters,
@@ -128,9 +132,6 @@ def heldout_metadata(heldout: dict) -> dict:
 
 
 def _train(params: dict, pipes, kind: str) -> dict:
-    from empathy_dag.models import sha256_tree
-    from empathy_dag.train.config import DPOTrainingConfig, SFTTrainingConfig
-    from empathy_dag.train.trainers import run_dpo, run_sft
 
     store = step_store(params)
     card = params["card"]
@@ -194,7 +195,6 @@ def merge_checkpoint(params: dict, pipes) -> dict:
     folder with its card; pushes to the hub only when `push_to_hub` is in params and true.
 
     Params: store, adapter_name, out_name, title, dtype, leaderboard_rows, push_to_hub, repo_id, private."""
-    from empathy_dag.train.merge import export_merged
 
     store = step_store(params)
     base_dir = store.fetch("base_model")

@@ -30,6 +30,9 @@ from empathy_dag.models import (
     sha256_tree,
     torch_dtype,
 )
+from empathy_dag.train.heldout import completion_losses, dpo_heldout_summary, sft_heldout_summary
+from empathy_dag.train.progress import progress_callback
+from empathy_dag.train.refcache import compute_reference_logprobs
 
 
 @dataclass
@@ -314,7 +317,6 @@ def _train(trainer, work_dir: Path, out_dir: Path, records: int, device: str, st
 
 
 def _progress_callbacks(log, kind: str) -> list:
-    from empathy_dag.train.progress import progress_callback
 
     return [progress_callback(log, kind)] if log else []
 
@@ -327,7 +329,6 @@ def run_sft(base_dir: Path, records: Sequence[dict], cfg, *, out_dir: Path, work
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from empathy_dag.train.heldout import completion_losses, sft_heldout_summary
 
     start = time.perf_counter()
     if not records:
@@ -389,8 +390,6 @@ def run_dpo(base_dir: Path, sft_dir: Path, records: Sequence[dict], cfg, *, out_
     from peft import PeftModel
     from trl import DPOConfig
 
-    from empathy_dag.train.heldout import dpo_heldout_summary
-    from empathy_dag.train.refcache import compute_reference_logprobs
 
     start = time.perf_counter()
     if not records:

@@ -21,6 +21,9 @@ import duckdb
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from empathy_dag.metadata import table_metadata
+from empathy_dag.storage_s3 import SyncedFile, join_key, parse_s3_uri, s3_client
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -41,7 +44,6 @@ class Warehouse(ConfigurableResource):
                              "loads; otherwise (or False) copy it in through Polars.")
 
     def _synced_file(self):
-        from empathy_dag.storage_s3 import SyncedFile, parse_s3_uri, s3_client
 
         bucket, key = parse_s3_uri(self.s3_uri)
         return SyncedFile(s3_client(self.endpoint_url), bucket, key, Path(self.database))
@@ -86,7 +88,6 @@ class Warehouse(ConfigurableResource):
         return self.parquet_base_dir.startswith("s3://")
 
     def _remote_glob(self, asset_name: str) -> str | None:
-        from empathy_dag.storage_s3 import join_key, parse_s3_uri, s3_client
 
         bucket, prefix = parse_s3_uri(self.parquet_base_dir)
         client = s3_client(self.endpoint_url)
@@ -123,7 +124,6 @@ class Warehouse(ConfigurableResource):
         read_parquet(union_by_name = true)."""
         import polars as pl
 
-        from empathy_dag.storage_s3 import parse_s3_uri, s3_client
 
         bucket, key = parse_s3_uri(glob)
         options = self.storage_options() or None
@@ -185,7 +185,6 @@ def write_table(warehouse: Warehouse, name: str, frame: pl.DataFrame, preview_ro
     """Replace a DuckDB table with `frame` (an empty frame still creates the table, with its schema,
     so SQL models reading it never fail on a missing table). Returns the table's materialization
     metadata: column schema, row count, table name and a preview (`metadata.table_metadata`)."""
-    from empathy_dag.metadata import table_metadata
 
     arrow = frame.to_arrow()
     with warehouse.connect() as conn:

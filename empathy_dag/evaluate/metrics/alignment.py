@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
+from empathy_dag.evaluate.metrics.bertscore import bertscore
 from empathy_dag.generate.prompts import BASE_LANGUAGE, emotion_names
 from empathy_dag.ingest.language import SUPPORTED_LANGUAGES
 from empathy_dag.taxonomy import Taxonomy
@@ -110,7 +111,6 @@ def named_text(reply: str, parsed: str | None) -> str:
 
 
 def alignment_rows(replies: Sequence[str], gold: Sequence[str], taxonomy: Taxonomy, scorer) -> list[dict]:
-    from empathy_dag.evaluate.metrics.bertscore import bertscore
 
     parsed = [parse_emotion(r, taxonomy) for r in replies]
     named = [named_text(r, p) for r, p in zip(replies, parsed)]

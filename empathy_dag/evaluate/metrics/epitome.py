@@ -25,6 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from empathy_dag.text_classifier import (
+    FineTuneSettings,
+    bootstrap_macro_f1,
+    finetune,
+    is_finetuned_folder,
+    load_classifier,
+    predict_logits,
+    save_classifier,
+)
+
 MECHANISMS = {
     "er": "emotional-reactions-reddit.csv",
     "ip": "interpretations-reddit.csv",
@@ -315,7 +325,6 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, mechanism: str
     the majority-class floor and the published figure, for the metadata."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-    from empathy_dag.text_classifier import bootstrap_macro_f1
 
     low, high = bootstrap_macro_f1(y_true, y_pred, LEVELS, n_resamples=n_resamples, seed=seed)
     per_class = f1_score(y_true, y_pred, average=None, labels=list(LEVELS), zero_division=0)
@@ -350,7 +359,6 @@ class EpitomeCrossEncoder:
         return str(self.config.get("backbone", ""))
 
     def predict(self, encoder, seekers: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        from empathy_dag.text_classifier import predict_logits
 
         if not len(seekers):
             return np.zeros(0, dtype=np.int64)
@@ -359,7 +367,6 @@ class EpitomeCrossEncoder:
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> EpitomeCrossEncoder:
-        from empathy_dag.text_classifier import load_classifier
 
         model, tokenizer, config = load_classifier(folder, device)
         return cls(config["mechanism"], model, tokenizer, int(config["settings"]["max_length"]), config)
@@ -367,7 +374,6 @@ class EpitomeCrossEncoder:
 
 def load_epitome_classifier(folder: str | Path, device: str = "cpu"):
     """Either kind of saved Epitome classifier: the fine-tuned cross-encoder or the linear model."""
-    from empathy_dag.text_classifier import is_finetuned_folder
 
     return EpitomeCrossEncoder.load(folder, device) if is_finetuned_folder(folder) else EpitomeClassifier.load(folder)
 
@@ -378,7 +384,6 @@ def train_epitome_cross_encoder(mechanism: str, data, settings, work_dir: str | 
                                 ) -> tuple[EpitomeCrossEncoder, dict]:
     """Fine-tune on the training side of a split grouped by seeker post (or of a holdout-id file),
     score once on the held-out side. `data`: read_epitome's frame; `settings`: FineTuneSettings."""
-    from empathy_dag.text_classifier import finetune
 
     y = data["level"].to_numpy().astype(np.int64)
     seekers, responses = data["seeker_post"].to_list(), data["response_post"].to_list()
@@ -400,7 +405,6 @@ def train_epitome_cross_encoder(mechanism: str, data, settings, work_dir: str | 
 
 
 def save_cross_encoder(clf: EpitomeCrossEncoder, folder: str | Path) -> Path:
-    from empathy_dag.text_classifier import save_classifier
 
     return save_classifier(folder, clf.model, clf.tokenizer, clf.config)
 
@@ -450,7 +454,6 @@ def train_epitome_from_options(mechanism: str, options: dict, work_dir: str | Pa
     seeker post (or the holdout ids)."""
     import time
 
-    from empathy_dag.text_classifier import FineTuneSettings
 
     data = read_epitome(options["dir"], mechanism, max_rows=options.get("max_rows", 0))
     start = time.perf_counter()

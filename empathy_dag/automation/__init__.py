@@ -1,1 +1,0 @@
-"""Automation: sensors, schedules, jobs and the promotion gate."""
