@@ -23,7 +23,7 @@ from dagster import DagsterInstance, Definitions, build_sensor_context, material
 
 from empathy_dag.defs.ingest.jobs import LANDING_JOB_NAME, landing_ingest_job
 from empathy_dag.defs.ingest.sensors import affected_partitions, build_landing_sensor
-from empathy_dag.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from empathy_dag.defs.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from empathy_dag.settings import AutomationSettings
 from empathy_dag.taxonomy import EMOTIONS
 from tests.stages import project_asset_graph, stage_assets

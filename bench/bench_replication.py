@@ -175,8 +175,8 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", category=BetaWarning)
     from empathy_dag.definitions import defs
+    from empathy_dag.defs.partitions import ALL_EMOTIONS_TAGS
     from empathy_dag.demo import demo_selection
-    from empathy_dag.partitions import ALL_EMOTIONS_TAGS
     from empathy_dag.settings import shared_data_dir
     from empathy_dag.train.replication import SIZES, replication_run_config
 

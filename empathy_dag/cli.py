@@ -11,9 +11,9 @@ import time
 
 from empathy_dag.chat import run_chat
 from empathy_dag.definitions import defs
+from empathy_dag.defs.partitions import ALL_EMOTIONS_TAGS
 from empathy_dag.demo import demo_run_config, demo_selection, print_summary
 from empathy_dag.devserver import dagster_dev_command, run_supervised
-from empathy_dag.partitions import ALL_EMOTIONS_TAGS
 from empathy_dag.settings import data_root, shared_data_dir
 
 

@@ -11,6 +11,7 @@ from empathy_dag.defs.evaluate import definitions as evaluate
 from empathy_dag.defs.export import definitions as export
 from empathy_dag.defs.generate import definitions as generate
 from empathy_dag.defs.ingest import definitions as ingest
+from empathy_dag.defs.metadata import with_code_links, with_owners
 from empathy_dag.defs.ops import definitions as ops
 from empathy_dag.defs.pairs import definitions as pairs
 from empathy_dag.defs.profiles import resources_for
@@ -20,7 +21,6 @@ from empathy_dag.defs.run_policies import FRESHNESS_POLICIES
 from empathy_dag.defs.train import definitions as train
 from empathy_dag.defs.train.assets import MERGED_MODEL
 from empathy_dag.defs.warehouse import definitions as warehouse
-from empathy_dag.metadata import with_code_links, with_owners
 
 STAGES = [ingest, generate, curate, review, pairs, train, evaluate, warehouse, promotion, export, ops]
 

@@ -3,11 +3,7 @@ artifact when a folder is given), because a per-emotion bar chart is read faster
 
 from __future__ import annotations
 
-import base64
 import io
-from pathlib import Path
-
-from dagster import MetadataValue
 
 
 def pyplot():
@@ -29,10 +25,6 @@ def figure_png(fig, dpi: float | None = None) -> bytes:
     fig.savefig(buf, format="png", **({"dpi": dpi} if dpi else {}))
     plt.close(fig)
     return buf.getvalue()
-
-
-def png_markdown(png: bytes, alt: str) -> MetadataValue:
-    return MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
 def bar_chart_png(values: dict[str, float] | dict[str, dict[str, float]], title: str, ylabel: str = "") -> bytes:
@@ -67,12 +59,3 @@ def line_chart_png(curves: dict[str, list[tuple[float, float]]], title: str, xla
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     return figure_png(fig)
-
-
-def chart_metadata(png: bytes, alt: str, save_to: Path | None = None) -> dict[str, MetadataValue]:
-    md = {alt: png_markdown(png, alt)}
-    if save_to is not None:
-        save_to.parent.mkdir(parents=True, exist_ok=True)
-        save_to.write_bytes(png)
-        md[f"{alt}_path"] = MetadataValue.path(str(save_to))
-    return md

@@ -18,8 +18,8 @@ CHILD = textwrap.dedent('''
     import io, sys, time
     import polars as pl
     from dagster import DagsterInstance, asset, materialize
-    from empathy_dag.io_managers import EmotionParquetIOManager
-    from empathy_dag.partitions import emotion_partitions, single_run
+    from empathy_dag.defs.io_managers import EmotionParquetIOManager
+    from empathy_dag.defs.partitions import emotion_partitions, single_run
 
     base_dir, version, stall = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "stall"
     if stall:
@@ -137,7 +137,7 @@ def test_run_monitoring_is_on_in_both_instance_configs():
 INGEST_CHILD = textwrap.dedent("""
     import os, signal, sys
     from dagster import DagsterInstance, materialize
-    from empathy_dag import io_managers
+    from empathy_dag.defs import io_managers
     from empathy_dag.defs.profiles import local_resources
     from empathy_dag.defs.ingest.assets import emotion_taxonomy, ingest_corpus
 
@@ -213,8 +213,8 @@ def test_ingest_outputs_are_all_or_nothing_under_sigkill_and_the_rerun_equals_a_
     from dagster import DagsterInstance, asset, materialize
 
     from empathy_dag.defs.ingest.assets import emotion_taxonomy, ingest_corpus
+    from empathy_dag.defs.io_managers import STAGING_COMMIT
     from empathy_dag.defs.profiles import local_resources
-    from empathy_dag.io_managers import STAGING_COMMIT
 
     root = tmp_path / "data"
     landing = root / "landing"

@@ -83,8 +83,8 @@ def _scorecard(resources, shift: float, candidate_sha: str, versus: str, scored_
     on every headline metric plus item noise, through the real paired tests."""
     import numpy as np
 
+    from empathy_dag.defs.warehouse.resource import write_table
     from empathy_dag.evaluate import scorecard as sc
-    from empathy_dag.warehouse.resource import write_table
 
     rng = np.random.default_rng(int(candidate_sha[:8], 16))  # deterministic per candidate
     rows = []

@@ -17,9 +17,9 @@ from dagster import (
 
 from empathy_dag.defs.ingest.jobs import LANDING_JOB_NAME, landing_ingest_job
 from empathy_dag.defs.ingest.sensors import build_landing_sensor
+from empathy_dag.defs.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from empathy_dag.defs.selections import LANDING_DATA
 from empathy_dag.ingest.landing import LandingCursor, contiguous_ranges
-from empathy_dag.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from empathy_dag.settings import LANDING_SHA_TAG, TRIGGER_TAG, AutomationSettings
 from empathy_dag.taxonomy import EMOTIONS
 from empathy_dag.warehouse.tables import read_table

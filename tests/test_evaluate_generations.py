@@ -14,7 +14,7 @@ from dagster import AssetMaterialization, asset, instance_for_test, materialize
 
 from empathy_dag.defs.evaluate import assets as ev
 from empathy_dag.defs.evaluate.resources import EvaluationConfig
-from empathy_dag.partitions import emotion_partitions, single_run
+from empathy_dag.defs.partitions import emotion_partitions, single_run
 from empathy_dag.taxonomy import default_taxonomy
 from tests.conftest import shared_file
 

@@ -6,7 +6,7 @@ import polars as pl
 from dagster import DagsterInstance, Output, asset, materialize
 
 from empathy_dag.defs.export.assets import dataset_export
-from empathy_dag.partitions import emotion_partitions, single_run
+from empathy_dag.defs.partitions import emotion_partitions, single_run
 
 EMOTIONS = ["joy", "sadness"]
 

@@ -160,7 +160,7 @@ def test_test_generations_and_judge_through_a_served_model(llama_server, resourc
     from empathy_dag.defs.evaluate import assets as ev
     from empathy_dag.defs.evaluate.resources import EvaluationConfig
     from empathy_dag.defs.generate.resources import ServerTextGenerator
-    from empathy_dag.partitions import emotion_partitions, single_run
+    from empathy_dag.defs.partitions import emotion_partitions, single_run
 
     splits = asset(name="dataset_splits", partitions_def=emotion_partitions, backfill_policy=single_run,
                    io_manager_key="parquet_io_manager")(_two_test_rows_per_emotion)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 from dagster import materialize
 
-from empathy_dag.metadata import content_data_version
+from empathy_dag.defs.metadata import content_data_version
 from empathy_dag.pairs.build import PAIR_SCHEMA
 from empathy_dag.taxonomy import default_taxonomy
 from tests.test_pairs_splits import all_emotions_tags, curated_stand_in, read_partition, seed_dialogues

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from dagster import asset, materialize
 
-from empathy_dag.partitions import emotion_partitions, single_run
+from empathy_dag.defs.partitions import emotion_partitions, single_run
 from empathy_dag.settings import assets_dir
 from empathy_dag.taxonomy import default_taxonomy
 

@@ -279,8 +279,8 @@ def test_landing_sensor_on_s3_requests_the_emotion_of_a_file_put_with_boto3(s3, 
 
 
 def test_warehouse_file_on_s3_refuses_lost_updates(s3, endpoint, tmp_path):
+    from empathy_dag.defs.warehouse.resource import Warehouse
     from empathy_dag.storage_s3 import ConcurrentUpdateError
-    from empathy_dag.warehouse.resource import Warehouse
 
     uri = f"s3://{BUCKET}/wh/warehouse.duckdb"
     a = Warehouse(database=str(tmp_path / "a.duckdb"), parquet_base_dir=str(tmp_path), s3_uri=uri,

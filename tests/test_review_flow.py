@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 from dagster import AssetKey, AssetOut, Output, materialize, multi_asset
 
-from empathy_dag.partitions import emotion_partitions, single_run
+from empathy_dag.defs.partitions import emotion_partitions, single_run
 
 EMOTIONS = ("remorse", "sadness")  # neighbours in taxonomy order: one partition range, one run
 TAGS = {"dagster/asset_partition_range_start": EMOTIONS[0], "dagster/asset_partition_range_end": EMOTIONS[1]}

@@ -25,10 +25,10 @@ from dagster import (
 
 from empathy_dag.defs.ingest.jobs import LANDING_JOB_NAME, landing_ingest_job
 from empathy_dag.defs.pairs.assets import dataset_splits
+from empathy_dag.defs.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from empathy_dag.defs.review.assets import review_agreement, review_decisions, reviewed_dialogues
 from empathy_dag.defs.review.jobs import REVIEW_JOB_NAME, review_decisions_job
 from empathy_dag.defs.review.sensors import build_review_decisions_sensor, build_review_inbox_sensor
-from empathy_dag.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from empathy_dag.settings import (
     LANDING_EMOTIONS_TAG,
     REVIEW_FILES_TAG,

@@ -19,7 +19,7 @@ from dagster import (
 )
 
 from empathy_dag.definitions import defs
-from empathy_dag.metadata import (
+from empathy_dag.defs.metadata import (
     COLUMN_DESCRIPTIONS,
     OWNERS_ENV,
     column_schema,
@@ -94,7 +94,7 @@ def test_every_table_like_asset_has_a_column_schema():
 
 
 def test_write_table_returns_the_schema_table_name_and_a_preview(tmp_path):
-    from empathy_dag.warehouse.resource import Warehouse, write_table
+    from empathy_dag.defs.warehouse.resource import Warehouse, write_table
 
     frame = pl.DataFrame({"system": ["base", "dpo"], "metric": ["bertscore_f1"] * 2, "value": [0.3, 0.31],
                           "seed_situation_ids": [["a"], ["b", "c"]]})
@@ -153,7 +153,7 @@ def test_every_asset_links_to_its_source_code():
 
 
 def test_git_links_only_when_a_repository_url_is_configured():
-    from empathy_dag.metadata import with_code_links
+    from empathy_dag.defs.metadata import with_code_links
 
     linked = with_code_links([_assets_def("preference_pairs")], git_url="https://github.com/org/empathy_dag",
                              git_branch="dev")

@@ -24,14 +24,14 @@ from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from empathy_dag.defs.evaluate import resources as evaluate_resources
 from empathy_dag.defs.generate import resources as generate_resources
+from empathy_dag.defs.io_managers import AllOrNothingIOManager, EmotionParquetIOManager
 from empathy_dag.defs.review import resources as review_resources
-from empathy_dag.io_managers import AllOrNothingIOManager, EmotionParquetIOManager
+from empathy_dag.defs.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 from empathy_dag.resources import BaseModelConfig, CorpusSources, GoEmotionsSource, ModelStore
 
 # The profile switch itself is Dagster-free (settings.py) so that the external side of a pipes step can read it.
 from empathy_dag.settings import PROFILE_ENV, PROFILES, active_profile, data_root
 from empathy_dag.storage_s3 import SyncedFile, parse_s3_uri, s3_client, storage_options
-from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 
 __all__ = ["PROFILES", "PROFILE_ENV", "active_profile", "aws_resources", "local_resources", "resources_for"]
 

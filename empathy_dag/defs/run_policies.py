@@ -32,7 +32,7 @@ from dagster import (
     schedule,
 )
 
-from empathy_dag.partitions import ALL_EMOTIONS_TAGS
+from empathy_dag.defs.partitions import ALL_EMOTIONS_TAGS
 
 TRAINING_POOL = "training"
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from empathy_dag.io_managers import concat_partitions
+from empathy_dag.frames import concat_partitions
 
 
 def messages(prompt: str, system_prompt: str | None = None) -> list[dict]:

@@ -11,7 +11,8 @@ from typing import Any
 
 import duckdb
 
-from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA
+# The DuckDB schema every table of the warehouse lives in.
+WAREHOUSE_SCHEMA = "main"
 
 AUTOMATION_TABLES = ("landing_log", "run_history", "promotion_log")
 

@@ -44,10 +44,10 @@ from empathy_dag.curate.filters import (
     FilterConfig,
     curate_partitions,
 )
-from empathy_dag.io_managers import per_partition
-from empathy_dag.metadata import frame_metadata, markdown_table
+from empathy_dag.defs.io_managers import per_partition
+from empathy_dag.defs.metadata import frame_metadata, markdown_table
+from empathy_dag.defs.partitions import emotion_partitions, single_run
 from empathy_dag.models import EMBEDDED_MINILM, folder_written_aside, sha256_tree
-from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.resources import ModelStore
 from empathy_dag.taxonomy import default_taxonomy
 from empathy_dag.text_classifier import FineTuneSettings, read_id_file

@@ -27,6 +27,10 @@ from dagster import (
 from empathy_dag.curate.classifier import is_saved_any, load_emotion_classifier
 from empathy_dag.defs.evaluate.resources import EvaluationConfig
 from empathy_dag.defs.generate.resources import TextGenerator, served_generator
+from empathy_dag.defs.io_managers import per_partition
+from empathy_dag.defs.metadata import column_schema_metadata, markdown_table, png_markdown
+from empathy_dag.defs.partitions import emotion_partitions, single_run
+from empathy_dag.defs.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse, write_table
 from empathy_dag.evaluate import scorecard
 from empathy_dag.evaluate.evaluation_set import (
     EVALUATION_SET_SCHEMA,
@@ -85,16 +89,12 @@ from empathy_dag.evaluate.metrics.valence import (
     valence_rows,
 )
 from empathy_dag.generate.engine import GenerationSettings, load_generator, log_progress
-from empathy_dag.io_managers import per_partition
-from empathy_dag.metadata import column_schema_metadata, markdown_table
 from empathy_dag.models import folder_written_aside, load_causal_lm, sha256_tree
-from empathy_dag.partitions import emotion_partitions, single_run
-from empathy_dag.plots import figure_png, png_markdown, pyplot
+from empathy_dag.plots import figure_png, pyplot
 from empathy_dag.resources import ModelStore
 from empathy_dag.taxonomy import default_taxonomy
 from empathy_dag.text_classifier import read_id_file
 from empathy_dag.train.data import messages
-from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse, write_table
 
 GROUP = "evaluate"
 CHECKPOINTS = {"base": None, "sft": "sft_checkpoint", "dpo": "dpo_checkpoint"}

@@ -8,9 +8,9 @@ from pathlib import Path
 from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
+from empathy_dag.defs.metadata import markdown_table
 from empathy_dag.export.dataset import write_dataset
-from empathy_dag.io_managers import concat_partitions
-from empathy_dag.metadata import markdown_table
+from empathy_dag.frames import concat_partitions
 from empathy_dag.models import sha256_tree
 from empathy_dag.resources import ModelStore
 from empathy_dag.safe_paths import single_component

@@ -18,6 +18,9 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.defs.generate.resources import TextGenerator
+from empathy_dag.defs.io_managers import concat_partitions, per_partition
+from empathy_dag.defs.metadata import column_schema_metadata, frame_metadata
+from empathy_dag.defs.partitions import emotion_partitions, single_run
 from empathy_dag.generate.engine import log_progress
 from empathy_dag.generate.prompts import load_templates, templates_version
 from empathy_dag.generate.synthetic import (
@@ -36,8 +39,6 @@ from empathy_dag.generate.synthetic import (
 from empathy_dag.generate.synthetic import (
     speaker_explanations as explanations_fn,
 )
-from empathy_dag.io_managers import concat_partitions, per_partition
-from empathy_dag.metadata import column_schema_metadata, frame_metadata
 from empathy_dag.models import (
     EMBEDDED_SMOLLM2,
     convert_gguf_to_safetensors,
@@ -45,7 +46,6 @@ from empathy_dag.models import (
     load_causal_lm,
     sha256_tree,
 )
-from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.resources import BaseModelConfig, ModelStore
 from empathy_dag.taxonomy import default_taxonomy
 

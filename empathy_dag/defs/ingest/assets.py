@@ -16,15 +16,15 @@ from dagster import (
     multi_asset,
 )
 
-from empathy_dag.checks import frame_check_results, frame_check_specs
+from empathy_dag.defs.checks import frame_check_results, frame_check_specs
+from empathy_dag.defs.io_managers import per_partition
+from empathy_dag.defs.metadata import column_schema_metadata, frame_metadata, markdown_table, table_metadata
+from empathy_dag.defs.partitions import emotion_partitions, single_run
+from empathy_dag.defs.warehouse.resource import WAREHOUSE_SCHEMA
 from empathy_dag.ingest.corpus import dialogues_frame, ingest_files, situations_frame
 from empathy_dag.ingest.readers import read_goemotions_tsv
-from empathy_dag.io_managers import per_partition
-from empathy_dag.metadata import column_schema_metadata, frame_metadata, markdown_table, table_metadata
-from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.resources import CorpusSources, GoEmotionsSource
 from empathy_dag.taxonomy import default_taxonomy, taxonomy_files
-from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA
 
 GOEMOTIONS_SCHEMA = {"id": pl.String, "text": pl.String, "labels": pl.List(pl.String), "split": pl.String}
 INGEST_CODE_VERSION = "ingest-v2"  # v2: NFKC/invisible-free ids, control tokens neutralised

@@ -21,7 +21,9 @@ from dagster import (
 )
 
 from empathy_dag.defs.ingest.jobs import LANDING_JOB_NAME
+from empathy_dag.defs.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, emotion_partitions
 from empathy_dag.defs.selections import INGEST_STEP_KEYS, LANDING_DATA
+from empathy_dag.defs.warehouse.resource import Warehouse
 from empathy_dag.ingest.landing import (
     LandingCursor,
     LandingDecision,
@@ -32,11 +34,9 @@ from empathy_dag.ingest.landing import (
     scan_landing_zone,
     utc_now,
 )
-from empathy_dag.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, emotion_partitions
 from empathy_dag.resources import CorpusSources
 from empathy_dag.settings import LANDING_EMOTIONS_TAG, LANDING_FILE_TAG, LANDING_SHA_TAG, AutomationSettings
 from empathy_dag.taxonomy import default_taxonomy
-from empathy_dag.warehouse.resource import Warehouse
 from empathy_dag.warehouse.tables import append_landing_log
 
 

@@ -13,7 +13,7 @@ from dagster import (
     run_status_sensor,
 )
 
-from empathy_dag.warehouse.resource import Warehouse
+from empathy_dag.defs.warehouse.resource import Warehouse
 from empathy_dag.warehouse.tables import upsert
 
 

@@ -18,15 +18,16 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.defs.generate.resources import served_generator
-from empathy_dag.generate.engine import GenerationSettings, load_generator
-from empathy_dag.io_managers import per_partition
-from empathy_dag.metadata import (
+from empathy_dag.defs.io_managers import per_partition
+from empathy_dag.defs.metadata import (
     column_schema_metadata,
     content_data_version,
     frame_metadata,
     markdown_table,
     record_partition_hashes,
 )
+from empathy_dag.defs.partitions import emotion_partitions, single_run
+from empathy_dag.generate.engine import GenerationSettings, load_generator
 from empathy_dag.pairs.build import (
     PAIR_SCHEMA,
     build_preference_pairs,
@@ -34,7 +35,6 @@ from empathy_dag.pairs.build import (
     pairs_content_hash,
 )
 from empathy_dag.pairs.splits import SplitFractions, assign_splits, split_counts
-from empathy_dag.partitions import emotion_partitions, single_run
 from empathy_dag.taxonomy import default_taxonomy
 
 PAIRS_CODE_VERSION = "pairs-v2"  # v2: per-emotion minimum of test dialogues

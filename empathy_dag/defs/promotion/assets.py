@@ -43,10 +43,10 @@ from dagster import (
 )
 from pydantic import Field
 
+from empathy_dag.defs.warehouse.resource import Warehouse
 from empathy_dag.evaluate.scorecard import DEFAULT_HEADLINE_METRICS, GateDecision, gate_decision
 from empathy_dag.models import folder_written_aside, sha256_tree
 from empathy_dag.resources import ModelStore
-from empathy_dag.warehouse.resource import Warehouse
 from empathy_dag.warehouse.tables import upsert
 
 # The evaluation stage names the DPO model "dpo" in the leaderboard (`system` column).

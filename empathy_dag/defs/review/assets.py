@@ -40,12 +40,13 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.defs.curate.assets import filtered_as_dialogues
+from empathy_dag.defs.io_managers import per_partition
+from empathy_dag.defs.metadata import column_schema_metadata, frame_metadata, markdown_table, png_markdown
+from empathy_dag.defs.partitions import emotion_partitions, single_run
 from empathy_dag.defs.review.resources import ReviewStore
+from empathy_dag.defs.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse, write_table
 from empathy_dag.ingest.landing import REVIEWS_SUBFOLDER
-from empathy_dag.io_managers import per_partition
-from empathy_dag.metadata import column_schema_metadata, frame_metadata, markdown_table
-from empathy_dag.partitions import emotion_partitions, single_run
-from empathy_dag.plots import bar_chart_png, png_markdown
+from empathy_dag.plots import bar_chart_png
 from empathy_dag.resources import CorpusSources
 from empathy_dag.review.agreement import (
     ALPHA_SCHEMA,
@@ -69,7 +70,6 @@ from empathy_dag.review.decisions import (
     quarantine_frame,
 )
 from empathy_dag.review.items import ITEM_SCHEMA, BatchRules, batch_id, review_items, write_batch
-from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse, write_table
 
 REVIEW_CODE_VERSION = "review-v2"  # v2: filtered dialogues that reviewers accept come back
 

@@ -20,7 +20,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from empathy_dag.metadata import column_schema_metadata, consumed_materializations, lineage_metadata
+from empathy_dag.defs.metadata import column_schema_metadata, consumed_materializations, lineage_metadata
+from empathy_dag.defs.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 from empathy_dag.models import pick_device, sha256_tree
 from empathy_dag.pipes import run_heavy_step, store_params
 from empathy_dag.resources import ModelStore
@@ -50,7 +51,6 @@ from empathy_dag.train.refcache import (
 from empathy_dag.train.retraining import train_pairs_fingerprint
 from empathy_dag.train.steps import write_records
 from empathy_dag.train.trainers import prepare_work_dir
-from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 
 # v2: validation split as eval_dataset, held-out before/after, warmup in whole steps, all-linear LoRA.
 TRAIN_CODE_VERSION = "train-v2"

@@ -17,8 +17,9 @@ from dagster import (
 )
 
 from empathy_dag.defs.ingest.jobs import LANDING_JOB_NAME
+from empathy_dag.defs.partitions import ALL_EMOTIONS_TAGS
 from empathy_dag.defs.train.jobs import RETRAIN_JOB_NAME
-from empathy_dag.partitions import ALL_EMOTIONS_TAGS
+from empathy_dag.defs.warehouse.resource import Warehouse
 from empathy_dag.settings import (
     LANDING_FILE_TAG,
     RETRAIN_FILES_TAG,
@@ -27,7 +28,6 @@ from empathy_dag.settings import (
     AutomationSettings,
 )
 from empathy_dag.train.retraining import count_unseen_train_pairs, read_train_pair_ids
-from empathy_dag.warehouse.resource import Warehouse
 
 
 def _landing_files_since(instance, since: float | None) -> list[str]:

@@ -21,9 +21,9 @@ from dagster import (
     asset,
 )
 
-from empathy_dag.metadata import preview_table, table_metadata
+from empathy_dag.defs.metadata import preview_table, table_metadata
+from empathy_dag.defs.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 from empathy_dag.settings import shipped_dir
-from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 
 SQL_DIR = shipped_dir("dbt_like_sql")
 

@@ -22,16 +22,20 @@ from dagster import (
     IOManager,
     MetadataValue,
     OutputContext,
+    PythonObjectDagsterType,
     TableSchema,
     build_output_context,
 )
-from dagster._core.types.dagster_type import resolve_dagster_type
 from dagster_polars import PolarsParquetIOManager
 
-from empathy_dag.metadata import column_schema, frames_schema
+from empathy_dag.defs.metadata import column_schema, frames_schema
+from empathy_dag.defs.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
+from empathy_dag.frames import concat_partitions  # noqa: F401  (re-exported for the assets)
 from empathy_dag.models import _pid_alive, remove_interrupted_temps, temp_name_for
 from empathy_dag.safe_paths import single_component
-from empathy_dag.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
+
+# What dagster-polars reads to choose an eager DataFrame write (its `typing_type`).
+POLARS_FRAME_TYPE = PythonObjectDagsterType(pl.DataFrame)
 
 
 def per_partition(context, value: Any) -> dict[str, Any]:
@@ -43,14 +47,6 @@ def per_partition(context, value: Any) -> dict[str, Any]:
     if len(keys) != 1:
         raise ValueError(f"expected one partition, got {keys}")
     return {keys[0]: value}
-
-
-def concat_partitions(value: Any, schema: Any = None) -> pl.DataFrame:
-    """The non-empty frames of a per-partition input ({partition: frame} or one frame) as one frame, in
-    the order given, columns unioned by name; with none, an empty frame of `schema`."""
-    frames = value.values() if isinstance(value, Mapping) else [value]
-    non_empty = [df for df in frames if df is not None and df.height]
-    return pl.concat(non_empty, how="diagonal_relaxed") if non_empty else pl.DataFrame(schema=schema)
 
 
 class EmotionParquetIOManager(PolarsParquetIOManager):
@@ -233,7 +229,7 @@ class _AllOrNothing(IOManager):
             if entry["store"] == "parquet":
                 context = build_output_context(
                     name=entry["name"], asset_key=AssetKey(entry["asset_key"]),
-                    definition_metadata=entry["metadata"], dagster_type=resolve_dagster_type(pl.DataFrame),
+                    definition_metadata=entry["metadata"], dagster_type=POLARS_FRAME_TYPE,
                 )
                 self.parquet.handle_output(context, frame)
             else:

@@ -21,15 +21,14 @@ import duckdb
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from empathy_dag.metadata import table_metadata
+from empathy_dag.defs.metadata import table_metadata
 from empathy_dag.storage_s3 import SyncedFile, join_key, parse_s3_uri, s3_client
 
 if TYPE_CHECKING:
     import polars as pl
 
 from empathy_dag.settings import data_root
-
-WAREHOUSE_SCHEMA = "main"
+from empathy_dag.warehouse.tables import WAREHOUSE_SCHEMA
 
 
 class Warehouse(ConfigurableResource):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 from tabulate import tabulate
 
-from empathy_dag.plots import bar_chart_png, png_markdown
+from empathy_dag.plots import bar_chart_png
 
 
 def markdown_table(df: pl.DataFrame, max_rows: int = 10, max_chars: int = 80) -> MetadataValue:
@@ -145,7 +147,7 @@ def with_code_links(assets_defs: list, git_url: str | None = None, git_branch: s
             out = list(link_code_references_to_git(
                 out, git_url=git_url.rstrip("/"), git_branch=git_branch,
                 file_path_mapping=AnchorBasedFilePathMapping(
-                    local_file_anchor=Path(__file__), file_anchor_path_in_repository="empathy_dag/metadata.py"),
+                    local_file_anchor=Path(__file__), file_anchor_path_in_repository="empathy_dag/defs/metadata.py"),
             ))
     return out
 
@@ -401,3 +403,19 @@ def record_partition_hashes(context, hashes_by_partition: Mapping[str, str]) -> 
     metadata), where the lineage of a downstream checkpoint reads it."""
     for partition, value in hashes_by_partition.items():
         context.add_asset_metadata({"content_hash": value}, partition_key=partition)
+
+
+# --- charts as metadata -----------------------------------------------------------------------------------
+
+
+def png_markdown(png: bytes, alt: str) -> MetadataValue:
+    return MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def chart_metadata(png: bytes, alt: str, save_to: Path | None = None) -> dict[str, MetadataValue]:
+    md = {alt: png_markdown(png, alt)}
+    if save_to is not None:
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        save_to.write_bytes(png)
+        md[f"{alt}_path"] = MetadataValue.path(str(save_to))
+    return md
