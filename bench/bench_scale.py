@@ -60,7 +60,7 @@ def build_corpus(n: int, path: Path, seed: int = 0) -> dict:
     weights = [len(by_label[label]) for label in labels]
     rows, near = [], 0
     fillers = ("really", "honestly", "just", "so", "truly")
-    for i in range(n):
+    for _i in range(n):
         if rows and rng.random() < NEAR_DUPLICATE_FRACTION:
             src = dict(rng.choice(rows))
             words = src["listener_reply"].split()

@@ -14,6 +14,7 @@ is still alive `grace_s` seconds later is killed, so nothing outlives the comman
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,10 +52,8 @@ def group_members(pgid: int) -> list[int]:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def run_supervised(command: list[str], grace_s: float = DEFAULT_GRACE_S, env: dict | None = None,

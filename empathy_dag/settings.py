@@ -49,6 +49,15 @@ def data_root() -> Path:
     return Path(os.environ.get("EMPATHY_DAG_DATA_DIR", dagster_home() / "data"))
 
 
+def local_locations() -> tuple[str, str, str]:
+    """(DuckDB file, Parquet folder, model folder) of the local profile: each from its variable
+    (EMPATHY_DAG_DUCKDB, EMPATHY_DAG_PARQUET_DIR, EMPATHY_DAG_MODEL_DIR), else under the data root."""
+    root = data_root()
+    return (os.environ.get("EMPATHY_DAG_DUCKDB", str(root / "warehouse.duckdb")),
+            os.environ.get("EMPATHY_DAG_PARQUET_DIR", str(root / "parquet")),
+            os.environ.get("EMPATHY_DAG_MODEL_DIR", str(root / "models")))
+
+
 # The deployment profile (empathy_dag/defs/profiles.py builds its resources). Read here, without Dagster, because
 # the external side of a pipes step needs it too.
 PROFILE_ENV = "EMPATHY_DAG_PROFILE"
@@ -108,6 +117,9 @@ class AutomationSettings:
     # Retraining starts when the training pairs the current dpo_checkpoint has not seen reach this.
     retrain_min_new_pairs: int = 50
     landing_interval_s: int = 30
+    # Run monitoring fails a landing run past this (resources/dagster.yaml): a run whose worker died stays
+    # STARTED otherwise, and the landing queue (limit 1) behind it never moves.
+    landing_max_runtime_s: int = 14400
     retrain_interval_s: int = 300
     extra_tags: dict[str, str] = field(default_factory=dict)
 
@@ -120,6 +132,7 @@ class AutomationSettings:
             landing_s3_uri=os.environ.get("EMPATHY_DAG_LANDING_S3_URI", ""),
             s3_endpoint_url=os.environ.get("EMPATHY_DAG_S3_ENDPOINT_URL", ""),
             retrain_min_new_pairs=_env_int("EMPATHY_DAG_RETRAIN_MIN_NEW_PAIRS", cls.retrain_min_new_pairs),
+            landing_max_runtime_s=_env_int("EMPATHY_DAG_LANDING_MAX_RUNTIME_S", cls.landing_max_runtime_s),
         )
 
     def run_tags(self, trigger: str, **more: str) -> dict[str, str]:

@@ -74,7 +74,7 @@ def _partitions_of(request: RunRequest) -> list[str]:
 
 
 def _execute(job, request: RunRequest, instance):
-    keys = request.asset_selection or [k for k in job.asset_layer.executable_asset_keys]
+    keys = request.asset_selection or list(job.asset_layer.executable_asset_keys)
     selection = [k for k in keys if k.to_user_string() in DATA_KEYS]
     if not selection:
         return set()

@@ -229,7 +229,7 @@ def test_leaderboard_from_external_predictions_without_optional_metrics(resource
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["system", "emotion", "context", "reference", "prediction"])
-        for i, (emotion, turn, reply) in enumerate(turns):
+        for _i, (emotion, turn, reply) in enumerate(turns):
             w.writerow(["oracle", emotion, turn, reply, reply])
             w.writerow(["generic", emotion, turn, reply, "I see. Tell me more."])
     resources["evaluation"] = EvaluationConfig(systems=[], external_prediction_files=[str(path)],

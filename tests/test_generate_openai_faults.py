@@ -3,6 +3,7 @@ timeouts and garbage, clear errors on 401/404/unreachable, and nothing bad in th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -76,10 +77,8 @@ class StubServer:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
             def do_GET(self):
                 if self.path.endswith("/v1/models"):

@@ -43,7 +43,7 @@ def curated_frame() -> pl.DataFrame:
     rows += [_dialogue(f"rem-s{i}", "remorse", "synthetic", 10 + i) for i in range(1, 4)]
     rows += [_dialogue(f"sad-c{i}", "sadness", "corpus", 20 + i) for i in range(1, 5)]
     rows += [_dialogue(f"sad-s{i}", "sadness", "synthetic", 30 + i) for i in range(1, 3)]
-    return pl.DataFrame(rows, schema={**{k: pl.String for k in rows[0]}, "source_line": pl.Int64})
+    return pl.DataFrame(rows, schema={**dict.fromkeys(rows[0], pl.String), "source_line": pl.Int64})
 
 
 def report_frame() -> pl.DataFrame:

@@ -250,10 +250,7 @@ def shingle_hashes(text: str, k: int = 5) -> np.ndarray:
     if not s:
         return np.empty(0, dtype=np.uint64)
     codes = np.frombuffer(s.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    if codes.size <= k:
-        windows = codes[None, :]
-    else:
-        windows = np.lib.stride_tricks.sliding_window_view(codes, k)
+    windows = codes[None, :] if codes.size <= k else np.lib.stride_tricks.sliding_window_view(codes, k)
     powers = _HASH_BASE ** np.arange(windows.shape[1] - 1, -1, -1, dtype=np.uint64)
     with np.errstate(over="ignore"):  # wrap-around mod 2**64 is the hash
         h = (windows * powers).sum(axis=1, dtype=np.uint64)
@@ -333,7 +330,7 @@ class FilterResult:
     report: pl.DataFrame
 
     def counts(self) -> dict[str, int]:
-        out = {name: 0 for name in FILTER_ORDER}
+        out = dict.fromkeys(FILTER_ORDER, 0)
         for name, n in self.report.group_by("filter").len().iter_rows():
             out[name] = int(n)
         return out

@@ -30,7 +30,7 @@ from empathy_dag.defs.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 from empathy_dag.resources import BaseModelConfig, CorpusSources, GoEmotionsSource, ModelStore
 
 # The profile switch itself is Dagster-free (settings.py) so that the external side of a pipes step can read it.
-from empathy_dag.settings import PROFILE_ENV, PROFILES, active_profile, data_root
+from empathy_dag.settings import PROFILE_ENV, PROFILES, active_profile, data_root, local_locations
 from empathy_dag.storage_s3 import SyncedFile, parse_s3_uri, s3_client, storage_options
 
 __all__ = ["PROFILES", "PROFILE_ENV", "active_profile", "aws_resources", "local_resources", "resources_for"]
@@ -136,9 +136,7 @@ def local_resources(root: Path | None = None) -> dict:
         database, parquet_dir, model_dir = str(root / "warehouse.duckdb"), str(root / "parquet"), str(root / "models")
     else:
         root = data_root()
-        database = os.environ.get("EMPATHY_DAG_DUCKDB", str(root / "warehouse.duckdb"))
-        parquet_dir = os.environ.get("EMPATHY_DAG_PARQUET_DIR", str(root / "parquet"))
-        model_dir = os.environ.get("EMPATHY_DAG_MODEL_DIR", str(root / "models"))
+        database, parquet_dir, model_dir = local_locations()
     # DuckDB creates the file but not its folder.
     Path(database).parent.mkdir(parents=True, exist_ok=True)
     parquet_io = EmotionParquetIOManager(base_dir=parquet_dir)

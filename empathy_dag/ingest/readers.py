@@ -57,7 +57,7 @@ def _check_bytes(data: bytes, name: str) -> str:
         try:
             return data.decode("utf-16")
         except UnicodeDecodeError as exc:
-            raise FileRejected("bad_encoding", f"{name} has a UTF-16 mark but does not decode: {exc}")
+            raise FileRejected("bad_encoding", f"{name} has a UTF-16 mark but does not decode: {exc}") from exc
     head = data[:8192]
     # Binary, not text with a stray NUL: one NUL in a text file is a row-level `control_characters`
     # (the good rows around it land); a file that starts with a known binary signature, or whose head
@@ -418,11 +418,11 @@ def sniff_format(path: Path, data: bytes) -> str:
     if suffix == ".csv":
         first = data[:4096].decode("utf-8", errors="replace").splitlines()
         header = {h.strip() for h in next(csv.reader([first[0]]), [])} if first else set()
-        if ED_PAIR_COLUMNS <= header:
+        if header >= ED_PAIR_COLUMNS:
             return "ed_utterance_pairs"
-        if ED_RAW_COLUMNS <= header:
+        if header >= ED_RAW_COLUMNS:
             return "ed_raw"
-        if ED_CONVERSATION_COLUMNS <= header:
+        if header >= ED_CONVERSATION_COLUMNS:
             return "ed_conversations"
         return "csv"
     raise FileRejected(

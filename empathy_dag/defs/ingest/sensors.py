@@ -5,7 +5,6 @@ the sensor (`context.repository_def.asset_graph`), resolved against the landing 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -117,9 +116,7 @@ def landing_run_requests(asset_graph, decision: LandingDecision, settings: Autom
         "landing_zone",
         **{LANDING_FILE_TAG: decision.file.name[:200], LANDING_SHA_TAG: decision.sha256,
            LANDING_EMOTIONS_TAG: ",".join(decision.rebuild),
-           # Run monitoring fails a landing run past this (resources/dagster.yaml): a run whose worker
-           # died stays STARTED otherwise, and the landing queue (limit 1) behind it never moves.
-           "dagster/max_runtime": os.environ.get("EMPATHY_DAG_LANDING_MAX_RUNTIME_S", "14400")},
+           "dagster/max_runtime": str(settings.landing_max_runtime_s)},
     )
     return emotion_run_requests(asset_graph, decision.rebuild, source="corpus_rows",
                                 run_key=decision.run_key_base or decision.sha256, tags=tags, whole_job=True)

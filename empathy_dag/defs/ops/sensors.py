@@ -58,7 +58,7 @@ def run_history_row(instance, run, status: str) -> dict:
         "assets": sorted(assets), "partitions": sorted(partitions),
         "n_materializations": len(materializations),
         "trigger": (run.tags or {}).get("trigger"),
-        "tags": {k: v for k, v in (run.tags or {}).items()},
+        "tags": dict((run.tags or {}).items()),
         "error": error,
     }
 

@@ -105,7 +105,7 @@ def promotion_decision(
         reasons.append("no promoted model yet: the first passing candidate is promoted")
         return passed, reasons
     prom = numeric_metrics(promoted_metrics)
-    names = [m for m in (tolerances.metrics or sorted(set(cand) & set(prom)))]
+    names = list(tolerances.metrics or sorted(set(cand) & set(prom)))
     compared = 0
     for name in names:
         if name not in cand:

@@ -116,7 +116,7 @@ def alignment_rows(replies: Sequence[str], gold: Sequence[str], taxonomy: Taxono
     named = [named_text(r, p) for r, p in zip(replies, parsed)]
     f1 = bertscore(scorer, named, list(gold))["f1"] if replies else []
     rows = []
-    for reply, p, n, g, f in zip(replies, parsed, named, gold, f1):
+    for reply, p, _n, g, f in zip(replies, parsed, named, gold, f1):
         gold_ekman = taxonomy.ekman(g) if g in taxonomy else None
         rows.append({
             "alignment_reply": reply,
