@@ -61,7 +61,6 @@ def run_chat(model_spec: str, store_root: Path, emotion: str | None, max_new_tok
              stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, seed: int = 0) -> int:
     import torch
 
-
     base, adapter = resolve_model(model_spec, store_root)
     model, tokenizer = load_causal_lm(base, adapter=adapter)
     torch.manual_seed(seed)

@@ -27,7 +27,6 @@ def run_demo(args: argparse.Namespace) -> int:
     # backfill_policy is beta in Dagster 1.13; the demo's terminal is for progress, not that notice.
     warnings.filterwarnings("ignore", category=BetaWarning)
 
-
     instance = DagsterInstance.get()
     job = defs.resolve_job_def("main_job")
     # One run over every emotion partition (the per-emotion assets have a single-run backfill policy).
@@ -48,13 +47,11 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_chat_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-
     store = Path(args.store or (data_root() / "models"))
     return run_chat(args.model, store, args.emotion, args.max_new_tokens)
 
 
 def run_dev(args: argparse.Namespace) -> int:
-
     code = run_supervised(dagster_dev_command(args.workspace, args.host, args.port), grace_s=args.grace_s)
     return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
 

@@ -117,7 +117,6 @@ def print_summary(result, instance, elapsed: float, warehouse_path: str | None =
     for c in failed:
         print(f"    FAILED {c.asset_key.to_user_string()}:{c.check_name}")
     if warehouse_path and Path(warehouse_path).is_file():
-
         print()
         print(leaderboard_text(warehouse_path))
     print(f"\nDagster instance: {instance.root_directory}  (open it with `make dev`)")

@@ -109,7 +109,6 @@ class EcsStepSettings:
         import boto3
         from dagster_aws.pipes import PipesECSClient, PipesS3MessageReader
 
-
         ecs = boto3.client("ecs", region_name=self.region_name or None)
         reader = PipesS3MessageReader(bucket=self.messages_bucket, client=s3_client(self.endpoint_url),
                                       interval=5)

@@ -14,7 +14,6 @@ from empathy_dag.models import sha256_tree
 
 
 def model_folder_checksum(params: dict, pipes: Any) -> dict:
-
     folder = Path(params["folder"])
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder {folder} does not exist")

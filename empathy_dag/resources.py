@@ -108,7 +108,6 @@ class ModelStore(ConfigurableResource):
     endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO, moto); empty = AWS.")
 
     def folder(self, name: str) -> Path:
-
         path = child_path(self.root, name, "model name")  # a name from config never leaves the store
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
@@ -151,7 +150,6 @@ class ModelStore(ConfigurableResource):
 
         shutil.rmtree(self.folder(name), ignore_errors=True)
         if self.s3_prefix:
-
             bucket, prefix = parse_s3_uri(self.uri(name))
             delete_prefix(s3_client(self.endpoint_url), bucket, prefix)
 

@@ -242,7 +242,6 @@ class FineTunedEmotionClassifier:
     metrics: dict | None = None
 
     def predict_proba(self, texts: list[str], embeddings=None) -> np.ndarray:
-
         return _sigmoid(predict_logits(self.model, self.tokenizer, list(texts), None, self.max_length))
 
     def predict(self, texts: list[str]) -> list[str]:
@@ -276,14 +275,12 @@ class FineTunedEmotionClassifier:
         return [(groups[b], float(mass[i, b])) for i, b in enumerate(best)]
 
     def save(self, folder: Path) -> None:
-
         save_classifier(folder, self.model, self.tokenizer, {
             "kind": FINETUNED_KIND, "labels": self.labels, "thresholds": [round(float(t), 4) for t in self.thresholds],
             "max_length": self.max_length, "encoder": self.encoder, "metrics": self.metrics or {}})
 
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> FineTunedEmotionClassifier:
-
         model, tokenizer, config = load_classifier(folder, device)
         return cls(labels=config["labels"], model=model, tokenizer=tokenizer,
                    thresholds=np.asarray(config["thresholds"], dtype=np.float32), max_length=config["max_length"],
@@ -291,7 +288,6 @@ class FineTunedEmotionClassifier:
 
 
 def is_saved_any(folder: Path) -> bool:
-
     return is_saved(folder) or is_finetuned_folder(folder)
 
 
@@ -304,7 +300,6 @@ def load_emotion_classifier(folder: Path):
 def multilabel_report(y: np.ndarray, pred: np.ndarray, labels: list[str], *, n_resamples: int = 1000,
                       seed: int = 0) -> dict:
     from sklearn.metrics import f1_score
-
 
     low, high = bootstrap_macro_f1(y, pred, labels, n_resamples=n_resamples, seed=seed)
     per_label = f1_score(y, pred, average=None, zero_division=0)

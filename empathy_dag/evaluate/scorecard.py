@@ -335,7 +335,6 @@ class SetStatistic:
     system answering in two languages is measured in each language's own units (words, characters)."""
 
     def __init__(self, metric: str, texts: list[str], languages: list[str]):
-
         if metric not in SET_METRICS:
             raise ValueError(f"unknown set metric {metric!r}")
         self.metric = metric

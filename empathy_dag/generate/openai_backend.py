@@ -290,7 +290,6 @@ class OpenAICompatibleGenerator:
     def render(self, conversation: Conversation) -> str:
         """The prompt text the cache is keyed by (see the module docstring)."""
         if self.tokenizer is not None:
-
             return Generator.render(_TokenizerOnly(self.tokenizer), conversation)  # type: ignore[arg-type]
         return messages_key_text(conversation)
 
@@ -462,7 +461,6 @@ class OpenAICompatibleGenerator:
         queue = iter(bodies)
         failed = False
         with self.client() as client:
-
             def submit_next() -> bool:
                 nxt = next(queue, None)
                 if nxt is None:
@@ -694,7 +692,6 @@ def load_key_tokenizer(folder: str):
     """The tokenizer whose chat template renders cache-key prompts (no model weights loaded); loaded
     once per process per folder."""
     from transformers import AutoTokenizer
-
 
     hub_offline_by_default()
     return AutoTokenizer.from_pretrained(folder)

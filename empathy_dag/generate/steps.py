@@ -52,7 +52,6 @@ class PipesBatchGenerator:
                  min_prompts: int, load_local):
         from transformers import AutoTokenizer
 
-
         hub_offline_by_default()
         self.context, self.resource, self.model_store = context, resource, model_store
         self.source, self.store_model, self.min_prompts = source, store_model, min_prompts
@@ -64,7 +63,6 @@ class PipesBatchGenerator:
         self.last_stats: dict = {}
 
     def render(self, conversation: Conversation) -> str:
-
         return Generator.render(self, conversation)  # needs only self.tokenizer
 
     def generate(self, conversations: Sequence[Conversation], settings: GenerationSettings | None = None,
@@ -80,7 +78,6 @@ class PipesBatchGenerator:
         return self._generate_in_step(prompts, settings, batch_size)
 
     def _generate_in_step(self, prompts: list[str], settings: GenerationSettings, batch_size: int | None):
-
         digest = hashlib.sha256(json.dumps([self.cache_id, settings.cache_dict(), prompts]).encode()).hexdigest()
         name = f"work/generation/{digest[:16]}"
         folder = self.model_store.folder(name)

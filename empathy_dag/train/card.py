@@ -9,7 +9,6 @@ from empathy_dag.plots import figure_png, pyplot
 
 
 def loss_curve_png(log_history: list[dict], path: Path, title: str) -> Path:
-
     plt = pyplot()
     points = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)

@@ -43,7 +43,6 @@ def load_reference_model(base_dir: Path, adapter_dir: Path | None, device: str =
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.utils import add_fused_lm_head
 
-
     hub_offline_by_default()
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     if tokenizer.pad_token is None:

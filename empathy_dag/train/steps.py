@@ -132,7 +132,6 @@ def heldout_metadata(heldout: dict) -> dict:
 
 
 def _train(params: dict, pipes, kind: str) -> dict:
-
     store = step_store(params)
     card = params["card"]
     base_dir = store.fetch("base_model")

@@ -317,7 +317,6 @@ def _train(trainer, work_dir: Path, out_dir: Path, records: int, device: str, st
 
 
 def _progress_callbacks(log, kind: str) -> list:
-
     return [progress_callback(log, kind)] if log else []
 
 
@@ -328,7 +327,6 @@ def run_sft(base_dir: Path, records: Sequence[dict], cfg, *, out_dir: Path, work
     loss is measured before and after training. `log(str)` receives progress lines."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
-
 
     start = time.perf_counter()
     if not records:
@@ -389,7 +387,6 @@ def run_dpo(base_dir: Path, sft_dir: Path, records: Sequence[dict], cfg, *, out_
     from datasets import Dataset
     from peft import PeftModel
     from trl import DPOConfig
-
 
     start = time.perf_counter()
     if not records:

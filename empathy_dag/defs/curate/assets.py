@@ -267,7 +267,6 @@ def emotion_classifier(context: AssetExecutionContext, config: EmotionClassifier
 
     from dagster import DataVersion
 
-
     taxonomy = default_taxonomy()
     fingerprint = classifier_fingerprint(goemotions_examples, config.model_dump(), CLASSIFIER_CODE_VERSION,
                                          config.holdout_ids)

@@ -189,7 +189,6 @@ def load_engine(source: str, adapter: str | None, text_generator: TextGenerator,
     text_generator's OpenAI-compatible server (same cache folder, keyed by the served name)."""
 
     if served_model:
-
         return served_generator(text_generator, served_model)
     return load_generator(source, adapter=adapter, dtype=text_generator.dtype, device=text_generator.device,
                           batch_size=text_generator.batch_size,
@@ -454,7 +453,6 @@ def epitome_classifiers(context: AssetExecutionContext, evaluation: EvaluationCo
 
     from dagster import DataVersion
 
-
     options = evaluation.epitome_options()
     holdout = read_id_file(evaluation.epitome_holdout_ids) if evaluation.epitome_holdout_ids else None
     encoder = None
@@ -467,7 +465,6 @@ def epitome_classifiers(context: AssetExecutionContext, evaluation: EvaluationCo
         reused = bool(metrics and metrics.get("fingerprint") == fingerprint)
         if not reused:
             if options["model"] == "linear" and encoder is None:
-
                 encoder = SentenceEncoder(evaluation.epitome_encoder, max_length=evaluation.epitome_max_length,
                                           device=evaluation.device)
             with tempfile.TemporaryDirectory() as work:
@@ -524,7 +521,6 @@ def _keys(items: pl.DataFrame) -> pl.DataFrame:
                "no baseline rescaling). Japanese items use `bertscore_model_ja`, or are not scored without it.",
                version="v2")  # v2: Japanese never on the English backbone
 def metric_bertscore(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
-
     items = read_items(warehouse)
     load_seconds = score_seconds = 0.0
     parts, backbones, not_scored = [], {}, {}
@@ -649,7 +645,6 @@ def metric_epitome(context: AssetExecutionContext, evaluation: EvaluationConfig,
                "difference; with an NRC-VAD lexicon, EmPO's |max V/A/D(prediction) - max V/A/D(reference)|. English "
                "only (NULL for other languages).", version="v2")
 def metric_valence(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
-
     items = read_items(warehouse)
     languages = items["language"].to_list()
     rows = valence_rows(items["prediction"].to_list(), items["speaker_utterance"].to_list(), languages)
@@ -677,7 +672,6 @@ def metric_valence(context: AssetExecutionContext, evaluation: EvaluationConfig,
 @_metric_asset("metric_diversity", "distinct-1/2, n-gram entropy and share of unique responses per system, "
                "per emotion and over all emotions ('all'); words in every language (MeCab for Japanese).", version="v2")
 def metric_diversity(context: AssetExecutionContext, warehouse: Warehouse):
-
     items = read_items(warehouse)
     rows = []
     for (system, language), frame in items.group_by("system", "language", maintain_order=True):
@@ -698,7 +692,6 @@ def metric_diversity(context: AssetExecutionContext, warehouse: Warehouse):
 
 
 def _generation_settings(max_new_tokens: int):
-
     return GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, do_sample=False, seed=0)
 
 
@@ -766,7 +759,6 @@ def metric_judge(context: AssetExecutionContext, evaluation: EvaluationConfig, w
                 verdicts = [(r, parse_score(r), None) for r in replies]
             request_errors = list(judge.last_errors)
         elif evaluation.judge_scoring == "probabilities":
-
             model, tokenizer = load_causal_lm(source, adapter=evaluation.judge_adapter, device=evaluation.device,
                                               allow_hub=evaluation.allow_hub)
             context.log.info(f"judge: {len(convs)} prompts ({items.height} items x {len(rubric.dimensions)} "
@@ -869,7 +861,6 @@ def metric_alignment(context: AssetExecutionContext, evaluation: EvaluationConfi
     "confidence intervals per dimension, next to Krippendorff's alpha between the raters (the ceiling).",
 )
 def judge_human_agreement(context: AssetExecutionContext, evaluation: EvaluationConfig, warehouse: Warehouse):
-
     with warehouse.connect() as conn:
         judge = conn.execute(f"SELECT item_id, system, dimension, score FROM {WAREHOUSE_SCHEMA}.metric_judge").pl()
     human = pl.DataFrame()

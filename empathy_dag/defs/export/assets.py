@@ -43,7 +43,6 @@ def _publish(local: Path, destination: str, endpoint_url: str = "") -> str:
     """Replace the destination with a finished folder. On S3 the files go first and a sha256 manifest
     last, and objects of an earlier export that this one lacks are deleted (as the model store does)."""
     if destination.startswith("s3://"):
-
         bucket, prefix = parse_s3_uri(destination)
         upload_folder(s3_client(endpoint_url), local, bucket, prefix)
         return destination.rstrip("/")

@@ -88,7 +88,6 @@ def base_model(context: AssetExecutionContext, base_model_config: BaseModelConfi
             f"{'reused' if info['reused'] else 'converted'} {gguf.name} -> safetensors in {info['seconds']} s"
         )
     else:
-
         model, tokenizer = load_causal_lm(
             source, dtype=base_model_config.dtype, device="cpu",
             trust_remote_code=base_model_config.trust_remote_code, allow_hub=base_model_config.allow_hub,

@@ -287,7 +287,6 @@ def keep_promoted_copy(model_store, candidate: dict) -> tuple[Path, str]:
     it was evaluated is not promoted."""
     import shutil
 
-
     sha = str(candidate.get("sha256") or "")
     source = Path(str(candidate["path"]))
     if not source.is_dir():  # a run on another machine (aws profile): the published checkpoint

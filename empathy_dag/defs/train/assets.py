@@ -202,7 +202,6 @@ def _pair_records(pairs: pl.DataFrame, max_length: int) -> tuple[list[str], list
     "(reference sha256, pair): computed once, only new pairs are computed on retraining.",
 )
 def reference_logprobs(context: AssetExecutionContext, config: ReferenceLogprobConfig, preference_pairs):
-
     model_store: ModelStore = context.resources.model_store
     pairs = capped_pairs(train_pairs(_frames(preference_pairs)), config.max_train_pairs)
     base = _base_model(model_store)

@@ -43,7 +43,6 @@ class Warehouse(ConfigurableResource):
                              "loads; otherwise (or False) copy it in through Polars.")
 
     def _synced_file(self):
-
         bucket, key = parse_s3_uri(self.s3_uri)
         return SyncedFile(s3_client(self.endpoint_url), bucket, key, Path(self.database))
 
@@ -87,7 +86,6 @@ class Warehouse(ConfigurableResource):
         return self.parquet_base_dir.startswith("s3://")
 
     def _remote_glob(self, asset_name: str) -> str | None:
-
         bucket, prefix = parse_s3_uri(self.parquet_base_dir)
         client = s3_client(self.endpoint_url)
         folder = client.list_objects_v2(Bucket=bucket, Prefix=join_key(prefix, asset_name) + "/", MaxKeys=1)
@@ -122,7 +120,6 @@ class Warehouse(ConfigurableResource):
         """Every file of an s3:// glob as one Polars frame, columns unioned by name like DuckDB's
         read_parquet(union_by_name = true)."""
         import polars as pl
-
 
         bucket, key = parse_s3_uri(glob)
         options = self.storage_options() or None

@@ -111,7 +111,6 @@ def named_text(reply: str, parsed: str | None) -> str:
 
 
 def alignment_rows(replies: Sequence[str], gold: Sequence[str], taxonomy: Taxonomy, scorer) -> list[dict]:
-
     parsed = [parse_emotion(r, taxonomy) for r in replies]
     named = [named_text(r, p) for r, p in zip(replies, parsed)]
     f1 = bertscore(scorer, named, list(gold))["f1"] if replies else []

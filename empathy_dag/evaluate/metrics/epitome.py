@@ -325,7 +325,6 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, mechanism: str
     the majority-class floor and the published figure, for the metadata."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-
     low, high = bootstrap_macro_f1(y_true, y_pred, LEVELS, n_resamples=n_resamples, seed=seed)
     per_class = f1_score(y_true, y_pred, average=None, labels=list(LEVELS), zero_division=0)
     return {
@@ -359,7 +358,6 @@ class EpitomeCrossEncoder:
         return str(self.config.get("backbone", ""))
 
     def predict(self, encoder, seekers: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-
         if not len(seekers):
             return np.zeros(0, dtype=np.int64)
         logits = predict_logits(self.model, self.tokenizer, list(seekers), list(responses), self.max_length)
@@ -367,7 +365,6 @@ class EpitomeCrossEncoder:
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> EpitomeCrossEncoder:
-
         model, tokenizer, config = load_classifier(folder, device)
         return cls(config["mechanism"], model, tokenizer, int(config["settings"]["max_length"]), config)
 
@@ -405,7 +402,6 @@ def train_epitome_cross_encoder(mechanism: str, data, settings, work_dir: str | 
 
 
 def save_cross_encoder(clf: EpitomeCrossEncoder, folder: str | Path) -> Path:
-
     return save_classifier(folder, clf.model, clf.tokenizer, clf.config)
 
 
@@ -453,7 +449,6 @@ def train_epitome_from_options(mechanism: str, options: dict, work_dir: str | Pa
     epitome_* fields without the prefix): `model` cross_encoder or linear, both on a split grouped by
     seeker post (or the holdout ids)."""
     import time
-
 
     data = read_epitome(options["dir"], mechanism, max_rows=options.get("max_rows", 0))
     start = time.perf_counter()
