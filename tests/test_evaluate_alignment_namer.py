@@ -47,7 +47,7 @@ def test_auto_picks_the_classifier_for_the_small_base_model_only(tmp_path):
 def test_classifier_labels_are_scored_like_llm_replies(monkeypatch):
     """A namer's label goes through the same exact / Ekman / BERTScore scoring as an LLM reply
     (BERTScore itself is tested in test_evaluate_metrics: a stand-in here)."""
-    import empathy_dag.evaluate.metrics.alignment as alignment
+    from empathy_dag.evaluate.metrics import alignment
 
     tax = default_taxonomy()
     monkeypatch.setattr(alignment, "bertscore", lambda scorer, a, b: {"f1": [1.0 if x == y else 0.5 for x, y in zip(a, b)]})
