@@ -6,8 +6,8 @@ import pytest
 from dagster import AssetExecutionContext, DagsterInstance, MaterializeResult, asset, materialize
 from dagster_aws.pipes import PipesECSClient, PipesS3MessageReader
 
+from empathy_dag.defs.pipes import EcsStepSettings, local_command, run_heavy_step
 from empathy_dag.models import embedded_minilm_dir, sha256_tree
-from empathy_dag.pipes import EcsStepSettings, local_command, run_heavy_step
 
 STEP = "empathy_dag.pipes_steps:model_folder_checksum"
 
@@ -73,7 +73,7 @@ def test_ecs_step_settings_and_client_from_the_environment():
 
 
 def test_heavy_step_launcher_follows_profile_and_configuration():
-    from empathy_dag.pipes import heavy_step_launcher
+    from empathy_dag.defs.pipes import heavy_step_launcher
 
     assert heavy_step_launcher("local", {}) == "subprocess"
     assert heavy_step_launcher("aws", {}) == "subprocess"  # S3 storage, training beside the run

@@ -8,10 +8,10 @@ from pathlib import Path
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
+from empathy_dag.defs.generate.pipes_generator import PipesBatchGenerator
 from empathy_dag.generate.engine import GenerationSettings, Generator, ResponseCache, load_generator
 from empathy_dag.generate.openai_backend import OpenAICompatibleGenerator, load_key_tokenizer
 from empathy_dag.generate.sharded import ShardedGenerator
-from empathy_dag.generate.steps import PipesBatchGenerator
 from empathy_dag.resources import ModelStore
 from empathy_dag.settings import data_root
 

@@ -21,9 +21,9 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.defs.metadata import column_schema_metadata, consumed_materializations, lineage_metadata
+from empathy_dag.defs.pipes import run_heavy_step, store_params
 from empathy_dag.defs.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 from empathy_dag.models import pick_device, sha256_tree
-from empathy_dag.pipes import run_heavy_step, store_params
 from empathy_dag.resources import ModelStore
 from empathy_dag.safe_paths import single_component
 from empathy_dag.train.config import DPOTrainingConfig, SFTTrainingConfig
