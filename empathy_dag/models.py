@@ -55,7 +55,7 @@ def temp_name_for(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -78,7 +78,7 @@ def remove_interrupted_temps(target: Path, *, now: float | None = None) -> list[
             age = now - tmp.stat().st_mtime
         except OSError:
             continue
-        dead = pid_part.isdigit() and not _pid_alive(int(pid_part))
+        dead = pid_part.isdigit() and not pid_alive(int(pid_part))
         # (A name without a pid is from before pids were written: a minute is far past any write.)
         if dead or age > STALE_TEMP_AFTER_S or (not pid_part.isdigit() and age > 60):
             tmp.unlink(missing_ok=True)

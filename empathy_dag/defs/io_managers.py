@@ -31,7 +31,7 @@ from dagster_polars import PolarsParquetIOManager
 from empathy_dag.defs.metadata import column_schema, frames_schema
 from empathy_dag.defs.warehouse.resource import WAREHOUSE_SCHEMA, Warehouse
 from empathy_dag.frames import concat_partitions  # noqa: F401  (re-exported for the assets)
-from empathy_dag.models import _pid_alive, remove_interrupted_temps, temp_name_for
+from empathy_dag.models import pid_alive, remove_interrupted_temps, temp_name_for
 from empathy_dag.safe_paths import single_component
 
 # What dagster-polars reads to choose an eager DataFrame write (its `typing_type`).
@@ -207,7 +207,7 @@ class _AllOrNothing(IOManager):
             if not folder.is_dir() or folder.name.startswith("."):
                 continue
             pid = folder.name.rsplit(".", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
                 continue  # a live writer's (another step still staging or applying): not ours to judge
             folders.append(folder)
         committed = sorted((f for f in folders if (f / STAGING_COMMIT).exists()),
