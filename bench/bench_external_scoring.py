@@ -34,10 +34,10 @@ def main() -> None:
     from _eval_bench_data import ed_external_predictions  # bench/ is on sys.path as the script folder
     from dagster import materialize
 
-    from empathy_dag.definitions import sql_assets
     from empathy_dag.defs.evaluate import assets as ev
     from empathy_dag.defs.evaluate.resources import EvaluationConfig
     from empathy_dag.defs.profiles import local_resources
+    from empathy_dag.defs.warehouse.definitions import sql_assets
 
     root = Path(tempfile.mkdtemp(prefix="bench_external_"))
     csv_path = ed_external_predictions(args.items, root / "external.csv")

@@ -44,7 +44,7 @@ def external_file(tmp_path):
 
 
 def _sql_assets(*names):
-    from empathy_dag.definitions import sql_assets
+    from empathy_dag.defs.warehouse.definitions import sql_assets
 
     return [a for a in sql_assets if a.key.path[-1] in names]
 

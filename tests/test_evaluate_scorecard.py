@@ -202,9 +202,9 @@ def test_min_test_dialogues_reach_every_emotion_without_moving_natural_test_rows
 def test_leaderboard_from_external_predictions_without_optional_metrics(resources, data_root, tmp_path):
     """Scoring someone else's predictions: external file -> items -> BERTScore and valence only (judge,
     alignment, retention, Epitome never materialized) -> scorecard -> leaderboard, no baseline configured."""
-    from empathy_dag.definitions import sql_assets
     from empathy_dag.defs.evaluate import assets as ev
     from empathy_dag.defs.evaluate.resources import EvaluationConfig
+    from empathy_dag.defs.warehouse.definitions import sql_assets
 
     turns = [("sadness", "My mum's dementia is getting worse and she didn't know me today.",
               "That must be heartbreaking, to sit with her and not be recognised."),

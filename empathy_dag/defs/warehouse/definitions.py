@@ -20,4 +20,6 @@ PARQUET_ASSETS, WAREHOUSE_TABLES = stored_tables(load_assets_from_modules([
     export_assets,
 ]))
 
-defs = Definitions(assets=build_sql_model_assets(parquet_assets=PARQUET_ASSETS, warehouse_tables=WAREHOUSE_TABLES))
+sql_assets = build_sql_model_assets(parquet_assets=PARQUET_ASSETS, warehouse_tables=WAREHOUSE_TABLES)
+
+defs = Definitions(assets=sql_assets)
