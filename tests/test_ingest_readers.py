@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 
 from empathy_dag.ingest.corpus import dialogues_frame, ingest_files, situations_frame
-from empathy_dag.ingest.language import identify_language
+from empathy_dag.ingest.language import PARALLEL_MIN_TEXTS, identify_language, identify_languages
 from empathy_dag.ingest.readers import read_ed_raw_csv, read_goemotions_tsv, sniff_format
 from empathy_dag.ingest.records import detect_language, dialogue_id, situation_id
 from empathy_dag.settings import assets_dir
@@ -112,6 +112,27 @@ def test_language_detection():
     assert guess.language == "en" and guess.confidence > 0.8
     # Too short to tell: below the confidence floor it is undetermined, not a coin flip.
     assert identify_language("Oh no!").language == "und"
+
+
+def test_batch_identification_gives_what_one_call_per_text_gives():
+    """identify_languages (lingua's multi-threaded batch call, each distinct text once) against
+    identify_language (one call per text) on the shipped seeds in both languages, other scripts and
+    languages, letterless and too-short text, and repeats."""
+    texts = []
+    for path in sorted((assets_dir() / "seed").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            texts.append(f"{row['situation']} {row.get('speaker_utterance') or ''}".strip())
+    texts += ["我等活检结果已经等了一个星期了。", "오늘 병원에서 검사를 받았는데 결과가 걱정돼요.",
+              "Llevo toda la semana esperando los resultados de la biopsia.", "Oh no!", "12345 !!!", "", "   "]
+    texts += texts[:20]  # repeats
+    assert len(set(texts)) > PARALLEL_MIN_TEXTS  # the batch call, not the per-text fallback
+    batch = identify_languages(texts)
+    assert set(batch) == set(texts)
+    assert {t: identify_language(t) for t in texts} == batch
+    assert {g.language for g in batch.values()} >= {"en", "ja", "zh", "ko", "es", "und"}
+    small = identify_languages(texts[:3])  # under PARALLEL_MIN_TEXTS: one call per text
+    assert small == {t: batch[t] for t in texts[:3]}
 
 
 def test_detected_language_and_confidence_are_stored_and_unsupported_rows_quarantined(tmp_path):

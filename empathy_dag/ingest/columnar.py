@@ -27,7 +27,7 @@ from typing import Any
 
 import polars as pl
 
-from empathy_dag.ingest.language import identify_language
+from empathy_dag.ingest.language import identify_languages
 from empathy_dag.ingest.records import (
     CHAT_CONTROL_TOKENS,
     CORPUS_POLARS_SCHEMA,
@@ -328,7 +328,7 @@ def _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labe
     texts = detect_text.to_list()
     if not limits.detect_declared_language:  # only the rows that do not say their language
         texts = [None if declared_form[d] else t for d, t in zip(declared_values, texts, strict=True)]
-    guesses = {t: identify_language(t) for t in set(texts) if t is not None}
+    guesses: dict[str | None, Any] = dict(identify_languages(t for t in texts if t is not None))
     guesses[None] = None
     detected = [guesses[t] for t in texts]
     language: list[str] = []

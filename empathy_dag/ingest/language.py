@@ -12,6 +12,7 @@ Pure Python, no Dagster here."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
@@ -44,12 +45,12 @@ def _detector():
     return LanguageDetectorBuilder.from_languages(*languages).build()
 
 
-def identify_language(text: str) -> LanguageGuess:
-    """The most likely language of `text` and its confidence; "und" for text with no letters (digits,
-    punctuation, emoji) or when even the best language is below `MIN_CONFIDENCE`."""
-    if not text or not any(ch.isalpha() for ch in text):
-        return LanguageGuess(UNDETERMINED, 0.0)
-    values = _detector().compute_language_confidence_values(text)
+def _has_letters(text: str) -> bool:
+    return bool(text) and any(ch.isalpha() for ch in text)
+
+
+def _guess(values) -> LanguageGuess:
+    """lingua's confidence values (best first) as a guess: "und" below `MIN_CONFIDENCE`."""
     if not values:
         return LanguageGuess(UNDETERMINED, 0.0)
     best = values[0]
@@ -58,11 +59,45 @@ def identify_language(text: str) -> LanguageGuess:
     return LanguageGuess(code if confidence >= MIN_CONFIDENCE else UNDETERMINED, confidence)
 
 
+def identify_language(text: str) -> LanguageGuess:
+    """The most likely language of `text` and its confidence; "und" for text with no letters (digits,
+    punctuation, emoji) or when even the best language is below `MIN_CONFIDENCE`."""
+    if not _has_letters(text):
+        return LanguageGuess(UNDETERMINED, 0.0)
+    return _guess(_detector().compute_language_confidence_values(text))
+
+
+# Below this many distinct texts the batch call is one call per text: lingua's thread pool is not worth
+# starting for a handful.
+PARALLEL_MIN_TEXTS = 64
+
+
+def identify_languages(texts: Iterable[str]) -> dict[str, LanguageGuess]:
+    """`identify_language` of many texts: {text: guess}, each distinct text identified once. The texts
+    go through lingua's multi-threaded batch call (`compute_language_confidence_values_in_parallel`,
+    the same values as one call per text: tests/test_ingest_readers.py checks), which uses every core
+    where ingest runs; on 2 busy cores it gains little (BENCHMARKS.md, Scale)."""
+    out: dict[str, LanguageGuess] = {}
+    todo: list[str] = []
+    for text in dict.fromkeys(texts):
+        if _has_letters(text):
+            todo.append(text)
+        else:
+            out[text] = LanguageGuess(UNDETERMINED, 0.0)
+    if len(todo) >= PARALLEL_MIN_TEXTS:
+        values = _detector().compute_language_confidence_values_in_parallel(todo)
+    else:
+        values = [_detector().compute_language_confidence_values(t) for t in todo]
+    for text, v in zip(todo, values, strict=True):
+        out[text] = _guess(v)
+    return out
+
+
 def closest_supported_language(text: str, default: str = SUPPORTED_LANGUAGES[0]) -> str:
     """The supported language `text` is most likely in, for text that must be scored in one of them
     (evaluation items from an outside file that says nothing): a short English reply that lingua
     leans German on stays English. `default` for text with no letters."""
-    if not text or not any(ch.isalpha() for ch in text):
+    if not _has_letters(text):
         return default
     for value in _detector().compute_language_confidence_values(text):
         code = value.language.iso_code_639_1.name.lower()
