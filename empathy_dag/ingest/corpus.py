@@ -25,6 +25,7 @@ from empathy_dag.ingest.readers import (
 )
 from empathy_dag.ingest.records import (
     CORPUS_POLARS_SCHEMA,  # noqa: F401 - defined in records.py, still imported from here
+    FileIds,
     FileOutcome,
     FileRejected,
     QuarantineEntry,
@@ -219,7 +220,7 @@ def validate_stream(
     *,
     taxonomy: Taxonomy,
     limits: ValidationLimits,
-    seen_ids: dict[str, str],
+    seen_ids: dict[str, str] | None,
     columns: tuple[str, ...] | None = None,
 ) -> FileOutcome:
     """A file read through `read(n)` (a file object's read, an S3 body's) and validated block by block
@@ -237,6 +238,31 @@ def validate_stream(
     return validate_row_blocks(csv_block_rows(blocks, display, fmt, _block_bytes(limits)), name, sha, source,
                                Path(name).suffix, taxonomy=taxonomy, limits=limits, seen_ids=seen_ids, head=head,
                                columns=columns)
+
+
+def validate_readable(
+    read: Callable[[int], bytes],
+    name: str,
+    size: int,
+    sha: str,
+    *,
+    taxonomy: Taxonomy,
+    limits: ValidationLimits,
+    columns: tuple[str, ...] | None = None,
+) -> FileOutcome:
+    """`validate_bytes` of a file read through `read(n)` (an open file's, an S3 body's) whose `size` and
+    sha256 are known: a file that `stream_format` reads in blocks is never held whole (`columns` as in
+    `validate_stream`); any other is read whole (it is at most one block, or a format read whole anyway).
+    No side effects: what the landing sensor runs on a new file version."""
+    head = read(4096)
+    fmt = stream_format(name, size, head, limits)
+    if not fmt:
+        data = b"".join([head, *iter(lambda: read(1 << 20), b"")])
+        return validate_bytes(data, name, taxonomy=taxonomy, limits=limits)
+    pending = [head]
+    return validate_stream(lambda n: pending.pop() if pending else read(n), printable_name(name), sha, fmt,
+                           taxonomy=taxonomy,
+                           limits=limits, seen_ids=None, columns=columns)
 
 
 def validate_jsonl_blocks(
@@ -267,16 +293,16 @@ def validate_row_blocks(
     *,
     taxonomy: Taxonomy,
     limits: ValidationLimits,
-    seen_ids: dict[str, str],
+    seen_ids: dict[str, str] | None,
     head: str = "",
     columns: tuple[str, ...] | None = None,
 ) -> FileOutcome:
     """A file's rows given block by block (`jsonl_block_rows`, `csv_block_rows`), validated block by
     block: the same outcome as the whole file at once (rows, reasons, order, duplicates across blocks).
-    `seen_ids` is only updated when the whole file is read; a FileRejected or any other exception of the
+    `seen_ids` is only updated when the whole file is read (None: the ids are not handed back); a FileRejected or any other exception of the
     reader is the file's whole-file quarantine entry (`kind` names the format in its message)."""
     outcome = FileOutcome(file=name, file_sha256=sha, source=source, rows_in=0)
-    local_seen = dict(seen_ids)
+    local_seen = FileIds(name, seen_ids if seen_ids is not None else {})
     frames = []
     try:
         for rows in row_blocks:
@@ -298,7 +324,8 @@ def validate_row_blocks(
         return rejected_outcome(name, sha, source, "reader_error",
                                 f"{name} could not be read as {kind or 'text'} ({type(exc).__name__}: "
                                 f"{str(exc)[:200]})", head)
-    seen_ids.update(local_seen)
+    if seen_ids is not None:
+        seen_ids.update(local_seen.own())
     empty = corpus_frame([])
     outcome.frame = pl.concat(frames, how="vertical") if frames else (
         empty if columns is None else empty.select(columns))
