@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from empathy_dag.ingest.columnar import validate_rows
+from empathy_dag.ingest.language import cached_guesses
 from empathy_dag.ingest.readers import (
     READERS,
     STREAMABLE_CSV,
@@ -376,18 +377,23 @@ def ingest_files(
     limits: ValidationLimits | None = None,
     archive_dir: Path | None = None,
     skipped: list[SkippedPath] | None = None,
+    language_cache: Path | None = None,
 ) -> IngestResult:
+    """Read, archive and validate `paths` in order (duplicates across files name the first). `language_cache`:
+    a Parquet file of the language guesses of earlier runs (`language.cached_guesses`), so that a text read
+    before is not identified again."""
     limits = limits or ValidationLimits()
     seen: dict[str, str] = {}
     result = IngestResult(skipped=list(skipped or []))
-    for path in paths:
-        try:
-            outcome = ingest_file(path, taxonomy=taxonomy, limits=limits, seen_ids=seen, archive_dir=archive_dir)
-        except Exception as exc:  # noqa: BLE001 - per-file isolation: one file never stops the others
-            name = printable_name(str(path))
-            outcome = rejected_outcome(name, "", source_name(Path(path)), "ingest_error",
-                                       f"{name} could not be ingested ({type(exc).__name__}: {str(exc)[:200]})")
-        result.outcomes.append(outcome)
+    with cached_guesses(language_cache):
+        for path in paths:
+            try:
+                outcome = ingest_file(path, taxonomy=taxonomy, limits=limits, seen_ids=seen, archive_dir=archive_dir)
+            except Exception as exc:  # noqa: BLE001 - per-file isolation: one file never stops the others
+                name = printable_name(str(path))
+                outcome = rejected_outcome(name, "", source_name(Path(path)), "ingest_error",
+                                           f"{name} could not be ingested ({type(exc).__name__}: {str(exc)[:200]})")
+            result.outcomes.append(outcome)
     return result
 
 

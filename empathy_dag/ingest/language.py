@@ -12,9 +12,16 @@ Pure Python, no Dagster here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
+from importlib.metadata import version
+from pathlib import Path
+
+import polars as pl
 
 # The one list of languages the pipeline runs end to end (ingest quarantines the others; generation
 # prompts, the judge rubric, the unsafe-word lists and the per-language metrics exist for these).
@@ -73,24 +80,112 @@ PARALLEL_MIN_TEXTS = 64
 
 
 def identify_languages(texts: Iterable[str]) -> dict[str, LanguageGuess]:
-    """`identify_language` of many texts: {text: guess}, each distinct text identified once. The texts
-    go through lingua's multi-threaded batch call (`compute_language_confidence_values_in_parallel`,
-    the same values as one call per text: tests/test_ingest_readers.py checks), which uses every core
-    where ingest runs; on 2 busy cores it gains little (BENCHMARKS.md, Scale)."""
+    """`identify_language` of many texts: {text: guess}, each distinct text identified once. Inside
+    `cached_guesses`, a text identified by an earlier run is not identified again. The others go through
+    lingua's multi-threaded batch call (`compute_language_confidence_values_in_parallel`, the same values
+    as one call per text: tests/test_ingest_readers.py checks), which uses every core where ingest runs;
+    on 2 busy cores it gains little (BENCHMARKS.md, Scale)."""
+    store = _active_caches[-1] if _active_caches else None
     out: dict[str, LanguageGuess] = {}
     todo: list[str] = []
     for text in dict.fromkeys(texts):
-        if _has_letters(text):
-            todo.append(text)
-        else:
+        if not _has_letters(text):
             out[text] = LanguageGuess(UNDETERMINED, 0.0)
+        elif store is not None and (known := store.get(text)) is not None:
+            out[text] = known
+        else:
+            todo.append(text)
     if len(todo) >= PARALLEL_MIN_TEXTS:
         values = _detector().compute_language_confidence_values_in_parallel(todo)
     else:
         values = [_detector().compute_language_confidence_values(t) for t in todo]
     for text, v in zip(todo, values, strict=True):
         out[text] = _guess(v)
+        if store is not None:
+            store.put(text, out[text])
     return out
+
+
+class GuessCache:
+    """Guesses of the texts an earlier ingest identified, by a 16-byte digest of the text, in a Parquet
+    file: ingest re-reads every file of the landing zone on each run, and without this each run pays the
+    identifier again for every row it already read (~0.2 ms a row, most of ingest). The file name carries
+    a fingerprint of what a guess depends on (lingua's version, the languages, the confidence floor): a
+    guess from another identifier is never reused. On `save`, only the texts this run looked up or added
+    are kept, so the file follows the corpus instead of growing forever."""
+
+    def __init__(self, path: Path):
+        self.path = path.with_name(f"{path.stem}.{_fingerprint()}{path.suffix}")
+        self._guesses: dict[bytes, tuple[str, float]] = {}
+        self._used: set[bytes] = set()
+        self._added = 0
+        if self.path.is_file():
+            try:
+                frame = pl.read_parquet(self.path)
+                self._guesses = dict(zip(frame["key"].to_list(), zip(frame["language"].to_list(),
+                                                                     frame["confidence"].to_list())))
+            except Exception:  # noqa: BLE001 - an unreadable cache is an empty one: it is only a shortcut
+                self._guesses = {}
+
+    @staticmethod
+    def key(text: str) -> bytes:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def get(self, text: str) -> LanguageGuess | None:
+        k = self.key(text)
+        found = self._guesses.get(k)
+        if found is None:
+            return None
+        self._used.add(k)
+        return LanguageGuess(*found)
+
+    def put(self, text: str, guess: LanguageGuess) -> None:
+        k = self.key(text)
+        self._guesses[k] = (guess.language, guess.confidence)
+        self._used.add(k)
+        self._added += 1
+
+    def save(self) -> None:
+        """Write the guesses of this run (temp + rename); nothing when nothing changed. An OSError leaves the
+        previous file: the next run identifies again what is missing."""
+        if not self._added and len(self._used) == len(self._guesses):
+            return
+        keys = list(self._used)
+        frame = pl.DataFrame({"key": pl.Series(keys, dtype=pl.Binary),
+                              "language": [self._guesses[k][0] for k in keys],
+                              "confidence": pl.Series([self._guesses[k][1] for k in keys], dtype=pl.Float64)})
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            frame.write_parquet(tmp)
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
+
+_active_caches: list[GuessCache] = []
+
+
+def _fingerprint() -> str:
+    codes = ",".join((*SUPPORTED_LANGUAGES, *CONFUSER_LANGUAGES))
+    what = f"lingua {version('lingua-language-detector')}|{codes}|{MIN_CONFIDENCE}"
+    return hashlib.sha256(what.encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def cached_guesses(path: Path | None) -> Iterator[GuessCache | None]:
+    """While inside, `identify_languages` reuses and adds to the guesses cached at `path` (None: no cache),
+    saved on a clean exit."""
+    if path is None:
+        yield None
+        return
+    store = GuessCache(Path(path))
+    _active_caches.append(store)
+    try:
+        yield store
+    finally:
+        _active_caches.remove(store)
+    store.save()
 
 
 def closest_supported_language(text: str, default: str = SUPPORTED_LANGUAGES[0]) -> str:
