@@ -89,10 +89,10 @@ def identify_languages(texts: Iterable[str]) -> dict[str, LanguageGuess]:
     out: dict[str, LanguageGuess] = {}
     todo: list[str] = []
     for text in dict.fromkeys(texts):
-        if not _has_letters(text):
+        if store is not None and (known := store.get(text)) is not None:
+            out[text] = known  # only texts with letters are cached
+        elif not _has_letters(text):
             out[text] = LanguageGuess(UNDETERMINED, 0.0)
-        elif store is not None and (known := store.get(text)) is not None:
-            out[text] = known
         else:
             todo.append(text)
     if len(todo) >= PARALLEL_MIN_TEXTS:
@@ -107,42 +107,37 @@ def identify_languages(texts: Iterable[str]) -> dict[str, LanguageGuess]:
 
 
 class GuessCache:
-    """Guesses of the texts an earlier ingest identified, by a 16-byte digest of the text, in a Parquet
-    file: ingest re-reads every file of the landing zone on each run, and without this each run pays the
+    """Guesses of the texts an earlier ingest identified, in a Parquet file (text, language, confidence):
+    ingest re-reads every file of the landing zone on each run, and without this each run pays the
     identifier again for every row it already read (~0.2 ms a row, most of ingest). The file name carries
     a fingerprint of what a guess depends on (lingua's version, the languages, the confidence floor): a
     guess from another identifier is never reused. On `save`, only the texts this run looked up or added
-    are kept, so the file follows the corpus instead of growing forever."""
+    are kept, so the file follows the corpus instead of growing forever. Keyed by the text itself: a
+    lookup is one dict probe (a digest per text cost more than the rest of the lookup)."""
 
     def __init__(self, path: Path):
         self.path = path.with_name(f"{path.stem}.{_fingerprint()}{path.suffix}")
-        self._guesses: dict[bytes, tuple[str, float]] = {}
-        self._used: set[bytes] = set()
+        self._guesses: dict[str, LanguageGuess] = {}
+        self._used: set[str] = set()
         self._added = 0
         if self.path.is_file():
             try:
                 frame = pl.read_parquet(self.path)
-                self._guesses = dict(zip(frame["key"].to_list(), zip(frame["language"].to_list(),
-                                                                     frame["confidence"].to_list())))
+                self._guesses = {t: LanguageGuess(lang, conf) for t, lang, conf in
+                                 zip(frame["text"].to_list(), frame["language"].to_list(),
+                                     frame["confidence"].to_list(), strict=True)}
             except Exception:  # noqa: BLE001 - an unreadable cache is an empty one: it is only a shortcut
                 self._guesses = {}
 
-    @staticmethod
-    def key(text: str) -> bytes:
-        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
     def get(self, text: str) -> LanguageGuess | None:
-        k = self.key(text)
-        found = self._guesses.get(k)
-        if found is None:
-            return None
-        self._used.add(k)
-        return LanguageGuess(*found)
+        found = self._guesses.get(text)
+        if found is not None:
+            self._used.add(text)
+        return found
 
     def put(self, text: str, guess: LanguageGuess) -> None:
-        k = self.key(text)
-        self._guesses[k] = (guess.language, guess.confidence)
-        self._used.add(k)
+        self._guesses[text] = guess
+        self._used.add(text)
         self._added += 1
 
     def save(self) -> None:
@@ -150,10 +145,11 @@ class GuessCache:
         previous file: the next run identifies again what is missing."""
         if not self._added and len(self._used) == len(self._guesses):
             return
-        keys = list(self._used)
-        frame = pl.DataFrame({"key": pl.Series(keys, dtype=pl.Binary),
-                              "language": [self._guesses[k][0] for k in keys],
-                              "confidence": pl.Series([self._guesses[k][1] for k in keys], dtype=pl.Float64)})
+        texts = list(self._used)
+        frame = pl.DataFrame({"text": pl.Series(texts, dtype=pl.String),
+                              "language": [self._guesses[t].language for t in texts],
+                              "confidence": pl.Series([self._guesses[t].confidence for t in texts],
+                                                      dtype=pl.Float64)})
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
