@@ -412,3 +412,80 @@ def test_a_read_file_turned_into_a_symlink_is_refused_and_its_rows_rebuilt(tmp_p
     second, _ = scan_landing_zone(zone, cursor, taxonomy=tax, limits=limits)
     assert [(d.outcome, d.reasons, d.rebuild, d.emotions) for d in second] == [
         ("refused", {"symlink": 1}, ["grief"], [])]  # the old rows leave; joy (outside) is never read
+
+
+# A landing-sensor scan of one large file, in a fresh interpreter. Its peak is read from /proc (VmHWM, reset
+# before the scan through clear_refs): ru_maxrss would carry the peak of the forked test process over exec.
+_SCAN_MEMORY = """
+import json, sys
+from pathlib import Path
+from empathy_dag.ingest.corpus import validate_bytes
+from empathy_dag.ingest.landing import LandingCursor, LocalLandingZone, scan_landing_zone
+from empathy_dag.ingest.records import ValidationLimits
+from empathy_dag.taxonomy import default_taxonomy
+
+def status_mib(field):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":")) / 1024
+
+tax = default_taxonomy()
+limits = ValidationLimits(detect_declared_language=False, stream_block_mb=float(sys.argv[2]))
+try:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # reset the peak to the resident size now
+except OSError:
+    pass  # then the peak so far is the interpreter's start and imports, which only overstates the growth
+before = status_mib("VmRSS")
+if sys.argv[3] == "scan":
+    decisions, _ = scan_landing_zone(LocalLandingZone(sys.argv[1]), LandingCursor(), taxonomy=tax, limits=limits)
+    result = [(d.outcome, d.rows_in, d.valid_rows, d.quarantined_rows, d.reasons, d.emotions) for d in decisions]
+else:  # what a tick did before: the file read whole, then validated
+    path = next(Path(sys.argv[1]).iterdir())
+    outcome = validate_bytes(path.read_bytes(), str(path), taxonomy=tax, limits=limits)
+    result = [outcome.rows_in, outcome.n_valid, len(outcome.quarantined)]
+print(json.dumps({"growth_mib": status_mib("VmHWM") - before, "result": result}))
+"""
+
+
+def test_a_tick_over_a_large_file_holds_one_block_not_the_file(tmp_path):
+    """A ~100 MB JSONL file in the landing zone: the scan streams it (sha256 and validation in blocks of
+    1 MB here; rows of ~1 KB) and keeps only the emotions of its valid rows, so the tick's peak memory grows
+    by less than the file's size (a fixed working set plus ~150 bytes a row for the duplicate index); the same scan reading the file whole (a block larger than the file) grows by more than
+    the file, which shows that the measurement would see it. The rows are
+    distinct and declare "en" with the identifier off for declared rows (the identifier's memory does not
+    depend on the file; its time would make this test minutes); one duplicate row at the end is still
+    found across blocks."""
+    import subprocess
+    import sys
+
+    zone = tmp_path / "landing"
+    zone.mkdir()
+    path = zone / "big.jsonl"
+    emotions = ["joy", "sadness", "fear", "gratitude"]
+    filler = "and then we talked for a long while about everything that had happened since the spring " * 11
+    with open(path, "w", encoding="utf-8") as fh:
+        n = 0
+        while fh.tell() < 100 * 1024 * 1024:
+            fh.write(json.dumps({"emotion": emotions[n % 4], "situation": f"Row {n}: my friend called me {filler}",
+                                 "language": "en"}) + "\n")
+            n += 1
+        fh.write(json.dumps({"emotion": "joy", "situation": f"Row 0: my friend called me {filler}",
+                             "language": "en"}) + "\n")
+    size_mib = path.stat().st_size / 1024 / 1024
+
+    def measure(stream_block_mb: int, how: str) -> dict:
+        child = subprocess.run([sys.executable, "-c", _SCAN_MEMORY, str(zone), str(stream_block_mb), how],
+                               capture_output=True, text=True, check=True, timeout=600)
+        return json.loads(child.stdout.strip().splitlines()[-1])
+
+    try:
+        streamed = measure(1, "scan")
+        whole = measure(1024, "whole")  # the control: the file read whole, as a tick did before
+    finally:
+        path.unlink()
+    touched = [e for e in EMOTIONS if e in emotions]  # taxonomy order
+    assert streamed["result"] == [["accepted", n + 1, n, 1, {"duplicate_id": 1}, touched]]
+    assert whole["result"] == [n + 1, n, 1]
+    assert whole["growth_mib"] > size_mib, (whole["growth_mib"], size_mib)  # the measurement sees a file's worth
+    # ~60 MB of polars' and the regexes' working memory, one block's rows, ~150 bytes a row of duplicate index
+    assert streamed["growth_mib"] < min(size_mib, whole["growth_mib"] / 5), (streamed["growth_mib"], size_mib)

@@ -25,6 +25,9 @@ def test_one_partition_with_landing_files_and_quarantine(resources, data_root):
     instance = DagsterInstance.ephemeral()
     upstream = materialize([emotion_taxonomy, ingest_corpus], resources=resources, instance=instance)
     assert upstream.success
+    # The local profile keeps the language guesses for the next ingest, beside the raw archive.
+    (cache,) = (data_root / "cache").glob("language_guesses.*.parquet")
+    assert pl.read_parquet(cache).height > 0
     result = materialize(
         [emotion_taxonomy, ingest_corpus, situations, dialogues],
         selection=[situations, dialogues],

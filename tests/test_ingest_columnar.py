@@ -9,10 +9,11 @@ import re
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from empathy_dag.ingest import columnar
-from empathy_dag.ingest.corpus import source_name
+from empathy_dag.ingest.corpus import ingest_files, source_name, stream_format, validate_bytes
 from empathy_dag.ingest.readers import READERS, sniff_format
 from empathy_dag.ingest.records import (
     CHAT_CONTROL_TOKENS,
@@ -254,3 +255,89 @@ def test_file_over_the_hard_cap_names_file_size_and_setting(tmp_path):
     assert entry["reason_code"] == "file_too_large" and entry["line"] is None
     assert str(path) in entry["reason"] and f"{size:,} bytes" in entry["reason"] and "max_file_mb" in entry["reason"]
     assert result.corpus.height == 0 and list((tmp_path / "raw").rglob("huge.jsonl"))  # archived all the same
+
+
+def _hostile_csv(copies: int = 3) -> bytes:
+    """A user-schema CSV with what breaks naive block reading: quoted cells spanning lines (one past
+    MAX_RECORD_LINES), unterminated and stray quotes, CRLF and lone-CR line ends, blank and whitespace
+    lines, wrong field counts, bad UTF-8, a NUL, unknown emotions and languages, half dialogues, control
+    tokens, Japanese, and every record again further down (duplicates across blocks)."""
+    header = b"emotion,situation,speaker_utterance,listener_reply,language,domain\r\n"
+    records = [
+        b'sadness,"My dog died\nlast week and\nI miss him a lot.",,,en,pets',
+        b'joy,"We won the cup, finally!","I can\'t believe\nwe did it ""at last"".","That is\r\nwonderful news!",,',
+        b'fear,"This quote never closes,,,en,',
+        b'anger,"quoted"x,,,,',
+        b"joy,too,many,fields,here,en,x,y",
+        b"blorp,Something odd happened today at work.,,,,",
+        b"grief,My grandmother passed away in the spring.,She was ninety.,,,",
+        b"joy,caf\xe9 time with my oldest friends today,,,,",
+        b"joy,a NUL \x00 in the middle of my day,,,,",
+        b"joy,Hoy fui a la playa con mis amigos y fue genial.,,,es,",
+        b",,,,,",
+        b"   ",
+        b"",
+        "joy,\u53cb\u9054\u3068\u6d77\u306b\u884c\u3063\u3066\u3001\u3068\u3066\u3082\u697d\u3057\u304b\u3063\u305f\u3067\u3059\u3002,,,ja,".encode(),
+        b"joy,Ignore this <|im_start|>system token please.,,,en,",
+        b'joy,"long cell\n' + b"more\n" * 205 + b'end of it",,,en,',
+    ]
+    body = b""
+    for copy in range(copies):
+        for i in range(40):
+            end = (b"\r\n", b"\n", b"\r")[i % 3]
+            body += f"joy,A fine day number {i} at the beach with friends {copy % 2}.,,,en,\n".encode()
+            body += records[i % len(records)] + end
+    return header + body
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\xef\xbb\xbf", b"\n \n" * 300])
+def test_csv_read_in_blocks_same_outcome_as_whole(tmp_path, prefix):
+    """A CSV file over `stream_block_mb` is read and validated block by block (blocks of 512 bytes here,
+    so quoted multi-line cells, CRLF/CR ends, broken records and duplicates fall across block boundaries):
+    the same rows, reasons, messages, line numbers and duplicates as the whole file at once."""
+    data = prefix + _hostile_csv()
+    path = tmp_path / "big.csv"
+    path.write_bytes(data)
+    block_limits = ValidationLimits(stream_block_mb=512 / 1024 / 1024)
+    assert stream_format(path.name, len(data), data[:4096], block_limits) == "csv"
+    assert stream_format(path.name, len(data), data[:4096], ValidationLimits()) == ""
+    whole = ingest_files([path], taxonomy=TAX, limits=ValidationLimits())
+    blocks = ingest_files([path], taxonomy=TAX, limits=block_limits)
+    assert _outcome_key(blocks.outcomes[0]) == _outcome_key(whole.outcomes[0])
+    assert blocks.corpus.equals(whole.corpus) and blocks.quarantine.equals(whole.quarantine)
+    reasons = set(whole.quarantine["reason_code"])
+    assert {"csv_error", "wrong_field_count", "duplicate_id", "unknown_emotion", "bad_encoding",
+            "control_characters", "unknown_language", "half_dialogue"} <= reasons, reasons
+    assert whole.corpus.height > 80 and whole.corpus.filter(
+        pl.col("situation").str.contains("last week and")).height == 1  # the multi-line cell, once
+    in_memory = validate_bytes(data, str(path), taxonomy=TAX, limits=block_limits)
+    assert _outcome_key(in_memory) == _outcome_key(whole.outcomes[0]) and in_memory.frame.equals(whole.corpus)
+
+
+def test_ed_conversation_csv_in_blocks_same_outcome_as_whole(tmp_path):
+    rows = ["conv_id,utterance_idx,prompt,emotion_label,speaker_utterance,extra"]
+    for i in range(300):
+        rows.append(f'hit:{i}_conv:{i},1,"I got a new job_comma_ finally, number {i % 250}",proud,"yes",x')
+        if i % 37 == 0:
+            rows.append(f"hit:{i},broken,row")
+    data = ("\n".join(rows) + "\n").encode()
+    path = tmp_path / "conversations.csv"
+    path.write_bytes(data)
+    block_limits = ValidationLimits(stream_block_mb=700 / 1024 / 1024)
+    assert stream_format(path.name, len(data), data[:4096], block_limits) == "ed_conversations"
+    whole = ingest_files([path], taxonomy=TAX, limits=ValidationLimits())
+    blocks = ingest_files([path], taxonomy=TAX, limits=block_limits)
+    assert _outcome_key(blocks.outcomes[0]) == _outcome_key(whole.outcomes[0])
+    assert blocks.corpus.equals(whole.corpus) and blocks.quarantine.equals(whole.quarantine)
+    assert set(whole.quarantine["reason_code"]) == {"duplicate_id", "wrong_field_count"}
+    assert set(whole.corpus["source"]) == {"empathetic_dialogues"} and whole.corpus.height == 250
+
+
+@pytest.mark.parametrize("data", [b"\n  \n" * 600, b"\x89PNG\r\n" + b"\x00" * 3000,
+                                  b"emotion,situation\n" + b"\n" * 2000, b"emo,sit\n" + b"joy,x\n" * 500])
+def test_csv_in_blocks_rejects_whole_files_like_whole(tmp_path, data):
+    path = tmp_path / "odd.csv"
+    path.write_bytes(data)
+    whole = ingest_files([path], taxonomy=TAX).quarantine
+    blocks = ingest_files([path], taxonomy=TAX, limits=ValidationLimits(stream_block_mb=500 / 1024 / 1024)).quarantine
+    assert blocks.equals(whole) and whole.height == 1 and whole["line"][0] is None

@@ -5,8 +5,14 @@ from pathlib import Path
 
 import polars as pl
 
+from empathy_dag.ingest import language
 from empathy_dag.ingest.corpus import dialogues_frame, ingest_files, situations_frame
-from empathy_dag.ingest.language import identify_language
+from empathy_dag.ingest.language import (
+    PARALLEL_MIN_TEXTS,
+    cached_guesses,
+    identify_language,
+    identify_languages,
+)
 from empathy_dag.ingest.readers import read_ed_raw_csv, read_goemotions_tsv, sniff_format
 from empathy_dag.ingest.records import detect_language, dialogue_id, situation_id
 from empathy_dag.settings import assets_dir
@@ -112,6 +118,58 @@ def test_language_detection():
     assert guess.language == "en" and guess.confidence > 0.8
     # Too short to tell: below the confidence floor it is undetermined, not a coin flip.
     assert identify_language("Oh no!").language == "und"
+
+
+def test_batch_identification_gives_what_one_call_per_text_gives():
+    """identify_languages (lingua's multi-threaded batch call, each distinct text once) against
+    identify_language (one call per text) on the shipped seeds in both languages, other scripts and
+    languages, letterless and too-short text, and repeats."""
+    texts = []
+    for path in sorted((assets_dir() / "seed").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            texts.append(f"{row['situation']} {row.get('speaker_utterance') or ''}".strip())
+    texts += ["我等活检结果已经等了一个星期了。", "오늘 병원에서 검사를 받았는데 결과가 걱정돼요.",
+              "Llevo toda la semana esperando los resultados de la biopsia.", "Oh no!", "12345 !!!", "", "   "]
+    texts += texts[:20]  # repeats
+    assert len(set(texts)) > PARALLEL_MIN_TEXTS  # the batch call, not the per-text fallback
+    batch = identify_languages(texts)
+    assert set(batch) == set(texts)
+    # lingua sums in no fixed order, so a confidence may differ in its last bit from one call to the next
+    # (the corpus stores it rounded to 4 places)
+    for text in texts:
+        one = identify_language(text)
+        assert one.language == batch[text].language and abs(one.confidence - batch[text].confidence) < 1e-9, text
+    assert {g.language for g in batch.values()} >= {"en", "ja", "zh", "ko", "es", "und"}
+    small = identify_languages(texts[:3])  # under PARALLEL_MIN_TEXTS: one call per text
+    assert [small[t].language for t in texts[:3]] == [batch[t].language for t in texts[:3]]
+
+
+def test_language_guesses_cached_across_runs_give_the_same_corpus(tmp_path, monkeypatch):
+    """A second ingest of the same files with the cache of the first identifies nothing again (lingua is
+    made unusable) and gives the same corpus; the cache keeps only the texts of the latest run, and a cache
+    written by another identifier (another fingerprint) is not read."""
+    seed = sorted((assets_dir() / "seed").glob("*.jsonl"))
+    cache = tmp_path / "cache" / "language_guesses.parquet"
+    first = ingest_files(seed, taxonomy=default_taxonomy(), language_cache=cache)
+    (written,) = list(cache.parent.glob("language_guesses.*.parquet"))
+    assert pl.read_parquet(written).height == first.corpus.height  # one text per row here: all distinct
+
+    def no_identifier():
+        raise AssertionError("identified again a text the cache holds")
+
+    with monkeypatch.context() as m:
+        m.setattr(language, "_detector", no_identifier)
+        again = ingest_files(seed, taxonomy=default_taxonomy(), language_cache=cache)
+    assert again.corpus.equals(first.corpus) and again.quarantine.equals(first.quarantine)
+    assert first.corpus["language_detected"].null_count() == 0
+
+    fewer = ingest_files(seed[:1], taxonomy=default_taxonomy(), language_cache=cache)
+    assert pl.read_parquet(written).height == fewer.corpus.height < first.corpus.height  # pruned to this run
+
+    monkeypatch.setattr(language, "_fingerprint", lambda: "another")
+    with cached_guesses(cache) as store:
+        assert store.path != written and store.get(first.corpus["situation"][0]) is None
 
 
 def test_detected_language_and_confidence_are_stored_and_unsupported_rows_quarantined(tmp_path):

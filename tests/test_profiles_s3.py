@@ -302,3 +302,27 @@ def test_warehouse_file_on_s3_refuses_lost_updates(s3, endpoint, tmp_path):
         synced_b.push()  # b started from the version before a's upload: it must not overwrite it
     with a.connect(read_only=True) as conn:
         assert sorted(r[0] for r in conn.execute("select x from t").fetchall()) == [1, 2, 3]
+
+
+def test_landing_decision_streams_a_large_s3_object_like_a_local_file(s3, tmp_path):
+    """A landing file over one block is validated from the S3 body block by block (never downloaded whole):
+    the same decision as the same file in a local landing folder."""
+    from empathy_dag.ingest.landing import LocalLandingZone, S3LandingZone, decide_file
+    from empathy_dag.ingest.records import ValidationLimits
+    from empathy_dag.taxonomy import default_taxonomy
+
+    rows = [{"emotion": EMOTIONS[i % 5], "situation": f"Day {i % 700} of waiting for the scan results, again."}
+            for i in range(900)]
+    body = "".join(json.dumps(r) + "\n" for r in rows).encode() + b"not json\n"
+    s3.put_object(Bucket=BUCKET, Key="landing/big.jsonl", Body=body)
+    (tmp_path / "big.jsonl").write_bytes(body)
+    limits, tax = ValidationLimits(stream_block_mb=4096 / 1024 / 1024), default_taxonomy()  # 4 KB blocks
+    decisions = []
+    for zone in (S3LandingZone(s3, BUCKET, "landing/"), LocalLandingZone(tmp_path)):
+        (file,) = zone.list_files()
+        decisions.append(decide_file(zone, file, zone.sha256(file), taxonomy=tax, limits=limits))
+    s3_decision, local = decisions
+    assert s3_decision.outcome == local.outcome == "accepted" and s3_decision.sha256 == local.sha256
+    assert (s3_decision.rows_in, s3_decision.valid_rows, s3_decision.reasons, s3_decision.emotions) == (
+        local.rows_in, local.valid_rows, local.reasons, local.emotions) == (
+        901, 700, {"duplicate_id": 200, "invalid_json": 1}, [e for e in EMOTIONS if e in set(EMOTIONS[:5])])

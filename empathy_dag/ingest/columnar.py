@@ -21,13 +21,14 @@ reference, whose per-row catch-all keeps the other rows of the file (the documen
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
 
 import polars as pl
 
-from empathy_dag.ingest.language import identify_language
+from empathy_dag.ingest.language import identify_languages
 from empathy_dag.ingest.records import (
     CHAT_CONTROL_TOKENS,
     CORPUS_POLARS_SCHEMA,
@@ -39,7 +40,6 @@ from empathy_dag.ingest.records import (
     id_text,
     normalize_text,
     printable_raw,
-    stable_id,
     validate_rows_rowwise,
 )
 from empathy_dag.taxonomy import Taxonomy
@@ -328,7 +328,7 @@ def _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labe
     texts = detect_text.to_list()
     if not limits.detect_declared_language:  # only the rows that do not say their language
         texts = [None if declared_form[d] else t for d, t in zip(declared_values, texts, strict=True)]
-    guesses = {t: identify_language(t) for t in set(texts) if t is not None}
+    guesses: dict[str | None, Any] = dict(identify_languages(t for t in texts if t is not None))
     guesses[None] = None
     detected = [guesses[t] for t in texts]
     language: list[str] = []
@@ -363,11 +363,13 @@ def _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labe
 
     emotion = df["emotion_norm"].to_list()
     situation_key = _id_form(df["situation_stored"], lower=True).to_list()
-    sit_ids = [stable_id("situation", e, lang, s)
+    # records.stable_id written out (the same bytes: each part then U+001F), without a call per row
+    sha = hashlib.sha256
+    sit_ids = [sha(f"situation\x1f{e or ''}\x1f{lang or ''}\x1f{s or ''}\x1f".encode()).hexdigest()[:16]
                for e, lang, s in zip(emotion, df["language_final"].to_list(), situation_key, strict=True)]
     speaker_key = _id_form(speaker, lower=False).to_list()
     listener_key = _id_form(listener, lower=False).to_list()
-    dia_ids = [stable_id("dialogue", s, a, b) if h else None
+    dia_ids = [sha(f"dialogue\x1f{s}\x1f{a or ''}\x1f{b or ''}\x1f".encode()).hexdigest()[:16] if h else None
                for s, a, b, h in zip(sit_ids, speaker_key, listener_key, has_speaker.to_list(), strict=True)]
 
     # Duplicates in row order: the first row with an id lands, the later ones name it.

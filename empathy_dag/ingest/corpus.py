@@ -7,19 +7,30 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from empathy_dag.ingest.columnar import validate_rows
-from empathy_dag.ingest.readers import READERS, jsonl_block_rows, newline_blocks, sha256_bytes, sniff_format
+from empathy_dag.ingest.language import cached_guesses
+from empathy_dag.ingest.readers import (
+    READERS,
+    STREAMABLE_CSV,
+    csv_block_rows,
+    jsonl_block_rows,
+    newline_blocks,
+    sha256_bytes,
+    sniff_format,
+)
 from empathy_dag.ingest.records import (
     CORPUS_POLARS_SCHEMA,  # noqa: F401 - defined in records.py, still imported from here
+    FileIds,
     FileOutcome,
     FileRejected,
     QuarantineEntry,
+    RawRow,
     ValidationLimits,
     corpus_frame,
     printable_raw,
@@ -123,7 +134,8 @@ def ingest_file(
             sha = sha256_file(path)
             archive_raw_file(path, sha, archive_dir)
             return too_large_outcome(name, sha, size, limits)
-        if _read_in_blocks(path, size, limits):
+        stream = stream_format(path.name, size, _head(path), limits)
+        if stream:
             sha = sha256_file(path)  # streaming: the file is never held whole
         else:
             data = path.read_bytes()
@@ -141,11 +153,8 @@ def ingest_file(
     if data is None:
         try:
             with open(path, "rb") as fh:
-                head = printable_raw(fh.read(200).decode("utf-8", "replace"), 200)
-                fh.seek(0)
-                outcome = validate_jsonl_blocks(newline_blocks(fh.read, _block_bytes(limits)), name, sha,
-                                                source_name(path), taxonomy=taxonomy, limits=limits,
-                                                seen_ids=local_seen, head=head)
+                outcome = validate_stream(fh.read, name, sha, stream, taxonomy=taxonomy, limits=limits,
+                                          seen_ids=local_seen)
         except OSError as exc:
             return rejected_outcome(name, sha, source_name(path), "unreadable",
                                     f"{name} cannot be read ({exc.strerror or exc}); check its permissions")
@@ -157,6 +166,11 @@ def ingest_file(
                                 "held back whole (a reader bug: please report it with this file)")
     seen_ids.update(local_seen)
     return outcome
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(4096)
 
 
 def too_large_outcome(name: str, sha: str, size: int, limits: ValidationLimits) -> FileOutcome:
@@ -183,13 +197,73 @@ def _is_jsonl(name: str) -> bool:
     return Path(name).suffix.lower() in (".jsonl", ".ndjson")
 
 
-def _read_in_blocks(path: Path, size: int, limits: ValidationLimits) -> bool:
-    """JSONL over one block is read block by block, unless it is UTF-16 (two-byte newlines)."""
-    if size <= _block_bytes(limits) or not _is_jsonl(path.name):
-        return False
-    with open(path, "rb") as fh:
-        head = fh.read(200)
-    return not head.startswith((b"\xff\xfe", b"\xfe\xff"))
+def stream_format(name: str, size: int, head: bytes, limits: ValidationLimits) -> str:
+    """How a file of `size` bytes that starts with `head` (its first 4096 bytes) is read: "" whole, or in
+    blocks of `stream_block_mb` as "jsonl" or a STREAMABLE_CSV format ("csv", "ed_conversations"): a file
+    over one block whose rows stand alone. UTF-16 (two-byte newlines) and the EmpatheticDialogues files
+    that group turns by conversation across the file are read whole."""
+    if size <= _block_bytes(limits) or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return ""
+    if _is_jsonl(name):
+        return "jsonl"
+    try:
+        fmt = sniff_format(Path(name), head)
+    except FileRejected:
+        return ""
+    return fmt if fmt in STREAMABLE_CSV else ""
+
+
+def validate_stream(
+    read: Callable[[int], bytes],
+    name: str,
+    sha: str,
+    fmt: str,
+    *,
+    taxonomy: Taxonomy,
+    limits: ValidationLimits,
+    seen_ids: dict[str, str] | None,
+    columns: tuple[str, ...] | None = None,
+) -> FileOutcome:
+    """A file read through `read(n)` (a file object's read, an S3 body's) and validated block by block
+    (`fmt` from `stream_format`): the outcome of the whole file at once, holding one block at a time.
+    `columns`: keep only these columns of the valid rows (the landing sensor needs just the emotions, so
+    its memory does not grow with the rows). Never raises but for an OSError of the reading."""
+    pending = [read(_block_bytes(limits))]
+    head = printable_raw(pending[0][:200].decode("utf-8", "replace"), 200)
+    blocks = newline_blocks(lambda n: pending.pop() if pending else read(n), _block_bytes(limits))
+    display = printable_name(Path(name).name)
+    if fmt == "jsonl":
+        return validate_row_blocks(jsonl_block_rows(blocks, display), name, sha, source_name(Path(name)), "JSONL",
+                                   taxonomy=taxonomy, limits=limits, seen_ids=seen_ids, head=head, columns=columns)
+    source = "empathetic_dialogues" if fmt.startswith("ed_") else source_name(Path(name))
+    return validate_row_blocks(csv_block_rows(blocks, display, fmt, _block_bytes(limits)), name, sha, source,
+                               Path(name).suffix, taxonomy=taxonomy, limits=limits, seen_ids=seen_ids, head=head,
+                               columns=columns)
+
+
+def validate_readable(
+    read: Callable[[int], bytes],
+    name: str,
+    size: int,
+    sha: str,
+    *,
+    taxonomy: Taxonomy,
+    limits: ValidationLimits,
+    columns: tuple[str, ...] | None = None,
+) -> FileOutcome:
+    """`validate_bytes` of a file read through `read(n)` (an open file's, an S3 body's) whose `size` and
+    sha256 are known: a file that `stream_format` reads in blocks is never held whole (`columns` as in
+    `validate_stream`); any other is read whole (it is at most one block, or a format read whole anyway).
+    No side effects: what the landing sensor runs on a new file version."""
+    head = read(4096)
+    fmt = stream_format(name, size, head, limits)
+    if not fmt:
+        data = b"".join([head, *iter(lambda: read(1 << 20), b"")])
+        return validate_bytes(data, name, taxonomy=taxonomy, limits=limits)
+    pending = [head]
+    return validate_stream(lambda n: pending.pop() if pending else read(n), printable_name(name), sha, fmt,
+                           taxonomy=taxonomy,
+                           limits=limits, seen_ids=None, columns=columns)
 
 
 def validate_jsonl_blocks(
@@ -207,12 +281,32 @@ def validate_jsonl_blocks(
     whole file at once (rows, reasons, order, duplicates across blocks), holding one block's rows at a
     time. Never raises (but for an OSError of the reading), like `validate_bytes`; `seen_ids` is only
     updated when the whole file is read. `head`: the file's start, kept with a whole-file rejection."""
+    return validate_row_blocks(jsonl_block_rows(blocks, printable_name(Path(name).name)), name, sha, source, "JSONL",
+                               taxonomy=taxonomy, limits=limits, seen_ids=seen_ids, head=head)
+
+
+def validate_row_blocks(
+    row_blocks: Iterable[list[RawRow]],
+    name: str,
+    sha: str,
+    source: str,
+    kind: str,
+    *,
+    taxonomy: Taxonomy,
+    limits: ValidationLimits,
+    seen_ids: dict[str, str] | None,
+    head: str = "",
+    columns: tuple[str, ...] | None = None,
+) -> FileOutcome:
+    """A file's rows given block by block (`jsonl_block_rows`, `csv_block_rows`), validated block by
+    block: the same outcome as the whole file at once (rows, reasons, order, duplicates across blocks).
+    `seen_ids` is only updated when the whole file is read (None: the ids are not handed back); a FileRejected or any other exception of the
+    reader is the file's whole-file quarantine entry (`kind` names the format in its message)."""
     outcome = FileOutcome(file=name, file_sha256=sha, source=source, rows_in=0)
-    local_seen = dict(seen_ids)
+    local_seen = FileIds(name, seen_ids if seen_ids is not None else {})
     frames = []
-    display = printable_name(Path(name).name)
     try:
-        for rows in jsonl_block_rows(blocks, display):
+        for rows in row_blocks:
             part = validate_rows(rows, file=name, file_sha256=sha, source=source, taxonomy=taxonomy, limits=limits,
                                  seen_ids=local_seen)
             outcome.rows_in += part.rows_in
@@ -222,16 +316,20 @@ def validate_jsonl_blocks(
             for key, n in part.normalised.items():
                 outcome.normalised[key] = outcome.normalised.get(key, 0) + n
             if part.frame is not None and part.frame.height:
-                frames.append(part.frame)
+                frames.append(part.frame if columns is None else part.frame.select(columns))
     except FileRejected as rejected:
         return rejected_outcome(name, sha, source, rejected.reason_code, rejected.message, head)
     except OSError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a block trips on stays this file's problem
         return rejected_outcome(name, sha, source, "reader_error",
-                                f"{name} could not be read as JSONL ({type(exc).__name__}: {str(exc)[:200]})", head)
-    seen_ids.update(local_seen)
-    outcome.frame = pl.concat(frames, how="vertical") if frames else corpus_frame([])
+                                f"{name} could not be read as {kind or 'text'} ({type(exc).__name__}: "
+                                f"{str(exc)[:200]})", head)
+    if seen_ids is not None:
+        seen_ids.update(local_seen.own())
+    empty = corpus_frame([])
+    outcome.frame = pl.concat(frames, how="vertical") if frames else (
+        empty if columns is None else empty.select(columns))
     return outcome
 
 
@@ -251,10 +349,10 @@ def validate_bytes(
     sha = sha256_bytes(data)
     source = source_name(path)
     head = printable_raw(data[:200].decode("utf-8", "replace"), 200)
-    if _is_jsonl(name) and len(data) > _block_bytes(limits) and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return validate_jsonl_blocks(newline_blocks(io.BytesIO(data).read, _block_bytes(limits)), name, sha, source,
-                                     taxonomy=taxonomy, limits=limits,
-                                     seen_ids=seen_ids if seen_ids is not None else {}, head=head)
+    stream = stream_format(name, len(data), data[:4096], limits)
+    if stream:
+        return validate_stream(io.BytesIO(data).read, name, sha, stream, taxonomy=taxonomy, limits=limits,
+                               seen_ids=seen_ids if seen_ids is not None else {})
     try:
         fmt = sniff_format(path, data)
         if fmt.startswith("ed_"):
@@ -279,18 +377,23 @@ def ingest_files(
     limits: ValidationLimits | None = None,
     archive_dir: Path | None = None,
     skipped: list[SkippedPath] | None = None,
+    language_cache: Path | None = None,
 ) -> IngestResult:
+    """Read, archive and validate `paths` in order (duplicates across files name the first). `language_cache`:
+    a Parquet file of the language guesses of earlier runs (`language.cached_guesses`), so that a text read
+    before is not identified again."""
     limits = limits or ValidationLimits()
     seen: dict[str, str] = {}
     result = IngestResult(skipped=list(skipped or []))
-    for path in paths:
-        try:
-            outcome = ingest_file(path, taxonomy=taxonomy, limits=limits, seen_ids=seen, archive_dir=archive_dir)
-        except Exception as exc:  # noqa: BLE001 - per-file isolation: one file never stops the others
-            name = printable_name(str(path))
-            outcome = rejected_outcome(name, "", source_name(Path(path)), "ingest_error",
-                                       f"{name} could not be ingested ({type(exc).__name__}: {str(exc)[:200]})")
-        result.outcomes.append(outcome)
+    with cached_guesses(language_cache):
+        for path in paths:
+            try:
+                outcome = ingest_file(path, taxonomy=taxonomy, limits=limits, seen_ids=seen, archive_dir=archive_dir)
+            except Exception as exc:  # noqa: BLE001 - per-file isolation: one file never stops the others
+                name = printable_name(str(path))
+                outcome = rejected_outcome(name, "", source_name(Path(path)), "ingest_error",
+                                           f"{name} could not be ingested ({type(exc).__name__}: {str(exc)[:200]})")
+            result.outcomes.append(outcome)
     return result
 
 

@@ -33,15 +33,17 @@ Decisions (documented for the README):
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
-from empathy_dag.ingest.corpus import too_large_outcome, validate_bytes
+from empathy_dag.ingest.corpus import too_large_outcome, validate_readable
 from empathy_dag.ingest.records import FileOutcome, ValidationLimits
 from empathy_dag.ingest.sources import IN_PROGRESS_SUFFIXES, MAX_DEPTH, list_landing_folder, printable_name
 from empathy_dag.taxonomy import EMOTIONS, Taxonomy
@@ -50,6 +52,10 @@ __all__ = ["IN_PROGRESS_SUFFIXES"]  # re-exported: the review inbox and the S3 s
 # Subfolders of the landing zone that hold other files than corpus rows (review decisions, issue 10):
 # the corpus reader and this sensor leave them alone, the S3 sync keeps them as subfolders.
 REVIEWS_SUBFOLDER = "reviews"
+# A tick validates a large file in blocks of at most this many MB, whatever `stream_block_mb` says: the
+# outcome does not depend on the block size (tests/test_ingest_columnar.py), and a block's rows take ~25x
+# its size while validated (BENCHMARKS.md, Scale), so a 16 MB block would be ~400 MB for a sensor tick.
+SENSOR_BLOCK_MB = 4.0
 NON_CORPUS_SUBFOLDERS = (REVIEWS_SUBFOLDER,)
 
 
@@ -73,6 +79,10 @@ class LandingZone(Protocol):
     def list_files(self) -> list[LandingFile]: ...
 
     def read_bytes(self, file: LandingFile) -> bytes: ...
+
+    def open(self, file: LandingFile) -> contextlib.AbstractContextManager[BinaryIO]:
+        """The file's content as a stream (`.read(n)`), read once, front to back."""
+        ...
 
     def sha256(self, file: LandingFile) -> str: ...
 
@@ -115,6 +125,11 @@ class LocalLandingZone:
         if file.skip is not None:
             raise ValueError(f"{file.name} is not read: {file.skip[1]}")
         return Path(file.uri).read_bytes()
+
+    def open(self, file: LandingFile) -> contextlib.AbstractContextManager[BinaryIO]:
+        if file.skip is not None:
+            raise ValueError(f"{file.name} is not read: {file.skip[1]}")
+        return open(file.uri, "rb")
 
     def sha256(self, file: LandingFile) -> str:
         h = hashlib.sha256()
@@ -162,6 +177,10 @@ class S3LandingZone:
 
     def read_bytes(self, file: LandingFile) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self._key(file))["Body"].read()
+
+    def open(self, file: LandingFile) -> contextlib.AbstractContextManager[BinaryIO]:
+        # botocore's StreamingBody reads from the socket as asked: the object is never held whole.
+        return contextlib.closing(self.client.get_object(Bucket=self.bucket, Key=self._key(file))["Body"])
 
     def sha256(self, file: LandingFile) -> str:
         h = hashlib.sha256()
@@ -257,12 +276,17 @@ def decide_file(
     zone: LandingZone, file: LandingFile, sha: str, *, taxonomy: Taxonomy, limits: ValidationLimits
 ) -> LandingDecision:
     """Validate one file version (read-only) and say which emotions it touches. Never raises: a file
-    that cannot be read or validated is an `error` decision with the message."""
+    that cannot be read or validated is an `error` decision with the message. A file over one block
+    (`stream_block_mb`) is streamed from the zone and validated block by block, keeping only its valid
+    rows' emotions: a tick's memory does not grow with the file (tests/test_automation_landing.py)."""
     try:
         if file.size > limits.max_file_mb * 1024 * 1024:
             outcome = too_large_outcome(file.uri, sha, file.size, limits)
         else:
-            outcome = validate_bytes(zone.read_bytes(file), file.uri, taxonomy=taxonomy, limits=limits)
+            blocks = dataclasses.replace(limits, stream_block_mb=min(limits.stream_block_mb, SENSOR_BLOCK_MB))
+            with zone.open(file) as fh:
+                outcome = validate_readable(fh.read, file.uri, file.size, sha, taxonomy=taxonomy, limits=blocks,
+                                            columns=("emotion",))
     except Exception as exc:  # noqa: BLE001 - one file's failure is logged, never the tick's
         return LandingDecision(file=file, sha256=sha, outcome="error", reasons={"read_error": 1},
                                message=f"{printable_name(file.name)}: {type(exc).__name__}: {str(exc)[:300]}")

@@ -184,26 +184,64 @@ def csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[s
     Record by record rather than one csv.reader over the file, so that a broken record (an unterminated
     or stray quote, a cell over the csv module's limit) is one bad record and the reader goes on at the
     next line: quoted cells may span lines (up to MAX_RECORD_LINES), and when the lines gathered for a
-    record still do not parse, only its first line is reported and parsing resumes right after it."""
-    lines = _physical_lines(text)
-    while lines and lines[-1] == "":
-        lines.pop()
-    if not lines or not any(line.strip() for line in lines):
-        raise FileRejected("empty_file", f"{name} is empty")
-    out: list[tuple[int, list[str] | None, str, str]] = []
+    record still do not parse, only its first line is reported and parsing resumes right after it.
+    The file's text at once; `csv_record_stream` is the same over lines that arrive block by block."""
+    header, records = csv_record_stream(_physical_lines(text), name)
+    return header, list(records)
+
+
+def csv_record_stream(
+    lines: Iterable[str], name: str
+) -> tuple[list[str], Iterator[tuple[int, list[str] | None, str, str]]]:
+    """`csv_records` over physical lines given one by one (CSV line terminators already split off): the
+    header, read at once (FileRejected as in `csv_records`), and an iterator over the records after it.
+    It holds MAX_RECORD_LINES + 2 lines ahead of the record it reads, never the file."""
+    records = _record_stream(lines)
     header: list[str] | None = None
-    i = 0
-    while i < len(lines):
+    for start, record, _, error in records:
+        if record is None:
+            raise FileRejected("unparseable", f"{name}: cannot read a CSV header on line {start} ({error})")
+        header = [h.strip() for h in record]
+        break
+    if header is None:
+        raise FileRejected("empty_file", f"{name} is empty")
+    return header, (r for r in records if r[1] is None or any(cell.strip() for cell in r[1]))
+
+
+def _record_stream(lines: Iterable[str]) -> Iterator[tuple[int, list[str] | None, str, str]]:
+    """Every non-blank record of `lines` as (first line, cells or None, raw text, error), header included."""
+    source = iter(lines)
+    buf: list[str] = []
+    base = 0  # line index (0-based) of buf[0]
+    i = 0  # the next line to read, in buf
+    eof = False
+    while True:
+        # Lines ahead of i: enough for the longest record (MAX_RECORD_LINES), or all that is left. At the end
+        # of the file trailing empty lines are dropped, as a whole-file read drops them.
+        while not eof and len(buf) - i <= MAX_RECORD_LINES + 1:
+            line = next(source, None)
+            if line is None:
+                eof = True
+                while len(buf) > i and buf[-1] == "":
+                    buf.pop()
+            else:
+                buf.append(line)
+        if i >= len(buf):
+            return
+        if i >= 4096:  # lines already read leave the buffer
+            del buf[:i]
+            base += i
+            i = 0
         start = i
-        if not lines[i].strip():
+        if not buf[i].strip():
             i += 1
             continue
-        chunk = lines[i]
+        chunk = buf[i]
         end = i
         # An odd number of quote characters means a quoted cell continues on the next line.
-        while chunk.count('"') % 2 == 1 and end + 1 < len(lines) and end - start < MAX_RECORD_LINES:
+        while chunk.count('"') % 2 == 1 and end + 1 < len(buf) and end - start < MAX_RECORD_LINES:
             end += 1
-            chunk += "\n" + lines[end]
+            chunk += "\n" + buf[end]
         try:
             record = _parse_record(chunk)
             error = ""
@@ -211,23 +249,38 @@ def csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[s
             record, error = None, str(exc)
             if end > start:
                 # What was gathered does not parse: report the first line alone and go on after it.
-                chunk, end = lines[start], start
+                chunk, end = buf[start], start
                 try:
                     record, error = _parse_record(chunk), ""
                 except csv.Error as exc1:
                     error = str(exc1)
         i = end + 1
-        if header is None:
-            if record is None:
-                raise FileRejected("unparseable", f"{name}: cannot read a CSV header on line {start + 1} ({error})")
-            header = [h.strip() for h in record]
-            continue
-        if record is not None and not any(cell.strip() for cell in record):
-            continue
-        out.append((start + 1, record, chunk, error))
-    if header is None:
+        yield base + start + 1, record, chunk, error
+
+
+def csv_block_lines(blocks: Iterable[bytes], name: str) -> Iterator[str]:
+    """The physical lines of a CSV file given as newline-ended blocks (`newline_blocks`), with the
+    whole-file checks of `_check_bytes` on the first block that is not blank (binary signature, NUL
+    share, BOM): the lines `_physical_lines` gives for the whole text. A UTF-16 file must be read whole."""
+    checked, first = False, True
+    for block in blocks:
+        if not checked and block.strip() == b"":
+            text = block.decode("utf-8", errors="surrogateescape")
+        elif not checked:
+            if block.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise ValueError(f"{name}: a UTF-16 file cannot be read in blocks")
+            # After blank blocks the file does not start here: a BOM here is not the file's (kept, as whole).
+            text = _check_bytes(block, name) if first else _check_bytes(b" " + block, name)[1:]
+            checked = True
+        else:
+            text = block.decode("utf-8", errors="surrogateescape")
+        first = False
+        lines = _physical_lines(text)
+        if text.endswith(("\n", "\r")):  # the block ended with its line: no line after it (yet)
+            lines.pop()
+        yield from lines
+    if not checked:
         raise FileRejected("empty_file", f"{name} is empty")
-    return header, out
 
 
 def _csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[str], str]]]:
@@ -245,27 +298,27 @@ def _bad_csv_row(line: int, raw: str, error: str) -> RawRow:
     return RawRow(line, None, raw, ("csv_error", f"line {line} is not a well-formed CSV record ({error})"))
 
 
-def read_user_csv(data: bytes, name: str) -> list[RawRow]:
-    text = _check_bytes(data, name)
-    header, records = csv_records(text, name)
+def _user_header_check(header: list[str], name: str) -> None:
     missing = [c for c in ("emotion", "situation") if c not in header]
     if missing:
         raise FileRejected(
             "missing_columns",
             f"{name}: missing required column(s) {', '.join(missing)}; found {', '.join(header)}",
         )
-    rows = []
-    for line, record, raw, error in records:
-        if record is None:
-            rows.append(_bad_csv_row(line, raw, error))
-            continue
-        if len(record) != len(header):
-            rows.append(
-                RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}"))
-            )
-            continue
-        values = {k: (v if v != "" else None) for k, v in zip(header, record) if k in USER_COLUMNS}
-        rows.append(RawRow(line, values, raw))
+
+
+def _user_row(header: list[str], line: int, record: list[str] | None, raw: str, error: str) -> RawRow:
+    if record is None:
+        return _bad_csv_row(line, raw, error)
+    if len(record) != len(header):
+        return RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}"))
+    return RawRow(line, {k: (v if v != "" else None) for k, v in zip(header, record) if k in USER_COLUMNS}, raw)
+
+
+def read_user_csv(data: bytes, name: str) -> list[RawRow]:
+    header, records = csv_records(_check_bytes(data, name), name)
+    _user_header_check(header, name)
+    rows = [_user_row(header, *r) for r in records]
     if not rows:
         raise FileRejected("empty_file", f"{name} has a header but no rows")
     return rows
@@ -382,33 +435,62 @@ def read_ed_utterance_pairs(data: bytes, name: str, *, first_exchange_only: bool
     return rows
 
 
-def read_ed_conversations(data: bytes, name: str) -> list[RawRow]:
-    """One row per conversation: the situation (prompt) and its label; no separable listener turn."""
-    text = _check_bytes(data, name)
-    header, records = csv_records(text, name)
+def _ed_conversations_header_check(header: list[str], name: str) -> None:
     missing = ED_CONVERSATION_COLUMNS - set(header)
     if missing:
         raise FileRejected("missing_columns", f"{name}: not an ED conversation CSV, missing {sorted(missing)}")
+
+
+def _ed_conversation_row(header: list[str], line: int, record: list[str] | None, raw: str, error: str) -> RawRow:
+    if record is None:
+        return _bad_csv_row(line, raw, error)
+    if len(record) != len(header):
+        return RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}"))
     idx = {h: i for i, h in enumerate(header)}
-    rows = []
-    for line, record, raw, error in records:
-        if record is None:
-            rows.append(_bad_csv_row(line, raw, error))
-            continue
-        if len(record) != len(header):
-            rows.append(RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")))
-            continue
-        label = record[idx["emotion_label"]].strip()
-        rows.append(
-            RawRow(
-                line,
-                {"emotion": label, "situation": decode_ed(record[idx["prompt"]]), "domain": "everyday life",
-                 "language": "en"},
-                raw,
-                source_label=label,
-            )
-        )
-    return rows
+    label = record[idx["emotion_label"]].strip()
+    return RawRow(
+        line,
+        {"emotion": label, "situation": decode_ed(record[idx["prompt"]]), "domain": "everyday life", "language": "en"},
+        raw,
+        source_label=label,
+    )
+
+
+def read_ed_conversations(data: bytes, name: str) -> list[RawRow]:
+    """One row per conversation: the situation (prompt) and its label; no separable listener turn."""
+    header, records = csv_records(_check_bytes(data, name), name)
+    _ed_conversations_header_check(header, name)
+    return [_ed_conversation_row(header, *r) for r in records]
+
+
+# The CSV formats whose rows stand alone (no grouping by conversation), so a large file is read and
+# validated in blocks: (header check, record -> RawRow, FileRejected message when there is no row or None).
+STREAMABLE_CSV: dict[str, tuple[Callable, Callable, str | None]] = {
+    "csv": (_user_header_check, _user_row, "{name} has a header but no rows"),
+    "ed_conversations": (_ed_conversations_header_check, _ed_conversation_row, None),
+}
+
+
+def csv_block_rows(blocks: Iterable[bytes], name: str, fmt: str, block_bytes: int) -> Iterator[list[RawRow]]:
+    """`READERS[fmt]` (a format of STREAMABLE_CSV) over a file given as newline-ended blocks: its rows
+    in lists of about `block_bytes` of raw text, line numbers and multi-line records as the whole-file
+    read gives them (tests/test_ingest_columnar.py compares the two on hostile CSV)."""
+    check, to_row, no_rows = STREAMABLE_CSV[fmt]
+    header, records = csv_record_stream(csv_block_lines(blocks, name), name)
+    check(header, name)
+    batch: list[RawRow] = []
+    size, any_rows = 0, False
+    for record in records:
+        row = to_row(header, *record)
+        batch.append(row)
+        size += len(row.raw) + 1
+        if size >= block_bytes:
+            yield batch
+            batch, size, any_rows = [], 0, True
+    if batch:
+        yield batch
+    elif not any_rows and no_rows is not None:
+        raise FileRejected("empty_file", no_rows.format(name=name))
 
 
 def sniff_format(path: Path, data: bytes) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from operator import attrgetter
@@ -144,6 +145,65 @@ class FileOutcome:
         whole_file = any(q.line is None for q in self.quarantined)
         row_quarantined = sum(1 for q in self.quarantined if q.line is not None)
         return whole_file or self.rows_in == self.n_valid + row_quarantined + sum(self.skipped.values())
+
+
+class FileIds(MutableMapping[str, str]):
+    """The `seen_ids` of one file read in blocks (id -> "file:line"), over the ids of the files before it
+    (`earlier`, only read). This file's entries are kept as two ints (the 64-bit id, the line), about 110
+    bytes a row instead of about 250 for two strings: the duplicate index is the one thing that grows
+    with the rows when a large file is streamed (the landing sensor). Any other key or value is kept as
+    given."""
+
+    def __init__(self, file: str, earlier: Mapping[str, str]):
+        self.file, self.earlier = file, earlier
+        self._prefix = f"{file}:"
+        self._lines: dict[int, int] = {}
+        self._other: dict[str, str] = {}
+
+    @staticmethod
+    def _int_key(key: str) -> int | None:
+        if len(key) == 16 and key == key.lower():
+            try:
+                return int(key, 16)
+            except ValueError:
+                return None
+        return None
+
+    def __getitem__(self, key: str) -> str:
+        if key in self.earlier:
+            return self.earlier[key]
+        k = self._int_key(key)
+        if k is not None and k in self._lines:
+            return f"{self._prefix}{self._lines[k]}"
+        return self._other[key]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        k = self._int_key(key)
+        line = value[len(self._prefix):] if value.startswith(self._prefix) else ""
+        if k is not None and line.isdigit() and str(int(line)) == line:
+            self._lines[k] = int(line)
+        else:
+            self._other[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        k = self._int_key(key)
+        if k is not None and k in self._lines:
+            del self._lines[k]
+        else:
+            del self._other[key]
+
+    def own(self) -> Iterator[tuple[str, str]]:
+        """This file's entries, as strings."""
+        for k, line in self._lines.items():
+            yield f"{k:016x}", f"{self._prefix}{line}"
+        yield from self._other.items()
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.earlier
+        yield from (k for k, _ in self.own())
+
+    def __len__(self) -> int:
+        return len(self.earlier) + len(self._lines) + len(self._other)
 
 
 def corpus_frame(records) -> pl.DataFrame:

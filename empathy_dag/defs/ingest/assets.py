@@ -99,6 +99,11 @@ def ingest_corpus(context: AssetExecutionContext, corpus_sources: CorpusSources)
         limits=corpus_sources.limits(),
         archive_dir=Path(corpus_sources.archive_dir),
         skipped=skipped,
+        # Beside the raw archive: every run re-reads the whole landing zone, and the guesses of the texts
+        # it read before are reused (same values; ingest's time is mostly the language identifier). Not in
+        # the aws profile (landing zone on S3): each run is a fresh task whose local disk would not keep it.
+        language_cache=None if corpus_sources.landing_s3_uri else
+        Path(corpus_sources.archive_dir).parent / "cache" / "language_guesses.parquet",
     )
     corpus, quarantine, summary = result.corpus, result.quarantine, result.summary()
     rows_in = int(summary["rows_in"].sum() or 0)
