@@ -48,7 +48,7 @@ def decode_ed(text: str) -> str:
     return text.replace("_comma_", ",").strip()
 
 
-def _check_bytes(data: bytes, name: str) -> str:
+def check_bytes(data: bytes, name: str) -> str:
     """Whole-file checks, then decoding. Bytes that are not UTF-8 survive as surrogates so that only
     the rows holding them are quarantined, not the whole file."""
     if len(data) == 0 or data.strip() == b"":
@@ -74,7 +74,7 @@ def _check_bytes(data: bytes, name: str) -> str:
 
 
 def read_jsonl(data: bytes, name: str) -> list[RawRow]:
-    rows = jsonl_rows(_check_bytes(data, name).split("\n"), first_line=1)
+    rows = jsonl_rows(check_bytes(data, name).split("\n"), first_line=1)
     if not rows:
         raise FileRejected("empty_file", f"{name} has no rows")
     return rows
@@ -142,7 +142,7 @@ def jsonl_block_rows(blocks: Iterable[bytes], name: str) -> Iterator[list[RawRow
             if block.startswith((b"\xff\xfe", b"\xfe\xff")):
                 raise ValueError(f"{name}: a UTF-16 file cannot be read in blocks")
             # After blank blocks the file does not start here: a BOM here is not the file's (kept, as whole).
-            text = _check_bytes(block, name) if line == 1 else _check_bytes(b" " + block, name)[1:]
+            text = check_bytes(block, name) if line == 1 else check_bytes(b" " + block, name)[1:]
             checked = True
         else:
             text = block.decode("utf-8", errors="surrogateescape")
@@ -260,7 +260,7 @@ def _record_stream(lines: Iterable[str]) -> Iterator[tuple[int, list[str] | None
 
 def csv_block_lines(blocks: Iterable[bytes], name: str) -> Iterator[str]:
     """The physical lines of a CSV file given as newline-ended blocks (`newline_blocks`), with the
-    whole-file checks of `_check_bytes` on the first block that is not blank (binary signature, NUL
+    whole-file checks of `check_bytes` on the first block that is not blank (binary signature, NUL
     share, BOM): the lines `_physical_lines` gives for the whole text. A UTF-16 file must be read whole."""
     checked, first = False, True
     for block in blocks:
@@ -270,7 +270,7 @@ def csv_block_lines(blocks: Iterable[bytes], name: str) -> Iterator[str]:
             if block.startswith((b"\xff\xfe", b"\xfe\xff")):
                 raise ValueError(f"{name}: a UTF-16 file cannot be read in blocks")
             # After blank blocks the file does not start here: a BOM here is not the file's (kept, as whole).
-            text = _check_bytes(block, name) if first else _check_bytes(b" " + block, name)[1:]
+            text = check_bytes(block, name) if first else check_bytes(b" " + block, name)[1:]
             checked = True
         else:
             text = block.decode("utf-8", errors="surrogateescape")
@@ -283,8 +283,8 @@ def csv_block_lines(blocks: Iterable[bytes], name: str) -> Iterator[str]:
         raise FileRejected("empty_file", f"{name} is empty")
 
 
-def _csv_records(text: str, name: str) -> tuple[list[str], list[tuple[int, list[str], str]]]:
-    """The former interface, (line, cells, raw) per record, for callers outside ingest (the review
+def csv_records_strict(text: str, name: str) -> tuple[list[str], list[tuple[int, list[str], str]]]:
+    """(line, cells, raw) per record, for callers outside ingest (the review
     decisions reader): a broken record still rejects the whole file there, as it always did. Ingest's
     own readers use `csv_records`, which keeps the good records."""
     header, records = csv_records(text, name)
@@ -316,7 +316,7 @@ def _user_row(header: list[str], line: int, record: list[str] | None, raw: str, 
 
 
 def read_user_csv(data: bytes, name: str) -> list[RawRow]:
-    header, records = csv_records(_check_bytes(data, name), name)
+    header, records = csv_records(check_bytes(data, name), name)
     _user_header_check(header, name)
     rows = [_user_row(header, *r) for r in records]
     if not rows:
@@ -328,7 +328,7 @@ def read_ed_raw_csv(data: bytes, name: str, *, first_exchange_only: bool = False
     """Raw EmpatheticDialogues CSV: one utterance per row. Rows are grouped by conv_id, ordered by
     utterance_idx; each (odd, even) pair is a (speaker, listener) exchange. A malformed row (the
     original files have a few with stray commas) is quarantined on its own."""
-    text = _check_bytes(data, name)
+    text = check_bytes(data, name)
     header, records = csv_records(text, name)
     missing = ED_RAW_COLUMNS - set(header)
     if missing:
@@ -384,7 +384,7 @@ def read_ed_utterance_pairs(data: bytes, name: str, *, first_exchange_only: bool
     """The EmPO-shaped pair file: rows with level == 1 have the listener in sp2. By default only the
     first exchange of each conversation (the speaker's opening turn and the listener's reply), which
     is the two-turn dialogue this project models."""
-    text = _check_bytes(data, name)
+    text = check_bytes(data, name)
     header, records = csv_records(text, name)
     missing = ED_PAIR_COLUMNS - set(header)
     if missing:
@@ -458,7 +458,7 @@ def _ed_conversation_row(header: list[str], line: int, record: list[str] | None,
 
 def read_ed_conversations(data: bytes, name: str) -> list[RawRow]:
     """One row per conversation: the situation (prompt) and its label; no separable listener turn."""
-    header, records = csv_records(_check_bytes(data, name), name)
+    header, records = csv_records(check_bytes(data, name), name)
     _ed_conversations_header_check(header, name)
     return [_ed_conversation_row(header, *r) for r in records]
 

@@ -30,7 +30,7 @@ import polars as pl
 
 from empathy_dag.ingest.corpus import QUARANTINE_POLARS_SCHEMA, archive_raw_file
 from empathy_dag.ingest.landing import IN_PROGRESS_SUFFIXES
-from empathy_dag.ingest.readers import _check_bytes, _csv_records, read_jsonl, sha256_bytes
+from empathy_dag.ingest.readers import check_bytes, csv_records_strict, read_jsonl, sha256_bytes
 from empathy_dag.ingest.records import FileRejected, QuarantineEntry, RawRow, ValidationLimits, printable_raw
 from empathy_dag.models import sha256_file
 
@@ -77,8 +77,8 @@ def decision_files(folder: Path) -> list[Path]:
 
 
 def _read_csv(data: bytes, name: str) -> list[RawRow]:
-    text = _check_bytes(data, name)
-    header, records = _csv_records(text, name)
+    text = check_bytes(data, name)
+    header, records = csv_records_strict(text, name)
     missing = [c for c in ("item_id", "reviewer", "decision") if c not in header]
     if missing:
         raise FileRejected("missing_columns", f"{name}: missing required column(s) {', '.join(missing)}; "
