@@ -38,6 +38,11 @@ class DemoProfile:
     # The seed corpus's validation split is 50 dialogues (23 en + 27 ja) since the Japanese seeds grew to
     # 10 per emotion (26 before); the cap keeps the profiles' validation passes the size they were.
     max_eval_items: int = 256
+    # Evaluations of the validation split during SFT / DPO (the loss curve's eval points). The held-out
+    # before / after measurement (n, interval) is separate and always runs; the trainer's eval at the last
+    # step repeats it. 0 = before and after only.
+    sft_evals_per_run: int = 4
+    dpo_evals_per_run: int = 4
 
 
 PROFILES = {
@@ -64,9 +69,10 @@ def demo_run_config(profile: str = "demo") -> dict:
             "emotion_classifier": {"config": {"max_train_rows": p.classifier_rows, "model": "linear"}},
             "dataset_splits": {"config": {"min_test_dialogues_per_emotion": p.min_test_per_emotion}},
             "preference_pairs": {"config": {"k": p.pair_draws}},
-            "sft_checkpoint": {"config": {**lora, "max_steps": p.sft_steps}},
+            "sft_checkpoint": {"config": {**lora, "max_steps": p.sft_steps, "evals_per_run": p.sft_evals_per_run}},
             "reference_logprobs": {"config": {"max_length": p.max_length, "max_train_pairs": p.dpo_max_pairs}},
-            "dpo_checkpoint": {"config": {**lora, "max_steps": p.dpo_steps, "max_train_pairs": p.dpo_max_pairs}},
+            "dpo_checkpoint": {"config": {**lora, "max_steps": p.dpo_steps, "max_train_pairs": p.dpo_max_pairs,
+                                          "evals_per_run": p.dpo_evals_per_run}},
         },
         "resources": {
             "evaluation": {"config": {
