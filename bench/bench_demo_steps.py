@@ -7,8 +7,9 @@ STEP_START and its STEP_SUCCESS / STEP_FAILURE / STEP_SKIPPED event timestamps, 
 table (step, seconds, share of the run, status) sorted by time, then the run's wall time from the run
 record (start to end) and the time no step was running (job start-up, between steps, job teardown).
 It runs no model: it reads what a run already measured, so it can be run on any instance afterwards.
-The CPU (lscpu model and flags) and the load average *now* are printed with it; the load average during
-the run has to be recorded by whoever ran it."""
+The CPU (lscpu model and flags) and the load average *now* are printed with it. The load average during
+the run has to be recorded by whoever ran it: `--load-log FILE` reads lines of `HH:MM:SS <1-min load> ...`
+(UTC, e.g. `echo "$(date -u +%T) $(cat /proc/loadavg)"` every 30 s) and adds each step's mean 1-min load."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from datetime import UTC
 
 from _hardware import cpu_info
 
@@ -72,13 +75,43 @@ def busy_seconds(rows: list[dict]) -> float:
     return total
 
 
+def read_load_log(path: Path, day_of: float) -> list[tuple[float, float]]:
+    """(unix time, 1-min load average) from `HH:MM:SS load1 ...` lines, dated on the day of `day_of` (UTC)."""
+    from datetime import datetime
+
+    day = datetime.fromtimestamp(day_of, tz=UTC).date()
+    samples = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        clock = datetime.strptime(parts[0], "%H:%M:%S").time()
+        stamp = datetime.combine(day, clock, tzinfo=UTC).timestamp()
+        samples.append((stamp, float(parts[1])))
+    return samples
+
+
+def mean_load(samples: list[tuple[float, float]], start: float, end: float | None) -> float | None:
+    """Mean of the samples taken while the step ran; the nearest sample for a step shorter than the interval."""
+    if not samples:
+        return None
+    end = end if end is not None else start
+    inside = [v for t, v in samples if start <= t <= end]
+    if inside:
+        return sum(inside) / len(inside)
+    return min(samples, key=lambda s: abs(s[0] - (start + end) / 2))[1]
+
+
 def markdown(rows: list[dict], total: float | None, status: str) -> str:
-    lines = ["| step | seconds | share | status |", "|---|---:|---:|---|"]
+    with_load = any("load" in r for r in rows)
+    lines = ["| step | seconds | share | status |" + (" mean 1-min load |" if with_load else ""),
+             "|---|---:|---:|---|" + ("---:|" if with_load else "")]
     for r in rows:
         secs = r["seconds"]
         share = f"{100 * secs / total:.1f}%" if secs is not None and total else "-"
-        lines.append(f"| {r['step']} | {secs:.1f} | {share} | {r['status']} |" if secs is not None
-                     else f"| {r['step']} | - | - | {r['status']} |")
+        load = (f" {r['load']:.1f} |" if r.get("load") is not None else " - |") if with_load else ""
+        lines.append(f"| {r['step']} | {secs:.1f} | {share} | {r['status']} |{load}" if secs is not None
+                     else f"| {r['step']} | - | - | {r['status']} |{load}")
     busy = busy_seconds(rows)
     if total:
         lines.append(f"| (no step running: start-up, between steps, teardown) | {total - busy:.1f} | "
@@ -93,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-id", default=None, help="default: the last main_job run of $DAGSTER_HOME")
     parser.add_argument("--json", default=None, help="also write the rows and the run's totals here")
+    parser.add_argument("--load-log", default=None, help="HH:MM:SS <1-min load> lines sampled during the run")
     args = parser.parse_args()
     if not os.environ.get("DAGSTER_HOME"):
         raise SystemExit("set DAGSTER_HOME to the instance the demo wrote to")
@@ -106,15 +140,23 @@ def main() -> None:
     run = record.dagster_run
     rows = step_times(instance, run.run_id)
     total = (record.end_time - record.start_time) if record.start_time and record.end_time else None
+    run_load = None
+    if args.load_log and record.start_time:
+        samples = read_load_log(Path(args.load_log), record.start_time)
+        for r in rows:
+            r["load"] = mean_load(samples, r["start"], r["end"])
+        run_load = mean_load(samples, record.start_time, record.end_time)
     hw = cpu_info()
     print(f"run {run.run_id} ({run.job_name}, {run.status.value}), {len(rows)} steps; "
           f"CPU {hw['cpu']} ({hw['cores']} cores; flags {', '.join(hw['flags'])}); "
-          f"load average now {hw['load_average']}")
+          f"load average now {hw['load_average']}"
+          + (f"; mean 1-min load during the run {run_load:.1f}" if run_load is not None else ""))
     print()
     print(markdown(rows, total, run.status.value))
     if args.json:
         Path(args.json).write_text(json.dumps({"run_id": run.run_id, "status": run.status.value, "total_s": total,
-                                               "busy_s": busy_seconds(rows), "hardware": hw, "steps": rows},
+                                               "busy_s": busy_seconds(rows), "hardware": hw, "run_mean_load": run_load,
+                                               "steps": rows},
                                               indent=1))
 
 
