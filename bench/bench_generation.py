@@ -1,8 +1,14 @@
-"""Generation throughput: llama.cpp single stream vs the pipeline's batched transformers engine, and
-the response cache, side by side in one run on the same GGUF model, the same prompts, greedy decoding,
-at most 64 new tokens.
+"""Generation throughput: llama.cpp single stream, llama.cpp with N parallel sequences (its batched C API,
+what `llama-server --parallel N` does) and the pipeline's batched transformers engine, and the response
+cache, side by side in one run on the same GGUF model, the same prompts, greedy decoding, at most 64 new
+tokens.
 
-    .venv/bin/python bench/bench_generation.py [--prompts 64] [--batch-sizes 8,32,64] [--threads 2] [--dtype auto]
+    .venv/bin/python bench/bench_generation.py [--prompts 64] [--parallels 8,16,32] [--batch-sizes 8,32,64]
+        [--threads 2] [--dtype auto]
+
+llama.cpp is the Makefile's portable build (AVX2/FMA/F16C, no AVX512, no AMX). To compare on an AVX2-only
+machine's terms on a CPU with more, limit torch too: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+MKL_ENABLE_INSTRUCTIONS=AVX2 (dtype auto then measures bf16 slower and picks float32).
 
 Each backend runs in its own subprocess so that its peak RSS (resource.getrusage) is its own. Tokens/s
 counts generated tokens up to EOS (what the pipeline keeps), over wall time including tokenization.
@@ -76,6 +82,92 @@ def phase_llama_cpp(args) -> dict:
             "tokens_per_s": tokens / seconds, "peak_rss_mib": peak_rss_mib()}
 
 
+def phase_llama_batched(args) -> dict:
+    """llama.cpp decoding `args.parallel` sequences at once through its C API (llama_batch with one seq_id
+    per sequence, as llama.cpp's `batched` example and `llama-server --parallel N` do): a free slot takes
+    the next prompt (prefill in the same decode call as the other slots' next tokens), a sequence ends at
+    an end-of-generation token or MAX_NEW_TOKENS, greedy (argmax of the logits) like the other phases."""
+    import llama_cpp as lc
+    import numpy as np
+
+    from empathy_dag.models import embedded_smollm2_gguf
+
+    prompts = json.loads((Path(args.work) / "prompts.json").read_text())
+    n_par = args.parallel
+    lc.llama_backend_init()
+    model = lc.llama_model_load_from_file(str(embedded_smollm2_gguf()).encode(), lc.llama_model_default_params())
+    vocab = lc.llama_model_get_vocab(model)
+    n_vocab = lc.llama_vocab_n_tokens(vocab)
+
+    def tokenize(text: str) -> list[int]:
+        raw = text.encode("utf-8")
+        buf = (lc.llama_token * (len(raw) + 8))()
+        n = lc.llama_tokenize(vocab, raw, len(raw), buf, len(buf), False, True)  # no BOS added, parse specials
+        return list(buf[:n])
+
+    tokenized = [tokenize(p) for p in prompts]
+    per_seq_ctx = max(len(t) for t in tokenized) + MAX_NEW_TOKENS + 8
+    params = lc.llama_context_default_params()
+    params.n_ctx = per_seq_ctx * n_par
+    params.n_batch = max(512, sum(sorted(len(t) for t in tokenized)[-n_par:]) + n_par)
+    params.n_ubatch = 512
+    params.n_seq_max = n_par
+    params.n_threads = params.n_threads_batch = args.threads
+    params.kv_unified = True
+    params.no_perf = True
+    ctx = lc.llama_init_from_model(model, params)
+    memory = lc.llama_get_memory(ctx)
+    batch = lc.llama_batch_init(params.n_batch, 0, 1)
+
+    def add(token: int, pos: int, seq: int, logits: bool) -> int:
+        i = batch.n_tokens
+        batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, pos, 1
+        batch.seq_id[i][0], batch.logits[i] = seq, logits
+        batch.n_tokens = i + 1
+        return i
+
+    def run(todo: list[list[int]]) -> int:
+        queue, slots, tokens = list(todo), [None] * n_par, 0
+        while queue or any(slots):
+            batch.n_tokens = 0
+            rows = {}
+            for s in range(n_par):
+                if slots[s] is None and queue:
+                    prompt = queue.pop(0)
+                    lc.llama_memory_seq_rm(memory, s, -1, -1)
+                    for j, t in enumerate(prompt):
+                        idx = add(t, j, s, j == len(prompt) - 1)
+                    slots[s] = {"pos": len(prompt), "n": 0}
+                    rows[s] = idx
+                elif slots[s] is not None:
+                    rows[s] = add(slots[s]["next"], slots[s]["pos"], s, True)
+                    slots[s]["pos"] += 1
+            if lc.llama_decode(ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed (KV cache full?)")
+            for s, idx in rows.items():
+                logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, idx), shape=(n_vocab,))
+                token = int(logits.argmax())
+                if lc.llama_vocab_is_eog(vocab, token):
+                    slots[s] = None
+                    continue
+                tokens += 1
+                slots[s]["n"] += 1
+                slots[s]["next"] = token
+                if slots[s]["n"] >= MAX_NEW_TOKENS:
+                    slots[s] = None
+        return tokens
+
+    run(tokenized[:2])  # warm-up
+    start = time.perf_counter()
+    tokens = run(tokenized)
+    seconds = time.perf_counter() - start
+    lc.llama_batch_free(batch)
+    lc.llama_free(ctx)
+    lc.llama_model_free(model)
+    return {"backend": f"llama.cpp batched, {n_par} parallel sequences", "parallel": n_par, "tokens": tokens,
+            "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_rss_mib": peak_rss_mib()}
+
+
 def phase_engine(args) -> dict:
     from empathy_dag.generate.engine import GenerationSettings, load_generator
 
@@ -103,7 +195,7 @@ def phase_engine(args) -> dict:
 
 
 def run_phase(phase: str, args, **extra) -> dict:
-    cmd = [sys.executable, __file__, "--phase", phase, "--prompts", str(args.prompts), "--threads",
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--prompts", str(args.prompts), "--threads",
            str(args.threads), "--work", args.work]
     for k, v in extra.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
@@ -121,13 +213,17 @@ def main() -> None:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "empathy_dag_bench"))
     parser.add_argument("--phase", default="")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--parallels", default="8,16,32", help="llama.cpp batched: parallel sequences to try")
+    parser.add_argument("--parallel", type=int, default=16)
+    parser.add_argument("--no-cache-row", action="store_true", help="skip the response-cache row")
     parser.add_argument("--cache-dir", default="")
     parser.add_argument("--dtype", default="auto", help="The engine's dtype (auto = what the pipeline picks "
                         "on this machine); the largest batch also runs in float32 for comparison.")
     args = parser.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
     if args.phase:
-        print(json.dumps(phase_llama_cpp(args) if args.phase == "llama" else phase_engine(args)))
+        phases = {"llama": phase_llama_cpp, "llama-batched": phase_llama_batched, "engine": phase_engine}
+        print(json.dumps(phases[args.phase](args)))
         return
 
     model_dir = base_model_dir(Path(args.work))  # convert once, outside the timed phases
@@ -138,26 +234,39 @@ def main() -> None:
                for c in conversations(args.prompts)]
     (Path(args.work) / "prompts.json").write_text(json.dumps(prompts))
     rows = [run_phase("llama", args)]
+    for n in [int(x) for x in args.parallels.split(",") if x]:
+        rows.append(run_phase("llama-batched", args, parallel=n))
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     for b in sizes:
         rows.append(run_phase("engine", args, batch_size=b, dtype=args.dtype))
-    if args.dtype != "float32":
+    engine_rows = [r for r in rows if r["backend"].startswith("engine")]
+    if args.dtype != "float32" and all(r["dtype"] != "float32" for r in engine_rows):
         rows.append(run_phase("engine", args, batch_size=max(sizes), dtype="float32"))
-    best = max(rows[1:], key=lambda r: r["tokens_per_s"])
-    with tempfile.TemporaryDirectory() as cache:
-        rows.append(run_phase("engine", args, batch_size=best["batch_size"], cache_dir=cache, dtype=best["dtype"]))
+    engine_rows = [r for r in rows if r["backend"].startswith("engine")]
+    best = max(engine_rows, key=lambda r: r["tokens_per_s"])
+    if not args.no_cache_row:
+        with tempfile.TemporaryDirectory() as cache:
+            rows.append(run_phase("engine", args, batch_size=best["batch_size"], cache_dir=cache, dtype=best["dtype"]))
     ref = rows[0]["tokens_per_s"]
-    print(f"\n{args.prompts} prompts, greedy, max {MAX_NEW_TOKENS} new tokens, {args.threads} threads, "
-          f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f}\n")
-    print("| backend | tokens | seconds | tokens/s | x llama.cpp | peak RSS MiB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    batched = [r for r in rows if r["backend"].startswith("llama.cpp batched")]
+    best_llama = max(batched, key=lambda r: r["tokens_per_s"])["tokens_per_s"] if batched else ref
+    from _hardware import cpu_info
+
+    hw = cpu_info()
+    print(f"\n{args.prompts} prompts, greedy, max {MAX_NEW_TOKENS} new tokens, {args.threads} threads; CPU "
+          f"{hw['cpu']} ({hw['cores']} cores, flags {', '.join(hw['flags'])}); torch ISA env: "
+          f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '-')} "
+          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '-')}; load average {hw['load_average']}\n")
+    print("| backend | tokens | seconds | tokens/s | x llama.cpp single | x best llama.cpp batched | peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['backend']} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_s']:.1f} | "
-              f"{r['tokens_per_s'] / ref:.2f} | {r['peak_rss_mib']:.0f} |")
-    cached = rows[-1]
-    print(f"\nwarm cache: {cached['warm_seconds'] * 1000:.1f} ms for {args.prompts} prompts vs "
-          f"{cached['seconds']:.1f} s generating: {cached['warm_speedup']:.0f}x faster")
-    print(json.dumps({"rows": rows}))
+              f"{r['tokens_per_s'] / ref:.2f} | {r['tokens_per_s'] / best_llama:.2f} | {r['peak_rss_mib']:.0f} |")
+    if not args.no_cache_row:
+        cached = rows[-1]
+        print(f"\nwarm cache: {cached['warm_seconds'] * 1000:.1f} ms for {args.prompts} prompts vs "
+              f"{cached['seconds']:.1f} s generating: {cached['warm_speedup']:.0f}x faster")
+    print(json.dumps({"rows": rows, "hardware": hw}))
 
 
 if __name__ == "__main__":

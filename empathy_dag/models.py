@@ -10,6 +10,7 @@ local folder, or one of the embedded defaults shipped as PyPI packages (no hub a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -243,7 +244,10 @@ def pick_dtype(dtype: str = "auto", device: str = "cpu") -> str:
     """A concrete dtype name for inference. `auto`: bfloat16 where the hardware computes in it natively
     (a CUDA GPU with bf16; a CPU with AVX512-BF16 or AMX, measured 1.9x the float32 tokens/s on an AMD
     EPYC, bench/bench_generation.py), float16 on an older CUDA GPU, float32 everywhere else (a CPU
-    without native bf16 emulates it, slower than float32). Training keeps its own dtype choice."""
+    without native bf16 emulates it, slower than float32). On a CPU that lists the flags, bfloat16 is
+    chosen only if a short matmul measurement (`cpu_bf16_is_faster`) confirms it: the flags say what the
+    CPU has, not what the kernels in use do with it (a oneDNN limited to AVX2, a VM hiding the ISA).
+    Training keeps its own dtype choice."""
     if dtype != "auto":
         return dtype
     import torch
@@ -253,9 +257,35 @@ def pick_dtype(dtype: str = "auto", device: str = "cpu") -> str:
     if device == "cpu":
         cpu = getattr(torch, "cpu", None)
         native = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        if any(check is not None and check() for check in native):
+        if any(check is not None and check() for check in native) and cpu_bf16_is_faster():
             return "bfloat16"
     return "float32"
+
+
+# A decoding step of the demo's model: a batch of 32 rows through one SmolLM2-135M MLP projection.
+_DTYPE_PROBE_SHAPE = (32, 576, 1536)
+
+
+@functools.cache
+def cpu_bf16_is_faster(margin: float = 0.9, repeats: int = 20) -> bool:
+    """Whether a bfloat16 matmul at a decoding step's shape takes under `margin` x the float32 time on this
+    CPU, as torch is configured now (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, threads). Measured once per
+    process (~20 ms): best of `repeats` for each dtype, after a warm-up call that also pays oneDNN's JIT."""
+    import torch
+
+    m, k, n = _DTYPE_PROBE_SHAPE
+    best = {}
+    with torch.inference_mode():
+        for dt in (torch.float32, torch.bfloat16):
+            a, b = torch.randn(m, k).to(dt), torch.randn(k, n).to(dt)
+            a @ b
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                a @ b
+                times.append(time.perf_counter() - t0)
+            best[dt] = min(times)
+    return best[torch.bfloat16] < margin * best[torch.float32]
 
 
 def pick_device(device: str = "auto") -> str:
@@ -342,7 +372,9 @@ def load_causal_lm(
     allow_hub: bool = False,
     adapter: str | None = None,
 ):
-    """(model, tokenizer) from a local folder or hub id, safetensors only; optional PEFT adapter on top.
+    """(model, tokenizer) from a local folder or hub id, safetensors only; optional PEFT adapter on top,
+    merged into the weights (`merge_and_unload`: inference only, so a LoRA adapter costs nothing per token;
+    unmerged, each of its ~200 wrapped linear layers adds two small matmuls to every decoding step).
     Tokenizer set up for batched generation: left padding, pad = eos when the model has none."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -359,7 +391,7 @@ def load_causal_lm(
     if adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter)
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     if not placement:
         model.to(resolved)
     model.eval()

@@ -5,8 +5,10 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
+from empathy_dag import models
 from empathy_dag.models import (
     convert_gguf_to_safetensors,
     embedded_minilm_dir,
@@ -58,6 +60,10 @@ def test_auto_dtype_is_bfloat16_only_where_the_hardware_has_it(monkeypatch, base
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert pick_dtype("auto", "cpu") == "float32"  # emulated bf16 would be slower than float32
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    # The flags alone are not enough: the measured matmul has to agree (kernels limited to AVX2 do not).
+    monkeypatch.setattr(models, "cpu_bf16_is_faster", lambda: False)
+    assert pick_dtype("auto", "cpu") == "float32"
+    monkeypatch.setattr(models, "cpu_bf16_is_faster", lambda: True)
     assert pick_dtype("auto", "cpu") == "bfloat16"
     # The engine loads the weights in the dtype auto picks, and says which in its stats.
     forget_loaded_models()
@@ -69,6 +75,20 @@ def test_auto_dtype_is_bfloat16_only_where_the_hardware_has_it(monkeypatch, base
                                  GenerationSettings(max_new_tokens=8, do_sample=False))
     assert replies[0].strip() and generator.last_stats["dtype"] == "bfloat16"
     forget_loaded_models()
+
+
+def test_bf16_probe_says_no_when_onednn_is_limited_to_avx2():
+    """On a CPU with AVX512-BF16, oneDNN limited to AVX2 (what an AVX2-only machine runs) emulates bfloat16:
+    the measured probe must then prefer float32, although the CPU flags still say bf16."""
+    import subprocess
+    import sys
+
+    if not torch.cpu._is_avx512_bf16_supported():
+        pytest.skip("this CPU has no AVX512-BF16: nothing to limit")
+    probe = "from empathy_dag.models import cpu_bf16_is_faster as f; print(f())"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    limited = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert limited.stdout.strip() == "False"
 
 
 def test_weight_hash_is_read_once_and_redone_when_a_file_changes(tmp_path, monkeypatch):

@@ -49,3 +49,31 @@ def test_a_few_sft_steps_lower_held_out_loss(tmp_path, base_model_dir):
     assert all(" | lr " in s and " tok/s" in s and " | ETA " in s for s in train_lines), train_lines
     assert [s.split(" | ")[0] for s in eval_lines] == ["sft step 3/6 (50%)", "sft step 6/6 (100%)"], eval_lines
     assert any(line.startswith(f"sft held-out loss on {measured} validation dialogues") for line in lines)
+
+
+@pytest.mark.slow
+def test_dpo_without_evals_during_the_run_still_measures_held_out_before_and_after(tmp_path, base_model_dir):
+    """evals_per_run=0 (the demo's DPO): trl gets no eval dataset (so no reference pass over it and no eval
+    entries in the log), and the held-out reward accuracy is still measured on every validation pair."""
+    from empathy_dag.train.config import DPOTrainingConfig
+    from empathy_dag.train.data import dpo_record
+    from empathy_dag.train.trainers import run_dpo
+
+    train, val = _fixed_split(8, 6)
+    sft = run_sft(base_model_dir, train, SFTTrainingConfig(max_steps=1, per_device_train_batch_size=4, max_length=64,
+                                                           save_steps=100, evals_per_run=0),
+                  out_dir=tmp_path / "sft", work_dir=prepare_work_dir(tmp_path / "sft_work", "k"))
+
+    def pairs(records):
+        replies = [r["completion"][0]["content"] for r in records]
+        return [dpo_record({"prompt": r["prompt"][-1]["content"], "chosen": replies[i],
+                            "rejected": replies[(i + 1) % len(replies)]}) for i, r in enumerate(records)]
+
+    cfg = DPOTrainingConfig(max_steps=2, per_device_train_batch_size=4, max_length=64, save_steps=100,
+                            evals_per_run=0)
+    result = run_dpo(base_model_dir, sft.adapter_dir, pairs(train), cfg, out_dir=tmp_path / "dpo",
+                     work_dir=prepare_work_dir(tmp_path / "dpo_work", "k"), eval_records=pairs(val))
+    assert result.global_step == 2 and not any("eval_loss" in h for h in result.log_history)
+    accuracy = result.heldout["reward_accuracy_after"]
+    assert accuracy["n"] == len(val) == result.eval_records
+    assert 0.0 <= accuracy["ci_low"] <= accuracy["mean"] <= accuracy["ci_high"] <= 1.0

@@ -398,11 +398,15 @@ def run_dpo(base_dir: Path, sft_dir: Path, records: Sequence[dict], cfg, *, out_
     has_ref = "ref_chosen_logps" in records[0]
     eval_records = [{k: v for k, v in r.items() if k in ("prompt", "chosen", "rejected")} for r in eval_records]
     tracking_setup(cfg, out_dir)
-    args = DPOConfig(**trainer_args(cfg, work_dir, device, n_records=len(records), has_eval=bool(eval_records)),
+    # trl precomputes the reference log-probs of its eval dataset when it is built (a pass over every validation
+    # pair): give it one only when it will evaluate during the run. The held-out before / after below measure
+    # `eval_records` themselves either way.
+    evaluates = bool(eval_records) and cfg.evals_per_run > 0
+    args = DPOConfig(**trainer_args(cfg, work_dir, device, n_records=len(records), has_eval=evaluates),
                      beta=cfg.beta, loss_type=[cfg.loss_type], precompute_ref_log_probs=has_ref)
     trainer_cls = atomic_checkpoints(cached_reference_dpo_trainer_class())
     trainer = trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(list(records)),
-                          eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
+                          eval_dataset=Dataset.from_list(eval_records) if evaluates else None,
                           processing_class=tokenizer, callbacks=[*callbacks, *_progress_callbacks(log, "dpo")])
 
     def reference():
