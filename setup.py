@@ -20,8 +20,9 @@ class BuildPyWithShippedFolders(build_py):
         target = Path(self.build_lib) / "empathy_dag" / "_shipped"
         for name in SHIPPED_FOLDERS:
             shutil.rmtree(target / name, ignore_errors=True)
-            shutil.copytree(ROOT / name, target / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store"))
+            shutil.copytree(
+                ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store")
+            )
 
 
 setup(cmdclass={"build_py": BuildPyWithShippedFolders})

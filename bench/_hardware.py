@@ -13,5 +13,9 @@ def cpu_info() -> dict:
     out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     flags = set(fields.get("Flags", "").split())
-    return {"cpu": fields.get("Model name", "?").strip(), "cores": os.cpu_count(),
-            "flags": [f for f in FLAGS if f in flags], "load_average": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpu": fields.get("Model name", "?").strip(),
+        "cores": os.cpu_count(),
+        "flags": [f for f in FLAGS if f in flags],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }

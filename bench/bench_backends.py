@@ -55,8 +55,13 @@ def bench_conversations(n: int) -> list[list[dict[str, str]]]:
         for group in by_emotion.values():
             if group and len(picked) < n:
                 picked.append(group.pop(0))
-    return [[{"role": "system", "content": SYSTEM},
-             {"role": "user", "content": f"{r['situation']} {r['speaker_utterance']}"}] for r in picked]
+    return [
+        [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"{r['situation']} {r['speaker_utterance']}"},
+        ]
+        for r in picked
+    ]
 
 
 def run(name: str, generate, conversations, settings, stats_of) -> dict:
@@ -66,10 +71,15 @@ def run(name: str, generate, conversations, settings, stats_of) -> dict:
     seconds = time.perf_counter() - t0
     stats = stats_of()
     tokens = stats["new_tokens"]
-    row = {"backend": name, "prompts": len(conversations), "seconds": round(seconds, 2),
-           "new_tokens": tokens, "tokens_per_s": round(tokens / seconds, 1),
-           "requests_per_s": round(len(conversations) / seconds, 2),
-           "mean_reply_chars": round(sum(map(len, replies)) / len(replies), 1)}
+    row = {
+        "backend": name,
+        "prompts": len(conversations),
+        "seconds": round(seconds, 2),
+        "new_tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 1),
+        "requests_per_s": round(len(conversations) / seconds, 2),
+        "mean_reply_chars": round(sum(map(len, replies)) / len(replies), 1),
+    }
     print(json.dumps(row), flush=True)
     return row
 
@@ -80,8 +90,12 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16, help="in-process engine batch size")
     ap.add_argument("--in-flight", type=int, default=4, help="concurrent requests for the server row")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads and torch threads")
-    ap.add_argument("--base-model", type=Path, default=None, help="converted base_model folder (else converted now)")
+    ap.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 2, help="llama.cpp threads and torch threads"
+    )
+    ap.add_argument(
+        "--base-model", type=Path, default=None, help="converted base_model folder (else converted now)"
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
 
@@ -100,8 +114,15 @@ def main() -> None:
             base = Path(tmp) / "base_model"
             convert_gguf_to_safetensors(gguf, base)
         engine = load_generator(base, device="cpu", batch_size=args.batch_size, cache_dir=None)
-        rows.append(run(f"in-process transformers (batch {args.batch_size})",
-                        lambda c, s: engine.generate(c, s), conversations, settings, lambda: engine.last_stats))
+        rows.append(
+            run(
+                f"in-process transformers (batch {args.batch_size})",
+                lambda c, s: engine.generate(c, s),
+                conversations,
+                settings,
+                lambda: engine.last_stats,
+            )
+        )
 
         if all(importlib.util.find_spec(m) for m in ("llama_cpp", "fastapi", "sse_starlette")):
             port = free_port()
@@ -109,13 +130,27 @@ def main() -> None:
             try:
                 for in_flight in (args.in_flight, 1):
                     gen = OpenAICompatibleGenerator(
-                        base_url=f"http://127.0.0.1:{port}/v1", model="smollm2", cache_id="bench",
-                        max_in_flight=in_flight, timeout_s=300, cache=None,
+                        base_url=f"http://127.0.0.1:{port}/v1",
+                        model="smollm2",
+                        cache_id="bench",
+                        max_in_flight=in_flight,
+                        timeout_s=300,
+                        cache=None,
                     )
-                    label = f"llama_cpp.server, {in_flight} in flight" if in_flight > 1 else \
-                        "llama_cpp.server, single stream"
-                    rows.append(run(label, lambda c, s, g=gen: g.generate(c, s), conversations, settings,
-                                    lambda g=gen: g.last_stats))
+                    label = (
+                        f"llama_cpp.server, {in_flight} in flight"
+                        if in_flight > 1
+                        else "llama_cpp.server, single stream"
+                    )
+                    rows.append(
+                        run(
+                            label,
+                            lambda c, s, g=gen: g.generate(c, s),
+                            conversations,
+                            settings,
+                            lambda g=gen: g.last_stats,
+                        )
+                    )
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
@@ -123,16 +158,22 @@ def main() -> None:
             print("llama-cpp-python[server] not installed: server rows skipped", flush=True)
 
     best = max(rows, key=lambda r: r["tokens_per_s"])
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.prompts} prompts, "
-          f"max_new_tokens={args.max_new_tokens}, threads={args.threads}")
+    print(
+        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.prompts} prompts, "
+        f"max_new_tokens={args.max_new_tokens}, threads={args.threads}"
+    )
     print("| backend | seconds | new tokens | tokens/s | requests/s |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['backend']} | {r['seconds']} | {r['new_tokens']} | {r['tokens_per_s']} | {r['requests_per_s']} |")
+        print(
+            f"| {r['backend']} | {r['seconds']} | {r['new_tokens']} | {r['tokens_per_s']} | {r['requests_per_s']} |"
+        )
     print(f"fastest: {best['backend']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
+        args.json.write_text(
+            json.dumps({"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,10 @@ from empathy_dag.defs.profiles import local_resources
 from empathy_dag.taxonomy import EMOTIONS
 
 ASSETS = [emotion_taxonomy, ingest_corpus, situations, dialogues]
-RANGE_ALL = {"dagster/asset_partition_range_start": EMOTIONS[0], "dagster/asset_partition_range_end": EMOTIONS[-1]}
+RANGE_ALL = {
+    "dagster/asset_partition_range_start": EMOTIONS[0],
+    "dagster/asset_partition_range_end": EMOTIONS[-1],
+}
 
 
 def _instance(home: Path) -> DagsterInstance:
@@ -42,8 +45,13 @@ def _one_partition(args: tuple[str, str, str]) -> float:
     home, data, emotion = args
     instance = _instance(Path(home))
     start = time.perf_counter()
-    result = materialize(ASSETS, selection=[situations, dialogues], resources=local_resources(Path(data)),
-                         instance=instance, partition_key=emotion)
+    result = materialize(
+        ASSETS,
+        selection=[situations, dialogues],
+        resources=local_resources(Path(data)),
+        instance=instance,
+        partition_key=emotion,
+    )
     assert result.success
     return time.perf_counter() - start
 
@@ -52,12 +60,19 @@ def bench_backfill(work: Path) -> dict[str, float]:
     home, data = work / "home", work / "data"
     data.mkdir(parents=True)
     instance = _instance(home)
-    assert materialize([emotion_taxonomy, ingest_corpus], resources=local_resources(data), instance=instance).success
+    assert materialize(
+        [emotion_taxonomy, ingest_corpus], resources=local_resources(data), instance=instance
+    ).success
     out = {}
 
     start = time.perf_counter()
-    result = materialize(ASSETS, selection=[situations, dialogues], resources=local_resources(data),
-                         instance=instance, tags=RANGE_ALL)
+    result = materialize(
+        ASSETS,
+        selection=[situations, dialogues],
+        resources=local_resources(data),
+        instance=instance,
+        tags=RANGE_ALL,
+    )
     assert result.success
     out["single run, 28 partitions"] = time.perf_counter() - start
 
@@ -97,8 +112,12 @@ def bench_profiles(work: Path) -> dict[str, float]:
 
     with moto_endpoint() as endpoint:
         s3_client(endpoint).create_bucket(Bucket="empathy-bench")
-        env = {"EMPATHY_DAG_S3_BUCKET": "empathy-bench", "EMPATHY_DAG_S3_PREFIX": "bench",
-               "EMPATHY_DAG_S3_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}
+        env = {
+            "EMPATHY_DAG_S3_BUCKET": "empathy-bench",
+            "EMPATHY_DAG_S3_PREFIX": "bench",
+            "EMPATHY_DAG_S3_ENDPOINT_URL": endpoint,
+            "AWS_REGION": "us-east-1",
+        }
         resources = aws_resources(work / "aws_cache", env=env)
         out["ingest pipeline, aws profile (S3 on loopback)"] = _pipeline(resources, work / "h2")
     return out

@@ -39,8 +39,12 @@ def interval(xs: list[float]) -> dict:
     if len(xs) < 2:
         return {"n": len(xs), "mean": mean}
     half = stats.t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5
-    return {"n": len(xs), "mean": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)],
-            "median": round(statistics.median(xs), 4)}
+    return {
+        "n": len(xs),
+        "mean": round(mean, 4),
+        "ci95": [round(mean - half, 4), round(mean + half, 4)],
+        "median": round(statistics.median(xs), 4),
+    }
 
 
 def corpus_figures(repeats: int) -> dict:
@@ -55,7 +59,9 @@ def corpus_figures(repeats: int) -> dict:
             result = ingest_files(files, taxonomy=tax, limits=limits, skipped=skipped)
             ingest_s.append(time.perf_counter() - start)
             start = time.perf_counter()
-            decisions, _ = scan_landing_zone(LocalLandingZone(landing), LandingCursor(), taxonomy=tax, limits=limits)
+            decisions, _ = scan_landing_zone(
+                LocalLandingZone(landing), LandingCursor(), taxonomy=tax, limits=limits
+            )
             scan_s.append(time.perf_counter() - start)
         landed = set(result.corpus["situation"])
         good = [t for k in kinds for t in k.good]
@@ -76,16 +82,21 @@ def corpus_figures(repeats: int) -> dict:
             for k in kinds
         )
         return {
-            "kinds": len(kinds), "kinds_handled": kinds_ok,
-            "good_rows": len(good), "good_rows_lost": sum(t not in landed for t in good),
+            "kinds": len(kinds),
+            "kinds_handled": kinds_ok,
+            "good_rows": len(good),
+            "good_rows_lost": sum(t not in landed for t in good),
             "bad_rows_expected": sum(sum(v.values()) for v in expected_q.values()),
             "bad_rows_quarantined_with_expected_reason": sum(
-                min(n, got_q.get(f, {}).get(code, 0)) for f, v in expected_q.items() for code, n in v.items()),
+                min(n, got_q.get(f, {}).get(code, 0)) for f, v in expected_q.items() for code, n in v.items()
+            ),
             "catch_all_reasons": int(q.filter(pl.col("reason_code").is_in(list(CATCH_ALL))).height),
-            "paths": len(expected_status), "paths_accounted": sum(statuses.get(f) == s for f, s in
-                                                                   expected_status.items()),
-            "sensor_decisions": len(decisions), "sensor_errors": sum(d.outcome == "error" for d in decisions),
-            "ingest_seconds": interval(ingest_s), "scan_seconds": interval(scan_s),
+            "paths": len(expected_status),
+            "paths_accounted": sum(statuses.get(f) == s for f, s in expected_status.items()),
+            "sensor_decisions": len(decisions),
+            "sensor_errors": sum(d.outcome == "error" for d in decisions),
+            "ingest_seconds": interval(ingest_s),
+            "scan_seconds": interval(scan_s),
         }
 
 
@@ -93,46 +104,73 @@ def faults(kills: int) -> dict:
     from tests.test_automation_atomic import CHILD, FILE_A, FILE_B, INGEST_CHILD, _ingest_state, _names
 
     root_dir = Path(__file__).resolve().parent.parent
-    survived = {"ingest_after_staging_one_output": 0, "ingest_after_commit_mid_apply": 0, "mid_parquet_write": 0}
+    survived = {
+        "ingest_after_staging_one_output": 0,
+        "ingest_after_commit_mid_apply": 0,
+        "mid_parquet_write": 0,
+    }
     for _ in range(kills):
-        for mode, point in (("kill_staged", "ingest_after_staging_one_output"),
-                            ("kill_applying", "ingest_after_commit_mid_apply")):
+        for mode, point in (
+            ("kill_staged", "ingest_after_staging_one_output"),
+            ("kill_applying", "ingest_after_commit_mid_apply"),
+        ):
             with tempfile.TemporaryDirectory() as tmp:
                 root = Path(tmp) / "data"
                 (root / "landing").mkdir(parents=True)
                 (root / "landing" / "a.jsonl").write_text(FILE_A)
                 run = [sys.executable, "-c", INGEST_CHILD, str(root)]
-                first = subprocess.run([*run, "ok"], capture_output=True, text=True, cwd=root_dir, check=False)
+                first = subprocess.run(
+                    [*run, "ok"], capture_output=True, text=True, cwd=root_dir, check=False
+                )
                 before = _ingest_state(root)
                 (root / "landing" / "b.jsonl").write_text(FILE_B)
-                killed = subprocess.run([*run, mode], capture_output=True, text=True, cwd=root_dir, check=False)
+                killed = subprocess.run(
+                    [*run, mode], capture_output=True, text=True, cwd=root_dir, check=False
+                )
                 # Before the commit point nothing visible may change; after it the journal is finished by
                 # the next run, whose three outputs must then describe the same two files.
                 untouched = mode != "kill_staged" or _ingest_state(root) == before
-                healed = subprocess.run([*run, "ok"], capture_output=True, text=True, cwd=root_dir, check=False)
+                healed = subprocess.run(
+                    [*run, "ok"], capture_output=True, text=True, cwd=root_dir, check=False
+                )
                 state = _ingest_state(root)
-                ok = ("DONE" in first.stdout and killed.returncode == -signal.SIGKILL and untouched
-                      and "DONE" in healed.stdout
-                      and _names(state["corpus_rows"], 10) == ["a.jsonl", "b.jsonl"]
-                      and _names(state["ingest_file_log"], 0) == ["a.jsonl", "b.jsonl"]
-                      and [r[3] for r in state["quarantine"]] == ["unknown_emotion"]
-                      and not list((root / "staging").iterdir()))
+                ok = (
+                    "DONE" in first.stdout
+                    and killed.returncode == -signal.SIGKILL
+                    and untouched
+                    and "DONE" in healed.stdout
+                    and _names(state["corpus_rows"], 10) == ["a.jsonl", "b.jsonl"]
+                    and _names(state["ingest_file_log"], 0) == ["a.jsonl", "b.jsonl"]
+                    and [r[3] for r in state["quarantine"]] == ["unknown_emotion"]
+                    and not list((root / "staging").iterdir())
+                )
                 survived[point] += ok
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.Popen([sys.executable, "-c", CHILD, tmp, "1", "stall"], stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL, text=True, cwd=root_dir)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", CHILD, tmp, "1", "stall"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                cwd=root_dir,
+            )
             for line in proc.stdout:
                 if "HALF_WRITTEN" in line:
                     os.kill(proc.pid, signal.SIGKILL)
                     break
             proc.wait()
             partial_visible = (Path(tmp) / "frames" / "joy.parquet").exists()
-            healed = subprocess.run([sys.executable, "-c", CHILD, tmp, "2", "normal"], capture_output=True,
-                                    text=True, cwd=root_dir, check=False)
+            healed = subprocess.run(
+                [sys.executable, "-c", CHILD, tmp, "2", "normal"],
+                capture_output=True,
+                text=True,
+                cwd=root_dir,
+                check=False,
+            )
             version = pl.read_parquet(Path(tmp) / "frames" / "joy.parquet")["version"].unique().to_list()
             leftovers = list((Path(tmp) / "frames").glob(".*.tmp"))
-            survived["mid_parquet_write"] += (not partial_visible and "DONE" in healed.stdout and version == [2]
-                                              and not leftovers)
+            survived["mid_parquet_write"] += (
+                not partial_visible and "DONE" in healed.stdout and version == [2] and not leftovers
+            )
     return {"kills_per_point": kills, "survived": survived}
 
 

@@ -42,8 +42,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench_bertscore_"))
     csv_path = ed_external_predictions(args.pairs, root / "external.csv")
     resources = local_resources(root / "data")
-    resources["evaluation"] = EvaluationConfig(external_prediction_files=[str(csv_path)],
-                                               bertscore_batch_size=args.batch_size)
+    resources["evaluation"] = EvaluationConfig(
+        external_prediction_files=[str(csv_path)], bertscore_batch_size=args.batch_size
+    )
     assert materialize([ev.external_predictions, ev.evaluation_items], resources=resources).success
     db = duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True)
     items = db.execute("SELECT prediction, reference FROM evaluation_items").pl()
@@ -72,9 +73,12 @@ def main() -> None:
     db = duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True)
     f_pipeline = db.execute("SELECT bertscore_f1 FROM metric_bertscore").pl()["bertscore_f1"].to_list()
     out = {
-        "pairs": len(cands), "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(),
+        "pairs": len(cands),
+        "batch_size": args.batch_size,
+        "torch_threads": torch.get_num_threads(),
         "direct_pairs_per_s": [round(r, 1) for r in direct_rates],
-        "pipeline_pairs_per_s": pipeline_rates, "pipeline_scorer_load_s": load_s,
+        "pipeline_pairs_per_s": pipeline_rates,
+        "pipeline_scorer_load_s": load_s,
         "ratio_of_medians": round(statistics.median(pipeline_rates) / statistics.median(direct_rates), 3),
         "ratio_of_best": round(max(pipeline_rates) / max(direct_rates), 3),
         "max_abs_f1_difference": max(abs(a - b) for a, b in zip(sorted(f_pipeline), sorted(f_direct))),

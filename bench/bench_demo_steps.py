@@ -52,10 +52,17 @@ def step_times(instance, run_id: str) -> list[dict]:
             starts[event.step_key] = entry.timestamp
         elif kind in END_EVENTS:
             start = starts.get(event.step_key, entry.timestamp)
-            rows[event.step_key] = {"step": event.step_key, "start": start, "end": entry.timestamp,
-                                    "seconds": entry.timestamp - start, "status": END_EVENTS[kind]}
+            rows[event.step_key] = {
+                "step": event.step_key,
+                "start": start,
+                "end": entry.timestamp,
+                "seconds": entry.timestamp - start,
+                "status": END_EVENTS[kind],
+            }
     for step, start in starts.items():  # started, never ended (a killed run)
-        rows.setdefault(step, {"step": step, "start": start, "end": None, "seconds": None, "status": "unfinished"})
+        rows.setdefault(
+            step, {"step": step, "start": start, "end": None, "seconds": None, "status": "unfinished"}
+        )
     return sorted(rows.values(), key=lambda r: -(r["seconds"] or 0))
 
 
@@ -104,18 +111,25 @@ def mean_load(samples: list[tuple[float, float]], start: float, end: float | Non
 
 def markdown(rows: list[dict], total: float | None, status: str) -> str:
     with_load = any("load" in r for r in rows)
-    lines = ["| step | seconds | share | status |" + (" mean 1-min load |" if with_load else ""),
-             "|---|---:|---:|---|" + ("---:|" if with_load else "")]
+    lines = [
+        "| step | seconds | share | status |" + (" mean 1-min load |" if with_load else ""),
+        "|---|---:|---:|---|" + ("---:|" if with_load else ""),
+    ]
     for r in rows:
         secs = r["seconds"]
         share = f"{100 * secs / total:.1f}%" if secs is not None and total else "-"
         load = (f" {r['load']:.1f} |" if r.get("load") is not None else " - |") if with_load else ""
-        lines.append(f"| {r['step']} | {secs:.1f} | {share} | {r['status']} |{load}" if secs is not None
-                     else f"| {r['step']} | - | - | {r['status']} |{load}")
+        lines.append(
+            f"| {r['step']} | {secs:.1f} | {share} | {r['status']} |{load}"
+            if secs is not None
+            else f"| {r['step']} | - | - | {r['status']} |{load}"
+        )
     busy = busy_seconds(rows)
     if total:
-        lines.append(f"| (no step running: start-up, between steps, teardown) | {total - busy:.1f} | "
-                     f"{100 * (total - busy) / total:.1f}% | |")
+        lines.append(
+            f"| (no step running: start-up, between steps, teardown) | {total - busy:.1f} | "
+            f"{100 * (total - busy) / total:.1f}% | |"
+        )
         lines.append(f"| **main_job total (run record)** | **{total:.1f}** | 100% | {status} |")
     return "\n".join(lines)
 
@@ -147,17 +161,29 @@ def main() -> None:
             r["load"] = mean_load(samples, r["start"], r["end"])
         run_load = mean_load(samples, record.start_time, record.end_time)
     hw = cpu_info()
-    print(f"run {run.run_id} ({run.job_name}, {run.status.value}), {len(rows)} steps; "
-          f"CPU {hw['cpu']} ({hw['cores']} cores; flags {', '.join(hw['flags'])}); "
-          f"load average now {hw['load_average']}"
-          + (f"; mean 1-min load during the run {run_load:.1f}" if run_load is not None else ""))
+    print(
+        f"run {run.run_id} ({run.job_name}, {run.status.value}), {len(rows)} steps; "
+        f"CPU {hw['cpu']} ({hw['cores']} cores; flags {', '.join(hw['flags'])}); "
+        f"load average now {hw['load_average']}"
+        + (f"; mean 1-min load during the run {run_load:.1f}" if run_load is not None else "")
+    )
     print()
     print(markdown(rows, total, run.status.value))
     if args.json:
-        Path(args.json).write_text(json.dumps({"run_id": run.run_id, "status": run.status.value, "total_s": total,
-                                               "busy_s": busy_seconds(rows), "hardware": hw, "run_mean_load": run_load,
-                                               "steps": rows},
-                                              indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "run_id": run.run_id,
+                    "status": run.status.value,
+                    "total_s": total,
+                    "busy_s": busy_seconds(rows),
+                    "hardware": hw,
+                    "run_mean_load": run_load,
+                    "steps": rows,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -53,12 +53,14 @@ def build_pairs(n_old: int, n_new: int) -> tuple[list[dict], list[dict]]:
     tax = default_taxonomy()
     corpus = ingest_files(sorted((assets_dir() / "seed").glob("*.jsonl")), taxonomy=tax).corpus
     df = assign_splits(dialogues_frame(corpus))
-    frames = [build_preference_pairs(df, df, emotion=e, opposite=tax.opposite(e), k=3, seed=0, same_split=False)[0]
-              for e in tax.labels]
+    frames = [
+        build_preference_pairs(df, df, emotion=e, opposite=tax.opposite(e), k=3, seed=0, same_split=False)[0]
+        for e in tax.labels
+    ]
     pairs = pl.concat(frames).sort("pair_id").to_dicts()
     if len(pairs) < n_old + n_new:
         raise SystemExit(f"only {len(pairs)} pairs available")
-    return pairs[:n_old], pairs[n_old:n_old + n_new]
+    return pairs[:n_old], pairs[n_old : n_old + n_new]
 
 
 def count_tokens(base_dir: Path, pairs: list[dict]) -> int:
@@ -93,16 +95,35 @@ def variant_trl_defaults(base_dir: Path, pairs: list[dict], work: Path) -> dict:
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir))
-    args = DPOConfig(output_dir=str(work / "trl"), per_device_train_batch_size=BATCH, max_length=MAX_LENGTH,
-                     num_train_epochs=1, report_to="none", save_strategy="no", disable_tqdm=True,
-                     use_cpu=not torch.cuda.is_available())
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list([dpo_record(p) for p in pairs]),
-                         processing_class=tok,
-                         peft_config=LoraConfig(r=LORA_R, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"))
+    args = DPOConfig(
+        output_dir=str(work / "trl"),
+        per_device_train_batch_size=BATCH,
+        max_length=MAX_LENGTH,
+        num_train_epochs=1,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([dpo_record(p) for p in pairs]),
+        processing_class=tok,
+        peft_config=LoraConfig(r=LORA_R, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"),
+    )
     trainer.train()
-    return {"seconds": time.perf_counter() - start, "trained_pairs": len(pairs), "ref_computed": len(pairs),
-            "settings": {"gradient_checkpointing": args.gradient_checkpointing, "bf16": args.bf16,
-                         "learning_rate": args.learning_rate, "beta": args.beta}}
+    return {
+        "seconds": time.perf_counter() - start,
+        "trained_pairs": len(pairs),
+        "ref_computed": len(pairs),
+        "settings": {
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "bf16": args.bf16,
+            "learning_rate": args.learning_rate,
+            "beta": args.beta,
+        },
+    }
 
 
 def _fresh_adapter(base_dir: Path, out: Path) -> Path:
@@ -111,7 +132,9 @@ def _fresh_adapter(base_dir: Path, out: Path) -> Path:
 
     if not (out / "adapter_model.safetensors").is_file():
         model = AutoModelForCausalLM.from_pretrained(str(base_dir))
-        peft = get_peft_model(model, LoraConfig(r=LORA_R, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM"))
+        peft = get_peft_model(
+            model, LoraConfig(r=LORA_R, lora_alpha=16, target_modules=TARGETS, task_type="CAUSAL_LM")
+        )
         peft.save_pretrained(str(out))
     return out
 
@@ -136,20 +159,46 @@ def _pipeline(base_dir: Path, train: list[dict], work: Path, cache_path: Path) -
 
     def compute(missing):
         model, tok = load_reference_model(base_dir, adapter, device=device)
-        return compute_reference_logprobs(model, tok, missing, max_length=MAX_LENGTH, batch_size=16, device=device)
+        return compute_reference_logprobs(
+            model, tok, missing, max_length=MAX_LENGTH, batch_size=16, device=device
+        )
 
-    frame, stats = cached_reference_logprobs(ReferenceLogprobCache(cache_path), "bench-ref", keys, records, compute)
+    frame, stats = cached_reference_logprobs(
+        ReferenceLogprobCache(cache_path), "bench-ref", keys, records, compute
+    )
     ref_seconds = time.perf_counter() - start
-    with_ref = [{**r, "ref_chosen_logps": c, "ref_rejected_logps": j}
-                for r, c, j in zip(records, frame["ref_chosen_logps"], frame["ref_rejected_logps"])]
-    cfg = DPOTrainingConfig(per_device_train_batch_size=BATCH, max_length=MAX_LENGTH, lora_r=LORA_R,
-                            target_modules=TARGETS, num_train_epochs=1, save_steps=10_000, learning_rate=1e-6)
-    run_dpo(base_dir, adapter, with_ref, cfg, out_dir=work / "dpo_out",
-            work_dir=prepare_work_dir(work / "dpo_work", f"n{len(train)}"))
-    return {"seconds": time.perf_counter() - start, "trained_pairs": len(train), "ref_computed": stats["computed"],
-            "ref_seconds": round(ref_seconds, 2),
-            "settings": {"gradient_checkpointing": cfg.gradient_checkpointing, "bf16": bool(cfg.bf16),
-                         "reference": "cached log-probs"}}
+    with_ref = [
+        {**r, "ref_chosen_logps": c, "ref_rejected_logps": j}
+        for r, c, j in zip(records, frame["ref_chosen_logps"], frame["ref_rejected_logps"])
+    ]
+    cfg = DPOTrainingConfig(
+        per_device_train_batch_size=BATCH,
+        max_length=MAX_LENGTH,
+        lora_r=LORA_R,
+        target_modules=TARGETS,
+        num_train_epochs=1,
+        save_steps=10_000,
+        learning_rate=1e-6,
+    )
+    run_dpo(
+        base_dir,
+        adapter,
+        with_ref,
+        cfg,
+        out_dir=work / "dpo_out",
+        work_dir=prepare_work_dir(work / "dpo_work", f"n{len(train)}"),
+    )
+    return {
+        "seconds": time.perf_counter() - start,
+        "trained_pairs": len(train),
+        "ref_computed": stats["computed"],
+        "ref_seconds": round(ref_seconds, 2),
+        "settings": {
+            "gradient_checkpointing": cfg.gradient_checkpointing,
+            "bf16": bool(cfg.bf16),
+            "reference": "cached log-probs",
+        },
+    }
 
 
 def _child(name: str, base_dir: str, pairs: list[dict], work: str, cache_path: str, queue) -> None:
@@ -197,22 +246,36 @@ def main() -> None:
     tokens = {"old": count_tokens(base_dir, old), "all": count_tokens(base_dir, old + new)}
 
     results = {}
-    for name, pairs, tok_key in (("trl_defaults", old, "old"), ("pipeline_first", old, "old"),
-                                 ("pipeline_retrain", old + new, "all")):
+    for name, pairs, tok_key in (
+        ("trl_defaults", old, "old"),
+        ("pipeline_first", old, "old"),
+        ("pipeline_retrain", old + new, "all"),
+    ):
         r = run_variant(name, base_dir, pairs, work / name, cache)
         r["pairs_per_s"] = r["trained_pairs"] / r["seconds"]
         r["tokens_per_s"] = tokens[tok_key] / r["seconds"]
         results[name] = r
-        print(f"{name:18s} {r['trained_pairs']:4d} pairs {r['seconds']:7.1f}s  {r['pairs_per_s']:.3f} pairs/s  "
-              f"{r['tokens_per_s']:.0f} tok/s  peak RSS {r['peak_rss_mb']:.0f} MB  ref computed {r['ref_computed']}",
-              flush=True)
+        print(
+            f"{name:18s} {r['trained_pairs']:4d} pairs {r['seconds']:7.1f}s  {r['pairs_per_s']:.3f} pairs/s  "
+            f"{r['tokens_per_s']:.0f} tok/s  peak RSS {r['peak_rss_mb']:.0f} MB  ref computed {r['ref_computed']}",
+            flush=True,
+        )
     base = results["trl_defaults"]["pairs_per_s"]
     for name in ("pipeline_first", "pipeline_retrain"):
         results[name]["ratio_vs_trl"] = results[name]["pairs_per_s"] / base
         print(f"{name}: {results[name]['ratio_vs_trl']:.2f}x trl defaults pairs/s")
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
-            "cores": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "batch": BATCH, "max_length": MAX_LENGTH,
-            "lora": f"r={LORA_R} {TARGETS}", "pairs_old": len(old), "pairs_new": len(new)}
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor(),
+        "cores": os.cpu_count(),
+        "load_avg_at_end": os.getloadavg(),
+        "batch": BATCH,
+        "max_length": MAX_LENGTH,
+        "lora": f"r={LORA_R} {TARGETS}",
+        "pairs_old": len(old),
+        "pairs_new": len(new),
+    }
     print(json.dumps(meta))
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))

@@ -26,8 +26,11 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=2500)
     ap.add_argument("--alignment", action="store_true", help="include the LLM emotion-naming metric")
     ap.add_argument("--epitome-rows", type=int, default=0, help="0 = train on all Epitome rows")
-    ap.add_argument("--classifiers-from", default=None,
-                    help="a models folder of an earlier run: copy its epitome_*_classifier folders instead of training")
+    ap.add_argument(
+        "--classifiers-from",
+        default=None,
+        help="a models folder of an earlier run: copy its epitome_*_classifier folders instead of training",
+    )
     args = ap.parse_args()
 
     import torch
@@ -43,8 +46,12 @@ def main() -> None:
     csv_path = ed_external_predictions(args.items, root / "external.csv")
     resources = local_resources(root / "data")
     resources["evaluation"] = EvaluationConfig(
-        systems=[], baseline_system="shifted", external_prediction_files=[str(csv_path)],
-        judge_enabled=False, alignment_enabled=args.alignment, epitome_max_rows=args.epitome_rows,
+        systems=[],
+        baseline_system="shifted",
+        external_prediction_files=[str(csv_path)],
+        judge_enabled=False,
+        alignment_enabled=args.alignment,
+        epitome_max_rows=args.epitome_rows,
     )
     timings = {}
     start = time.perf_counter()
@@ -58,10 +65,19 @@ def main() -> None:
         assert materialize(prep, resources=resources).success
     timings["untimed_preparation_s"] = round(time.perf_counter() - start, 1)
 
-    steps = [ev.external_predictions, ev.evaluation_items, ev.metric_bertscore, ev.metric_epitome,
-             ev.metric_valence, ev.metric_diversity, ev.metric_judge, ev.metric_alignment, ev.metric_retention,
-             ev.scorecard_tables,
-             *[a for a in sql_assets if a.key.path[-1] in ("leaderboard", "leaderboard_overall")]]
+    steps = [
+        ev.external_predictions,
+        ev.evaluation_items,
+        ev.metric_bertscore,
+        ev.metric_epitome,
+        ev.metric_valence,
+        ev.metric_diversity,
+        ev.metric_judge,
+        ev.metric_alignment,
+        ev.metric_retention,
+        ev.scorecard_tables,
+        *[a for a in sql_assets if a.key.path[-1] in ("leaderboard", "leaderboard_overall")],
+    ]
     start, cpu_start = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     result = materialize(steps, resources=resources)
     assert result.success
@@ -74,10 +90,22 @@ def main() -> None:
     per_step = {}
     for event in result.get_step_success_events():
         per_step[event.step_key] = round(event.event_specific_data.duration_ms / 1000, 1)
-    print(json.dumps({"items": args.items, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                      "alignment": args.alignment, "total_s": round(total, 1), "cpu_s": round(cpu_s, 1),
-                      "load_average_1_5_15": [round(x, 1) for x in load], "per_step_s": per_step,
-                      **timings}, indent=1))
+    print(
+        json.dumps(
+            {
+                "items": args.items,
+                "torch_threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+                "alignment": args.alignment,
+                "total_s": round(total, 1),
+                "cpu_s": round(cpu_s, 1),
+                "load_average_1_5_15": [round(x, 1) for x in load],
+                "per_step_s": per_step,
+                **timings,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -70,16 +70,28 @@ def phase_llama_cpp(args) -> dict:
     from empathy_dag.models import embedded_smollm2_gguf
 
     prompts = json.loads((Path(args.work) / "prompts.json").read_text())
-    llm = Llama(model_path=str(embedded_smollm2_gguf()), n_ctx=1024, n_threads=args.threads,
-                n_threads_batch=args.threads, n_batch=512, verbose=False, seed=0)
+    llm = Llama(
+        model_path=str(embedded_smollm2_gguf()),
+        n_ctx=1024,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        n_batch=512,
+        verbose=False,
+        seed=0,
+    )
     llm.create_completion(prompts[0], max_tokens=4, temperature=0.0)  # warm-up
     tokens, start = 0, time.perf_counter()
     for p in prompts:
         out = llm.create_completion(p, max_tokens=MAX_NEW_TOKENS, temperature=0.0, top_k=1)
         tokens += out["usage"]["completion_tokens"]
     seconds = time.perf_counter() - start
-    return {"backend": "llama.cpp single stream", "tokens": tokens, "seconds": seconds,
-            "tokens_per_s": tokens / seconds, "peak_rss_mib": peak_rss_mib()}
+    return {
+        "backend": "llama.cpp single stream",
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def phase_llama_batched(args) -> dict:
@@ -95,14 +107,18 @@ def phase_llama_batched(args) -> dict:
     prompts = json.loads((Path(args.work) / "prompts.json").read_text())
     n_par = args.parallel
     lc.llama_backend_init()
-    model = lc.llama_model_load_from_file(str(embedded_smollm2_gguf()).encode(), lc.llama_model_default_params())
+    model = lc.llama_model_load_from_file(
+        str(embedded_smollm2_gguf()).encode(), lc.llama_model_default_params()
+    )
     vocab = lc.llama_model_get_vocab(model)
     n_vocab = lc.llama_vocab_n_tokens(vocab)
 
     def tokenize(text: str) -> list[int]:
         raw = text.encode("utf-8")
         buf = (lc.llama_token * (len(raw) + 8))()
-        n = lc.llama_tokenize(vocab, raw, len(raw), buf, len(buf), False, True)  # no BOS added, parse specials
+        n = lc.llama_tokenize(
+            vocab, raw, len(raw), buf, len(buf), False, True
+        )  # no BOS added, parse specials
         return list(buf[:n])
 
     tokenized = [tokenize(p) for p in prompts]
@@ -164,8 +180,14 @@ def phase_llama_batched(args) -> dict:
     lc.llama_batch_free(batch)
     lc.llama_free(ctx)
     lc.llama_model_free(model)
-    return {"backend": f"llama.cpp batched, {n_par} parallel sequences", "parallel": n_par, "tokens": tokens,
-            "seconds": seconds, "tokens_per_s": tokens / seconds, "peak_rss_mib": peak_rss_mib()}
+    return {
+        "backend": f"llama.cpp batched, {n_par} parallel sequences",
+        "parallel": n_par,
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 def phase_engine(args) -> dict:
@@ -173,30 +195,55 @@ def phase_engine(args) -> dict:
 
     convs = conversations(args.prompts)
     settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
-    gen = load_generator(base_model_dir(Path(args.work)), device="cpu", batch_size=args.batch_size,
-                         threads=args.threads, cache_dir=args.cache_dir or None, dtype=args.dtype)
+    gen = load_generator(
+        base_model_dir(Path(args.work)),
+        device="cpu",
+        batch_size=args.batch_size,
+        threads=args.threads,
+        cache_dir=args.cache_dir or None,
+        dtype=args.dtype,
+    )
     gen.generate(convs[:2], settings, batch_size=2) if not args.cache_dir else None  # warm-up, uncached
     start = time.perf_counter()
     gen.generate(convs, settings)
     cold = time.perf_counter() - start
     stats = dict(gen.last_stats)
-    result = {"backend": f"engine {stats['dtype']} batch {args.batch_size}", "batch_size": args.batch_size,
-              "dtype": stats["dtype"], "tokens": stats["new_tokens"], "seconds": cold,
-              "tokens_per_s": stats["new_tokens"] / cold, "peak_rss_mib": peak_rss_mib()}
+    result = {
+        "backend": f"engine {stats['dtype']} batch {args.batch_size}",
+        "batch_size": args.batch_size,
+        "dtype": stats["dtype"],
+        "tokens": stats["new_tokens"],
+        "seconds": cold,
+        "tokens_per_s": stats["new_tokens"] / cold,
+        "peak_rss_mib": peak_rss_mib(),
+    }
     if args.cache_dir:
         start = time.perf_counter()
         gen.generate(convs, settings)
         warm = time.perf_counter() - start
         assert gen.last_stats["generated"] == 0, gen.last_stats
-        result.update(backend=f"engine {stats['dtype']} batch {args.batch_size}, cache cold then warm",
-                      warm_seconds=warm,
-                      warm_speedup=cold / warm, peak_rss_mib=peak_rss_mib())
+        result.update(
+            backend=f"engine {stats['dtype']} batch {args.batch_size}, cache cold then warm",
+            warm_seconds=warm,
+            warm_speedup=cold / warm,
+            peak_rss_mib=peak_rss_mib(),
+        )
     return result
 
 
 def run_phase(phase: str, args, **extra) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--prompts", str(args.prompts), "--threads",
-           str(args.threads), "--work", args.work]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--phase",
+        phase,
+        "--prompts",
+        str(args.prompts),
+        "--threads",
+        str(args.threads),
+        "--work",
+        args.work,
+    ]
     for k, v in extra.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -217,8 +264,12 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=16)
     parser.add_argument("--no-cache-row", action="store_true", help="skip the response-cache row")
     parser.add_argument("--cache-dir", default="")
-    parser.add_argument("--dtype", default="auto", help="The engine's dtype (auto = what the pipeline picks "
-                        "on this machine); the largest batch also runs in float32 for comparison.")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="The engine's dtype (auto = what the pipeline picks "
+        "on this machine); the largest batch also runs in float32 for comparison.",
+    )
     args = parser.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
     if args.phase:
@@ -230,8 +281,10 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-               for c in conversations(args.prompts)]
+    prompts = [
+        tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+        for c in conversations(args.prompts)
+    ]
     (Path(args.work) / "prompts.json").write_text(json.dumps(prompts))
     rows = [run_phase("llama", args)]
     for n in [int(x) for x in args.parallels.split(",") if x]:
@@ -246,26 +299,36 @@ def main() -> None:
     best = max(engine_rows, key=lambda r: r["tokens_per_s"])
     if not args.no_cache_row:
         with tempfile.TemporaryDirectory() as cache:
-            rows.append(run_phase("engine", args, batch_size=best["batch_size"], cache_dir=cache, dtype=best["dtype"]))
+            rows.append(
+                run_phase("engine", args, batch_size=best["batch_size"], cache_dir=cache, dtype=best["dtype"])
+            )
     ref = rows[0]["tokens_per_s"]
     batched = [r for r in rows if r["backend"].startswith("llama.cpp batched")]
     best_llama = max(batched, key=lambda r: r["tokens_per_s"])["tokens_per_s"] if batched else ref
     from _hardware import cpu_info
 
     hw = cpu_info()
-    print(f"\n{args.prompts} prompts, greedy, max {MAX_NEW_TOKENS} new tokens, {args.threads} threads; CPU "
-          f"{hw['cpu']} ({hw['cores']} cores, flags {', '.join(hw['flags'])}); torch ISA env: "
-          f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '-')} "
-          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '-')}; load average {hw['load_average']}\n")
-    print("| backend | tokens | seconds | tokens/s | x llama.cpp single | x best llama.cpp batched | peak RSS MiB |")
+    print(
+        f"\n{args.prompts} prompts, greedy, max {MAX_NEW_TOKENS} new tokens, {args.threads} threads; CPU "
+        f"{hw['cpu']} ({hw['cores']} cores, flags {', '.join(hw['flags'])}); torch ISA env: "
+        f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '-')} "
+        f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '-')}; load average {hw['load_average']}\n"
+    )
+    print(
+        "| backend | tokens | seconds | tokens/s | x llama.cpp single | x best llama.cpp batched | peak RSS MiB |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['backend']} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_s']:.1f} | "
-              f"{r['tokens_per_s'] / ref:.2f} | {r['tokens_per_s'] / best_llama:.2f} | {r['peak_rss_mib']:.0f} |")
+        print(
+            f"| {r['backend']} | {r['tokens']} | {r['seconds']:.1f} | {r['tokens_per_s']:.1f} | "
+            f"{r['tokens_per_s'] / ref:.2f} | {r['tokens_per_s'] / best_llama:.2f} | {r['peak_rss_mib']:.0f} |"
+        )
     if not args.no_cache_row:
         cached = rows[-1]
-        print(f"\nwarm cache: {cached['warm_seconds'] * 1000:.1f} ms for {args.prompts} prompts vs "
-              f"{cached['seconds']:.1f} s generating: {cached['warm_speedup']:.0f}x faster")
+        print(
+            f"\nwarm cache: {cached['warm_seconds'] * 1000:.1f} ms for {args.prompts} prompts vs "
+            f"{cached['seconds']:.1f} s generating: {cached['warm_speedup']:.0f}x faster"
+        )
     print(json.dumps({"rows": rows, "hardware": hw}))
 
 

@@ -34,16 +34,25 @@ TIMED_KEYS = ["corpus_rows", "quarantine", "ingest_file_log", "situations", "dia
 def partition_counts(emotion: str) -> dict:
     per_asset = affected_partitions(project_asset_graph(), [emotion])
     full = {k: len(EMOTIONS) for k in per_asset}
-    return {"assets": len(per_asset), "full": sum(full.values()),
-            "incremental": sum(len(v) for v in per_asset.values()),
-            "per_asset": {k: sorted(v) for k, v in per_asset.items()}}
+    return {
+        "assets": len(per_asset),
+        "full": sum(full.values()),
+        "incremental": sum(len(v) for v in per_asset.values()),
+        "per_asset": {k: sorted(v) for k, v in per_asset.items()},
+    }
 
 
 def per_emotion_step_seconds(result) -> float:
     """Seconds spent in the per-emotion steps (situations, dialogues): the data work a partition costs,
     without the run's fixed overhead and the unpartitioned ingest_corpus step that every run has."""
-    return sum(e.event_specific_data.duration_ms for e in result.get_step_success_events()
-               if e.step_key in ("situations", "dialogues")) / 1000
+    return (
+        sum(
+            e.event_specific_data.duration_ms
+            for e in result.get_step_success_events()
+            if e.step_key in ("situations", "dialogues")
+        )
+        / 1000
+    )
 
 
 def main() -> None:
@@ -72,28 +81,51 @@ def main() -> None:
     cursor = None
     for i in range(args.repeats):
         t = time.perf_counter()
-        r = materialize(assets, selection=TIMED_KEYS, resources=resources, instance=instance,
-                        tags={PARTITION_RANGE_START_TAG: EMOTIONS[0], PARTITION_RANGE_END_TAG: EMOTIONS[-1]})
+        r = materialize(
+            assets,
+            selection=TIMED_KEYS,
+            resources=resources,
+            instance=instance,
+            tags={PARTITION_RANGE_START_TAG: EMOTIONS[0], PARTITION_RANGE_END_TAG: EMOTIONS[-1]},
+        )
         assert r.success
         full_times.append(time.perf_counter() - t)
         full_steps.append(per_emotion_step_seconds(r))
 
-        (landing / f"new_{i}.jsonl").write_text(json.dumps(
-            {"emotion": args.emotion, "situation": f"Bench situation number {i} about a happy day at the park."}) + "\n")
-        tick = sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=cursor, resources=resources,
-                                                         definitions=defs))
+        (landing / f"new_{i}.jsonl").write_text(
+            json.dumps(
+                {
+                    "emotion": args.emotion,
+                    "situation": f"Bench situation number {i} about a happy day at the park.",
+                }
+            )
+            + "\n"
+        )
+        tick = sensor.evaluate_tick(
+            build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
+        )
         cursor = tick.cursor
         main_req = [q for q in tick.run_requests if not q.asset_selection]
         assert [q.partition_key for q in main_req] == [args.emotion], main_req
         t = time.perf_counter()
-        res = job.execute_in_process(instance=instance, partition_key=args.emotion, tags=main_req[0].tags,
-                                     asset_selection=[k for k in job.asset_layer.executable_asset_keys
-                                                      if k.to_user_string() in TIMED_KEYS])
+        res = job.execute_in_process(
+            instance=instance,
+            partition_key=args.emotion,
+            tags=main_req[0].tags,
+            asset_selection=[
+                k for k in job.asset_layer.executable_asset_keys if k.to_user_string() in TIMED_KEYS
+            ],
+        )
         assert res.success
         inc_times.append(time.perf_counter() - t)
         inc_steps.append(per_emotion_step_seconds(res))
-        written = {(e.event_specific_data.materialization.asset_key.to_user_string(),
-                    e.event_specific_data.materialization.partition) for e in res.get_asset_materialization_events()}
+        written = {
+            (
+                e.event_specific_data.materialization.asset_key.to_user_string(),
+                e.event_specific_data.materialization.partition,
+            )
+            for e in res.get_asset_materialization_events()
+        }
         assert {p for k, p in written if k == "situations"} == {args.emotion}
 
     out = {

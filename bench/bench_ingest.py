@@ -50,7 +50,9 @@ def run(path: Path, arm: str) -> tuple[float, pl.DataFrame, pl.DataFrame]:
     memoised.cache_clear()
     try:
         start = time.perf_counter()
-        result = ingest_files([path], taxonomy=default_taxonomy(), limits=ValidationLimits(max_text_chars=4000))
+        result = ingest_files(
+            [path], taxonomy=default_taxonomy(), limits=ValidationLimits(max_text_chars=4000)
+        )
         corpus = old_corpus(result) if arm == "old" else corpus_module.IngestResult.corpus.fget(result)
         quarantine = result.quarantine
         return time.perf_counter() - start, corpus, quarantine
@@ -71,7 +73,7 @@ def main() -> None:
         times: dict[str, list[float]] = {"old": [], "new": []}
         reference = None
         for i in range(args.repeats):
-            for arm in (("old", "new") if i % 2 == 0 else ("new", "old")):
+            for arm in ("old", "new") if i % 2 == 0 else ("new", "old"):
                 seconds, corpus, quarantine = run(path, arm)
                 times[arm].append(seconds)
                 if reference is None:
@@ -79,13 +81,19 @@ def main() -> None:
                 assert corpus.equals(reference[0]) and quarantine.equals(reference[1]), f"{arm} differs"
     ratios = [o / n for o, n in zip(times["old"], times["new"], strict=True)]
     report = {
-        "rows": args.rows, "bytes": built["bytes"], "repeats": args.repeats,
-        "valid_rows": reference[0].height, "quarantined": reference[1].height,
-        "old_s": times["old"], "new_s": times["new"],
+        "rows": args.rows,
+        "bytes": built["bytes"],
+        "repeats": args.repeats,
+        "valid_rows": reference[0].height,
+        "quarantined": reference[1].height,
+        "old_s": times["old"],
+        "new_s": times["new"],
         "old_rows_per_s_median": args.rows / statistics.median(times["old"]),
         "new_rows_per_s_median": args.rows / statistics.median(times["new"]),
-        "speedup_mean": statistics.mean(ratios), "speedup_95ci": t_interval(ratios),
-        "hardware_before": hardware_before, "hardware_after": cpu_info(),
+        "speedup_mean": statistics.mean(ratios),
+        "speedup_95ci": t_interval(ratios),
+        "hardware_before": hardware_before,
+        "hardware_after": cpu_info(),
     }
     print(json.dumps(report, indent=1))
     if args.out:

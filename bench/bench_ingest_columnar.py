@@ -55,18 +55,24 @@ def run(path: Path, arm: str, cache: Path | None = None):
     tax = default_taxonomy()
     patched = []
     if arm == "rowwise":
-        patched = [(corpus_module, "validate_rows", records.validate_rows_rowwise), (records, "stable_id", stable_id_before)]
+        patched = [
+            (corpus_module, "validate_rows", records.validate_rows_rowwise),
+            (records, "stable_id", stable_id_before),
+        ]
         limits = ValidationLimits(max_file_mb=4096, stream_block_mb=4096)  # read whole, as before
     else:
-        limits = ValidationLimits(max_file_mb=4096, detect_declared_language=arm != "columnar_no_declared_detection")
+        limits = ValidationLimits(
+            max_file_mb=4096, detect_declared_language=arm != "columnar_no_declared_detection"
+        )
     saved = [(module, name, getattr(module, name)) for module, name, _ in patched]
     for module, name, value in patched:
         setattr(module, name, value)
     records.normalize_text.cache_clear()
     try:
         start = time.perf_counter()
-        result = ingest_files([path], taxonomy=tax, limits=limits,
-                              language_cache=cache if arm == "columnar_cached" else None)
+        result = ingest_files(
+            [path], taxonomy=tax, limits=limits, language_cache=cache if arm == "columnar_cached" else None
+        )
         corpus, quarantine = result.corpus, result.quarantine
         return time.perf_counter() - start, corpus, quarantine
     finally:
@@ -91,7 +97,7 @@ def main() -> None:
         run(path, "columnar_cached", cache)
         reference = None
         for i in range(args.repeats):
-            order = ARMS[i % len(ARMS):] + ARMS[: i % len(ARMS)]
+            order = ARMS[i % len(ARMS) :] + ARMS[: i % len(ARMS)]
             for arm in order:
                 seconds, corpus, quarantine = run(path, arm, cache)
                 times[arm].append(seconds)
@@ -107,15 +113,23 @@ def main() -> None:
                 if ref is not None:
                     assert corpus.equals(ref) and quarantine.equals(reference[1]), f"{arm} differs"
     report = {
-        "rows": args.rows, "bytes": built["bytes"], "repeats": args.repeats,
-        "valid_rows": reference[0].height, "quarantined": reference[1].height,
+        "rows": args.rows,
+        "bytes": built["bytes"],
+        "repeats": args.repeats,
+        "valid_rows": reference[0].height,
+        "quarantined": reference[1].height,
         "seconds": times,
         "rows_per_s_median": {arm: args.rows / statistics.median(v) for arm, v in times.items()},
-        "hardware_before": hardware_before, "hardware_after": cpu_info(),
+        "hardware_before": hardware_before,
+        "hardware_after": cpu_info(),
     }
     for arm in ARMS[1:]:
         ratios = [o / n for o, n in zip(times["rowwise"], times[arm], strict=True)]
-        report[f"speedup_{arm}"] = {"mean": statistics.mean(ratios), "t95": t_interval(ratios), "ratios": ratios}
+        report[f"speedup_{arm}"] = {
+            "mean": statistics.mean(ratios),
+            "t95": t_interval(ratios),
+            "ratios": ratios,
+        }
     print(json.dumps(report, indent=1))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))

@@ -42,8 +42,13 @@ def main() -> None:
     df = pl.read_csv(path, infer_schema_length=0).filter(pl.col("level") == "1").head(args.items)
     df = df.with_columns(pl.col(c).str.replace_all("_comma_", ",") for c in ("sp1", "sp2", "prompt"))
     rubric = load_rubric()
-    convs = [rubric.conversation(dim, emotion=r["context"], situation=r["prompt"], speaker_utterance=r["sp1"],
-                                 response=r["sp2"]) for r in df.iter_rows(named=True) for dim in rubric.dimensions]
+    convs = [
+        rubric.conversation(
+            dim, emotion=r["context"], situation=r["prompt"], speaker_utterance=r["sp1"], response=r["sp2"]
+        )
+        for r in df.iter_rows(named=True)
+        for dim in rubric.dimensions
+    ]
     model_dir = Path(tempfile.mkdtemp(prefix="bench_judge_")) / "base_model"
     convert_gguf_to_safetensors(embedded_smollm2_gguf(), model_dir)
     model, tokenizer = load_causal_lm(str(model_dir), device="cpu")
@@ -52,16 +57,24 @@ def main() -> None:
         # the previous implementation: input order, fixed batches
         out = []
         for start in range(0, len(convs), batch_size):
-            out.extend(digit_probabilities(model, tokenizer, convs[start:start + batch_size], batch_size=batch_size))
+            out.extend(
+                digit_probabilities(
+                    model, tokenizer, convs[start : start + batch_size], batch_size=batch_size
+                )
+            )
         return out
 
     digit_probabilities(model, tokenizer, convs[:8], batch_size=8)  # warm-up
     times = {"input_order_batch_8": [], f"length_sorted_batch_{args.batch_size}": []}
     results = {}
     for _ in range(args.rounds):
-        for name, fn in (("input_order_batch_8", lambda: unsorted_batches(8)),
-                         (f"length_sorted_batch_{args.batch_size}",
-                          lambda: digit_probabilities(model, tokenizer, convs, batch_size=args.batch_size))):
+        for name, fn in (
+            ("input_order_batch_8", lambda: unsorted_batches(8)),
+            (
+                f"length_sorted_batch_{args.batch_size}",
+                lambda: digit_probabilities(model, tokenizer, convs, batch_size=args.batch_size),
+            ),
+        ):
             start = time.perf_counter()
             results[name] = fn()
             times[name].append(time.perf_counter() - start)
@@ -70,16 +83,20 @@ def main() -> None:
     max_diff = max(abs(a - b) for pa, pb in zip(*results.values()) for a, b in zip(pa, pb))
     per_prompt = statistics.median(new) / len(convs)
     out = {
-        "prompts": len(convs), "items": df.height, "rounds": args.rounds,
+        "prompts": len(convs),
+        "items": df.height,
+        "rounds": args.rounds,
         "seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
         "prompts_per_s": {k: round(len(convs) / statistics.median(v), 2) for k, v in times.items()},
         "speedup_median": round(statistics.median(ratios), 3),
         "speedup_range": [round(min(ratios), 3), round(max(ratios), 3)],
-        "wilcoxon_p_old_slower": (float(stats.wilcoxon(old, new, alternative="greater").pvalue)
-                                  if args.rounds >= 5 else None),
+        "wilcoxon_p_old_slower": (
+            float(stats.wilcoxon(old, new, alternative="greater").pvalue) if args.rounds >= 5 else None
+        ),
         "max_probability_difference": max_diff,
         "estimated_seconds_for_2025_prompts": round(per_prompt * 2025, 1),
-        "hardware_before": hardware_before, "hardware_after": cpu_info(),
+        "hardware_before": hardware_before,
+        "hardware_after": cpu_info(),
     }
     print(json.dumps(out, indent=2))
 

@@ -20,8 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-SENTENCE = ("my sister finally called me after months of silence and I felt relieved but also nervous about "
-            "what she wanted to tell me because the last time we spoke it ended badly with tears")
+SENTENCE = (
+    "my sister finally called me after months of silence and I felt relieved but also nervous about "
+    "what she wanted to tell me because the last time we spoke it ended badly with tears"
+)
 WORDS = SENTENCE.split()
 
 
@@ -33,9 +35,14 @@ def write_jsonl(path: Path, mb: float, seed: int = 0) -> int:
     with open(path, "w", encoding="utf-8") as fh:
         while size < target:
             words = rng.sample(WORDS, 18)
-            row = {"emotion": emotions[n % len(emotions)], "situation": f"Row {n}: " + " ".join(words) + ".",
-                   "speaker_utterance": " ".join(rng.sample(WORDS, 14)) + ".",
-                   "listener_reply": " ".join(rng.sample(WORDS, 12)) + ".", "language": "en", "domain": "bench"}
+            row = {
+                "emotion": emotions[n % len(emotions)],
+                "situation": f"Row {n}: " + " ".join(words) + ".",
+                "speaker_utterance": " ".join(rng.sample(WORDS, 14)) + ".",
+                "listener_reply": " ".join(rng.sample(WORDS, 12)) + ".",
+                "language": "en",
+                "domain": "bench",
+            }
             line = json.dumps(row) + "\n"
             fh.write(line)
             size += len(line)
@@ -66,9 +73,17 @@ def scan(zone_dir: str, stream_block_mb: float) -> dict:
     decisions, _ = scan_landing_zone(LocalLandingZone(zone_dir), LandingCursor(), taxonomy=tax, limits=limits)
     seconds = time.perf_counter() - start
     (d,) = decisions
-    return {"rss_before_mib": round(before), "peak_mib": round(status_mib("VmHWM")), "seconds": round(seconds, 1),
-            "outcome": d.outcome, "rows_in": d.rows_in, "valid_rows": d.valid_rows,
-            "quarantined_rows": d.quarantined_rows, "emotions": len(d.emotions), "message": d.message}
+    return {
+        "rss_before_mib": round(before),
+        "peak_mib": round(status_mib("VmHWM")),
+        "seconds": round(seconds, 1),
+        "outcome": d.outcome,
+        "rows_in": d.rows_in,
+        "valid_rows": d.valid_rows,
+        "quarantined_rows": d.quarantined_rows,
+        "emotions": len(d.emotions),
+        "message": d.message,
+    }
 
 
 def main() -> None:
@@ -89,11 +104,19 @@ def main() -> None:
         zone.mkdir()
         path = zone / "big.jsonl"
         rows = write_jsonl(path, args.mb)
-        child = subprocess.run([sys.executable, __file__, "--scan", str(zone), "--stream-block-mb",
-                                str(args.stream_block_mb)], capture_output=True, text=True, check=True)
-        report = {"file_mb": round(path.stat().st_size / 1024 / 1024, 1), "rows": rows,
-                  "stream_block_mb": args.stream_block_mb, **json.loads(child.stdout.strip().splitlines()[-1]),
-                  "hardware": cpu_info()}
+        child = subprocess.run(
+            [sys.executable, __file__, "--scan", str(zone), "--stream-block-mb", str(args.stream_block_mb)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        report = {
+            "file_mb": round(path.stat().st_size / 1024 / 1024, 1),
+            "rows": rows,
+            "stream_block_mb": args.stream_block_mb,
+            **json.loads(child.stdout.strip().splitlines()[-1]),
+            "hardware": cpu_info(),
+        }
     print(json.dumps(report, indent=1))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))

@@ -40,18 +40,28 @@ from empathy_dag.settings import assets_dir
 
 
 def corpora(n: int) -> dict[str, list[str]]:
-    goemotions = [line.split("\t")[0] for line in (DATA / "goemotions" / "train.tsv").open(encoding="utf-8")][:n]
+    goemotions = [line.split("\t")[0] for line in (DATA / "goemotions" / "train.tsv").open(encoding="utf-8")][
+        :n
+    ]
     ed = []
-    with open(DATA / "empathetic_dialogues" / "utterance_pairs_valid.csv", encoding="utf-8", newline="") as fh:
+    with open(
+        DATA / "empathetic_dialogues" / "utterance_pairs_valid.csv", encoding="utf-8", newline=""
+    ) as fh:
         for row in csv.DictReader(fh):
             ed.append(f"{row['prompt']} {row['sp1']}".replace("_comma_", ","))
     seeds: dict[str, list[str]] = {"en": [], "ja": []}
     for path in sorted((assets_dir() / "seed").glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            seeds["ja" if "_ja_" in path.name else "en"].append(f"{row['situation']} {row.get('speaker_utterance') or ''}")
-    return {"goemotions": list(dict.fromkeys(goemotions)), "ed_situation_speaker": list(dict.fromkeys(ed))[:n],
-            "seed_en": seeds["en"], "seed_ja": seeds["ja"]}
+            seeds["ja" if "_ja_" in path.name else "en"].append(
+                f"{row['situation']} {row.get('speaker_utterance') or ''}"
+            )
+    return {
+        "goemotions": list(dict.fromkeys(goemotions)),
+        "ed_situation_speaker": list(dict.fromkeys(ed))[:n],
+        "seed_en": seeds["en"],
+        "seed_ja": seeds["ja"],
+    }
 
 
 def _low_accuracy():
@@ -98,7 +108,7 @@ def main() -> None:
         seconds: dict[str, list[float]] = {arm: [] for arm in arms}
         results: dict[str, list] = {}
         for i in range(args.repeats):
-            order = list(arms)[i % len(arms):] + list(arms)[: i % len(arms)]
+            order = list(arms)[i % len(arms) :] + list(arms)[: i % len(arms)]
             for arm in order:
                 start = time.perf_counter()
                 results[arm] = arms[arm](texts)
@@ -109,18 +119,29 @@ def main() -> None:
             same = sum(a.language == b.language for a, b in zip(ref, results[arm], strict=True))
             ratios = [c / s for c, s in zip(seconds["current"], seconds[arm], strict=True)]
             row[arm] = {
-                "agree": same, "n": len(texts), "agree_pct": round(100 * same / len(texts), 2),
-                "max_confidence_diff": round(max(abs(a.confidence - b.confidence)
-                                                 for a, b in zip(ref, results[arm], strict=True)), 4),
+                "agree": same,
+                "n": len(texts),
+                "agree_pct": round(100 * same / len(texts), 2),
+                "max_confidence_diff": round(
+                    max(abs(a.confidence - b.confidence) for a, b in zip(ref, results[arm], strict=True)), 4
+                ),
                 "us_per_text_median": round(1e6 * statistics.median(seconds[arm]) / len(texts), 1),
-                "speedup_vs_current": {"mean": round(statistics.mean(ratios), 2),
-                                       "t95": [round(x, 2) for x in t_interval(ratios)]},
-                "disagreements": [(t[:80], a.language, b.language) for t, a, b in
-                                  zip(texts, ref, results[arm], strict=True) if a.language != b.language][:5],
+                "speedup_vs_current": {
+                    "mean": round(statistics.mean(ratios), 2),
+                    "t95": [round(x, 2) for x in t_interval(ratios)],
+                },
+                "disagreements": [
+                    (t[:80], a.language, b.language)
+                    for t, a, b in zip(texts, ref, results[arm], strict=True)
+                    if a.language != b.language
+                ][:5],
             }
         report["corpora"][name] = row
-        print(name, json.dumps({a: {k: v for k, v in r.items() if k != "disagreements"} for a, r in row.items()}),
-              flush=True)
+        print(
+            name,
+            json.dumps({a: {k: v for k, v in r.items() if k != "disagreements"} for a, r in row.items()}),
+            flush=True,
+        )
     report["hardware_before"], report["hardware_after"] = before, cpu_info()
     print(json.dumps(report, indent=1))
     if args.out:

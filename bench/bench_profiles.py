@@ -26,8 +26,14 @@ from tests.aws_stack import aws_stack, aws_stack_available, clean_environment
 
 def run_demo(env: dict[str, str], log: Path) -> tuple[float, float]:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "empathy_dag", "demo", "--profile", "tiny"], env=env,
-                          capture_output=True, text=True, cwd=ROOT, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "empathy_dag", "demo", "--profile", "tiny"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     wall = time.perf_counter() - start
     log.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     if proc.returncode != 0:
@@ -45,15 +51,17 @@ def main() -> None:
         home = work / "local_home"
         home.mkdir()
         shutil.copy(ROOT / "resources" / "dagster.yaml", home / "dagster.yaml")
-        rows["local (disk, SQLite)"] = run_demo({**clean_environment(), "DAGSTER_HOME": str(home)},
-                                                logs / "bench_profiles_local.log")
+        rows["local (disk, SQLite)"] = run_demo(
+            {**clean_environment(), "DAGSTER_HOME": str(home)}, logs / "bench_profiles_local.log"
+        )
         why_not = aws_stack_available()
         if why_not:
             print(f"aws profile skipped: {why_not}", file=sys.stderr)
         else:
             with aws_stack(work / "aws", bucket="empathy-bench", prefix="tiny") as env:
                 rows["aws (S3 on loopback, Postgres, Pipes steps)"] = run_demo(
-                    {**clean_environment(), **env}, logs / "bench_profiles_aws.log")
+                    {**clean_environment(), **env}, logs / "bench_profiles_aws.log"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n## Tiny pipeline in both profiles ({os.cpu_count()} CPU cores)\n")

@@ -49,7 +49,9 @@ DIRECTIONS = [
 def cpu_name() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+        return next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
+        )
     except StopIteration:
         return platform.processor() or "unknown CPU"
 
@@ -64,9 +66,13 @@ def checkpoint_metadata(result, name: str) -> dict:
     if not mats:
         return {}
     md = mats[-1].metadata
-    return {k: getattr(v, "value", v) for k, v in md.items() if k.startswith(("eval_loss", "reward_", "heldout",
-                                                                               "train_seconds", "steps", "eval_records",
-                                                                               "train_records"))}
+    return {
+        k: getattr(v, "value", v)
+        for k, v in md.items()
+        if k.startswith(
+            ("eval_loss", "reward_", "heldout", "train_seconds", "steps", "eval_records", "train_records")
+        )
+    }
 
 
 def directions(warehouse_path: str) -> list[dict]:
@@ -81,25 +87,44 @@ def directions(warehouse_path: str) -> list[dict]:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         for paper, table, column, better, comparisons in DIRECTIONS:
             if table not in tables:
-                rows.append({"paper": paper, "metric": column, "holds": None, "why": f"{table} not materialized"})
+                rows.append(
+                    {"paper": paper, "metric": column, "holds": None, "why": f"{table} not materialized"}
+                )
                 continue
-            frame = con.execute(f"SELECT system, item_id, {column} AS v FROM {table} WHERE {column} IS NOT NULL").pl()
+            frame = con.execute(
+                f"SELECT system, item_id, {column} AS v FROM {table} WHERE {column} IS NOT NULL"
+            ).pl()
             by_system = {s: dict(zip(g["item_id"], g["v"])) for (s,), g in frame.group_by("system")}
             for cand, baseline in comparisons:
                 a, b = by_system.get(cand, {}), by_system.get(baseline, {})
                 items = sorted(set(a) & set(b))
                 if len(items) < 2:
-                    rows.append({"paper": paper, "metric": column, "comparison": f"{cand} vs {baseline}",
-                                 "holds": None, "why": f"{len(items)} paired items"})
+                    rows.append(
+                        {
+                            "paper": paper,
+                            "metric": column,
+                            "comparison": f"{cand} vs {baseline}",
+                            "holds": None,
+                            "why": f"{len(items)} paired items",
+                        }
+                    )
                     continue
                 change = paired_change([b[i] for i in items], [a[i] for i in items])
                 lo, hi = change["ci_low"], change["ci_high"]
                 holds = (hi < 0) if better == "lower" else (lo > 0)
                 against = (lo > 0) if better == "lower" else (hi < 0)
-                rows.append({"paper": paper, "metric": column, "better": better, "comparison": f"{cand} vs {baseline}",
-                             "candidate": mean_interval([a[i] for i in items]),
-                             "baseline": mean_interval([b[i] for i in items]), "difference": change,
-                             "holds": "holds" if holds else ("reversed" if against else "not resolved")})
+                rows.append(
+                    {
+                        "paper": paper,
+                        "metric": column,
+                        "better": better,
+                        "comparison": f"{cand} vs {baseline}",
+                        "candidate": mean_interval([a[i] for i in items]),
+                        "baseline": mean_interval([b[i] for i in items]),
+                        "difference": change,
+                        "holds": "holds" if holds else ("reversed" if against else "not resolved"),
+                    }
+                )
     finally:
         con.close()
     return rows
@@ -112,8 +137,10 @@ def items_per_emotion(warehouse_path: str) -> dict[str, int]:
 
     con = duckdb.connect(warehouse_path, read_only=True)
     try:
-        rows = con.execute("SELECT emotion, count(DISTINCT item_id) FROM metric_bertscore WHERE system = 'base' "
-                           "GROUP BY emotion ORDER BY emotion").fetchall()
+        rows = con.execute(
+            "SELECT emotion, count(DISTINCT item_id) FROM metric_bertscore WHERE system = 'base' "
+            "GROUP BY emotion ORDER BY emotion"
+        ).fetchall()
     except duckdb.Error:
         rows = []
     finally:
@@ -128,37 +155,66 @@ def _fmt(stats: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = [(f"## Replication ({report['size']}), {report['cpu']}, {report['cores']} cores, load average "
-             f"{report['load_before']} before / {report['load_after']} after (machine shared with other work)"), "",
-             f"main_job {'succeeded' if report['success'] else 'FAILED'} in {report['seconds']:.0f} s.", "",
-             "| stage (step) | seconds |", "|---|---:|"]
+    lines = [
+        (
+            f"## Replication ({report['size']}), {report['cpu']}, {report['cores']} cores, load average "
+            f"{report['load_before']} before / {report['load_after']} after (machine shared with other work)"
+        ),
+        "",
+        f"main_job {'succeeded' if report['success'] else 'FAILED'} in {report['seconds']:.0f} s.",
+        "",
+        "| stage (step) | seconds |",
+        "|---|---:|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in sorted(report["steps"].items(), key=lambda kv: -kv[1])]
-    lines += ["", ("| direction | metric | comparison | candidate | baseline | difference (95% CI) | Wilcoxon p | n "
-              "| verdict |"), "|---|---|---|---|---|---|---|---:|---|"]
+    lines += [
+        "",
+        (
+            "| direction | metric | comparison | candidate | baseline | difference (95% CI) | Wilcoxon p | n "
+            "| verdict |"
+        ),
+        "|---|---|---|---|---|---|---|---:|---|",
+    ]
     for r in report["directions"]:
         if r.get("holds") is None:
-            lines.append(f"| {r['paper']} | {r['metric']} | {r.get('comparison', '-')} | - | - | - | - | - | "
-                         f"no data: {r['why']} |")
+            lines.append(
+                f"| {r['paper']} | {r['metric']} | {r.get('comparison', '-')} | - | - | - | - | - | "
+                f"no data: {r['why']} |"
+            )
             continue
         d = r["difference"]
         p = f"{d['wilcoxon_p']:.3g}" if d.get("wilcoxon_p") is not None else "-"
-        lines.append(f"| {r['paper']} | {r['metric']} ({r['better']} is better) | {r['comparison']} | "
-                     f"{_fmt(r['candidate'])} | {_fmt(r['baseline'])} | {d['mean']:+.3f} [{d['ci_low']:+.3f}, "
-                     f"{d['ci_high']:+.3f}] | {p} | {d['n']} | {r['holds']} |")
+        lines.append(
+            f"| {r['paper']} | {r['metric']} ({r['better']} is better) | {r['comparison']} | "
+            f"{_fmt(r['candidate'])} | {_fmt(r['baseline'])} | {d['mean']:+.3f} [{d['ci_low']:+.3f}, "
+            f"{d['ci_high']:+.3f}] | {p} | {d['n']} | {r['holds']} |"
+        )
     per_emotion = report.get("items_per_emotion", {})
     if per_emotion:
         short = sorted(e for e, n in per_emotion.items() if n < 10)
-        lines += ["", (f"Evaluation items: {sum(per_emotion.values())} over {len(per_emotion)} emotions (min "
-                  f"{min(per_emotion.values())}, max {max(per_emotion.values())}); under 10: {', '.join(short) or 'none'}.")]
-    lines += ["", "Checkpoints (held-out = validation split):", "```json",
-              json.dumps(report["checkpoints"], indent=1, default=str)[:4000], "```"]
+        lines += [
+            "",
+            (
+                f"Evaluation items: {sum(per_emotion.values())} over {len(per_emotion)} emotions (min "
+                f"{min(per_emotion.values())}, max {max(per_emotion.values())}); under 10: {', '.join(short) or 'none'}."
+            ),
+        ]
+    lines += [
+        "",
+        "Checkpoints (held-out = validation split):",
+        "```json",
+        json.dumps(report["checkpoints"], indent=1, default=str)[:4000],
+        "```",
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", choices=["full", "quick", "gpu"], default="full")
-    parser.add_argument("--home", help="DAGSTER_HOME for the run (default: a temp folder, removed unless --keep)")
+    parser.add_argument(
+        "--home", help="DAGSTER_HOME for the run (default: a temp folder, removed unless --keep)"
+    )
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "test-artifacts" / "bench_replication.json"))
     args = parser.parse_args()
@@ -185,15 +241,26 @@ def main() -> None:
     job = defs.resolve_job_def("main_job")
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    result = job.execute_in_process(instance=instance, tags={**ALL_EMOTIONS_TAGS, "trigger": "bench_replication"},
-                                    run_config=run_config, asset_selection=demo_selection(job, shared_data_dir()),
-                                    raise_on_error=False)
+    result = job.execute_in_process(
+        instance=instance,
+        tags={**ALL_EMOTIONS_TAGS, "trigger": "bench_replication"},
+        run_config=run_config,
+        asset_selection=demo_selection(job, shared_data_dir()),
+        raise_on_error=False,
+    )
     seconds = time.perf_counter() - start
     warehouse = defs.resources["warehouse"].database
     report = {
-        "size": args.size, "settings": SIZES[args.size].__dict__, "run_config": run_config, "cpu": cpu_name(),
-        "cores": os.cpu_count(), "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
-        "success": result.success, "seconds": round(seconds, 1), "steps": step_seconds(instance, result.run_id),
+        "size": args.size,
+        "settings": SIZES[args.size].__dict__,
+        "run_config": run_config,
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "success": result.success,
+        "seconds": round(seconds, 1),
+        "steps": step_seconds(instance, result.run_id),
         "checkpoints": {n: checkpoint_metadata(result, n) for n in ("sft_checkpoint", "dpo_checkpoint")},
         "directions": directions(warehouse) if Path(warehouse).is_file() else [],
         "items_per_emotion": items_per_emotion(warehouse) if Path(warehouse).is_file() else {},

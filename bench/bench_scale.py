@@ -28,7 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(os.environ.get("EMPATHY_DAG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(
+    os.environ.get("EMPATHY_DAG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 NEAR_DUPLICATE_FRACTION = 0.05
 
 
@@ -73,9 +75,16 @@ def build_corpus(n: int, path: Path, seed: int = 0) -> dict:
             continue
         emotion = rng.choices(labels, weights)[0]
         speaker, reply = rng.choice(turns)
-        rows.append({"emotion": emotion, "situation": rng.choice(prompts),
-                     "speaker_utterance": f"{rng.choice(by_label[emotion])} {speaker}",
-                     "listener_reply": reply, "language": "en", "domain": "bench"})
+        rows.append(
+            {
+                "emotion": emotion,
+                "situation": rng.choice(prompts),
+                "speaker_utterance": f"{rng.choice(by_label[emotion])} {speaker}",
+                "listener_reply": reply,
+                "language": "en",
+                "domain": "bench",
+            }
+        )
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     return {"rows": n, "near_duplicates_planted": near, "bytes": path.stat().st_size}
@@ -98,22 +107,33 @@ def run_size(n: int, classifier: str | None) -> dict:
         t = time.perf_counter()
         value = fn()
         s = time.perf_counter() - t
-        out["steps"].append({"step": name, "rows": rows, "seconds": round(s, 2),
-                             "rows_per_s": round(rows / s) if s else None, "peak_rss_mib": round(_peak_rss_mib())})
-        print(f"  {n:>7} {name:<8} {s:7.2f} s  {rows / s if s else 0:9.0f} rows/s  peak RSS {_peak_rss_mib():.0f} MiB",
-              flush=True)
+        out["steps"].append(
+            {
+                "step": name,
+                "rows": rows,
+                "seconds": round(s, 2),
+                "rows_per_s": round(rows / s) if s else None,
+                "peak_rss_mib": round(_peak_rss_mib()),
+            }
+        )
+        print(
+            f"  {n:>7} {name:<8} {s:7.2f} s  {rows / s if s else 0:9.0f} rows/s  peak RSS {_peak_rss_mib():.0f} MiB",
+            flush=True,
+        )
         return value
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.jsonl"
         out["corpus"] = build_corpus(n, path)
         # The bench file is larger than the default 20 MB cap at 105k rows; the cap is raised here.
-        result = step("ingest", n, lambda: ingest_files([path], taxonomy=tax,
-                                                         limits=ValidationLimits(max_file_mb=1024)))
+        result = step(
+            "ingest", n, lambda: ingest_files([path], taxonomy=tax, limits=ValidationLimits(max_file_mb=1024))
+        )
         corpus = result.corpus
         out["ingest_quarantined"] = result.quarantine.height
-    dialogues = dialogues_frame(corpus).with_columns(pl.lit("corpus").alias("origin"),
-                                                     pl.lit(None, dtype=pl.String).alias("generator"))
+    dialogues = dialogues_frame(corpus).with_columns(
+        pl.lit("corpus").alias("origin"), pl.lit(None, dtype=pl.String).alias("generator")
+    )
     frames = {e: dialogues.filter(pl.col("emotion") == e) for e in tax.labels}
     predict = None
     if classifier:
@@ -124,8 +144,13 @@ def run_size(n: int, classifier: str | None) -> dict:
     # Every filter on for the bench source (the default policy would let an ingested corpus skip refusal,
     # prompt_echo and emotion consistency).
     policy = CurationPolicy(skip={"bench": ()})
-    cur = step("curate", dialogues.height, lambda: curate_partitions(
-        frames, FilterConfig(), policy, predict_groups=predict, sentiment_of=tax.sentiment))
+    cur = step(
+        "curate",
+        dialogues.height,
+        lambda: curate_partitions(
+            frames, FilterConfig(), policy, predict_groups=predict, sentiment_of=tax.sentiment
+        ),
+    )
     out["emotion_consistency"] = "on" if classifier else "skipped (no --classifier)"
     out["dropped_per_filter"] = cur.counts_per_filter()
     kept_rows = sum(f.height for f in cur.kept.values())
@@ -157,14 +182,28 @@ def main():
         return
     if not (DATA / "goemotions" / "train.tsv").exists():
         sys.exit(f"no shared data at {DATA}: set EMPATHY_DAG_SHARED_DATA")
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], check=False, capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
-    report = {"cpu": cpu, "cores": os.cpu_count(), "load_before": os.getloadavg(), "repeats": args.repeats,
-              "sizes": []}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(
+                ["lscpu"], check=False, capture_output=True, text=True
+            ).stdout.splitlines()
+            if line.startswith("Model name")
+        ),
+        "?",
+    )
+    report = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_before": os.getloadavg(),
+        "repeats": args.repeats,
+        "sizes": [],
+    }
     for n in args.sizes:
         for _ in range(args.repeats):
             cmd = [sys.executable, __file__, "--one", str(n)] + (
-                ["--classifier", args.classifier] if args.classifier else [])
+                ["--classifier", args.classifier] if args.classifier else []
+            )
             proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
             sys.stdout.write(proc.stdout.split("RESULT ")[0])
             if proc.returncode:
@@ -196,18 +235,25 @@ def markdown(report: dict) -> str:
         totals.setdefault(run["rows"], []).append(run["total_seconds"])
         for st in run["steps"]:
             by.setdefault((run["rows"], st["step"]), []).append(st)
-    lines = ["| rows | step | n | seconds (mean [95% CI]) | rows/s | peak RSS MiB (max) |",
-             "|---:|---|---:|---|---:|---:|"]
+    lines = [
+        "| rows | step | n | seconds (mean [95% CI]) | rows/s | peak RSS MiB (max) |",
+        "|---:|---|---:|---|---:|---:|",
+    ]
     for (rows, step), runs in by.items():
         mean, low, high = _mean_ci([r["seconds"] for r in runs])
         rate = runs[0]["rows"] / mean if mean else 0
-        lines.append(f"| {rows} | {step} | {len(runs)} | {mean:.2f} [{low:.2f}, {high:.2f}] | {rate:,.0f} | "
-                     f"{max(r['peak_rss_mib'] for r in runs)} |")
+        lines.append(
+            f"| {rows} | {step} | {len(runs)} | {mean:.2f} [{low:.2f}, {high:.2f}] | {rate:,.0f} | "
+            f"{max(r['peak_rss_mib'] for r in runs)} |"
+        )
     for rows, values in totals.items():
         mean, low, high = _mean_ci(values)
-        lines.append(f"| {rows} | **total** | {len(values)} | {mean:.2f} [{low:.2f}, {high:.2f}] | "
-                     f"{rows / mean:,.0f} | |")
+        lines.append(
+            f"| {rows} | **total** | {len(values)} | {mean:.2f} [{low:.2f}, {high:.2f}] | "
+            f"{rows / mean:,.0f} | |"
+        )
     return "\n".join(lines)
+
 
 if __name__ == "__main__":
     main()

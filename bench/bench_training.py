@@ -25,8 +25,12 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-LEGACY = {"learning_rate": 2e-4, "target_modules": ["q_proj", "v_proj"], "lr_scheduler_type": "linear",
-          "warmup_ratio": 0.0}
+LEGACY = {
+    "learning_rate": 2e-4,
+    "target_modules": ["q_proj", "v_proj"],
+    "lr_scheduler_type": "linear",
+    "warmup_ratio": 0.0,
+}
 LEGACY_DPO = {"learning_rate": 5e-5, "lr_scheduler_type": "linear", "warmup_ratio": 0.0}
 
 
@@ -57,30 +61,52 @@ def main() -> None:
         convert_gguf_to_safetensors(embedded_smollm2_gguf(), base)
     frame = seed_dialogues()
     ops = demo_run_config(args.profile)["ops"]
-    run_config = {"ops": {k: ops[k] for k in ("preference_pairs", "sft_checkpoint", "reference_logprobs",
-                                               "dpo_checkpoint")}}
+    run_config = {
+        "ops": {
+            k: ops[k] for k in ("preference_pairs", "sft_checkpoint", "reference_logprobs", "dpo_checkpoint")
+        }
+    }
     if args.legacy:
         run_config["ops"]["sft_checkpoint"]["config"].update(LEGACY)
         run_config["ops"]["dpo_checkpoint"]["config"].update(LEGACY_DPO)
     data = [curated_stand_in(frame), dataset_splits, preference_pairs]
-    assert materialize(data, resources=resources, tags=all_emotions_tags(),
-                       run_config={"ops": {"preference_pairs": run_config["ops"]["preference_pairs"]}}).success
+    assert materialize(
+        data,
+        resources=resources,
+        tags=all_emotions_tags(),
+        run_config={"ops": {"preference_pairs": run_config["ops"]["preference_pairs"]}},
+    ).success
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    result = materialize([*data, sft_checkpoint, reference_logprobs, dpo_checkpoint],
-                         selection=[sft_checkpoint, reference_logprobs, dpo_checkpoint], resources=resources,
-                         run_config={"ops": {k: v for k, v in run_config["ops"].items() if k != "preference_pairs"}})
+    result = materialize(
+        [*data, sft_checkpoint, reference_logprobs, dpo_checkpoint],
+        selection=[sft_checkpoint, reference_logprobs, dpo_checkpoint],
+        resources=resources,
+        run_config={"ops": {k: v for k, v in run_config["ops"].items() if k != "preference_pairs"}},
+    )
     seconds = time.perf_counter() - start
     assert result.success
-    out = {"profile": args.profile, "legacy": args.legacy, "cpu": cpu_name(), "cores": os.cpu_count(),
-           "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2), "seconds": round(seconds, 1),
-           "sft_config": run_config["ops"]["sft_checkpoint"]["config"],
-           "dpo_config": run_config["ops"]["dpo_checkpoint"]["config"]}
+    out = {
+        "profile": args.profile,
+        "legacy": args.legacy,
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "seconds": round(seconds, 1),
+        "sft_config": run_config["ops"]["sft_checkpoint"]["config"],
+        "dpo_config": run_config["ops"]["dpo_checkpoint"]["config"],
+    }
     for name in ("sft_checkpoint", "dpo_checkpoint"):
         md = result.asset_materializations_for_node(name)[0].metadata
-        out[name] = {"heldout": md["heldout"].value, "train_seconds": md["train_seconds"].value,
-                     "first_loss": md["first_loss"].value, "final_loss": md["final_loss"].value,
-                     "train_records": md["train_records"].value, "eval_records": md["eval_records"].value}
+        out[name] = {
+            "heldout": md["heldout"].value,
+            "train_seconds": md["train_seconds"].value,
+            "first_loss": md["first_loss"].value,
+            "final_loss": md["final_loss"].value,
+            "train_records": md["train_records"].value,
+            "eval_records": md["eval_records"].value,
+        }
     print(json.dumps(out, indent=1))
 
 

@@ -16,7 +16,12 @@ from typing import TextIO
 from empathy_dag.models import load_causal_lm
 
 DEFAULT_SYSTEM_PROMPT = "You are a warm, empathetic listener. Reply in two or three sentences."
-STORE_NAMES = {"base": "base_model", "sft": "sft_checkpoint", "dpo": "dpo_checkpoint", "promoted": "promoted_model"}
+STORE_NAMES = {
+    "base": "base_model",
+    "sft": "sft_checkpoint",
+    "dpo": "dpo_checkpoint",
+    "promoted": "promoted_model",
+}
 
 
 @dataclass
@@ -57,8 +62,15 @@ def resolve_model(spec: str, store_root: Path) -> tuple[str, str | None]:
     return spec, None
 
 
-def run_chat(model_spec: str, store_root: Path, emotion: str | None, max_new_tokens: int,
-             stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, seed: int = 0) -> int:
+def run_chat(
+    model_spec: str,
+    store_root: Path,
+    emotion: str | None,
+    max_new_tokens: int,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+    seed: int = 0,
+) -> int:
     import torch
 
     base, adapter = resolve_model(model_spec, store_root)
@@ -66,8 +78,11 @@ def run_chat(model_spec: str, store_root: Path, emotion: str | None, max_new_tok
     torch.manual_seed(seed)
     session = ChatSession(emotion_hint=emotion)
     interactive = stdin.isatty()
-    print(f"[chat] model={base}" + (f" adapter={adapter}" if adapter else "") + " (empty line or Ctrl-D ends)",
-          file=stdout, flush=True)
+    print(
+        f"[chat] model={base}" + (f" adapter={adapter}" if adapter else "") + " (empty line or Ctrl-D ends)",
+        file=stdout,
+        flush=True,
+    )
     while True:
         if interactive:
             print("you> ", end="", file=stdout, flush=True)
@@ -79,9 +94,10 @@ def run_chat(model_spec: str, store_root: Path, emotion: str | None, max_new_tok
             session.messages_for(user_text), add_generation_prompt=True, return_tensors="pt", return_dict=True
         ).to(model.device)
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        reply = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            out = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        reply = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         session.record(user_text, reply)
         print(f"bot> {reply}", file=stdout, flush=True)
     return 0

@@ -60,22 +60,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m empathy_dag")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the main job end to end on the embedded default models")
-    demo.add_argument("--profile", choices=["tiny", "demo"], default="demo",
-                      help="tiny: a couple of items per emotion (CI); demo: the README's defaults")
+    demo.add_argument(
+        "--profile",
+        choices=["tiny", "demo"],
+        default="demo",
+        help="tiny: a couple of items per emotion (CI); demo: the README's defaults",
+    )
     demo.set_defaults(func=run_demo)
     chat = sub.add_parser("chat", help="chat in the terminal with a checkpoint (reads turns from stdin)")
-    chat.add_argument("--model", default="promoted",
-                      help="base | sft | dpo | promoted | path to a model or PEFT adapter folder")
+    chat.add_argument(
+        "--model",
+        default="promoted",
+        help="base | sft | dpo | promoted | path to a model or PEFT adapter folder",
+    )
     chat.add_argument("--emotion", default=None, help="optional emotion hint, e.g. grief")
     chat.add_argument("--max-new-tokens", type=int, default=96)
     chat.add_argument("--store", default=None, help="model store folder (default $DAGSTER_HOME/data/models)")
     chat.set_defaults(func=run_chat_command)
-    dev = sub.add_parser("dev", help="dagster dev (the UI) that stops cleanly on Ctrl-C / SIGTERM, children included")
+    dev = sub.add_parser(
+        "dev", help="dagster dev (the UI) that stops cleanly on Ctrl-C / SIGTERM, children included"
+    )
     dev.add_argument("--workspace", default="workspace.yaml")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
-    dev.add_argument("--grace-s", type=float, default=30.0,
-                     help="seconds the processes get to stop after Ctrl-C / SIGTERM before they are killed")
+    dev.add_argument(
+        "--grace-s",
+        type=float,
+        default=30.0,
+        help="seconds the processes get to stop after Ctrl-C / SIGTERM before they are killed",
+    )
     dev.set_defaults(func=run_dev)
     args = parser.parse_args(argv)
     return args.func(args)

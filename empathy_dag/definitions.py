@@ -30,11 +30,16 @@ def with_ui_metadata(assets: list) -> list:
     `metadata.DEFAULT_OWNERS_BY_GROUP` / EMPATHY_DAG_OWNERS), links to the source code, and the freshness
     policies that match the schedules (`defs.run_policies.FRESHNESS_POLICIES`)."""
     assets = with_owners(assets)
-    assets = list(map_asset_specs(
-        lambda spec: spec.replace_attributes(freshness_policy=FRESHNESS_POLICIES[spec.key.to_user_string()])
-        if spec.key.to_user_string() in FRESHNESS_POLICIES else spec,
-        assets,
-    ))
+    assets = list(
+        map_asset_specs(
+            lambda spec: (
+                spec.replace_attributes(freshness_policy=FRESHNESS_POLICIES[spec.key.to_user_string()])
+                if spec.key.to_user_string() in FRESHNESS_POLICIES
+                else spec
+            ),
+            assets,
+        )
+    )
     return with_code_links(assets)
 
 

@@ -55,45 +55,89 @@ PROFILES = {
     # held-out before / after measurement on the validation sample is what shows the learning (n, interval), so
     # the trainers' own evaluations are cut to one mid-run point for SFT and none for DPO: each was a pass over
     # the validation sample (DPO's also a reference pass when trl built its eval set).
-    "demo": DemoProfile(synthetic_per_emotion=2, classifier_rows=6000, sft_steps=16, dpo_steps=8, pair_draws=1,
-                        eval_items_per_emotion=3, judge_items=84, alignment_items=84, epitome_rows=1500,
-                        max_new_tokens=48, max_length=96, dpo_max_pairs=64, min_test_per_emotion=3, max_eval_items=32,
-                        sft_evals_per_run=2, dpo_evals_per_run=0),
-    "tiny": DemoProfile(synthetic_per_emotion=1, classifier_rows=1500, sft_steps=3, dpo_steps=2, pair_draws=1,
-                        eval_items_per_emotion=1, judge_items=8, alignment_items=4, epitome_rows=400,
-                        max_new_tokens=24, max_length=64, dpo_max_pairs=16, min_test_per_emotion=1, max_eval_items=24),
+    "demo": DemoProfile(
+        synthetic_per_emotion=2,
+        classifier_rows=6000,
+        sft_steps=16,
+        dpo_steps=8,
+        pair_draws=1,
+        eval_items_per_emotion=3,
+        judge_items=84,
+        alignment_items=84,
+        epitome_rows=1500,
+        max_new_tokens=48,
+        max_length=96,
+        dpo_max_pairs=64,
+        min_test_per_emotion=3,
+        max_eval_items=32,
+        sft_evals_per_run=2,
+        dpo_evals_per_run=0,
+    ),
+    "tiny": DemoProfile(
+        synthetic_per_emotion=1,
+        classifier_rows=1500,
+        sft_steps=3,
+        dpo_steps=2,
+        pair_draws=1,
+        eval_items_per_emotion=1,
+        judge_items=8,
+        alignment_items=4,
+        epitome_rows=400,
+        max_new_tokens=24,
+        max_length=64,
+        dpo_max_pairs=16,
+        min_test_per_emotion=1,
+        max_eval_items=24,
+    ),
 }
 
 
 def demo_run_config(profile: str = "demo") -> dict:
     p = PROFILES[profile]
-    lora = {"max_length": p.max_length, "save_steps": max(2, p.sft_steps // 2), "max_eval_items": p.max_eval_items}
+    lora = {
+        "max_length": p.max_length,
+        "save_steps": max(2, p.sft_steps // 2),
+        "max_eval_items": p.max_eval_items,
+    }
     return {
         "ops": {
-            "brainstormed_situations": {"config": {"per_emotion": p.synthetic_per_emotion,
-                                                   "max_new_tokens": p.max_new_tokens}},
+            "brainstormed_situations": {
+                "config": {"per_emotion": p.synthetic_per_emotion, "max_new_tokens": p.max_new_tokens}
+            },
             "speaker_explanations": {"config": {"max_new_tokens": p.max_new_tokens}},
             "synthetic_dialogues": {"config": {"max_new_tokens": p.max_new_tokens}},
             # the linear metric models: the fine-tuned ones (the defaults) take hours on a laptop CPU
             "emotion_classifier": {"config": {"max_train_rows": p.classifier_rows, "model": "linear"}},
             "dataset_splits": {"config": {"min_test_dialogues_per_emotion": p.min_test_per_emotion}},
             "preference_pairs": {"config": {"k": p.pair_draws}},
-            "sft_checkpoint": {"config": {**lora, "max_steps": p.sft_steps, "evals_per_run": p.sft_evals_per_run}},
-            "reference_logprobs": {"config": {"max_length": p.max_length, "max_train_pairs": p.dpo_max_pairs}},
-            "dpo_checkpoint": {"config": {**lora, "max_steps": p.dpo_steps, "max_train_pairs": p.dpo_max_pairs,
-                                          "evals_per_run": p.dpo_evals_per_run}},
+            "sft_checkpoint": {
+                "config": {**lora, "max_steps": p.sft_steps, "evals_per_run": p.sft_evals_per_run}
+            },
+            "reference_logprobs": {
+                "config": {"max_length": p.max_length, "max_train_pairs": p.dpo_max_pairs}
+            },
+            "dpo_checkpoint": {
+                "config": {
+                    **lora,
+                    "max_steps": p.dpo_steps,
+                    "max_train_pairs": p.dpo_max_pairs,
+                    "evals_per_run": p.dpo_evals_per_run,
+                }
+            },
         },
         "resources": {
-            "evaluation": {"config": {
-                "max_items_per_emotion": p.eval_items_per_emotion,
-                "min_items_per_emotion": p.min_test_per_emotion,
-                "max_new_tokens": p.max_new_tokens,
-                "judge_max_items": p.judge_items,
-                "alignment_max_items": p.alignment_items,
-                "epitome_max_rows": p.epitome_rows,
-                "epitome_model": "linear",
-                "agreement_bootstrap": 200,
-            }},
+            "evaluation": {
+                "config": {
+                    "max_items_per_emotion": p.eval_items_per_emotion,
+                    "min_items_per_emotion": p.min_test_per_emotion,
+                    "max_new_tokens": p.max_new_tokens,
+                    "judge_max_items": p.judge_items,
+                    "alignment_max_items": p.alignment_items,
+                    "epitome_max_rows": p.epitome_rows,
+                    "epitome_model": "linear",
+                    "agreement_bootstrap": 200,
+                }
+            },
         },
         # The demo's terminal shows progress lines, not every engine event.
         "loggers": {"console": {"config": {"log_level": "INFO"}}},

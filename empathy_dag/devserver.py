@@ -45,7 +45,7 @@ def group_members(pgid: int) -> list[int]:
         except OSError:
             continue
         # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after the last ')'.
-        fields = stat[stat.rfind(")") + 2:].split()
+        fields = stat[stat.rfind(")") + 2 :].split()
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(entry.name))
     return members
@@ -56,8 +56,9 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def run_supervised(command: list[str], grace_s: float = DEFAULT_GRACE_S, env: dict | None = None,
-                   cwd: str | None = None) -> int:
+def run_supervised(
+    command: list[str], grace_s: float = DEFAULT_GRACE_S, env: dict | None = None, cwd: str | None = None
+) -> int:
     """Run `command` as the leader of a new process group and return its exit code. SIGINT or SIGTERM
     to this process is sent to the whole group as SIGTERM; `grace_s` after that (or after the command
     exits on its own), the group's survivors get SIGKILL."""
@@ -68,8 +69,12 @@ def run_supervised(command: list[str], grace_s: float = DEFAULT_GRACE_S, env: di
     def forward(signum, _frame):
         if "at" not in stopping:
             stopping["at"] = time.monotonic()
-            print(f"empathy_dag dev: signal {signal.Signals(signum).name}, stopping dagster dev "
-                  f"(everything still running after {grace_s:.0f} s is killed)", file=sys.stderr, flush=True)
+            print(
+                f"empathy_dag dev: signal {signal.Signals(signum).name}, stopping dagster dev "
+                f"(everything still running after {grace_s:.0f} s is killed)",
+                file=sys.stderr,
+                flush=True,
+            )
         _signal_group(pgid, signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -79,8 +84,9 @@ def run_supervised(command: list[str], grace_s: float = DEFAULT_GRACE_S, env: di
                 _signal_group(pgid, signal.SIGKILL)
             time.sleep(0.2)
         # The leader is gone; its children (the code server above all) may not be.
-        deadline = time.monotonic() + (grace_s if "at" not in stopping else
-                                       max(0.0, grace_s - (time.monotonic() - stopping["at"])))
+        deadline = time.monotonic() + (
+            grace_s if "at" not in stopping else max(0.0, grace_s - (time.monotonic() - stopping["at"]))
+        )
         if group_members(pgid):
             _signal_group(pgid, signal.SIGTERM)
         while group_members(pgid) and time.monotonic() < deadline:

@@ -74,7 +74,7 @@ def remove_interrupted_temps(target: Path, *, now: float | None = None) -> list[
     now = time.time() if now is None else now
     removed = []
     for tmp in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
-        pid_part = tmp.name[len(target.name) + 2:].split("-", 1)[0]
+        pid_part = tmp.name[len(target.name) + 2 :].split("-", 1)[0]
         try:
             age = now - tmp.stat().st_mtime
         except OSError:
@@ -129,7 +129,8 @@ def _sync_hub_constants() -> None:
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
         constants.HF_HUB_OFFLINE = any(
-            os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"} for v in HUB_OFFLINE_VARS)
+            os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"} for v in HUB_OFFLINE_VARS
+        )
 
 
 def hub_offline_by_default(allow_hub: bool = False) -> None:
@@ -168,7 +169,11 @@ _TREE_HASHES: dict[str, tuple[str, str]] = {}
 
 
 def hash_cache_file() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "empathy_dag" / "weight_hashes.json"
+    default = (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "empathy_dag"
+        / "weight_hashes.json"
+    )
     return Path(os.environ.get(HASH_CACHE_ENV) or default)
 
 
@@ -176,8 +181,10 @@ def _tree_signature(folder: Path, files: list[Path]) -> str:
     h = hashlib.sha256()
     for p in files:
         st = p.stat()
-        h.update(f"{p.relative_to(folder)}\x1f{st.st_size}\x1f{st.st_mtime_ns}\x1f{st.st_ctime_ns}\x1f"
-                 f"{st.st_ino}\x1e".encode())
+        h.update(
+            f"{p.relative_to(folder)}\x1f{st.st_size}\x1f{st.st_mtime_ns}\x1f{st.st_ctime_ns}\x1f"
+            f"{st.st_ino}\x1e".encode()
+        )
     return h.hexdigest()
 
 
@@ -236,8 +243,14 @@ def torch_dtype(name: str):
 
     if name == "auto":
         return "auto"
-    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[name]
+    return {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }[name]
 
 
 def pick_dtype(dtype: str = "auto", device: str = "cpu") -> str:
@@ -256,7 +269,9 @@ def pick_dtype(dtype: str = "auto", device: str = "cpu") -> str:
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if device == "cpu":
         cpu = getattr(torch, "cpu", None)
-        native = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        native = [
+            getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        ]
         if any(check is not None and check() for check in native) and cpu_bf16_is_faster():
             return "bfloat16"
     return "float32"
@@ -328,8 +343,13 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "fl
         done = json.loads(marker.read_text())
         if done.get("source_sha256") == source_sha and done.get("dtype") == dtype:
             # Same GGUF bytes, same dtype: the folder is already what we would write.
-            return {"path": str(out_dir), "sha256": sha256_tree(out_dir), "parameters": done["parameters"],
-                    "seconds": round(time.perf_counter() - start, 2), "reused": True}
+            return {
+                "path": str(out_dir),
+                "sha256": sha256_tree(out_dir),
+                "parameters": done["parameters"],
+                "seconds": round(time.perf_counter() - start, 2),
+                "reused": True,
+            }
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch_dtype(dtype))
@@ -343,8 +363,15 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path, dtype: str = "fl
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "conversion.json").write_text(
-            json.dumps({"source_gguf": gguf_path.name, "source_sha256": source_sha, "dtype": dtype,
-                        "parameters": sum(p.numel() for p in plain.parameters())}, indent=1)
+            json.dumps(
+                {
+                    "source_gguf": gguf_path.name,
+                    "source_sha256": source_sha,
+                    "dtype": dtype,
+                    "parameters": sum(p.numel() for p in plain.parameters()),
+                },
+                indent=1,
+            )
         )
     return {
         "path": str(out_dir),
@@ -386,7 +413,11 @@ def load_causal_lm(
     resolved = pick_device(device)
     placement = device_placement(resolved)
     model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True, **placement
+        source,
+        dtype=torch_dtype(dtype),
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+        **placement,
     )
     if adapter:
         from peft import PeftModel

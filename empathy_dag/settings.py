@@ -25,8 +25,10 @@ def shipped_dir(name: str) -> Path:
     for candidate in (PROJECT_ROOT / name, WHEEL_DATA_DIR / name):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"neither {PROJECT_ROOT / name} (source tree) nor {WHEEL_DATA_DIR / name} (installed "
-                            "wheel) exists: reinstall empathy_dag (`pip install .`) or run from a checkout")
+    raise FileNotFoundError(
+        f"neither {PROJECT_ROOT / name} (source tree) nor {WHEEL_DATA_DIR / name} (installed "
+        "wheel) exists: reinstall empathy_dag (`pip install .`) or run from a checkout"
+    )
 
 
 def assets_dir() -> Path:
@@ -53,9 +55,11 @@ def local_locations() -> tuple[str, str, str]:
     """(DuckDB file, Parquet folder, model folder) of the local profile: each from its variable
     (EMPATHY_DAG_DUCKDB, EMPATHY_DAG_PARQUET_DIR, EMPATHY_DAG_MODEL_DIR), else under the data root."""
     root = data_root()
-    return (os.environ.get("EMPATHY_DAG_DUCKDB", str(root / "warehouse.duckdb")),
-            os.environ.get("EMPATHY_DAG_PARQUET_DIR", str(root / "parquet")),
-            os.environ.get("EMPATHY_DAG_MODEL_DIR", str(root / "models")))
+    return (
+        os.environ.get("EMPATHY_DAG_DUCKDB", str(root / "warehouse.duckdb")),
+        os.environ.get("EMPATHY_DAG_PARQUET_DIR", str(root / "parquet")),
+        os.environ.get("EMPATHY_DAG_MODEL_DIR", str(root / "models")),
+    )
 
 
 # The deployment profile (empathy_dag/defs/profiles.py builds its resources). Read here, without Dagster, because
@@ -136,8 +140,13 @@ class AutomationSettings:
         )
 
     def run_tags(self, trigger: str, **more: str) -> dict[str, str]:
-        return {TEAM_TAG: self.team, COST_CENTER_TAG: self.cost_center, TRIGGER_TAG: trigger,
-                **self.extra_tags, **more}
+        return {
+            TEAM_TAG: self.team,
+            COST_CENTER_TAG: self.cost_center,
+            TRIGGER_TAG: trigger,
+            **self.extra_tags,
+            **more,
+        }
 
 
 # Read once, when the definitions load: the sensors and schedules of every stage take these.

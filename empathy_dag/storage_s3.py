@@ -89,18 +89,23 @@ def upload_folder(client, folder: Path, bucket: str, prefix: str) -> dict:
     for name in manifest["files"]:
         client.upload_file(str(Path(folder) / name), bucket, join_key(prefix, name))
     client.put_object(
-        Bucket=bucket, Key=join_key(prefix, MANIFEST_NAME),
-        Body=json.dumps(manifest, indent=1, sort_keys=True).encode(), ContentType="application/json",
+        Bucket=bucket,
+        Key=join_key(prefix, MANIFEST_NAME),
+        Body=json.dumps(manifest, indent=1, sort_keys=True).encode(),
+        ContentType="application/json",
     )
     keep = {join_key(prefix, n) for n in manifest["files"]} | {join_key(prefix, MANIFEST_NAME)}
-    _delete_keys(client, bucket, [o["Key"] for o in _iter_objects(client, bucket, join_key(prefix) + "/")
-                                  if o["Key"] not in keep])
+    _delete_keys(
+        client,
+        bucket,
+        [o["Key"] for o in _iter_objects(client, bucket, join_key(prefix) + "/") if o["Key"] not in keep],
+    )
     return manifest
 
 
 def _delete_keys(client, bucket: str, keys: list[str]) -> int:
     for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
-        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]})
     return len(keys)
 
 
@@ -128,7 +133,11 @@ def download_folder(client, bucket: str, prefix: str, folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     for name, entry in manifest["files"].items():
         target = folder / name
-        if target.is_file() and target.stat().st_size == entry["size"] and sha256_file(target) == entry["sha256"]:
+        if (
+            target.is_file()
+            and target.stat().st_size == entry["size"]
+            and sha256_file(target) == entry["sha256"]
+        ):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.part")
@@ -136,7 +145,9 @@ def download_folder(client, bucket: str, prefix: str, folder: Path) -> dict:
         got = sha256_file(tmp)
         if got != entry["sha256"]:
             tmp.unlink()
-            raise OSError(f"s3://{bucket}/{join_key(prefix, name)}: sha256 {got} != manifest {entry['sha256']}")
+            raise OSError(
+                f"s3://{bucket}/{join_key(prefix, name)}: sha256 {got} != manifest {entry['sha256']}"
+            )
         os.replace(tmp, target)
     for p in [q for q in folder.rglob("*") if q.is_file()]:
         if p.relative_to(folder).as_posix() not in manifest["files"]:
@@ -195,7 +206,10 @@ class SyncedFile:
             with open(self.local_path, "rb") as fh:
                 response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=fh, **condition)
         except self.client.exceptions.ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+            if e.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            ):
                 raise ConcurrentUpdateError(
                     f"s3://{self.bucket}/{self.key} changed since it was downloaded; rerun the step"
                 ) from e
@@ -224,15 +238,16 @@ def list_landing_objects(s3_client, bucket: str, prefix: str) -> list[tuple[str,
     return sorted(out)
 
 
-def download_landing_object(s3_client, bucket: str, key: str, prefix: str, landing_dir: Path,
-                            etag: str = "") -> Path:
+def download_landing_object(
+    s3_client, bucket: str, key: str, prefix: str, landing_dir: Path, etag: str = ""
+) -> Path:
     """Copy one landing object into the local landing cache (path relative to the prefix, '/' turned
     into '__' so the cache stays flat like the local landing folder; objects under `reviews/` go to the
     `reviews` subfolder, where the review stage reads decisions). Skipped when the cached copy has
     the same ETag (kept in a hidden sidecar file, which the local landing zone ignores)."""
 
     landing_dir = Path(landing_dir)
-    rel = key[len(prefix.lstrip("/")):].lstrip("/") or key.rsplit("/", 1)[-1]
+    rel = key[len(prefix.lstrip("/")) :].lstrip("/") or key.rsplit("/", 1)[-1]
     if in_non_corpus_subfolder(rel):  # reviews/x.jsonl -> <landing>/reviews/x.jsonl, not a corpus file
         subfolder, _, rel = rel.partition("/")
         landing_dir = landing_dir / subfolder
@@ -269,7 +284,7 @@ def remove_deleted_landing_copies(landing_dir: Path, current: set[Path]) -> list
         if not folder.is_dir():
             continue
         for sidecar in folder.glob(".*.etag"):
-            copy = folder / sidecar.name[1:-len(".etag")]
+            copy = folder / sidecar.name[1 : -len(".etag")]
             if copy not in current:
                 copy.unlink(missing_ok=True)
                 sidecar.unlink(missing_ok=True)

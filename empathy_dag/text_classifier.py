@@ -74,15 +74,26 @@ def load_for_training(model_spec: str, num_labels: int, multi_label: bool, label
     path = resolve_encoder(model_spec)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels,
+        path,
+        num_labels=num_labels,
         problem_type="multi_label_classification" if multi_label else "single_label_classification",
-        id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
+        id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)},
+    )
     return model, tokenizer
 
 
-def finetune(model_spec: str, texts: Sequence[str], pairs: Sequence[str] | None, labels: np.ndarray,
-             label_names: Sequence[str], settings: FineTuneSettings, work_dir: str | Path, *,
-             multi_label: bool = False):
+def finetune(
+    model_spec: str,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    labels: np.ndarray,
+    label_names: Sequence[str],
+    settings: FineTuneSettings,
+    work_dir: str | Path,
+    *,
+    multi_label: bool = False,
+):
     """Fine-tune `model_spec` (embedded:minilm, a folder or a hub id) on the rows given; returns
     (model, tokenizer, stats). `labels`: class ids (n,) or a multi-hot (n, labels) matrix."""
     import torch
@@ -107,27 +118,51 @@ def finetune(model_spec: str, texts: Sequence[str], pairs: Sequence[str] | None,
             return torch.nn.functional.cross_entropy(logits, targets, weight=weight.to(logits.device))
 
     steps_per_epoch = int(np.ceil(len(y) / settings.batch_size))
-    total_steps = settings.max_steps if settings.max_steps > 0 else int(np.ceil(steps_per_epoch * settings.epochs))
-    args = TrainingArguments(
-        output_dir=str(work_dir), num_train_epochs=settings.epochs, max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay, warmup_steps=int(settings.warmup_ratio * total_steps),
-        lr_scheduler_type="linear", seed=settings.seed, data_seed=settings.seed,
-        save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True,
-        logging_steps=max(1, total_steps // 20), use_cpu=settings.device == "cpu", dataloader_num_workers=0,
+    total_steps = (
+        settings.max_steps if settings.max_steps > 0 else int(np.ceil(steps_per_epoch * settings.epochs))
     )
-    trainer = Trainer(model=model, args=args, train_dataset=_Pairs(encodings, y),
-                      data_collator=DataCollatorWithPadding(tokenizer), compute_loss_func=compute_loss_func)
+    args = TrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        warmup_steps=int(settings.warmup_ratio * total_steps),
+        lr_scheduler_type="linear",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        logging_steps=max(1, total_steps // 20),
+        use_cpu=settings.device == "cpu",
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=_Pairs(encodings, y),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_loss_func=compute_loss_func,
+    )
     start = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start
     losses = [round(float(h["loss"]), 4) for h in trainer.state.log_history if "loss" in h]
-    stats = {"train_seconds": round(seconds, 1), "steps": int(result.global_step), "train_rows": len(y),
-             # examples seen (steps x batch, the last batch of an epoch may be short) per second
-             "examples_per_s": round(min(int(result.global_step) * settings.batch_size,
-                                         len(y) * max(settings.epochs, 1)) / seconds, 1),
-             "loss_curve": losses, "final_loss": losses[-1] if losses else None,
-             "class_weights": None if class_weights is None else [round(float(w), 4) for w in class_weights]}
+    stats = {
+        "train_seconds": round(seconds, 1),
+        "steps": int(result.global_step),
+        "train_rows": len(y),
+        # examples seen (steps x batch, the last batch of an epoch may be short) per second
+        "examples_per_s": round(
+            min(int(result.global_step) * settings.batch_size, len(y) * max(settings.epochs, 1)) / seconds, 1
+        ),
+        "loss_curve": losses,
+        "final_loss": losses[-1] if losses else None,
+        "class_weights": None if class_weights is None else [round(float(w), 4) for w in class_weights],
+    }
     model.eval()
     return model, tokenizer, stats
 
@@ -146,8 +181,9 @@ def _bias_to_label_priors(model, y: np.ndarray) -> None:
         heads[-1].bias.copy_(torch.tensor(np.log(prior / (1 - prior)), dtype=heads[-1].bias.dtype))
 
 
-def predict_logits(model, tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int,
-                   batch_size: int = 64) -> np.ndarray:
+def predict_logits(
+    model, tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int, batch_size: int = 64
+) -> np.ndarray:
     """Logits (n, labels), batches sorted by length so that padding stays small."""
     import torch
 
@@ -160,8 +196,9 @@ def predict_logits(model, tokenizer, texts: Sequence[str], pairs: Sequence[str] 
     device = next(model.parameters()).device
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        batch = tokenize(tokenizer, [texts[i] for i in idx], None if pairs is None else [pairs[i] for i in idx],
-                         max_length)
+        batch = tokenize(
+            tokenizer, [texts[i] for i in idx], None if pairs is None else [pairs[i] for i in idx], max_length
+        )
         batch = tokenizer.pad(batch, return_tensors="pt").to(device)
         with torch.inference_mode():
             out[idx] = model(**batch).logits.float().cpu().numpy()
@@ -201,13 +238,17 @@ def read_id_file(path: str | Path) -> set[str]:
     if not path.is_file():
         raise FileNotFoundError(f"holdout/exclude id file {path} does not exist")
     if path.suffix.lower() in (".csv", ".tsv"):
-        frame = pl.read_csv(path, separator="\t" if path.suffix.lower() == ".tsv" else ",", infer_schema_length=0)
+        frame = pl.read_csv(
+            path, separator="\t" if path.suffix.lower() == ".tsv" else ",", infer_schema_length=0
+        )
         if "id" in frame.columns:
             ids = frame["id"].to_list()
         elif {"sp_id", "rp_id"} <= set(frame.columns):
             ids = [f"{s}:{r}" for s, r in frame.select("sp_id", "rp_id").iter_rows()]
         else:
-            raise ValueError(f"{path}: an id file needs an `id` column (or `sp_id` and `rp_id`); has {frame.columns}")
+            raise ValueError(
+                f"{path}: an id file needs an `id` column (or `sp_id` and `rp_id`); has {frame.columns}"
+            )
     else:
         ids = path.read_text(encoding="utf-8").splitlines()
     ids = {str(i).strip() for i in ids if i is not None and str(i).strip() and not str(i).startswith("#")}
@@ -216,8 +257,15 @@ def read_id_file(path: str | Path) -> set[str]:
     return ids
 
 
-def bootstrap_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence, *, n_resamples: int = 1000,
-                       confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_macro_f1(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    labels: Sequence,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of macro-F1 over test items (rows resampled with replacement).
     Works for class ids (n,) and multi-hot matrices (n, labels)."""
     from sklearn.metrics import f1_score
@@ -230,7 +278,9 @@ def bootstrap_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence,
     for _ in range(n_resamples):
         idx = rng.integers(0, n, n)
         if y_true.ndim == 1:
-            values.append(f1_score(y_true[idx], y_pred[idx], average="macro", labels=list(labels), zero_division=0))
+            values.append(
+                f1_score(y_true[idx], y_pred[idx], average="macro", labels=list(labels), zero_division=0)
+            )
         else:
             values.append(f1_score(y_true[idx], y_pred[idx], average="macro", zero_division=0))
     alpha = (1 - confidence) / 2

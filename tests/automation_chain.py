@@ -33,16 +33,24 @@ def _execute(defs, request: RunRequest, instance, default_job: str, allow_gate_s
     job = defs.resolve_job_def(request.job_name or default_job)
     tags = {**request.tags, "dagster/run_key": request.run_key or ""}
     result = job.execute_in_process(
-        instance=instance, partition_key=request.partition_key, tags=tags,
-        asset_selection=request.asset_selection, run_config=_run_config(job), raise_on_error=False,
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=tags,
+        asset_selection=request.asset_selection,
+        run_config=_run_config(job),
+        raise_on_error=False,
     )
-    checks = [{"asset": c.asset_key.to_user_string(), "check": c.check_name, "passed": c.passed}
-              for c in result.get_asset_check_evaluations()]
+    checks = [
+        {"asset": c.asset_key.to_user_string(), "check": c.check_name, "passed": c.passed}
+        for c in result.get_asset_check_evaluations()
+    ]
     gate_stopped = any(not c["passed"] and c["check"] == "dpo_checkpoint_no_regression" for c in checks)
     if not result.success and not (allow_gate_stop and gate_stopped):
         raise SystemExit(f"run for {request.run_key} failed")
-    mats = [(m.asset_key.to_user_string(), m.partition) for m in
-            (e.event_specific_data.materialization for e in result.get_asset_materialization_events())]
+    mats = [
+        (m.asset_key.to_user_string(), m.partition)
+        for m in (e.event_specific_data.materialization for e in result.get_asset_materialization_events())
+    ]
     return mats, checks
 
 
@@ -62,21 +70,36 @@ def main(landing_file: str) -> None:
 
     out: dict = {}
     sensor = defs.get_sensor_def("landing_zone_sensor")
-    tick = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
+    tick = sensor.evaluate_tick(
+        build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
+    )
     requests = tick.run_requests or []
-    out["landing_requests"] = [{"run_key": r.run_key, "partition_key": r.partition_key,
-                                "range": [r.tags.get("dagster/asset_partition_range_start"),
-                                          r.tags.get("dagster/asset_partition_range_end")]} for r in requests]
+    out["landing_requests"] = [
+        {
+            "run_key": r.run_key,
+            "partition_key": r.partition_key,
+            "range": [
+                r.tags.get("dagster/asset_partition_range_start"),
+                r.tags.get("dagster/asset_partition_range_end"),
+            ],
+        }
+        for r in requests
+    ]
     materialized = []
     for request in requests:
         materialized += _execute(defs, request, instance, LANDING_JOB_NAME)[0]
     out["landing_materialized"] = sorted({f"{a}[{p}]" for a, p in materialized})
-    again = sensor.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, resources=defs.resources,
-                                                      cursor=tick.cursor))
+    again = sensor.evaluate_tick(
+        build_sensor_context(
+            instance=instance, definitions=defs, resources=defs.resources, cursor=tick.cursor
+        )
+    )
     out["second_tick_requests"] = len(again.run_requests or [])
 
     retrain = defs.get_sensor_def("retraining_sensor")
-    rtick = retrain.evaluate_tick(build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
+    rtick = retrain.evaluate_tick(
+        build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
+    )
     rrequests = rtick.run_requests or []
     out["retrain_requests"] = [dict(r.tags) for r in rrequests]
     pointer = Path(defs.resources["model_store"].folder("promoted_model")) / "pointer.json"

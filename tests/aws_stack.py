@@ -21,10 +21,20 @@ AWS_YAML = PROJECT_ROOT / "resources" / "aws" / "dagster.yaml"
 # launched in-process by the demo, and an ECS cluster cannot exist on loopback) and S3 compute logs
 # (in-process runs capture none); both are validated in test_profiles_config.py.
 INSTANCE_SECTIONS = ("storage", "concurrency", "telemetry")
-PROFILE_VARS = ("EMPATHY_DAG_PROFILE", "EMPATHY_DAG_S3_BUCKET", "EMPATHY_DAG_S3_PREFIX",
-                "EMPATHY_DAG_S3_ENDPOINT_URL", "EMPATHY_DAG_CACHE_DIR", "EMPATHY_DAG_HEAVY_STEPS",
-                "EMPATHY_DAG_STEP_CACHE_DIR", "EMPATHY_DAG_ECS_CLUSTER",
-                "EMPATHY_DAG_DATA_DIR", "EMPATHY_DAG_DUCKDB", "EMPATHY_DAG_PARQUET_DIR", "EMPATHY_DAG_MODEL_DIR")
+PROFILE_VARS = (
+    "EMPATHY_DAG_PROFILE",
+    "EMPATHY_DAG_S3_BUCKET",
+    "EMPATHY_DAG_S3_PREFIX",
+    "EMPATHY_DAG_S3_ENDPOINT_URL",
+    "EMPATHY_DAG_CACHE_DIR",
+    "EMPATHY_DAG_HEAVY_STEPS",
+    "EMPATHY_DAG_STEP_CACHE_DIR",
+    "EMPATHY_DAG_ECS_CLUSTER",
+    "EMPATHY_DAG_DATA_DIR",
+    "EMPATHY_DAG_DUCKDB",
+    "EMPATHY_DAG_PARQUET_DIR",
+    "EMPATHY_DAG_MODEL_DIR",
+)
 
 
 def aws_stack_available() -> str | None:

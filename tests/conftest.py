@@ -15,8 +15,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The weight-hash cache of this test session, not the user's (~/.cache/empathy_dag).
-os.environ.setdefault("EMPATHY_DAG_HASH_CACHE", os.path.join(tempfile.mkdtemp(prefix="empathy_dag_hashes_"),
-                                                             "weight_hashes.json"))
+os.environ.setdefault(
+    "EMPATHY_DAG_HASH_CACHE",
+    os.path.join(tempfile.mkdtemp(prefix="empathy_dag_hashes_"), "weight_hashes.json"),
+)
 
 from empathy_dag.settings import shared_data_dir
 

@@ -55,22 +55,35 @@ def definitions_snapshot(defs) -> dict:
         checks[f"{check_key.asset_key.to_user_string()}:{check_key.name}"] = {"blocking": spec.blocking}
     jobs = {
         job.name: sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys)
-        for job in repo.get_all_jobs() if not job.name.startswith("__")
+        for job in repo.get_all_jobs()
+        if not job.name.startswith("__")
     }
     sensors = {
-        s.name: {"type": s.sensor_type.value,
-                 "targets": sorted(str(t.resolvable_to_job) for t in s.targets),
-                 "minimum_interval_seconds": s.minimum_interval_seconds,
-                 "default_status": s.default_status.value}
+        s.name: {
+            "type": s.sensor_type.value,
+            "targets": sorted(str(t.resolvable_to_job) for t in s.targets),
+            "minimum_interval_seconds": s.minimum_interval_seconds,
+            "default_status": s.default_status.value,
+        }
         for s in sorted(repo.sensor_defs, key=lambda s: s.name)
     }
     schedules = {
-        s.name: {"cron": s.cron_schedule, "job": s.job_name, "timezone": s.execution_timezone,
-                 "default_status": s.default_status.value}
+        s.name: {
+            "cron": s.cron_schedule,
+            "job": s.job_name,
+            "timezone": s.execution_timezone,
+            "default_status": s.default_status.value,
+        }
         for s in sorted(repo.schedule_defs, key=lambda s: s.name)
     }
-    return {"assets": assets, "asset_checks": checks, "jobs": jobs, "sensors": sensors, "schedules": schedules,
-            "resources": sorted(defs.resources or {})}
+    return {
+        "assets": assets,
+        "asset_checks": checks,
+        "jobs": jobs,
+        "sensors": sensors,
+        "schedules": schedules,
+        "resources": sorted(defs.resources or {}),
+    }
 
 
 def main() -> None:

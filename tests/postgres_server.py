@@ -60,11 +60,43 @@ def postgres_cluster(db_name: str = "dagster") -> Iterator[dict]:
     user = "postgres" if prefix else pwd.getpwuid(os.geteuid()).pw_name
     port = free_port()
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
-    subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", user, "--auth=trust",
-                    "-E", "UTF8", "--no-sync"], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [
+            *prefix,
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     options = f"-h 127.0.0.1 -p {port} -k {sockets} -c fsync=off -c full_page_writes=off"
-    subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"),
-                    "-o", options, "-w", "-t", "60", "start"], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [
+            *prefix,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(base / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     try:
         import psycopg2
 
@@ -81,11 +113,21 @@ def postgres_cluster(db_name: str = "dagster") -> Iterator[dict]:
         with conn.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{db_name}"')
         conn.close()
-        yield {"host": "127.0.0.1", "port": port, "user": user, "db_name": db_name, "password": "unused",
-               "log": base / "server.log"}
+        yield {
+            "host": "127.0.0.1",
+            "port": port,
+            "user": user,
+            "db_name": db_name,
+            "password": "unused",
+            "log": base / "server.log",
+        }
     finally:
-        subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       check=False, capture_output=True, env=env)
+        subprocess.run(
+            [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            check=False,
+            capture_output=True,
+            env=env,
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -93,7 +135,11 @@ def pg_query(settings: dict, query: str, *args) -> list[tuple]:
     """Rows of one SQL query against a `postgres_cluster()` database (its settings dict)."""
     import psycopg2
 
-    with psycopg2.connect(host=settings["host"], port=settings["port"], user=settings["user"],
-                          dbname=settings["db_name"]) as conn, conn.cursor() as cur:
+    with (
+        psycopg2.connect(
+            host=settings["host"], port=settings["port"], user=settings["user"], dbname=settings["db_name"]
+        ) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute(query, args)
         return cur.fetchall()

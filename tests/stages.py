@@ -11,8 +11,15 @@ from empathy_dag.defs.pairs import assets as pairs_assets
 from empathy_dag.defs.review import assets as review_assets
 from empathy_dag.defs.train import assets as train_assets
 
-STAGE_ASSET_MODULES = [ingest_assets, generate_assets, curate_assets, review_assets, pairs_assets, train_assets,
-                       evaluate_assets]
+STAGE_ASSET_MODULES = [
+    ingest_assets,
+    generate_assets,
+    curate_assets,
+    review_assets,
+    pairs_assets,
+    train_assets,
+    evaluate_assets,
+]
 
 
 def stage_assets() -> list:

@@ -14,7 +14,7 @@ import pytest
 
 from empathy_dag.ingest.records import CORPUS_SCHEMA
 
-CHILD = textwrap.dedent('''
+CHILD = textwrap.dedent("""
     import io, sys, time
     import polars as pl
     from dagster import DagsterInstance, asset, materialize
@@ -45,13 +45,16 @@ CHILD = textwrap.dedent('''
     materialize([frames], partition_key="joy", instance=DagsterInstance.ephemeral(),
                 resources={"parquet_io_manager": EmotionParquetIOManager(base_dir=base_dir)})
     print("DONE", flush=True)
-''')
+""")
 
 
 def _run(base_dir: Path, version: int, stall: bool) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(base_dir), str(version), "stall" if stall else "normal"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=Path(__file__).parent.parent,
     )
 
 
@@ -103,8 +106,9 @@ def test_interrupted_temp_files_of_dead_writers_are_removed_and_live_ones_kept(t
     from empathy_dag.models import STALE_TEMP_AFTER_S, remove_interrupted_temps, temp_name_for
 
     target = tmp_path / "joy.parquet"
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True)
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     dead = target.with_name(f".joy.parquet.{finished.stdout.strip()}-abc.tmp")
     live = temp_name_for(target)  # this process: alive
     old_format = target.with_name(".joy.parquet.0123456789abcdef.tmp")
@@ -170,8 +174,10 @@ INGEST_CHILD = textwrap.dedent("""
 SOURCE_FILE = list(CORPUS_SCHEMA).index("source_file")
 
 FILE_A = '{"emotion": "joy", "situation": "We won the league after ten years."}\n'
-FILE_B = ('{"emotion": "anger", "situation": "Someone keyed my car at the clinic."}\n'
-          '{"emotion": "hangry", "situation": "not a label"}\n')
+FILE_B = (
+    '{"emotion": "anger", "situation": "Someone keyed my car at the clinic."}\n'
+    '{"emotion": "hangry", "situation": "not a label"}\n'
+)
 
 
 def _ingest_state(root: Path) -> dict[str, list]:
@@ -201,8 +207,12 @@ def _ingest_in_process(root: Path) -> bool:
     from empathy_dag.defs.ingest.assets import emotion_taxonomy, ingest_corpus
     from empathy_dag.defs.profiles import local_resources
 
-    return materialize([emotion_taxonomy, ingest_corpus], resources=local_resources(root), raise_on_error=False,
-                       instance=DagsterInstance.ephemeral()).success
+    return materialize(
+        [emotion_taxonomy, ingest_corpus],
+        resources=local_resources(root),
+        raise_on_error=False,
+        instance=DagsterInstance.ephemeral(),
+    ).success
 
 
 @pytest.mark.timeout(300)
@@ -221,8 +231,14 @@ def test_ingest_outputs_are_all_or_nothing_under_sigkill_and_the_rerun_equals_a_
     landing.mkdir(parents=True)
 
     def killed_run(mode: str) -> None:
-        proc = subprocess.run([sys.executable, "-c", INGEST_CHILD, str(root), mode], check=False,
-                              capture_output=True, text=True, timeout=240, cwd=Path(__file__).parent.parent)
+        proc = subprocess.run(
+            [sys.executable, "-c", INGEST_CHILD, str(root), mode],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=Path(__file__).parent.parent,
+        )
         assert proc.returncode == -signal.SIGKILL and "KILLING" in proc.stdout, proc.stderr[-2000:]
 
     (landing / "a.jsonl").write_text(FILE_A)
@@ -242,19 +258,28 @@ def test_ingest_outputs_are_all_or_nothing_under_sigkill_and_the_rerun_equals_a_
     killed_run("kill_applying")
     assert len(list(staging.glob(f"*/{STAGING_COMMIT}"))) == 1
     half = _ingest_state(root)
-    assert half["quarantine"] == [] and "b.jsonl" in _names(half["corpus_rows"], SOURCE_FILE)  # the torn state
+    assert half["quarantine"] == [] and "b.jsonl" in _names(
+        half["corpus_rows"], SOURCE_FILE
+    )  # the torn state
     loaded = {}
 
     @asset
     def reads_corpus_rows(corpus_rows: pl.DataFrame) -> None:
         loaded["rows"] = corpus_rows.height
 
-    assert materialize([emotion_taxonomy, ingest_corpus, reads_corpus_rows], selection="reads_corpus_rows",
-                       resources=local_resources(root), instance=DagsterInstance.ephemeral()).success
+    assert materialize(
+        [emotion_taxonomy, ingest_corpus, reads_corpus_rows],
+        selection="reads_corpus_rows",
+        resources=local_resources(root),
+        instance=DagsterInstance.ephemeral(),
+    ).success
     recovered = _ingest_state(root)
     assert loaded["rows"] == len(recovered["corpus_rows"])
     assert [r[3] for r in recovered["quarantine"]] == ["unknown_emotion"]
-    assert _names(recovered["corpus_rows"], SOURCE_FILE) == ["a.jsonl", "b.jsonl"] and list(staging.iterdir()) == []
+    assert (
+        _names(recovered["corpus_rows"], SOURCE_FILE) == ["a.jsonl", "b.jsonl"]
+        and list(staging.iterdir()) == []
+    )
 
     # 3. The re-run after the faults gives exactly what a clean run over the same files gives.
     assert _ingest_in_process(root)

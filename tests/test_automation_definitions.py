@@ -12,7 +12,13 @@ from empathy_dag.defs.train.jobs import RETRAIN_JOB_NAME
 
 def test_jobs_sensors_schedules_resolve_in_the_project_definitions():
     names = {j.name for j in defs.jobs}
-    assert {LANDING_JOB_NAME, RETRAIN_JOB_NAME, "review_decisions_job", "nightly_eval_job", "main_job"} <= names
+    assert {
+        LANDING_JOB_NAME,
+        RETRAIN_JOB_NAME,
+        "review_decisions_job",
+        "nightly_eval_job",
+        "main_job",
+    } <= names
     landing = defs.resolve_job_def(LANDING_JOB_NAME)
     selected = {k.to_user_string() for k in landing.asset_layer.executable_asset_keys}
     assert {"corpus_rows", "quarantine", "situations", "dialogues", "curated_dialogues"} <= selected
@@ -25,8 +31,12 @@ def test_jobs_sensors_schedules_resolve_in_the_project_definitions():
         assert schedule.default_status == DefaultScheduleStatus.STOPPED
         # cost-attribution tags ride on each run request (see the next test), with the partition range
     sensors = {s.name for s in defs.sensors}
-    assert {"landing_zone_sensor", "retraining_sensor", "run_history_success_sensor",
-            "run_history_failure_sensor"} <= sensors
+    assert {
+        "landing_zone_sensor",
+        "retraining_sensor",
+        "run_history_success_sensor",
+        "run_history_failure_sensor",
+    } <= sensors
     retrain = defs.resolve_job_def(RETRAIN_JOB_NAME)
     nodes = {n.name: n for n in retrain.graph.node_dict.values()}
     for key in TRAINING_CHECKPOINT_KEYS:

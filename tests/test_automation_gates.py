@@ -45,8 +45,12 @@ def test_regression_beyond_tolerance_fails_and_within_tolerance_passes():
     passed, reasons = promotion_decision({"bertscore_f1": 0.80, "eval_loss": 1.2}, promoted, tol)
     assert not passed and any("eval_loss" in r and "REGRESSION" in r for r in reasons)
     # per-metric tolerance and explicit direction
-    assert promotion_decision({"toxicity_x": 0.5}, {"toxicity_x": 0.45}, Tolerances(per_metric={"toxicity_x": 0.1}))[0]
-    assert not promotion_decision({"empathy": 0.5}, {"empathy": 0.4}, Tolerances(lower_is_better=frozenset({"empathy"})))[0]
+    assert promotion_decision(
+        {"toxicity_x": 0.5}, {"toxicity_x": 0.45}, Tolerances(per_metric={"toxicity_x": 0.1})
+    )[0]
+    assert not promotion_decision(
+        {"empathy": 0.5}, {"empathy": 0.4}, Tolerances(lower_is_better=frozenset({"empathy"}))
+    )[0]
 
 
 def test_nothing_comparable_never_promotes_and_counts_are_not_metrics():
@@ -71,8 +75,9 @@ def _fake_dpo(metrics: dict, name: str, tmp_path: Path):
     @asset(name="dpo_checkpoint")
     def dpo_checkpoint() -> MaterializeResult:
         folder, sha = _adapter(tmp_path, name)
-        return MaterializeResult(metadata={"path": str(folder), "sha256": sha, "metrics": metrics,
-                                           "n_train_pairs": 10})
+        return MaterializeResult(
+            metadata={"path": str(folder), "sha256": sha, "metrics": metrics, "n_train_pairs": 10}
+        )
 
     return dpo_checkpoint
 
@@ -92,12 +97,25 @@ def _scorecard(resources, shift: float, candidate_sha: str, versus: str, scored_
         difficulty = rng.normal(0.5, 0.15)
         for system, s in ((versus, 0.0), ("dpo", shift)):
             for metric, sign in (("bertscore_f1", 1), ("diff_epitome_er", -1), ("judge_general_empathy", 1)):
-                rows.append({"system": system, "emotion": f"e{k % 28}", "language": "en", "item_id": f"i{k}",
-                             "metric": metric, "value": difficulty + sign * s + rng.normal(0, 0.05)})
+                rows.append(
+                    {
+                        "system": system,
+                        "emotion": f"e{k % 28}",
+                        "language": "en",
+                        "item_id": f"i{k}",
+                        "metric": metric,
+                        "value": difficulty + sign * s + rng.normal(0, 0.05),
+                    }
+                )
     roles = {"promoted": "promoted"} if versus == "promoted" else {"baseline": versus}
     comparisons = sc.paired_comparisons(pl.DataFrame(rows), roles, sc.ScorecardSettings(n_resamples=500))
-    systems = pl.DataFrame({"system": [versus, "dpo"], "is_baseline": [versus == "base", False],
-                            "model_sha256": ["", scored_sha or candidate_sha]})
+    systems = pl.DataFrame(
+        {
+            "system": [versus, "dpo"],
+            "is_baseline": [versus == "base", False],
+            "model_sha256": ["", scored_sha or candidate_sha],
+        }
+    )
     write_table(resources["warehouse"], "metric_comparisons", comparisons)
     write_table(resources["warehouse"], "evaluation_systems", systems)
 
@@ -106,8 +124,10 @@ def _gate_run(resources, instance, tmp_path, train_metrics, shift, name, versus,
     assets, checks = build_promotion_definitions(has_leaderboard=False)
     _scorecard(resources, shift, _adapter(tmp_path, name)[1], versus, scored_sha)
     return materialize(
-        [_fake_dpo(train_metrics, name, tmp_path), *assets, *checks], instance=instance,
-        resources={k: resources[k] for k in ("model_store", "warehouse")}, raise_on_error=False,
+        [_fake_dpo(train_metrics, name, tmp_path), *assets, *checks],
+        instance=instance,
+        resources={k: resources[k] for k in ("model_store", "warehouse")},
+        raise_on_error=False,
     )
 
 
@@ -126,18 +146,27 @@ def test_gate_promotes_on_evidence_and_never_a_regression_or_noise(resources, tm
         # 1. First model, confidently better than the baseline: promoted.
         r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.6}, 0.05, "a", versus="base")
         assert r.success
-        assert _pointer(resources)["sha256"] == sha["a"] and _promoted_meta(instance)["decision"] == "promoted"
+        assert (
+            _pointer(resources)["sha256"] == sha["a"] and _promoted_meta(instance)["decision"] == "promoted"
+        )
         assert _promoted_meta(instance)["versus"] == "base"
         # The pointer names a copy that the next training cannot overwrite, with the same weights.
         kept = Path(_pointer(resources)["path"])
         assert kept.parent.name == "promoted" and sha256_tree(kept) == sha["a"]
         assert {e["metric"] for e in _pointer(resources)["evidence"]} == {
-            "bertscore_f1", "diff_epitome_er", "judge_general_empathy"}
+            "bertscore_f1",
+            "diff_epitome_er",
+            "judge_general_empathy",
+        }
         # the checkpoint's own page says how it compares (check metadata), and that it scored this one
-        page = next(e for e in r.get_asset_check_evaluations() if e.check_name == "scorecard_vs_base_and_promoted")
+        page = next(
+            e for e in r.get_asset_check_evaluations() if e.check_name == "scorecard_vs_base_and_promoted"
+        )
         assert page.passed and page.metadata["outcome_vs_base"].value == "promoted"
-        assert page.metadata["scored_this_checkpoint"].value is True and "| bertscore_f1 |" in page.metadata[
-            "vs_base"].value
+        assert (
+            page.metadata["scored_this_checkpoint"].value is True
+            and "| bertscore_f1 |" in page.metadata["vs_base"].value
+        )
 
         # 2. Confidently better than the promoted model on the same items: promoted.
         r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.65}, 0.05, "b", versus="promoted")
@@ -147,15 +176,19 @@ def test_gate_promotes_on_evidence_and_never_a_regression_or_noise(resources, tm
         r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.40}, 0.05, "c", versus="promoted")
         checks = {e.check_name: e.passed for e in r.get_asset_check_evaluations()}
         assert checks["dpo_checkpoint_no_regression"] is False
-        assert "promoted_model" not in {e.asset_key.path[-1] for e in
-                                        (ev.event_specific_data.materialization for ev in r.get_asset_materialization_events())}
+        assert "promoted_model" not in {
+            e.asset_key.path[-1]
+            for e in (ev.event_specific_data.materialization for ev in r.get_asset_materialization_events())
+        }
         assert _pointer(resources)["sha256"] == sha["b"]
 
         # 4. A confident regression on evaluation: rejected, pointer unchanged.
         r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.66}, -0.05, "d", versus="promoted")
         assert r.success
         meta = _promoted_meta(instance)
-        assert meta["decision"] == "rejected" and meta["sha256"] == sha["b"] and "REGRESSION" in meta["reasons"]
+        assert (
+            meta["decision"] == "rejected" and meta["sha256"] == sha["b"] and "REGRESSION" in meta["reasons"]
+        )
         assert _pointer(resources)["sha256"] == sha["b"]
 
         # 5. Different only by noise: inconclusive, kept out (not promoted as an improvement).
@@ -164,8 +197,16 @@ def test_gate_promotes_on_evidence_and_never_a_regression_or_noise(resources, tm
         assert _pointer(resources)["sha256"] == sha["b"]
 
         # 6. The scorecard scored another checkpoint: no evidence for this one, not promoted.
-        r = _gate_run(resources, instance, tmp_path, {"reward_accuracy": 0.66}, 0.05, "f", versus="promoted",
-                      scored_sha="0" * 64)
+        r = _gate_run(
+            resources,
+            instance,
+            tmp_path,
+            {"reward_accuracy": 0.66},
+            0.05,
+            "f",
+            versus="promoted",
+            scored_sha="0" * 64,
+        )
         assert r.success and _promoted_meta(instance)["decision"] == "no_evidence"
         assert _pointer(resources)["sha256"] == sha["b"]
 
@@ -174,7 +215,10 @@ def test_gate_promotes_on_evidence_and_never_a_regression_or_noise(resources, tm
         assert log["promoted"].to_list() == [True, True, False, False, False]
         assert log["decision"].to_list() == ["promoted", "promoted", "rejected", "kept", "no_evidence"]
         evidence = json.loads(log["evidence"][2])
-        assert all({"n", "delta", "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict"} <= set(e) for e in evidence)
+        assert all(
+            {"n", "delta", "delta_ci_low", "delta_ci_high", "p_adjusted", "verdict"} <= set(e)
+            for e in evidence
+        )
 
 
 # ------------------------------------------------------------------ retraining trigger
@@ -185,15 +229,23 @@ def _write_pairs(parquet_dir: Path, emotion: str, n_train: int, n_test: int = 2,
     folder.mkdir(parents=True, exist_ok=True)
     ids = [f"{emotion}-{i}" for i in range(start, start + n_train + n_test)]
     pl.DataFrame({"pair_id": ids, "split": ["train"] * n_train + ["test"] * n_test}).write_parquet(
-        folder / f"{emotion}.parquet")
+        folder / f"{emotion}.parquet"
+    )
     return ids[:n_train]
 
 
 def test_count_unseen_pairs_uses_fingerprint_and_count():
     ids = ["a", "b", "c"]
     assert count_unseen_train_pairs(ids, {}) == (3, train_pairs_fingerprint(ids))
-    assert count_unseen_train_pairs(ids, {"n_train_pairs": 3, "pairs_fingerprint": train_pairs_fingerprint(ids)})[0] == 0
-    assert count_unseen_train_pairs(ids + ["d", "e"], {"n_train_pairs": 3, "pairs_fingerprint": "old"})[0] == 2
+    assert (
+        count_unseen_train_pairs(
+            ids, {"n_train_pairs": 3, "pairs_fingerprint": train_pairs_fingerprint(ids)}
+        )[0]
+        == 0
+    )
+    assert (
+        count_unseen_train_pairs(ids + ["d", "e"], {"n_train_pairs": 3, "pairs_fingerprint": "old"})[0] == 2
+    )
     assert count_unseen_train_pairs(["x", "y", "z"], {"n_train_pairs": 3, "pairs_fingerprint": "old"})[0] == 1
 
 
@@ -209,7 +261,9 @@ def test_retraining_sensor_fires_on_enough_unseen_pairs_once_per_data_version(re
     defs = Definitions(assets=[dpo_checkpoint], jobs=[job], sensors=[sensor], resources=resources)
 
     def tick(instance):
-        return sensor.evaluate_tick(build_sensor_context(instance=instance, resources=resources, definitions=defs))
+        return sensor.evaluate_tick(
+            build_sensor_context(instance=instance, resources=resources, definitions=defs)
+        )
 
     with instance_for_test() as instance:
         assert tick(instance).skip_message == "no preference_pairs written yet"
@@ -223,8 +277,12 @@ def test_retraining_sensor_fires_on_enough_unseen_pairs_once_per_data_version(re
         assert tick(instance).run_requests[0].run_key == first[0].run_key
 
         # The checkpoint trained on these pairs records what it saw: nothing to do.
-        instance.report_runless_asset_event(AssetMaterialization(
-            "dpo_checkpoint", metadata={"n_train_pairs": 6, "pairs_fingerprint": train_pairs_fingerprint(joy + anger)}))
+        instance.report_runless_asset_event(
+            AssetMaterialization(
+                "dpo_checkpoint",
+                metadata={"n_train_pairs": 6, "pairs_fingerprint": train_pairs_fingerprint(joy + anger)},
+            )
+        )
         assert "0 new train pairs" in tick(instance).skip_message
 
         # 2 new pairs: below the threshold of 4.
@@ -257,8 +315,11 @@ def test_run_history_records_successes_and_failures(resources):
             (run_history_failure_sensor, bad, bad.get_run_failure_event()),
         ):
             ctx = build_run_status_sensor_context(
-                sensor_name=sensor.name, dagster_event=event, dagster_instance=instance,
-                dagster_run=result.dagster_run, resources={"warehouse": resources["warehouse"]},
+                sensor_name=sensor.name,
+                dagster_event=event,
+                dagster_instance=instance,
+                dagster_run=result.dagster_run,
+                resources={"warehouse": resources["warehouse"]},
             )
             sensor(ctx)
             sensor(ctx)  # replayed: still one row

@@ -60,7 +60,10 @@ def _baseline(resources, instance):
     landing = LANDING_DATA.resolve(project_asset_graph())
     keys = [k.to_user_string() for k in landing if k.to_user_string() in DATA_KEYS]
     result = materialize(
-        _stage_assets(), selection=keys, resources=resources, instance=instance,
+        _stage_assets(),
+        selection=keys,
+        resources=resources,
+        instance=instance,
         tags={PARTITION_RANGE_START_TAG: EMOTIONS[0], PARTITION_RANGE_END_TAG: EMOTIONS[-1]},
     )
     assert result.success
@@ -70,7 +73,7 @@ def _partitions_of(request: RunRequest) -> list[str]:
     if request.partition_key:
         return [request.partition_key]
     start, end = request.tags[PARTITION_RANGE_START_TAG], request.tags[PARTITION_RANGE_END_TAG]
-    return EMOTIONS[EMOTIONS.index(start): EMOTIONS.index(end) + 1]
+    return EMOTIONS[EMOTIONS.index(start) : EMOTIONS.index(end) + 1]
 
 
 def _execute(job, request: RunRequest, instance):
@@ -80,16 +83,23 @@ def _execute(job, request: RunRequest, instance):
         return set()
     tags = {**request.tags, "dagster/run_key": request.run_key}
     result = job.execute_in_process(
-        instance=instance, partition_key=request.partition_key, tags=tags, asset_selection=selection,
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=tags,
+        asset_selection=selection,
     )
     assert result.success
-    return {(e.asset_key.to_user_string(), e.partition) for e in
-            (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
+    return {
+        (e.asset_key.to_user_string(), e.partition)
+        for e in (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())
+    }
 
 
 def _tick(sensor, instance, resources, cursor=None):
     # The definitions let Dagster resolve a partition_key request against the landing job.
-    defs = Definitions(assets=_stage_assets(), jobs=[landing_ingest_job], sensors=[sensor], resources=resources)
+    defs = Definitions(
+        assets=_stage_assets(), jobs=[landing_ingest_job], sensors=[sensor], resources=resources
+    )
     ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
     result = sensor.evaluate_tick(ctx)
     return result.run_requests or [], result.cursor
@@ -97,23 +107,34 @@ def _tick(sensor, instance, resources, cursor=None):
 
 def test_contiguous_ranges_follow_taxonomy_order():
     assert contiguous_ranges(["remorse", "caring", "relief", "gratitude", "pride"]) == [
-        ("caring", "caring"), ("gratitude", "gratitude"), ("pride", "pride"), ("relief", "remorse")]
+        ("caring", "caring"),
+        ("gratitude", "gratitude"),
+        ("pride", "pride"),
+        ("relief", "remorse"),
+    ]
     assert contiguous_ranges(EMOTIONS) == [(EMOTIONS[0], EMOTIONS[-1])]
     assert contiguous_ranges([]) == []
 
 
 def test_bad_input_corpus_lands_good_rows_once_and_quarantines_the_rest(resources, data_root, tmp_path):
     # A 20 MB hard cap (the default is 2048 MB: JSONL is read in blocks), so the 50 MB file below is over it.
-    resources = {**resources, "corpus_sources": type(resources["corpus_sources"])(
-        **{**resources["corpus_sources"].model_dump(), "max_file_mb": 20.0})}
+    resources = {
+        **resources,
+        "corpus_sources": type(resources["corpus_sources"])(
+            **{**resources["corpus_sources"].model_dump(), "max_file_mb": 20.0}
+        ),
+    }
     landing = Path(resources["corpus_sources"].landing_dir)
     landing.mkdir(parents=True, exist_ok=True)
     parquet = Path(resources["warehouse"].parquet_base_dir)
     sensor = build_landing_sensor(SETTINGS)
     with instance_for_test() as instance:
         _baseline(resources, instance)
-        untouched = {p.name: p.read_bytes() for p in (parquet / "situations").glob("*.parquet")
-                     if p.stem not in BAD_CORPUS_EMOTIONS}
+        untouched = {
+            p.name: p.read_bytes()
+            for p in (parquet / "situations").glob("*.parquet")
+            if p.stem not in BAD_CORPUS_EMOTIONS
+        }
         assert len(untouched) == 28 - len(BAD_CORPUS_EMOTIONS)
         mats_before = _materialization_counts(instance)
 
@@ -198,6 +219,7 @@ def test_bad_input_corpus_lands_good_rows_once_and_quarantines_the_rest(resource
         replay, _ = _tick(sensor, instance, resources, cursor=None)
         assert sorted(r.run_key for r in replay) == sorted(r.run_key for r in requests)
         from dagster import RunsFilter
+
         assert executed
         for r in replay:
             if r.run_key in executed:
@@ -217,21 +239,36 @@ def _materialization_counts(instance) -> dict[tuple[str, str], int]:
 def test_two_files_for_two_emotions_request_exactly_those_partitions(resources):
     landing = Path(resources["corpus_sources"].landing_dir)
     landing.mkdir(parents=True, exist_ok=True)
-    (landing / "a.jsonl").write_text(json.dumps(
-        {"emotion": "anger", "situation": "The landlord kept our deposit for a wall he damaged himself."}) + "\n")
-    (landing / "b.jsonl").write_text(json.dumps(
-        {"emotion": "surprise", "situation": "My estranged brother showed up at my graduation with flowers."}) + "\n")
+    (landing / "a.jsonl").write_text(
+        json.dumps(
+            {"emotion": "anger", "situation": "The landlord kept our deposit for a wall he damaged himself."}
+        )
+        + "\n"
+    )
+    (landing / "b.jsonl").write_text(
+        json.dumps(
+            {
+                "emotion": "surprise",
+                "situation": "My estranged brother showed up at my graduation with flowers.",
+            }
+        )
+        + "\n"
+    )
     sensor = build_landing_sensor(SETTINGS)
     with instance_for_test() as instance:
         requests, cursor = _tick(sensor, instance, resources)
         main = [r for r in requests if not r.asset_selection]
         assert sorted((_partitions_of(r)[0], r.tags["empathy_dag/landing_file"]) for r in main) == [
-            ("anger", "a.jsonl"), ("surprise", "b.jsonl")]
+            ("anger", "a.jsonl"),
+            ("surprise", "b.jsonl"),
+        ]
         assert all(len(_partitions_of(r)) == 1 for r in main)
         assert len({r.run_key for r in requests}) == len(requests)
         # A third file later: only it is seen.
-        (landing / "c.jsonl").write_text(json.dumps(
-            {"emotion": "anger", "situation": "Someone keyed my car in the hospital car park."}) + "\n")
+        (landing / "c.jsonl").write_text(
+            json.dumps({"emotion": "anger", "situation": "Someone keyed my car in the hospital car park."})
+            + "\n"
+        )
         later, _ = _tick(sensor, instance, resources, cursor=cursor)
         assert {r.tags["empathy_dag/landing_file"] for r in later} == {"c.jsonl"}
         assert set(LandingCursor.load(cursor).seen) == {"a.jsonl", "b.jsonl"}
@@ -240,18 +277,23 @@ def test_two_files_for_two_emotions_request_exactly_those_partitions(resources):
 def test_files_still_being_written_wait_for_the_next_tick(resources):
     landing = Path(resources["corpus_sources"].landing_dir)
     landing.mkdir(parents=True, exist_ok=True)
-    (landing / "fresh.jsonl").write_text(json.dumps({"emotion": "joy", "situation": "We won the league."}) + "\n")
+    (landing / "fresh.jsonl").write_text(
+        json.dumps({"emotion": "joy", "situation": "We won the league."}) + "\n"
+    )
     (landing / "upload.jsonl.part").write_text("{")
     sensor = build_landing_sensor(AutomationSettings(settle_seconds=3600))
     with instance_for_test() as instance:
         requests, cursor = _tick(sensor, instance, resources)
         # The unsettled file is left for later; the partial upload is recorded as skipped (once).
-        assert requests == [] and LandingCursor.load(cursor).seen == {"upload.jsonl.part": "skip:partial_upload"}
+        assert requests == [] and LandingCursor.load(cursor).seen == {
+            "upload.jsonl.part": "skip:partial_upload"
+        }
         with resources["warehouse"].connect() as conn:
             log = read_table(conn, "landing_log")
         assert log.select("file", "outcome", "reasons").rows() == [
-            ("upload.jsonl.part", "skipped", '{"partial_upload": 1}')]
-        (landing / "upload.jsonl.part").write_text("{\"emotion\"")  # still growing: no new row
+            ("upload.jsonl.part", "skipped", '{"partial_upload": 1}')
+        ]
+        (landing / "upload.jsonl.part").write_text('{"emotion"')  # still growing: no new row
         again, _ = _tick(sensor, instance, resources, cursor=cursor)
         assert again == []
         with resources["warehouse"].connect() as conn:
@@ -288,14 +330,17 @@ def test_replaced_reverted_deleted_restored_and_copied_files(tmp_path):
     _write(a, "joy", "We won the league after ten years of trying.")
     assert scan() == [("a.jsonl", "added", "accepted", ["joy"])]
     _write(a, "anger", "The landlord kept our deposit for a wall he damaged himself.")
-    assert scan() == [("a.jsonl", "replaced", "accepted", ["anger", "joy"])]   # the old rows must go
+    assert scan() == [("a.jsonl", "replaced", "accepted", ["anger", "joy"])]  # the old rows must go
     _write(a, "joy", "We won the league after ten years of trying.")
     assert scan() == [("a.jsonl", "replaced", "duplicate_content", ["anger", "joy"])]  # reverted
     shutil.copy(a, zone_dir / "b.jsonl")
     assert scan() == [("b.jsonl", "copied", "duplicate_content", [])]
     _write(zone_dir / "c.jsonl", "pride", "My daughter walked across the stage today.")
     shutil.copy(zone_dir / "c.jsonl", zone_dir / "d.jsonl")  # new content twice in one tick: one rebuild
-    assert scan() == [("c.jsonl", "added", "accepted", ["pride"]), ("d.jsonl", "copied", "duplicate_content", [])]
+    assert scan() == [
+        ("c.jsonl", "added", "accepted", ["pride"]),
+        ("d.jsonl", "copied", "duplicate_content", []),
+    ]
     (zone_dir / "c.jsonl").unlink()
     (zone_dir / "d.jsonl").unlink()
     assert [e for _, e, _, _ in scan()] == ["deleted", "deleted"]
@@ -320,7 +365,10 @@ def test_replaced_and_deleted_file_rows_leave_their_partitions(resources):
     parquet = Path(resources["warehouse"].parquet_base_dir)
     sensor = build_landing_sensor(SETTINGS)
     job = _landing_job(resources)
-    joy_text, anger_text = "We won the league after ten years of trying.", "Someone keyed my car at the clinic."
+    joy_text, anger_text = (
+        "We won the league after ten years of trying.",
+        "Someone keyed my car at the clinic.",
+    )
     a = landing / "a.jsonl"
 
     def landed(emotion: str) -> set[str]:
@@ -355,8 +403,10 @@ def test_landing_log_is_append_only_and_migrates_the_old_table():
     from empathy_dag.warehouse.tables import append_landing_log
 
     conn = duckdb.connect()
-    conn.execute("CREATE TABLE main.landing_log (file VARCHAR NOT NULL, uri VARCHAR, sha256 VARCHAR NOT NULL, "
-                 "outcome VARCHAR, PRIMARY KEY (file, sha256))")
+    conn.execute(
+        "CREATE TABLE main.landing_log (file VARCHAR NOT NULL, uri VARCHAR, sha256 VARCHAR NOT NULL, "
+        "outcome VARCHAR, PRIMARY KEY (file, sha256))"
+    )
     conn.execute("INSERT INTO main.landing_log VALUES ('old.jsonl', 'u', 'abc', 'accepted')")
     row = {"file": "a.jsonl", "sha256": "s1", "version": "1", "outcome": "accepted", "event": "added"}
     append_landing_log(conn, [row])
@@ -411,7 +461,8 @@ def test_a_read_file_turned_into_a_symlink_is_refused_and_its_rows_rebuilt(tmp_p
     (zone_dir / "a.jsonl").symlink_to(outside)
     second, _ = scan_landing_zone(zone, cursor, taxonomy=tax, limits=limits)
     assert [(d.outcome, d.reasons, d.rebuild, d.emotions) for d in second] == [
-        ("refused", {"symlink": 1}, ["grief"], [])]  # the old rows leave; joy (outside) is never read
+        ("refused", {"symlink": 1}, ["grief"], [])
+    ]  # the old rows leave; joy (outside) is never read
 
 
 # A landing-sensor scan of one large file, in a fresh interpreter. Its peak is read from /proc (VmHWM, reset
@@ -466,16 +517,33 @@ def test_a_tick_over_a_large_file_holds_one_block_not_the_file(tmp_path):
     with open(path, "w", encoding="utf-8") as fh:
         n = 0
         while fh.tell() < 100 * 1024 * 1024:
-            fh.write(json.dumps({"emotion": emotions[n % 4], "situation": f"Row {n}: my friend called me {filler}",
-                                 "language": "en"}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "emotion": emotions[n % 4],
+                        "situation": f"Row {n}: my friend called me {filler}",
+                        "language": "en",
+                    }
+                )
+                + "\n"
+            )
             n += 1
-        fh.write(json.dumps({"emotion": "joy", "situation": f"Row 0: my friend called me {filler}",
-                             "language": "en"}) + "\n")
+        fh.write(
+            json.dumps(
+                {"emotion": "joy", "situation": f"Row 0: my friend called me {filler}", "language": "en"}
+            )
+            + "\n"
+        )
     size_mib = path.stat().st_size / 1024 / 1024
 
     def measure(stream_block_mb: int, how: str) -> dict:
-        child = subprocess.run([sys.executable, "-c", _SCAN_MEMORY, str(zone), str(stream_block_mb), how],
-                               capture_output=True, text=True, check=True, timeout=600)
+        child = subprocess.run(
+            [sys.executable, "-c", _SCAN_MEMORY, str(zone), str(stream_block_mb), how],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
         return json.loads(child.stdout.strip().splitlines()[-1])
 
     try:
@@ -486,6 +554,9 @@ def test_a_tick_over_a_large_file_holds_one_block_not_the_file(tmp_path):
     touched = [e for e in EMOTIONS if e in emotions]  # taxonomy order
     assert streamed["result"] == [["accepted", n + 1, n, 1, {"duplicate_id": 1}, touched]]
     assert whole["result"] == [n + 1, n, 1]
-    assert whole["growth_mib"] > size_mib, (whole["growth_mib"], size_mib)  # the measurement sees a file's worth
+    assert whole["growth_mib"] > size_mib, (
+        whole["growth_mib"],
+        size_mib,
+    )  # the measurement sees a file's worth
     # ~60 MB of polars' and the regexes' working memory, one block's rows, ~150 bytes a row of duplicate index
     assert streamed["growth_mib"] < min(size_mib, whole["growth_mib"] / 5), (streamed["growth_mib"], size_mib)

@@ -24,10 +24,23 @@ def test_resolve_model_names_a_missing_checkpoint(tmp_path):
 
 def test_chat_command_through_stdin(base_model_dir, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "empathy_dag", "chat", "--model", str(base_model_dir), "--emotion", "relief",
-         "--max-new-tokens", "12"],
+        [
+            sys.executable,
+            "-m",
+            "empathy_dag",
+            "chat",
+            "--model",
+            str(base_model_dir),
+            "--emotion",
+            "relief",
+            "--max-new-tokens",
+            "12",
+        ],
         input="My scan came back clear today.\nI can finally sleep.\n\n",
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     replies = [line for line in proc.stdout.splitlines() if line.startswith("bot> ")]

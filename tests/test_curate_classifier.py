@@ -27,16 +27,24 @@ def test_saved_heads_predict_exactly_what_was_trained(tmp_path):
     rng = np.random.default_rng(0)
     coef = np.asfortranarray(rng.normal(size=(4, 8)).astype(np.float32))
     group_coef = np.asfortranarray(rng.normal(size=(2, 8)).astype(np.float32))
-    clf = EmotionClassifier(labels=["joy", "grief", "anger", "neutral"], coef=coef,
-                            intercept=rng.normal(size=4).astype(np.float32), groups=["negative", "positive"],
-                            group_coef=group_coef, group_intercept=np.zeros(2, np.float32))
+    clf = EmotionClassifier(
+        labels=["joy", "grief", "anger", "neutral"],
+        coef=coef,
+        intercept=rng.normal(size=4).astype(np.float32),
+        groups=["negative", "positive"],
+        group_coef=group_coef,
+        group_intercept=np.zeros(2, np.float32),
+    )
     clf.save(tmp_path / "clf")
     back = EmotionClassifier.load(tmp_path / "clf")
     x = rng.normal(size=(5, 8)).astype(np.float32)
-    np.testing.assert_allclose(back.predict_proba([], embeddings=x), clf.predict_proba([], embeddings=x), rtol=1e-6)
+    np.testing.assert_allclose(
+        back.predict_proba([], embeddings=x), clf.predict_proba([], embeddings=x), rtol=1e-6
+    )
     tax = default_taxonomy()
-    np.testing.assert_allclose(back.group_mass([], tax, embeddings=x)[1], clf.group_mass([], tax, embeddings=x)[1],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        back.group_mass([], tax, embeddings=x)[1], clf.group_mass([], tax, embeddings=x)[1], rtol=1e-6
+    )
 
 
 @pytest.mark.slow
@@ -47,12 +55,16 @@ def test_emotion_classifier_trains_above_chance_and_enables_the_filter(resources
     resources = {**resources, "goemotions": GoEmotionsSource(data_dir=str(folder), max_rows_per_split=1500)}
     instance = DagsterInstance.ephemeral()
     result = materialize(
-        [emotion_taxonomy, goemotions_examples, emotion_classifier], resources=resources, instance=instance,
+        [emotion_taxonomy, goemotions_examples, emotion_classifier],
+        resources=resources,
+        instance=instance,
         run_config={"ops": {"emotion_classifier": {"config": {"max_train_rows": 1500, "model": "linear"}}}},
     )
     assert result.success
-    meta = {k: getattr(v, "value", v) for k, v in
-            result.asset_materializations_for_node("emotion_classifier")[0].metadata.items()}
+    meta = {
+        k: getattr(v, "value", v)
+        for k, v in result.asset_materializations_for_node("emotion_classifier")[0].metadata.items()
+    }
     model_dir = data_root / "models" / "emotion_classifier"
     assert meta["sha256"] == sha256_tree(model_dir, patterns=("*.safetensors", "*.json"))
     assert meta["train_rows"] == 1500
@@ -63,8 +75,10 @@ def test_emotion_classifier_trains_above_chance_and_enables_the_filter(resources
 
     clf = EmotionClassifier.load(model_dir)
     tax = default_taxonomy()
-    texts = ["Thank you so much, this made my whole day wonderful!",
-             "I hate this, it is disgusting and makes me furious."]
+    texts = [
+        "Thank you so much, this made my whole day wonderful!",
+        "I hate this, it is disgusting and makes me furious.",
+    ]
     groups, mass = clf.group_mass(texts, tax)
     assert clf.groups == sorted(groups)  # the saved group head is used
     pos, neg = groups.index("positive"), groups.index("negative")
@@ -74,13 +88,25 @@ def test_emotion_classifier_trains_above_chance_and_enables_the_filter(resources
     # curated_dialogues now runs the consistency filter (no synthetic rows here: corpus kept as is).
     assert materialize([emotion_taxonomy, ingest_corpus], resources=resources, instance=instance).success
     curated = materialize(
-        [emotion_taxonomy, ingest_corpus, situations, dialogues, curated_dialogues, emotion_classifier,
-         goemotions_examples, *_generate_assets()],
-        selection=[situations, dialogues, curated_dialogues], resources=resources, instance=instance,
+        [
+            emotion_taxonomy,
+            ingest_corpus,
+            situations,
+            dialogues,
+            curated_dialogues,
+            emotion_classifier,
+            goemotions_examples,
+            *_generate_assets(),
+        ],
+        selection=[situations, dialogues, curated_dialogues],
+        resources=resources,
+        instance=instance,
         partition_key="gratitude",
     )
     assert curated.success
-    note = curated.asset_materializations_for_node("curated_dialogues")[0].metadata["emotion_consistency"].value
+    note = (
+        curated.asset_materializations_for_node("curated_dialogues")[0].metadata["emotion_consistency"].value
+    )
     assert note.startswith("on"), note
 
 
@@ -114,10 +140,14 @@ def _goemotions_examples(rows_per_split: int):
     from empathy_dag.ingest.readers import read_goemotions_tsv
 
     labels = default_taxonomy().labels
-    rows = [r for split in ("train", "dev", "test")
-            for r in read_goemotions_tsv(shared_file("goemotions", f"{split}.tsv"), labels)[:rows_per_split]]
-    return pl.DataFrame(rows, schema={"id": pl.String, "text": pl.String, "labels": pl.List(pl.String),
-                                      "split": pl.String})
+    rows = [
+        r
+        for split in ("train", "dev", "test")
+        for r in read_goemotions_tsv(shared_file("goemotions", f"{split}.tsv"), labels)[:rows_per_split]
+    ]
+    return pl.DataFrame(
+        rows, schema={"id": pl.String, "text": pl.String, "labels": pl.List(pl.String), "split": pl.String}
+    )
 
 
 @pytest.mark.slow
@@ -137,12 +167,21 @@ def test_finetuned_classifier_keeps_holdout_ids_out_of_training_and_reports_f1_o
 
     examples = _goemotions_examples(120)
     # listed: train rows (must leave training) and test rows; the reported test set is exactly them
-    listed = [*examples.filter(pl.col("split") == "train")["id"][:20], *examples.filter(pl.col("split") == "test")["id"][:10]]
+    listed = [
+        *examples.filter(pl.col("split") == "train")["id"][:20],
+        *examples.filter(pl.col("split") == "test")["id"][:10],
+    ]
     (tmp_path / "ids.csv").write_text("id\n" + "\n".join(listed) + "\n")
     ids = read_id_file(tmp_path / "ids.csv")
     tax = default_taxonomy()
-    clf = train_finetuned_emotion_classifier(examples, tax, FineTuneSettings(max_steps=2, batch_size=16, max_length=48),
-                                             tmp_path / "work", holdout_ids=ids, n_resamples=100)
+    clf = train_finetuned_emotion_classifier(
+        examples,
+        tax,
+        FineTuneSettings(max_steps=2, batch_size=16, max_length=48),
+        tmp_path / "work",
+        holdout_ids=ids,
+        n_resamples=100,
+    )
     m = clf.metrics
     assert m["held_out_split"] == "holdout ids" and m["held_out_rows"] == 30 and m["holdout_ids_given"] == 30
     assert m["train_rows"] == 100 and m["train_test_overlap_ids"] == 0 and m["steps"] == 2
@@ -155,8 +194,9 @@ def test_finetuned_classifier_keeps_holdout_ids_out_of_training_and_reports_f1_o
     assert isinstance(loaded, FineTunedEmotionClassifier)
     held = examples.filter(pl.col("id").is_in(listed))
     pred = (loaded.predict_proba(held["text"].to_list()) >= loaded.thresholds).astype(np.float32)
-    assert f1_score(multi_hot(held["labels"].to_list(), tax.labels), pred, average="macro", zero_division=0) == \
-        pytest.approx(m["macro_f1"], abs=1e-4)
+    assert f1_score(
+        multi_hot(held["labels"].to_list(), tax.labels), pred, average="macro", zero_division=0
+    ) == pytest.approx(m["macro_f1"], abs=1e-4)
     groups, mass = loaded.group_mass(held["text"].to_list()[:4], tax)
     assert groups == sorted(groups) and np.allclose(mass.sum(axis=1), 1.0)
     assert len(loaded.predict(["I am so grateful, thank you!"])) == 1
@@ -169,15 +209,34 @@ def test_finetuned_classifier_asset_is_reused_not_retrained(resources, data_root
     folder = shared_file("goemotions")
     resources = {**resources, "goemotions": GoEmotionsSource(data_dir=str(folder), max_rows_per_split=120)}
     instance = DagsterInstance.ephemeral()
-    config = {"ops": {"emotion_classifier": {"config": {"max_train_rows": 100, "max_eval_rows": 60, "max_steps": 1,
-                                                        "batch_size": 16, "max_length": 48}}}}
+    config = {
+        "ops": {
+            "emotion_classifier": {
+                "config": {
+                    "max_train_rows": 100,
+                    "max_eval_rows": 60,
+                    "max_steps": 1,
+                    "batch_size": 16,
+                    "max_length": 48,
+                }
+            }
+        }
+    }
     metas = []
     for _ in range(2):
-        result = materialize([emotion_taxonomy, goemotions_examples, emotion_classifier], resources=resources,
-                             instance=instance, run_config=config)
+        result = materialize(
+            [emotion_taxonomy, goemotions_examples, emotion_classifier],
+            resources=resources,
+            instance=instance,
+            run_config=config,
+        )
         assert result.success
-        metas.append({k: getattr(v, "value", v) for k, v in
-                      result.asset_materializations_for_node("emotion_classifier")[0].metadata.items()})
+        metas.append(
+            {
+                k: getattr(v, "value", v)
+                for k, v in result.asset_materializations_for_node("emotion_classifier")[0].metadata.items()
+            }
+        )
     assert metas[0]["reused"] is False and metas[1]["reused"] is True
     assert metas[0]["sha256"] == metas[1]["sha256"] and metas[0]["macro_f1"] == metas[1]["macro_f1"]
     assert metas[0]["model"] == "finetuned" and metas[0]["train_test_overlap_ids"] == 0

@@ -15,8 +15,14 @@ def test_definitions_equal_the_snapshot():
     expected = json.loads(SNAPSHOT.read_text())
     actual = json.loads(json.dumps(definitions_snapshot(defs)))
     for section in expected:
-        missing = sorted(set(expected[section]) - set(actual[section])) if isinstance(expected[section], dict) else []
-        added = sorted(set(actual[section]) - set(expected[section])) if isinstance(actual[section], dict) else []
+        missing = (
+            sorted(set(expected[section]) - set(actual[section]))
+            if isinstance(expected[section], dict)
+            else []
+        )
+        added = (
+            sorted(set(actual[section]) - set(expected[section])) if isinstance(actual[section], dict) else []
+        )
         assert not missing and not added, f"{section}: missing {missing}, added {added}"
         assert actual[section] == expected[section], f"{section} differs from {SNAPSHOT.name}"
     assert set(actual) == set(expected)

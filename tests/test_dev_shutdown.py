@@ -35,8 +35,10 @@ STAND_IN = textwrap.dedent("""
 
 
 def _supervisor(command: list[str], grace_s: float) -> subprocess.Popen:
-    code = ("import sys; from empathy_dag.devserver import run_supervised; "
-            f"sys.exit(abs(run_supervised({command!r}, grace_s={grace_s})))")
+    code = (
+        "import sys; from empathy_dag.devserver import run_supervised; "
+        f"sys.exit(abs(run_supervised({command!r}, grace_s={grace_s})))"
+    )
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
 
@@ -66,8 +68,10 @@ def test_sigterm_stops_the_whole_tree_and_kills_what_ignores_it():
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="process-group bookkeeping reads /proc")
 def test_children_left_by_a_leader_that_exits_on_its_own_are_stopped_too():
-    leaves_child = ("import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', 'import time; "
-                    "time.sleep(600)']); print(c.pid, flush=True)")
+    leaves_child = (
+        "import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', 'import time; "
+        "time.sleep(600)']); print(c.pid, flush=True)"
+    )
     sup = _supervisor([sys.executable, "-c", leaves_child], grace_s=5.0)
     orphan = int(sup.stdout.readline())
     pgid = os.getpgid(orphan)
@@ -83,14 +87,26 @@ def test_make_dev_stops_on_sigterm_without_orphans(tmp_path):
     shutil.copy(ROOT / "resources" / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    for var in ("EMPATHY_DAG_DATA_DIR", "EMPATHY_DAG_DUCKDB", "EMPATHY_DAG_PARQUET_DIR", "EMPATHY_DAG_MODEL_DIR"):
+    for var in (
+        "EMPATHY_DAG_DATA_DIR",
+        "EMPATHY_DAG_DUCKDB",
+        "EMPATHY_DAG_PARQUET_DIR",
+        "EMPATHY_DAG_MODEL_DIR",
+    ):
         env.pop(var, None)
     log = (tmp_path / "dev.log").open("w")
-    dev = subprocess.Popen([sys.executable, "-m", "empathy_dag", "dev", "--port", str(port), "--grace-s", "20"],
-                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "empathy_dag", "dev", "--port", str(port), "--grace-s", "20"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         if not wait_for_http(f"http://127.0.0.1:{port}/server_info"):
-            pytest.fail("dagster dev did not answer within 180 s: " + (tmp_path / "dev.log").read_text()[-2000:])
+            pytest.fail(
+                "dagster dev did not answer within 180 s: " + (tmp_path / "dev.log").read_text()[-2000:]
+            )
         leader = next(int(p) for p in os.popen(f"pgrep -P {dev.pid}").read().split())
         pgid = os.getpgid(leader)
         running = group_members(pgid)

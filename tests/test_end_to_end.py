@@ -31,11 +31,22 @@ def demo(tmp_path_factory):
     home = tmp_path_factory.mktemp("dagster_home")
     shutil.copy(Path(__file__).resolve().parent.parent / "resources" / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    for var in ("EMPATHY_DAG_DATA_DIR", "EMPATHY_DAG_DUCKDB", "EMPATHY_DAG_PARQUET_DIR", "EMPATHY_DAG_MODEL_DIR"):
+    for var in (
+        "EMPATHY_DAG_DATA_DIR",
+        "EMPATHY_DAG_DUCKDB",
+        "EMPATHY_DAG_PARQUET_DIR",
+        "EMPATHY_DAG_MODEL_DIR",
+    ):
         env.pop(var, None)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "empathy_dag", "demo", "--profile", "tiny"], env=env,
-                          capture_output=True, text=True, timeout=1500, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "empathy_dag", "demo", "--profile", "tiny"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
     seconds = time.perf_counter() - start
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "demo_tiny.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
@@ -47,9 +58,20 @@ def test_demo_runs_the_main_job_and_prints_the_leaderboard(demo):
     out = demo["stdout"]
     assert "main_job succeeded" in out
     assert "Leaderboard" in out
-    for asset in ("situations", "dialogues", "synthetic_dialogues", "curated_dialogues", "preference_pairs",
-                  "sft_checkpoint", "dpo_checkpoint", "test_generations", "leaderboard", "dataset_export",
-                  "reviewed_dialogues", "promoted_model"):
+    for asset in (
+        "situations",
+        "dialogues",
+        "synthetic_dialogues",
+        "curated_dialogues",
+        "preference_pairs",
+        "sft_checkpoint",
+        "dpo_checkpoint",
+        "test_generations",
+        "leaderboard",
+        "dataset_export",
+        "reviewed_dialogues",
+        "promoted_model",
+    ):
         assert f"  {asset} " in out, asset
     db = demo["home"] / "data" / "warehouse.duckdb"
     with duckdb.connect(str(db), read_only=True) as conn:
@@ -68,9 +90,23 @@ def webserver(demo):
     env = {**os.environ, "DAGSTER_HOME": str(demo["home"])}
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"), "-h", "127.0.0.1",
-         "-p", str(port)],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(root / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -131,8 +167,13 @@ def test_web_ui_in_a_real_browser(webserver, demo):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-dev-shm-usage"],
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-dev-shm-usage",
+            ],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         # The community sign-up dialog may open at any moment of the first visit; Playwright dismisses it
@@ -165,7 +206,9 @@ def test_web_ui_in_a_real_browser(webserver, demo):
 
         # Which data made this model: the checkpoint's consumed_materializations table links each
         # preference-pair partition it read to that partition's materialization events.
-        consumed = page.locator("tr").filter(has=page.get_by_text("consumed_materializations", exact=True)).first
+        consumed = (
+            page.locator("tr").filter(has=page.get_by_text("consumed_materializations", exact=True)).first
+        )
         consumed.get_by_text("[Show Markdown]").click(timeout=90_000)
         links = page.get_by_role("dialog").locator("a", has_text="preference_pairs")
         # One row per emotion partition DPO trained on. `expect` retries until the new dialog has rendered;
@@ -178,11 +221,13 @@ def test_web_ui_in_a_real_browser(webserver, demo):
         links.first.click()
         page.wait_for_url(f"**/assets/preference_pairs?view=events&partition={partition}", timeout=90_000)
         page.get_by_text(partition, exact=True).first.wait_for(timeout=90_000)
-        page.screenshot(path=str(ARTIFACTS / "ui_preference_pairs_partition_events.png"), animations="disabled")
+        page.screenshot(
+            path=str(ARTIFACTS / "ui_preference_pairs_partition_events.png"), animations="disabled"
+        )
 
         # ... and what that data is: the Columns section from the asset's dagster/column_schema.
         text = visit("/assets/preference_pairs", "Columns")
-        columns = text[text.index("Columns"):]
+        columns = text[text.index("Columns") :]
         for column in ("pair_id", "emotion", "rejected_emotion", "chosen", "rejected"):
             assert column in columns, column
         page.get_by_text("Columns", exact=True).first.scroll_into_view_if_needed()
@@ -195,22 +240,47 @@ def test_landing_file_to_partitions_to_retraining_to_gate(demo, tmp_path):
     emotion (plus the opposite-emotion pairs that read it), its new train pairs trigger retraining, and
     the retrained checkpoint goes through the promotion gate."""
     new = tmp_path / "relief_from_clinic.jsonl"
-    rows = [{"emotion": "relief", "situation": f"My {what} results came back normal after weeks of waiting.",
-             "speaker_utterance": f"The {what} was normal. I slept through the night for the first time in weeks.",
-             "listener_reply": f"Weeks of waiting on {what} results is exhausting; I'm so glad you could finally rest."}
-            for what in ("biopsy", "echocardiogram", "kidney function", "MRI", "colonoscopy", "thyroid",
-                         "liver panel", "bone density", "lung function", "eye exam", "hearing test", "skin check")]
+    rows = [
+        {
+            "emotion": "relief",
+            "situation": f"My {what} results came back normal after weeks of waiting.",
+            "speaker_utterance": f"The {what} was normal. I slept through the night for the first time in weeks.",
+            "listener_reply": f"Weeks of waiting on {what} results is exhausting; I'm so glad you could finally rest.",
+        }
+        for what in (
+            "biopsy",
+            "echocardiogram",
+            "kidney function",
+            "MRI",
+            "colonoscopy",
+            "thyroid",
+            "liver panel",
+            "bone density",
+            "lung function",
+            "eye exam",
+            "hearing test",
+            "skin check",
+        )
+    ]
     new.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     env = {**os.environ, "DAGSTER_HOME": str(demo["home"]), "EMPATHY_DAG_RETRAIN_MIN_NEW_PAIRS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "tests.automation_chain", str(new)], env=env,
-                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=1200,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.automation_chain", str(new)],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     (ARTIFACTS / "automation_chain.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     chain = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("CHAIN "))[6:])
     landed = chain["landing_materialized"]
     assert "situations[relief]" in landed and "dialogues[relief]" in landed
-    assert not [m for m in landed if m.startswith(("situations[", "dialogues[")) and not m.endswith("[relief]")]
+    assert not [
+        m for m in landed if m.startswith(("situations[", "dialogues[")) and not m.endswith("[relief]")
+    ]
     assert chain["second_tick_requests"] == 0  # the same file is not ingested twice
     assert chain["retrain_requests"], "new train pairs did not trigger retraining"
     assert int(chain["retrain_requests"][0]["empathy_dag/new_train_pairs"]) >= 1

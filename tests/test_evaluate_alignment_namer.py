@@ -50,13 +50,19 @@ def test_classifier_labels_are_scored_like_llm_replies(monkeypatch):
     from empathy_dag.evaluate.metrics import alignment
 
     tax = default_taxonomy()
-    monkeypatch.setattr(alignment, "bertscore", lambda scorer, a, b: {"f1": [1.0 if x == y else 0.5 for x, y in zip(a, b)]})
+    monkeypatch.setattr(
+        alignment, "bertscore", lambda scorer, a, b: {"f1": [1.0 if x == y else 0.5 for x, y in zip(a, b)]}
+    )
     rows = alignment_rows(["grief", "sadness", "joy"], ["grief", "grief", "grief"], tax, scorer=None)
     assert [r["alignment_exact"] for r in rows] == [1.0, 0.0, 0.0]
     assert [r["alignment_ekman"] for r in rows] == [1.0, 1.0, 0.0]  # sadness is grief's Ekman group
     assert namer_texts(["At the clinic."], ["Earlier turn."], ["My scan is bad."], ["I'm sorry."]) == [
-        "At the clinic. Earlier turn. My scan is bad. I'm sorry."]
-    assert "Earlier turns:\nEarlier turn." in alignment_conversation("s", "u", "r", tax.labels, "Earlier turn.")[1]["content"]
+        "At the clinic. Earlier turn. My scan is bad. I'm sorry."
+    ]
+    assert (
+        "Earlier turns:\nEarlier turn."
+        in alignment_conversation("s", "u", "r", tax.labels, "Earlier turn.")[1]["content"]
+    )
 
 
 # Replies written the way a Japanese-speaking namer answers EmplifAI's question: a bare name, a name
@@ -115,8 +121,14 @@ def test_every_japanese_name_reads_back_as_its_label():
 
 def test_japanese_items_are_asked_in_japanese_with_japanese_names():
     tax = default_taxonomy()
-    conv = alignment_conversation("透析の日に", "また数値が悪かったんです。", "それはつらいですね。", tax.labels,
-                                  history="前のやり取り", language="ja")
+    conv = alignment_conversation(
+        "透析の日に",
+        "また数値が悪かったんです。",
+        "それはつらいですね。",
+        tax.labels,
+        history="前のやり取り",
+        language="ja",
+    )
     system, user = conv[0]["content"], conv[1]["content"]
     assert "一語で答えて" in system
     assert "状況: 透析の日に" in user and "それまでのやり取り:\n前のやり取り" in user

@@ -22,7 +22,9 @@ PER_EMOTION = 3
 
 def _ed_rows():
     path = shared_file("empathetic_dialogues", "utterance_pairs_valid.csv")
-    df = pl.read_csv(path, infer_schema_length=0).filter((pl.col("level") == "1") & pl.col("context").is_in(EMOTIONS_ED))
+    df = pl.read_csv(path, infer_schema_length=0).filter(
+        (pl.col("level") == "1") & pl.col("context").is_in(EMOTIONS_ED)
+    )
     df = df.with_columns(pl.col(c).str.replace_all("_comma_", ",") for c in ("sp1", "sp2", "prompt"))
     return pl.concat([df.filter(pl.col("context") == e).head(PER_EMOTION) for e in EMOTIONS_ED])
 
@@ -38,7 +40,9 @@ def external_file(tmp_path):
         w = csv.writer(fh)
         w.writerow(["system", "emotion", "situation", "context", "reference", "prediction"])
         for i, r in enumerate(rows.iter_rows(named=True)):
-            w.writerow(["shuffled", r["context"], r["prompt"], r["sp1"], r["sp2"], replies[(i + 4) % len(replies)]])
+            w.writerow(
+                ["shuffled", r["context"], r["prompt"], r["sp1"], r["sp2"], replies[(i + 4) % len(replies)]]
+            )
             w.writerow(["oracle", r["context"], r["prompt"], r["sp1"], r["sp2"], r["sp2"]])
     return path, rows
 
@@ -68,15 +72,34 @@ def test_external_predictions_end_to_end(resources, data_root, base_model_dir, e
     model_dir = resources["model_store"].folder("base_model")
     model_dir.symlink_to(base_model_dir, target_is_directory=True)
     resources["evaluation"] = EvaluationConfig(
-        systems=["base"], baseline_system="shuffled", external_prediction_files=[str(path)],
-        epitome_max_rows=300, epitome_max_length=64, epitome_max_steps=2, epitome_batch_size=8,
-        judge_max_items=2, alignment_max_items=3,
-        human_ratings_path=str(human), agreement_bootstrap=200,
+        systems=["base"],
+        baseline_system="shuffled",
+        external_prediction_files=[str(path)],
+        epitome_max_rows=300,
+        epitome_max_length=64,
+        epitome_max_steps=2,
+        epitome_batch_size=8,
+        judge_max_items=2,
+        alignment_max_items=3,
+        human_ratings_path=str(human),
+        agreement_bootstrap=200,
     )
-    assets = [ev.external_predictions, ev.evaluation_items, ev.epitome_classifiers, ev.metric_bertscore,
-              ev.metric_epitome, ev.metric_valence, ev.metric_diversity, ev.metric_judge, ev.metric_alignment,
-              ev.judge_human_agreement, ev.metric_retention,
-              ev.scorecard_tables, *_sql_assets("leaderboard", "leaderboard_overall"), ev.leaderboard_chart]
+    assets = [
+        ev.external_predictions,
+        ev.evaluation_items,
+        ev.epitome_classifiers,
+        ev.metric_bertscore,
+        ev.metric_epitome,
+        ev.metric_valence,
+        ev.metric_diversity,
+        ev.metric_judge,
+        ev.metric_alignment,
+        ev.judge_human_agreement,
+        ev.metric_retention,
+        ev.scorecard_tables,
+        *_sql_assets("leaderboard", "leaderboard_overall"),
+        ev.leaderboard_chart,
+    ]
     result = materialize(assets, resources=resources)
     assert result.success
 
@@ -91,10 +114,17 @@ def test_external_predictions_end_to_end(resources, data_root, base_model_dir, e
 
     from empathy_dag.models import embedded_minilm_dir
 
-    bs = db.execute("SELECT b.system, b.bertscore_f1, i.prediction, i.reference FROM metric_bertscore b "
-                    "JOIN evaluation_items i USING (system, item_id) ORDER BY b.system, b.item_id").pl()
-    _, _, f = bert_score_direct(bs["prediction"].to_list(), bs["reference"].to_list(),
-                                model_type=str(embedded_minilm_dir()), num_layers=6, batch_size=64)
+    bs = db.execute(
+        "SELECT b.system, b.bertscore_f1, i.prediction, i.reference FROM metric_bertscore b "
+        "JOIN evaluation_items i USING (system, item_id) ORDER BY b.system, b.item_id"
+    ).pl()
+    _, _, f = bert_score_direct(
+        bs["prediction"].to_list(),
+        bs["reference"].to_list(),
+        model_type=str(embedded_minilm_dir()),
+        num_layers=6,
+        batch_size=64,
+    )
     # bert_score batches by length, so batch shapes (and float rounding) can differ by ~1e-5
     assert bs["bertscore_f1"].to_list() == pytest.approx(f.tolist(), abs=1e-4)
     assert bs.filter(pl.col("system") == "oracle")["bertscore_f1"].min() == pytest.approx(1.0, abs=1e-4)
@@ -102,12 +132,23 @@ def test_external_predictions_end_to_end(resources, data_root, base_model_dir, e
     # Epitome: the oracle has the reference's levels, so diff-Epitome is 0 for it
     ep = db.execute("SELECT * FROM metric_epitome").pl()
     assert ep.height == 2 * n_items
-    assert ep.filter(pl.col("system") == "oracle").select(pl.sum_horizontal(pl.col("^.*_squared_diff$")).sum()).item() == 0
+    assert (
+        ep.filter(pl.col("system") == "oracle")
+        .select(pl.sum_horizontal(pl.col("^.*_squared_diff$")).sum())
+        .item()
+        == 0
+    )
     for m in ("er", "ip", "ex"):
-        clf_meta = [m_ for m_ in result.get_asset_materialization_events() if m_.asset_key == AssetKey(f"epitome_{m}_classifier")]
+        clf_meta = [
+            m_
+            for m_ in result.get_asset_materialization_events()
+            if m_.asset_key == AssetKey(f"epitome_{m}_classifier")
+        ]
         md = clf_meta[0].materialization.metadata
         # 2 Trainer steps on 300 rows here for time; bench/bench_metric_models.py measures quality
-        assert 0 < md["heldout_macro_f1"].value <= 1 and md["heldout_rows"].value + md["train_rows"].value == 300
+        assert (
+            0 < md["heldout_macro_f1"].value <= 1 and md["heldout_rows"].value + md["train_rows"].value == 300
+        )
         assert md["train_test_overlap_seeker_posts"].value == 0 and md["model"].value == "cross_encoder"
         assert len(md["sha256"].value) == 64
 
@@ -128,7 +169,9 @@ def test_external_predictions_end_to_end(resources, data_root, base_model_dir, e
 
     agree = db.execute("SELECT * FROM judge_human_agreement ORDER BY dimension").pl()
     assert agree["dimension"].to_list() == ["fluency", "general_empathy"]
-    judged = judge.filter(pl.col("score").is_not_null() & pl.col("dimension").is_in(["fluency", "general_empathy"]))
+    judged = judge.filter(
+        pl.col("score").is_not_null() & pl.col("dimension").is_in(["fluency", "general_empathy"])
+    )
     assert agree["pairs"].sum() == judged.height
 
     ret = db.execute("SELECT * FROM metric_retention").pl()
@@ -143,9 +186,14 @@ def test_external_predictions_end_to_end(resources, data_root, base_model_dir, e
     assert f1["oracle"]["delta"] > 0.2 and f1["oracle"]["paired_n"] == n_items
     assert f1["oracle"]["delta_ci_low"] > 0 and f1["oracle"]["verdict"] == "better"
     assert f1["oracle"]["regression"] is False
-    assert f1["oracle"]["ci_low"] <= f1["oracle"]["value"] <= f1["oracle"]["ci_high"] and f1["oracle"]["n"] == n_items
+    assert (
+        f1["oracle"]["ci_low"] <= f1["oracle"]["value"] <= f1["oracle"]["ci_high"]
+        and f1["oracle"]["n"] == n_items
+    )
     assert set(board["emotion"]) == {"all", *items["emotion"].unique()}
-    assert {"perplexity", "distinct_2", "diff_epitome_er", "judge_fluency", "alignment_exact"} <= set(board["metric"])
+    assert {"perplexity", "distinct_2", "diff_epitome_er", "judge_fluency", "alignment_exact"} <= set(
+        board["metric"]
+    )
     headline = db.execute("SELECT * FROM leaderboard_overall").pl()
     assert headline.height == overall.height
 
@@ -162,6 +210,7 @@ def test_external_predictions_end_to_end(resources, data_root, base_model_dir, e
     columns = [c.strip() for c in header.split("|")[1:-1]]
     assert columns[:4] == ["metric", "better", "n", "shuffled"] and "oracle" in columns
     oracle_f1 = next(line for line in text.splitlines() if line.startswith("| bertscore_f1")).split("|")[
-        1 + columns.index("oracle")]
+        1 + columns.index("oracle")
+    ]
     assert "[" in oracle_f1 and oracle_f1.strip().endswith("+")  # mean [interval], confidently better
     assert "| bertscore_f1" in text and "| perplexity" in text

@@ -26,15 +26,22 @@ def test_classifier_beats_majority_on_real_epitome(mechanism, encoder, tmp_path)
     folder = shared_file("epitome")
     data = read_epitome(folder, mechanism, max_rows=ROWS, seed=0)
     assert data.height == ROWS and set(data["level"].unique()) == {0, 1, 2}
-    clf, metrics = train_epitome_classifier(mechanism, data["seeker_post"].to_list(), data["response_post"].to_list(),
-                                            data["level"].to_list(), encoder)
+    clf, metrics = train_epitome_classifier(
+        mechanism,
+        data["seeker_post"].to_list(),
+        data["response_post"].to_list(),
+        data["level"].to_list(),
+        encoder,
+    )
     assert metrics["heldout_rows"] == ROWS // 5
     assert metrics["heldout_macro_f1"] > metrics["majority_baseline_macro_f1"] + 0.1, metrics
     clf.save(tmp_path / mechanism, metrics)
     loaded = EpitomeClassifier.load(tmp_path / mechanism)
     sample = data.head(16)
     seekers, responses = sample["seeker_post"].to_list(), sample["response_post"].to_list()
-    np.testing.assert_array_equal(loaded.predict(encoder, seekers, responses), clf.predict(encoder, seekers, responses))
+    np.testing.assert_array_equal(
+        loaded.predict(encoder, seekers, responses), clf.predict(encoder, seekers, responses)
+    )
     assert set(np.unique(loaded.predict(encoder, seekers, responses))) <= {0, 1, 2}
 
 
@@ -66,13 +73,18 @@ def test_holdout_ids_are_the_test_set_and_their_seeker_posts_stay_out_of_trainin
 
     data = read_epitome(shared_file("epitome"), "ip")
     # a seeker post with several responses: one listed, its siblings must not train either
-    multi = data.group_by("seeker_post").agg(pl.col("pair_id").n_unique().alias("n")).filter(
-        pl.col("n") > 1).sort("seeker_post")["seeker_post"][0]
+    multi = (
+        data.group_by("seeker_post")
+        .agg(pl.col("pair_id").n_unique().alias("n"))
+        .filter(pl.col("n") > 1)
+        .sort("seeker_post")["seeker_post"][0]
+    )
     listed = [*data.filter(pl.col("seeker_post") == multi)["pair_id"][:1], *data["pair_id"][100:130]]
     (tmp_path / "holdout.txt").write_text("# ids kept out\n" + "\n".join(listed) + "\nnot:an-id\n")
     ids = read_id_file(tmp_path / "holdout.txt")
-    train, test, info = grouped_split(data["seeker_post"].to_list(), data["level"].to_list(),
-                                      data["pair_id"].to_list(), holdout_ids=ids)
+    train, test, info = grouped_split(
+        data["seeker_post"].to_list(), data["level"].to_list(), data["pair_id"].to_list(), holdout_ids=ids
+    )
     pair = data["pair_id"].to_list()
     assert {pair[i] for i in test} == set(listed)
     assert not {pair[i] for i in train} & set(listed)
@@ -96,8 +108,16 @@ def test_cross_encoder_trains_with_trainer_and_reports_f1_on_the_excluded_pairs(
         train_epitome_from_options,
     )
 
-    options = {"dir": str(shared_file("epitome")), "model": "cross_encoder", "encoder": "embedded:minilm",
-               "max_length": 64, "max_rows": 160, "max_steps": 2, "batch_size": 8, "learning_rate": 5e-5}
+    options = {
+        "dir": str(shared_file("epitome")),
+        "model": "cross_encoder",
+        "encoder": "embedded:minilm",
+        "max_length": 64,
+        "max_rows": 160,
+        "max_steps": 2,
+        "batch_size": 8,
+        "learning_rate": 5e-5,
+    }
     # the same rows as the options path reads (its sample is seeded 0)
     options_rows = read_epitome(options["dir"], "ex", max_rows=160)
     listed = options_rows["pair_id"][:40].to_list()
@@ -105,7 +125,9 @@ def test_cross_encoder_trains_with_trainer_and_reports_f1_on_the_excluded_pairs(
     assert metrics["heldout_rows"] == 40 and metrics["steps"] == 2
     assert metrics["train_test_overlap_ids"] == 0 and metrics["train_test_overlap_seeker_posts"] == 0
     assert metrics["train_rows"] + metrics["heldout_rows"] + metrics["left_out_same_seeker_post"] == 160
-    assert set(metrics["heldout_f1_per_level"]) == {"0", "1", "2"} and np.array(metrics["confusion"]).sum() == 40
+    assert (
+        set(metrics["heldout_f1_per_level"]) == {"0", "1", "2"} and np.array(metrics["confusion"]).sum() == 40
+    )
     low, high = metrics["heldout_macro_f1_ci95"]
     assert low <= metrics["heldout_macro_f1"] <= high
     assert metrics["published_roberta_macro_f1"] == 0.85
@@ -115,5 +137,6 @@ def test_cross_encoder_trains_with_trainer_and_reports_f1_on_the_excluded_pairs(
     assert not loaded.needs_sentence_encoder
     held = options_rows.filter(pl.col("pair_id").is_in(listed))
     pred = loaded.predict(None, held["seeker_post"].to_list(), held["response_post"].to_list())
-    assert f1_score(held["level"].to_list(), pred, average="macro", labels=[0, 1, 2], zero_division=0) == \
-        pytest.approx(metrics["heldout_macro_f1"])
+    assert f1_score(
+        held["level"].to_list(), pred, average="macro", labels=[0, 1, 2], zero_division=0
+    ) == pytest.approx(metrics["heldout_macro_f1"])

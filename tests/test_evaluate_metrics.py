@@ -36,8 +36,18 @@ def test_japanese_distinct_n_counts_words():
     assert guess_language("それは辛いですね") == "ja" and guess_language("That is hard") == "en"
     # MeCab + UniDic-lite short units (was characters: 辛 い で す).
     assert tokens("辛い です", "ja") == ["辛い", "です"]
-    assert tokens("今日は病院で検査を受けました。", "ja") == ["今日", "は", "病院", "で", "検査", "を", "受け", "まし",
-                                                     "た", "。"]
+    assert tokens("今日は病院で検査を受けました。", "ja") == [
+        "今日",
+        "は",
+        "病院",
+        "で",
+        "検査",
+        "を",
+        "受け",
+        "まし",
+        "た",
+        "。",
+    ]
     # words: 辛い ね / 辛い よ -> unigrams 4, distinct 3 (辛い ね よ); bigrams 2, distinct 2
     assert diversity.distinct_n(["辛いね", "辛いよ"], 1, "ja") == pytest.approx(3 / 4)
     assert diversity.distinct_n(["辛いね", "辛いよ"], 2, "ja") == pytest.approx(2 / 2)
@@ -55,8 +65,12 @@ def test_diff_epitome_by_hand():
 def test_tfidf_matches_scikit_learn():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    docs = ["I am so sorry to hear that!", "What happened? Are you ok?", "I am sorry, that is hard.",
-            "So sorry. What happened next?"]
+    docs = [
+        "I am so sorry to hear that!",
+        "What happened? Are you ok?",
+        "I am sorry, that is hard.",
+        "So sorry. What happened next?",
+    ]
     vocab, idf = epitome.fit_tfidf(docs, min_df=1)
     ours = epitome.tfidf_matrix(docs, vocab, idf).toarray()
     ref = TfidfVectorizer(analyzer=epitome.response_terms, sublinear_tf=True, vocabulary=vocab).fit(docs)
@@ -73,16 +87,22 @@ def test_epitome_classifier_roundtrip_without_pickle(tmp_path):
     responses = ["What happened?", "I am so sorry.", "Congratulations!", "That must feel lonely. Why?"] * 6
     levels = [2, 1, 0, 2] * 6
     # a forced embedding weight exercises both feature blocks in the round trip
-    clf, metrics = epitome.train_epitome_classifier("ex", seekers, responses, levels, FixedEncoder(), test_size=0.25,
-                                                    embedding_weights=(0.5,))
+    clf, metrics = epitome.train_epitome_classifier(
+        "ex", seekers, responses, levels, FixedEncoder(), test_size=0.25, embedding_weights=(0.5,)
+    )
     clf.save(tmp_path / "clf", metrics)
-    assert sorted(p.name for p in (tmp_path / "clf").iterdir()) == ["classifier.safetensors", "config.json",
-                                                                    "vocabulary.json"]
+    assert sorted(p.name for p in (tmp_path / "clf").iterdir()) == [
+        "classifier.safetensors",
+        "config.json",
+        "vocabulary.json",
+    ]
     loaded = epitome.EpitomeClassifier.load(tmp_path / "clf")
     assert loaded.vocabulary == clf.vocabulary and loaded.embedding_weight == 0.5
     enc = FixedEncoder()
     x = clf.features(enc, seekers, responses)
-    np.testing.assert_array_equal(loaded.predict(enc, seekers, responses), clf.predict(enc, seekers, responses))
+    np.testing.assert_array_equal(
+        loaded.predict(enc, seekers, responses), clf.predict(enc, seekers, responses)
+    )
     # the prediction is the argmax of the linear scores
     manual = clf.classes[np.argmax(x.toarray() @ clf.coef.T + clf.intercept, axis=1)]
     np.testing.assert_array_equal(clf.predict(enc, seekers, responses), manual)
@@ -93,7 +113,9 @@ def test_vader_against_the_analyzer():
 
     analyzer = SentimentIntensityAnalyzer()
     rows = valence.valence_rows(["That is wonderful news!", "Oh no."], ["I got the job!", "My dog died."])
-    for row, resp, spk in zip(rows, ["That is wonderful news!", "Oh no."], ["I got the job!", "My dog died."]):
+    for row, resp, spk in zip(
+        rows, ["That is wonderful news!", "Oh no."], ["I got the job!", "My dog died."]
+    ):
         assert row["vader_response"] == analyzer.polarity_scores(resp)["compound"]
         assert row["vader_speaker"] == analyzer.polarity_scores(spk)["compound"]
         assert row["vader_difference"] == pytest.approx(row["vader_response"] - row["vader_speaker"])
@@ -101,10 +123,13 @@ def test_vader_against_the_analyzer():
 
 def test_nrc_vad_max_differences_by_hand(tmp_path):
     lex = tmp_path / "vad.txt"
-    lex.write_text("Word\tValence\tArousal\tDominance\nhappy\t0.9\t0.6\t0.7\nsad\t0.1\t0.3\t0.2\n"
-                   "calm\t0.7\t0.1\t0.5\n")
+    lex.write_text(
+        "Word\tValence\tArousal\tDominance\nhappy\t0.9\t0.6\t0.7\nsad\t0.1\t0.3\t0.2\ncalm\t0.7\t0.1\t0.5\n"
+    )
     lexicon = valence.load_nrc_vad(lex)
-    rows = valence.vad_difference_rows(["so happy and calm", "nothing here"], ["sad but calm", "sad"], lexicon)
+    rows = valence.vad_difference_rows(
+        ["so happy and calm", "nothing here"], ["sad but calm", "sad"], lexicon
+    )
     # prediction max (0.9, 0.6, 0.7); reference max (0.7, 0.3, 0.5)
     assert rows[0]["diff_valence"] == pytest.approx(0.2)
     assert rows[0]["diff_arousal"] == pytest.approx(0.3)
@@ -122,7 +147,9 @@ def test_agreement_matches_scipy():
         judge_rows.append({"item_id": item, "system": "base", "dimension": "general_empathy", "score": None})
         for rater in ("r1", "r2"):
             h = int(np.clip(j + rng.integers(-1, 2), 1, 5))
-            human_rows.append({"item_id": item, "system": "base", "dimension": "fluency", "rater": rater, "score": h})
+            human_rows.append(
+                {"item_id": item, "system": "base", "dimension": "fluency", "rater": rater, "score": h}
+            )
     out = agreement.judge_human_agreement(judge_rows, human_rows, n_resamples=300)
     assert [r["dimension"] for r in out] == ["fluency"]  # no human ratings for general_empathy
     row = out[0]
@@ -143,9 +170,18 @@ def test_agreement_matches_scipy():
 def test_judge_rubric_and_parsing():
     rubric = judge.load_rubric()
     assert set(rubric.dimensions) == {"fluency", "general_empathy", "emotion_specific_empathy"}
-    conv = rubric.conversation("emotion_specific_empathy", emotion="grief", situation="My cat died.",
-                               speaker_utterance="I miss her.", response="I'm so sorry.")
-    assert conv[0]["role"] == "system" and "grief" in conv[1]["content"] and "I'm so sorry." in conv[1]["content"]
+    conv = rubric.conversation(
+        "emotion_specific_empathy",
+        emotion="grief",
+        situation="My cat died.",
+        speaker_utterance="I miss her.",
+        response="I'm so sorry.",
+    )
+    assert (
+        conv[0]["role"] == "system"
+        and "grief" in conv[1]["content"]
+        and "I'm so sorry." in conv[1]["content"]
+    )
     assert len(rubric.sha256) == 64
     assert judge.parse_score("4") == 4
     assert judge.parse_score("Score: 5/5") == 5
@@ -164,17 +200,28 @@ def test_japanese_is_never_scored_by_an_english_lexicon_or_backbone():
     assert backbone_for("ja", "embedded:minilm", 6, None, 9) is None  # not scored, rather than MiniLM
     assert backbone_for("ja", "embedded:minilm", 6, "/models/mbert", 9) == ("/models/mbert", 9)
     assert backbone_for("en", "embedded:minilm", 6, "/models/mbert", 9) == ("embedded:minilm", 6)
-    rows = valence.valence_rows(["That is wonderful news!", "本当によかったですね。"], ["I got the job!", "合格しました！"],
-                                ["en", "ja"])
-    assert rows[0]["vader_response"] > 0 and rows[1] == {"vader_response": None, "vader_speaker": None,
-                                                         "vader_difference": None}
+    rows = valence.valence_rows(
+        ["That is wonderful news!", "本当によかったですね。"],
+        ["I got the job!", "合格しました！"],
+        ["en", "ja"],
+    )
+    assert rows[0]["vader_response"] > 0 and rows[1] == {
+        "vader_response": None,
+        "vader_speaker": None,
+        "vader_difference": None,
+    }
 
 
 def test_judge_rubric_per_language(tmp_path):
     rubrics = judge.load_rubrics()
     assert set(rubrics) == {"en", "ja"} and set(rubrics["ja"].dimensions) == set(rubrics["en"].dimensions)
-    conv = rubrics["ja"].conversation("emotion_specific_empathy", emotion="grief", situation="母が亡くなりました。",
-                                      speaker_utterance="まだ信じられません。", response="それはお辛いですね。")
+    conv = rubrics["ja"].conversation(
+        "emotion_specific_empathy",
+        emotion="grief",
+        situation="母が亡くなりました。",
+        speaker_utterance="まだ信じられません。",
+        response="それはお辛いですね。",
+    )
     assert "悲嘆" in conv[1]["content"] and "grief" not in conv[1]["content"]  # the Japanese emotion name
     assert rubrics["ja"].sha256 != rubrics["en"].sha256
     # A rubric folder without a Japanese file gives only English: Japanese items are then not judged.
@@ -183,7 +230,9 @@ def test_judge_rubric_per_language(tmp_path):
     # A translation that drops a dimension is refused (scores are compared by dimension).
     (tmp_path / "r.ja.yaml").write_text(
         "name: x\nsystem: s\ntemplate: t\ndimensions:\n  fluency:\n    question: q\n"
-        "    scale: {1: a, 2: b, 3: c, 4: d, 5: e}\n", encoding="utf-8")
+        "    scale: {1: a, 2: b, 3: c, 4: d, 5: e}\n",
+        encoding="utf-8",
+    )
     with pytest.raises(ValueError, match="must match"):
         judge.load_rubrics(tmp_path / "r.yaml")
 
@@ -203,7 +252,9 @@ def test_alignment_parsing_and_scores():
             f = torch.tensor([1.0 if c == r else 0.5 for c, r in zip(cands, refs)])
             return f, f, f
 
-    rows = alignment.alignment_rows(["sadness", "grief maybe", "hmm"], ["sadness", "sadness", "joy"], tax, FakeScorer())
+    rows = alignment.alignment_rows(
+        ["sadness", "grief maybe", "hmm"], ["sadness", "sadness", "joy"], tax, FakeScorer()
+    )
     assert [r["alignment_exact"] for r in rows] == [1.0, 0.0, 0.0]
     # grief and sadness share the Ekman group "sadness"
     assert tax.ekman("grief") == tax.ekman("sadness")
@@ -230,9 +281,17 @@ def test_judge_digit_probabilities_give_every_item_a_verdict(base_model_dir):
 
     rubric = load_rubric()
     model, tokenizer = load_causal_lm(str(base_model_dir), device="cpu")
-    convs = [rubric.conversation(dim, emotion="relief", situation="My scan was clear.",
-                                 speaker_utterance="It's clear, I can breathe again.", response=reply)
-             for dim in rubric.dimensions for reply in ("That is wonderful news, you must feel so light.", "ok")]
+    convs = [
+        rubric.conversation(
+            dim,
+            emotion="relief",
+            situation="My scan was clear.",
+            speaker_utterance="It's clear, I can breathe again.",
+            response=reply,
+        )
+        for dim in rubric.dimensions
+        for reply in ("That is wonderful news, you must feel so light.", "ok")
+    ]
     seen = []
     probs = digit_probabilities(model, tokenizer, convs, batch_size=4, progress=lambda *a: seen.append(a))
     assert len(probs) == len(convs)

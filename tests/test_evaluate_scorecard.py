@@ -23,29 +23,50 @@ SETTINGS = sc.ScorecardSettings(n_resamples=2000, seed=0)
 def test_summary_matches_scipy_bootstrap_and_sem():
     x = np.array([0.31, 0.42, 0.28, 0.55, 0.47, 0.39, 0.36, 0.51, 0.44, 0.33])
     got = sc.summarize(x, SETTINGS)
-    ref = stats.bootstrap((x,), np.mean, n_resamples=2000, method="percentile", confidence_level=0.95,
-                          random_state=np.random.default_rng(0))
+    ref = stats.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=2000,
+        method="percentile",
+        confidence_level=0.95,
+        random_state=np.random.default_rng(0),
+    )
     assert got["n"] == 10 and got["value"] == pytest.approx(x.mean())
     assert got["std_error"] == pytest.approx(stats.sem(x))
-    assert (got["ci_low"], got["ci_high"]) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high))
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx(
+        (ref.confidence_interval.low, ref.confidence_interval.high)
+    )
     assert got["ci_low"] < x.mean() < got["ci_high"]
 
 
 def test_fewer_than_two_items_report_n_and_no_interval():
     one = sc.summarize([0.7], SETTINGS)
-    assert one == {"n": 1, "value": 0.7, "std_error": None, "ci_low": None, "ci_high": None,
-                   "interval_note": "fewer than 2 items: no interval"}
+    assert one == {
+        "n": 1,
+        "value": 0.7,
+        "std_error": None,
+        "ci_low": None,
+        "ci_high": None,
+        "interval_note": "fewer than 2 items: no interval",
+    }
     assert sc.summarize([], SETTINGS)["n"] == 0
     equal = sc.summarize([2.0, 2.0, 2.0], SETTINGS)
     assert (equal["ci_low"], equal["ci_high"], equal["std_error"]) == (2.0, 2.0, 0.0)
 
 
 def test_set_metric_statistic_equals_the_diversity_definitions():
-    texts = ["I am so sorry to hear that.", "That sounds hard, I am sorry.", "Wow that is great news!",
-             "I am so sorry to hear that.", "心配ですね。大丈夫ですか"]
+    texts = [
+        "I am so sorry to hear that.",
+        "That sounds hard, I am sorry.",
+        "Wow that is great news!",
+        "I am so sorry to hear that.",
+        "心配ですね。大丈夫ですか",
+    ]
     langs = ["en", "en", "en", "en", "ja"]
     for metric in sc.SET_METRICS:
-        expected = 0.8 * diversity_scores(texts[:4], "en")[metric] + 0.2 * diversity_scores(texts[4:], "ja")[metric]
+        expected = (
+            0.8 * diversity_scores(texts[:4], "en")[metric] + 0.2 * diversity_scores(texts[4:], "ja")[metric]
+        )
         assert float(sc.SetStatistic(metric, texts, langs)(np.arange(5))) == pytest.approx(expected, rel=1e-5)
     # a batch of resamples at once (what scipy passes when vectorized) equals one call per resample
     st = sc.SetStatistic("distinct_2", texts, langs)
@@ -74,7 +95,9 @@ def test_set_metric_interval_contains_its_estimate_and_matches_the_sampling_spre
     covered, ratios = 0, []
     for _ in range(20):
         texts = sample(n)
-        got = sc.summarize((), settings, statistic=sc.SetStatistic("distinct_2", texts, ["en"] * n), data=np.arange(n))
+        got = sc.summarize(
+            (), settings, statistic=sc.SetStatistic("distinct_2", texts, ["en"] * n), data=np.arange(n)
+        )
         assert got["ci_low"] <= got["value"] <= got["ci_high"]
         ratios.append(got["std_error"] / spread)
         covered += got["ci_low"] <= expected <= got["ci_high"]
@@ -95,24 +118,38 @@ def test_paired_test_known_exact_p_value_and_scipy_agreement():
     a = rng.normal(0.5, 0.1, 40)
     b = a - 0.03 + rng.normal(0, 0.05, 40)
     got = sc.paired_test(a, b, SETTINGS)
-    ref = stats.permutation_test((a, b), lambda u, v, axis: np.mean(u - v, axis=axis), permutation_type="samples",
-                                 n_resamples=2000, random_state=np.random.default_rng(0))
-    boot = stats.bootstrap((a, b), lambda u, v, axis: np.mean(u - v, axis=axis), paired=True, n_resamples=2000,
-                           method="percentile", random_state=np.random.default_rng(0))
+    ref = stats.permutation_test(
+        (a, b),
+        lambda u, v, axis: np.mean(u - v, axis=axis),
+        permutation_type="samples",
+        n_resamples=2000,
+        random_state=np.random.default_rng(0),
+    )
+    boot = stats.bootstrap(
+        (a, b),
+        lambda u, v, axis: np.mean(u - v, axis=axis),
+        paired=True,
+        n_resamples=2000,
+        method="percentile",
+        random_state=np.random.default_rng(0),
+    )
     assert got["p_value"] == pytest.approx(ref.pvalue)
     assert (got["delta_ci_low"], got["delta_ci_high"]) == pytest.approx(
-        (boot.confidence_interval.low, boot.confidence_interval.high))
+        (boot.confidence_interval.low, boot.confidence_interval.high)
+    )
     assert sc.paired_test(a[:1], b[:1], SETTINGS)["p_value"] is None  # one item: no test
 
 
 def test_benjamini_hochberg_and_verdicts():
-    rows = [{"metric": m, "direction": d, "delta": delta, "p_value": p, "delta_ci_low": lo, "delta_ci_high": hi}
-            for m, d, delta, p, lo, hi in [
-                ("bertscore_f1", 1, 0.05, 0.001, 0.02, 0.08),       # better
-                ("diff_epitome_er", -1, 0.30, 0.004, 0.10, 0.50),   # lower is better: worse, a regression
-                ("diff_epitome_ip", -1, 0.05, 0.06, -0.01, 0.11),   # adjusted p above alpha
-                ("vader_response", 0, 0.2, None, None, None),       # descriptive
-            ]]
+    rows = [
+        {"metric": m, "direction": d, "delta": delta, "p_value": p, "delta_ci_low": lo, "delta_ci_high": hi}
+        for m, d, delta, p, lo, hi in [
+            ("bertscore_f1", 1, 0.05, 0.001, 0.02, 0.08),  # better
+            ("diff_epitome_er", -1, 0.30, 0.004, 0.10, 0.50),  # lower is better: worse, a regression
+            ("diff_epitome_ip", -1, 0.05, 0.06, -0.01, 0.11),  # adjusted p above alpha
+            ("vader_response", 0, 0.2, None, None, None),  # descriptive
+        ]
+    ]
     sc.adjust_family(rows, sc.ScorecardSettings())
     adjusted = stats.false_discovery_control([0.001, 0.004, 0.06], method="bh")
     assert [r["p_adjusted"] for r in rows[:3]] == pytest.approx(list(adjusted))
@@ -123,8 +160,9 @@ def test_benjamini_hochberg_and_verdicts():
     assert rows[1]["regression"] is False
 
 
-def _long_scores(shifts: dict[str, float], n_per_emotion: int = 6, emotions: int = 28, noise: float = 0.05,
-                 seed: int = 0) -> pl.DataFrame:
+def _long_scores(
+    shifts: dict[str, float], n_per_emotion: int = 6, emotions: int = 28, noise: float = 0.05, seed: int = 0
+) -> pl.DataFrame:
     """Per-item scores: every system answers the same items; a system's score is the item's difficulty
     plus its shift plus noise (so paired tests see the shift, not the item spread)."""
     rng = np.random.default_rng(seed)
@@ -133,9 +171,21 @@ def _long_scores(shifts: dict[str, float], n_per_emotion: int = 6, emotions: int
         for k in range(n_per_emotion):
             difficulty = rng.normal(0.5, 0.15)
             for system, shift in shifts.items():
-                for metric, sign in (("bertscore_f1", 1), ("diff_epitome_er", -1), ("judge_general_empathy", 1)):
-                    rows.append({"system": system, "emotion": f"e{e}", "language": "en", "item_id": f"e{e}-{k}",
-                                 "metric": metric, "value": difficulty + sign * shift + rng.normal(0, noise)})
+                for metric, sign in (
+                    ("bertscore_f1", 1),
+                    ("diff_epitome_er", -1),
+                    ("judge_general_empathy", 1),
+                ):
+                    rows.append(
+                        {
+                            "system": system,
+                            "emotion": f"e{e}",
+                            "language": "en",
+                            "item_id": f"e{e}-{k}",
+                            "metric": metric,
+                            "value": difficulty + sign * shift + rng.normal(0, noise),
+                        }
+                    )
     return pl.DataFrame(rows)
 
 
@@ -176,9 +226,14 @@ def test_min_test_dialogues_reach_every_emotion_without_moving_natural_test_rows
     from empathy_dag.pairs.splits import assign_splits
 
     def frame(n, prefix="s"):
-        return pl.DataFrame({"situation_id": [f"{prefix}{i}" for i in range(n)],
-                             "dialogue_id": [f"{prefix}{i}-d" for i in range(n)],
-                             "speaker_utterance": ["turn"] * n, "listener_reply": ["reply"] * n})
+        return pl.DataFrame(
+            {
+                "situation_id": [f"{prefix}{i}" for i in range(n)],
+                "dialogue_id": [f"{prefix}{i}-d" for i in range(n)],
+                "speaker_utterance": ["turn"] * n,
+                "listener_reply": ["reply"] * n,
+            }
+        )
 
     plain = assign_splits(frame(10))
     topped = assign_splits(frame(10), min_test_dialogues=3)
@@ -188,7 +243,10 @@ def test_min_test_dialogues_reach_every_emotion_without_moving_natural_test_rows
     moved = topped.filter(pl.col("top_up"))
     # topped-up rows are those nearest the test region
     rest = topped.filter(~pl.col("top_up") & (pl.col("split") == "train"))
-    assert topped.filter(pl.col("split") == "validation").height == plain.filter(pl.col("split") == "validation").height
+    assert (
+        topped.filter(pl.col("split") == "validation").height
+        == plain.filter(pl.col("split") == "validation").height
+    )
     assert moved["split_bucket"].min() >= rest["split_bucket"].max()
     # an emotion with enough test data of its own: the minimum changes nothing
     big = assign_splits(frame(200), min_test_dialogues=3)
@@ -206,25 +264,53 @@ def test_leaderboard_from_external_predictions_without_optional_metrics(resource
     from empathy_dag.defs.evaluate.resources import EvaluationConfig
     from empathy_dag.defs.warehouse.definitions import sql_assets
 
-    turns = [("sadness", "My mum's dementia is getting worse and she didn't know me today.",
-              "That must be heartbreaking, to sit with her and not be recognised."),
-             ("joy", "My scan came back clear after two years of treatment!",
-              "Two years of treatment and a clear scan, that is wonderful news."),
-             ("fear", "They found a shadow on my lung and I wait a week for the biopsy.",
-              "A week of waiting with that on your mind sounds frightening."),
-             ("gratitude", "The nurse stayed late to explain my insulin pump to me.",
-              "She gave you her own time so you would feel safe with it; that is real care."),
-             ("anger", "The clinic cancelled my appointment for the third time.",
-              "Three cancellations when you need care is infuriating."),
-             ("relief", "The lump was benign.", "What a weight off after all that worry.")]
+    turns = [
+        (
+            "sadness",
+            "My mum's dementia is getting worse and she didn't know me today.",
+            "That must be heartbreaking, to sit with her and not be recognised.",
+        ),
+        (
+            "joy",
+            "My scan came back clear after two years of treatment!",
+            "Two years of treatment and a clear scan, that is wonderful news.",
+        ),
+        (
+            "fear",
+            "They found a shadow on my lung and I wait a week for the biopsy.",
+            "A week of waiting with that on your mind sounds frightening.",
+        ),
+        (
+            "gratitude",
+            "The nurse stayed late to explain my insulin pump to me.",
+            "She gave you her own time so you would feel safe with it; that is real care.",
+        ),
+        (
+            "anger",
+            "The clinic cancelled my appointment for the third time.",
+            "Three cancellations when you need care is infuriating.",
+        ),
+        ("relief", "The lump was benign.", "What a weight off after all that worry."),
+    ]
     # Japanese items (language guessed from the text): a leaderboard row of their own, no BERTScore
     # without a Japanese backbone and no VADER valence (English lexicon), both left out rather than 0.
-    turns += [("sadness", "母の認知症が進んで、今日は私のことが分からなかったんです。",
-               "お母さまに自分のことが分かってもらえないのは、本当におつらいですね。"),
-              ("joy", "二年間の治療のあと、検査の結果がきれいだったんです！",
-               "二年間がんばってこられて、本当によかったですね。"),
-              ("fear", "肺に影が見つかって、生検の結果を一週間待たないといけません。",
-               "その不安を抱えたまま一週間待つのは、とても怖いと思います。")]
+    turns += [
+        (
+            "sadness",
+            "母の認知症が進んで、今日は私のことが分からなかったんです。",
+            "お母さまに自分のことが分かってもらえないのは、本当におつらいですね。",
+        ),
+        (
+            "joy",
+            "二年間の治療のあと、検査の結果がきれいだったんです！",
+            "二年間がんばってこられて、本当によかったですね。",
+        ),
+        (
+            "fear",
+            "肺に影が見つかって、生検の結果を一週間待たないといけません。",
+            "その不安を抱えたまま一週間待つのは、とても怖いと思います。",
+        ),
+    ]
     path = tmp_path / "preds.csv"
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -232,21 +318,40 @@ def test_leaderboard_from_external_predictions_without_optional_metrics(resource
         for _i, (emotion, turn, reply) in enumerate(turns):
             w.writerow(["oracle", emotion, turn, reply, reply])
             w.writerow(["generic", emotion, turn, reply, "I see. Tell me more."])
-    resources["evaluation"] = EvaluationConfig(systems=[], external_prediction_files=[str(path)],
-                                               judge_enabled=False, alignment_enabled=False,
-                                               bootstrap_resamples=500)
-    picked = [a for a in sql_assets if a.key.path[-1] in ("leaderboard", "leaderboard_overall", "leaderboard_history",
-                                                          "leaderboard_by_language")]
-    result = materialize([ev.external_predictions, ev.evaluation_items, ev.metric_bertscore, ev.metric_valence,
-                          ev.scorecard_tables, *picked], resources=resources)
+    resources["evaluation"] = EvaluationConfig(
+        systems=[],
+        external_prediction_files=[str(path)],
+        judge_enabled=False,
+        alignment_enabled=False,
+        bootstrap_resamples=500,
+    )
+    picked = [
+        a
+        for a in sql_assets
+        if a.key.path[-1]
+        in ("leaderboard", "leaderboard_overall", "leaderboard_history", "leaderboard_by_language")
+    ]
+    result = materialize(
+        [
+            ev.external_predictions,
+            ev.evaluation_items,
+            ev.metric_bertscore,
+            ev.metric_valence,
+            ev.scorecard_tables,
+            *picked,
+        ],
+        resources=resources,
+    )
     assert result.success
     md = result.asset_materializations_for_node("scorecard_tables")
     item_md = next(m for m in md if m.asset_key.path[-1] == "metric_item_scores").metadata
     assert {"metric_judge", "metric_alignment", "metric_retention", "metric_epitome"} <= set(
-        item_md["missing_metric_tables"].value)
+        item_md["missing_metric_tables"].value
+    )
     with duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True) as db:
-        board = db.execute("SELECT * FROM leaderboard WHERE emotion = 'all' AND language = 'all' "
-                           "AND metric = 'bertscore_f1'").pl()
+        board = db.execute(
+            "SELECT * FROM leaderboard WHERE emotion = 'all' AND language = 'all' AND metric = 'bertscore_f1'"
+        ).pl()
         by_language = db.execute("SELECT * FROM leaderboard_by_language").pl()
         bertscore_ja = db.execute("SELECT * FROM metric_bertscore WHERE language = 'ja'").pl()
         vader_ja = db.execute("SELECT vader_response FROM metric_valence WHERE language = 'ja'").pl()
@@ -255,7 +360,10 @@ def test_leaderboard_from_external_predictions_without_optional_metrics(resource
     # 'base' was not scored: the first system by name is the baseline, and said so
     assert dict(systems.iter_rows()) == {"generic": True, "oracle": False}
     rows = {r["system"]: r for r in board.iter_rows(named=True)}
-    assert rows["oracle"]["n"] == 6 and rows["oracle"]["ci_low"] <= rows["oracle"]["value"] <= rows["oracle"]["ci_high"]
+    assert (
+        rows["oracle"]["n"] == 6
+        and rows["oracle"]["ci_low"] <= rows["oracle"]["value"] <= rows["oracle"]["ci_high"]
+    )
     assert rows["oracle"]["delta"] > 0 and rows["oracle"]["p_value"] is not None
     assert rows["generic"]["verdict"] == "baseline" and rows["generic"]["delta"] is None
     assert set(history["system"]) == {"generic", "oracle"} and history["run_id"].n_unique() == 1
@@ -265,10 +373,16 @@ def test_leaderboard_from_external_predictions_without_optional_metrics(resource
     bs_md = result.asset_materializations_for_node("metric_bertscore")[0].metadata
     assert bs_md["not_scored"].value == {"ja": {"items": 6, "reason": "not scored: no Japanese backbone"}}
     assert vader_ja["vader_response"].null_count() == 3 * 2
-    ja = {(r["system"], r["metric"]): r for r in by_language.filter(pl.col("language") == "ja").iter_rows(named=True)}
+    ja = {
+        (r["system"], r["metric"]): r
+        for r in by_language.filter(pl.col("language") == "ja").iter_rows(named=True)
+    }
     assert ja[("oracle", "distinct_2")]["n"] == 3 and ja[("generic", "distinct_2")]["n"] == 3
     assert not any(m in ("bertscore_f1", "vader_response") for _, m in ja)
-    en = {(r["system"], r["metric"]): r for r in by_language.filter(pl.col("language") == "en").iter_rows(named=True)}
+    en = {
+        (r["system"], r["metric"]): r
+        for r in by_language.filter(pl.col("language") == "en").iter_rows(named=True)
+    }
     assert en[("oracle", "bertscore_f1")]["n"] == 6
     # The demo's closing leaderboard: overall, then each language on its own.
     from empathy_dag.evaluate.report import leaderboard_text

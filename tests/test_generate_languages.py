@@ -35,14 +35,22 @@ class RecordingGenerator:
         replies = []
         for i, c in enumerate(conversations):
             ja = identify_language(c[-1]["content"]).language == "ja"
-            replies.append(f"通院の日に主治医の先生から良い知らせを聞きました（{i}）。" if ja
-                           else f"My doctor gave me good news at my check-up ({i}).")
+            replies.append(
+                f"通院の日に主治医の先生から良い知らせを聞きました（{i}）。"
+                if ja
+                else f"My doctor gave me good news at my check-up ({i})."
+            )
         return replies
 
 
 def _seeds(language: str, texts: list[str]) -> pl.DataFrame:
-    return pl.DataFrame({"situation_id": [f"s{i}" for i in range(len(texts))], "language": [language] * len(texts),
-                         "situation": texts})
+    return pl.DataFrame(
+        {
+            "situation_id": [f"s{i}" for i in range(len(texts))],
+            "language": [language] * len(texts),
+            "situation": texts,
+        }
+    )
 
 
 def test_every_supported_language_has_every_template():
@@ -57,13 +65,23 @@ def test_every_supported_language_has_every_template():
 def test_japanese_partition_generates_with_the_japanese_templates():
     tax = default_taxonomy()
     gen = RecordingGenerator()
-    seeds = pl.concat([
-        _seeds("ja", ["透析の帰りに、看護師さんが私の好きな歌手の話を覚えていてくれました。"]),
-        _seeds("en", ["My nurse remembered my favourite singer after dialysis."]),
-    ])
+    seeds = pl.concat(
+        [
+            _seeds("ja", ["透析の帰りに、看護師さんが私の好きな歌手の話を覚えていてくれました。"]),
+            _seeds("en", ["My nurse remembered my favourite singer after dialysis."]),
+        ]
+    )
     brainstorm = load_templates(BRAINSTORM_TEMPLATE)
-    out = brainstorm_situations(gen, brainstorm, None, seeds_by_emotion={"joy": seeds}, taxonomy=tax, count=2,
-                                domain="chronic illness", language="ja")
+    out = brainstorm_situations(
+        gen,
+        brainstorm,
+        None,
+        seeds_by_emotion={"joy": seeds},
+        taxonomy=tax,
+        count=2,
+        domain="chronic illness",
+        language="ja",
+    )
     prompt = gen.conversations[0][-1]["content"]
     assert "喜び" in prompt and "慢性疾患" in prompt  # Japanese emotion name and domain, not "joy"
     assert "透析の帰り" in prompt and "dialysis" not in prompt  # only the partition language's seeds
@@ -78,7 +96,9 @@ def test_japanese_partition_generates_with_the_japanese_templates():
     assert "あなたにこんなことがありました" in gen.conversations[0][-1]["content"]
     assert gen.conversations[1][-1]["content"].startswith("This happened to you:")
     assert explanations.frame["prompt_version"].to_list() == [
-        load_template(EXPLANATION_TEMPLATE, language="ja").version, load_template(EXPLANATION_TEMPLATE).version]
+        load_template(EXPLANATION_TEMPLATE, language="ja").version,
+        load_template(EXPLANATION_TEMPLATE).version,
+    ]
     gen.conversations.clear()
     replies = listener_replies(gen, load_templates(REPLY_TEMPLATE), None, explanations.frame)
     assert "友人があなたにこう話しました" in gen.conversations[0][-1]["content"]
@@ -86,8 +106,15 @@ def test_japanese_partition_generates_with_the_japanese_templates():
 
 
 def test_a_language_without_templates_is_an_error_not_an_english_prompt():
-    rows = pl.DataFrame({"situation_id": ["s"], "emotion": ["joy"], "language": ["ko"], "domain": ["d"],
-                         "situation": ["오늘 검사 결과가 좋았어요."]})
+    rows = pl.DataFrame(
+        {
+            "situation_id": ["s"],
+            "emotion": ["joy"],
+            "language": ["ko"],
+            "domain": ["d"],
+            "situation": ["오늘 검사 결과가 좋았어요."],
+        }
+    )
     with pytest.raises(ValueError, match="no prompt template for language 'ko'"):
         speaker_explanations(RecordingGenerator(), load_templates(EXPLANATION_TEMPLATE), None, rows)
     with pytest.raises(FileNotFoundError, match="no 'ko' prompt template"):

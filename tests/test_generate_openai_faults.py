@@ -39,18 +39,32 @@ def conv(text: str) -> list[dict[str, str]]:
 
 
 def completion(text: str, tokens: int = 5) -> bytes:
-    return json.dumps({
-        "id": "x", "object": "chat.completion", "model": "stub",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 11, "completion_tokens": tokens, "total_tokens": 11 + tokens},
-    }).encode()
+    return json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "model": "stub",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 11, "completion_tokens": tokens, "total_tokens": 11 + tokens},
+        }
+    ).encode()
 
 
 def with_logprobs(top: dict[str, float]) -> bytes:
     first = max(top, key=top.get)
     data = json.loads(completion(first, 1))
-    data["choices"][0]["logprobs"] = {"content": [{"token": first, "logprob": top[first], "bytes": None,
-        "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()]}]}
+    data["choices"][0]["logprobs"] = {
+        "content": [
+            {
+                "token": first,
+                "logprob": top[first],
+                "bytes": None,
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()],
+            }
+        ]
+    }
     return json.dumps(data).encode()
 
 
@@ -90,7 +104,9 @@ class StubServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with stub.lock:
-                    stub.posts.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                    stub.posts.append(
+                        {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+                    )
                     action = stub.script.pop(0) if len(stub.script) > 1 else stub.script[0]
                 if not self.path.endswith("/v1/chat/completions"):
                     return self._send(404, b'{"detail": "Not Found"}')
@@ -127,9 +143,15 @@ class StubServer:
 
 
 def make_generator(url: str, tmp_path, **kw) -> OpenAICompatibleGenerator:
-    defaults = {"base_url": url, "model": "stub", "cache_id": "stub-weights", "max_in_flight": 2, "timeout_s": 2.0,
-                "max_retries": 3,
-                "cache": ResponseCache(tmp_path / "cache")}
+    defaults = {
+        "base_url": url,
+        "model": "stub",
+        "cache_id": "stub-weights",
+        "max_in_flight": 2,
+        "timeout_s": 2.0,
+        "max_retries": 3,
+        "cache": ResponseCache(tmp_path / "cache"),
+    }
     defaults.update(kw)
     return OpenAICompatibleGenerator(**defaults)
 
@@ -174,7 +196,9 @@ def test_replies_in_order_cached_and_request_body(tmp_path):
 
 def test_greedy_stop_strings_and_usage_fallback(tmp_path):
     text_with_stop = "Sounds hard.\nUser: and then"
-    body = json.dumps({"choices": [{"message": {"content": text_with_stop}, "finish_reason": "stop"}]}).encode()
+    body = json.dumps(
+        {"choices": [{"message": {"content": text_with_stop}, "finish_reason": "stop"}]}
+    ).encode()
     with StubServer([("raw", body)]) as stub:
         gen = make_generator(stub.url, tmp_path)
         greedy = GenerationSettings(max_new_tokens=8, do_sample=False, stop=("\nUser:",))
@@ -200,8 +224,13 @@ def test_429_respects_retry_after_then_succeeds(tmp_path):
 
 
 def test_500_and_timeout_and_garbage_are_retried(tmp_path):
-    script = [("status", 500, b"boom"), ("hang", 1.5), ("raw", b"{not json"),
-              ("raw", b'{"choices": []}'), ("ok",)]
+    script = [
+        ("status", 500, b"boom"),
+        ("hang", 1.5),
+        ("raw", b"{not json"),
+        ("raw", b'{"choices": []}'),
+        ("ok",),
+    ]
     with StubServer(script) as stub:
         gen = make_generator(stub.url, tmp_path, max_in_flight=1, timeout_s=0.4, max_retries=5)
         assert gen.generate([conv("b")], SETTINGS) == ["reply to b"]
@@ -228,12 +257,20 @@ def test_persistent_garbage_is_that_prompts_counted_error_and_caches_nothing_bad
         assert [r[2] for r in cached_rows(gen)] == ["reply to first"]
         # A rerun resumes: the finished reply comes from the cache, the failed prompt is asked again.
         stub.script = [("ok",)]
-        assert gen.generate([conv("first"), conv("second")], SETTINGS) == ["reply to first", "reply to second"]
+        assert gen.generate([conv("first"), conv("second")], SETTINGS) == [
+            "reply to first",
+            "reply to second",
+        ]
         assert gen.last_stats["cached"] == 1 and stub.completions == 5 and gen.last_errors == []
 
 
-@pytest.mark.parametrize("bad, kind", [(b'{"choices": [{"message": {"content": "cut', "not_json"),
-                                       (b'{"id": "x", "choices": []}', "no_choices")])
+@pytest.mark.parametrize(
+    "bad, kind",
+    [
+        (b'{"choices": [{"message": {"content": "cut', "not_json"),
+        (b'{"id": "x", "choices": []}', "no_choices"),
+    ],
+)
 def test_bad_reply_is_retried_bounded_then_counted_per_prompt(tmp_path, bad, kind):
     """Malformed JSON / empty choices for one prompt: asked again max_retries times, then that prompt's
     counted error; the prompts before and after it are answered and cached, the bad body never."""
@@ -261,7 +298,9 @@ def test_overloaded_server_gives_up_with_advice(tmp_path):
 
 
 def test_content_filter_finish_is_not_cached(tmp_path):
-    filtered = json.dumps({"choices": [{"message": {"content": ""}, "finish_reason": "content_filter"}]}).encode()
+    filtered = json.dumps(
+        {"choices": [{"message": {"content": ""}, "finish_reason": "content_filter"}]}
+    ).encode()
     with StubServer([("raw", filtered)]) as stub:
         gen = make_generator(stub.url, tmp_path, max_retries=1)
         assert gen.generate([conv("d")], SETTINGS) == [""]
@@ -275,7 +314,13 @@ def test_content_filter_finish_is_not_cached(tmp_path):
 def test_digit_probabilities_from_top_logprobs(tmp_path):
     import math
 
-    top = {"4": math.log(0.5), "3": math.log(0.2), " 4": math.log(0.1), "Score": math.log(0.1), "5": math.log(0.05)}
+    top = {
+        "4": math.log(0.5),
+        "3": math.log(0.2),
+        " 4": math.log(0.1),
+        "Score": math.log(0.1),
+        "5": math.log(0.05),
+    }
     with StubServer([("logprobs", top)]) as stub:
         gen = make_generator(stub.url, tmp_path, max_in_flight=2)
         probs = gen.digit_probabilities([conv("judge a"), conv("judge b")])
@@ -311,7 +356,11 @@ def test_missing_logprobs_or_digits_after_a_good_reply_are_counted_per_prompt(tm
         assert probs[0] == pytest.approx([0.25, 0.75, 0, 0, 0]) and probs[4] == probs[0]
         assert probs[1:4] == [None, None, None]
         # No logprobs: asked twice; no digit among them: not asked again (greedy gives the same); no choices: twice.
-        assert [(e.index, e.kind) for e in gen.last_errors] == [(1, "no_logprobs"), (2, "no_digit"), (3, "no_choices")]
+        assert [(e.index, e.kind) for e in gen.last_errors] == [
+            (1, "no_logprobs"),
+            (2, "no_digit"),
+            (3, "no_choices"),
+        ]
         assert stub.completions == 1 + 2 + 1 + 2 + 1
         assert gen.last_stats["failed_prompts"] == 3 and gen.last_stats["scored"] == 2
 
@@ -381,8 +430,12 @@ def test_parsers():
         return ChatCompletion.construct(**json.loads(raw))
 
     assert reply_from_completion(parsed(completion("x", 4))) == ("x", 4, 11)
-    for bad, kind in ((parsed(b'{"choices": [{"message": {}}]}'), "no_content"), ([], "not_a_completion"),
-                      ("<html>", "not_a_completion"), (parsed(b'{"choices": null}'), "no_choices")):
+    for bad, kind in (
+        (parsed(b'{"choices": [{"message": {}}]}'), "no_content"),
+        ([], "not_a_completion"),
+        ("<html>", "not_a_completion"),
+        (parsed(b'{"choices": null}'), "no_choices"),
+    ):
         with pytest.raises(BadReply) as err:
             reply_from_completion(bad)
         assert err.value.kind == kind
@@ -394,8 +447,13 @@ def test_resource_builds_generator_with_env_key(tmp_path, monkeypatch):
     from dagster import EnvVar
 
     monkeypatch.setenv("STUB_API_KEY", "sk-from-env")
-    backend = OpenAICompatibleBackend(base_url="http://127.0.0.1:9/v1/", model="m", api_key=EnvVar("STUB_API_KEY"),
-                                      cache_dir=str(tmp_path / "c"), max_in_flight=8)
+    backend = OpenAICompatibleBackend(
+        base_url="http://127.0.0.1:9/v1/",
+        model="m",
+        api_key=EnvVar("STUB_API_KEY"),
+        cache_dir=str(tmp_path / "c"),
+        max_in_flight=8,
+    )
     # What Dagster does before handing the resource to an asset: resolve the EnvVar.
     gen = backend.process_config_and_initialize().get_generator()
     assert gen.api_key == "sk-from-env" and gen.base_url == "http://127.0.0.1:9/v1"
@@ -424,7 +482,8 @@ def test_server_text_generator_is_a_drop_in(tmp_path):
     with StubServer([("ok",)]) as stub:
         configured = ServerTextGenerator(
             server=OpenAICompatibleBackend(base_url=stub.url, model="stub", cache_id="w1"),
-            cache_dir=str(tmp_path / "stage_cache"), max_new_tokens=12,
+            cache_dir=str(tmp_path / "stage_cache"),
+            max_new_tokens=12,
         )
         with configured.process_config_and_initialize_cm() as resource:
             source = resource.resolve_source(model_store=None)
@@ -442,13 +501,28 @@ def _two_test_rows_per_emotion(context):
     """A stand-in `dataset_splits` (curated dialogue columns + split): two test rows an emotion."""
     import polars as pl
 
-    turns = {"anger": ["My neighbour parked across my driveway again.", "They cancelled my flight with no notice."],
-             "annoyance": ["The printer jammed for the fifth time today.", "My roommate never washes the dishes."]}
-    return {e: pl.DataFrame({
-        "dialogue_id": [f"{e}-{i}" for i in range(2)], "situation_id": [f"{e}-s{i}" for i in range(2)],
-        "emotion": [e, e], "language": ["en", "en"], "situation": turns[e], "speaker_utterance": turns[e],
-        "listener_reply": ["That sounds frustrating.", "I'm sorry, that is a lot."], "split": ["test", "test"],
-    }) for e in context.partition_keys}
+    turns = {
+        "anger": [
+            "My neighbour parked across my driveway again.",
+            "They cancelled my flight with no notice.",
+        ],
+        "annoyance": ["The printer jammed for the fifth time today.", "My roommate never washes the dishes."],
+    }
+    return {
+        e: pl.DataFrame(
+            {
+                "dialogue_id": [f"{e}-{i}" for i in range(2)],
+                "situation_id": [f"{e}-s{i}" for i in range(2)],
+                "emotion": [e, e],
+                "language": ["en", "en"],
+                "situation": turns[e],
+                "speaker_utterance": turns[e],
+                "listener_reply": ["That sounds frustrating.", "I'm sorry, that is a lot."],
+                "split": ["test", "test"],
+            }
+        )
+        for e in context.partition_keys
+    }
 
 
 @pytest.mark.timeout(240)
@@ -465,32 +539,58 @@ def test_bad_replies_reach_test_generations_and_judge_metadata(resources, data_r
     from empathy_dag.defs.generate.resources import ServerTextGenerator
     from empathy_dag.defs.partitions import emotion_partitions, single_run
 
-    splits = asset(name="dataset_splits", partitions_def=emotion_partitions, backfill_policy=single_run,
-                   io_manager_key="parquet_io_manager")(_two_test_rows_per_emotion)
+    splits = asset(
+        name="dataset_splits",
+        partitions_def=emotion_partitions,
+        backfill_policy=single_run,
+        io_manager_key="parquet_io_manager",
+    )(_two_test_rows_per_emotion)
     cache_dir = str(data_root / "generation_cache")
     tags = {"dagster/asset_partition_range_start": "anger", "dagster/asset_partition_range_end": "annoyance"}
     with StubServer([("ok",)]) as stub, instance_for_test() as instance:
-        resources["text_generator"] = ServerTextGenerator(server=OpenAICompatibleBackend(
-            base_url=stub.url, model="stub", max_in_flight=1, max_retries=1, cache_dir=cache_dir), cache_dir=cache_dir)
+        resources["text_generator"] = ServerTextGenerator(
+            server=OpenAICompatibleBackend(
+                base_url=stub.url, model="stub", max_in_flight=1, max_retries=1, cache_dir=cache_dir
+            ),
+            cache_dir=cache_dir,
+        )
         resources["evaluation"] = EvaluationConfig(
             # A hosted system and a hosted judge: nothing is loaded here.
-            systems=[], extra_systems=[ExtraSystem(name="hosted", source="stub-weights")], max_new_tokens=12,
-            max_items_per_emotion=2, min_items_per_emotion=1, judge_scoring="probabilities", judge_max_items=2,
-            served_models={"hosted": "stub", "judge": "stub"})
+            systems=[],
+            extra_systems=[ExtraSystem(name="hosted", source="stub-weights")],
+            max_new_tokens=12,
+            max_items_per_emotion=2,
+            min_items_per_emotion=1,
+            judge_scoring="probabilities",
+            judge_max_items=2,
+            served_models={"hosted": "stub", "judge": "stub"},
+        )
         stub.script = [("ok",), ("raw", b"{not json"), ("raw", b"{not json"), ("ok",)]  # the 2nd prompt fails
-        run = materialize([splits, ev.evaluation_set, ev.test_generations], resources=resources, tags=tags,
-                          instance=instance)
+        run = materialize(
+            [splits, ev.evaluation_set, ev.test_generations],
+            resources=resources,
+            tags=tags,
+            instance=instance,
+        )
         meta = run.asset_materializations_for_node("test_generations")[0].metadata
         assert meta["failed_prompts"].value == 1
         base = meta["systems"].value["hosted"]
-        assert base["failed_prompts"] == 1 and base["failed_by_kind"] == {"not_json": 1} and base["generated"] == 3
+        assert (
+            base["failed_prompts"] == 1
+            and base["failed_by_kind"] == {"not_json": 1}
+            and base["generated"] == 3
+        )
         assert "not JSON" in base["first_error"] and stub.url in base["first_error"]
         # The failed prompt has no row (not an empty prediction the metrics would score): 3 of the 4 items.
         assert meta["dagster/row_count"].value == 3 and len(base["failed_item_ids"]) == 1
         table = pl.concat(run.output_for_node("test_generations").values())
-        assert base["failed_item_ids"][0] not in table["item_id"].to_list() and table["prediction"].str.len_chars().min() > 0
-        assert materialize([ev.external_predictions, ev.evaluation_items], resources=resources,
-                           instance=instance).success
+        assert (
+            base["failed_item_ids"][0] not in table["item_id"].to_list()
+            and table["prediction"].str.len_chars().min() > 0
+        )
+        assert materialize(
+            [ev.external_predictions, ev.evaluation_items], resources=resources, instance=instance
+        ).success
 
         good = ("logprobs", {"4": math.log(0.7), "5": math.log(0.2)})
         stub.script = [good, ("ok",), ("ok",), good]  # the judge's 2nd prompt: no logprobs, twice
@@ -509,9 +609,16 @@ def test_sharded_generation_keeps_per_prompt_errors_at_their_call_positions(tmp_
     from empathy_dag.generate.sharded import ShardedGenerator
 
     with StubServer([("raw", b"{not json")]) as bad, StubServer([("ok",)]) as good:
-        gen = OpenAICompatibleBackend(base_url=bad.url, more_base_urls=[good.url], model="stub", cache_id="w",
-                                      cache_dir=str(tmp_path / "c"), chunk_size=1, max_in_flight=1,
-                                      max_retries=1).get_generator()
+        gen = OpenAICompatibleBackend(
+            base_url=bad.url,
+            more_base_urls=[good.url],
+            model="stub",
+            cache_id="w",
+            cache_dir=str(tmp_path / "c"),
+            chunk_size=1,
+            max_in_flight=1,
+            max_retries=1,
+        ).get_generator()
         assert isinstance(gen, ShardedGenerator)
         texts = ["a", "b", "c", "d", "a"]
         replies = gen.generate([conv(t) for t in texts], SETTINGS)
@@ -522,5 +629,8 @@ def test_sharded_generation_keeps_per_prompt_errors_at_their_call_positions(tmp_
     assert (0 in failed) == (4 in failed)  # the duplicate shares its first's fate
     per = gen.last_stats["per_endpoint"]
     assert gen.last_stats["failed_prompts"] == len(failed)
-    assert per[bad.url]["failed_prompts"] == len({texts[i] for i in failed}) and per[good.url]["failed_prompts"] == 0
+    assert (
+        per[bad.url]["failed_prompts"] == len({texts[i] for i in failed})
+        and per[good.url]["failed_prompts"] == 0
+    )
     assert bad.completions == 2 * per[bad.url]["replies"]  # each of its prompts asked twice (max_retries=1)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(240)
 ITEMS = 6  # prompts of the partition
 FINISHED_BEFORE_KILL = 3  # the stub answers these, then every later request hangs
 
-CHILD = textwrap.dedent('''
+CHILD = textwrap.dedent("""
     import sys
     from dagster import DagsterInstance, materialize
     from empathy_dag.defs.profiles import local_resources
@@ -44,12 +44,17 @@ CHILD = textwrap.dedent('''
         run_config={"ops": {"brainstormed_situations": {"config": {"per_emotion": items}}}},
     )
     print("DONE" if result.success else "FAILED", flush=True)
-''')
+""")
 
 
 def _start(root: Path, url: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(root), url, str(ITEMS)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root), url, str(ITEMS)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
 
 
 def _cached(root: Path) -> dict[str, str]:
@@ -73,8 +78,13 @@ def _prepare(root: Path) -> None:
     resources = local_resources(root)
     instance = DagsterInstance.ephemeral()
     assert materialize([emotion_taxonomy, ingest_corpus], resources=resources, instance=instance).success
-    assert materialize([emotion_taxonomy, ingest_corpus, situations], selection=[situations], partition_key="joy",
-                       resources=resources, instance=instance).success
+    assert materialize(
+        [emotion_taxonomy, ingest_corpus, situations],
+        selection=[situations],
+        partition_key="joy",
+        resources=resources,
+        instance=instance,
+    ).success
 
 
 def _partition(root: Path) -> pl.DataFrame:
@@ -94,7 +104,9 @@ def test_sigkill_during_a_generation_partition_then_rerun_resumes_from_the_cache
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "the finished replies never reached the cache"
             time.sleep(0.2)
-        assert stub.completions > FINISHED_BEFORE_KILL  # requests were still in flight: a real mid-partition kill
+        assert (
+            stub.completions > FINISHED_BEFORE_KILL
+        )  # requests were still in flight: a real mid-partition kill
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL

@@ -27,32 +27,54 @@ from empathy_dag.ingest.records import dialogue_id
 pytestmark = pytest.mark.slow
 
 # admiration and amusement are adjacent in taxonomy order, so one range covers exactly them.
-RANGE = {"dagster/asset_partition_range_start": "admiration", "dagster/asset_partition_range_end": "amusement"}
+RANGE = {
+    "dagster/asset_partition_range_start": "admiration",
+    "dagster/asset_partition_range_end": "amusement",
+}
 GENERATE = [brainstormed_situations, speaker_explanations, synthetic_dialogues]
-RUN_CONFIG = {"ops": {
-    "brainstormed_situations": {"config": {"per_emotion": 2, "max_new_tokens": 40, "domain": "chronic illness"}},
-    "speaker_explanations": {"config": {"max_new_tokens": 48}},
-    "synthetic_dialogues": {"config": {"max_new_tokens": 40}},
-    "curated_dialogues": {"config": {"emotion_consistency": "auto", "min_chars": 8}},
-}}
+RUN_CONFIG = {
+    "ops": {
+        "brainstormed_situations": {
+            "config": {"per_emotion": 2, "max_new_tokens": 40, "domain": "chronic illness"}
+        },
+        "speaker_explanations": {"config": {"max_new_tokens": 48}},
+        "synthetic_dialogues": {"config": {"max_new_tokens": 40}},
+        "curated_dialogues": {"config": {"emotion_consistency": "auto", "min_chars": 8}},
+    }
+}
 
 
 def _meta(result, name):
-    return {k: getattr(v, "value", v) for k, v in result.asset_materializations_for_node(name)[0].metadata.items()}
+    return {
+        k: getattr(v, "value", v) for k, v in result.asset_materializations_for_node(name)[0].metadata.items()
+    }
 
 
 def test_synthetic_chain_and_cache(resources, data_root, base_model_dir):
-    resources = {**resources, "text_generator": TextGenerator(
-        source=str(base_model_dir), device="cpu", batch_size=8, threads=1, cache_dir=str(data_root / "generation_cache"),
-    )}
+    resources = {
+        **resources,
+        "text_generator": TextGenerator(
+            source=str(base_model_dir),
+            device="cpu",
+            batch_size=8,
+            threads=1,
+            cache_dir=str(data_root / "generation_cache"),
+        ),
+    }
     instance = DagsterInstance.ephemeral()
     assert materialize([emotion_taxonomy, ingest_corpus], resources=resources, instance=instance).success
     upstream = [emotion_taxonomy, ingest_corpus, situations, dialogues]
     chain = [*GENERATE, curated_dialogues]
     assets = [*upstream, *chain, base_model, emotion_classifier, goemotions_examples]
 
-    first = materialize(assets, selection=[situations, dialogues, *chain], resources=resources,
-                        instance=instance, tags=RANGE, run_config=RUN_CONFIG)
+    first = materialize(
+        assets,
+        selection=[situations, dialogues, *chain],
+        resources=resources,
+        instance=instance,
+        tags=RANGE,
+        run_config=RUN_CONFIG,
+    )
     assert first.success
     brainstorm = _meta(first, "brainstormed_situations")
     assert brainstorm["prompts"] == 4 and brainstorm["generated"] == 4 and brainstorm["cache_hits"] == 0
@@ -60,10 +82,18 @@ def test_synthetic_chain_and_cache(resources, data_root, base_model_dir):
     assert brainstorm["prompt_version"] == load_template("brainstorm_situation").version
 
     parquet = data_root / "parquet"
-    synth = pl.concat([pl.read_parquet(parquet / "synthetic_dialogues" / f"{e}.parquet")
-                       for e in ("admiration", "amusement")])
-    brainstormed = pl.concat([pl.read_parquet(parquet / "brainstormed_situations" / f"{e}.parquet")
-                              for e in ("admiration", "amusement")])
+    synth = pl.concat(
+        [
+            pl.read_parquet(parquet / "synthetic_dialogues" / f"{e}.parquet")
+            for e in ("admiration", "amusement")
+        ]
+    )
+    brainstormed = pl.concat(
+        [
+            pl.read_parquet(parquet / "brainstormed_situations" / f"{e}.parquet")
+            for e in ("admiration", "amusement")
+        ]
+    )
     # Dropped empty outputs are counted, and what is kept is accounted for.
     assert brainstormed.height + brainstorm["empty_outputs"] == 4
     assert synth.height >= 1
@@ -72,14 +102,21 @@ def test_synthetic_chain_and_cache(resources, data_root, base_model_dir):
     assert (synth["generator"] == brainstormed["generator"][0]).all()
     assert synth["prompt_version"][0] == load_template("listener_reply").version
     row = synth.row(0, named=True)
-    assert row["dialogue_id"] == dialogue_id(row["situation_id"], row["speaker_utterance"], row["listener_reply"])
+    assert row["dialogue_id"] == dialogue_id(
+        row["situation_id"], row["speaker_utterance"], row["listener_reply"]
+    )
 
     curated_meta = _meta(first, "curated_dialogues")
-    curated = pl.concat([pl.read_parquet(parquet / "curated_dialogues" / f"{e}.parquet")
-                         for e in ("admiration", "amusement")])
-    corpus = pl.concat([pl.read_parquet(parquet / "dialogues" / f"{e}.parquet") for e in ("admiration", "amusement")])
-    report = pl.concat([pl.read_parquet(parquet / "filter_report" / f"{e}.parquet")
-                        for e in ("admiration", "amusement")], how="diagonal_relaxed")
+    curated = pl.concat(
+        [pl.read_parquet(parquet / "curated_dialogues" / f"{e}.parquet") for e in ("admiration", "amusement")]
+    )
+    corpus = pl.concat(
+        [pl.read_parquet(parquet / "dialogues" / f"{e}.parquet") for e in ("admiration", "amusement")]
+    )
+    report = pl.concat(
+        [pl.read_parquet(parquet / "filter_report" / f"{e}.parquet") for e in ("admiration", "amusement")],
+        how="diagonal_relaxed",
+    )
     assert set(corpus.columns) <= set(curated.columns) and {"origin", "generator"} <= set(curated.columns)
     n_synth = curated.filter(pl.col("origin") == "synthetic").height
     # Every synthetic row is either kept or in the report with a reason; corpus rows are all kept.
@@ -89,15 +126,20 @@ def test_synthetic_chain_and_cache(resources, data_root, base_model_dir):
     # No classifier was trained in this data root: the consistency filter says it was skipped.
     assert "skipped" in str(curated_meta["emotion_consistency"])
 
-    second = materialize(assets, selection=chain, resources=resources, instance=instance, tags=RANGE,
-                         run_config=RUN_CONFIG)
+    second = materialize(
+        assets, selection=chain, resources=resources, instance=instance, tags=RANGE, run_config=RUN_CONFIG
+    )
     assert second.success
     for name in ("brainstormed_situations", "speaker_explanations", "synthetic_dialogues"):
         meta = _meta(second, name)
         assert meta["generated"] == 0 and meta["new_tokens"] == 0, (name, meta)
         assert meta["cache_hits"] == meta["prompts"] > 0
-    synth_again = pl.concat([pl.read_parquet(parquet / "synthetic_dialogues" / f"{e}.parquet")
-                             for e in ("admiration", "amusement")])
+    synth_again = pl.concat(
+        [
+            pl.read_parquet(parquet / "synthetic_dialogues" / f"{e}.parquet")
+            for e in ("admiration", "amusement")
+        ]
+    )
     assert synth_again.sort("dialogue_id").equals(synth.sort("dialogue_id"))
 
 
@@ -108,24 +150,43 @@ def test_large_generation_runs_as_a_pipes_step_with_the_same_replies(tmp_path, b
     from empathy_dag.defs.profiles import local_resources
 
     def run(root, min_prompts):
-        resources = {**local_resources(root), "text_generator": TextGenerator(
-            source=str(base_model_dir), device="cpu", batch_size=8, threads=1,
-            cache_dir=str(root / "generation_cache"), heavy_step_min_prompts=min_prompts)}
+        resources = {
+            **local_resources(root),
+            "text_generator": TextGenerator(
+                source=str(base_model_dir),
+                device="cpu",
+                batch_size=8,
+                threads=1,
+                cache_dir=str(root / "generation_cache"),
+                heavy_step_min_prompts=min_prompts,
+            ),
+        }
         instance = DagsterInstance.ephemeral()
         assets = [emotion_taxonomy, ingest_corpus, situations, dialogues, brainstormed_situations, base_model]
-        result = materialize(assets, selection=[emotion_taxonomy, ingest_corpus, situations, brainstormed_situations],
-                             resources=resources, instance=instance, tags=RANGE,
-                             run_config={"ops": {"brainstormed_situations": RUN_CONFIG["ops"]["brainstormed_situations"]}})
+        result = materialize(
+            assets,
+            selection=[emotion_taxonomy, ingest_corpus, situations, brainstormed_situations],
+            resources=resources,
+            instance=instance,
+            tags=RANGE,
+            run_config={"ops": {"brainstormed_situations": RUN_CONFIG["ops"]["brainstormed_situations"]}},
+        )
         assert result.success
-        frame = pl.concat([pl.read_parquet(root / "parquet" / "brainstormed_situations" / f"{e}.parquet")
-                           for e in ("admiration", "amusement")])
+        frame = pl.concat(
+            [
+                pl.read_parquet(root / "parquet" / "brainstormed_situations" / f"{e}.parquet")
+                for e in ("admiration", "amusement")
+            ]
+        )
         logs = [e.message for e in instance.all_logs(result.run_id)]
         return frame.sort("situation_id"), _meta(result, "brainstormed_situations"), logs
 
     in_process, _, logs = run(tmp_path / "a", 0)
     assert not any("through Dagster Pipes" in m for m in logs)
     piped, meta, logs = run(tmp_path / "b", 1)
-    assert any("heavy step empathy_dag.generate.steps:generate_prompts through Dagster Pipes" in m for m in logs)
+    assert any(
+        "heavy step empathy_dag.generate.steps:generate_prompts through Dagster Pipes" in m for m in logs
+    )
     assert any("generating 4 replies" in m for m in logs)  # the step's own log line, through Pipes
     assert meta["generated"] == 4 and meta["cache_hits"] == 0
     assert piped["situation"].to_list() == in_process["situation"].to_list()

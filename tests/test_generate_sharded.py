@@ -18,19 +18,37 @@ from tests.moto_server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-MISSING = [m for m in ("llama_cpp", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
-           if importlib.util.find_spec(m) is None]
+MISSING = [
+    m
+    for m in ("llama_cpp", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+    if importlib.util.find_spec(m) is None
+]
 if MISSING:
-    pytest.skip(f"llama-cpp-python[server] not installed (missing {', '.join(MISSING)})", allow_module_level=True)
+    pytest.skip(
+        f"llama-cpp-python[server] not installed (missing {', '.join(MISSING)})", allow_module_level=True
+    )
 
 SETTINGS = GenerationSettings(max_new_tokens=5, temperature=0.7, top_p=0.9, seed=3)
-TOPICS = ("my dog died", "I got the job", "nobody came to my party", "my scan was clear", "I failed my exam",
-          "my sister had a baby", "I lost my wallet", "my friend lied to me")
+TOPICS = (
+    "my dog died",
+    "I got the job",
+    "nobody came to my party",
+    "my scan was clear",
+    "I failed my exam",
+    "my sister had a baby",
+    "I lost my wallet",
+    "my friend lied to me",
+)
 
 
 def _conversations(tag: str):
-    return [[{"role": "system", "content": "You are a caring listener. Answer in one sentence."},
-             {"role": "user", "content": f"{tag}: {t}."}] for t in TOPICS]
+    return [
+        [
+            {"role": "system", "content": "You are a caring listener. Answer in one sentence."},
+            {"role": "user", "content": f"{tag}: {t}."},
+        ]
+        for t in TOPICS
+    ]
 
 
 def _stop(proc) -> None:
@@ -49,8 +67,12 @@ def two_servers():
     try:
         for _ in range(2):
             port = free_port()
-            procs.append((start_llama_server(gguf, port, alias="smollm2", n_ctx=512, n_threads=1),
-                          f"http://127.0.0.1:{port}/v1"))
+            procs.append(
+                (
+                    start_llama_server(gguf, port, alias="smollm2", n_ctx=512, n_threads=1),
+                    f"http://127.0.0.1:{port}/v1",
+                )
+            )
         yield procs
     finally:
         for proc, _ in procs:
@@ -58,9 +80,17 @@ def two_servers():
 
 
 def _backend(urls, cache_dir) -> OpenAICompatibleBackend:
-    return OpenAICompatibleBackend(base_url=urls[0], more_base_urls=urls[1:], model="smollm2", cache_id="smollm2-q8",
-                                   cache_dir=str(cache_dir), chunk_size=1, max_in_flight=1, timeout_s=60,
-                                   max_retries=1)
+    return OpenAICompatibleBackend(
+        base_url=urls[0],
+        more_base_urls=urls[1:],
+        model="smollm2",
+        cache_id="smollm2-q8",
+        cache_dir=str(cache_dir),
+        chunk_size=1,
+        max_in_flight=1,
+        timeout_s=60,
+        max_retries=1,
+    )
 
 
 def test_two_servers_share_the_work_and_a_lost_one_loses_no_finished_reply(two_servers, tmp_path):

@@ -30,7 +30,9 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in PACKAGE.rglob("*.py") if "_shipped" not in p.parts}
 
 
-def _targets(module: str, path: Path, node: ast.Import | ast.ImportFrom, modules: dict[str, Path]) -> list[str]:
+def _targets(
+    module: str, path: Path, node: ast.Import | ast.ImportFrom, modules: dict[str, Path]
+) -> list[str]:
     """The project modules one import statement loads (`from pkg import mod` names the module itself)."""
     if isinstance(node, ast.Import):
         names = [a.name for a in node.names]
@@ -118,7 +120,9 @@ def test_cycle_finder_finds_a_cycle_hidden_in_a_function():
 def test_the_project_has_no_import_cycle_even_through_function_level_imports():
     graph, _ = import_graph()
     assert len(graph) > 50  # the walk found the package
-    assert cycles(graph) == [], "import cycle (function-level imports included): move the shared code down a layer"
+    assert cycles(graph) == [], (
+        "import cycle (function-level imports included): move the shared code down a layer"
+    )
 
 
 def test_no_function_level_imports_of_the_project():
@@ -126,7 +130,8 @@ def test_no_function_level_imports_of_the_project():
     where = "\n".join(f"{m}:{line} -> {t}" for m, t, line in sorted(function_level))
     assert len(function_level) <= FUNCTION_LEVEL_IMPORT_BUDGET, (
         f"{len(function_level)} function-level imports of empathy_dag modules (budget "
-        f"{FUNCTION_LEVEL_IMPORT_BUDGET}); import at module level instead:\n{where}")
+        f"{FUNCTION_LEVEL_IMPORT_BUDGET}); import at module level instead:\n{where}"
+    )
 
 
 def _in_definitions_layer(module: str) -> bool:
@@ -136,8 +141,13 @@ def _in_definitions_layer(module: str) -> bool:
 def test_the_library_layer_never_imports_the_definitions_layer():
     graph, _ = import_graph()
     assert any(_in_definitions_layer(m) for m in graph), "the walk found the definitions layer"
-    upward = sorted(f"{m} -> {t}" for m, targets in graph.items() if not _in_definitions_layer(m)
-                    for t in targets if _in_definitions_layer(t))
+    upward = sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        if not _in_definitions_layer(m)
+        for t in targets
+        if _in_definitions_layer(t)
+    )
     # The command line is the one entry point above both layers: it launches the definitions.
     upward = [edge for edge in upward if not edge.startswith("empathy_dag.cli ")]
     assert upward == [], "library modules importing the definitions layer:\n" + "\n".join(upward)
@@ -148,10 +158,20 @@ def test_definitions_import_no_heavy_library():
     import subprocess
     import sys
 
-    heavy = ("torch", "transformers", "peft", "trl", "lingua", "matplotlib", "sentence_transformers", "bert_score")
-    code = ("import sys, empathy_dag.definitions; "
-            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)
+    heavy = (
+        "torch",
+        "transformers",
+        "peft",
+        "trl",
+        "lingua",
+        "matplotlib",
+        "sentence_transformers",
+        "bert_score",
+    )
+    code = f"import sys, empathy_dag.definitions; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "", f"import empathy_dag.definitions loaded {out.stdout.strip()}"
 
 
@@ -160,23 +180,36 @@ def test_definitions_import_no_heavy_library():
 # and the Pipes external side (`pipes.py`) rebuilds a ModelStore. `train/config.py`: the training configs
 # are Dagster `Config`s that the Pipes step rebuilds from JSON. `cli.py`, `demo.py`: the command line, which launches the
 # definitions.
-LIBRARY_MODULES_IMPORTING_DAGSTER = {"empathy_dag.resources", "empathy_dag.train.config",
-                                     "empathy_dag.cli", "empathy_dag.demo"}
+LIBRARY_MODULES_IMPORTING_DAGSTER = {
+    "empathy_dag.resources",
+    "empathy_dag.train.config",
+    "empathy_dag.cli",
+    "empathy_dag.demo",
+}
 
 
 def _imports_dagster(path: Path) -> bool:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                 else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom) and not node.level
+            else []
+        )
         if any(n == "dagster" or n.startswith("dagster.") for n in names):  # dagster_pipes, dagster_aws: fine
             return True
     return False
 
 
 def test_the_library_layer_is_dagster_free_but_for_the_listed_modules():
-    importing = {m for m, path in _modules().items() if not _in_definitions_layer(m) and _imports_dagster(path)}
+    importing = {
+        m for m, path in _modules().items() if not _in_definitions_layer(m) and _imports_dagster(path)
+    }
     assert importing <= LIBRARY_MODULES_IMPORTING_DAGSTER, (
         f"library modules importing dagster: {sorted(importing - LIBRARY_MODULES_IMPORTING_DAGSTER)}; "
-        "put the Dagster side in empathy_dag/defs/<stage>/")
+        "put the Dagster side in empathy_dag/defs/<stage>/"
+    )
     assert importing == LIBRARY_MODULES_IMPORTING_DAGSTER, (
-        f"{sorted(LIBRARY_MODULES_IMPORTING_DAGSTER - importing)} no longer import dagster: shrink the list")
+        f"{sorted(LIBRARY_MODULES_IMPORTING_DAGSTER - importing)} no longer import dagster: shrink the list"
+    )

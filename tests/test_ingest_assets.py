@@ -13,7 +13,10 @@ from empathy_dag.defs.warehouse.assets import SQL_DIR, build_sql_model_assets
 from empathy_dag.taxonomy import EMOTIONS
 from tests.conftest import FIXTURES
 
-RANGE_ALL = {"dagster/asset_partition_range_start": EMOTIONS[0], "dagster/asset_partition_range_end": EMOTIONS[-1]}
+RANGE_ALL = {
+    "dagster/asset_partition_range_start": EMOTIONS[0],
+    "dagster/asset_partition_range_end": EMOTIONS[-1],
+}
 
 
 def test_one_partition_with_landing_files_and_quarantine(resources, data_root):
@@ -39,7 +42,9 @@ def test_one_partition_with_landing_files_and_quarantine(resources, data_root):
     corpus_meta = upstream.asset_materializations_for_node("ingest_corpus")
     meta = {m.asset_key.to_user_string(): m.metadata for m in corpus_meta}
     rows = meta["corpus_rows"]
-    assert rows["rows_in"].value == rows["valid"].value + rows["quarantined_rows"].value + rows["skipped"].value
+    assert (
+        rows["rows_in"].value == rows["valid"].value + rows["quarantined_rows"].value + rows["skipped"].value
+    )
     assert rows["rejected_files"].value == 0
 
     with duckdb.connect(str(data_root / "warehouse.duckdb"), read_only=True) as conn:
@@ -83,8 +88,9 @@ def test_main_ingest_selection_runs_all_28_partitions_in_one_run(resources, data
         assert files == sorted(EMOTIONS)
     # What the UI's Columns section and table name show, for a run over all partitions at once (which
     # dagster-polars' own per-output metadata does not cover) and for a SQL model.
-    situations_md = next(m for m in result.get_asset_materialization_events()
-                         if m.asset_key == AssetKey("situations")).materialization.metadata
+    situations_md = next(
+        m for m in result.get_asset_materialization_events() if m.asset_key == AssetKey("situations")
+    ).materialization.metadata
     columns = {c.name: c for c in situations_md["dagster/column_schema"].schema.columns}
     assert {"situation_id", "emotion", "situation", "language"} <= set(columns)
     assert columns["situation_id"].description and columns["situation_id"].type == "String"

@@ -89,14 +89,20 @@ def test_every_file_is_accounted_for(corpus):
 
 def test_landing_scan_decides_every_path_without_raising(corpus):
     landing, kinds, _ = corpus
-    decisions, cursor = scan_landing_zone(LocalLandingZone(landing), LandingCursor(), taxonomy=TAX, limits=LIMITS)
+    decisions, cursor = scan_landing_zone(
+        LocalLandingZone(landing), LandingCursor(), taxonomy=TAX, limits=LIMITS
+    )
     outcomes = {d.file.name: d.outcome for d in decisions}
     expected = {printable_name(k): v for k, v in every(kinds, "status").items()}
     assert set(outcomes) == set(expected)
     assert "error" not in outcomes.values()
     for name, status in expected.items():
-        want = {"ingested": {"accepted", "duplicate_content", "rejected"}, "rejected": {"rejected"},
-                "skipped": {"skipped"}, "refused": {"refused"}}[status]
+        want = {
+            "ingested": {"accepted", "duplicate_content", "rejected"},
+            "rejected": {"rejected"},
+            "skipped": {"skipped"},
+            "refused": {"refused"},
+        }[status]
         assert outcomes[name] in want, (name, outcomes[name])
     # A second scan from the cursor has nothing to say: every path was logged once.
     again, _ = scan_landing_zone(LocalLandingZone(landing), cursor, taxonomy=TAX, limits=LIMITS)
@@ -121,11 +127,16 @@ def test_ingest_asset_and_landing_tick_on_the_corpus(resources, data_root, tmp_p
     landing = data_root / "landing"
     kinds = write_corpus(landing, tmp_path / "outside")
     base = resources["corpus_sources"]
-    sources = CorpusSources(seed_dir=base.seed_dir, landing_dir=str(landing), archive_dir=base.archive_dir,
-                            max_file_mb=MAX_FILE_MB)
+    sources = CorpusSources(
+        seed_dir=base.seed_dir,
+        landing_dir=str(landing),
+        archive_dir=base.archive_dir,
+        max_file_mb=MAX_FILE_MB,
+    )
     run_resources = {**resources, "corpus_sources": sources}
-    result = materialize([emotion_taxonomy, ingest_corpus], resources=run_resources,
-                         instance=DagsterInstance.ephemeral())
+    result = materialize(
+        [emotion_taxonomy, ingest_corpus], resources=run_resources, instance=DagsterInstance.ephemeral()
+    )
     assert result.success
     corpus = pl.read_parquet(data_root / "parquet" / "corpus_rows.parquet")
     landed = set(corpus.filter(pl.col("source_file").str.contains("/landing/"))["situation"])

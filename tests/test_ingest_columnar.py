@@ -82,28 +82,82 @@ def test_bad_input_corpus_same_outcome_as_rowwise(tmp_path):
 
 
 def _hostile_rows() -> list[dict | bytes]:
-    base = {"emotion": "relief", "situation": "The biopsy came back benign this morning.",
-            "speaker_utterance": "It was benign!", "listener_reply": "What a weight off your shoulders.",
-            "domain": "oncology"}
+    base = {
+        "emotion": "relief",
+        "situation": "The biopsy came back benign this morning.",
+        "speaker_utterance": "It was benign!",
+        "listener_reply": "What a weight off your shoulders.",
+        "domain": "oncology",
+    }
     out: list = []
 
     def add(**kw):
         row = {**base, "situation": f"{base['situation']} ({len(out)})", **kw}
         out.append({k: v for k, v in row.items() if v is not ...})
 
-    for field in ("emotion", "situation", "speaker_utterance", "listener_reply", "language", "domain", "source"):
-        for value in (12, 1.5, True, ["a", "list"], {"a": 1}, None, "", "   ", "\u3000\u2028", "\x1c\x1d",
-                      "\x00nul", "bell\x07", "repl\ufffdchar", "x" * 201, ...):
+    for field in (
+        "emotion",
+        "situation",
+        "speaker_utterance",
+        "listener_reply",
+        "language",
+        "domain",
+        "source",
+    ):
+        for value in (
+            12,
+            1.5,
+            True,
+            ["a", "list"],
+            {"a": 1},
+            None,
+            "",
+            "   ",
+            "\u3000\u2028",
+            "\x1c\x1d",
+            "\x00nul",
+            "bell\x07",
+            "repl\ufffdchar",
+            "x" * 201,
+            ...,
+        ):
             add(**{field: value})
-    for text in ("a", "ab", "  ab  ", "a\u200bb", "x" * 2000, "x" * 2001, "e\u0301 accent", "\uff21\uff22\uff23 wide",
-                 "tab\tand\nnewline\r\n", "nbsp\xa0here\u2003em", "rtl \u202eevil\u202c text", "soft\xadhyphen",
-                 "zwj \u200d emoji \U0001f469\u200d\U0001f4bb", "\u0130stanbul \u03a3\u0391\u03a3", "\x85next line",
-                 "ﬁ ligature and \u2167", "\ufeffbom inside"):
+    for text in (
+        "a",
+        "ab",
+        "  ab  ",
+        "a\u200bb",
+        "x" * 2000,
+        "x" * 2001,
+        "e\u0301 accent",
+        "\uff21\uff22\uff23 wide",
+        "tab\tand\nnewline\r\n",
+        "nbsp\xa0here\u2003em",
+        "rtl \u202eevil\u202c text",
+        "soft\xadhyphen",
+        "zwj \u200d emoji \U0001f469\u200d\U0001f4bb",
+        "\u0130stanbul \u03a3\u0391\u03a3",
+        "\x85next line",
+        "ﬁ ligature and \u2167",
+        "\ufeffbom inside",
+    ):
         add(situation=text)
         add(speaker_utterance=text, listener_reply=text)
         add(domain=text, source=text)
-    for token in (*CHAT_CONTROL_TOKENS, "<|eot_id|>", "[INST]", "[/INST]", "<<SYS>>", "</s>", "<s>", "<<|im_end|>|>",
-                  "<| spaced|>", "<|\u3000x|>", "<|" + "a" * 65 + "|>", "<|im_start|><|im_end|>"):
+    for token in (
+        *CHAT_CONTROL_TOKENS,
+        "<|eot_id|>",
+        "[INST]",
+        "[/INST]",
+        "<<SYS>>",
+        "</s>",
+        "<s>",
+        "<<|im_end|>|>",
+        "<| spaced|>",
+        "<|\u3000x|>",
+        "<|" + "a" * 65 + "|>",
+        "<|im_start|><|im_end|>",
+    ):
         add(situation=f"my notes said {token} there", domain=f"d {token}", speaker_utterance=f"s {token}")
     for label in ("RELIEF", " relief ", "terrified", "Terrified", "hangry", "İ", "\u00a0joy", "joy\u2028"):
         add(emotion=label)
@@ -120,7 +174,9 @@ def _hostile_rows() -> list[dict | bytes]:
     out.append(dict(base))  # duplicate of the row before
     out.append({**base, "situation": base["situation"].upper()})  # same situation id, another dialogue id
     out.append({**base, "speaker_utterance": None, "listener_reply": None})  # a situation-only row
-    out.append({**base, "speaker_utterance": None, "listener_reply": None, "domain": "other"})  # its duplicate
+    out.append(
+        {**base, "speaker_utterance": None, "listener_reply": None, "domain": "other"}
+    )  # its duplicate
     out.append(b'{"emotion": "relief", "situation": "bad \\ud800 surrogate"}')
     out.append('{"emotion": "relief", "situation": "Caf\xe9 latin-1 byte"}'.encode("latin-1"))
     out.append(b'{"emotion": "relief", "situation": "Fine text", "domain": "\\udcff"}')
@@ -131,20 +187,39 @@ def _hostile_rows() -> list[dict | bytes]:
 
 
 def _hostile_jsonl() -> bytes:
-    lines = [r if isinstance(r, bytes) else json.dumps(r, ensure_ascii=False).encode() for r in _hostile_rows()]
+    lines = [
+        r if isinstance(r, bytes) else json.dumps(r, ensure_ascii=False).encode() for r in _hostile_rows()
+    ]
     return b"\n".join(lines) + b"\n"
 
 
-@pytest.mark.parametrize("limits", [ValidationLimits(), ValidationLimits(min_text_chars=0, max_text_chars=60),
-                                    ValidationLimits(detect_declared_language=False)])
+@pytest.mark.parametrize(
+    "limits",
+    [
+        ValidationLimits(),
+        ValidationLimits(min_text_chars=0, max_text_chars=60),
+        ValidationLimits(detect_declared_language=False),
+    ],
+)
 def test_hostile_rows_same_outcome_as_rowwise(limits):
     rows = READERS["jsonl"](_hostile_jsonl(), "hostile.jsonl")
     seen: tuple[dict, dict] = ({}, {})
     new, old = _both(rows, limits, seen)
     assert_same(new, old, "hostile.jsonl")
     codes = {q.reason_code for q in new.quarantined}
-    assert {"wrong_type", "bad_encoding", "control_characters", "too_long", "unknown_emotion", "empty_text",
-            "half_dialogue", "duplicate_id", "unknown_language", "invalid_json", "not_an_object"} <= codes, codes
+    assert {
+        "wrong_type",
+        "bad_encoding",
+        "control_characters",
+        "too_long",
+        "unknown_emotion",
+        "empty_text",
+        "half_dialogue",
+        "duplicate_id",
+        "unknown_language",
+        "invalid_json",
+        "not_an_object",
+    } <= codes, codes
     assert new.n_valid > 50 and new.normalised["control_tokens_neutralised"] > 10
     # A second file against the ids of the first: every repeated row is a cross-file duplicate.
     again_new, again_old = _both(rows, limits, seen, name="again.jsonl")
@@ -155,8 +230,10 @@ def test_hostile_rows_same_outcome_as_rowwise(limits):
 def test_ed_readers_same_outcome_as_rowwise():
     fixture = Path(__file__).parent / "fixtures" / "ed_raw_sample.csv"
     data = fixture.read_bytes()
-    for fmt, rows in (("ed_raw", READERS["ed_raw"](data, fixture.name)),
-                      ("csv", READERS["csv"](b"emotion,situation\njoy,fine day\n,x\njoy,a,b\n", "u.csv"))):
+    for fmt, rows in (
+        ("ed_raw", READERS["ed_raw"](data, fixture.name)),
+        ("csv", READERS["csv"](b"emotion,situation\njoy,fine day\n,x\njoy,a,b\n", "u.csv")),
+    ):
         new, old = _both(rows, ValidationLimits(), ({}, {}), name=fmt)
         assert_same(new, old, fmt)
         assert new.n_valid
@@ -169,15 +246,18 @@ def test_python_whitespace_class_is_pythons():
 
 
 def test_fallback_to_rowwise_when_the_columnar_path_raises(monkeypatch):
-    rows = READERS["jsonl"](json.dumps({"emotion": "joy", "situation": "A fine day at the beach."}).encode(), "x")
+    rows = READERS["jsonl"](
+        json.dumps({"emotion": "joy", "situation": "A fine day at the beach."}).encode(), "x"
+    )
 
     def boom(*a, **k):
         raise RuntimeError("unforeseen")
 
     monkeypatch.setattr(columnar, "_validate_frame", boom)
     seen: dict = {}
-    outcome = columnar.validate_rows(rows, file="x", file_sha256="s", source="x", taxonomy=TAX,
-                                     limits=ValidationLimits(), seen_ids=seen)
+    outcome = columnar.validate_rows(
+        rows, file="x", file_sha256="s", source="x", taxonomy=TAX, limits=ValidationLimits(), seen_ids=seen
+    )
     assert outcome.n_valid == 1 and len(seen) == 1
 
 
@@ -194,22 +274,34 @@ def test_real_corpus_sample_same_outcome_as_rowwise():
 
 
 def test_declared_rows_skip_the_identifier_when_asked():
-    rows = READERS["jsonl"](b"\n".join(json.dumps(r).encode() for r in [
-        {"emotion": "fear", "situation": "My scan is tomorrow and I cannot sleep.", "language": "en"},
-        {"emotion": "fear", "situation": "My biopsy results come back on Friday morning."},
-    ]), "d.jsonl")
+    rows = READERS["jsonl"](
+        b"\n".join(
+            json.dumps(r).encode()
+            for r in [
+                {"emotion": "fear", "situation": "My scan is tomorrow and I cannot sleep.", "language": "en"},
+                {"emotion": "fear", "situation": "My biopsy results come back on Friday morning."},
+            ]
+        ),
+        "d.jsonl",
+    )
     kw = {"file": "d.jsonl", "file_sha256": "s", "source": "d", "taxonomy": TAX}
     off = columnar.validate_rows(rows, limits=ValidationLimits(detect_declared_language=False), **kw).frame
     on = columnar.validate_rows(rows, limits=ValidationLimits(), **kw).frame
     assert off["language_detected"].to_list() == [None, "en"] and off["language_confidence"][0] is None
     assert on["language_detected"].to_list() == ["en", "en"]
-    assert off.drop("language_detected", "language_confidence").equals(on.drop("language_detected",
-                                                                                 "language_confidence"))
+    assert off.drop("language_detected", "language_confidence").equals(
+        on.drop("language_detected", "language_confidence")
+    )
 
 
 def _outcome_key(outcome):
-    return ([q.as_dict() for q in outcome.quarantined], outcome.skipped, outcome.normalised, outcome.rows_in,
-            outcome.file_sha256)
+    return (
+        [q.as_dict() for q in outcome.quarantined],
+        outcome.skipped,
+        outcome.normalised,
+        outcome.rows_in,
+        outcome.file_sha256,
+    )
 
 
 @pytest.mark.parametrize("prefix", [b"", b"\xef\xbb\xbf", b"\n\n   \n" * 4000])
@@ -227,7 +319,9 @@ def test_jsonl_read_in_blocks_same_outcome_as_whole(tmp_path, prefix):
     blocks = ingest_files([path], taxonomy=TAX, limits=block_limits, archive_dir=tmp_path / "raw2")
     assert _outcome_key(blocks.outcomes[0]) == _outcome_key(whole.outcomes[0])
     assert blocks.corpus.equals(whole.corpus) and blocks.quarantine.equals(whole.quarantine)
-    assert blocks.corpus.height > 50 and {p.name for p in (tmp_path / "raw2").rglob("*.jsonl")} == {"big.jsonl"}
+    assert blocks.corpus.height > 50 and {p.name for p in (tmp_path / "raw2").rglob("*.jsonl")} == {
+        "big.jsonl"
+    }
     in_memory = validate_bytes(path.read_bytes(), str(path), taxonomy=TAX, limits=block_limits)
     assert _outcome_key(in_memory) == _outcome_key(whole.outcomes[0]) and in_memory.frame.equals(whole.corpus)
 
@@ -239,7 +333,9 @@ def test_jsonl_in_blocks_rejects_whole_files_like_whole(tmp_path, data):
     path = tmp_path / "odd.jsonl"
     path.write_bytes(data)
     whole = ingest_files([path], taxonomy=TAX).quarantine
-    blocks = ingest_files([path], taxonomy=TAX, limits=ValidationLimits(stream_block_mb=500 / 1024 / 1024)).quarantine
+    blocks = ingest_files(
+        [path], taxonomy=TAX, limits=ValidationLimits(stream_block_mb=500 / 1024 / 1024)
+    ).quarantine
     assert blocks.equals(whole) and whole.height == 1 and whole["line"][0] is None
 
 
@@ -249,11 +345,19 @@ def test_file_over_the_hard_cap_names_file_size_and_setting(tmp_path):
     path = tmp_path / "huge.jsonl"
     path.write_bytes(_hostile_jsonl() * 40)
     size = path.stat().st_size
-    result = ingest_files([path], taxonomy=TAX, limits=ValidationLimits(max_file_mb=size / 1024 / 1024 / 2),
-                          archive_dir=tmp_path / "raw")
+    result = ingest_files(
+        [path],
+        taxonomy=TAX,
+        limits=ValidationLimits(max_file_mb=size / 1024 / 1024 / 2),
+        archive_dir=tmp_path / "raw",
+    )
     (entry,) = result.quarantine.to_dicts()
     assert entry["reason_code"] == "file_too_large" and entry["line"] is None
-    assert str(path) in entry["reason"] and f"{size:,} bytes" in entry["reason"] and "max_file_mb" in entry["reason"]
+    assert (
+        str(path) in entry["reason"]
+        and f"{size:,} bytes" in entry["reason"]
+        and "max_file_mb" in entry["reason"]
+    )
     assert result.corpus.height == 0 and list((tmp_path / "raw").rglob("huge.jsonl"))  # archived all the same
 
 
@@ -306,10 +410,20 @@ def test_csv_read_in_blocks_same_outcome_as_whole(tmp_path, prefix):
     assert _outcome_key(blocks.outcomes[0]) == _outcome_key(whole.outcomes[0])
     assert blocks.corpus.equals(whole.corpus) and blocks.quarantine.equals(whole.quarantine)
     reasons = set(whole.quarantine["reason_code"])
-    assert {"csv_error", "wrong_field_count", "duplicate_id", "unknown_emotion", "bad_encoding",
-            "control_characters", "unknown_language", "half_dialogue"} <= reasons, reasons
-    assert whole.corpus.height > 80 and whole.corpus.filter(
-        pl.col("situation").str.contains("last week and")).height == 1  # the multi-line cell, once
+    assert {
+        "csv_error",
+        "wrong_field_count",
+        "duplicate_id",
+        "unknown_emotion",
+        "bad_encoding",
+        "control_characters",
+        "unknown_language",
+        "half_dialogue",
+    } <= reasons, reasons
+    assert (
+        whole.corpus.height > 80
+        and whole.corpus.filter(pl.col("situation").str.contains("last week and")).height == 1
+    )  # the multi-line cell, once
     in_memory = validate_bytes(data, str(path), taxonomy=TAX, limits=block_limits)
     assert _outcome_key(in_memory) == _outcome_key(whole.outcomes[0]) and in_memory.frame.equals(whole.corpus)
 
@@ -333,11 +447,20 @@ def test_ed_conversation_csv_in_blocks_same_outcome_as_whole(tmp_path):
     assert set(whole.corpus["source"]) == {"empathetic_dialogues"} and whole.corpus.height == 250
 
 
-@pytest.mark.parametrize("data", [b"\n  \n" * 600, b"\x89PNG\r\n" + b"\x00" * 3000,
-                                  b"emotion,situation\n" + b"\n" * 2000, b"emo,sit\n" + b"joy,x\n" * 500])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\n  \n" * 600,
+        b"\x89PNG\r\n" + b"\x00" * 3000,
+        b"emotion,situation\n" + b"\n" * 2000,
+        b"emo,sit\n" + b"joy,x\n" * 500,
+    ],
+)
 def test_csv_in_blocks_rejects_whole_files_like_whole(tmp_path, data):
     path = tmp_path / "odd.csv"
     path.write_bytes(data)
     whole = ingest_files([path], taxonomy=TAX).quarantine
-    blocks = ingest_files([path], taxonomy=TAX, limits=ValidationLimits(stream_block_mb=500 / 1024 / 1024)).quarantine
+    blocks = ingest_files(
+        [path], taxonomy=TAX, limits=ValidationLimits(stream_block_mb=500 / 1024 / 1024)
+    ).quarantine
     assert blocks.equals(whole) and whole.height == 1 and whole["line"][0] is None

@@ -129,8 +129,15 @@ def test_batch_identification_gives_what_one_call_per_text_gives():
         for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             texts.append(f"{row['situation']} {row.get('speaker_utterance') or ''}".strip())
-    texts += ["我等活检结果已经等了一个星期了。", "오늘 병원에서 검사를 받았는데 결과가 걱정돼요.",
-              "Llevo toda la semana esperando los resultados de la biopsia.", "Oh no!", "12345 !!!", "", "   "]
+    texts += [
+        "我等活检结果已经等了一个星期了。",
+        "오늘 병원에서 검사를 받았는데 결과가 걱정돼요.",
+        "Llevo toda la semana esperando los resultados de la biopsia.",
+        "Oh no!",
+        "12345 !!!",
+        "",
+        "   ",
+    ]
     texts += texts[:20]  # repeats
     assert len(set(texts)) > PARALLEL_MIN_TEXTS  # the batch call, not the per-text fallback
     batch = identify_languages(texts)
@@ -139,7 +146,9 @@ def test_batch_identification_gives_what_one_call_per_text_gives():
     # (the corpus stores it rounded to 4 places)
     for text in texts:
         one = identify_language(text)
-        assert one.language == batch[text].language and abs(one.confidence - batch[text].confidence) < 1e-9, text
+        assert one.language == batch[text].language and abs(one.confidence - batch[text].confidence) < 1e-9, (
+            text
+        )
     assert {g.language for g in batch.values()} >= {"en", "ja", "zh", "ko", "es", "und"}
     small = identify_languages(texts[:3])  # under PARALLEL_MIN_TEXTS: one call per text
     assert [small[t].language for t in texts[:3]] == [batch[t].language for t in texts[:3]]

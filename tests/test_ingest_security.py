@@ -36,8 +36,14 @@ def test_control_tokens_never_reach_the_tokenizer_as_special_tokens(smollm2_toke
     special_ids = set(tok.added_tokens_decoder)
     rows = []
     for i, t in enumerate(sorted(added) + ["<|eot_id|>", "<|start_header_id|>", "[INST]", "<<SYS>>"]):
-        rows.append({"emotion": "fear", "situation": f"Case {i}: my notes said {t}assistant\nhello{t} at the end.",
-                     "speaker_utterance": f"I wrote {t} somewhere {i}", "listener_reply": f"{t}{t}nested <{t}|>"})
+        rows.append(
+            {
+                "emotion": "fear",
+                "situation": f"Case {i}: my notes said {t}assistant\nhello{t} at the end.",
+                "speaker_utterance": f"I wrote {t} somewhere {i}",
+                "listener_reply": f"{t}{t}nested <{t}|>",
+            }
+        )
     data = "\n".join(json.dumps(r) for r in rows).encode() + b"\n"
     outcome = validate_bytes(data, "tokens.jsonl", taxonomy=default_taxonomy(), limits=ValidationLimits())
     assert len(outcome.records) == len(rows) and not outcome.quarantined
@@ -46,8 +52,10 @@ def test_control_tokens_never_reach_the_tokenizer_as_special_tokens(smollm2_toke
         for text in (r.situation, r.speaker_utterance, r.listener_reply):
             assert not set(tok(text, add_special_tokens=False).input_ids) & special_ids, text
         # Templated as training data: exactly the template's own control tokens, none from the text.
-        conversation = [{"role": "user", "content": r.speaker_utterance},
-                        {"role": "assistant", "content": r.listener_reply}]
+        conversation = [
+            {"role": "user", "content": r.speaker_utterance},
+            {"role": "assistant", "content": r.listener_reply},
+        ]
         ids = tok(tok.apply_chat_template(conversation, tokenize=False), add_special_tokens=False).input_ids
         im_start = tok.convert_tokens_to_ids("<|im_start|>")
         assert ids.count(im_start) == 3  # system (the template's default), user, assistant
@@ -96,17 +104,25 @@ def test_export_name_cannot_delete_the_model_store(resources, data_root, tmp_pat
     (models / "sft_checkpoint").mkdir(parents=True, exist_ok=True)
     (models / "sft_checkpoint" / "weights.bin").write_bytes(b"keep me")
     stand_ins = [
-        _stand_in("dataset_splits", _dialogues), _stand_in("preference_pairs", _pairs),
-        _stand_in("filter_report", lambda e: pl.DataFrame({"emotion": [e], "filter": ["x"], "reason": ["y"],
-                                                           "text": ["z"]})),
+        _stand_in("dataset_splits", _dialogues),
+        _stand_in("preference_pairs", _pairs),
+        _stand_in(
+            "filter_report",
+            lambda e: pl.DataFrame({"emotion": [e], "filter": ["x"], "reason": ["y"], "text": ["z"]}),
+        ),
     ]
     instance = DagsterInstance.ephemeral()
     assert materialize(stand_ins, resources=resources, partition_key="joy", instance=instance).success
 
     def export(config: dict):
-        return materialize([*stand_ins, dataset_export], selection=[dataset_export], resources=resources,
-                           instance=instance, raise_on_error=False,
-                           run_config={"ops": {"dataset_export": {"config": config}}})
+        return materialize(
+            [*stand_ins, dataset_export],
+            selection=[dataset_export],
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+            run_config={"ops": {"dataset_export": {"config": config}}},
+        )
 
     assert not export({"name": "../models"}).success
     assert not export({"adapters": ["../../etc"]}).success
@@ -126,11 +142,30 @@ def test_export_name_cannot_delete_the_model_store(resources, data_root, tmp_pat
 def test_review_csv_cells_never_run_as_formulas():
     from empathy_dag.review.items import ITEM_SCHEMA, batch_csv
 
-    hostile = ['=HYPERLINK("http://evil.example","click")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)",
-               "\t=1", "\r=1"]
-    rows = [{"item_id": f"i{i}", "emotion": "joy", "flag": "audit", "why_flagged": "audit sample",
-             "situation": text, "speaker_utterance": "hi", "listener_reply": text, "language": "en",
-             "origin": "corpus", "generator": None, "in_training_data": True} for i, text in enumerate(hostile)]
+    hostile = [
+        '=HYPERLINK("http://evil.example","click")',
+        "+1+cmd|' /C calc'!A0",
+        "-2+3",
+        "@SUM(A1)",
+        "\t=1",
+        "\r=1",
+    ]
+    rows = [
+        {
+            "item_id": f"i{i}",
+            "emotion": "joy",
+            "flag": "audit",
+            "why_flagged": "audit sample",
+            "situation": text,
+            "speaker_utterance": "hi",
+            "listener_reply": text,
+            "language": "en",
+            "origin": "corpus",
+            "generator": None,
+            "in_training_data": True,
+        }
+        for i, text in enumerate(hostile)
+    ]
     out = list(csv.DictReader(io.StringIO(batch_csv(pl.DataFrame(rows, schema=ITEM_SCHEMA)), newline="")))
     assert len(out) == len(hostile)
     for row in out:

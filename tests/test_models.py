@@ -30,11 +30,13 @@ def test_converted_base_model_is_plain_safetensors_and_generates(base_model_dir)
     assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
     assert sum(p.numel() for p in model.parameters()) > 100_000_000
     msgs = [{"role": "user", "content": "My blood test results were normal today."}]
-    inputs = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    inputs = tokenizer.apply_chat_template(
+        msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > inputs["input_ids"].shape[1]
-    assert tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 def test_conversion_is_reused_when_the_gguf_is_unchanged(base_model_dir):
@@ -71,8 +73,10 @@ def test_auto_dtype_is_bfloat16_only_where_the_hardware_has_it(monkeypatch, base
     assert next(generator.model.parameters()).dtype == torch.bfloat16
     from empathy_dag.generate.engine import GenerationSettings
 
-    replies = generator.generate([[{"role": "user", "content": "I finally got my diagnosis."}]],
-                                 GenerationSettings(max_new_tokens=8, do_sample=False))
+    replies = generator.generate(
+        [[{"role": "user", "content": "I finally got my diagnosis."}]],
+        GenerationSettings(max_new_tokens=8, do_sample=False),
+    )
     assert replies[0].strip() and generator.last_stats["dtype"] == "bfloat16"
     forget_loaded_models()
 
@@ -87,7 +91,9 @@ def test_bf16_probe_says_no_when_onednn_is_limited_to_avx2():
         pytest.skip("this CPU has no AVX512-BF16: nothing to limit")
     probe = "from empathy_dag.models import cpu_bf16_is_faster as f; print(f())"
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-    limited = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    limited = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
     assert limited.stdout.strip() == "False"
 
 
@@ -172,13 +178,24 @@ def test_base_model_keeps_a_bf16_checkpoint_in_bf16(base_model_dir, tmp_path):
     from empathy_dag.resources import BaseModelConfig
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
-    tiny = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    tiny = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
+    )
     source = tmp_path / "tiny_bf16"
     tiny.to(torch.bfloat16).save_pretrained(source, safe_serialization=True)
     tokenizer.save_pretrained(source)
 
-    resources = {**local_resources(tmp_path / "data"), "base_model_config": BaseModelConfig(source=str(source))}
+    resources = {
+        **local_resources(tmp_path / "data"),
+        "base_model_config": BaseModelConfig(source=str(source)),
+    }
     result = materialize([base_model], resources=resources)
     meta = result.asset_materializations_for_node("base_model")[0].metadata
     assert meta["dtype"].value == "bfloat16"

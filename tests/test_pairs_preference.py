@@ -30,7 +30,9 @@ def test_pairs_use_the_opposite_emotion_and_are_deterministic():
         pairs, stats = build_preference_pairs(
             df, df, emotion=emotion, opposite=opposite, k=3, seed=7, same_split=False
         )
-        again, _ = build_preference_pairs(df, df, emotion=emotion, opposite=opposite, k=3, seed=7, same_split=False)
+        again, _ = build_preference_pairs(
+            df, df, emotion=emotion, opposite=opposite, k=3, seed=7, same_split=False
+        )
         assert pairs.equals(again)
         total += pairs.height
         for row in pairs.iter_rows(named=True):
@@ -48,10 +50,12 @@ def test_pairs_use_the_opposite_emotion_and_are_deterministic():
         assert stats.prompts == df.filter(pl.col("emotion") == emotion).height
         assert stats.prompts_without_opposite + per_prompt.height == stats.prompts
     assert total > 500
-    other_seed, _ = build_preference_pairs(df, df, emotion="joy", opposite=tax.opposite("joy"), k=2, seed=8,
-                                           same_split=False)
-    same_seed, _ = build_preference_pairs(df, df, emotion="joy", opposite=tax.opposite("joy"), k=2, seed=7,
-                                          same_split=False)
+    other_seed, _ = build_preference_pairs(
+        df, df, emotion="joy", opposite=tax.opposite("joy"), k=2, seed=8, same_split=False
+    )
+    same_seed, _ = build_preference_pairs(
+        df, df, emotion="joy", opposite=tax.opposite("joy"), k=2, seed=7, same_split=False
+    )
     assert other_seed["rejected_dialogue_id"].to_list() != same_seed["rejected_dialogue_id"].to_list()
 
 
@@ -73,14 +77,17 @@ def test_preference_pairs_asset_reads_the_opposite_partition(resources):
     tax = default_taxonomy()
     result = materialize(
         [curated_stand_in(seed_dialogues()), dataset_splits, preference_pairs],
-        resources=resources, tags=all_emotions_tags(),
+        resources=resources,
+        tags=all_emotions_tags(),
     )
     assert result.success
     # lineage: pairs[joy] depends on splits[joy] and splits[opposite(joy)]
     from empathy_dag.defs.pairs.assets import opposite_partition_mapping
 
     mapping = opposite_partition_mapping()
-    upstream = [u for u, ds in mapping.downstream_partition_keys_by_upstream_partition_key.items() if "joy" in ds]
+    upstream = [
+        u for u, ds in mapping.downstream_partition_keys_by_upstream_partition_key.items() if "joy" in ds
+    ]
     assert sorted(upstream) == sorted({"joy", tax.opposite("joy")})
     events = result.asset_materializations_for_node("preference_pairs")
     md = events[0].metadata
@@ -110,10 +117,14 @@ def _reference_rejected(prompts, candidates, k, seed):
         pools.setdefault((c["split"], c["language"]), []).append(c)
     out = []
     for r in prompts.sort("dialogue_id").iter_rows(named=True):
-        pool = [c for c in pools.get((r["split"], r["language"]), []) if c["situation_id"] != r["situation_id"]]
+        pool = [
+            c for c in pools.get((r["split"], r["language"]), []) if c["situation_id"] != r["situation_id"]
+        ]
         if pool:
-            out += [(r["dialogue_id"], c["dialogue_id"]) for c in _draw_rng(seed, r["dialogue_id"]).sample(
-                pool, min(k, len(pool)))]
+            out += [
+                (r["dialogue_id"], c["dialogue_id"])
+                for c in _draw_rng(seed, r["dialogue_id"]).sample(pool, min(k, len(pool)))
+            ]
     return out
 
 
@@ -125,15 +136,26 @@ def test_indexed_pairing_draws_exactly_what_the_full_scan_drew():
     from empathy_dag.pairs.build import build_preference_pairs
 
     n = 3000
-    prompts = pl.DataFrame({
-        "dialogue_id": [f"p{i:05d}" for i in range(n)], "situation_id": [f"s{i % 700}" for i in range(n)],
-        "emotion": ["joy"] * n, "split": ["train", "validation", "test"] * (n // 3), "language": ["en"] * n,
-        "speaker_utterance": ["u"] * n, "listener_reply": ["r"] * n})
+    prompts = pl.DataFrame(
+        {
+            "dialogue_id": [f"p{i:05d}" for i in range(n)],
+            "situation_id": [f"s{i % 700}" for i in range(n)],
+            "emotion": ["joy"] * n,
+            "split": ["train", "validation", "test"] * (n // 3),
+            "language": ["en"] * n,
+            "speaker_utterance": ["u"] * n,
+            "listener_reply": ["r"] * n,
+        }
+    )
     # Candidates share some situation ids with the prompts (s0..s99), the case the index must still honour.
     candidates = prompts.with_columns(
-        pl.col("dialogue_id").str.replace("p", "c"), pl.lit("sadness").alias("emotion"),
-        pl.when(pl.col("dialogue_id").str.slice(1).cast(pl.Int64) % 7 == 0).then(pl.col("situation_id"))
-        .otherwise(pl.lit("x") + pl.col("dialogue_id")).alias("situation_id"))
+        pl.col("dialogue_id").str.replace("p", "c"),
+        pl.lit("sadness").alias("emotion"),
+        pl.when(pl.col("dialogue_id").str.slice(1).cast(pl.Int64) % 7 == 0)
+        .then(pl.col("situation_id"))
+        .otherwise(pl.lit("x") + pl.col("dialogue_id"))
+        .alias("situation_id"),
+    )
     t = time.perf_counter()
     pairs, stats = build_preference_pairs(prompts, candidates, emotion="joy", opposite="sadness", k=3, seed=5)
     seconds = time.perf_counter() - t

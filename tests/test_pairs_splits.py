@@ -32,8 +32,12 @@ def curated_stand_in(frame: pl.DataFrame):
     """An asset with the key and contract of `curated_dialogues`, serving `frame` (owned by another stage,
     which is being extended concurrently: the tests rely only on its contract)."""
 
-    @asset(name="reviewed_dialogues", partitions_def=emotion_partitions, backfill_policy=single_run,
-           io_manager_key="parquet_io_manager")
+    @asset(
+        name="reviewed_dialogues",
+        partitions_def=emotion_partitions,
+        backfill_policy=single_run,
+        io_manager_key="parquet_io_manager",
+    )
     def _curated(context):
         return {e: frame.filter(pl.col("emotion") == e) for e in context.partition_keys}
 

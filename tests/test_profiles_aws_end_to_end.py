@@ -32,9 +32,14 @@ def aws_demo(tmp_path_factory):
     work = tmp_path_factory.mktemp("aws_profile")
     with aws_stack(work, bucket=BUCKET, prefix=PREFIX) as env:
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "empathy_dag", "demo", "--profile", "tiny"],
-                              env={**clean_environment(), **env}, capture_output=True, text=True, timeout=1500,
-                              check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "empathy_dag", "demo", "--profile", "tiny"],
+            env={**clean_environment(), **env},
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            check=False,
+        )
         seconds = time.perf_counter() - start
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "demo_tiny_aws.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
@@ -50,12 +55,16 @@ def _s3(env):
 
 def _keys(env, prefix: str) -> list[str]:
     pages = _s3(env).get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{PREFIX}/{prefix}")
-    return sorted(o["Key"][len(PREFIX) + 1:] for p in pages for o in p.get("Contents", []))
+    return sorted(o["Key"][len(PREFIX) + 1 :] for p in pages for o in p.get("Contents", []))
 
 
 def _pg(env, query: str, *args):
-    settings = {"host": env["DAGSTER_PG_HOST"], "port": env["DAGSTER_PG_PORT"], "user": env["DAGSTER_PG_USERNAME"],
-                "db_name": env["DAGSTER_PG_DB"]}
+    settings = {
+        "host": env["DAGSTER_PG_HOST"],
+        "port": env["DAGSTER_PG_PORT"],
+        "user": env["DAGSTER_PG_USERNAME"],
+        "db_name": env["DAGSTER_PG_DB"],
+    }
     return pg_query(settings, query, *args)
 
 
@@ -65,7 +74,9 @@ def test_tiny_pipeline_runs_in_the_aws_profile(aws_demo):
     env = aws_demo["env"]
     # Every per-emotion asset has one Parquet object per emotion in the bucket ...
     for asset in ("situations", "dialogues", "curated_dialogues", "dataset_splits", "preference_pairs"):
-        assert _keys(env, f"parquet/{asset}/") == sorted(f"parquet/{asset}/{e}.parquet" for e in EMOTIONS), asset
+        assert _keys(env, f"parquet/{asset}/") == sorted(f"parquet/{asset}/{e}.parquet" for e in EMOTIONS), (
+            asset
+        )
     # ... and none on the run's disk but inside model-store folders (working copies of what is on S3).
     cache = aws_demo["work"] / "run_cache"
     assert not [p for p in cache.rglob("*.parquet") if p.relative_to(cache).parts[0] != "models"]
@@ -89,9 +100,14 @@ def test_dataset_export_lands_on_s3_and_loads(aws_demo):
     env, work = aws_demo["env"], aws_demo["work"]
     name = "empathy_dag_dialogues"
     keys = _keys(env, f"export/{name}/")
-    for part in ("_manifest.json", "README.md", "provenance.json", "dialogues/train-00000-of-00001.parquet",
-                 "preference_pairs/train-00000-of-00001.parquet",
-                 "adapters/dpo_checkpoint/adapter_model.safetensors"):
+    for part in (
+        "_manifest.json",
+        "README.md",
+        "provenance.json",
+        "dialogues/train-00000-of-00001.parquet",
+        "preference_pairs/train-00000-of-00001.parquet",
+        "adapters/dpo_checkpoint/adapter_model.safetensors",
+    ):
         assert f"export/{name}/{part}" in keys, part
     home = Path(env["DAGSTER_HOME"])
     assert not list(home.rglob("export")), "the export was also written to the run's disk"
@@ -109,7 +125,9 @@ def test_dataset_export_lands_on_s3_and_loads(aws_demo):
     provenance = json.loads((folder / "provenance.json").read_text())
     from empathy_dag.models import sha256_tree
 
-    assert provenance["adapters"]["dpo_checkpoint"] == sha256_tree(work / "run_cache" / "models" / "dpo_checkpoint")
+    assert provenance["adapters"]["dpo_checkpoint"] == sha256_tree(
+        work / "run_cache" / "models" / "dpo_checkpoint"
+    )
 
 
 def test_training_ran_through_pipes_without_the_runs_disk(aws_demo):
@@ -127,19 +145,24 @@ def test_training_ran_through_pipes_without_the_runs_disk(aws_demo):
         mat = event["dagster_event"]["event_specific_data"]["materialization"]
         key = mat["asset_key"]["path"][-1]
         if key in ("sft_checkpoint", "dpo_checkpoint"):
-            meta = {e["label"]: e["entry_data"] for e in mat.get("metadata_entries", [])} or mat.get("metadata", {})
+            meta = {e["label"]: e["entry_data"] for e in mat.get("metadata_entries", [])} or mat.get(
+                "metadata", {}
+            )
             published[key] = meta
     assert set(published) == {"sft_checkpoint", "dpo_checkpoint"}
     from empathy_dag.models import sha256_tree
 
     for key in published:
-        manifest = json.loads(_s3(env).get_object(Bucket=BUCKET, Key=f"{PREFIX}/models/{key}/_manifest.json")
-                              ["Body"].read())
+        manifest = json.loads(
+            _s3(env).get_object(Bucket=BUCKET, Key=f"{PREFIX}/models/{key}/_manifest.json")["Body"].read()
+        )
         assert "adapter_model.safetensors" in manifest["files"]
         assert sha256_tree(step_cache / key) == sha256_tree(work / "run_cache" / "models" / key)
     # The step's own log lines came back through Pipes into the run's event log (in Postgres).
-    logs = [json.loads(r[0])["user_message"] for r in
-            _pg(env, "select event from event_logs where dagster_event_type is null")]
+    logs = [
+        json.loads(r[0])["user_message"]
+        for r in _pg(env, "select event from event_logs where dagster_event_type is null")
+    ]
     assert any("heavy step empathy_dag.train.steps:train_sft starting" in m for m in logs)
     assert any(m.startswith("dpo: ") and "steps on cpu" in m for m in logs)
 

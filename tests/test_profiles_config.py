@@ -48,7 +48,10 @@ def test_aws_instance_config_validates_with_the_example_environment(tmp_path, mo
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     ref = _ref(tmp_path, RESOURCES / "aws" / "dagster.yaml")
-    assert (ref.storage_data.module_name, ref.storage_data.class_name) == ("dagster_postgres", "DagsterPostgresStorage")
+    assert (ref.storage_data.module_name, ref.storage_data.class_name) == (
+        "dagster_postgres",
+        "DagsterPostgresStorage",
+    )
     assert ref.run_launcher_data.class_name == "EcsRunLauncher"
     assert ref.compute_logs_data.class_name == "S3ComputeLogManager"
 
@@ -61,7 +64,9 @@ def test_aws_instance_config_validates_with_the_example_environment(tmp_path, mo
     # Every variable the runs need is either passed through or a secret; the password never is.
     assert "DAGSTER_PG_PASSWORD" not in launcher["env_vars"]
     logs = _class_config(ref.compute_logs_data)
-    assert logs["bucket"] == env["EMPATHY_DAG_S3_BUCKET"] and logs["prefix"] == env["DAGSTER_COMPUTE_LOG_PREFIX"]
+    assert (
+        logs["bucket"] == env["EMPATHY_DAG_S3_BUCKET"] and logs["prefix"] == env["DAGSTER_COMPUTE_LOG_PREFIX"]
+    )
 
 
 def test_aws_config_takes_every_deployment_value_from_the_environment(tmp_path, monkeypatch):
@@ -82,7 +87,17 @@ def test_env_example_lists_every_variable_the_code_reads():
     env = _example_env()
     text = (RESOURCES / "aws" / "dagster.yaml").read_text()
     needed = {line.split("env:")[1].strip() for line in text.splitlines() if "env:" in line}
-    needed |= {"EMPATHY_DAG_PROFILE", "EMPATHY_DAG_S3_BUCKET", "EMPATHY_DAG_S3_PREFIX", "EMPATHY_DAG_S3_ENDPOINT_URL",
-               "EMPATHY_DAG_ECS_CLUSTER", "EMPATHY_DAG_ECS_GPU_TASK_DEFINITION", "EMPATHY_DAG_ECS_GPU_CONTAINER",
-               "EMPATHY_DAG_ECS_SUBNETS", "EMPATHY_DAG_ECS_SECURITY_GROUPS", "EMPATHY_DAG_CACHE_DIR", "AWS_REGION"}
+    needed |= {
+        "EMPATHY_DAG_PROFILE",
+        "EMPATHY_DAG_S3_BUCKET",
+        "EMPATHY_DAG_S3_PREFIX",
+        "EMPATHY_DAG_S3_ENDPOINT_URL",
+        "EMPATHY_DAG_ECS_CLUSTER",
+        "EMPATHY_DAG_ECS_GPU_TASK_DEFINITION",
+        "EMPATHY_DAG_ECS_GPU_CONTAINER",
+        "EMPATHY_DAG_ECS_SUBNETS",
+        "EMPATHY_DAG_ECS_SECURITY_GROUPS",
+        "EMPATHY_DAG_CACHE_DIR",
+        "AWS_REGION",
+    }
     assert needed <= set(env), needed - set(env)

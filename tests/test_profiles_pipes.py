@@ -39,7 +39,9 @@ def test_heavy_step_runs_in_a_subprocess_and_reports_back(monkeypatch):
 
 def test_a_failing_heavy_step_fails_the_asset_with_its_error(tmp_path):
     instance = DagsterInstance.ephemeral()
-    result = materialize([_checksum_asset(str(tmp_path / "missing"))], raise_on_error=False, instance=instance)
+    result = materialize(
+        [_checksum_asset(str(tmp_path / "missing"))], raise_on_error=False, instance=instance
+    )
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "DagsterPipesExecutionError" in failure.to_string()
@@ -50,9 +52,13 @@ def test_a_failing_heavy_step_fails_the_asset_with_its_error(tmp_path):
 
 def test_ecs_step_settings_and_client_from_the_environment():
     env = {
-        "EMPATHY_DAG_ECS_CLUSTER": "empathy-dag", "EMPATHY_DAG_ECS_GPU_TASK_DEFINITION": "empathy-dag-gpu:3",
-        "EMPATHY_DAG_ECS_SUBNETS": "subnet-a, subnet-b", "EMPATHY_DAG_ECS_SECURITY_GROUPS": "sg-1",
-        "EMPATHY_DAG_S3_BUCKET": "bucket-x", "EMPATHY_DAG_S3_PREFIX": "prod", "AWS_REGION": "eu-west-1",
+        "EMPATHY_DAG_ECS_CLUSTER": "empathy-dag",
+        "EMPATHY_DAG_ECS_GPU_TASK_DEFINITION": "empathy-dag-gpu:3",
+        "EMPATHY_DAG_ECS_SUBNETS": "subnet-a, subnet-b",
+        "EMPATHY_DAG_ECS_SECURITY_GROUPS": "sg-1",
+        "EMPATHY_DAG_S3_BUCKET": "bucket-x",
+        "EMPATHY_DAG_S3_PREFIX": "prod",
+        "AWS_REGION": "eu-west-1",
     }
     settings = EcsStepSettings.from_env(env)
     params = settings.run_task_params(STEP)
@@ -78,8 +84,10 @@ def test_heavy_step_launcher_follows_profile_and_configuration():
     assert heavy_step_launcher("local", {}) == "subprocess"
     assert heavy_step_launcher("aws", {}) == "subprocess"  # S3 storage, training beside the run
     assert heavy_step_launcher("aws", {"EMPATHY_DAG_ECS_CLUSTER": "c"}) == "ecs"
-    assert heavy_step_launcher("aws", {"EMPATHY_DAG_ECS_CLUSTER": "c", "EMPATHY_DAG_HEAVY_STEPS": "subprocess"}) \
+    assert (
+        heavy_step_launcher("aws", {"EMPATHY_DAG_ECS_CLUSTER": "c", "EMPATHY_DAG_HEAVY_STEPS": "subprocess"})
         == "subprocess"
+    )
     assert heavy_step_launcher("local", {"EMPATHY_DAG_HEAVY_STEPS": "ECS"}) == "ecs"
     with pytest.raises(ValueError, match="expected one of"):
         heavy_step_launcher("aws", {"EMPATHY_DAG_HEAVY_STEPS": "lambda"})

@@ -16,8 +16,9 @@ from empathy_dag.defs.ingest.assets import emotion_taxonomy
 from empathy_dag.settings import PROJECT_ROOT
 from tests.postgres_server import pg_query, postgres_bin_dir, postgres_cluster
 
-pytestmark = pytest.mark.skipif(postgres_bin_dir() is None,
-                                reason="PostgreSQL server not installed (apt-get install -y postgresql)")
+pytestmark = pytest.mark.skipif(
+    postgres_bin_dir() is None, reason="PostgreSQL server not installed (apt-get install -y postgresql)"
+)
 
 AWS_YAML = PROJECT_ROOT / "resources" / "aws" / "dagster.yaml"
 
@@ -38,8 +39,13 @@ def pg_instance(postgres, tmp_path, monkeypatch):
     home.mkdir()
     kept = {k: config[k] for k in ("storage", "concurrency", "telemetry")}
     (home / "dagster.yaml").write_text(yaml.safe_dump(kept))
-    for var, key in [("DAGSTER_PG_HOST", "host"), ("DAGSTER_PG_PORT", "port"), ("DAGSTER_PG_DB", "db_name"),
-                     ("DAGSTER_PG_USERNAME", "user"), ("DAGSTER_PG_PASSWORD", "password")]:
+    for var, key in [
+        ("DAGSTER_PG_HOST", "host"),
+        ("DAGSTER_PG_PORT", "port"),
+        ("DAGSTER_PG_DB", "db_name"),
+        ("DAGSTER_PG_USERNAME", "user"),
+        ("DAGSTER_PG_PASSWORD", "password"),
+    ]:
         monkeypatch.setenv(var, str(postgres[key]))
     instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
     yield instance
@@ -57,22 +63,35 @@ def test_runs_events_and_ticks_are_stored_in_postgres(pg_instance, postgres, res
     assert result.success
     run_id = result.run_id
     assert pg_query(postgres, "select status from runs where run_id = %s", run_id) == [("SUCCESS",)]
-    events = {r[0] for r in pg_query(postgres, "select dagster_event_type from event_logs where run_id = %s", run_id)}
+    events = {
+        r[0]
+        for r in pg_query(postgres, "select dagster_event_type from event_logs where run_id = %s", run_id)
+    }
     assert {"STEP_SUCCESS", "ASSET_MATERIALIZATION"} <= events
     assert events & {"RUN_SUCCESS", "PIPELINE_SUCCESS"}  # stored under its legacy name
-    assert pg_query(postgres, "select count(*) from asset_keys where asset_key = %s",
-                AssetKey("emotion_taxonomy").to_string()) == [(1,)]
+    assert pg_query(
+        postgres,
+        "select count(*) from asset_keys where asset_key = %s",
+        AssetKey("emotion_taxonomy").to_string(),
+    ) == [(1,)]
     # And through Dagster's own API, as the webserver reads it.
     records = pg_instance.fetch_materializations(AssetKey("emotion_taxonomy"), limit=1).records
     assert records and records[0].run_id == run_id
     assert records[0].asset_materialization.metadata["dagster/row_count"].value == 28
 
     # A sensor tick, as the daemon records one, lands in the schedule storage (Postgres as well).
-    tick = pg_instance.create_tick(TickData(
-        instigator_origin_id="empathy_dag:landing_zone_sensor", instigator_name="landing_zone_sensor",
-        instigator_type=InstigatorType.SENSOR, status=TickStatus.SUCCESS, timestamp=time.time(),
-        run_ids=[run_id], selector_id="landing-selector", cursor='{"seen": {}}',
-    ))
+    tick = pg_instance.create_tick(
+        TickData(
+            instigator_origin_id="empathy_dag:landing_zone_sensor",
+            instigator_name="landing_zone_sensor",
+            instigator_type=InstigatorType.SENSOR,
+            status=TickStatus.SUCCESS,
+            timestamp=time.time(),
+            run_ids=[run_id],
+            selector_id="landing-selector",
+            cursor='{"seen": {}}',
+        )
+    )
     ticks = pg_instance.get_ticks("empathy_dag:landing_zone_sensor", "landing-selector")
     assert [t.tick_id for t in ticks] == [tick.tick_id] and ticks[0].run_ids == [run_id]
     assert pg_query(postgres, "select status from job_ticks where id = %s", tick.tick_id) == [("SUCCESS",)]

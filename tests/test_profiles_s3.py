@@ -36,8 +36,11 @@ def s3(endpoint):
     client = s3_client(endpoint)
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     if BUCKET in existing:  # a clean bucket per test
-        keys = [o["Key"] for p in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-                for o in p.get("Contents", [])]
+        keys = [
+            o["Key"]
+            for p in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            for o in p.get("Contents", [])
+        ]
         for k in keys:
             client.delete_object(Bucket=BUCKET, Key=k)
     else:
@@ -47,13 +50,20 @@ def s3(endpoint):
 
 @pytest.fixture
 def aws_env(endpoint):
-    return {"EMPATHY_DAG_S3_BUCKET": BUCKET, "EMPATHY_DAG_S3_PREFIX": "run1",
-            "EMPATHY_DAG_S3_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}
+    return {
+        "EMPATHY_DAG_S3_BUCKET": BUCKET,
+        "EMPATHY_DAG_S3_PREFIX": "run1",
+        "EMPATHY_DAG_S3_ENDPOINT_URL": endpoint,
+        "AWS_REGION": "us-east-1",
+    }
 
 
 def _keys(client, prefix: str) -> list[str]:
-    return sorted(o["Key"] for p in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-                  for o in p.get("Contents", []))
+    return sorted(
+        o["Key"]
+        for p in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        for o in p.get("Contents", [])
+    )
 
 
 def test_profile_variable_picks_the_resources(monkeypatch, aws_env, tmp_path):
@@ -81,8 +91,13 @@ def test_ingest_in_the_aws_profile_writes_everything_to_s3(s3, aws_env, tmp_path
 
     # A file dropped in the landing zone with boto3, as a producer would.
     marker = "The harvest festival volunteers rebuilt the clinic garden in one weekend."
-    row = {"emotion": TWO[0], "situation": marker, "speaker_utterance": "They did it in one weekend!",
-           "listener_reply": "That is remarkable work; you must be proud of them.", "language": "en"}
+    row = {
+        "emotion": TWO[0],
+        "situation": marker,
+        "speaker_utterance": "They did it in one weekend!",
+        "listener_reply": "That is remarkable work; you must be proud of them.",
+        "language": "en",
+    }
     s3.put_object(Bucket=BUCKET, Key="run1/landing/drop/new.jsonl", Body=(json.dumps(row) + "\n").encode())
     s3.put_object(Bucket=BUCKET, Key="run1/landing/drop/half.jsonl.part", Body=b"{")  # still uploading
 
@@ -93,10 +108,15 @@ def test_ingest_in_the_aws_profile_writes_everything_to_s3(s3, aws_env, tmp_path
     shutil.copy(SQL_DIR / "rows_per_emotion_source.sql", sql_dir)
     sql_assets = build_sql_model_assets(
         parquet_assets={"situations", "dialogues", "corpus_rows"},
-        warehouse_tables={"emotion_taxonomy", "quarantine", "ingest_file_log"}, sql_dir=sql_dir,
+        warehouse_tables={"emotion_taxonomy", "quarantine", "ingest_file_log"},
+        sql_dir=sql_dir,
     )
-    result = materialize([emotion_taxonomy, ingest_corpus, situations, dialogues, *sql_assets],
-                         resources=resources, instance=instance, tags=RANGE_TWO)
+    result = materialize(
+        [emotion_taxonomy, ingest_corpus, situations, dialogues, *sql_assets],
+        resources=resources,
+        instance=instance,
+        tags=RANGE_TWO,
+    )
     assert result.success
     for key in ("situations", "dialogues"):
         mats = [m for m in result.get_asset_materialization_events() if m.asset_key == AssetKey(key)]
@@ -123,8 +143,13 @@ def test_ingest_in_the_aws_profile_writes_everything_to_s3(s3, aws_env, tmp_path
 
     # A fresh task (empty cache) continues from S3 alone: dialogues re-read corpus_rows and situations.
     fresh = aws_resources(tmp_path / "task2", env=aws_env)
-    again = materialize([emotion_taxonomy, ingest_corpus, situations, dialogues], selection=[dialogues],
-                        resources=fresh, instance=instance, partition_key=TWO[1])
+    again = materialize(
+        [emotion_taxonomy, ingest_corpus, situations, dialogues],
+        selection=[dialogues],
+        resources=fresh,
+        instance=instance,
+        partition_key=TWO[1],
+    )
     assert again.success
 
 
@@ -150,8 +175,13 @@ def test_model_store_publish_and_fetch_verify_sha256(s3, endpoint, tmp_path):
     uri = writer.publish("adapter")
     assert uri == f"{prefix}/adapter"
     assert _keys(s3, "models/adapter/") == sorted(
-        ["models/adapter/_manifest.json", "models/adapter/config.json", "models/adapter/model.safetensors",
-         "models/adapter/sub/tokenizer.json"])
+        [
+            "models/adapter/_manifest.json",
+            "models/adapter/config.json",
+            "models/adapter/model.safetensors",
+            "models/adapter/sub/tokenizer.json",
+        ]
+    )
     manifest = folder_manifest(writer.folder("adapter"))
     assert writer.published_sha256("adapter") == manifest["sha256"]
 
@@ -204,7 +234,9 @@ def test_landing_listing_and_download(s3, tmp_path):
 
     # Review decisions under landing/reviews/ land in the reviews subfolder, never among corpus files.
     s3.put_object(Bucket=BUCKET, Key="landing/reviews/alice.jsonl", Body=b"{}")
-    key, etag, _ = next(o for o in list_landing_objects(s3, BUCKET, "landing/") if o[0].endswith("alice.jsonl"))
+    key, etag, _ = next(
+        o for o in list_landing_objects(s3, BUCKET, "landing/") if o[0].endswith("alice.jsonl")
+    )
     path = download_landing_object(s3, BUCKET, key, "landing/", tmp_path, etag)
     assert path == tmp_path / "reviews" / "alice.jsonl"
 
@@ -230,17 +262,29 @@ def test_landing_sensor_on_s3_requests_the_emotion_of_a_file_put_with_boto3(s3, 
     stage_assets = stage_assets()
     sensor = build_landing_sensor(AutomationSettings(settle_seconds=0))
     inbox = build_review_inbox_sensor(AutomationSettings(settle_seconds=0))
-    defs = Definitions(assets=stage_assets, jobs=[landing_ingest_job, review_decisions_job],
-                       sensors=[sensor, inbox], resources=resources)
+    defs = Definitions(
+        assets=stage_assets,
+        jobs=[landing_ingest_job, review_decisions_job],
+        sensors=[sensor, inbox],
+        resources=resources,
+    )
 
     def tick(instance, cursor=None, which=sensor):
         ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
         result = which.evaluate_tick(ctx)
         return result.run_requests or [], result.cursor
 
-    body = (json.dumps({"emotion": "remorse", "situation": "I snapped at my mother during her chemo week.",
-                        "speaker_utterance": "I was so short with her.",
-                        "listener_reply": "That weighs on you; you can still tell her you are sorry."}) + "\n").encode()
+    body = (
+        json.dumps(
+            {
+                "emotion": "remorse",
+                "situation": "I snapped at my mother during her chemo week.",
+                "speaker_utterance": "I was so short with her.",
+                "listener_reply": "That weighs on you; you can still tell her you are sorry.",
+            }
+        )
+        + "\n"
+    ).encode()
     with instance_for_test() as instance:
         requests, cursor = tick(instance)
         assert requests == []  # empty landing zone
@@ -250,18 +294,24 @@ def test_landing_sensor_on_s3_requests_the_emotion_of_a_file_put_with_boto3(s3, 
         main = [r for r in requests if not r.asset_selection]
         assert [r.partition_key for r in main] == ["remorse"]
         assert main[0].run_key == hashlib.sha256(body).hexdigest()
-        assert main[0].tags["empathy_dag/landing_file"] == "clinic/remorse.jsonl"  # reviews/ is not a corpus file
+        assert (
+            main[0].tags["empathy_dag/landing_file"] == "clinic/remorse.jsonl"
+        )  # reviews/ is not a corpus file
         with resources["warehouse"].connect() as conn:
             log = read_table(conn, "landing_log")
         assert log["file"].to_list() == ["clinic/remorse.jsonl"] and log["outcome"].to_list() == ["accepted"]
 
         # The requested run (its ingest assets) reads the file from S3 and writes that partition there.
         job = defs.resolve_job_def(LANDING_JOB_NAME)
-        keys = [k for k in job.asset_layer.executable_asset_keys
-                if k.to_user_string() in {"corpus_rows", "quarantine", "ingest_file_log", "situations"}]
+        keys = [
+            k
+            for k in job.asset_layer.executable_asset_keys
+            if k.to_user_string() in {"corpus_rows", "quarantine", "ingest_file_log", "situations"}
+        ]
         tags = {**main[0].tags, "dagster/run_key": main[0].run_key}
-        assert job.execute_in_process(instance=instance, partition_key="remorse", tags=tags,
-                                      asset_selection=keys).success
+        assert job.execute_in_process(
+            instance=instance, partition_key="remorse", tags=tags, asset_selection=keys
+        ).success
         opts = {"aws_endpoint_url": aws_env["EMPATHY_DAG_S3_ENDPOINT_URL"]}
         rows = pl.read_parquet(f"s3://{BUCKET}/run1/parquet/situations/remorse.parquet", storage_options=opts)
         assert "I snapped at my mother during her chemo week." in rows["situation"].to_list()
@@ -274,7 +324,9 @@ def test_landing_sensor_on_s3_requests_the_emotion_of_a_file_put_with_boto3(s3, 
 
         # The review inbox is the reviews/ prefix: the decision file is the review sensor's, and only its.
         reviews, inbox_cursor = tick(instance, None, inbox)
-        assert len(reviews) == 1 and list(json.loads(reviews[0].tags[REVIEW_FILES_TAG])["changed"]) == ["alice.jsonl"]
+        assert len(reviews) == 1 and list(json.loads(reviews[0].tags[REVIEW_FILES_TAG])["changed"]) == [
+            "alice.jsonl"
+        ]
         assert tick(instance, inbox_cursor, inbox)[0] == []
 
 
@@ -283,10 +335,12 @@ def test_warehouse_file_on_s3_refuses_lost_updates(s3, endpoint, tmp_path):
     from empathy_dag.storage_s3 import ConcurrentUpdateError
 
     uri = f"s3://{BUCKET}/wh/warehouse.duckdb"
-    a = Warehouse(database=str(tmp_path / "a.duckdb"), parquet_base_dir=str(tmp_path), s3_uri=uri,
-                  endpoint_url=endpoint)
-    b = Warehouse(database=str(tmp_path / "b.duckdb"), parquet_base_dir=str(tmp_path), s3_uri=uri,
-                  endpoint_url=endpoint)
+    a = Warehouse(
+        database=str(tmp_path / "a.duckdb"), parquet_base_dir=str(tmp_path), s3_uri=uri, endpoint_url=endpoint
+    )
+    b = Warehouse(
+        database=str(tmp_path / "b.duckdb"), parquet_base_dir=str(tmp_path), s3_uri=uri, endpoint_url=endpoint
+    )
     with a.connect() as conn:
         conn.execute("create table t as select 1 as x")
     with b.connect() as conn:  # b downloads a's version, adds a row, uploads
@@ -311,8 +365,10 @@ def test_landing_decision_streams_a_large_s3_object_like_a_local_file(s3, tmp_pa
     from empathy_dag.ingest.records import ValidationLimits
     from empathy_dag.taxonomy import default_taxonomy
 
-    rows = [{"emotion": EMOTIONS[i % 5], "situation": f"Day {i % 700} of waiting for the scan results, again."}
-            for i in range(900)]
+    rows = [
+        {"emotion": EMOTIONS[i % 5], "situation": f"Day {i % 700} of waiting for the scan results, again."}
+        for i in range(900)
+    ]
     body = "".join(json.dumps(r) + "\n" for r in rows).encode() + b"not json\n"
     s3.put_object(Bucket=BUCKET, Key="landing/big.jsonl", Body=body)
     (tmp_path / "big.jsonl").write_bytes(body)
@@ -323,6 +379,13 @@ def test_landing_decision_streams_a_large_s3_object_like_a_local_file(s3, tmp_pa
         decisions.append(decide_file(zone, file, zone.sha256(file), taxonomy=tax, limits=limits))
     s3_decision, local = decisions
     assert s3_decision.outcome == local.outcome == "accepted" and s3_decision.sha256 == local.sha256
-    assert (s3_decision.rows_in, s3_decision.valid_rows, s3_decision.reasons, s3_decision.emotions) == (
-        local.rows_in, local.valid_rows, local.reasons, local.emotions) == (
-        901, 700, {"duplicate_id": 200, "invalid_json": 1}, [e for e in EMOTIONS if e in set(EMOTIONS[:5])])
+    assert (
+        (s3_decision.rows_in, s3_decision.valid_rows, s3_decision.reasons, s3_decision.emotions)
+        == (local.rows_in, local.valid_rows, local.reasons, local.emotions)
+        == (
+            901,
+            700,
+            {"duplicate_id": 200, "invalid_json": 1},
+            [e for e in EMOTIONS if e in set(EMOTIONS[:5])],
+        )
+    )

@@ -13,9 +13,22 @@ from empathy_dag.review.items import BatchRules, audit_draw, borderline_reason
 
 
 def _decisions(rows) -> pl.DataFrame:
-    full = [{"item_id": i, "emotion": "joy", "reviewer": r, "decision": d, "reason": reason, "edited_reply": e,
-             "note": None, "item_in_training_data": True, "file": f"{r}.jsonl", "file_sha256": r, "line": n}
-            for n, (i, r, d, reason, e) in enumerate(rows, start=1)]
+    full = [
+        {
+            "item_id": i,
+            "emotion": "joy",
+            "reviewer": r,
+            "decision": d,
+            "reason": reason,
+            "edited_reply": e,
+            "note": None,
+            "item_in_training_data": True,
+            "file": f"{r}.jsonl",
+            "file_sha256": r,
+            "line": n,
+        }
+        for n, (i, r, d, reason, e) in enumerate(rows, start=1)
+    ]
     return pl.DataFrame(full, schema=DECISION_SCHEMA)
 
 
@@ -45,7 +58,9 @@ def test_agreement_on_a_hand_checked_case():
 def test_consensus_rules():
     v = lambda r, d, reason=None, e=None: {"reviewer": r, "decision": d, "reason": reason, "edited_reply": e}
     # veto: one unsafe reject outweighs two accepts
-    assert consensus("x", [v("a", "accept"), v("b", "accept"), v("c", "reject", "unsafe")]).outcome == "reject"
+    assert (
+        consensus("x", [v("a", "accept"), v("b", "accept"), v("c", "reject", "unsafe")]).outcome == "reject"
+    )
     # without a veto reason the majority wins
     c = consensus("x", [v("a", "accept"), v("b", "accept"), v("c", "reject", "wrong_emotion")])
     assert (c.outcome, c.rule) == ("accept", "majority")
@@ -62,15 +77,23 @@ def test_consensus_rules():
 
 
 def test_apply_review_keeps_columns_and_original_reply():
-    curated = pl.DataFrame({"dialogue_id": ["a", "b", "c", "d"], "emotion": ["joy"] * 4,
-                            "listener_reply": ["ra", "rb", "rc", "rd"],
-                            "origin": ["corpus", "synthetic", "synthetic", "corpus"], "generator": [None, "m", "m", None]})
+    curated = pl.DataFrame(
+        {
+            "dialogue_id": ["a", "b", "c", "d"],
+            "emotion": ["joy"] * 4,
+            "listener_reply": ["ra", "rb", "rc", "rd"],
+            "origin": ["corpus", "synthetic", "synthetic", "corpus"],
+            "generator": [None, "m", "m", None],
+        }
+    )
     decisions = _decisions([("a", "R", "edit", None, "new a"), ("b", "R", "reject", "other", None)])
     result = apply_review(curated, consensus_frame(decisions), allow_unreviewed_synthetic=True)
     assert result.frame.columns == [*curated.columns, "review_status", "original_reply", "overruled_filter"]
-    assert result.frame.rows() == [("a", "joy", "new a", "corpus", None, "edited", "ra", None),
-                                   ("c", "joy", "rc", "synthetic", "m", "unreviewed", None, None),
-                                   ("d", "joy", "rd", "corpus", None, "unreviewed", None, None)]
+    assert result.frame.rows() == [
+        ("a", "joy", "new a", "corpus", None, "edited", "ra", None),
+        ("c", "joy", "rc", "synthetic", "m", "unreviewed", None, None),
+        ("d", "joy", "rd", "corpus", None, "unreviewed", None, None),
+    ]
     strict = apply_review(curated, consensus_frame(decisions), allow_unreviewed_synthetic=False)
     assert strict.frame["dialogue_id"].to_list() == ["a", "d"]
     assert strict.counts["held_back_unreviewed_synthetic"] == 1 and strict.counts["rejected"] == 1
@@ -79,26 +102,71 @@ def test_apply_review_keeps_columns_and_original_reply():
 def test_apply_review_reinstates_filtered_rows_people_accepted():
     from empathy_dag.defs.curate.assets import filtered_as_dialogues
 
-    curated = pl.DataFrame({"dialogue_id": ["a"], "situation_id": ["sa"], "emotion": ["joy"], "language": ["en"],
-                            "domain": ["x"], "situation": ["s"], "speaker_utterance": ["u"], "listener_reply": ["ra"],
-                            "source": ["seed"], "source_file": ["f"], "source_line": [1], "origin": ["corpus"],
-                            "generator": [None]}, schema_overrides={"generator": pl.String})
-    report = pl.DataFrame([{"id": i, "emotion": "joy", "origin": "synthetic", "filter": f, "reason": "r",
-                            "generator": "m", "text": f"u{i} || r{i}", "situation_id": f"s{i}", "language": "en",
-                            "domain": "x", "situation": f"sit {i}", "speaker_utterance": f"u{i}",
-                            "listener_reply": f"r{i}", "prompt_version": "v1"}
-                           for i, f in [("f1", "near_duplicate"), ("f2", "language"), ("f3", "emotion_consistency"),
-                                        ("a", "near_duplicate")]])
+    curated = pl.DataFrame(
+        {
+            "dialogue_id": ["a"],
+            "situation_id": ["sa"],
+            "emotion": ["joy"],
+            "language": ["en"],
+            "domain": ["x"],
+            "situation": ["s"],
+            "speaker_utterance": ["u"],
+            "listener_reply": ["ra"],
+            "source": ["seed"],
+            "source_file": ["f"],
+            "source_line": [1],
+            "origin": ["corpus"],
+            "generator": [None],
+        },
+        schema_overrides={"generator": pl.String},
+    )
+    report = pl.DataFrame(
+        [
+            {
+                "id": i,
+                "emotion": "joy",
+                "origin": "synthetic",
+                "filter": f,
+                "reason": "r",
+                "generator": "m",
+                "text": f"u{i} || r{i}",
+                "situation_id": f"s{i}",
+                "language": "en",
+                "domain": "x",
+                "situation": f"sit {i}",
+                "speaker_utterance": f"u{i}",
+                "listener_reply": f"r{i}",
+                "prompt_version": "v1",
+            }
+            for i, f in [
+                ("f1", "near_duplicate"),
+                ("f2", "language"),
+                ("f3", "emotion_consistency"),
+                ("a", "near_duplicate"),
+            ]
+        ]
+    )
     dropped = filtered_as_dialogues(report, dict(curated.schema))
-    assert dropped.columns == [*curated.columns, "filter"] and dropped["source"].to_list() == ["synthetic"] * 4
-    decisions = _decisions([("f1", "R", "accept", None, None), ("f2", "R", "edit", None, "better"),
-                            ("f3", "R", "reject", "other", None), ("a", "R", "accept", None, None)])
+    assert (
+        dropped.columns == [*curated.columns, "filter"] and dropped["source"].to_list() == ["synthetic"] * 4
+    )
+    decisions = _decisions(
+        [
+            ("f1", "R", "accept", None, None),
+            ("f2", "R", "edit", None, "better"),
+            ("f3", "R", "reject", "other", None),
+            ("a", "R", "accept", None, None),
+        ]
+    )
     result = apply_review(curated, consensus_frame(decisions), filtered=dropped)
     rows = {r["dialogue_id"]: r for r in result.frame.iter_rows(named=True)}
     assert set(rows) == {"a", "f1", "f2"}  # f3 rejected; "a" is not added twice
     assert (rows["f1"]["review_status"], rows["f1"]["overruled_filter"]) == ("accepted", "near_duplicate")
     assert (rows["f2"]["listener_reply"], rows["f2"]["original_reply"], rows["f2"]["overruled_filter"]) == (
-        "better", "rf2", "language")
+        "better",
+        "rf2",
+        "language",
+    )
     assert rows["a"]["overruled_filter"] is None and rows["a"]["listener_reply"] == "ra"
     assert result.counts["reinstated"] == 2 and result.counts["out"] == 3
     # A report from before curate-v3 (no dialogue fields) reinstates nothing.
@@ -111,7 +179,10 @@ def test_borderline_rule_and_audit_sample():
     assert borderline_reason("near_duplicate", "~0.85 Jaccard similar to corpus:x", rules)
     assert borderline_reason("near_duplicate", "~0.95 Jaccard similar to corpus:x", rules) is None
     assert borderline_reason("emotion_consistency", "classifier reads it as positive (p=0.62) but", rules)
-    assert borderline_reason("emotion_consistency", "classifier reads it as positive (p=0.93) but", rules) is None
+    assert (
+        borderline_reason("emotion_consistency", "classifier reads it as positive (p=0.93) but", rules)
+        is None
+    )
     assert borderline_reason("language", "language detected as 'ja', expected 'en'", rules)
     for hard in ("empty", "length", "refusal", "prompt_echo", "unsafe", "exact_duplicate"):
         assert borderline_reason(hard, "anything", rules) is None

@@ -49,21 +49,35 @@ from tests.test_review_flow import (
 SETTINGS = AutomationSettings(settle_seconds=0, team="t", cost_center="cc")
 # What the review runs execute here: the stand-in has no upstream, and these read only it and the
 # warehouse. Pairs need the generation stage; the requests for them are checked, not executed.
-EXECUTED = {"review_decisions", "review_quarantine", "review_agreement", "reviewer_pair_agreement",
-            "reviewer_acceptance", "reviewed_dialogues", "dataset_splits"}
+EXECUTED = {
+    "review_decisions",
+    "review_quarantine",
+    "review_agreement",
+    "reviewer_pair_agreement",
+    "reviewer_acceptance",
+    "reviewed_dialogues",
+    "dataset_splits",
+}
 
 
 def _definitions(resources):
     """What the runs execute: the review and split assets over the curate stand-in."""
     stand_in = curate_stand_in(curated_frame(), report_frame())
-    return Definitions(assets=[stand_in, review_decisions, review_agreement, reviewed_dialogues, dataset_splits],
-                       jobs=[review_decisions_job], resources=resources)
+    return Definitions(
+        assets=[stand_in, review_decisions, review_agreement, reviewed_dialogues, dataset_splits],
+        jobs=[review_decisions_job],
+        resources=resources,
+    )
 
 
 def _tick(sensor, instance, resources, cursor):
     # The project's stage assets and jobs let Dagster resolve the requests against the real jobs.
-    defs = Definitions(assets=stage_assets(),
-                       jobs=[landing_ingest_job, review_decisions_job], sensors=[sensor], resources=resources)
+    defs = Definitions(
+        assets=stage_assets(),
+        jobs=[landing_ingest_job, review_decisions_job],
+        sensors=[sensor],
+        resources=resources,
+    )
     ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
     result = sensor.evaluate_tick(ctx)
     return result.run_requests or [], result.cursor
@@ -73,14 +87,18 @@ def _partitions(request: RunRequest) -> list[str]:
     if request.partition_key:
         return [request.partition_key]
     start, end = request.tags[PARTITION_RANGE_START_TAG], request.tags[PARTITION_RANGE_END_TAG]
-    return EMOTIONS[EMOTIONS.index(start): EMOTIONS.index(end) + 1]
+    return EMOTIONS[EMOTIONS.index(start) : EMOTIONS.index(end) + 1]
 
 
 def _run_review_job(resources, instance, request: RunRequest) -> dict:
     job = _definitions(resources).resolve_job_def(REVIEW_JOB_NAME)
-    result = job.execute_in_process(instance=instance, tags={**request.tags, "dagster/run_key": request.run_key})
+    result = job.execute_in_process(
+        instance=instance, tags={**request.tags, "dagster/run_key": request.run_key}
+    )
     assert result.success
-    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey("review_decisions"))
+    event = next(
+        e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey("review_decisions")
+    )
     return event.step_materialization_data.materialization.metadata["decision_fingerprints"].value
 
 
@@ -88,11 +106,19 @@ def _run_rebuild(resources, instance, request: RunRequest) -> set[tuple[str, str
     """The executable part of a landing-job request: which (asset, partition) it materialized."""
     selection = [k for k in request.asset_selection if k.to_user_string() in EXECUTED]
     tags = {**request.tags, "dagster/run_key": request.run_key}
-    result = materialize(_definitions(resources).assets, selection=selection, resources=resources, instance=instance,
-                         partition_key=request.partition_key, tags=tags)
+    result = materialize(
+        _definitions(resources).assets,
+        selection=selection,
+        resources=resources,
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=tags,
+    )
     assert result.success
-    return {(e.asset_key.to_user_string(), e.partition) for e in
-            (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())}
+    return {
+        (e.asset_key.to_user_string(), e.partition)
+        for e in (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())
+    }
 
 
 def _opposite_pairs(touched: set[str]) -> set[str]:
@@ -122,10 +148,19 @@ def test_decision_files_rebuild_only_the_emotions_whose_decisions_changed(resour
     inbox, decided = build_review_inbox_sensor(SETTINGS), build_review_decisions_sensor(SETTINGS)
     with instance_for_test() as instance:
         defs = _definitions(resources)
-        assert materialize(defs.assets, selection=["curated_dialogues", "filter_report", "review_decisions",
-                                                   "review_quarantine",
-                                                   "reviewed_dialogues"],
-                           resources=resources, instance=instance, tags=TAGS).success
+        assert materialize(
+            defs.assets,
+            selection=[
+                "curated_dialogues",
+                "filter_report",
+                "review_decisions",
+                "review_quarantine",
+                "reviewed_dialogues",
+            ],
+            resources=resources,
+            instance=instance,
+            tags=TAGS,
+        ).success
 
         # No decisions yet: nothing to do, for either sensor.
         requests, inbox_cursor = _tick(inbox, instance, resources, None)
@@ -145,15 +180,26 @@ def test_decision_files_rebuild_only_the_emotions_whose_decisions_changed(resour
         requests, decided_cursor = _tick(decided, instance, resources, decided_cursor)
         main = _check_rebuild_requests(requests, {"remorse", "sadness"})
         done = _run_rebuild(resources, instance, main)
-        assert done == {(a, e) for a in ("reviewed_dialogues", "dataset_splits") for e in ("remorse", "sadness")}
+        assert done == {
+            (a, e) for a in ("reviewed_dialogues", "dataset_splits") for e in ("remorse", "sadness")
+        }
         sadness = partition(resources, "reviewed_dialogues", "sadness")
         assert set(sadness["dialogue_id"]) == {"sad-c2", "sad-c3", "sad-c4", "sad-s2"}
         assert _tick(decided, instance, resources, decided_cursor)[0] == []
 
         # 2. A third reviewer rejects one sadness dialogue: sadness only.
         carol = reviews / "carol.jsonl"
-        carol.write_text(json.dumps({"item_id": "sad-c2", "reviewer": "carol", "decision": "reject",
-                                     "reason": "medical_misinformation"}) + "\n")
+        carol.write_text(
+            json.dumps(
+                {
+                    "item_id": "sad-c2",
+                    "reviewer": "carol",
+                    "decision": "reject",
+                    "reason": "medical_misinformation",
+                }
+            )
+            + "\n"
+        )
         requests, inbox_cursor = _tick(inbox, instance, resources, inbox_cursor)
         assert len(requests) == 1
         files = json.loads(requests[0].tags[REVIEW_FILES_TAG])
@@ -162,8 +208,10 @@ def test_decision_files_rebuild_only_the_emotions_whose_decisions_changed(resour
         assert after["remorse"] == fingerprints["remorse"] and after["sadness"] != fingerprints["sadness"]
         requests, decided_cursor = _tick(decided, instance, resources, decided_cursor)
         main = _check_rebuild_requests(requests, {"sadness"})
-        assert _run_rebuild(resources, instance, main) == {("reviewed_dialogues", "sadness"),
-                                                           ("dataset_splits", "sadness")}
+        assert _run_rebuild(resources, instance, main) == {
+            ("reviewed_dialogues", "sadness"),
+            ("dataset_splits", "sadness"),
+        }
         # carol alone reviewed sad-c2: her reject removes it; remorse is untouched.
         assert "sad-c2" not in set(partition(resources, "reviewed_dialogues", "sadness")["dialogue_id"])
         assert "rem-c2" in set(partition(resources, "reviewed_dialogues", "remorse")["dialogue_id"])
@@ -179,11 +227,21 @@ def test_decision_files_rebuild_only_the_emotions_whose_decisions_changed(resour
         #    edits a remorse reply): both emotions are rebuilt, each once.
         carol.unlink()
         requests, inbox_cursor = _tick(inbox, instance, resources, inbox_cursor)
-        assert len(requests) == 1 and json.loads(requests[0].tags[REVIEW_FILES_TAG])["removed"] == ["carol.jsonl"]
+        assert len(requests) == 1 and json.loads(requests[0].tags[REVIEW_FILES_TAG])["removed"] == [
+            "carol.jsonl"
+        ]
         _run_review_job(resources, instance, requests[0])
-        (reviews / "dave.jsonl").write_text(json.dumps({
-            "item_id": "rem-c4", "reviewer": "dave", "decision": "edit",
-            "edited_reply": "That must have stayed with you. What would you want to say to them now?"}) + "\n")
+        (reviews / "dave.jsonl").write_text(
+            json.dumps(
+                {
+                    "item_id": "rem-c4",
+                    "reviewer": "dave",
+                    "decision": "edit",
+                    "edited_reply": "That must have stayed with you. What would you want to say to them now?",
+                }
+            )
+            + "\n"
+        )
         requests, inbox_cursor = _tick(inbox, instance, resources, inbox_cursor)
         assert len(requests) == 1
         _run_review_job(resources, instance, requests[0])

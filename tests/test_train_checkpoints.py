@@ -25,19 +25,25 @@ def _tiny_data(emotions=EMOTIONS, per_emotion=6) -> pl.DataFrame:
 
 
 def _run_config(sft_steps=2, dpo_steps=3):
-    return {"ops": {
-        "sft_checkpoint": {"config": {**TINY, "max_steps": sft_steps}},
-        "reference_logprobs": {"config": {"max_length": 96, "batch_size": 8}},
-        "dpo_checkpoint": {"config": {**TINY, "max_steps": dpo_steps, "learning_rate": 2e-4}},
-    }}
+    return {
+        "ops": {
+            "sft_checkpoint": {"config": {**TINY, "max_steps": sft_steps}},
+            "reference_logprobs": {"config": {"max_length": 96, "batch_size": 8}},
+            "dpo_checkpoint": {"config": {**TINY, "max_steps": dpo_steps, "learning_rate": 2e-4}},
+        }
+    }
 
 
 def _materialize_data(resources, frame, instance=None):
     from empathy_dag.defs.pairs.assets import dataset_splits, preference_pairs
 
-    result = materialize([curated_stand_in(frame), dataset_splits, preference_pairs], resources=resources,
-                         tags=all_emotions_tags(), run_config={"ops": {"preference_pairs": {"config": {"k": 2}}}},
-                         instance=instance)
+    result = materialize(
+        [curated_stand_in(frame), dataset_splits, preference_pairs],
+        resources=resources,
+        tags=all_emotions_tags(),
+        run_config={"ops": {"preference_pairs": {"config": {"k": 2}}}},
+        instance=instance,
+    )
     assert result.success
     return result
 
@@ -46,8 +52,14 @@ def _training_assets(frame):
     from empathy_dag.defs.pairs.assets import dataset_splits, preference_pairs
     from empathy_dag.defs.train.assets import dpo_checkpoint, reference_logprobs, sft_checkpoint
 
-    return [curated_stand_in(frame), dataset_splits, preference_pairs, sft_checkpoint, reference_logprobs,
-            dpo_checkpoint]
+    return [
+        curated_stand_in(frame),
+        dataset_splits,
+        preference_pairs,
+        sft_checkpoint,
+        reference_logprobs,
+        dpo_checkpoint,
+    ]
 
 
 @pytest.fixture
@@ -59,8 +71,13 @@ def trained(resources, base_model_dir):
     frame = _tiny_data(per_emotion=10)  # 10: both emotions of a pair have a validation dialogue
     instance = DagsterInstance.ephemeral()
     data = _materialize_data(resources, frame, instance)  # same instance: the checkpoints' lineage reads it
-    result = materialize(_training_assets(frame), selection=[sft_checkpoint, reference_logprobs, dpo_checkpoint],
-                         resources=resources, run_config=_run_config(), instance=instance)
+    result = materialize(
+        _training_assets(frame),
+        selection=[sft_checkpoint, reference_logprobs, dpo_checkpoint],
+        resources=resources,
+        run_config=_run_config(),
+        instance=instance,
+    )
     assert result.success
     result.run_log_messages = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
     result.data_run_id = data.run_id
@@ -90,9 +107,13 @@ def test_sft_then_dpo_checkpoints(trained, resources, base_model_dir):
         assert md["sha256"].value == sha256_tree(folder)
         assert (folder / "loss_curve.png").stat().st_size > 1000
         card = (folder / "README.md").read_text()
-        assert md["base_model_sha256"].value in card and "learning_rate" in card and "final logged loss" in card
+        assert (
+            md["base_model_sha256"].value in card and "learning_rate" in card and "final logged loss" in card
+        )
         assert md["loss_curve"].value.startswith("![") and "data:image/png;base64," in md["loss_curve"].value
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_model_dir)), str(folder))
+        model = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(str(base_model_dir)), str(folder)
+        )
         assert model.active_adapter == "default"
     assert set(sft_md["emotions"].value) == set(EMOTIONS)
     # The card's text is on the checkpoint's page, and the page names the exact data it was trained on.
@@ -100,7 +121,9 @@ def test_sft_then_dpo_checkpoints(trained, resources, base_model_dir):
     consumed = dpo_md["consumed_materializations_json"].value
     pairs_read = {c["partition"]: c for c in consumed if c["asset"] == "preference_pairs"}
     # Every partition the data run wrote (the four emotions with data and the empty others), all from it.
-    assert set(EMOTIONS) <= set(pairs_read) and {c["run_id"] for c in pairs_read.values()} == {result.data_run_id}
+    assert set(EMOTIONS) <= set(pairs_read) and {c["run_id"] for c in pairs_read.values()} == {
+        result.data_run_id
+    }
     assert all(pairs_read[e]["content_hash"] and pairs_read[e]["data_version"] for e in EMOTIONS)
     assert {c["asset"] for c in consumed} >= {"preference_pairs", "reference_logprobs", "sft_checkpoint"}
     assert dpo_md["input_run_preference_pairs"].run_id == result.data_run_id
@@ -108,7 +131,12 @@ def test_sft_then_dpo_checkpoints(trained, resources, base_model_dir):
     assert {c["asset"] for c in sft_md["consumed_materializations_json"].value} == {"dataset_splits"}
 
     # held-out numbers before and after training, each with its n (validation split)
-    assert 0 < sft_md["eval_loss_before_n"].value == sft_md["eval_loss_after_n"].value <= sft_md["eval_records"].value
+    assert (
+        0
+        < sft_md["eval_loss_before_n"].value
+        == sft_md["eval_loss_after_n"].value
+        <= sft_md["eval_records"].value
+    )
     assert sft_md["eval_loss_after"].value != sft_md["eval_loss_before"].value
     assert "eval_loss_change" in sft_md["heldout"].value and "[" in sft_md["eval_loss_change_ci95"].value
     assert dpo_md["reward_accuracy_before"].value == 0.0  # policy == reference before DPO
@@ -139,10 +167,12 @@ def test_sft_then_dpo_checkpoints(trained, resources, base_model_dir):
     pairs = pl.concat([pl.read_parquet(parquet / "preference_pairs" / f"{e}.parquet") for e in EMOTIONS])
     by_id = {r["pair_id"]: r for r in pairs.iter_rows(named=True)}
     policy, tok = load_reference_model(base_model_dir, dpo_dir)
-    chosen, rejected = compute_reference_logprobs(policy, tok, [dpo_record(by_id[p]) for p in ref["pair_id"]],
-                                                  max_length=96)
+    chosen, rejected = compute_reference_logprobs(
+        policy, tok, [dpo_record(by_id[p]) for p in ref["pair_id"]], max_length=96
+    )
     margin = (torch.tensor(chosen) - torch.tensor(ref["ref_chosen_logps"].to_list())) - (
-        torch.tensor(rejected) - torch.tensor(ref["ref_rejected_logps"].to_list()))
+        torch.tensor(rejected) - torch.tensor(ref["ref_rejected_logps"].to_list())
+    )
     beta = dpo_md["hyperparameters"].value["beta"]
     dpo_loss = float(-torch.nn.functional.logsigmoid(beta * margin).mean())
     assert dpo_loss < math.log(2) - 1e-4
@@ -168,8 +198,9 @@ def test_reference_logprobs_cache(trained, resources, base_model_dir):
     by_id = {r["pair_id"]: r for r in pairs.iter_rows(named=True)}
     model, tok = load_reference_model(base_model_dir, store.folder("sft_checkpoint"))
     sample = first.head(6)
-    chosen, rejected = compute_reference_logprobs(model, tok, [dpo_record(by_id[p]) for p in sample["pair_id"]],
-                                                  max_length=96, batch_size=1)
+    chosen, rejected = compute_reference_logprobs(
+        model, tok, [dpo_record(by_id[p]) for p in sample["pair_id"]], max_length=96, batch_size=1
+    )
     assert sample["ref_chosen_logps"].to_list() == pytest.approx(chosen, abs=1e-3)
     assert sample["ref_rejected_logps"].to_list() == pytest.approx(rejected, abs=1e-3)
 
@@ -177,8 +208,12 @@ def test_reference_logprobs_cache(trained, resources, base_model_dir):
     # enough per emotion that train rows remain after the per-emotion test minimum (2) is topped up
     bigger = pl.concat([frame, _tiny_data(["optimism", "disappointment"], per_emotion=8)])
     _materialize_data(resources, bigger)
-    again = materialize(_training_assets(bigger), selection=[reference_logprobs], resources=resources,
-                        run_config={"ops": {"reference_logprobs": {"config": {"max_length": 96}}}})
+    again = materialize(
+        _training_assets(bigger),
+        selection=[reference_logprobs],
+        resources=resources,
+        run_config={"ops": {"reference_logprobs": {"config": {"max_length": 96}}}},
+    )
     assert again.success
     md = again.asset_materializations_for_node("reference_logprobs")[0].metadata
     second = pl.read_parquet(parquet / "reference_logprobs.parquet")

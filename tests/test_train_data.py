@@ -28,8 +28,10 @@ def _split_frames(train: dict[str, int], validation: dict[str, int]) -> dict[str
     out = {}
     for e in sorted(set(train) | set(validation)):
         splits = ["train"] * train.get(e, 0) + ["validation"] * validation.get(e, 0)
-        out[e] = pl.DataFrame({"dialogue_id": [f"{e}-{i}" for i in range(len(splits))], "split": splits},
-                              schema={"dialogue_id": pl.String, "split": pl.String})
+        out[e] = pl.DataFrame(
+            {"dialogue_id": [f"{e}-{i}" for i in range(len(splits))], "split": splits},
+            schema={"dialogue_id": pl.String, "split": pl.String},
+        )
     return out
 
 
@@ -52,10 +54,12 @@ def test_too_little_data_or_no_validation_is_a_clear_error_naming_partitions_and
 
     many = split_counts(_split_frames({"grief": 6, "joy": 4}, {"joy": 2}), "train")
     with pytest.raises(TrainingDataError) as steps:  # 24 x 8 = 192 examples from 10 items: 19.2 > 5 passes
-        check_training_data("sft_checkpoint", "dialogues", many, {"joy": 2},
-                            cfg.model_copy(update={"max_epochs": 5}))
-    assert "max_steps=24 x batch 8 = 192 examples (19.2 passes" in str(steps.value) and "grief 6, joy 4" in str(
-        steps.value)
+        check_training_data(
+            "sft_checkpoint", "dialogues", many, {"joy": 2}, cfg.model_copy(update={"max_epochs": 5})
+        )
+    assert "max_steps=24 x batch 8 = 192 examples (19.2 passes" in str(
+        steps.value
+    ) and "grief 6, joy 4" in str(steps.value)
 
     with pytest.raises(TrainingDataError) as empty_val:
         check_training_data("dpo_checkpoint", "pairs", many, {"grief": 0, "joy": 0}, cfg)
@@ -74,7 +78,9 @@ def test_warmup_is_whole_steps_of_the_run():
 
     cfg = SFTTrainingConfig(max_steps=24, warmup_ratio=0.1, evals_per_run=4)
     assert total_steps(cfg, 10) == 24 and warmup_steps(cfg, 10) == 3 and eval_steps(cfg, 10) == 6
-    by_epochs = SFTTrainingConfig(max_steps=-1, num_train_epochs=2, per_device_train_batch_size=8, warmup_ratio=0.1)
+    by_epochs = SFTTrainingConfig(
+        max_steps=-1, num_train_epochs=2, per_device_train_batch_size=8, warmup_ratio=0.1
+    )
     assert total_steps(by_epochs, 100) == 26 and warmup_steps(by_epochs, 100) == 3  # ceil(100/8)=13 x 2
     assert warmup_steps(cfg.model_copy(update={"warmup_ratio": 0.0}), 10) == 0
     assert isinstance(warmup_steps(cfg, 10), int)  # an int means the same on transformers 4.x and 5.x
@@ -83,13 +89,28 @@ def test_warmup_is_whole_steps_of_the_run():
 def test_progress_line_says_step_loss_lr_eval_speed_and_eta():
     from empathy_dag.train.progress import format_duration, progress_line
 
-    line = progress_line("sft", {"loss": 2.91234, "learning_rate": 4.2e-4, "eval_loss": 2.8711}, step=8,
-                         max_steps=24, elapsed=40.0, steps_done=8, tokens_done=40_000)
-    assert line == ("sft step 8/24 (33%) | loss 2.9123 | lr 4.20e-04 | eval_loss 2.8711 | 1,000 tok/s | "
-                    "ETA 1m20s")
+    line = progress_line(
+        "sft",
+        {"loss": 2.91234, "learning_rate": 4.2e-4, "eval_loss": 2.8711},
+        step=8,
+        max_steps=24,
+        elapsed=40.0,
+        steps_done=8,
+        tokens_done=40_000,
+    )
+    assert line == (
+        "sft step 8/24 (33%) | loss 2.9123 | lr 4.20e-04 | eval_loss 2.8711 | 1,000 tok/s | ETA 1m20s"
+    )
     # a resumed run: speed and ETA from this process's steps only
-    resumed = progress_line("dpo", {"loss": 0.69, "rewards/accuracies": 0.75}, step=12, max_steps=16, elapsed=10.0,
-                            steps_done=2, tokens_done=None)
+    resumed = progress_line(
+        "dpo",
+        {"loss": 0.69, "rewards/accuracies": 0.75},
+        step=12,
+        max_steps=16,
+        elapsed=10.0,
+        steps_done=2,
+        tokens_done=None,
+    )
     assert resumed == "dpo step 12/16 (75%) | loss 0.6900 | reward_acc 0.750 | ETA 20s"
     assert format_duration(3725) == "1h02m" and format_duration(0.2) == "0s"
 
@@ -122,6 +143,11 @@ def test_qlora_without_cuda_is_a_clear_error_before_any_model_loads(tmp_path):
         load_base(tmp_path / "no_model_here", load_in_4bit=True, device="cpu")
     cfg = SFTTrainingConfig(load_in_4bit=True, device="cpu")
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
-        run_sft(tmp_path / "no_model_here", [{"prompt": [], "completion": []}], cfg, out_dir=tmp_path / "out",
-                work_dir=tmp_path / "work")
+        run_sft(
+            tmp_path / "no_model_here",
+            [{"prompt": [], "completion": []}],
+            cfg,
+            out_dir=tmp_path / "out",
+            work_dir=tmp_path / "work",
+        )
     assert not (tmp_path / "out").exists()

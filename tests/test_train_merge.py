@@ -24,19 +24,39 @@ def tiny_adapter(base_model_dir, tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(base_model_dir))
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                  init_lora_weights=False, task_type="CAUSAL_LM"))
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            target_modules=["q_proj", "v_proj"],
+            init_lora_weights=False,
+            task_type="CAUSAL_LM",
+        ),
+    )
     out = tmp_path_factory.mktemp("adapter") / "dpo_checkpoint"
     peft_model.save_pretrained(out)
     result = TrainingResult(
-        adapter_dir=out, sha256=sha256_tree(out), log_history=[{"step": 1, "loss": 0.69}], global_step=1,
-        resumed_from_step=0, steps_this_run=1, seconds=1.0, train_records=4, device="cpu",
+        adapter_dir=out,
+        sha256=sha256_tree(out),
+        log_history=[{"step": 1, "loss": 0.69}],
+        global_step=1,
+        resumed_from_step=0,
+        steps_this_run=1,
+        seconds=1.0,
+        train_records=4,
+        device="cpu",
         heldout={"reward_accuracy_after": {"n": 10, "mean": 0.6, "ci_low": 0.31, "ci_high": 0.83}},
     )
-    card = model_card(title="Empathy LoRA DPO (EmPO)", kind="dpo",
-                      base_model={"path": str(base_model_dir), "sha256": sha256_tree(base_model_dir)},
-                      inputs={"train_pairs": 4}, hyperparameters={"beta": 0.05}, result=result,
-                      extra={"input_fingerprint": "f" * 64, "languages": ["en", "ja"]})
+    card = model_card(
+        title="Empathy LoRA DPO (EmPO)",
+        kind="dpo",
+        base_model={"path": str(base_model_dir), "sha256": sha256_tree(base_model_dir)},
+        inputs={"train_pairs": 4},
+        hyperparameters={"beta": 0.05},
+        result=result,
+        extra={"input_fingerprint": "f" * 64, "languages": ["en", "ja"]},
+    )
     (out / "README.md").write_text(card)
     return out
 
@@ -56,8 +76,9 @@ def test_adapter_card_parses_and_names_the_hub_base_model(tiny_adapter):
     assert "de-quantized" in card.text and "Held-out (validation split)" in card.text
 
 
-def test_merged_model_loads_with_transformers_and_equals_base_plus_adapter(base_model_dir, tiny_adapter,
-                                                                          tmp_path, monkeypatch):
+def test_merged_model_loads_with_transformers_and_equals_base_plus_adapter(
+    base_model_dir, tiny_adapter, tmp_path, monkeypatch
+):
     import torch
     from huggingface_hub import ModelCard
     from peft import PeftModel
@@ -67,22 +88,35 @@ def test_merged_model_loads_with_transformers_and_equals_base_plus_adapter(base_
 
     pushed = []
     monkeypatch.setattr(merge, "push_folder_to_hub", lambda *a, **k: pushed.append(a) or "url")
-    rows = [{"metric": "judge_score", "value": 3.2, "n": 40, "ci_low": 2.9, "ci_high": 3.5, "verdict": "better"}]
+    rows = [
+        {"metric": "judge_score", "value": 3.2, "n": 40, "ci_low": 2.9, "ci_high": 3.5, "verdict": "better"}
+    ]
     out = tmp_path / "merged_model"
-    info = merge.export_merged(base_model_dir, tiny_adapter, out, title="Empathy DPO merged",
-                               leaderboard_rows=rows, log=lambda m: None)
+    info = merge.export_merged(
+        base_model_dir,
+        tiny_adapter,
+        out,
+        title="Empathy DPO merged",
+        leaderboard_rows=rows,
+        log=lambda m: None,
+    )
     assert pushed == [] and info["pushed_to"] == ""  # push_to_hub is opt-in
     assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
     assert info["dtype"] == "float32"  # the base's saved dtype, no cast
 
     merged = AutoModelForCausalLM.from_pretrained(str(out)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(out))
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "I lost my keys today."}],
-                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "I lost my keys today."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         generated = merged.generate(**prompt, max_new_tokens=4, do_sample=False)
-        reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_model_dir)),
-                                              str(tiny_adapter)).eval()
+        reference = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(str(base_model_dir)), str(tiny_adapter)
+        ).eval()
         plain = AutoModelForCausalLM.from_pretrained(str(base_model_dir)).eval()
         ids = prompt["input_ids"]
         merged_logits, ref_logits, base_logits = (m(ids).logits[0, -1] for m in (merged, reference, plain))
@@ -92,7 +126,9 @@ def test_merged_model_loads_with_transformers_and_equals_base_plus_adapter(base_
 
     card = ModelCard.load(out / "README.md")
     data = card.data.to_dict()
-    assert data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and data["library_name"] == "transformers"
+    assert (
+        data["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and data["library_name"] == "transformers"
+    )
     assert data["training_data_fingerprint"] == "f" * 64 and data["language"] == ["en", "ja"]
     (metric,) = card.data.eval_results
     assert metric.metric_type == "judge_score" and metric.metric_args["ci_low"] == 2.9
@@ -124,8 +160,9 @@ def _link_model(src: Path, dst: Path) -> None:
         (dst / f.name).symlink_to(f)
 
 
-def test_merged_model_asset_merges_the_store_adapter_without_pushing(resources, data_root, base_model_dir,
-                                                                     tiny_adapter):
+def test_merged_model_asset_merges_the_store_adapter_without_pushing(
+    resources, data_root, base_model_dir, tiny_adapter
+):
     import duckdb
     from dagster import materialize
 
@@ -136,17 +173,23 @@ def test_merged_model_asset_merges_the_store_adapter_without_pushing(resources, 
     models = data_root / "models"
     _link_model(base_model_dir, models / "base_model")
     _link_model(tiny_adapter, models / "dpo_checkpoint")
-    assert "merged_model" not in {k.to_user_string() for k in defs.resolve_job_def("main_job").asset_layer
-                                  .executable_asset_keys}  # sharing is a step of its own
+    assert "merged_model" not in {
+        k.to_user_string() for k in defs.resolve_job_def("main_job").asset_layer.executable_asset_keys
+    }  # sharing is a step of its own
     # A leaderboard with one row for this adapter's weights and one for another model's.
     sha = sha256_tree(tiny_adapter)
     with duckdb.connect(str(data_root / "warehouse.duckdb")) as conn:
-        conn.execute("CREATE TABLE main.leaderboard (system TEXT, model_sha256 TEXT, emotion TEXT, metric TEXT, "
-                     "value DOUBLE, n INT, ci_low DOUBLE, ci_high DOUBLE, verdict TEXT, delta DOUBLE, "
-                     "delta_ci_low DOUBLE, delta_ci_high DOUBLE, p_adjusted DOUBLE)")
-        conn.execute("INSERT INTO main.leaderboard VALUES ('dpo', ?, 'all', 'judge_score', 3.1, 40, 2.8, 3.4, "
-                     "'inconclusive', 0.1, -0.2, 0.4, 0.5), ('sft', 'other', 'all', 'judge_score', 2.0, 40, 1.7, "
-                     "2.3, NULL, NULL, NULL, NULL, NULL)", [sha])
+        conn.execute(
+            "CREATE TABLE main.leaderboard (system TEXT, model_sha256 TEXT, emotion TEXT, metric TEXT, "
+            "value DOUBLE, n INT, ci_low DOUBLE, ci_high DOUBLE, verdict TEXT, delta DOUBLE, "
+            "delta_ci_low DOUBLE, delta_ci_high DOUBLE, p_adjusted DOUBLE)"
+        )
+        conn.execute(
+            "INSERT INTO main.leaderboard VALUES ('dpo', ?, 'all', 'judge_score', 3.1, 40, 2.8, 3.4, "
+            "'inconclusive', 0.1, -0.2, 0.4, 0.5), ('sft', 'other', 'all', 'judge_score', 2.0, 40, 1.7, "
+            "2.3, NULL, NULL, NULL, NULL, NULL)",
+            [sha],
+        )
     assert [r["value"] for r in leaderboard_rows_for(resources["warehouse"], sha)] == [3.1]
 
     result = materialize([merged_model], resources=resources)
@@ -166,14 +209,35 @@ def test_training_step_card_keeps_the_dpo_extras_out_of_the_header(base_model_di
     from empathy_dag.train.steps import checkpoint_metadata, md
     from empathy_dag.train.trainers import TrainingResult
 
-    result = TrainingResult(adapter_dir=tmp_path, sha256="s" * 64, log_history=[{"step": 1, "loss": 0.7}],
-                            global_step=1, resumed_from_step=0, steps_this_run=1, seconds=0.5, train_records=2,
-                            device="cpu")
-    extra = {"emotions": ["joy"], "input_fingerprint": "abc", "languages": ["ja"],
-             "metrics": md({"reward_accuracy": 0.5}, "json"), "final_reward_margin": md(0.1, "float")}
-    meta = checkpoint_metadata(out_dir=tmp_path, result=result, base={"path": str(base_model_dir), "sha256": "b" * 64},
-                               inputs={}, hyperparameters={"beta": 0.05}, title="DPO", kind="dpo", extra=extra,
-                               published="")
+    result = TrainingResult(
+        adapter_dir=tmp_path,
+        sha256="s" * 64,
+        log_history=[{"step": 1, "loss": 0.7}],
+        global_step=1,
+        resumed_from_step=0,
+        steps_this_run=1,
+        seconds=0.5,
+        train_records=2,
+        device="cpu",
+    )
+    extra = {
+        "emotions": ["joy"],
+        "input_fingerprint": "abc",
+        "languages": ["ja"],
+        "metrics": md({"reward_accuracy": 0.5}, "json"),
+        "final_reward_margin": md(0.1, "float"),
+    }
+    meta = checkpoint_metadata(
+        out_dir=tmp_path,
+        result=result,
+        base={"path": str(base_model_dir), "sha256": "b" * 64},
+        inputs={},
+        hyperparameters={"beta": 0.05},
+        title="DPO",
+        kind="dpo",
+        extra=extra,
+        published="",
+    )
     assert meta["final_reward_margin"] == md(0.1, "float") and meta["emotions"] == ["joy"]
     data = ModelCard.load(tmp_path / "README.md").data.to_dict()
     assert data["training_data_fingerprint"] == "abc" and data["language"] == ["ja"]

@@ -24,7 +24,9 @@ def test_replication_profile_is_valid_main_job_run_config(size):
     assert sft["max_steps"] == s.sft_steps and dpo["max_steps"] == s.dpo_steps
     # DPO and its reference log-probs see the same stable sample of pairs (dpo_checkpoint refuses otherwise)
     assert dpo["max_train_pairs"] == run_config["ops"]["reference_logprobs"]["config"]["max_train_pairs"]
-    assert run_config["resources"]["evaluation"]["config"]["max_items_per_emotion"] == s.eval_items_per_emotion
+    assert (
+        run_config["resources"]["evaluation"]["config"]["max_items_per_emotion"] == s.eval_items_per_emotion
+    )
     if size == "gpu":
         assert run_config["resources"]["base_model_config"]["config"]["source"].startswith("HuggingFaceTB/")
 

@@ -59,9 +59,14 @@ def test_sigkill_during_checkpoint_save_resumes_from_the_last_complete_one(tmp_p
     out_dir, marker = tmp_path / "sft", tmp_path / "saving"
     work = prepare_work_dir(tmp_path / "work", "inputs-a")
     root = Path(__file__).resolve().parents[1]
-    child = subprocess.Popen([sys.executable, "-c", TRAIN_CHILD, str(base_model_dir), str(out_dir), str(work),
-                              str(marker)], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRAIN_CHILD, str(base_model_dir), str(out_dir), str(work), str(marker)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 600
         while not marker.exists():

@@ -42,16 +42,23 @@ def embed(texts: list[str], encoder: str = EMBEDDED_MINILM, batch_size: int = 12
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
     model = _encoder(encoder)
-    return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+    return model.encode(
+        list(texts),
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    ).astype(np.float32)
 
 
 def single_label_rows(examples: pl.DataFrame) -> pl.DataFrame:
     """One (text, label, split) row per example, using its first label. Most GoEmotions comments carry
     one label; a single-label head keeps the classifier small and its probabilities calibrated."""
-    return (examples.filter(pl.col("labels").list.len() > 0)
-            .with_columns(pl.col("labels").list.first().alias("label"))
-            .select("text", "label", "split"))
+    return (
+        examples.filter(pl.col("labels").list.len() > 0)
+        .with_columns(pl.col("labels").list.first().alias("label"))
+        .select("text", "label", "split")
+    )
 
 
 @dataclass
@@ -76,8 +83,9 @@ class EmotionClassifier:
         p = self.predict_proba(texts)
         return [self.labels[i] for i in p.argmax(axis=1)]
 
-    def group_mass(self, texts: list[str], taxonomy: Taxonomy,
-                   embeddings: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
+    def group_mass(
+        self, texts: list[str], taxonomy: Taxonomy, embeddings: np.ndarray | None = None
+    ) -> tuple[list[str], np.ndarray]:
         """(sentiment groups, (n_texts, n_groups) probabilities): from the group head when saved,
         else label probabilities summed per group."""
         x = embed(texts, self.encoder) if embeddings is None else embeddings
@@ -85,8 +93,13 @@ class EmotionClassifier:
             return list(self.groups), _softmax(x @ self.group_coef.T + self.group_intercept)
         p = self.predict_proba([], embeddings=x)
         groups = sorted({taxonomy.sentiment(label) for label in self.labels})
-        mass = np.stack([p[:, [i for i, lab in enumerate(self.labels) if taxonomy.sentiment(lab) == g]].sum(axis=1)
-                         for g in groups], axis=1)
+        mass = np.stack(
+            [
+                p[:, [i for i, lab in enumerate(self.labels) if taxonomy.sentiment(lab) == g]].sum(axis=1)
+                for g in groups
+            ],
+            axis=1,
+        )
         return groups, mass
 
     def predict_groups(self, texts: list[str], taxonomy: Taxonomy) -> list[tuple[str, float]]:
@@ -109,9 +122,17 @@ class EmotionClassifier:
         # order: without the copy the weights come back transposed-scrambled.
         tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
         save_file(tensors, str(folder / HEAD_FILE))
-        (folder / CONFIG_FILE).write_text(json.dumps(
-            {"labels": self.labels, "groups": self.groups, "encoder": self.encoder,
-             "metrics": self.metrics or {}}, indent=1))
+        (folder / CONFIG_FILE).write_text(
+            json.dumps(
+                {
+                    "labels": self.labels,
+                    "groups": self.groups,
+                    "encoder": self.encoder,
+                    "metrics": self.metrics or {},
+                },
+                indent=1,
+            )
+        )
 
     @classmethod
     def load(cls, folder: Path) -> EmotionClassifier:
@@ -119,9 +140,16 @@ class EmotionClassifier:
 
         config = json.loads((folder / CONFIG_FILE).read_text())
         head = load_file(str(folder / HEAD_FILE))
-        return cls(labels=config["labels"], coef=head["coef"], intercept=head["intercept"],
-                   encoder=config["encoder"], metrics=config.get("metrics"), groups=config.get("groups"),
-                   group_coef=head.get("group_coef"), group_intercept=head.get("group_intercept"))
+        return cls(
+            labels=config["labels"],
+            coef=head["coef"],
+            intercept=head["intercept"],
+            encoder=config["encoder"],
+            metrics=config.get("metrics"),
+            groups=config.get("groups"),
+            group_coef=head.get("group_coef"),
+            group_intercept=head.get("group_intercept"),
+        )
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -130,7 +158,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
-def _fit_head(x: np.ndarray, y: np.ndarray, c: float, class_weight) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _fit_head(
+    x: np.ndarray, y: np.ndarray, c: float, class_weight
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
 
     head = LogisticRegression(C=c, max_iter=1000, class_weight=class_weight)
@@ -147,8 +177,13 @@ def is_saved(folder: Path) -> bool:
 
 
 def train_emotion_classifier(
-    examples: pl.DataFrame, taxonomy: Taxonomy, *, encoder: str = EMBEDDED_MINILM,
-    max_train_rows: int = 20000, c: float = 4.0, seed: int = 0,
+    examples: pl.DataFrame,
+    taxonomy: Taxonomy,
+    *,
+    encoder: str = EMBEDDED_MINILM,
+    max_train_rows: int = 20000,
+    c: float = 4.0,
+    seed: int = 0,
 ) -> EmotionClassifier:
     """Fit on the `train` split (dev too when there is no test split), evaluate on `test` (else `dev`):
     macro-F1 over labels and over sentiment groups, accuracy."""
@@ -169,8 +204,15 @@ def train_emotion_classifier(
     labels, coef, intercept = _fit_head(x_train, train["label"].to_numpy(), c, None)
     train_groups = np.array([taxonomy.sentiment(y) for y in train["label"].to_list()])
     groups, group_coef, group_intercept = _fit_head(x_train, train_groups, c, "balanced")
-    clf = EmotionClassifier(labels=labels, coef=coef, intercept=intercept, encoder=encoder,
-                            groups=groups, group_coef=group_coef, group_intercept=group_intercept)
+    clf = EmotionClassifier(
+        labels=labels,
+        coef=coef,
+        intercept=intercept,
+        encoder=encoder,
+        groups=groups,
+        group_coef=group_coef,
+        group_intercept=group_intercept,
+    )
     predicted = clf.predict_proba([], embeddings=x_test).argmax(axis=1)
     y_pred = [labels[i] for i in predicted]
     y_true = test["label"].to_list()
@@ -181,9 +223,13 @@ def train_emotion_classifier(
         "held_out_split": held_out,
         "train_rows": train.height,
         "held_out_rows": test.height,
-        "macro_f1": round(float(f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)), 4),
+        "macro_f1": round(
+            float(f1_score(y_true, y_pred, average="macro", labels=labels, zero_division=0)), 4
+        ),
         "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
-        "sentiment_macro_f1": round(float(f1_score(group_true, group_pred, average="macro", zero_division=0)), 4),
+        "sentiment_macro_f1": round(
+            float(f1_score(group_true, group_pred, average="macro", zero_division=0)), 4
+        ),
         "chance_macro_f1": round(1.0 / max(1, len(labels)), 4),
     }
     return clf
@@ -255,16 +301,26 @@ class FineTunedEmotionClassifier:
         if not texts:
             return []
         p = self.predict_proba(texts)
-        return [[self.labels[j] for j in np.flatnonzero(row >= self.thresholds)] or [self.labels[int(row.argmax())]]
-                for row in p]
+        return [
+            [self.labels[j] for j in np.flatnonzero(row >= self.thresholds)]
+            or [self.labels[int(row.argmax())]]
+            for row in p
+        ]
 
-    def group_mass(self, texts: list[str], taxonomy: Taxonomy, embeddings=None) -> tuple[list[str], np.ndarray]:
+    def group_mass(
+        self, texts: list[str], taxonomy: Taxonomy, embeddings=None
+    ) -> tuple[list[str], np.ndarray]:
         """Sigmoid scores summed per sentiment group, normalized over groups (labels are not exclusive,
         so their scores are turned into shares before the filter compares a group with its minimum)."""
         p = self.predict_proba(texts)
         groups = sorted({taxonomy.sentiment(label) for label in self.labels})
-        mass = np.stack([p[:, [i for i, lab in enumerate(self.labels) if taxonomy.sentiment(lab) == g]].sum(axis=1)
-                         for g in groups], axis=1)
+        mass = np.stack(
+            [
+                p[:, [i for i, lab in enumerate(self.labels) if taxonomy.sentiment(lab) == g]].sum(axis=1)
+                for g in groups
+            ],
+            axis=1,
+        )
         return groups, mass / np.maximum(mass.sum(axis=1, keepdims=True), 1e-9)
 
     def predict_groups(self, texts: list[str], taxonomy: Taxonomy) -> list[tuple[str, float]]:
@@ -275,16 +331,32 @@ class FineTunedEmotionClassifier:
         return [(groups[b], float(mass[i, b])) for i, b in enumerate(best)]
 
     def save(self, folder: Path) -> None:
-        save_classifier(folder, self.model, self.tokenizer, {
-            "kind": FINETUNED_KIND, "labels": self.labels, "thresholds": [round(float(t), 4) for t in self.thresholds],
-            "max_length": self.max_length, "encoder": self.encoder, "metrics": self.metrics or {}})
+        save_classifier(
+            folder,
+            self.model,
+            self.tokenizer,
+            {
+                "kind": FINETUNED_KIND,
+                "labels": self.labels,
+                "thresholds": [round(float(t), 4) for t in self.thresholds],
+                "max_length": self.max_length,
+                "encoder": self.encoder,
+                "metrics": self.metrics or {},
+            },
+        )
 
     @classmethod
     def load(cls, folder: Path, device: str = "cpu") -> FineTunedEmotionClassifier:
         model, tokenizer, config = load_classifier(folder, device)
-        return cls(labels=config["labels"], model=model, tokenizer=tokenizer,
-                   thresholds=np.asarray(config["thresholds"], dtype=np.float32), max_length=config["max_length"],
-                   encoder=config["encoder"], metrics=config.get("metrics"))
+        return cls(
+            labels=config["labels"],
+            model=model,
+            tokenizer=tokenizer,
+            thresholds=np.asarray(config["thresholds"], dtype=np.float32),
+            max_length=config["max_length"],
+            encoder=config["encoder"],
+            metrics=config.get("metrics"),
+        )
 
 
 def is_saved_any(folder: Path) -> bool:
@@ -294,25 +366,39 @@ def is_saved_any(folder: Path) -> bool:
 def load_emotion_classifier(folder: Path):
     """Whichever kind the `emotion_classifier` folder holds."""
 
-    return FineTunedEmotionClassifier.load(folder) if is_finetuned_folder(folder) else EmotionClassifier.load(folder)
+    return (
+        FineTunedEmotionClassifier.load(folder)
+        if is_finetuned_folder(folder)
+        else EmotionClassifier.load(folder)
+    )
 
 
-def multilabel_report(y: np.ndarray, pred: np.ndarray, labels: list[str], *, n_resamples: int = 1000,
-                      seed: int = 0) -> dict:
+def multilabel_report(
+    y: np.ndarray, pred: np.ndarray, labels: list[str], *, n_resamples: int = 1000, seed: int = 0
+) -> dict:
     from sklearn.metrics import f1_score
 
     low, high = bootstrap_macro_f1(y, pred, labels, n_resamples=n_resamples, seed=seed)
     per_label = f1_score(y, pred, average=None, zero_division=0)
-    return {"macro_f1": round(float(f1_score(y, pred, average="macro", zero_division=0)), 4),
-            "macro_f1_ci95": [round(low, 4), round(high, 4)],
-            "micro_f1": round(float(f1_score(y, pred, average="micro", zero_division=0)), 4),
-            "f1_per_label": {lab: round(float(f), 4) for lab, f in zip(labels, per_label)},
-            "positives_per_label": {lab: int(c) for lab, c in zip(labels, y.sum(axis=0))}}
+    return {
+        "macro_f1": round(float(f1_score(y, pred, average="macro", zero_division=0)), 4),
+        "macro_f1_ci95": [round(low, 4), round(high, 4)],
+        "micro_f1": round(float(f1_score(y, pred, average="micro", zero_division=0)), 4),
+        "f1_per_label": {lab: round(float(f), 4) for lab, f in zip(labels, per_label)},
+        "positives_per_label": {lab: int(c) for lab, c in zip(labels, y.sum(axis=0))},
+    }
 
 
 def train_finetuned_emotion_classifier(
-    examples: pl.DataFrame, taxonomy: Taxonomy, settings, work_dir: Path, *, encoder: str = EMBEDDED_MINILM,
-    max_train_rows: int = 0, max_eval_rows: int = 0, holdout_ids: set[str] | None = None,
+    examples: pl.DataFrame,
+    taxonomy: Taxonomy,
+    settings,
+    work_dir: Path,
+    *,
+    encoder: str = EMBEDDED_MINILM,
+    max_train_rows: int = 0,
+    max_eval_rows: int = 0,
+    holdout_ids: set[str] | None = None,
     n_resamples: int = 1000,
 ) -> FineTunedEmotionClassifier:
     """Fine-tune on `train`, thresholds on `dev`, macro-F1 on `test` (28 labels, multi-label).
@@ -327,42 +413,60 @@ def train_finetuned_emotion_classifier(
     dev = frame.filter((pl.col("split") == "dev") & ~held)
     test = frame.filter(held) if holdout_ids else frame.filter(pl.col("split") == "test")
     if holdout_ids and test.height == 0:
-        raise ValueError(f"none of the {len(holdout_ids)} holdout ids is a GoEmotions comment id here "
-                         f"(first: {sorted(holdout_ids)[:5]})")
+        raise ValueError(
+            f"none of the {len(holdout_ids)} holdout ids is a GoEmotions comment id here "
+            f"(first: {sorted(holdout_ids)[:5]})"
+        )
     if train.height == 0 or dev.height == 0 or test.height == 0:
-        raise ValueError(f"fine-tuning needs train, dev and test rows; got {train.height} / {dev.height} / {test.height}")
+        raise ValueError(
+            f"fine-tuning needs train, dev and test rows; got {train.height} / {dev.height} / {test.height}"
+        )
     if max_train_rows and train.height > max_train_rows:
         train = train.sample(max_train_rows, seed=settings.seed)
     if max_eval_rows:
         dev = dev.sample(min(max_eval_rows, dev.height), seed=settings.seed)
         if not holdout_ids:
             test = test.sample(min(max_eval_rows, test.height), seed=settings.seed)
-    model, tokenizer, stats = finetune(encoder, train["text"].to_list(), None,
-                                       multi_hot(train["labels"].to_list(), labels), labels, settings, work_dir,
-                                       multi_label=True)
-    clf = FineTunedEmotionClassifier(labels, model, tokenizer, np.full(len(labels), 0.5, np.float32),
-                                     settings.max_length, encoder)
+    model, tokenizer, stats = finetune(
+        encoder,
+        train["text"].to_list(),
+        None,
+        multi_hot(train["labels"].to_list(), labels),
+        labels,
+        settings,
+        work_dir,
+        multi_label=True,
+    )
+    clf = FineTunedEmotionClassifier(
+        labels, model, tokenizer, np.full(len(labels), 0.5, np.float32), settings.max_length, encoder
+    )
     y_dev = multi_hot(dev["labels"].to_list(), labels)
     clf.thresholds = tune_thresholds(clf.predict_proba(dev["text"].to_list()), y_dev)
     y_test = multi_hot(test["labels"].to_list(), labels)
     pred = (clf.predict_proba(test["text"].to_list()) >= clf.thresholds).astype(np.float32)
     overlap = set(train["id"].to_list()) & set(test["id"].to_list())
     clf.metrics = {
-        "kind": FINETUNED_KIND, "held_out_split": "holdout ids" if holdout_ids else "test",
-        "train_rows": train.height, "dev_rows": dev.height, "held_out_rows": test.height,
+        "kind": FINETUNED_KIND,
+        "held_out_split": "holdout ids" if holdout_ids else "test",
+        "train_rows": train.height,
+        "dev_rows": dev.height,
+        "held_out_rows": test.height,
         **multilabel_report(y_test, pred, labels, n_resamples=n_resamples, seed=settings.seed),
         "published_bert_base_macro_f1": PUBLISHED_GOEMOTIONS_MACRO_F1,
         "chance_macro_f1": round(1.0 / len(labels), 4),
         "thresholds": {lab: round(float(t), 4) for lab, t in zip(labels, clf.thresholds)},
         "train_test_overlap_ids": len(overlap),
         "holdout_ids_given": len(holdout_ids or ()),
-        "backbone": encoder, "settings": settings.as_dict(), **stats,
+        "backbone": encoder,
+        "settings": settings.as_dict(),
+        **stats,
     }
     return clf
 
 
-def classifier_fingerprint(examples: pl.DataFrame, config: dict, code_version: str,
-                           holdout_file: str | None = None) -> str:
+def classifier_fingerprint(
+    examples: pl.DataFrame, config: dict, code_version: str, holdout_file: str | None = None
+) -> str:
     """What the classifier is trained from (examples' content, config, code version, holdout file):
     the asset reuses a saved classifier with the same fingerprint instead of training it again."""
     import hashlib

@@ -22,17 +22,38 @@ from empathy_dag.ingest.records import normalize_text
 from empathy_dag.settings import assets_dir
 
 FILTER_ORDER = (
-    "empty", "length", "refusal", "prompt_echo", "unsafe", "language", "exact_duplicate", "near_duplicate",
+    "empty",
+    "length",
+    "refusal",
+    "prompt_echo",
+    "unsafe",
+    "language",
+    "exact_duplicate",
+    "near_duplicate",
     "emotion_consistency",
 )
 # A dropped row keeps its dialogue fields, so a reviewer who overrules a filter can bring it back
 # (review.consensus.apply_review) and a review batch shows the whole dialogue; `text` is the one-line
 # "speaker || reply" for previews.
-REPORT_DIALOGUE_FIELDS = ("situation_id", "language", "domain", "situation", "speaker_utterance", "listener_reply",
-                          "prompt_version")
-REPORT_SCHEMA = {"id": pl.String, "emotion": pl.String, "origin": pl.String, "filter": pl.String,
-                 "reason": pl.String, "generator": pl.String, "text": pl.String,
-                 **dict.fromkeys(REPORT_DIALOGUE_FIELDS, pl.String)}
+REPORT_DIALOGUE_FIELDS = (
+    "situation_id",
+    "language",
+    "domain",
+    "situation",
+    "speaker_utterance",
+    "listener_reply",
+    "prompt_version",
+)
+REPORT_SCHEMA = {
+    "id": pl.String,
+    "emotion": pl.String,
+    "origin": pl.String,
+    "filter": pl.String,
+    "reason": pl.String,
+    "generator": pl.String,
+    "text": pl.String,
+    **dict.fromkeys(REPORT_DIALOGUE_FIELDS, pl.String),
+}
 
 # ------------------------------------------------------------------------------- single-row filters
 
@@ -47,9 +68,14 @@ def length_reason(text: str, min_chars: int, max_chars: int, field_name: str = "
 
 
 _REFUSALS = [
-    r"\bas an ai\b", r"\bas a (?:large )?language model\b", r"\bi(?:'m| am) (?:just )?an? (?:ai|assistant|chatbot)\b",
-    r"\bi can(?:'|no)?t help\b", r"\bi cannot help\b", r"\bi(?:'m| am) (?:not able|unable) to (?:help|assist|provide)\b",
-    r"\bi can(?:'|no)?t (?:assist|provide|fulfill|comply)\b", r"\bi(?:'m| am) sorry,? but i can(?:'|no)?t\b",
+    r"\bas an ai\b",
+    r"\bas a (?:large )?language model\b",
+    r"\bi(?:'m| am) (?:just )?an? (?:ai|assistant|chatbot)\b",
+    r"\bi can(?:'|no)?t help\b",
+    r"\bi cannot help\b",
+    r"\bi(?:'m| am) (?:not able|unable) to (?:help|assist|provide)\b",
+    r"\bi can(?:'|no)?t (?:assist|provide|fulfill|comply)\b",
+    r"\bi(?:'m| am) sorry,? but i can(?:'|no)?t\b",
     r"\bi do(?:n't| not) have (?:personal )?(?:feelings|emotions|experiences)\b",
 ]
 _REFUSAL = re.compile("|".join(_REFUSALS), re.IGNORECASE)
@@ -62,9 +88,16 @@ def refusal_reason(text: str) -> str | None:
 
 # Phrases of our own prompt templates: a reply that repeats them is the model echoing instructions.
 PROMPT_PHRASES = (
-    "write only", "in one or two sentences", "in two or three sentences", "reply to your friend",
-    "tell your friend about it", "show that you understand how they feel", "write situation number",
-    "here are situations in which", "speaking as \"i\"", "you are a warm, empathetic listener",
+    "write only",
+    "in one or two sentences",
+    "in two or three sentences",
+    "reply to your friend",
+    "tell your friend about it",
+    "show that you understand how they feel",
+    "write situation number",
+    "here are situations in which",
+    'speaking as "i"',
+    "you are a warm, empathetic listener",
 )
 
 
@@ -72,8 +105,9 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", (text or "").lower())
 
 
-def prompt_echo_reason(reply: str, prompt_texts: Iterable[str], threshold: float = 0.8,
-                       min_words: int = 6) -> str | None:
+def prompt_echo_reason(
+    reply: str, prompt_texts: Iterable[str], threshold: float = 0.8, min_words: int = 6
+) -> str | None:
     """The reply repeats a template instruction, or most of its words are a run copied from the
     prompt (the utterance or situation it answers): `threshold` of the reply's word 4-grams occur in
     the prompt, or the reply is contained in it verbatim."""
@@ -89,9 +123,9 @@ def prompt_echo_reason(reply: str, prompt_texts: Iterable[str], threshold: float
         if len(low) >= 20 and low.strip(" .!?\"'") in p_low:
             return "reply is copied verbatim from the prompt"
         if len(reply_words) >= min_words:
-            grams = {tuple(reply_words[i:i + 4]) for i in range(len(reply_words) - 3)}
+            grams = {tuple(reply_words[i : i + 4]) for i in range(len(reply_words) - 3)}
             pw = _words(prompt)
-            prompt_grams = {tuple(pw[i:i + 4]) for i in range(len(pw) - 3)}
+            prompt_grams = {tuple(pw[i : i + 4]) for i in range(len(pw) - 3)}
             if grams:
                 overlap = len(grams & prompt_grams) / len(grams)
                 if overlap >= threshold:
@@ -106,7 +140,11 @@ UNSPACED_LANGUAGES = ("ja", "zh")
 
 def unsafe_list_path(language: str = "en") -> Path:
     """assets/filters/unsafe_words.txt (English) or unsafe_words.<lang>.txt, as the prompt templates."""
-    return assets_dir() / "filters" / ("unsafe_words.txt" if language == "en" else f"unsafe_words.{language}.txt")
+    return (
+        assets_dir()
+        / "filters"
+        / ("unsafe_words.txt" if language == "en" else f"unsafe_words.{language}.txt")
+    )
 
 
 def _read_sections(file: Path) -> dict[str, list[str]]:
@@ -171,8 +209,9 @@ def unsafe_reason(text: str, words: tuple[str, ...] | None = None, language: str
     return f"unsafe or profane term {m.group(0)!r}" if m else None
 
 
-def unsafe_dialogue_reason(speaker: str, reply: str, language: str,
-                           words: tuple[str, ...] | None = None) -> str | None:
+def unsafe_dialogue_reason(
+    speaker: str, reply: str, language: str, words: tuple[str, ...] | None = None
+) -> str | None:
     """Why a dialogue is unsafe, naming the term, the turn and the list; None when it is not.
 
     With the language's own list, `[any turn]` entries are looked for in both turns and `[reply]`
@@ -209,15 +248,22 @@ def language_reason(text: str, expected: str) -> str | None:
     return f"language detected as {found!r} (confidence {guess.confidence:.2f}), expected {expected!r}"
 
 
-def contradiction_reason(partition_emotion: str, predicted_group: str, probability: float,
-                         sentiment_of: Callable[[str], str], min_probability: float = 0.5) -> str | None:
+def contradiction_reason(
+    partition_emotion: str,
+    predicted_group: str,
+    probability: float,
+    sentiment_of: Callable[[str], str],
+    min_probability: float = 0.5,
+) -> str | None:
     """Positive vs negative is a contradiction; ambiguous or neutral on either side never is."""
     expected = sentiment_of(partition_emotion)
     if probability < min_probability:
         return None
     if {expected, predicted_group} == {"positive", "negative"}:
-        return (f"classifier reads it as {predicted_group} (p={probability:.2f}) but the emotion "
-                f"{partition_emotion!r} is {expected}")
+        return (
+            f"classifier reads it as {predicted_group} (p={probability:.2f}) but the emotion "
+            f"{partition_emotion!r} is {expected}"
+        )
     return None
 
 
@@ -232,7 +278,7 @@ def shingles(text: str, k: int = 5) -> set[str]:
     s = re.sub(r"[^\w]+", " ", normalize_text(text or "").lower()).strip()
     if len(s) <= k:
         return {s} if s else set()
-    return {s[i:i + k] for i in range(len(s) - k + 1)}
+    return {s[i : i + k] for i in range(len(s) - k + 1)}
 
 
 def _shingle_text(text: str) -> str:
@@ -280,8 +326,13 @@ class NearDuplicateIndex:
     def _minhash(self, text: str):
         from datasketch import MinHash
 
-        m = MinHash(num_perm=self.num_perm, seed=1, permutations=self._permutations, scheme=self._scheme,
-                    hashfunc=_identity)
+        m = MinHash(
+            num_perm=self.num_perm,
+            seed=1,
+            permutations=self._permutations,
+            scheme=self._scheme,
+            hashfunc=_identity,
+        )
         m.update_batch(shingle_hashes(text).tolist())
         return m
 
@@ -341,17 +392,37 @@ def row_reason(row: dict, config: FilterConfig, on: Iterable[str]) -> tuple[str 
     speaker, reply = row.get("speaker_utterance") or "", row.get("listener_reply") or ""
     on = set(on)
     checks: list[tuple[str, Callable[[], str | None]]] = [
-        ("empty", lambda: "speaker utterance or reply is empty" if not speaker.strip() or not reply.strip()
-         else None),
-        ("length", lambda: length_reason(speaker, config.min_chars, config.max_chars, "speaker utterance")
-         or length_reason(reply, config.min_chars, config.max_chars, "reply")),
+        (
+            "empty",
+            lambda: (
+                "speaker utterance or reply is empty" if not speaker.strip() or not reply.strip() else None
+            ),
+        ),
+        (
+            "length",
+            lambda: (
+                length_reason(speaker, config.min_chars, config.max_chars, "speaker utterance")
+                or length_reason(reply, config.min_chars, config.max_chars, "reply")
+            ),
+        ),
         ("refusal", lambda: refusal_reason(speaker) or refusal_reason(reply)),
-        ("prompt_echo", lambda: prompt_echo_reason(reply, [speaker, row.get("situation") or ""],
-                                                   config.echo_threshold)
-         or prompt_echo_reason(speaker, [], config.echo_threshold)),
-        ("unsafe", lambda: unsafe_dialogue_reason(speaker, reply, config.language or row.get("language") or "en",
-                                                  config.unsafe_words)),
-        ("language", lambda: language_reason(f"{speaker} {reply}", config.language or row.get("language") or "en")),
+        (
+            "prompt_echo",
+            lambda: (
+                prompt_echo_reason(reply, [speaker, row.get("situation") or ""], config.echo_threshold)
+                or prompt_echo_reason(speaker, [], config.echo_threshold)
+            ),
+        ),
+        (
+            "unsafe",
+            lambda: unsafe_dialogue_reason(
+                speaker, reply, config.language or row.get("language") or "en", config.unsafe_words
+            ),
+        ),
+        (
+            "language",
+            lambda: language_reason(f"{speaker} {reply}", config.language or row.get("language") or "en"),
+        ),
     ]
     for name, check in checks:
         if name in on:
@@ -377,10 +448,18 @@ def filter_synthetic(
     on = [n for n in FILTER_ORDER if n not in config.disabled]
 
     def drop(row: dict, name: str, reason: str) -> None:
-        dropped.append({"id": row["dialogue_id"], "emotion": row["emotion"], "origin": "synthetic",
-                        "filter": name, "reason": reason, "generator": row.get("generator"),
-                        "text": f"{row.get('speaker_utterance') or ''} || {row.get('listener_reply') or ''}",
-                        **{f: row.get(f) for f in REPORT_DIALOGUE_FIELDS}})
+        dropped.append(
+            {
+                "id": row["dialogue_id"],
+                "emotion": row["emotion"],
+                "origin": "synthetic",
+                "filter": name,
+                "reason": reason,
+                "generator": row.get("generator"),
+                "text": f"{row.get('speaker_utterance') or ''} || {row.get('listener_reply') or ''}",
+                **{f: row.get(f) for f in REPORT_DIALOGUE_FIELDS},
+            }
+        )
 
     seen_exact: set[str] = set()
     near = NearDuplicateIndex(config.near_duplicate_threshold) if "near_duplicate" in on else None
@@ -412,8 +491,9 @@ def filter_synthetic(
         groups = predict_groups([r["speaker_utterance"] for r in survivors])
         consistent = []
         for row, (group, prob) in zip(survivors, groups):
-            reason = contradiction_reason(row["emotion"], group, prob, sentiment_of,
-                                          config.consistency_min_probability)
+            reason = contradiction_reason(
+                row["emotion"], group, prob, sentiment_of, config.consistency_min_probability
+            )
             if reason:
                 drop(row, "emotion_consistency", reason)
             else:
@@ -463,12 +543,16 @@ class CurationPolicy:
         for key, names in self.skip.items():
             unknown = set(names) - set(FILTER_ORDER)
             if unknown:
-                raise ValueError(f"source policy {key!r}: unknown filters {sorted(unknown)}; "
-                                 f"known: {', '.join(FILTER_ORDER)}")
+                raise ValueError(
+                    f"source policy {key!r}: unknown filters {sorted(unknown)}; "
+                    f"known: {', '.join(FILTER_ORDER)}"
+                )
             never = set(names) & set(NEVER_SKIPPED)
             if never:
-                raise ValueError(f"source policy {key!r} skips {sorted(never)}: dedup and the empty check "
-                                 "apply to every source (a trusted duplicate is still a duplicate)")
+                raise ValueError(
+                    f"source policy {key!r} skips {sorted(never)}: dedup and the empty check "
+                    "apply to every source (a trusted duplicate is still a duplicate)"
+                )
         for key, (low, high) in self.length_bounds.items():
             if not 0 <= low <= high:
                 raise ValueError(f"length bounds for {key!r}: need 0 <= min <= max, got ({low}, {high})")
@@ -494,11 +578,17 @@ class CurationResult:
     def counts(self) -> pl.DataFrame:
         """Rows dropped per (filter, origin, source), with the rows each source brought in."""
         frames = [r for r in self.report.values() if r.height]
-        dropped = (pl.concat(frames).group_by("filter", "origin", "source").len("dropped")
-                   if frames else pl.DataFrame(schema={"filter": pl.String, "origin": pl.String,
-                                                       "source": pl.String, "dropped": pl.UInt32}))
-        rows_in = pl.DataFrame([{"origin": o, "source": s, "rows_in": n} for (o, s), n in self.rows_in.items()],
-                               schema={"origin": pl.String, "source": pl.String, "rows_in": pl.Int64})
+        dropped = (
+            pl.concat(frames).group_by("filter", "origin", "source").len("dropped")
+            if frames
+            else pl.DataFrame(
+                schema={"filter": pl.String, "origin": pl.String, "source": pl.String, "dropped": pl.UInt32}
+            )
+        )
+        rows_in = pl.DataFrame(
+            [{"origin": o, "source": s, "rows_in": n} for (o, s), n in self.rows_in.items()],
+            schema={"origin": pl.String, "source": pl.String, "rows_in": pl.Int64},
+        )
         return dropped.join(rows_in, on=["origin", "source"], how="left").sort("filter", "origin", "source")
 
     def counts_per_filter(self) -> dict[str, int]:
@@ -529,17 +619,27 @@ def curate_partitions(
     policy = policy or CurationPolicy()
     globally_off = set(config.disabled)
     seen_exact: set[str] = set()
-    near = NearDuplicateIndex(config.near_duplicate_threshold) if "near_duplicate" not in globally_off else None
+    near = (
+        NearDuplicateIndex(config.near_duplicate_threshold) if "near_duplicate" not in globally_off else None
+    )
     dropped: dict[str, list[dict]] = {k: [] for k in frames}
     survivors: dict[str, list[dict]] = {k: [] for k in frames}
     rows_in: dict[tuple[str, str], int] = {}
 
     def drop(partition: str, row: dict, name: str, reason: str) -> None:
-        dropped[partition].append({
-            "id": row["dialogue_id"], "emotion": row["emotion"], "origin": row.get("origin"),
-            "source": row.get("source"), "filter": name, "reason": reason, "generator": row.get("generator"),
-            "text": f"{row.get('speaker_utterance') or ''} || {row.get('listener_reply') or ''}",
-            **{f: row.get(f) for f in REPORT_DIALOGUE_FIELDS}})
+        dropped[partition].append(
+            {
+                "id": row["dialogue_id"],
+                "emotion": row["emotion"],
+                "origin": row.get("origin"),
+                "source": row.get("source"),
+                "filter": name,
+                "reason": reason,
+                "generator": row.get("generator"),
+                "text": f"{row.get('speaker_utterance') or ''} || {row.get('listener_reply') or ''}",
+                **{f: row.get(f) for f in REPORT_DIALOGUE_FIELDS},
+            }
+        )
 
     ordered = []
     for partition, frame in frames.items():
@@ -557,8 +657,13 @@ def curate_partitions(
         off = globally_off | set(policy.skipped(source, origin))
         on = [n for n in FILTER_ORDER if n not in off]
         low, high = policy.bounds(source, origin, row.get("language"))
-        row_config = FilterConfig(min_chars=low, max_chars=high, echo_threshold=config.echo_threshold,
-                                  language=config.language, unsafe_words=config.unsafe_words)
+        row_config = FilterConfig(
+            min_chars=low,
+            max_chars=high,
+            echo_threshold=config.echo_threshold,
+            language=config.language,
+            unsafe_words=config.unsafe_words,
+        )
         speaker, reply = row.get("speaker_utterance") or "", row.get("listener_reply") or ""
         name, reason = row_reason(row, row_config, on)
         if not reason and "exact_duplicate" in on:
@@ -581,8 +686,9 @@ def curate_partitions(
     if consistency_queue:
         groups = predict_groups([r["speaker_utterance"] for _, r in consistency_queue])
         for (partition, row), (group, prob) in zip(consistency_queue, groups, strict=True):
-            reason = contradiction_reason(row["emotion"], group, prob, sentiment_of,
-                                          config.consistency_min_probability)
+            reason = contradiction_reason(
+                row["emotion"], group, prob, sentiment_of, config.consistency_min_probability
+            )
             if reason:
                 drop(partition, row, "emotion_consistency", reason)
             else:
@@ -591,9 +697,14 @@ def curate_partitions(
     kept, report = {}, {}
     for partition, frame in frames.items():
         schema = frame.schema if frame is not None else None
-        rows = sorted(survivors[partition], key=lambda r: (r.get("origin") != "corpus", r["dialogue_id"] or ""))
-        kept[partition] = (pl.DataFrame(rows, schema=schema, orient="row") if rows
-                           else (frame.clear() if frame is not None else pl.DataFrame()))
+        rows = sorted(
+            survivors[partition], key=lambda r: (r.get("origin") != "corpus", r["dialogue_id"] or "")
+        )
+        kept[partition] = (
+            pl.DataFrame(rows, schema=schema, orient="row")
+            if rows
+            else (frame.clear() if frame is not None else pl.DataFrame())
+        )
         report[partition] = pl.DataFrame(dropped[partition], schema=CURATION_REPORT_SCHEMA)
     return CurationResult(kept=kept, report=report, rows_in=rows_in)
 

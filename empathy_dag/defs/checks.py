@@ -19,7 +19,9 @@ def frame_check_specs(asset: str) -> list[AssetCheckSpec]:
         "unique_ids": "Ids are unique within each partition.",
         "min_rows_per_emotion": "Each emotion written has at least the configured number of rows (warning).",
     }
-    return [AssetCheckSpec(name, asset=AssetKey(asset), description=descriptions[name]) for name in FRAME_CHECKS]
+    return [
+        AssetCheckSpec(name, asset=AssetKey(asset), description=descriptions[name]) for name in FRAME_CHECKS
+    ]
 
 
 def frame_check_results(
@@ -41,7 +43,13 @@ def frame_check_results(
             elif df.schema[col] != dtype:
                 schema_errors.append(f"{emotion}: {col} is {df.schema[col]}, expected {dtype}")
         present = [c for c in text_columns if c in df.columns]
-        n_empty = df.filter(pl.any_horizontal([pl.col(c).str.strip_chars().str.len_chars() == 0 for c in present])).height if present and df.height else 0
+        n_empty = (
+            df.filter(
+                pl.any_horizontal([pl.col(c).str.strip_chars().str.len_chars() == 0 for c in present])
+            ).height
+            if present and df.height
+            else 0
+        )
         if n_empty:
             empty[emotion] = n_empty
         if "emotion" in df.columns and df.height:
@@ -55,15 +63,35 @@ def frame_check_results(
         if df.height < min_rows:
             thin[emotion] = df.height
     return [
-        AssetCheckResult(asset_key=key, check_name="schema", passed=not schema_errors,
-                         metadata={"errors": schema_errors[:20]}),
-        AssetCheckResult(asset_key=key, check_name="no_empty_text", passed=not empty,
-                         metadata={"empty_rows_per_emotion": empty}),
-        AssetCheckResult(asset_key=key, check_name="labels_in_taxonomy", passed=not bad_labels,
-                         metadata={"wrong_label_rows_per_emotion": bad_labels}),
-        AssetCheckResult(asset_key=key, check_name="unique_ids", passed=not dupes,
-                         metadata={"duplicate_ids_per_emotion": dupes}),
-        AssetCheckResult(asset_key=key, check_name="min_rows_per_emotion", passed=not thin,
-                         severity=AssetCheckSeverity.WARN,
-                         metadata={"min_rows": min_rows, "below_minimum": thin}),
+        AssetCheckResult(
+            asset_key=key,
+            check_name="schema",
+            passed=not schema_errors,
+            metadata={"errors": schema_errors[:20]},
+        ),
+        AssetCheckResult(
+            asset_key=key,
+            check_name="no_empty_text",
+            passed=not empty,
+            metadata={"empty_rows_per_emotion": empty},
+        ),
+        AssetCheckResult(
+            asset_key=key,
+            check_name="labels_in_taxonomy",
+            passed=not bad_labels,
+            metadata={"wrong_label_rows_per_emotion": bad_labels},
+        ),
+        AssetCheckResult(
+            asset_key=key,
+            check_name="unique_ids",
+            passed=not dupes,
+            metadata={"duplicate_ids_per_emotion": dupes},
+        ),
+        AssetCheckResult(
+            asset_key=key,
+            check_name="min_rows_per_emotion",
+            passed=not thin,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"min_rows": min_rows, "below_minimum": thin},
+        ),
     ]

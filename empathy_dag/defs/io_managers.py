@@ -68,7 +68,11 @@ class EmotionParquetIOManager(PolarsParquetIOManager):
                 {
                     # A run over several partitions skips dagster-polars' per-output metadata: the Columns
                     # section and the location come from here instead.
-                    **({"dagster/column_schema": self._schema(context, frames_schema(frames))} if frames else {}),
+                    **(
+                        {"dagster/column_schema": self._schema(context, frames_schema(frames))}
+                        if frames
+                        else {}
+                    ),
                     "dagster/uri": str(first.parent),
                     "path": MetadataValue.path(str(first.parent)),
                     "partitions_written": len(paths),
@@ -163,16 +167,29 @@ class AllOrNothingIOManager(ConfigurableIOManagerFactory):
     staging_dir: str
 
     @classmethod
-    def over(cls, parquet: EmotionParquetIOManager, warehouse: Warehouse, staging_dir: str) -> "AllOrNothingIOManager":
-        return cls(parquet_base_dir=parquet.base_dir, parquet_storage_options=dict(parquet.cloud_storage_options or {}) or None,
-                   warehouse_database=warehouse.database, warehouse_s3_uri=warehouse.s3_uri,
-                   warehouse_endpoint_url=warehouse.endpoint_url, staging_dir=staging_dir)
+    def over(
+        cls, parquet: EmotionParquetIOManager, warehouse: Warehouse, staging_dir: str
+    ) -> "AllOrNothingIOManager":
+        return cls(
+            parquet_base_dir=parquet.base_dir,
+            parquet_storage_options=dict(parquet.cloud_storage_options or {}) or None,
+            warehouse_database=warehouse.database,
+            warehouse_s3_uri=warehouse.s3_uri,
+            warehouse_endpoint_url=warehouse.endpoint_url,
+            staging_dir=staging_dir,
+        )
 
     def create_io_manager(self, context) -> IOManager:
-        parquet = EmotionParquetIOManager(base_dir=self.parquet_base_dir, storage_options=self.parquet_storage_options)
+        parquet = EmotionParquetIOManager(
+            base_dir=self.parquet_base_dir, storage_options=self.parquet_storage_options
+        )
         parquet.setup_for_execution(context)
-        warehouse = Warehouse(database=self.warehouse_database, parquet_base_dir=self.parquet_base_dir,
-                              s3_uri=self.warehouse_s3_uri, endpoint_url=self.warehouse_endpoint_url)
+        warehouse = Warehouse(
+            database=self.warehouse_database,
+            parquet_base_dir=self.parquet_base_dir,
+            s3_uri=self.warehouse_s3_uri,
+            endpoint_url=self.warehouse_endpoint_url,
+        )
         return _AllOrNothing(parquet, warehouse, Path(self.staging_dir))
 
 
@@ -192,8 +209,10 @@ class _AllOrNothing(IOManager):
     def _store_of(metadata: Mapping[str, Any], what: str) -> str:
         store = metadata.get("stored_in")
         if store not in STORES:
-            raise ValueError(f"{what}: an output of an all-or-nothing step needs metadata stored_in in "
-                             f"{STORES}, got {store!r}")
+            raise ValueError(
+                f"{what}: an output of an all-or-nothing step needs metadata stored_in in "
+                f"{STORES}, got {store!r}"
+            )
         return store
 
     def recover(self) -> list[str]:
@@ -210,8 +229,10 @@ class _AllOrNothing(IOManager):
             if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
                 continue  # a live writer's (another step still staging or applying): not ours to judge
             folders.append(folder)
-        committed = sorted((f for f in folders if (f / STAGING_COMMIT).exists()),
-                           key=lambda f: json.loads((f / STAGING_COMMIT).read_text())["committed_at"])
+        committed = sorted(
+            (f for f in folders if (f / STAGING_COMMIT).exists()),
+            key=lambda f: json.loads((f / STAGING_COMMIT).read_text())["committed_at"],
+        )
         for folder in committed:
             self._apply(folder)
             done.append(f"applied {folder.name}")
@@ -228,8 +249,10 @@ class _AllOrNothing(IOManager):
             frame = pl.read_parquet(folder / entry["file"])
             if entry["store"] == "parquet":
                 context = build_output_context(
-                    name=entry["name"], asset_key=AssetKey(entry["asset_key"]),
-                    definition_metadata=entry["metadata"], dagster_type=POLARS_FRAME_TYPE,
+                    name=entry["name"],
+                    asset_key=AssetKey(entry["asset_key"]),
+                    definition_metadata=entry["metadata"],
+                    dagster_type=POLARS_FRAME_TYPE,
                 )
                 self.parquet.handle_output(context, frame)
             else:
@@ -240,7 +263,9 @@ class _AllOrNothing(IOManager):
                 for table, frame in tables:
                     # An empty frame still makes its table (with its columns): SQL models read it.
                     conn.register("_staged", frame.to_arrow())
-                    conn.execute(f'CREATE OR REPLACE TABLE {WAREHOUSE_SCHEMA}."{table}" AS SELECT * FROM _staged')
+                    conn.execute(
+                        f'CREATE OR REPLACE TABLE {WAREHOUSE_SCHEMA}."{table}" AS SELECT * FROM _staged'
+                    )
                     conn.unregister("_staged")
                 conn.execute("COMMIT")
         shutil.rmtree(folder, ignore_errors=True)
@@ -249,9 +274,13 @@ class _AllOrNothing(IOManager):
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         if context.has_asset_partitions:
-            raise ValueError(f"{context.asset_key.to_user_string()}: all-or-nothing outputs are unpartitioned")
+            raise ValueError(
+                f"{context.asset_key.to_user_string()}: all-or-nothing outputs are unpartitioned"
+            )
         if not isinstance(obj, pl.DataFrame):
-            raise TypeError(f"{context.name}: all-or-nothing outputs are polars DataFrames, got {type(obj).__name__}")
+            raise TypeError(
+                f"{context.name}: all-or-nothing outputs are polars DataFrames, got {type(obj).__name__}"
+            )
         store = self._store_of(context.definition_metadata or {}, context.name)
         folder = self._folder(context)
         if not folder.exists():
@@ -262,26 +291,44 @@ class _AllOrNothing(IOManager):
             tmp = temp_name_for(staged)
             obj.write_parquet(tmp)
             os.replace(tmp, staged)
-            entry = {"name": context.name, "asset_key": list(context.asset_key.path), "store": store,
-                     "file": staged.name, "rows": obj.height,
-                     "metadata": {k: v for k, v in (context.definition_metadata or {}).items()
-                                  if isinstance(v, str | int | float | bool)}}
+            entry = {
+                "name": context.name,
+                "asset_key": list(context.asset_key.path),
+                "store": store,
+                "file": staged.name,
+                "rows": obj.height,
+                "metadata": {
+                    k: v
+                    for k, v in (context.definition_metadata or {}).items()
+                    if isinstance(v, str | int | float | bool)
+                },
+            }
             _write_atomically(folder / f"{staged.name}.json", json.dumps(entry).encode())
             # The step's outputs that come here (asset-check outputs of the same op never do).
             expected = sorted(o.name for o in context.op_def.output_defs if "stored_in" in (o.metadata or {}))
-            entries = {p.name[: -len(".parquet.json")]: json.loads(p.read_text())
-                       for p in folder.glob("*.parquet.json")}
+            entries = {
+                p.name[: -len(".parquet.json")]: json.loads(p.read_text())
+                for p in folder.glob("*.parquet.json")
+            }
         except BaseException:
             # An exception (a full disk...) aborts the whole step's write; a SIGKILL never gets here,
             # and the next `recover` deletes the folder.
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        context.add_output_metadata({"all_or_nothing": MetadataValue.text(
-            f"staged; visible once all of {', '.join(expected)} are written")})
+        context.add_output_metadata(
+            {
+                "all_or_nothing": MetadataValue.text(
+                    f"staged; visible once all of {', '.join(expected)} are written"
+                )
+            }
+        )
         if sorted(entries) != expected:
             return
-        journal = {"run_id": context.run_id, "committed_at": time.time(),
-                   "outputs": [entries[name] for name in expected]}
+        journal = {
+            "run_id": context.run_id,
+            "committed_at": time.time(),
+            "outputs": [entries[name] for name in expected],
+        }
         _write_atomically(folder / STAGING_COMMIT, json.dumps(journal, indent=1).encode())
         self._apply(folder)
 

@@ -52,7 +52,9 @@ def frame_metadata(frames: dict[str, pl.DataFrame], preview_columns: Iterable[st
         schema={"emotion": pl.String, "rows": pl.Int64},
     )
     non_empty = [df for df in frames.values() if df.height]
-    sample = pl.concat([df.head(2) for df in non_empty], how="diagonal_relaxed") if non_empty else pl.DataFrame()
+    sample = (
+        pl.concat([df.head(2) for df in non_empty], how="diagonal_relaxed") if non_empty else pl.DataFrame()
+    )
     cols = [c for c in preview_columns if c in sample.columns]
     md = {
         "dagster/row_count": total,
@@ -66,9 +68,10 @@ def frame_metadata(frames: dict[str, pl.DataFrame], preview_columns: Iterable[st
     if cols:
         md["preview"] = preview_table(sample.select(cols), max_rows=8)
     if len(frames) > 1:  # a chart of one bar says nothing; a run over many emotions gets one
-
         counts = {e: df.height for e, df in frames.items()}
-        md["rows_per_emotion_chart"] = png_markdown(bar_chart_png(counts, "rows per emotion"), "rows per emotion")
+        md["rows_per_emotion_chart"] = png_markdown(
+            bar_chart_png(counts, "rows per emotion"), "rows per emotion"
+        )
     return md
 
 
@@ -121,10 +124,14 @@ def with_owners(assets_defs: list, table: Mapping[str, list[str]] | None = None)
     from dagster import map_asset_specs
 
     table = owners_by_group() if table is None else table
-    return list(map_asset_specs(
-        lambda spec: spec if spec.owners else spec.replace_attributes(owners=owners_for(spec.group_name, table)),
-        assets_defs,
-    ))
+    return list(
+        map_asset_specs(
+            lambda spec: (
+                spec if spec.owners else spec.replace_attributes(owners=owners_for(spec.group_name, table))
+            ),
+            assets_defs,
+        )
+    )
 
 
 def with_code_links(assets_defs: list, git_url: str | None = None, git_branch: str | None = None) -> list:
@@ -144,11 +151,17 @@ def with_code_links(assets_defs: list, git_url: str | None = None, git_branch: s
         warnings.simplefilter("ignore")
         out = list(with_source_code_references(assets_defs))
         if git_url:
-            out = list(link_code_references_to_git(
-                out, git_url=git_url.rstrip("/"), git_branch=git_branch,
-                file_path_mapping=AnchorBasedFilePathMapping(
-                    local_file_anchor=Path(__file__), file_anchor_path_in_repository="empathy_dag/defs/metadata.py"),
-            ))
+            out = list(
+                link_code_references_to_git(
+                    out,
+                    git_url=git_url.rstrip("/"),
+                    git_branch=git_branch,
+                    file_path_mapping=AnchorBasedFilePathMapping(
+                        local_file_anchor=Path(__file__),
+                        file_anchor_path_in_repository="empathy_dag/defs/metadata.py",
+                    ),
+                )
+            )
     return out
 
 
@@ -257,10 +270,12 @@ def column_schema(columns: Mapping[str, Any], descriptions: Mapping[str, str] | 
     """A Dagster TableSchema from {column: type} (Polars dtypes, DuckDB type names or strings), each
     column described from `descriptions` then the project glossary."""
     described = {**COLUMN_DESCRIPTIONS, **(descriptions or {})}
-    return TableSchema(columns=[
-        TableColumn(name=name, type=str(dtype), description=described.get(name))
-        for name, dtype in columns.items()
-    ])
+    return TableSchema(
+        columns=[
+            TableColumn(name=name, type=str(dtype), description=described.get(name))
+            for name, dtype in columns.items()
+        ]
+    )
 
 
 def column_schema_metadata(columns: Mapping[str, Any], descriptions: Mapping[str, str] | None = None) -> dict:
@@ -271,6 +286,7 @@ def column_schema_metadata(columns: Mapping[str, Any], descriptions: Mapping[str
 def preview_table(df: pl.DataFrame, max_rows: int = 5, max_chars: int = 120) -> MetadataValue:
     """The first rows as a Dagster table (sortable columns in the UI, not markdown behind a button).
     Nested and non-scalar cells become text, long text is cut."""
+
     def cell(v):
         if v is None or isinstance(v, bool | int | float):
             return v
@@ -282,8 +298,14 @@ def preview_table(df: pl.DataFrame, max_rows: int = 5, max_chars: int = 120) -> 
     return MetadataValue.table(records=records, schema=column_schema(df.schema))
 
 
-def table_metadata(df: pl.DataFrame, *, table: str | None = None, uri: str | None = None,
-                   descriptions: Mapping[str, str] | None = None, preview_rows: int = 5) -> dict:
+def table_metadata(
+    df: pl.DataFrame,
+    *,
+    table: str | None = None,
+    uri: str | None = None,
+    descriptions: Mapping[str, str] | None = None,
+    preview_rows: int = 5,
+) -> dict:
     """What the UI shows for a table-like materialization: its Columns section (the schema actually
     written, described from the glossary), row count, table name / URI, and a preview as a table."""
     md: dict = {
@@ -325,22 +347,30 @@ def consumed_materializations(instance, asset: str, partitions: Iterable[str] | 
         records = [(None, r.storage_id, r.event_log_entry) for r in latest]
     else:
         wanted = sorted(set(partitions))
-        ids = instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION, set(wanted))
+        ids = instance.get_latest_storage_id_by_partition(
+            key, DagsterEventType.ASSET_MATERIALIZATION, set(wanted)
+        )
         if not ids:
             return []
-        result = instance.fetch_materializations(AssetRecordsFilter(asset_key=key, storage_ids=list(ids.values())),
-                                                 limit=len(ids))
+        result = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, storage_ids=list(ids.values())), limit=len(ids)
+        )
         by_id = {r.storage_id: r for r in result.records}
         records = [(p, ids[p], by_id[ids[p]].event_log_entry) for p in wanted if p in ids and ids[p] in by_id]
     out = []
     for partition, storage_id, entry in records:
         mat = entry.asset_materialization
-        out.append({
-            "asset": asset, "partition": partition, "run_id": entry.run_id,
-            "data_version": (mat.tags or {}).get("dagster/data_version") if mat else None,
-            "content_hash": _text(mat.metadata.get("content_hash")) if mat else None,
-            "storage_id": storage_id, "timestamp": entry.timestamp,
-        })
+        out.append(
+            {
+                "asset": asset,
+                "partition": partition,
+                "run_id": entry.run_id,
+                "data_version": (mat.tags or {}).get("dagster/data_version") if mat else None,
+                "content_hash": _text(mat.metadata.get("content_hash")) if mat else None,
+                "storage_id": storage_id,
+                "timestamp": entry.timestamp,
+            }
+        )
     return out
 
 
@@ -360,15 +390,26 @@ def lineage_metadata(consumed: list[dict], base_url: str | None = None) -> dict:
         asset_url = f"{base}/assets/{quote(c['asset'])}"
         if c["partition"] is not None:
             asset_url += f"?view=events&partition={quote(c['partition'])}"
-        rows.append([
-            f"[{c['asset']}]({asset_url})", c["partition"] or "", f"[{c['run_id'][:8]}]({base}/runs/{c['run_id']})",
-            f"`{c['data_version']}`" if c["data_version"] else "",
-            f"`{c['content_hash']}`" if c.get("content_hash") else "", c["storage_id"],
-        ])
+        rows.append(
+            [
+                f"[{c['asset']}]({asset_url})",
+                c["partition"] or "",
+                f"[{c['run_id'][:8]}]({base}/runs/{c['run_id']})",
+                f"`{c['data_version']}`" if c["data_version"] else "",
+                f"`{c['content_hash']}`" if c.get("content_hash") else "",
+                c["storage_id"],
+            ]
+        )
     md: dict = {
         "consumed_materializations": MetadataValue.md(
-            tabulate(rows, headers=["asset", "partition", "run", "data version", "content hash", "event id"], tablefmt="github")
-            if rows else "no upstream materializations recorded"),
+            tabulate(
+                rows,
+                headers=["asset", "partition", "run", "data version", "content hash", "event id"],
+                tablefmt="github",
+            )
+            if rows
+            else "no upstream materializations recorded"
+        ),
         "consumed_materializations_json": MetadataValue.json(consumed),
     }
     runs: dict[str, list[str]] = {}
@@ -379,7 +420,9 @@ def lineage_metadata(consumed: list[dict], base_url: str | None = None) -> dict:
     for asset, run_ids in runs.items():
         for i, run_id in enumerate(run_ids):
             label = f"input_run_{asset}" + (f"_{i + 1}" if len(run_ids) > 1 else "")
-            md[label] = MetadataValue.url(f"{base}/runs/{run_id}") if base else MetadataValue.dagster_run(run_id)
+            md[label] = (
+                MetadataValue.url(f"{base}/runs/{run_id}") if base else MetadataValue.dagster_run(run_id)
+            )
     return md
 
 

@@ -62,18 +62,24 @@ class EcsStepSettings:
             "cluster": self.cluster,
             "taskDefinition": self.task_definition,
             "count": 1,
-            "overrides": {"containerOverrides": [
-                {"name": self.container_name, "command": ["python", "-m", ENTRY_MODULE, step]}
-            ]},
+            "overrides": {
+                "containerOverrides": [
+                    {"name": self.container_name, "command": ["python", "-m", ENTRY_MODULE, step]}
+                ]
+            },
         }
         if self.capacity_provider:
             params["capacityProviderStrategy"] = [{"capacityProvider": self.capacity_provider, "weight": 1}]
         else:
             params["launchType"] = "EC2"
         if self.subnets:
-            params["networkConfiguration"] = {"awsvpcConfiguration": {
-                "subnets": self.subnets, "securityGroups": self.security_groups, "assignPublicIp": "DISABLED",
-            }}
+            params["networkConfiguration"] = {
+                "awsvpcConfiguration": {
+                    "subnets": self.subnets,
+                    "securityGroups": self.security_groups,
+                    "assignPublicIp": "DISABLED",
+                }
+            }
         return params
 
     def client(self):
@@ -83,8 +89,9 @@ class EcsStepSettings:
         from dagster_aws.pipes import PipesECSClient, PipesS3MessageReader
 
         ecs = boto3.client("ecs", region_name=self.region_name or None)
-        reader = PipesS3MessageReader(bucket=self.messages_bucket, client=s3_client(self.endpoint_url),
-                                      interval=5)
+        reader = PipesS3MessageReader(
+            bucket=self.messages_bucket, client=s3_client(self.endpoint_url), interval=5
+        )
         return PipesECSClient(client=ecs, message_reader=reader)
 
 
@@ -109,8 +116,15 @@ def local_command(step: str) -> list[str]:
     return [sys.executable, "-m", ENTRY_MODULE, step]
 
 
-def run_heavy_step(context, step: str, params: dict, *, profile: str | None = None,
-                   env: dict[str, str] | None = None, ecs: EcsStepSettings | None = None):
+def run_heavy_step(
+    context,
+    step: str,
+    params: dict,
+    *,
+    profile: str | None = None,
+    env: dict[str, str] | None = None,
+    ecs: EcsStepSettings | None = None,
+):
     """Run `step` ("module:function") with JSON `params` in a separate process and return the
     `MaterializeResult` it reported (metadata from the function's return value, logs already streamed
     to the run's log). `profile` defaults to EMPATHY_DAG_PROFILE; `heavy_step_launcher` picks the client."""
@@ -121,7 +135,9 @@ def run_heavy_step(context, step: str, params: dict, *, profile: str | None = No
     if launcher == "ecs":
         settings = ecs or EcsStepSettings.from_env()
         invocation = settings.client().run(
-            context=context, run_task_params=settings.run_task_params(step), extras=extras,
+            context=context,
+            run_task_params=settings.run_task_params(step),
+            extras=extras,
             pipes_container_name=settings.container_name,
         )
     else:
@@ -136,5 +152,8 @@ def run_heavy_step(context, step: str, params: dict, *, profile: str | None = No
 
 def store_params(model_store) -> dict:
     """The fields a step rebuilds the run's `ModelStore` from (they travel in the step's params)."""
-    return {"root": model_store.root, "s3_prefix": model_store.s3_prefix,
-            "endpoint_url": model_store.endpoint_url}
+    return {
+        "root": model_store.root,
+        "s3_prefix": model_store.s3_prefix,
+        "endpoint_url": model_store.endpoint_url,
+    }

@@ -68,7 +68,9 @@ class S3SyncedDuckDBPolarsIOManager(DuckDBPolarsIOManager):
         if not self.s3_uri:
             return inner
         bucket, key = parse_s3_uri(self.s3_uri)
-        return _S3SyncedIOManager(inner, SyncedFile(s3_client(self.endpoint_url), bucket, key, Path(self.database)))
+        return _S3SyncedIOManager(
+            inner, SyncedFile(s3_client(self.endpoint_url), bucket, key, Path(self.database))
+        )
 
 
 def aws_settings(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -76,7 +78,9 @@ def aws_settings(env: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if env is None else env)
     bucket = env.get("EMPATHY_DAG_S3_BUCKET", "")
     if not bucket:
-        raise ValueError("EMPATHY_DAG_PROFILE=aws needs EMPATHY_DAG_S3_BUCKET (see resources/aws/.env.example)")
+        raise ValueError(
+            "EMPATHY_DAG_PROFILE=aws needs EMPATHY_DAG_S3_BUCKET (see resources/aws/.env.example)"
+        )
     prefix = env.get("EMPATHY_DAG_S3_PREFIX", "empathy-dag").strip("/")
     base = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     return {
@@ -87,8 +91,11 @@ def aws_settings(env: dict[str, str] | None = None) -> dict[str, str]:
     }
 
 
-def aws_resources(cache_root: Path | None = None, env: dict[str, str] | None = None,
-                  stage_resource_modules: list | None = None) -> dict:
+def aws_resources(
+    cache_root: Path | None = None,
+    env: dict[str, str] | None = None,
+    stage_resource_modules: list | None = None,
+) -> dict:
     """The aws profile: every durable location on S3; `cache_root` (default $EMPATHY_DAG_CACHE_DIR or
     $DAGSTER_HOME/data) holds the local working copies (model cache, landing cache, DuckDB file) that a
     fresh ECS task rebuilds from S3."""
@@ -112,15 +119,19 @@ def aws_resources(cache_root: Path | None = None, env: dict[str, str] | None = N
         "warehouse_io_manager": warehouse_io,
         "warehouse": warehouse,
         # The journal of all-or-nothing steps (ingest) on the task's disk: see AllOrNothingIOManager.
-        "ingest_io_manager": AllOrNothingIOManager.over(parquet_io, warehouse,
-                                                   staging_dir=str(root / "staging")),
+        "ingest_io_manager": AllOrNothingIOManager.over(
+            parquet_io, warehouse, staging_dir=str(root / "staging")
+        ),
         "corpus_sources": CorpusSources(
-            landing_dir=str(root / "landing"), archive_dir=str(root / "raw"),
-            landing_s3_uri=f"{s['base']}/landing/", endpoint_url=s["endpoint_url"],
+            landing_dir=str(root / "landing"),
+            archive_dir=str(root / "raw"),
+            landing_s3_uri=f"{s['base']}/landing/",
+            endpoint_url=s["endpoint_url"],
         ),
         "goemotions": GoEmotionsSource(),
-        "model_store": ModelStore(root=str(root / "models"), s3_prefix=f"{s['base']}/models",
-                                  endpoint_url=s["endpoint_url"]),
+        "model_store": ModelStore(
+            root=str(root / "models"), s3_prefix=f"{s['base']}/models", endpoint_url=s["endpoint_url"]
+        ),
         "base_model_config": BaseModelConfig(),
     }
     for module in STAGE_RESOURCE_MODULES if stage_resource_modules is None else stage_resource_modules:
@@ -133,7 +144,11 @@ def local_resources(root: Path | None = None) -> dict:
     from its environment variable or $DAGSTER_HOME/data."""
     if root is not None:
         root = Path(root)
-        database, parquet_dir, model_dir = str(root / "warehouse.duckdb"), str(root / "parquet"), str(root / "models")
+        database, parquet_dir, model_dir = (
+            str(root / "warehouse.duckdb"),
+            str(root / "parquet"),
+            str(root / "models"),
+        )
     else:
         root = data_root()
         database, parquet_dir, model_dir = local_locations()
@@ -146,8 +161,9 @@ def local_resources(root: Path | None = None) -> dict:
         "parquet_io_manager": parquet_io,
         "warehouse_io_manager": warehouse_io,
         "warehouse": warehouse,
-        "ingest_io_manager": AllOrNothingIOManager.over(parquet_io, warehouse,
-                                                   staging_dir=str(Path(database).parent / "staging")),
+        "ingest_io_manager": AllOrNothingIOManager.over(
+            parquet_io, warehouse, staging_dir=str(Path(database).parent / "staging")
+        ),
         "corpus_sources": CorpusSources(landing_dir=str(root / "landing"), archive_dir=str(root / "raw")),
         "goemotions": GoEmotionsSource(),
         "model_store": ModelStore(root=model_dir),

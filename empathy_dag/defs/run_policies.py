@@ -39,14 +39,21 @@ TRAINING_POOL = "training"
 TRANSIENT_RETRY = RetryPolicy(max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
-def all_emotions_schedule(name: str, cron: str, job_name: str, tags: dict, description: str,
-                          timezone: str = "UTC") -> ScheduleDefinition:
+def all_emotions_schedule(
+    name: str, cron: str, job_name: str, tags: dict, description: str, timezone: str = "UTC"
+) -> ScheduleDefinition:
     """A schedule whose runs cover every emotion partition, off until someone turns it on (UI Automation tab
     or `dagster schedule start <name>`). The partition-range tags are reserved, so they go on each RunRequest
     rather than on the schedule definition."""
 
-    @schedule(name=name, cron_schedule=cron, job_name=job_name, execution_timezone=timezone,
-              default_status=DefaultScheduleStatus.STOPPED, description=description)
+    @schedule(
+        name=name,
+        cron_schedule=cron,
+        job_name=job_name,
+        execution_timezone=timezone,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=description,
+    )
     def _schedule(context):
         return RunRequest(tags={**tags, **ALL_EMOTIONS_TAGS})
 

@@ -15,8 +15,13 @@ TRAINING_CHECKPOINT_KEYS = ("sft_checkpoint", "dpo_checkpoint")
 TRAINING_CHECKPOINTS = AssetSelection.assets(*TRAINING_CHECKPOINT_KEYS)
 
 # The review stage's unpartitioned tables: re-read from the whole decision inbox by review_decisions_job.
-REVIEW_DECISION_KEYS = ("review_decisions", "review_quarantine", "review_agreement", "reviewer_pair_agreement",
-                        "reviewer_acceptance")
+REVIEW_DECISION_KEYS = (
+    "review_decisions",
+    "review_quarantine",
+    "review_agreement",
+    "reviewer_pair_agreement",
+    "reviewer_acceptance",
+)
 REVIEW_DECISION_TABLES = AssetSelection.assets(*REVIEW_DECISION_KEYS)
 
 # The data work of a new landing file: ingest, then every per-emotion data asset the corpus feeds
@@ -24,9 +29,11 @@ REVIEW_DECISION_TABLES = AssetSelection.assets(*REVIEW_DECISION_KEYS)
 # nothing a checkpoint feeds (evaluation of a trained model is not data work), not the whole-inbox review
 # tables (their own job), and not the SQL reports (the nightly evaluation refreshes those).
 LANDING_DATA = (
-    INGEST_STEP
-    | AssetSelection.assets("corpus_rows").downstream()
-) - TRAINING_CHECKPOINTS.downstream() - REVIEW_DECISION_TABLES - AssetSelection.groups("warehouse")
+    (INGEST_STEP | AssetSelection.assets("corpus_rows").downstream())
+    - TRAINING_CHECKPOINTS.downstream()
+    - REVIEW_DECISION_TABLES
+    - AssetSelection.groups("warehouse")
+)
 
 # Retraining: the checkpoints and everything they feed (reference log-probs, DPO, evaluation, leaderboard,
 # promotion, export, the merged model).

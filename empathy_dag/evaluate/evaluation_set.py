@@ -41,21 +41,32 @@ def from_test_split(splits: pl.DataFrame) -> pl.DataFrame:
     """Complete test dialogues of one emotion's splits as evaluation items."""
     if not splits.height:
         return empty_evaluation_set()
-    test = splits.filter((pl.col("split") == "test") & pl.col("speaker_utterance").is_not_null()
-                         & pl.col("listener_reply").is_not_null())
+    test = splits.filter(
+        (pl.col("split") == "test")
+        & pl.col("speaker_utterance").is_not_null()
+        & pl.col("listener_reply").is_not_null()
+    )
     return _items(test, origin="test_split")
 
 
 def _items(frame: pl.DataFrame, origin: str) -> pl.DataFrame:
     if not frame.height:
         return empty_evaluation_set()
-    ids = [item_id(e, s, r) for e, s, r in frame.select("emotion", "speaker_utterance", "listener_reply").iter_rows()]
+    ids = [
+        item_id(e, s, r)
+        for e, s, r in frame.select("emotion", "speaker_utterance", "listener_reply").iter_rows()
+    ]
     return frame.select(
-        pl.Series("item_id", ids, dtype=pl.String), "emotion", pl.col("language").fill_null("en"),
-        pl.col("situation").fill_null(""), "speaker_utterance", pl.col("listener_reply").alias("reference"),
+        pl.Series("item_id", ids, dtype=pl.String),
+        "emotion",
+        pl.col("language").fill_null("en"),
+        pl.col("situation").fill_null(""),
+        "speaker_utterance",
+        pl.col("listener_reply").alias("reference"),
         pl.col("source").cast(pl.String) if "source" in frame.columns else pl.lit(origin).alias("source"),
         pl.lit(origin).alias("origin"),
-        pl.col("dialogue_id").cast(pl.String).alias("source_dialogue_id") if "dialogue_id" in frame.columns
+        pl.col("dialogue_id").cast(pl.String).alias("source_dialogue_id")
+        if "dialogue_id" in frame.columns
         else pl.lit(None, dtype=pl.String).alias("source_dialogue_id"),
     ).cast(EVALUATION_SET_SCHEMA)
 
@@ -72,8 +83,13 @@ def read_external_test_file(path: str | Path, taxonomy) -> tuple[pl.DataFrame, d
     reasons: dict[str, int] = {}
     for q in outcome.quarantined:
         reasons[q.reason_code] = reasons.get(q.reason_code, 0) + 1
-    return items, {"file": str(path), "items": items.height, "rows_in": outcome.rows_in,
-                   "without_dialogue": len(outcome.records) - len(rows), "rejected": reasons}
+    return items, {
+        "file": str(path),
+        "items": items.height,
+        "rows_in": outcome.rows_in,
+        "without_dialogue": len(outcome.records) - len(rows),
+        "rejected": reasons,
+    }
 
 
 def build_evaluation_set(parts: list[pl.DataFrame], max_items_per_emotion: int = 0) -> pl.DataFrame:
@@ -89,9 +105,17 @@ def build_evaluation_set(parts: list[pl.DataFrame], max_items_per_emotion: int =
 def coverage(frames: dict[str, pl.DataFrame], min_items: int) -> dict:
     """Items per emotion / source / language, and which emotions have fewer than `min_items`."""
     per_emotion = {e: f.height for e, f in frames.items()}
-    allitems = pl.concat([f for f in frames.values() if f.height]) if any(f.height for f in frames.values()) \
+    allitems = (
+        pl.concat([f for f in frames.values() if f.height])
+        if any(f.height for f in frames.values())
         else empty_evaluation_set()
-    count = (lambda col: dict(allitems.group_by(col).len().sort(col).iter_rows()) if allitems.height else {})
-    return {"items": allitems.height, "per_emotion": per_emotion, "per_source": count("source"),
-            "per_language": count("language"), "per_origin": count("origin"),
-            "below_minimum": {e: n for e, n in per_emotion.items() if n < min_items}}
+    )
+    count = lambda col: dict(allitems.group_by(col).len().sort(col).iter_rows()) if allitems.height else {}
+    return {
+        "items": allitems.height,
+        "per_emotion": per_emotion,
+        "per_source": count("source"),
+        "per_language": count("language"),
+        "per_origin": count("origin"),
+        "below_minimum": {e: n for e, n in per_emotion.items() if n < min_items},
+    }

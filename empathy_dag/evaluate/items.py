@@ -46,8 +46,17 @@ ITEM_SCHEMA: dict[str, pl.DataType] = {
 }
 
 CONTEXT_COLUMNS = ("speaker_utterance", "context", "prompt")
-FIELDS = ("prediction", "reference", "emotion", "system", "speaker_utterance", "situation", "language", "item_id",
-          "history")
+FIELDS = (
+    "prediction",
+    "reference",
+    "emotion",
+    "system",
+    "speaker_utterance",
+    "situation",
+    "language",
+    "item_id",
+    "history",
+)
 
 
 def item_id(emotion: str, speaker_utterance: str, reference: str, history: str = "") -> str:
@@ -64,7 +73,11 @@ def empty_items() -> pl.DataFrame:
 
 def with_history_column(frame: pl.DataFrame) -> pl.DataFrame:
     """Frames written before items had a history (two-turn items) get an empty one."""
-    return frame if "history" in frame.columns else frame.with_columns(pl.lit("", dtype=pl.String).alias("history"))
+    return (
+        frame
+        if "history" in frame.columns
+        else frame.with_columns(pl.lit("", dtype=pl.String).alias("history"))
+    )
 
 
 def dialogue_text(speaker_utterance: str, history: str | None) -> str:
@@ -145,23 +158,37 @@ def resolve_columns(spec: ExternalPredictionSpec, columns: list[str]) -> dict[st
             resolved[f] = found
     required = ["prediction", "reference", "emotion"] + ([] if spec.system else ["system"])
     missing = [f for f in required if f not in resolved and f not in missing_mapped]
-    if "speaker_utterance" not in resolved and "history" not in resolved and "speaker_utterance" not in missing_mapped:
+    if (
+        "speaker_utterance" not in resolved
+        and "history" not in resolved
+        and "speaker_utterance" not in missing_mapped
+    ):
         missing.append("speaker_utterance (or context/prompt, or a history)")
     if missing_mapped or missing:
         parts = []
         if missing_mapped:
-            parts.append("mapped columns not in the file: " + ", ".join(f"{f} -> {c!r}" for f, c in missing_mapped.items()))
+            parts.append(
+                "mapped columns not in the file: "
+                + ", ".join(f"{f} -> {c!r}" for f, c in missing_mapped.items())
+            )
         if missing:
-            parts.append(f"missing fields {missing} (map them with `columns`, or set `system` for a one-system file)")
+            parts.append(
+                f"missing fields {missing} (map them with `columns`, or set `system` for a one-system file)"
+            )
         raise ValueError(f"{path}: {'; '.join(parts)}; the file has columns {columns}")
     return resolved
 
 
-def read_external_predictions(path_or_spec: str | Path | ExternalPredictionSpec,
-                              taxonomy: Taxonomy) -> tuple[pl.DataFrame, dict]:
+def read_external_predictions(
+    path_or_spec: str | Path | ExternalPredictionSpec, taxonomy: Taxonomy
+) -> tuple[pl.DataFrame, dict]:
     """Items from one file, plus counts for the metadata (rows, unknown emotions). Raises before
     returning anything when a column is missing, so a bad file never lands half-read."""
-    spec = path_or_spec if isinstance(path_or_spec, ExternalPredictionSpec) else ExternalPredictionSpec(str(path_or_spec))
+    spec = (
+        path_or_spec
+        if isinstance(path_or_spec, ExternalPredictionSpec)
+        else ExternalPredictionSpec(str(path_or_spec))
+    )
     raw = _read_table(spec)
     col = resolve_columns(spec, raw.columns)
     rows, unknown, empty_ids = [], 0, 0
@@ -183,34 +210,49 @@ def read_external_predictions(path_or_spec: str | Path | ExternalPredictionSpec,
         given_id = str(cell(rec, "item_id") or "").strip()
         if "item_id" in col and not given_id:
             empty_ids += 1
-        rows.append({
-            "item_id": given_id or item_id(label, speaker, reference, history),
-            "system": str(spec.system or cell(rec, "system") or "").strip(),
-            "origin": "external",
-            "emotion": label,
-            "language": str(cell(rec, "language") or guess_language(speaker + reference)),
-            "situation": str(cell(rec, "situation") or ""),
-            "speaker_utterance": speaker,
-            "reference": reference,
-            "prediction": str(cell(rec, "prediction") or ""),
-            "history": history,
-        })
+        rows.append(
+            {
+                "item_id": given_id or item_id(label, speaker, reference, history),
+                "system": str(spec.system or cell(rec, "system") or "").strip(),
+                "origin": "external",
+                "emotion": label,
+                "language": str(cell(rec, "language") or guess_language(speaker + reference)),
+                "situation": str(cell(rec, "situation") or ""),
+                "speaker_utterance": speaker,
+                "reference": reference,
+                "prediction": str(cell(rec, "prediction") or ""),
+                "history": history,
+            }
+        )
     if empty_ids:
         raise ValueError(f"{spec.path}: {empty_ids} rows have an empty item id in column {col['item_id']!r}")
     frame = pl.DataFrame(rows, schema=ITEM_SCHEMA) if rows else empty_items()
     if frame.filter(pl.col("system") == "").height:
-        raise ValueError(f"{spec.path}: {frame.filter(pl.col('system') == '').height} rows have no system name "
-                         "(column empty): set `system` for the file")
-    return frame, {"file": spec.path, "rows": frame.height, "unknown_emotions": unknown,
-                   "systems": sorted(frame["system"].unique().to_list()), "columns": col,
-                   "multi_turn_rows": int((frame["history"] != "").sum())}
+        raise ValueError(
+            f"{spec.path}: {frame.filter(pl.col('system') == '').height} rows have no system name "
+            "(column empty): set `system` for the file"
+        )
+    return frame, {
+        "file": spec.path,
+        "rows": frame.height,
+        "unknown_emotions": unknown,
+        "systems": sorted(frame["system"].unique().to_list()),
+        "columns": col,
+        "multi_turn_rows": int((frame["history"] != "").sum()),
+    }
 
 
 RATING_FIELDS = ("item_id", "system", "dimension", "rater", "score")
 
 
-def read_human_ratings(path: str | Path, *, separator: str | None = None, columns: dict[str, str] | None = None,
-                       dimension_map: dict[str, str] | None = None, system: str | None = None) -> pl.DataFrame:
+def read_human_ratings(
+    path: str | Path,
+    *,
+    separator: str | None = None,
+    columns: dict[str, str] | None = None,
+    dimension_map: dict[str, str] | None = None,
+    system: str | None = None,
+) -> pl.DataFrame:
     """Human ratings as (item_id, system, dimension, rater, score) rows: `columns` maps a field to the
     file's column (default names; `item` is accepted for item_id), `dimension_map` renames the raters'
     dimensions to the judge's, `system` names the system of every row when the file has no column."""
@@ -228,26 +270,39 @@ def read_human_ratings(path: str | Path, *, separator: str | None = None, column
             name = next((lowered[n] for n in ((f, "item") if f == "item_id" else (f,)) if n in lowered), None)
             if name is not None:
                 resolved[f] = name
-    missing = [f for f in RATING_FIELDS if f not in resolved and f not in missing_mapped
-               and not (f == "system" and system)]
+    missing = [
+        f
+        for f in RATING_FIELDS
+        if f not in resolved and f not in missing_mapped and not (f == "system" and system)
+    ]
     if missing_mapped or missing:
         parts = []
         if missing_mapped:
-            parts.append("mapped columns not in the file: " + ", ".join(f"{f} -> {c!r}" for f, c in missing_mapped.items()))
+            parts.append(
+                "mapped columns not in the file: "
+                + ", ".join(f"{f} -> {c!r}" for f, c in missing_mapped.items())
+            )
         if missing:
             parts.append(f"missing fields {missing} (map them with human_ratings_columns)")
         raise ValueError(f"{path}: human ratings: {'; '.join(parts)}; the file has columns {raw.columns}")
     out = raw.select(
         pl.col(resolved["item_id"]).cast(pl.String).str.strip_chars().alias("item_id"),
-        (pl.lit(system) if system else pl.col(resolved["system"]).cast(pl.String).str.strip_chars()).alias("system"),
-        pl.col(resolved["dimension"]).cast(pl.String).str.strip_chars()
-        .replace(dict(dimension_map or {})).alias("dimension"),
+        (pl.lit(system) if system else pl.col(resolved["system"]).cast(pl.String).str.strip_chars()).alias(
+            "system"
+        ),
+        pl.col(resolved["dimension"])
+        .cast(pl.String)
+        .str.strip_chars()
+        .replace(dict(dimension_map or {}))
+        .alias("dimension"),
         pl.col(resolved["rater"]).cast(pl.String).alias("rater"),
         pl.col(resolved["score"]).cast(pl.Float64, strict=False).alias("score"),
     )
     bad = raw.filter(out["score"].is_null() & pl.col(resolved["score"]).is_not_null())
     if bad.height:
-        raise ValueError(f"{path}: {bad.height} scores are not numbers, e.g. {bad[resolved['score']].head(3).to_list()}")
+        raise ValueError(
+            f"{path}: {bad.height} scores are not numbers, e.g. {bad[resolved['score']].head(3).to_list()}"
+        )
     return out
 
 
@@ -262,4 +317,5 @@ def unmatched_ratings(ratings: pl.DataFrame, items: pl.DataFrame, path: str | Pa
         raise ValueError(
             f"{path}: {orphans.height} rated (item, system) pairs match no prediction ({unknown_items} of them no "
             f"item id at all), e.g. {sample}. Item ids are the prediction file's item_id_column or the content "
-            "hash `empathy_dag.evaluate.items.item_id(emotion, speaker_utterance, reference, history)`.")
+            "hash `empathy_dag.evaluate.items.item_id(emotion, speaker_utterance, reference, history)`."
+        )

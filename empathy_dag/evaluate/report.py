@@ -32,8 +32,10 @@ def _cell(value, low, high, verdict, regression) -> str:
 
 
 def _has_language(conn: duckdb.DuckDBPyConnection) -> bool:
-    columns = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
-                           "AND table_name = 'leaderboard'").fetchall()
+    columns = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
+        "AND table_name = 'leaderboard'"
+    ).fetchall()
     return ("language",) in columns
 
 
@@ -41,26 +43,40 @@ def leaderboard_languages(conn: duckdb.DuckDBPyConnection) -> list[str]:
     """The languages with rows of their own in the leaderboard (empty for a table from before them)."""
     if not _has_language(conn):
         return []
-    return [r[0] for r in conn.execute("SELECT DISTINCT language FROM main.leaderboard WHERE language <> 'all' "
-                                       "ORDER BY language").fetchall()]
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT language FROM main.leaderboard WHERE language <> 'all' ORDER BY language"
+        ).fetchall()
+    ]
 
 
 def leaderboard_frame(conn: duckdb.DuckDBPyConnection, language: str = "all") -> pl.DataFrame:
     """Metrics x systems over all emotions, for every item (`language` 'all') or one language's items."""
     if _has_language(conn):
-        board = conn.execute("SELECT * FROM main.leaderboard WHERE emotion = 'all' AND language = ?",
-                             [language]).pl()
+        board = conn.execute(
+            "SELECT * FROM main.leaderboard WHERE emotion = 'all' AND language = ?", [language]
+        ).pl()
     else:  # a leaderboard built before per-language rows
         board = conn.execute("SELECT * FROM main.leaderboard WHERE emotion = 'all'").pl()
     if not board.height:
         return pl.DataFrame()
-    systems = (board.select("system", "is_baseline").unique().sort(["is_baseline", "system"], descending=[True, False])
-               ["system"].to_list())
+    systems = (
+        board.select("system", "is_baseline")
+        .unique()
+        .sort(["is_baseline", "system"], descending=[True, False])["system"]
+        .to_list()
+    )
     cells = board.with_columns(
         pl.struct("value", "ci_low", "ci_high", "verdict", "regression")
-        .map_elements(lambda r: _cell(r["value"], r["ci_low"], r["ci_high"], r["verdict"], r["regression"]),
-                      return_dtype=pl.String).alias("cell"),
-        pl.col("direction").replace_strict({1: "higher", -1: "lower", 0: "-"}, return_dtype=pl.String).alias("better"),
+        .map_elements(
+            lambda r: _cell(r["value"], r["ci_low"], r["ci_high"], r["verdict"], r["regression"]),
+            return_dtype=pl.String,
+        )
+        .alias("cell"),
+        pl.col("direction")
+        .replace_strict({1: "higher", -1: "lower", 0: "-"}, return_dtype=pl.String)
+        .alias("better"),
     )
     n = cells.group_by("metric").agg(pl.col("n").max().alias("n"))
     wide = cells.pivot(on="system", index=["metric", "better"], values="cell", aggregate_function="first")
@@ -71,9 +87,12 @@ def leaderboard_frame(conn: duckdb.DuckDBPyConnection, language: str = "all") ->
 def leaderboard_text(warehouse_or_path) -> str:
     """The overall leaderboard, then one per language when the items are in more than one (Japanese
     items reported on their own, in their own units and without the metrics that cannot score them)."""
+
     def frames(conn):
         languages = leaderboard_languages(conn)
-        per_language = [(lang, leaderboard_frame(conn, lang)) for lang in languages] if len(languages) > 1 else []
+        per_language = (
+            [(lang, leaderboard_frame(conn, lang)) for lang in languages] if len(languages) > 1 else []
+        )
         return leaderboard_frame(conn), per_language
 
     if isinstance(warehouse_or_path, (str, Path)):
@@ -88,10 +107,14 @@ def leaderboard_text(warehouse_or_path) -> str:
     if not frame.height:
         return "(the leaderboard is empty: materialize the evaluate group and the leaderboard SQL models)"
     table = tabulate(frame.rows(), headers=frame.columns, tablefmt="github")
-    text = ("Leaderboard over all emotions: mean [95% bootstrap interval], n = items; against the baseline "
-            "(paired test, Benjamini-Hochberg): + better, - worse, -! regression, ~ inconclusive\n\n" + table)
+    text = (
+        "Leaderboard over all emotions: mean [95% bootstrap interval], n = items; against the baseline "
+        "(paired test, Benjamini-Hochberg): + better, - worse, -! regression, ~ inconclusive\n\n" + table
+    )
     for lang, sub in per_language:
         if sub.height:
-            text += (f"\n\nLanguage {lang!r} only (its items; a metric that cannot score {lang!r} has no row):\n\n"
-                     + tabulate(sub.rows(), headers=sub.columns, tablefmt="github"))
+            text += (
+                f"\n\nLanguage {lang!r} only (its items; a metric that cannot score {lang!r} has no row):\n\n"
+                + tabulate(sub.rows(), headers=sub.columns, tablefmt="github")
+            )
     return text

@@ -73,26 +73,65 @@ SET_BATCH = 64
 
 METRIC_TABLES = tuple(sorted({t for t, _ in ITEM_METRICS.values()} | {JUDGE_TABLE, RETENTION_TABLE}))
 
-DEFAULT_HEADLINE_METRICS = ("diff_epitome_er", "diff_epitome_ip", "diff_epitome_ex", "bertscore_f1",
-                            "judge_general_empathy")
+DEFAULT_HEADLINE_METRICS = (
+    "diff_epitome_er",
+    "diff_epitome_ip",
+    "diff_epitome_ex",
+    "bertscore_f1",
+    "judge_general_empathy",
+)
 
-ITEM_SCORE_SCHEMA = {"system": pl.String, "emotion": pl.String, "language": pl.String, "item_id": pl.String,
-                     "metric": pl.String, "value": pl.Float64}
-SUMMARY_SCHEMA = {"system": pl.String, "emotion": pl.String, "language": pl.String, "metric": pl.String, "direction": pl.Int64,
-                  "kind": pl.String, "n": pl.Int64, "value": pl.Float64, "std_error": pl.Float64,
-                  "ci_low": pl.Float64, "ci_high": pl.Float64, "interval_note": pl.String}
-COMPARISON_SCHEMA = {"system": pl.String, "versus": pl.String, "versus_role": pl.String, "emotion": pl.String,
-                     "language": pl.String, "metric": pl.String, "direction": pl.Int64, "n": pl.Int64, "value": pl.Float64,
-                     "versus_value": pl.Float64, "delta": pl.Float64, "delta_ci_low": pl.Float64,
-                     "delta_ci_high": pl.Float64, "p_value": pl.Float64, "p_adjusted": pl.Float64,
-                     "verdict": pl.String, "regression": pl.Boolean, "note": pl.String}
+ITEM_SCORE_SCHEMA = {
+    "system": pl.String,
+    "emotion": pl.String,
+    "language": pl.String,
+    "item_id": pl.String,
+    "metric": pl.String,
+    "value": pl.Float64,
+}
+SUMMARY_SCHEMA = {
+    "system": pl.String,
+    "emotion": pl.String,
+    "language": pl.String,
+    "metric": pl.String,
+    "direction": pl.Int64,
+    "kind": pl.String,
+    "n": pl.Int64,
+    "value": pl.Float64,
+    "std_error": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "interval_note": pl.String,
+}
+COMPARISON_SCHEMA = {
+    "system": pl.String,
+    "versus": pl.String,
+    "versus_role": pl.String,
+    "emotion": pl.String,
+    "language": pl.String,
+    "metric": pl.String,
+    "direction": pl.Int64,
+    "n": pl.Int64,
+    "value": pl.Float64,
+    "versus_value": pl.Float64,
+    "delta": pl.Float64,
+    "delta_ci_low": pl.Float64,
+    "delta_ci_high": pl.Float64,
+    "p_value": pl.Float64,
+    "p_adjusted": pl.Float64,
+    "verdict": pl.String,
+    "regression": pl.Boolean,
+    "note": pl.String,
+}
 
 
 def direction_of(metric: str) -> int:
     """1 higher is better, -1 lower is better, 0 descriptive (no good direction: never a verdict)."""
     if metric.startswith("diff_") or metric in ("perplexity", "judge_parse_failure_rate"):
         return -1
-    if metric in ("vader_response", "vader_difference") or (metric.startswith("epitome_") and metric.endswith("_level")):
+    if metric in ("vader_response", "vader_difference") or (
+        metric.startswith("epitome_") and metric.endswith("_level")
+    ):
         return 0
     return 1
 
@@ -126,25 +165,44 @@ def item_scores(tables: Mapping[str, pl.DataFrame | None]) -> tuple[pl.DataFrame
         frame = tables.get(table)
         if frame is None or column not in frame.columns or not frame.height:
             continue
-        parts.append(frame.select(*keys, pl.lit(metric).alias("metric"), pl.col(column).cast(pl.Float64).alias("value")))
+        parts.append(
+            frame.select(
+                *keys, pl.lit(metric).alias("metric"), pl.col(column).cast(pl.Float64).alias("value")
+            )
+        )
     judge = tables.get(JUDGE_TABLE)
     if judge is not None and judge.height:
-        parts.append(judge.select(*keys, ("judge_" + pl.col("dimension")).alias("metric"),
-                                  pl.col("expected_score").cast(pl.Float64).alias("value")))
-        parts.append(judge.select(*keys, pl.lit("judge_parse_failure_rate").alias("metric"),
-                                  pl.col("score").is_null().cast(pl.Float64).alias("value")))
+        parts.append(
+            judge.select(
+                *keys,
+                ("judge_" + pl.col("dimension")).alias("metric"),
+                pl.col("expected_score").cast(pl.Float64).alias("value"),
+            )
+        )
+        parts.append(
+            judge.select(
+                *keys,
+                pl.lit("judge_parse_failure_rate").alias("metric"),
+                pl.col("score").is_null().cast(pl.Float64).alias("value"),
+            )
+        )
     if not parts:
         return pl.DataFrame(schema=ITEM_SCORE_SCHEMA), missing
-    long = pl.concat([p.cast(ITEM_SCORE_SCHEMA) for p in parts]).filter(pl.col("value").is_not_null()
-                                                                         & pl.col("value").is_finite())
+    long = pl.concat([p.cast(ITEM_SCORE_SCHEMA) for p in parts]).filter(
+        pl.col("value").is_not_null() & pl.col("value").is_finite()
+    )
     return long.sort("system", "metric", "emotion", "item_id"), missing
 
 
 # ------------------------------------------------------------------------------------ one sample
 
 
-def summarize(values: Iterable[float], settings: ScorecardSettings = ScorecardSettings(),
-              statistic: Callable | None = None, data: np.ndarray | None = None) -> dict:
+def summarize(
+    values: Iterable[float],
+    settings: ScorecardSettings = ScorecardSettings(),
+    statistic: Callable | None = None,
+    data: np.ndarray | None = None,
+) -> dict:
     """n, mean (or `statistic` of the whole set), its standard error and bootstrap interval.
 
     Per-item metrics pass `values`. Set-level metrics pass `data` (an index array over the group's
@@ -160,9 +218,15 @@ def summarize(values: Iterable[float], settings: ScorecardSettings = ScorecardSe
         se = float(x.std(ddof=1) / np.sqrt(n))
         if np.all(x == x[0]):
             return _summary(n, mean, 0.0, mean, mean, "all items equal")
-        res = stats.bootstrap((x,), np.mean, confidence_level=settings.confidence_level,
-                              n_resamples=settings.n_resamples, method=settings.bootstrap_method,
-                              random_state=np.random.default_rng(settings.seed), vectorized=True)
+        res = stats.bootstrap(
+            (x,),
+            np.mean,
+            confidence_level=settings.confidence_level,
+            n_resamples=settings.n_resamples,
+            method=settings.bootstrap_method,
+            random_state=np.random.default_rng(settings.seed),
+            vectorized=True,
+        )
         return _summary(n, mean, se, *_interval(res, mean))
     idx = np.asarray(data)
     n = int(idx.size)
@@ -171,12 +235,15 @@ def summarize(values: Iterable[float], settings: ScorecardSettings = ScorecardSe
     value = float(statistic(idx))
     if n < 2:
         return _summary(n, value, None, None, None, "fewer than 2 items: no interval")
-    se, low, high, note = half_sample_interval(lambda positions: statistic(idx[positions]), n, value, settings)
+    se, low, high, note = half_sample_interval(
+        lambda positions: statistic(idx[positions]), n, value, settings
+    )
     return _summary(n, value, se, low, high, note)
 
 
-def half_sample_interval(statistic: Callable, n: int, point: float, settings: ScorecardSettings
-                         ) -> tuple[float | None, float | None, float | None, str]:
+def half_sample_interval(
+    statistic: Callable, n: int, point: float, settings: ScorecardSettings
+) -> tuple[float | None, float | None, float | None, str]:
     """(standard error, low, high, note) of a set statistic by the delete-d jackknife with d = n/2
     (half-samples without replacement; Shao & Wu 1989, consistent for non-smooth statistics), as a normal
     interval around the full-sample `point`. `statistic(positions)` takes a (..., m) array of item positions.
@@ -215,8 +282,12 @@ def _summary(n, value, se, low, high, note) -> dict:
 # ---------------------------------------------------------------------------------------- paired
 
 
-def paired_test(x: np.ndarray, y: np.ndarray, settings: ScorecardSettings = ScorecardSettings(),
-                statistic: Callable | None = None) -> dict:
+def paired_test(
+    x: np.ndarray,
+    y: np.ndarray,
+    settings: ScorecardSettings = ScorecardSettings(),
+    statistic: Callable | None = None,
+) -> dict:
     """Difference x - y on the same items: mean difference (or `statistic(x_idx, y_idx)` for set
     metrics, where x and y are index arrays into each system's replies), paired-bootstrap interval and
     two-sided paired permutation p-value (each item's two values swapped or not)."""
@@ -224,30 +295,64 @@ def paired_test(x: np.ndarray, y: np.ndarray, settings: ScorecardSettings = Scor
     n = int(x.size)
     batch = None
     if statistic is None:
+
         def statistic(a, b, axis=-1):
             return np.mean(a - b, axis=axis)
     else:
         batch = SET_BATCH  # set statistics gather a (batch, n, vocabulary) array: bound its memory
     delta = float(statistic(x, y))
     if n < 2:
-        return {"n": n, "delta": delta if n else None, "delta_ci_low": None, "delta_ci_high": None,
-                "p_value": None, "note": "fewer than 2 paired items: no test"}
+        return {
+            "n": n,
+            "delta": delta if n else None,
+            "delta_ci_low": None,
+            "delta_ci_high": None,
+            "p_value": None,
+            "note": "fewer than 2 paired items: no test",
+        }
     if batch is None and np.all(x == y):
-        return {"n": n, "delta": 0.0, "delta_ci_low": 0.0, "delta_ci_high": 0.0, "p_value": 1.0,
-                "note": "identical on every item"}
+        return {
+            "n": n,
+            "delta": 0.0,
+            "delta_ci_low": 0.0,
+            "delta_ci_high": 0.0,
+            "p_value": 1.0,
+            "note": "identical on every item",
+        }
     if batch is None:
-        boot = stats.bootstrap((x, y), statistic, paired=True, vectorized=True,
-                               confidence_level=settings.confidence_level, n_resamples=settings.n_resamples,
-                               method=settings.bootstrap_method, random_state=np.random.default_rng(settings.seed))
+        boot = stats.bootstrap(
+            (x, y),
+            statistic,
+            paired=True,
+            vectorized=True,
+            confidence_level=settings.confidence_level,
+            n_resamples=settings.n_resamples,
+            method=settings.bootstrap_method,
+            random_state=np.random.default_rng(settings.seed),
+        )
         low, high, note = _interval(boot, delta)
     else:  # a set statistic: half-samples of the items, both systems' replies of the same items
-        _, low, high, note = half_sample_interval(lambda positions: statistic(x[positions], y[positions]), n, delta,
-                                                  settings)
-    perm = stats.permutation_test((x, y), statistic, permutation_type="samples", vectorized=True, batch=batch,
-                                  n_resamples=settings.n_resamples, alternative="two-sided",
-                                  random_state=np.random.default_rng(settings.seed))
-    return {"n": n, "delta": delta, "delta_ci_low": low, "delta_ci_high": high,
-            "p_value": float(min(1.0, perm.pvalue)), "note": note}
+        _, low, high, note = half_sample_interval(
+            lambda positions: statistic(x[positions], y[positions]), n, delta, settings
+        )
+    perm = stats.permutation_test(
+        (x, y),
+        statistic,
+        permutation_type="samples",
+        vectorized=True,
+        batch=batch,
+        n_resamples=settings.n_resamples,
+        alternative="two-sided",
+        random_state=np.random.default_rng(settings.seed),
+    )
+    return {
+        "n": n,
+        "delta": delta,
+        "delta_ci_low": low,
+        "delta_ci_high": high,
+        "p_value": float(min(1.0, perm.pvalue)),
+        "note": note,
+    }
 
 
 def verdict(direction: int, delta: float | None, p_adjusted: float | None, alpha: float) -> str:
@@ -289,39 +394,82 @@ def adjust_family(rows: list[dict], settings: ScorecardSettings) -> None:
 
 def _groups(frame: pl.DataFrame) -> list[tuple[tuple[str, str], pl.DataFrame]]:
     """((emotion, language), rows): everything, each emotion, each language."""
-    groups = [((ALL, ALL), frame)] + [((e, ALL), f) for (e,), f in frame.group_by("emotion", maintain_order=True)]
+    groups = [((ALL, ALL), frame)] + [
+        ((e, ALL), f) for (e,), f in frame.group_by("emotion", maintain_order=True)
+    ]
     if "language" in frame.columns:
-        groups += [((ALL, lang), f) for (lang,), f in frame.sort("language").group_by("language", maintain_order=True)]
+        groups += [
+            ((ALL, lang), f)
+            for (lang,), f in frame.sort("language").group_by("language", maintain_order=True)
+        ]
     return groups
 
 
-def metric_summaries(scores: pl.DataFrame, settings: ScorecardSettings = ScorecardSettings(),
-                     items: pl.DataFrame | None = None, retention: pl.DataFrame | None = None) -> pl.DataFrame:
+def metric_summaries(
+    scores: pl.DataFrame,
+    settings: ScorecardSettings = ScorecardSettings(),
+    items: pl.DataFrame | None = None,
+    retention: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """One row per (system, emotion | 'all', metric): n, value, standard error, interval."""
     rows = []
     for (system, metric), frame in scores.group_by("system", "metric", maintain_order=True):
         for (emotion, language), sub in _groups(frame):
-            rows.append({"system": system, "emotion": emotion, "language": language, "metric": metric,
-                         "direction": direction_of(metric),
-                         "kind": "item", **summarize(sub["value"].to_numpy(), settings)})
+            rows.append(
+                {
+                    "system": system,
+                    "emotion": emotion,
+                    "language": language,
+                    "metric": metric,
+                    "direction": direction_of(metric),
+                    "kind": "item",
+                    **summarize(sub["value"].to_numpy(), settings),
+                }
+            )
     if items is not None and items.height:
         for (system,), frame in items.group_by("system", maintain_order=True):
             for (emotion, language), sub in _groups(frame):
                 texts, langs = sub["prediction"].to_list(), sub["language"].to_list()
                 for metric in SET_METRICS:
-                    rows.append({"system": system, "emotion": emotion, "language": language, "metric": metric,
-                                 "direction": direction_of(metric), "kind": "set",
-                                 **summarize((), settings, statistic=SetStatistic(metric, texts, langs),
-                                             data=np.arange(len(texts)))})
+                    rows.append(
+                        {
+                            "system": system,
+                            "emotion": emotion,
+                            "language": language,
+                            "metric": metric,
+                            "direction": direction_of(metric),
+                            "kind": "set",
+                            **summarize(
+                                (),
+                                settings,
+                                statistic=SetStatistic(metric, texts, langs),
+                                data=np.arange(len(texts)),
+                            ),
+                        }
+                    )
     if retention is not None and retention.height:
         for rec in retention.iter_rows(named=True):
             for metric, n_col in (("perplexity", "text_tokens"), ("mmlu_accuracy", "mmlu_questions")):
                 if rec.get(metric) is None:
                     continue
-                rows.append({"system": rec["system"], "emotion": ALL, "language": ALL, "metric": metric,
-                             "direction": direction_of(metric), "kind": "system",
-                             **_summary(int(rec.get(n_col) or 0), float(rec[metric]), None, None, None,
-                                        "one score per system (no items): no interval")})
+                rows.append(
+                    {
+                        "system": rec["system"],
+                        "emotion": ALL,
+                        "language": ALL,
+                        "metric": metric,
+                        "direction": direction_of(metric),
+                        "kind": "system",
+                        **_summary(
+                            int(rec.get(n_col) or 0),
+                            float(rec[metric]),
+                            None,
+                            None,
+                            None,
+                            "one score per system (no items): no interval",
+                        ),
+                    }
+                )
     if not rows:
         return pl.DataFrame(schema=SUMMARY_SCHEMA)
     return pl.DataFrame(rows, schema=SUMMARY_SCHEMA).sort("system", "emotion", "language", "metric")
@@ -346,7 +494,9 @@ class SetStatistic:
             if metric == "unique_share":
                 keys = [(lang, " ".join((text or "").split()))]
             else:
-                keys = [(lang, g) for g in ngrams(tokens(text or "", lang), 2 if metric.endswith("_2") else 1)]
+                keys = [
+                    (lang, g) for g in ngrams(tokens(text or "", lang), 2 if metric.endswith("_2") else 1)
+                ]
             row: dict[int, int] = {}
             for k in keys:
                 j = vocab.setdefault(k, len(vocab))
@@ -392,14 +542,19 @@ def _paired_set_statistic(statistic: SetStatistic) -> Callable:
     return paired
 
 
-def paired_comparisons(scores: pl.DataFrame, references: Mapping[str, str],
-                       settings: ScorecardSettings = ScorecardSettings(),
-                       items: pl.DataFrame | None = None) -> pl.DataFrame:
+def paired_comparisons(
+    scores: pl.DataFrame,
+    references: Mapping[str, str],
+    settings: ScorecardSettings = ScorecardSettings(),
+    items: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """Every system against each reference (`{role: system}`, e.g. {"baseline": "base",
     "promoted": "promoted"}), per emotion and over all, on the items both answered."""
     rows: list[dict] = []
-    systems = sorted(set(scores["system"].unique().to_list()) | (set(items["system"].unique().to_list())
-                                                                 if items is not None and items.height else set()))
+    systems = sorted(
+        set(scores["system"].unique().to_list())
+        | (set(items["system"].unique().to_list()) if items is not None and items.height else set())
+    )
     for role, versus in references.items():
         if versus not in systems:
             continue
@@ -415,23 +570,31 @@ def paired_comparisons(scores: pl.DataFrame, references: Mapping[str, str],
                 rows.extend(fam)
     if not rows:
         return pl.DataFrame(schema=COMPARISON_SCHEMA)
-    return pl.DataFrame(rows, schema=COMPARISON_SCHEMA).sort("versus_role", "system", "emotion", "language", "metric")
+    return pl.DataFrame(rows, schema=COMPARISON_SCHEMA).sort(
+        "versus_role", "system", "emotion", "language", "metric"
+    )
 
 
 def _item_pairs(scores, system, versus, role, settings, family):
     a = scores.filter(pl.col("system") == system)
-    b = scores.filter(pl.col("system") == versus).select("item_id", "metric", pl.col("value").alias("versus_v"))
+    b = scores.filter(pl.col("system") == versus).select(
+        "item_id", "metric", pl.col("value").alias("versus_v")
+    )
     joined = a.join(b, on=["item_id", "metric"], how="inner")
     for (metric,), frame in joined.group_by("metric", maintain_order=True):
         for group, sub in _groups(frame):
             x, y = sub["value"].to_numpy(), sub["versus_v"].to_numpy()
             test = paired_test(x, y, settings)
-            family.setdefault(group, []).append(_comparison_row(system, versus, role, group, metric, x, y, test))
+            family.setdefault(group, []).append(
+                _comparison_row(system, versus, role, group, metric, x, y, test)
+            )
 
 
 def _set_pairs(items, system, versus, role, settings, family):
     a = items.filter(pl.col("system") == system).select("item_id", "emotion", "language", "prediction")
-    b = items.filter(pl.col("system") == versus).select("item_id", pl.col("prediction").alias("versus_prediction"))
+    b = items.filter(pl.col("system") == versus).select(
+        "item_id", pl.col("prediction").alias("versus_prediction")
+    )
     joined = a.join(b, on="item_id", how="inner").sort("item_id")
     for group, sub in _groups(joined):
         n, x_texts, y_texts = sub.height, sub["prediction"].to_list(), sub["versus_prediction"].to_list()
@@ -439,8 +602,14 @@ def _set_pairs(items, system, versus, role, settings, family):
         for metric in SET_METRICS:
             x_idx, y_idx = np.arange(n), np.arange(n, 2 * n)
             if x_texts == y_texts:
-                test = {"n": n, "delta": 0.0, "delta_ci_low": 0.0, "delta_ci_high": 0.0, "p_value": 1.0,
-                        "note": "identical on every item"}
+                test = {
+                    "n": n,
+                    "delta": 0.0,
+                    "delta_ci_low": 0.0,
+                    "delta_ci_high": 0.0,
+                    "p_value": 1.0,
+                    "note": "identical on every item",
+                }
             else:
                 both = SetStatistic(metric, x_texts + y_texts, langs * 2)
                 test = paired_test(x_idx, y_idx, settings, statistic=_paired_set_statistic(both))
@@ -452,16 +621,24 @@ def _set_pairs(items, system, versus, role, settings, family):
 
 def _comparison_row(system, versus, role, group, metric, x, y, test) -> dict:
     emotion, language = group
-    return {"system": system, "versus": versus, "versus_role": role, "emotion": emotion, "language": language,
-            "metric": metric,
-            "direction": direction_of(metric),
-            "value": float(np.mean(x)) if x is not None and len(x) else None,
-            "versus_value": float(np.mean(y)) if y is not None and len(y) else None,
-            **{k: test[k] for k in ("n", "delta", "delta_ci_low", "delta_ci_high", "p_value")},
-            "note": test.get("note", "")}
+    return {
+        "system": system,
+        "versus": versus,
+        "versus_role": role,
+        "emotion": emotion,
+        "language": language,
+        "metric": metric,
+        "direction": direction_of(metric),
+        "value": float(np.mean(x)) if x is not None and len(x) else None,
+        "versus_value": float(np.mean(y)) if y is not None and len(y) else None,
+        **{k: test[k] for k in ("n", "delta", "delta_ci_low", "delta_ci_high", "p_value")},
+        "note": test.get("note", ""),
+    }
 
 
-def resolve_baseline(systems: list[str], configured: str | None, pipeline_systems: Iterable[str] = ()) -> tuple[str | None, str]:
+def resolve_baseline(
+    systems: list[str], configured: str | None, pipeline_systems: Iterable[str] = ()
+) -> tuple[str | None, str]:
     """(the baseline system, a note when it is not the configured one). With no configured system
     scored (e.g. only external predictions), the one named `baseline` or `base`, else the first
     configured pipeline system that was scored, else the first system by name."""
@@ -471,8 +648,10 @@ def resolve_baseline(systems: list[str], configured: str | None, pipeline_system
         return configured, ""
     for name in ("baseline", "base", *pipeline_systems, *sorted(systems)):
         if name in systems:
-            return name, (f"baseline_system {configured!r} was not scored; comparing with {name!r} instead "
-                          "(set evaluation.baseline_system to choose)")
+            return name, (
+                f"baseline_system {configured!r} was not scored; comparing with {name!r} instead "
+                "(set evaluation.baseline_system to choose)"
+            )
     return None, "no baseline"
 
 
@@ -492,16 +671,25 @@ class GateDecision:
     compared: list[dict]
 
 
-def gate_decision(comparisons: pl.DataFrame, candidate: str, versus: str,
-                  headline: Iterable[str] = DEFAULT_HEADLINE_METRICS, min_improved: int = 1) -> GateDecision:
+def gate_decision(
+    comparisons: pl.DataFrame,
+    candidate: str,
+    versus: str,
+    headline: Iterable[str] = DEFAULT_HEADLINE_METRICS,
+    min_improved: int = 1,
+) -> GateDecision:
     """Promote `candidate` over `versus` only on evidence: no headline metric a confident regression,
     and at least `min_improved` headline metrics confidently better (over all emotions). A candidate
     better only by noise is `kept` out: "inconclusive" is the honest answer on a small set."""
     # Over every item: emotion and language 'all' (a table written before the language column: emotion only).
     every_language = (pl.col("language") == ALL) if "language" in comparisons.columns else pl.lit(True)
-    rows = comparisons.filter((pl.col("system") == candidate) & (pl.col("versus") == versus)
-                              & (pl.col("emotion") == ALL) & every_language
-                              & pl.col("metric").is_in(list(headline)))
+    rows = comparisons.filter(
+        (pl.col("system") == candidate)
+        & (pl.col("versus") == versus)
+        & (pl.col("emotion") == ALL)
+        & every_language
+        & pl.col("metric").is_in(list(headline))
+    )
     found = {r["metric"]: r for r in rows.iter_rows(named=True)}
     reasons, compared = [], []
     for metric in headline:
@@ -510,7 +698,11 @@ def gate_decision(comparisons: pl.DataFrame, candidate: str, versus: str,
             reasons.append(f"{metric}: not measured for both {candidate} and {versus} (not compared)")
             continue
         compared.append(r)
-        ci = (f"[{r['delta_ci_low']:+.4g}, {r['delta_ci_high']:+.4g}]" if r["delta_ci_low"] is not None else "no interval")
+        ci = (
+            f"[{r['delta_ci_low']:+.4g}, {r['delta_ci_high']:+.4g}]"
+            if r["delta_ci_low"] is not None
+            else "no interval"
+        )
         p = f"p={r['p_value']:.3g}, p_adj={r['p_adjusted']:.3g}" if r["p_adjusted"] is not None else "no test"
         flag = " REGRESSION" if r["regression"] else ""
         reasons.append(f"{metric}: delta {r['delta']:+.4g} {ci}, {p}, n={r['n']}: {r['verdict']}{flag}")
@@ -520,10 +712,15 @@ def gate_decision(comparisons: pl.DataFrame, candidate: str, versus: str,
     regressions = [r["metric"] for r in compared if r["regression"]]
     improved = [r["metric"] for r in compared if r["verdict"] == "better"]
     if regressions:
-        return GateDecision(False, "rejected", reasons + [f"confident regression on {', '.join(regressions)}"], compared)
+        return GateDecision(
+            False, "rejected", reasons + [f"confident regression on {', '.join(regressions)}"], compared
+        )
     if len(improved) < min_improved:
-        why = (f"{len(improved)} headline metric(s) confidently better, {min_improved} needed: no evidence of "
-               f"improvement over {versus}, not promoted")
+        why = (
+            f"{len(improved)} headline metric(s) confidently better, {min_improved} needed: no evidence of "
+            f"improvement over {versus}, not promoted"
+        )
         return GateDecision(False, "kept", [*reasons, why], compared)
-    return GateDecision(True, "promoted", reasons + [f"confidently better on {', '.join(improved)}, no regression"],
-                        compared)
+    return GateDecision(
+        True, "promoted", reasons + [f"confidently better on {', '.join(improved)}, no regression"], compared
+    )

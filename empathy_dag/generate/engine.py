@@ -264,8 +264,10 @@ class Generator:
         report()
         if todo:
             unique = [(k, prompts[idx[0]]) for k, idx in todo.items()]
-            lengths = [len(ids) for ids in self.tokenizer(
-                [p for _, p in unique], add_special_tokens=False)["input_ids"]]
+            lengths = [
+                len(ids)
+                for ids in self.tokenizer([p for _, p in unique], add_special_tokens=False)["input_ids"]
+            ]
             order = sorted(range(len(unique)), key=lambda j: -lengths[j])
             settings_json = json.dumps(settings.cache_dict(), sort_keys=True)
             for b in range(0, len(order), batch_size):
@@ -274,10 +276,12 @@ class Generator:
                 texts, counts = self._generate_batch([p for _, p in batch], settings)
                 seconds = time.perf_counter() - t0
                 if self.cache is not None:
-                    self.cache.put_many([
-                        (k, self.cache_id, p, settings_json, t, n, seconds / len(batch))
-                        for (k, p), t, n in zip(batch, texts, counts)
-                    ])
+                    self.cache.put_many(
+                        [
+                            (k, self.cache_id, p, settings_json, t, n, seconds / len(batch))
+                            for (k, p), t, n in zip(batch, texts, counts)
+                        ]
+                    )
                 for (k, _), t in zip(batch, texts):
                     for i in todo[k]:
                         results[i] = t
@@ -298,7 +302,9 @@ class Generator:
         }
         return [r if r is not None else "" for r in results]
 
-    def _generate_batch(self, prompts: list[str], settings: GenerationSettings) -> tuple[list[str], list[int]]:
+    def _generate_batch(
+        self, prompts: list[str], settings: GenerationSettings
+    ) -> tuple[list[str], list[int]]:
         import torch
 
         tok = self.tokenizer
@@ -318,7 +324,7 @@ class Generator:
             kwargs.update(stop_strings=list(settings.stop), tokenizer=tok)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1]:]
+        new = out[:, enc["input_ids"].shape[1] :]
         eos = set(_as_list(self.model.generation_config.eos_token_id)) | {tok.eos_token_id}
         eos.discard(None)
         texts, counts = [], []
@@ -328,7 +334,9 @@ class Generator:
                 if t in eos:
                     n = j
                     break
-            texts.append(truncate_at_stop(tok.decode(row[:n], skip_special_tokens=True), settings.stop).strip())
+            texts.append(
+                truncate_at_stop(tok.decode(row[:n], skip_special_tokens=True), settings.stop).strip()
+            )
             counts.append(n)
         return texts, counts
 
@@ -390,14 +398,24 @@ def load_generator(
     with _LOAD_LOCK:
         if key not in _LOADED:
             model, tokenizer = load_causal_lm(
-                source, dtype=dtype, device=resolved, trust_remote_code=trust_remote_code,
-                allow_hub=allow_hub, adapter=adapter,
+                source,
+                dtype=dtype,
+                device=resolved,
+                trust_remote_code=trust_remote_code,
+                allow_hub=allow_hub,
+                adapter=adapter,
             )
             _LOADED[key] = (model, tokenizer, model_cache_id(source, adapter))
         model, tokenizer, cid = _LOADED[key]
     return Generator(
-        model=model, tokenizer=tokenizer, cache_id=cid, source=source, adapter=adapter,
-        batch_size=batch_size, cache=ResponseCache(cache_dir) if cache_dir else None, threads=threads,
+        model=model,
+        tokenizer=tokenizer,
+        cache_id=cid,
+        source=source,
+        adapter=adapter,
+        batch_size=batch_size,
+        cache=ResponseCache(cache_dir) if cache_dir else None,
+        threads=threads,
     )
 
 

@@ -37,22 +37,51 @@ def disable_extra_buffers() -> None:
     lib.llama_model_default_params = params
 
 
-def start_llama_server(gguf: str | Path, port: int, *, alias: str = "smollm2", n_ctx: int = 2048,
-                       n_threads: int = 2, ready_timeout_s: float = 120.0) -> subprocess.Popen:
+def start_llama_server(
+    gguf: str | Path,
+    port: int,
+    *,
+    alias: str = "smollm2",
+    n_ctx: int = 2048,
+    n_threads: int = 2,
+    ready_timeout_s: float = 120.0,
+) -> subprocess.Popen:
     """This launcher in a subprocess on 127.0.0.1:port, returned once the server lists its models
     (`models.list()`, GET /v1/models, through the same `openai` client the backend uses; the tests and
     bench/bench_backends.py use it; stop it with `proc.terminate()`)."""
     import openai
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "empathy_dag.generate.llama_server", "--model", str(gguf), "--model_alias", alias,
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(n_threads),
-         "--verbose", "False"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "empathy_dag.generate.llama_server",
+            "--model",
+            str(gguf),
+            "--model_alias",
+            alias,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(n_ctx),
+            "--n_threads",
+            str(n_threads),
+            "--verbose",
+            "False",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     # No retries inside a probe: this loop is the retry, and it watches the process between tries.
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="no-key", max_retries=0, timeout=2.0,
-                           http_client=openai.DefaultHttpxClient(trust_env=False))
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key="no-key",
+        max_retries=0,
+        timeout=2.0,
+        http_client=openai.DefaultHttpxClient(trust_env=False),
+    )
     deadline = time.monotonic() + ready_timeout_s
     with client:
         while time.monotonic() < deadline:

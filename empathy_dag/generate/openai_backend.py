@@ -113,7 +113,9 @@ class PromptError:
     message: str
 
 
-OVERLOADED_ADVICE = ". The server is overloaded or failing: lower max_in_flight, raise timeout_s, or check its log."
+OVERLOADED_ADVICE = (
+    ". The server is overloaded or failing: lower max_in_flight, raise timeout_s, or check its log."
+)
 
 # The client refuses to call without a key; local servers need none and ignore this one. Never the
 # environment's OPENAI_API_KEY: that would send a real key to whatever base_url says.
@@ -153,8 +155,11 @@ def _get(obj: Any, name: str) -> Any:
 
 def _first_choice(completion: Any) -> Any:
     if isinstance(completion, (str, bytes, list)) or completion is None:
-        raise BadReply("not_a_completion", f"expected a chat.completion JSON object, got {type(completion).__name__}: "
-                       f"{str(completion)[:80]!r}")
+        raise BadReply(
+            "not_a_completion",
+            f"expected a chat.completion JSON object, got {type(completion).__name__}: "
+            f"{str(completion)[:80]!r}",
+        )
     choices = _get(completion, "choices")
     if not isinstance(choices, list) or not choices or choices[0] is None:
         raise BadReply("no_choices", f"no choices in the reply (choices={str(choices)[:80]})")
@@ -176,8 +181,11 @@ def reply_from_completion(completion: Any) -> tuple[str, int | None, int | None]
         raise BadReply("finish_reason", f"finish_reason {finish!r}")
     usage = _get(completion, "usage")
     completion_tokens, prompt_tokens = _get(usage, "completion_tokens"), _get(usage, "prompt_tokens")
-    return (content, completion_tokens if isinstance(completion_tokens, int) else None,
-            prompt_tokens if isinstance(prompt_tokens, int) else None)
+    return (
+        content,
+        completion_tokens if isinstance(completion_tokens, int) else None,
+        prompt_tokens if isinstance(prompt_tokens, int) else None,
+    )
 
 
 def digit_probabilities_from_completion(completion: Any, digits: str = "12345") -> list[float]:
@@ -194,17 +202,28 @@ def digit_probabilities_from_completion(completion: Any, digits: str = "12345") 
         raise BadReply("no_logprobs", "the reply carries no logprobs (the server ignored logprobs=true)")
     top = _get(content[0], "top_logprobs")
     if not isinstance(top, list) or not top:
-        raise BadReply("no_logprobs", "the reply's first token has no top_logprobs (the server ignored top_logprobs)")
+        raise BadReply(
+            "no_logprobs", "the reply's first token has no top_logprobs (the server ignored top_logprobs)"
+        )
     mass = [0.0] * len(digits)
     for entry in top:
         token, logprob = _get(entry, "token"), _get(entry, "logprob")
-        if isinstance(token, str) and token in digits and len(token) == 1 and isinstance(logprob, (int, float)):
+        if (
+            isinstance(token, str)
+            and token in digits
+            and len(token) == 1
+            and isinstance(logprob, (int, float))
+        ):
             mass[digits.index(token)] += math.exp(logprob)
     total = sum(mass)
     if total <= 0:
         listed = [_get(e, "token") for e in top][:10]
-        raise BadReply("no_digit", f"none of the digits {'/'.join(digits)} among the first token's top "
-                       f"{len(top)} logprobs ({listed})", retry=False)
+        raise BadReply(
+            "no_digit",
+            f"none of the digits {'/'.join(digits)} among the first token's top "
+            f"{len(top)} logprobs ({listed})",
+            retry=False,
+        )
     return [m / total for m in mass]
 
 
@@ -315,7 +334,8 @@ class OpenAICompatibleGenerator:
 
     def client(self, max_retries: int | None = None) -> openai.OpenAI:
         return openai.OpenAI(
-            base_url=self.base_url, api_key=self.api_key or NO_KEY,
+            base_url=self.base_url,
+            api_key=self.api_key or NO_KEY,
             timeout=openai.Timeout(self.timeout_s, connect=min(self.connect_timeout_s, self.timeout_s)),
             max_retries=self.max_retries if max_retries is None else max_retries,
             default_headers=self.extra_headers or None,
@@ -348,8 +368,10 @@ class OpenAICompatibleGenerator:
         the client's own retries are spent, or at once where a retry cannot help)."""
         url = url or self.endpoint
         if isinstance(exc, openai.APITimeoutError):
-            return RetriesExhausted(f"{self._where()}: gave up after {self.max_retries + 1} attempts; last error: "
-                                    f"no answer within {self.timeout_s:g}s" + OVERLOADED_ADVICE)
+            return RetriesExhausted(
+                f"{self._where()}: gave up after {self.max_retries + 1} attempts; last error: "
+                f"no answer within {self.timeout_s:g}s" + OVERLOADED_ADVICE
+            )
         if isinstance(exc, openai.APIConnectionError):
             return ServerUnreachable(self._unreachable_message(url, exc))
         if not isinstance(exc, openai.APIStatusError):
@@ -374,8 +396,10 @@ class OpenAICompatibleGenerator:
                 return ModelNotFound(self._model_not_found_message(detail))
             return BadRequest(f"{url} rejected the request for {self._where()} with HTTP {status}: {detail}")
         if isinstance(exc, (openai.RateLimitError, openai.InternalServerError)) or status in (408, 409):
-            return RetriesExhausted(f"{self._where()}: gave up after {self.max_retries + 1} attempts; last error: "
-                                    f"HTTP {status} ({detail})" + OVERLOADED_ADVICE)
+            return RetriesExhausted(
+                f"{self._where()}: gave up after {self.max_retries + 1} attempts; last error: "
+                f"HTTP {status} ({detail})" + OVERLOADED_ADVICE
+            )
         return GenerationBackendError(f"{url} answered HTTP {status} for {self._where()}: {detail}")
 
     def served_models(self, quiet: bool = False) -> list[str]:
@@ -405,8 +429,14 @@ class OpenAICompatibleGenerator:
 
     # -- one prompt
 
-    def _ask(self, client: openai.OpenAI, body: dict, read: Callable[[Any], Any], stop: threading.Event,
-             count_retry: Callable[[int], None]) -> _Reply | _Failed:
+    def _ask(
+        self,
+        client: openai.OpenAI,
+        body: dict,
+        read: Callable[[Any], Any],
+        stop: threading.Event,
+        count_retry: Callable[[int], None],
+    ) -> _Reply | _Failed:
         """One prompt's reply. The client retries transport failures inside `create`; a body that is
         not a reply is asked again, `max_retries` more times at most, then returned as `_Failed`.
         Raises GenerationBackendError for what stops the whole call."""
@@ -426,7 +456,9 @@ class OpenAICompatibleGenerator:
                 try:
                     parsed = raw.parse()
                 except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
-                    raise BadReply("not_json", f"not JSON ({getattr(exc, 'msg', exc)}): {raw.content[:80]!r}") from None
+                    raise BadReply(
+                        "not_json", f"not JSON ({getattr(exc, 'msg', exc)}): {raw.content[:80]!r}"
+                    ) from None
                 return _Reply(read(parsed), time.perf_counter() - t0)
             except BadReply as exc:
                 last = exc
@@ -435,14 +467,22 @@ class OpenAICompatibleGenerator:
                 if attempt < self.max_retries:
                     count_retry(1)
         assert last is not None
-        return _Failed(last.kind, f"{self._where()}: gave up after {attempts} attempt{'s' * (attempts > 1)}; "
-                                  f"last error: malformed response: {last}")
+        return _Failed(
+            last.kind,
+            f"{self._where()}: gave up after {attempts} attempt{'s' * (attempts > 1)}; "
+            f"last error: malformed response: {last}",
+        )
 
     # -- many prompts, max_in_flight at a time
 
-    def _run(self, bodies: list[tuple[Any, dict]], read: Callable[[Any], Any],
-             on_result: Callable[[Any, _Reply | _Failed], None], on_tick: Callable[[int, bool], None],
-             retries: list[int]) -> None:
+    def _run(
+        self,
+        bodies: list[tuple[Any, dict]],
+        read: Callable[[Any], Any],
+        on_result: Callable[[Any, _Reply | _Failed], None],
+        on_tick: Callable[[int, bool], None],
+        retries: list[int],
+    ) -> None:
         """Send every (tag, body), `max_in_flight` at a time; `on_result(tag, outcome)` in this thread as
         each finishes, `on_tick(in_flight, any_finished)` after each wake-up (at least every
         FLUSH_EVERY_S / 2)."""
@@ -461,6 +501,7 @@ class OpenAICompatibleGenerator:
         queue = iter(bodies)
         failed = False
         with self.client() as client:
+
             def submit_next() -> bool:
                 nxt = next(queue, None)
                 if nxt is None:
@@ -554,7 +595,10 @@ class OpenAICompatibleGenerator:
 
         report(0)
         if todo:
-            bodies = [((k, idx[0]), self.request_body(conversations[idx[0]], settings, k)) for k, idx in todo.items()]
+            bodies = [
+                ((k, idx[0]), self.request_body(conversations[idx[0]], settings, k))
+                for k, idx in todo.items()
+            ]
             try:
                 self._run(bodies, reply_from_completion, on_result, on_tick, retries)
             finally:
@@ -577,13 +621,21 @@ class OpenAICompatibleGenerator:
             "retries": retries[0],
             "max_in_flight": self.max_in_flight,
             "seconds": round(elapsed, 3),
-            "requests_per_s": round(state["requests"] / elapsed, 2) if elapsed > 0 and state["requests"] else 0.0,
-            "tokens_per_s": round(state["new_tokens"] / elapsed, 1) if elapsed > 0 and state["new_tokens"] else 0.0,
+            "requests_per_s": round(state["requests"] / elapsed, 2)
+            if elapsed > 0 and state["requests"]
+            else 0.0,
+            "tokens_per_s": round(state["new_tokens"] / elapsed, 1)
+            if elapsed > 0 and state["new_tokens"]
+            else 0.0,
         }
         return [r if r is not None else "" for r in results]
 
-    def digit_probabilities(self, conversations: Sequence[Conversation], digits: str = "12345",
-                            progress: ProgressCallback | None = None) -> list[list[float] | None]:
+    def digit_probabilities(
+        self,
+        conversations: Sequence[Conversation],
+        digits: str = "12345",
+        progress: ProgressCallback | None = None,
+    ) -> list[list[float] | None]:
         """P(score = each digit) per conversation from the first token's top logprobs (one greedy
         one-token request each; see `digit_probabilities_from_completion` for the maths), None where the
         prompt failed (in `last_errors`). Not cached: like the in-process judge's forward pass, the
@@ -611,48 +663,85 @@ class OpenAICompatibleGenerator:
                     f"{self._where()} returned no top_logprobs for a chat completion asked with logprobs=true, "
                     f"top_logprobs={self.top_logprobs} ({outcome.message}). This server cannot score by "
                     f"digit probabilities: set judge_scoring='generate' (or serve the judge with vLLM or "
-                    f"llama_cpp.server, which return top_logprobs).")
+                    f"llama_cpp.server, which return top_logprobs)."
+                )
             errors.append(PromptError(i, outcome.kind, outcome.message))
 
         def on_tick(in_flight: int, finished: bool) -> None:
             if progress is not None and finished:
-                progress(self._progress(start, state, len(conversations), 0, retries[0], in_flight, len(errors)))
+                progress(
+                    self._progress(start, state, len(conversations), 0, retries[0], in_flight, len(errors))
+                )
 
-        bodies = [(i, {"model": self.model, "messages": [{"role": m["role"], "content": m["content"]} for m in c],
-                       "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": self.top_logprobs,
-                       "stream": False})
-                  for i, c in enumerate(conversations)]
+        bodies = [
+            (
+                i,
+                {
+                    "model": self.model,
+                    "messages": [{"role": m["role"], "content": m["content"]} for m in c],
+                    "max_tokens": 1,
+                    "temperature": 0.0,
+                    "logprobs": True,
+                    "top_logprobs": self.top_logprobs,
+                    "stream": False,
+                },
+            )
+            for i, c in enumerate(conversations)
+        ]
         if bodies:
-            self._run(bodies, functools.partial(digit_probabilities_from_completion, digits=digits), on_result,
-                      on_tick, retries)
+            self._run(
+                bodies,
+                functools.partial(digit_probabilities_from_completion, digits=digits),
+                on_result,
+                on_tick,
+                retries,
+            )
         elapsed = time.perf_counter() - start
         self.last_errors = sorted(errors, key=lambda e: e.index)
         self.last_stats = {
-            "backend": "openai-compatible", "base_url": self.base_url, "model": self.model,
-            "requested": len(conversations), "scored": len(conversations) - len(errors), **self._error_stats(errors),
-            "retries": retries[0], "max_in_flight": self.max_in_flight, "seconds": round(elapsed, 3),
-            "requests_per_s": round(state["requests"] / elapsed, 2) if elapsed > 0 and state["requests"] else 0.0,
+            "backend": "openai-compatible",
+            "base_url": self.base_url,
+            "model": self.model,
+            "requested": len(conversations),
+            "scored": len(conversations) - len(errors),
+            **self._error_stats(errors),
+            "retries": retries[0],
+            "max_in_flight": self.max_in_flight,
+            "seconds": round(elapsed, 3),
+            "requests_per_s": round(state["requests"] / elapsed, 2)
+            if elapsed > 0 and state["requests"]
+            else 0.0,
         }
         return results
 
     @staticmethod
     def _error_stats(errors: list[PromptError]) -> dict:
         """What `last_stats` says about failed prompts (the counts reach asset metadata)."""
-        return {"failed_prompts": len(errors), "failed_by_kind": dict(Counter(e.kind for e in errors)),
-                "first_error": errors[0].message[:500] if errors else ""}
+        return {
+            "failed_prompts": len(errors),
+            "failed_by_kind": dict(Counter(e.kind for e in errors)),
+            "first_error": errors[0].message[:500] if errors else "",
+        }
 
     @staticmethod
-    def _progress(start: float, state: dict, total: int, cached: int, retries: int, in_flight: int,
-                  failed: int) -> ServerProgress:
+    def _progress(
+        start: float, state: dict, total: int, cached: int, retries: int, in_flight: int, failed: int
+    ) -> ServerProgress:
         elapsed = time.perf_counter() - start
         gen_done = state["done"] - cached
         remaining = total - state["done"]
         return ServerProgress(
-            done=state["done"], total=total, cached=cached, new_tokens=state["new_tokens"],
-            elapsed_s=elapsed, tokens_per_s=state["new_tokens"] / elapsed if elapsed > 0 else 0.0,
+            done=state["done"],
+            total=total,
+            cached=cached,
+            new_tokens=state["new_tokens"],
+            elapsed_s=elapsed,
+            tokens_per_s=state["new_tokens"] / elapsed if elapsed > 0 else 0.0,
             eta_s=(elapsed / gen_done) * remaining if gen_done else None,
             requests_per_s=state["requests"] / elapsed if elapsed > 0 else 0.0,
-            retries=retries, in_flight=in_flight, failed=failed,
+            retries=retries,
+            in_flight=in_flight,
+            failed=failed,
         )
 
     def _count_tokens(self, text: str) -> int:

@@ -60,7 +60,9 @@ def parse_template(name: str, text: str) -> PromptTemplate:
     if "user" not in sections:
         raise ValueError(f"prompt template {name}: no '### user' section")
     return PromptTemplate(
-        name=name, system=sections.get("system", ""), user=sections["user"],
+        name=name,
+        system=sections.get("system", ""),
+        user=sections["user"],
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
     )
 
@@ -78,8 +80,9 @@ def load_template(name: str, folder: Path | None = None, language: str = BASE_LA
     return parse_template(label, path.read_text(encoding="utf-8"))
 
 
-def load_templates(name: str, folder: Path | None = None,
-                   languages: tuple[str, ...] = SUPPORTED_LANGUAGES) -> dict[str, PromptTemplate]:
+def load_templates(
+    name: str, folder: Path | None = None, languages: tuple[str, ...] = SUPPORTED_LANGUAGES
+) -> dict[str, PromptTemplate]:
     """language -> template, for every supported language (each must have its file)."""
     return {lang: load_template(name, folder, lang) for lang in languages}
 
@@ -92,8 +95,10 @@ def template_for(templates: PromptTemplate | Mapping[str, PromptTemplate], langu
     try:
         return templates[language]
     except KeyError:
-        raise ValueError(f"no prompt template for language {language!r} (have: {', '.join(templates)}); "
-                         "add one rather than prompting in another language") from None
+        raise ValueError(
+            f"no prompt template for language {language!r} (have: {', '.join(templates)}); "
+            "add one rather than prompting in another language"
+        ) from None
 
 
 def templates_version(*names: str, folder: Path | None = None) -> str:
@@ -118,8 +123,9 @@ def emotion_names(language: str, folder: Path | None = None) -> dict[str, dict]:
     return _emotion_names(language, str(folder or prompts_dir()))["emotions"]
 
 
-def localised_emotion(label: str, definition: str, language: str,
-                      folder: Path | None = None) -> tuple[str, str]:
+def localised_emotion(
+    label: str, definition: str, language: str, folder: Path | None = None
+) -> tuple[str, str]:
     """(name, definition) of an emotion as a `language` template should show it."""
     if language == BASE_LANGUAGE:
         return label, definition

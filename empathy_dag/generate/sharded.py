@@ -82,8 +82,13 @@ class ShardedGenerator:
     def render(self, conversation) -> str:
         return self.endpoints[0].render(conversation)
 
-    def generate(self, conversations: Sequence, settings: GenerationSettings | None = None,
-                 progress=None, batch_size: int | None = None) -> list[str]:
+    def generate(
+        self,
+        conversations: Sequence,
+        settings: GenerationSettings | None = None,
+        progress=None,
+        batch_size: int | None = None,
+    ) -> list[str]:
         settings = settings or GenerationSettings()
         start = time.perf_counter()
         prompts = [self.render(c) for c in conversations]
@@ -92,11 +97,13 @@ class ShardedGenerator:
         firsts = sorted(idx[0] for idx in todo.values())
         chunks: queue.Queue = queue.Queue()
         for n, s in enumerate(range(0, len(firsts), self.chunk_size)):
-            chunks.put((n, firsts[s:s + self.chunk_size]))
+            chunks.put((n, firsts[s : s + self.chunk_size]))
         n_chunks = chunks.qsize()
         lock = threading.Lock()
-        per_endpoint = {g.base_url: {"chunks": 0, "replies": 0, "new_tokens": 0, "failed_prompts": 0, "failed": None}
-                        for g in self.endpoints}
+        per_endpoint = {
+            g.base_url: {"chunks": 0, "replies": 0, "new_tokens": 0, "failed_prompts": 0, "failed": None}
+            for g in self.endpoints
+        }
         errors: list[PromptError] = []
         failures: dict[str, str] = {}
         done_chunks = [0]
@@ -130,8 +137,10 @@ class ShardedGenerator:
                     stats["new_tokens"] += int(gen.last_stats.get("new_tokens", 0))
                     done_chunks[0] += 1
 
-        threads = [threading.Thread(target=work, args=(g,), name=f"shard-{i}", daemon=True)
-                   for i, g in enumerate(self.endpoints)]
+        threads = [
+            threading.Thread(target=work, args=(g,), name=f"shard-{i}", daemon=True)
+            for i, g in enumerate(self.endpoints)
+        ]
         if n_chunks:
             for t in threads:
                 t.start()
@@ -140,22 +149,33 @@ class ShardedGenerator:
         if done_chunks[0] < n_chunks:
             detail = "; ".join(f"{url}: {msg}" for url, msg in failures.items())
             final = ServerUnreachable if failures else AllEndpointsFailed
-            raise final(f"sharded generation stopped with {n_chunks - done_chunks[0]} of {n_chunks} chunks "
-                        f"unfinished: every endpoint failed ({detail}). Finished replies are cached: re-run "
-                        "once a server is back.")
+            raise final(
+                f"sharded generation stopped with {n_chunks - done_chunks[0]} of {n_chunks} chunks "
+                f"unfinished: every endpoint failed ({detail}). Finished replies are cached: re-run "
+                "once a server is back."
+            )
         failed_firsts = {e.index for e in errors}
         for idx in todo.values():
             for j in idx[1:]:
                 results[j] = results[idx[0]]
                 if idx[0] in failed_firsts:
-                    errors.append(next(PromptError(j, e.kind, e.message) for e in errors if e.index == idx[0]))
+                    errors.append(
+                        next(PromptError(j, e.kind, e.message) for e in errors if e.index == idx[0])
+                    )
         self.last_errors = sorted(errors, key=lambda e: e.index)
         elapsed = time.perf_counter() - start
         new_tokens = sum(s["new_tokens"] for s in per_endpoint.values())
         self.last_stats = {
-            "backend": "openai-compatible-sharded", "endpoints": len(self.endpoints), "chunk_size": self.chunk_size,
-            "requested": len(prompts), "cached": cached, "unique_generated": len(todo), "chunks": n_chunks,
-            "per_endpoint": per_endpoint, "new_tokens": new_tokens, "seconds": round(elapsed, 3),
+            "backend": "openai-compatible-sharded",
+            "endpoints": len(self.endpoints),
+            "chunk_size": self.chunk_size,
+            "requested": len(prompts),
+            "cached": cached,
+            "unique_generated": len(todo),
+            "chunks": n_chunks,
+            "per_endpoint": per_endpoint,
+            "new_tokens": new_tokens,
+            "seconds": round(elapsed, 3),
             **OpenAICompatibleGenerator._error_stats(self.last_errors),
             "tokens_per_s": round(new_tokens / elapsed, 1) if elapsed > 0 and new_tokens else 0.0,
         }

@@ -45,9 +45,15 @@ def generate_prompts(params: dict, pipes) -> dict:
         own = step_cache_root(params["store"])
         cache_dir = str(Path(own) / "generation_cache") if own else params["cache_dir"]
     generator = load_generator(
-        source, adapter=params.get("adapter"), dtype=params["dtype"], device=params["device"],
-        batch_size=params["batch_size"], cache_dir=cache_dir, allow_hub=params["allow_hub"],
-        trust_remote_code=params["trust_remote_code"], threads=params.get("threads"),
+        source,
+        adapter=params.get("adapter"),
+        dtype=params["dtype"],
+        device=params["device"],
+        batch_size=params["batch_size"],
+        cache_dir=cache_dir,
+        allow_hub=params["allow_hub"],
+        trust_remote_code=params["trust_remote_code"],
+        threads=params.get("threads"),
     )
     settings = GenerationSettings(**{**params["settings"], "stop": tuple(params["settings"]["stop"])})
     prompts = read_jsonl(folder / PROMPTS_FILE)
@@ -56,5 +62,9 @@ def generate_prompts(params: dict, pipes) -> dict:
     replies = generator.generate_prompts(prompts, settings, progress=log_progress(pipes.log))
     write_jsonl(folder / REPLIES_FILE, replies)
     where = store.persist(params["folder"])
-    return {**generator.last_stats, "replies_at": where, "cache_id": generator.cache_id,
-            "cache_path": str(generator.cache.path) if generator.cache is not None else ""}
+    return {
+        **generator.last_stats,
+        "replies_at": where,
+        "cache_id": generator.cache_id,
+        "cache_path": str(generator.cache.path) if generator.cache is not None else "",
+    }

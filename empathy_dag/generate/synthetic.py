@@ -26,19 +26,41 @@ EXPLANATION_TEMPLATE = "speaker_explanation"
 REPLY_TEMPLATE = "listener_reply"
 
 BRAINSTORM_SCHEMA = {
-    "situation_id": pl.String, "emotion": pl.String, "language": pl.String, "domain": pl.String,
-    "situation": pl.String, "seed_situation_ids": pl.List(pl.String), "item_index": pl.Int64,
-    "generator": pl.String, "generator_source": pl.String, "prompt_version": pl.String,
+    "situation_id": pl.String,
+    "emotion": pl.String,
+    "language": pl.String,
+    "domain": pl.String,
+    "situation": pl.String,
+    "seed_situation_ids": pl.List(pl.String),
+    "item_index": pl.Int64,
+    "generator": pl.String,
+    "generator_source": pl.String,
+    "prompt_version": pl.String,
 }
 EXPLANATION_SCHEMA = {
-    "explanation_id": pl.String, "situation_id": pl.String, "emotion": pl.String, "language": pl.String,
-    "domain": pl.String, "situation": pl.String, "speaker_utterance": pl.String,
-    "generator": pl.String, "generator_source": pl.String, "prompt_version": pl.String,
+    "explanation_id": pl.String,
+    "situation_id": pl.String,
+    "emotion": pl.String,
+    "language": pl.String,
+    "domain": pl.String,
+    "situation": pl.String,
+    "speaker_utterance": pl.String,
+    "generator": pl.String,
+    "generator_source": pl.String,
+    "prompt_version": pl.String,
 }
 DIALOGUE_SCHEMA = {
-    "dialogue_id": pl.String, "situation_id": pl.String, "explanation_id": pl.String, "emotion": pl.String,
-    "language": pl.String, "domain": pl.String, "situation": pl.String, "speaker_utterance": pl.String,
-    "listener_reply": pl.String, "generator": pl.String, "generator_source": pl.String,
+    "dialogue_id": pl.String,
+    "situation_id": pl.String,
+    "explanation_id": pl.String,
+    "emotion": pl.String,
+    "language": pl.String,
+    "domain": pl.String,
+    "situation": pl.String,
+    "speaker_utterance": pl.String,
+    "listener_reply": pl.String,
+    "generator": pl.String,
+    "generator_source": pl.String,
     "prompt_version": pl.String,
 }
 
@@ -115,7 +137,9 @@ def _render(templates: Templates, language: str, **values) -> tuple[list, str]:
     """The conversation for one row, in its language's template, and that template's version."""
     template = template_for(templates, language)
     if not isinstance(templates, PromptTemplate):  # per-language templates show localised names
-        values["emotion"], definition = localised_emotion(values["emotion"], values.get("definition", ""), language)
+        values["emotion"], definition = localised_emotion(
+            values["emotion"], values.get("definition", ""), language
+        )
         if "definition" in values:
             values["definition"] = definition
         if "domain" in values:
@@ -123,9 +147,19 @@ def _render(templates: Templates, language: str, **values) -> tuple[list, str]:
     return template.render(**values), template.version
 
 
-def _generated_rows(generator: Generator, versions: list[str], settings: GenerationSettings,
-                    conversations: list, items: list, *, max_sentences: int, make_row, schema: dict,
-                    id_column: str, progress: ProgressCallback | None) -> StageResult:
+def _generated_rows(
+    generator: Generator,
+    versions: list[str],
+    settings: GenerationSettings,
+    conversations: list,
+    items: list,
+    *,
+    max_sentences: int,
+    make_row,
+    schema: dict,
+    id_column: str,
+    progress: ProgressCallback | None,
+) -> StageResult:
     """One generation per conversation, cleaned; each non-empty one becomes `make_row(item, text)` plus
     the provenance columns (generator, the version of the template it was prompted with); duplicates by
     `id_column` dropped. A prompt a server gave no usable reply for (its error in the generator's
@@ -140,8 +174,14 @@ def _generated_rows(generator: Generator, versions: list[str], settings: Generat
         if not text:
             empty += 1
             continue
-        rows.append({**make_row(item, text), "generator": generator.cache_id,
-                     "generator_source": generator.source, "prompt_version": version})
+        rows.append(
+            {
+                **make_row(item, text),
+                "generator": generator.cache_id,
+                "generator_source": generator.source,
+                "prompt_version": version,
+            }
+        )
     frame = pl.DataFrame(rows, schema=schema).unique(id_column, keep="first", maintain_order=True)
     return StageResult(frame, empty, dict(generator.last_stats) if conversations else {})
 
@@ -171,18 +211,36 @@ def brainstorm_situations(
         for i in range(count):
             idx = pick_seeds(seed_texts, i, examples_per_prompt)
             examples = "\n".join(f"- {seed_texts[j]}" for j in idx) or "- (no examples yet)"
-            conversation, version = _render(template, language, emotion=emotion, definition=definition,
-                                            domain=domain, examples=examples, number=i + 1)
+            conversation, version = _render(
+                template,
+                language,
+                emotion=emotion,
+                definition=definition,
+                domain=domain,
+                examples=examples,
+                number=i + 1,
+            )
             conversations.append(conversation)
             versions.append(version)
-            meta.append({"emotion": emotion, "item_index": i,
-                         "seed_situation_ids": [seed_ids[j] for j in idx]})
+            meta.append(
+                {"emotion": emotion, "item_index": i, "seed_situation_ids": [seed_ids[j] for j in idx]}
+            )
     return _generated_rows(
-        generator, versions, settings, conversations, meta, max_sentences=3, schema=BRAINSTORM_SCHEMA,
-        id_column="situation_id", progress=progress,
+        generator,
+        versions,
+        settings,
+        conversations,
+        meta,
+        max_sentences=3,
+        schema=BRAINSTORM_SCHEMA,
+        id_column="situation_id",
+        progress=progress,
         make_row=lambda m, text: {
-            **m, "situation_id": situation_id(m["emotion"], language, text), "language": language,
-            "domain": domain, "situation": text,
+            **m,
+            "situation_id": situation_id(m["emotion"], language, text),
+            "language": language,
+            "domain": domain,
+            "situation": text,
         },
     )
 
@@ -196,15 +254,28 @@ def speaker_explanations(
 ) -> StageResult:
     """Each situation rewritten as the person's first-person utterance."""
     records = situations.to_dicts()
-    rendered = [_render(template, r["language"], emotion=r["emotion"], situation=r["situation"]) for r in records]
+    rendered = [
+        _render(template, r["language"], emotion=r["emotion"], situation=r["situation"]) for r in records
+    ]
     conversations, versions = [c for c, _ in rendered], [v for _, v in rendered]
     return _generated_rows(
-        generator, versions, settings, conversations, records, max_sentences=4, schema=EXPLANATION_SCHEMA,
-        id_column="explanation_id", progress=progress,
+        generator,
+        versions,
+        settings,
+        conversations,
+        records,
+        max_sentences=4,
+        schema=EXPLANATION_SCHEMA,
+        id_column="explanation_id",
+        progress=progress,
         make_row=lambda r, text: {
             "explanation_id": stable_id("explanation", r["situation_id"], text),
-            "situation_id": r["situation_id"], "emotion": r["emotion"], "language": r["language"],
-            "domain": r["domain"], "situation": r["situation"], "speaker_utterance": text,
+            "situation_id": r["situation_id"],
+            "emotion": r["emotion"],
+            "language": r["language"],
+            "domain": r["domain"],
+            "situation": r["situation"],
+            "speaker_utterance": text,
         },
     )
 
@@ -218,16 +289,30 @@ def listener_replies(
 ) -> StageResult:
     """One empathetic listener reply per explanation from this generator."""
     records = explanations.to_dicts()
-    rendered = [_render(template, r["language"], emotion=r["emotion"], utterance=r["speaker_utterance"])
-                for r in records]
+    rendered = [
+        _render(template, r["language"], emotion=r["emotion"], utterance=r["speaker_utterance"])
+        for r in records
+    ]
     conversations, versions = [c for c, _ in rendered], [v for _, v in rendered]
     return _generated_rows(
-        generator, versions, settings, conversations, records, max_sentences=3, schema=DIALOGUE_SCHEMA,
-        id_column="dialogue_id", progress=progress,
+        generator,
+        versions,
+        settings,
+        conversations,
+        records,
+        max_sentences=3,
+        schema=DIALOGUE_SCHEMA,
+        id_column="dialogue_id",
+        progress=progress,
         make_row=lambda r, text: {
             "dialogue_id": dialogue_id(r["situation_id"], r["speaker_utterance"], text),
-            "situation_id": r["situation_id"], "explanation_id": r["explanation_id"], "emotion": r["emotion"],
-            "language": r["language"], "domain": r["domain"], "situation": r["situation"],
-            "speaker_utterance": r["speaker_utterance"], "listener_reply": text,
+            "situation_id": r["situation_id"],
+            "explanation_id": r["explanation_id"],
+            "emotion": r["emotion"],
+            "language": r["language"],
+            "domain": r["domain"],
+            "situation": r["situation"],
+            "speaker_utterance": r["speaker_utterance"],
+            "listener_reply": text,
         },
     )

@@ -50,8 +50,10 @@ ABSENT, TEXT, BAD_UTF8, NOT_TEXT = 0, 1, 2, 3
 
 # Every character Python's str.isspace() / re's \s accepts (the test checks this against Python): the
 # Rust regex \s and str.strip_chars() use Unicode White_Space, which lacks U+001C-U+001F.
-PY_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + (
-    "\u2028\u2029\u202f\u205f\u3000"
+PY_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + ("\u2028\u2029\u202f\u205f\u3000")
 )
 _WS_CLASS = "".join(f"\\x{{{ord(c):X}}}" for c in PY_WHITESPACE)
 _WS_RUN = f"[{_WS_CLASS}]+"
@@ -65,7 +67,9 @@ _CONTROL_RX = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"  # records._CONTROL
 # starts with "<" or "["; grouping them by that character keeps their order, so leftmost-first matching
 # picks the same alternative as Python's re.
 _LT_ALTERNATIVES = [re.escape(t[1:]) for t in CHAT_CONTROL_TOKENS if t.startswith("<")] + [
-    rf"\|[^<>|{_WS_CLASS}]{{1,64}}\|>", r"</?SYS>>", r"/?s>",
+    rf"\|[^<>|{_WS_CLASS}]{{1,64}}\|>",
+    r"</?SYS>>",
+    r"/?s>",
 ]
 assert all(t.startswith("<") for t in CHAT_CONTROL_TOKENS)
 _TOKEN_RX = "(<)(" + "|".join(_LT_ALTERNATIVES) + r")|(\[)(/?INST\])"
@@ -139,11 +143,25 @@ def validate_rows(
     updated once the whole file is validated."""
     seen = seen_ids if seen_ids is not None else {}
     try:
-        outcome, added = _validate(rows, file=file, file_sha256=file_sha256, source=source, taxonomy=taxonomy,
-                                   limits=limits, seen=seen)
+        outcome, added = _validate(
+            rows,
+            file=file,
+            file_sha256=file_sha256,
+            source=source,
+            taxonomy=taxonomy,
+            limits=limits,
+            seen=seen,
+        )
     except Exception:  # noqa: BLE001 - the row-wise reference isolates whatever row this was
-        return validate_rows_rowwise(rows, file=file, file_sha256=file_sha256, source=source, taxonomy=taxonomy,
-                                     limits=limits, seen_ids=seen)
+        return validate_rows_rowwise(
+            rows,
+            file=file,
+            file_sha256=file_sha256,
+            source=source,
+            taxonomy=taxonomy,
+            limits=limits,
+            seen_ids=seen,
+        )
     seen.update(added)
     return outcome
 
@@ -158,14 +176,26 @@ def _text_checks(name: str, required: bool, limits: ValidationLimits) -> list[tu
     nlen = col(f"nlen_{name}")
     checks += [
         (present & (k == NOT_TEXT), "wrong_type", col(f"wt_{name}")),
-        (present & ((k == BAD_UTF8) | col(f"fffd_{name}")), "bad_encoding",
-         pl.lit(f"{name} is not valid UTF-8 (re-save the file as UTF-8)")),
-        (present & col(f"ctrl_{name}"), "control_characters",
-         pl.lit(f"{name} contains control characters (NUL or similar)")),
-        (present & (nlen < limits.min_text_chars), "too_short",
-         pl.format(f"{name} has {{}} characters, fewer than {limits.min_text_chars}", nlen)),
-        (present & (nlen > limits.max_text_chars), "too_long",
-         pl.format(f"{name} has {{}} characters, over the limit of {limits.max_text_chars}", nlen)),
+        (
+            present & ((k == BAD_UTF8) | col(f"fffd_{name}")),
+            "bad_encoding",
+            pl.lit(f"{name} is not valid UTF-8 (re-save the file as UTF-8)"),
+        ),
+        (
+            present & col(f"ctrl_{name}"),
+            "control_characters",
+            pl.lit(f"{name} contains control characters (NUL or similar)"),
+        ),
+        (
+            present & (nlen < limits.min_text_chars),
+            "too_short",
+            pl.format(f"{name} has {{}} characters, fewer than {limits.min_text_chars}", nlen),
+        ),
+        (
+            present & (nlen > limits.max_text_chars),
+            "too_long",
+            pl.format(f"{name} has {{}} characters, over the limit of {limits.max_text_chars}", nlen),
+        ),
     ]
     return checks
 
@@ -175,11 +205,23 @@ def _field_checks(name: str) -> list[tuple[pl.Expr, str, pl.Expr]]:
     k, col = pl.col(f"k_{name}"), pl.col
     return [
         (k == NOT_TEXT, "wrong_type", col(f"wt_{name}")),
-        ((k == BAD_UTF8) | col(f"fffd_{name}"), "bad_encoding",
-         pl.lit(f"{name} is not valid UTF-8 (re-save the file as UTF-8)")),
-        (col(f"ctrl_{name}"), "control_characters", pl.lit(f"{name} contains control characters (NUL or similar)")),
-        (col(f"len_{name}") > 200, "too_long",
-         pl.format(f"{name} has {{}} characters, over the limit of 200 for a metadata field", col(f"len_{name}"))),
+        (
+            (k == BAD_UTF8) | col(f"fffd_{name}"),
+            "bad_encoding",
+            pl.lit(f"{name} is not valid UTF-8 (re-save the file as UTF-8)"),
+        ),
+        (
+            col(f"ctrl_{name}"),
+            "control_characters",
+            pl.lit(f"{name} contains control characters (NUL or similar)"),
+        ),
+        (
+            col(f"len_{name}") > 200,
+            "too_long",
+            pl.format(
+                f"{name} has {{}} characters, over the limit of 200 for a metadata field", col(f"len_{name}")
+            ),
+        ),
     ]
 
 
@@ -197,8 +239,16 @@ def _replace(s: pl.Series, mapping: dict[str, Any], dtype) -> pl.Series:
     return s.replace_strict(list(mapping), list(mapping.values()), default=None, return_dtype=dtype)
 
 
-def _validate(rows: list[RawRow], *, file: str, file_sha256: str, source: str, taxonomy: Taxonomy,
-              limits: ValidationLimits, seen: dict[str, str]) -> tuple[FileOutcome, dict[str, str]]:
+def _validate(
+    rows: list[RawRow],
+    *,
+    file: str,
+    file_sha256: str,
+    source: str,
+    taxonomy: Taxonomy,
+    limits: ValidationLimits,
+    seen: dict[str, str],
+) -> tuple[FileOutcome, dict[str, str]]:
     outcome = FileOutcome(file=file, file_sha256=file_sha256, source=source, rows_in=len(rows))
     rejects: list[tuple[int, str, str]] = []  # (row index, reason code, message)
 
@@ -213,15 +263,21 @@ def _validate(rows: list[RawRow], *, file: str, file_sha256: str, source: str, t
         else:
             index.append(i)
     dicts = [rows[i].values for i in index]
-    missing = [None if "emotion" in v and "situation" in v else
-               ", ".join(c for c in ("emotion", "situation") if c not in v) for v in dicts]
+    missing = [
+        None
+        if "emotion" in v and "situation" in v
+        else ", ".join(c for c in ("emotion", "situation") if c not in v)
+        for v in dicts
+    ]
     values: dict[str, list] = {}
     kinds: dict[str, list[int]] = {}
     not_text: dict[str, dict[int, Any]] = {}
     for f in FIELDS:
         column = [v.get(f) for v in dicts]
         kind = [ABSENT if x is None else TEXT if isinstance(x, str) else NOT_TEXT for x in column]
-        for j in [j for j, x in enumerate(column) if kind[j] == TEXT and not x.isascii() and not _encodable(x)]:
+        for j in [
+            j for j, x in enumerate(column) if kind[j] == TEXT and not x.isascii() and not _encodable(x)
+        ]:
             kind[j], column[j] = BAD_UTF8, None
         not_text[f] = {j: column[j] for j, k in enumerate(kind) if k == NOT_TEXT}
         for j in not_text[f]:
@@ -236,8 +292,21 @@ def _validate(rows: list[RawRow], *, file: str, file_sha256: str, source: str, t
     frames: list[pl.DataFrame] = []
     if n:
         valid, added, broken, frame_rejects = _validate_frame(
-            n, index, values, kinds, not_text, missing, labels, bad_labels, rows,
-            file=file, source=source, taxonomy=taxonomy, limits=limits, seen=seen)
+            n,
+            index,
+            values,
+            kinds,
+            not_text,
+            missing,
+            labels,
+            bad_labels,
+            rows,
+            file=file,
+            source=source,
+            taxonomy=taxonomy,
+            limits=limits,
+            seen=seen,
+        )
         rejects += frame_rejects
         frames.append(valid)
     else:
@@ -253,8 +322,23 @@ def _validate(rows: list[RawRow], *, file: str, file_sha256: str, source: str, t
     return outcome, added
 
 
-def _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labels, rows, *, file, source, taxonomy,
-                    limits, seen):
+def _validate_frame(
+    n,
+    index,
+    values,
+    kinds,
+    not_text,
+    missing,
+    labels,
+    bad_labels,
+    rows,
+    *,
+    file,
+    source,
+    taxonomy,
+    limits,
+    seen,
+):
     """The parsed rows as a frame, judged: (valid rows in CORPUS_POLARS_SCHEMA, ids they add to `seen`,
     how many had control tokens broken, [(row index, reason code, message)] of the others)."""
     col = pl.col
@@ -273,8 +357,11 @@ def _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labe
     for f in FIELDS:
         msgs: list[str | None] = [None] * n
         for pos, x in not_text[f].items():
-            msgs[pos] = (f"emotion must be text, got {type(x).__name__}" if f == "emotion"
-                         else f"{f} must be text, got {type(x).__name__}: {str(x)[:40]!r}")
+            msgs[pos] = (
+                f"emotion must be text, got {type(x).__name__}"
+                if f == "emotion"
+                else f"{f} must be text, got {type(x).__name__}: {str(x)[:40]!r}"
+            )
         wrong[f"wt_{f}"] = pl.Series(msgs, dtype=pl.String)
     df = df.with_columns(**wrong)
     norm = {f: _normalized(df[f]) for f in ("situation", "speaker_utterance", "listener_reply")}
@@ -291,7 +378,8 @@ def _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labe
     normalised_label = {x: taxonomy.normalize_label(x) for x in distinct_labels}
     unknown_message = {
         x: f"unknown emotion {x!r}: use one of the 28 GoEmotions labels or the 32 EmpatheticDialogues labels"
-        for x, e in normalised_label.items() if e is None
+        for x, e in normalised_label.items()
+        if e is None
     }
     df = df.with_columns(
         emotion_norm=_replace(df["emotion"], normalised_label, pl.String),
@@ -300,29 +388,52 @@ def _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labe
         has_listener=(col("k_listener_reply") == TEXT) & ~col("blank_listener_reply"),
     )
     checks = [
-        (col("missing").is_not_null(), "missing_columns", pl.format("missing required field(s): {}", col("missing"))),
+        (
+            col("missing").is_not_null(),
+            "missing_columns",
+            pl.format("missing required field(s): {}", col("missing")),
+        ),
         (col("k_emotion") == NOT_TEXT, "wrong_type", col("wt_emotion")),
-        ((col("k_emotion") == ABSENT) | col("blank_emotion"), "empty_emotion", pl.lit("emotion is empty or not text")),
+        (
+            (col("k_emotion") == ABSENT) | col("blank_emotion"),
+            "empty_emotion",
+            pl.lit("emotion is empty or not text"),
+        ),
         *[c for f in METADATA_FIELDS for c in _field_checks(f)],
         (col("emotion_norm").is_null(), "unknown_emotion", col("unknown_emotion")),
         *_text_checks("situation", True, limits),
         *_text_checks("speaker_utterance", False, limits),
         *_text_checks("listener_reply", False, limits),
-        (col("has_speaker") != col("has_listener"), "half_dialogue",
-         pl.lit("a dialogue needs both speaker_utterance and listener_reply (or neither)")),
+        (
+            col("has_speaker") != col("has_listener"),
+            "half_dialogue",
+            pl.lit("a dialogue needs both speaker_utterance and listener_reply (or neither)"),
+        ),
     ]
     code, message = _first_failure(checks)
     df = df.with_columns(reason_code=code, reason=message)
-    rejects = [(index[p], c, m) for p, c, m in df.filter(col("reason_code").is_not_null())
-               .select("pos", "reason_code", "reason").iter_rows()]
+    rejects = [
+        (index[p], c, m)
+        for p, c, m in df.filter(col("reason_code").is_not_null())
+        .select("pos", "reason_code", "reason")
+        .iter_rows()
+    ]
     df = df.filter(col("reason_code").is_null())
 
     # Language: the identifier reads the stored situation and the speaker's turn as written.
     situation, broken_situation = neutralised(df["norm_situation"])
     speaker_raw = df["speaker_utterance"]
-    detect_text = pl.select(pl.concat_str(
-        [_non_empty(pl.lit(situation)), _non_empty(pl.lit(speaker_raw))], separator=" ", ignore_nulls=True,
-    )).to_series().fill_null("")
+    detect_text = (
+        pl.select(
+            pl.concat_str(
+                [_non_empty(pl.lit(situation)), _non_empty(pl.lit(speaker_raw))],
+                separator=" ",
+                ignore_nulls=True,
+            )
+        )
+        .to_series()
+        .fill_null("")
+    )
     declared_form = {d: (d or "").strip().lower() for d in df["language"].unique().to_list()}
     declared_values = df["language"].to_list()
     texts = detect_text.to_list()
@@ -337,40 +448,62 @@ def _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labe
         language.append(lang)
         if lang not in limits.languages:
             how = "declared" if declared_form[d] else f"detected, confidence {guess.confidence:.2f}"
-            rejects.append((index[pos], "unknown_language",
-                            f"language {lang!r} ({how}) is not one of {', '.join(limits.languages)}"))
+            rejects.append(
+                (
+                    index[pos],
+                    "unknown_language",
+                    f"language {lang!r} ({how}) is not one of {', '.join(limits.languages)}",
+                )
+            )
     df = df.with_columns(
         situation_stored=situation,
         broken=broken_situation,
         language_final=pl.Series(language, dtype=pl.String),
         language_detected=pl.Series([g.language if g else None for g in detected], dtype=pl.String),
-        language_confidence=pl.Series([round(g.confidence, 4) if g else None for g in detected], dtype=pl.Float64),
+        language_confidence=pl.Series(
+            [round(g.confidence, 4) if g else None for g in detected], dtype=pl.Float64
+        ),
     ).filter(col("language_final").is_in(list(limits.languages)))
 
-    domain_in = df.select(pl.when((col("k_domain") == TEXT) & ~col("blank_domain")).then(col("domain"))).to_series()
+    domain_in = df.select(
+        pl.when((col("k_domain") == TEXT) & ~col("blank_domain")).then(col("domain"))
+    ).to_series()
     domain, broken_domain = neutralised(_normalized(domain_in).fill_null("unspecified"))
     has_speaker = df["has_speaker"]
-    speaker, broken_speaker = neutralised(_normalized(df["speaker_utterance"]).zip_with(has_speaker, pl.Series(
-        [None] * df.height, dtype=pl.String)))
-    listener, broken_listener = neutralised(_normalized(df["listener_reply"]).zip_with(has_speaker, pl.Series(
-        [None] * df.height, dtype=pl.String)))
+    speaker, broken_speaker = neutralised(
+        _normalized(df["speaker_utterance"]).zip_with(
+            has_speaker, pl.Series([None] * df.height, dtype=pl.String)
+        )
+    )
+    listener, broken_listener = neutralised(
+        _normalized(df["listener_reply"]).zip_with(
+            has_speaker, pl.Series([None] * df.height, dtype=pl.String)
+        )
+    )
     source_in = _normalized(df["source"]).fill_null("")
-    source_col, _ = neutralised(pl.select(_non_empty(pl.lit(source_in)).fill_null(pl.lit(source))).to_series())
+    source_col, _ = neutralised(
+        pl.select(_non_empty(pl.lit(source_in)).fill_null(pl.lit(source))).to_series()
+    )
     raw_labels = [x for x in df["emotion"].unique().to_list() if x is not None]
     label_form = {x: x.strip().lower() for x in raw_labels}
-    source_label = pl.select(_non_empty(pl.lit(df["row_label"])).fill_null(
-        pl.lit(_replace(df["emotion"], label_form, pl.String)))).to_series()
+    source_label = pl.select(
+        _non_empty(pl.lit(df["row_label"])).fill_null(pl.lit(_replace(df["emotion"], label_form, pl.String)))
+    ).to_series()
 
     emotion = df["emotion_norm"].to_list()
     situation_key = _id_form(df["situation_stored"], lower=True).to_list()
     # records.stable_id written out (the same bytes: each part then U+001F), without a call per row
     sha = hashlib.sha256
-    sit_ids = [sha(f"situation\x1f{e or ''}\x1f{lang or ''}\x1f{s or ''}\x1f".encode()).hexdigest()[:16]
-               for e, lang, s in zip(emotion, df["language_final"].to_list(), situation_key, strict=True)]
+    sit_ids = [
+        sha(f"situation\x1f{e or ''}\x1f{lang or ''}\x1f{s or ''}\x1f".encode()).hexdigest()[:16]
+        for e, lang, s in zip(emotion, df["language_final"].to_list(), situation_key, strict=True)
+    ]
     speaker_key = _id_form(speaker, lower=False).to_list()
     listener_key = _id_form(listener, lower=False).to_list()
-    dia_ids = [sha(f"dialogue\x1f{s}\x1f{a or ''}\x1f{b or ''}\x1f".encode()).hexdigest()[:16] if h else None
-               for s, a, b, h in zip(sit_ids, speaker_key, listener_key, has_speaker.to_list(), strict=True)]
+    dia_ids = [
+        sha(f"dialogue\x1f{s}\x1f{a or ''}\x1f{b or ''}\x1f".encode()).hexdigest()[:16] if h else None
+        for s, a, b, h in zip(sit_ids, speaker_key, listener_key, has_speaker.to_list(), strict=True)
+    ]
 
     # Duplicates in row order: the first row with an id lands, the later ones name it.
     added: dict[str, str] = {}
@@ -382,7 +515,9 @@ def _validate_frame(n, index, values, kinds, not_text, missing, labels, bad_labe
             rejects.append((index[pos], "duplicate_id", f"duplicate of the row at {first} (id {key})"))
             keep.append(False)
         elif pos in bad_labels:
-            rejects.append((index[pos], "bad_encoding", "source_label is not valid UTF-8 (re-save the file as UTF-8)"))
+            rejects.append(
+                (index[pos], "bad_encoding", "source_label is not valid UTF-8 (re-save the file as UTF-8)")
+            )
             keep.append(False)
         else:
             added[key] = f"{file}:{line}"

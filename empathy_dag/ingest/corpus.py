@@ -66,7 +66,8 @@ class IngestResult:
         rows = [q.as_dict() for o in self.outcomes for q in o.quarantined]
         rows += [
             QuarantineEntry(printable_name(str(s.path)), "", None, s.reason_code, s.message, "").as_dict()
-            for s in self.skipped if s.refused
+            for s in self.skipped
+            if s.refused
         ]
         return pl.DataFrame(rows, schema=QUARANTINE_POLARS_SCHEMA, orient="row")
 
@@ -87,16 +88,34 @@ class IngestResult:
             for o in self.outcomes
         ]
         rows += [
-            {"file": printable_name(str(s.path)), "source": None, "status": "refused" if s.refused else "skipped",
-             "reason_code": s.reason_code, "rows_in": 0, "valid": 0, "quarantined": 1 if s.refused else 0,
-             "skipped": 0, "whole_file_rejected": s.refused, "balanced": True}
+            {
+                "file": printable_name(str(s.path)),
+                "source": None,
+                "status": "refused" if s.refused else "skipped",
+                "reason_code": s.reason_code,
+                "rows_in": 0,
+                "valid": 0,
+                "quarantined": 1 if s.refused else 0,
+                "skipped": 0,
+                "whole_file_rejected": s.refused,
+                "balanced": True,
+            }
             for s in self.skipped
         ]
         return pl.DataFrame(
             rows,
-            schema={"file": pl.String, "source": pl.String, "status": pl.String, "reason_code": pl.String,
-                    "rows_in": pl.Int64, "valid": pl.Int64, "quarantined": pl.Int64, "skipped": pl.Int64,
-                    "whole_file_rejected": pl.Boolean, "balanced": pl.Boolean},
+            schema={
+                "file": pl.String,
+                "source": pl.String,
+                "status": pl.String,
+                "reason_code": pl.String,
+                "rows_in": pl.Int64,
+                "valid": pl.Int64,
+                "quarantined": pl.Int64,
+                "skipped": pl.Int64,
+                "whole_file_rejected": pl.Boolean,
+                "balanced": pl.Boolean,
+            },
         )
 
 
@@ -141,29 +160,50 @@ def ingest_file(
             data = path.read_bytes()
             sha = sha256_bytes(data)
     except OSError as exc:
-        return rejected_outcome(name, sha, source_name(path), "unreadable",
-                                f"{name} cannot be read ({exc.strerror or exc}); check its permissions")
+        return rejected_outcome(
+            name,
+            sha,
+            source_name(path),
+            "unreadable",
+            f"{name} cannot be read ({exc.strerror or exc}); check its permissions",
+        )
     try:
         archive_raw_file(path, sha, archive_dir)
     except OSError as exc:
-        return rejected_outcome(name, sha, source_name(path), "archive_failed",
-                                f"{name} could not be archived before validation ({exc.strerror or exc}); it is "
-                                "left in place and read again by the next run")
+        return rejected_outcome(
+            name,
+            sha,
+            source_name(path),
+            "archive_failed",
+            f"{name} could not be archived before validation ({exc.strerror or exc}); it is "
+            "left in place and read again by the next run",
+        )
     local_seen = dict(seen_ids)
     if data is None:
         try:
             with open(path, "rb") as fh:
-                outcome = validate_stream(fh.read, name, sha, stream, taxonomy=taxonomy, limits=limits,
-                                          seen_ids=local_seen)
+                outcome = validate_stream(
+                    fh.read, name, sha, stream, taxonomy=taxonomy, limits=limits, seen_ids=local_seen
+                )
         except OSError as exc:
-            return rejected_outcome(name, sha, source_name(path), "unreadable",
-                                    f"{name} cannot be read ({exc.strerror or exc}); check its permissions")
+            return rejected_outcome(
+                name,
+                sha,
+                source_name(path),
+                "unreadable",
+                f"{name} cannot be read ({exc.strerror or exc}); check its permissions",
+            )
     else:
         outcome = validate_bytes(data, name, taxonomy=taxonomy, limits=limits, seen_ids=local_seen)
     if not outcome.balanced:
-        return rejected_outcome(name, sha, outcome.source, "accounting_error",
-                                f"{name}: rows in ({outcome.rows_in}) != valid + quarantined + skipped; the file is "
-                                "held back whole (a reader bug: please report it with this file)")
+        return rejected_outcome(
+            name,
+            sha,
+            outcome.source,
+            "accounting_error",
+            f"{name}: rows in ({outcome.rows_in}) != valid + quarantined + skipped; the file is "
+            "held back whole (a reader bug: please report it with this file)",
+        )
     seen_ids.update(local_seen)
     return outcome
 
@@ -179,7 +219,10 @@ def too_large_outcome(name: str, sha: str, size: int, limits: ValidationLimits) 
     outcome = FileOutcome(file=name, file_sha256=sha, source=source_name(Path(name)), rows_in=0)
     outcome.quarantined.append(
         QuarantineEntry(
-            name, sha, None, "file_too_large",
+            name,
+            sha,
+            None,
+            "file_too_large",
             f"{name} is {size / 1024 / 1024:.1f} MB ({size:,} bytes), over the hard cap of "
             f"{limits.max_file_mb:g} MB: raise max_file_mb in the corpus_sources resource (JSONL is read in "
             "blocks, so memory is not the limit), or split the file",
@@ -233,12 +276,31 @@ def validate_stream(
     blocks = newline_blocks(lambda n: pending.pop() if pending else read(n), _block_bytes(limits))
     display = printable_name(Path(name).name)
     if fmt == "jsonl":
-        return validate_row_blocks(jsonl_block_rows(blocks, display), name, sha, source_name(Path(name)), "JSONL",
-                                   taxonomy=taxonomy, limits=limits, seen_ids=seen_ids, head=head, columns=columns)
+        return validate_row_blocks(
+            jsonl_block_rows(blocks, display),
+            name,
+            sha,
+            source_name(Path(name)),
+            "JSONL",
+            taxonomy=taxonomy,
+            limits=limits,
+            seen_ids=seen_ids,
+            head=head,
+            columns=columns,
+        )
     source = "empathetic_dialogues" if fmt.startswith("ed_") else source_name(Path(name))
-    return validate_row_blocks(csv_block_rows(blocks, display, fmt, _block_bytes(limits)), name, sha, source,
-                               Path(name).suffix, taxonomy=taxonomy, limits=limits, seen_ids=seen_ids, head=head,
-                               columns=columns)
+    return validate_row_blocks(
+        csv_block_rows(blocks, display, fmt, _block_bytes(limits)),
+        name,
+        sha,
+        source,
+        Path(name).suffix,
+        taxonomy=taxonomy,
+        limits=limits,
+        seen_ids=seen_ids,
+        head=head,
+        columns=columns,
+    )
 
 
 def validate_readable(
@@ -261,9 +323,16 @@ def validate_readable(
         data = b"".join([head, *iter(lambda: read(1 << 20), b"")])
         return validate_bytes(data, name, taxonomy=taxonomy, limits=limits)
     pending = [head]
-    return validate_stream(lambda n: pending.pop() if pending else read(n), printable_name(name), sha, fmt,
-                           taxonomy=taxonomy,
-                           limits=limits, seen_ids=None, columns=columns)
+    return validate_stream(
+        lambda n: pending.pop() if pending else read(n),
+        printable_name(name),
+        sha,
+        fmt,
+        taxonomy=taxonomy,
+        limits=limits,
+        seen_ids=None,
+        columns=columns,
+    )
 
 
 def validate_jsonl_blocks(
@@ -281,8 +350,17 @@ def validate_jsonl_blocks(
     whole file at once (rows, reasons, order, duplicates across blocks), holding one block's rows at a
     time. Never raises (but for an OSError of the reading), like `validate_bytes`; `seen_ids` is only
     updated when the whole file is read. `head`: the file's start, kept with a whole-file rejection."""
-    return validate_row_blocks(jsonl_block_rows(blocks, printable_name(Path(name).name)), name, sha, source, "JSONL",
-                               taxonomy=taxonomy, limits=limits, seen_ids=seen_ids, head=head)
+    return validate_row_blocks(
+        jsonl_block_rows(blocks, printable_name(Path(name).name)),
+        name,
+        sha,
+        source,
+        "JSONL",
+        taxonomy=taxonomy,
+        limits=limits,
+        seen_ids=seen_ids,
+        head=head,
+    )
 
 
 def validate_row_blocks(
@@ -307,8 +385,15 @@ def validate_row_blocks(
     frames = []
     try:
         for rows in row_blocks:
-            part = validate_rows(rows, file=name, file_sha256=sha, source=source, taxonomy=taxonomy, limits=limits,
-                                 seen_ids=local_seen)
+            part = validate_rows(
+                rows,
+                file=name,
+                file_sha256=sha,
+                source=source,
+                taxonomy=taxonomy,
+                limits=limits,
+                seen_ids=local_seen,
+            )
             outcome.rows_in += part.rows_in
             outcome.quarantined += part.quarantined
             for key, n in part.skipped.items():
@@ -322,14 +407,20 @@ def validate_row_blocks(
     except OSError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a block trips on stays this file's problem
-        return rejected_outcome(name, sha, source, "reader_error",
-                                f"{name} could not be read as {kind or 'text'} ({type(exc).__name__}: "
-                                f"{str(exc)[:200]})", head)
+        return rejected_outcome(
+            name,
+            sha,
+            source,
+            "reader_error",
+            f"{name} could not be read as {kind or 'text'} ({type(exc).__name__}: {str(exc)[:200]})",
+            head,
+        )
     if seen_ids is not None:
         seen_ids.update(local_seen.own())
     empty = corpus_frame([])
-    outcome.frame = pl.concat(frames, how="vertical") if frames else (
-        empty if columns is None else empty.select(columns))
+    outcome.frame = (
+        pl.concat(frames, how="vertical") if frames else (empty if columns is None else empty.select(columns))
+    )
     return outcome
 
 
@@ -351,8 +442,15 @@ def validate_bytes(
     head = printable_raw(data[:200].decode("utf-8", "replace"), 200)
     stream = stream_format(name, len(data), data[:4096], limits)
     if stream:
-        return validate_stream(io.BytesIO(data).read, name, sha, stream, taxonomy=taxonomy, limits=limits,
-                               seen_ids=seen_ids if seen_ids is not None else {})
+        return validate_stream(
+            io.BytesIO(data).read,
+            name,
+            sha,
+            stream,
+            taxonomy=taxonomy,
+            limits=limits,
+            seen_ids=seen_ids if seen_ids is not None else {},
+        )
     try:
         fmt = sniff_format(path, data)
         if fmt.startswith("ed_"):
@@ -361,11 +459,21 @@ def validate_bytes(
     except FileRejected as rejected:
         return rejected_outcome(name, sha, source, rejected.reason_code, rejected.message, head)
     except Exception as exc:  # noqa: BLE001 - whatever a reader trips on stays this file's problem
-        return rejected_outcome(name, sha, source, "reader_error",
-                                f"{name} could not be read as {path.suffix or 'text'} "
-                                f"({type(exc).__name__}: {str(exc)[:200]})", head)
+        return rejected_outcome(
+            name,
+            sha,
+            source,
+            "reader_error",
+            f"{name} could not be read as {path.suffix or 'text'} ({type(exc).__name__}: {str(exc)[:200]})",
+            head,
+        )
     return validate_rows(
-        rows, file=name, file_sha256=sha, source=source, taxonomy=taxonomy, limits=limits,
+        rows,
+        file=name,
+        file_sha256=sha,
+        source=source,
+        taxonomy=taxonomy,
+        limits=limits,
         seen_ids=seen_ids if seen_ids is not None else {},
     )
 
@@ -388,11 +496,18 @@ def ingest_files(
     with cached_guesses(language_cache):
         for path in paths:
             try:
-                outcome = ingest_file(path, taxonomy=taxonomy, limits=limits, seen_ids=seen, archive_dir=archive_dir)
+                outcome = ingest_file(
+                    path, taxonomy=taxonomy, limits=limits, seen_ids=seen, archive_dir=archive_dir
+                )
             except Exception as exc:  # noqa: BLE001 - per-file isolation: one file never stops the others
                 name = printable_name(str(path))
-                outcome = rejected_outcome(name, "", source_name(Path(path)), "ingest_error",
-                                           f"{name} could not be ingested ({type(exc).__name__}: {str(exc)[:200]})")
+                outcome = rejected_outcome(
+                    name,
+                    "",
+                    source_name(Path(path)),
+                    "ingest_error",
+                    f"{name} could not be ingested ({type(exc).__name__}: {str(exc)[:200]})",
+                )
             result.outcomes.append(outcome)
     return result
 
@@ -430,8 +545,17 @@ def dialogues_frame(corpus: pl.DataFrame) -> pl.DataFrame:
     return (
         corpus.filter(pl.col("dialogue_id").is_not_null())
         .select(
-            "dialogue_id", "situation_id", "emotion", "language", "domain", "situation",
-            "speaker_utterance", "listener_reply", "source", "source_file", "source_line",
+            "dialogue_id",
+            "situation_id",
+            "emotion",
+            "language",
+            "domain",
+            "situation",
+            "speaker_utterance",
+            "listener_reply",
+            "source",
+            "source_file",
+            "source_line",
         )
         .sort("dialogue_id")
     )

@@ -90,35 +90,71 @@ class LandingZone(Protocol):
 def _skip_name(name: str) -> tuple[str, str] | None:
     base = name.rsplit("/", 1)[-1]
     if any(part.startswith(".") for part in name.split("/")):
-        return ("hidden", f"{printable_name(name)}: name starts with '.', so it is treated as hidden and not read")
+        return (
+            "hidden",
+            f"{printable_name(name)}: name starts with '.', so it is treated as hidden and not read",
+        )
     if base.lower().endswith(IN_PROGRESS_SUFFIXES):
-        return ("partial_upload", f"{printable_name(name)}: looks like a partial upload; it is read once renamed")
+        return (
+            "partial_upload",
+            f"{printable_name(name)}: looks like a partial upload; it is read once renamed",
+        )
     return None
 
 
 class LocalLandingZone:
-    def __init__(self, folder: str | Path, exclude_subfolders: tuple[str, ...] = NON_CORPUS_SUBFOLDERS,
-                 max_depth: int = MAX_DEPTH):
+    def __init__(
+        self,
+        folder: str | Path,
+        exclude_subfolders: tuple[str, ...] = NON_CORPUS_SUBFOLDERS,
+        max_depth: int = MAX_DEPTH,
+    ):
         self.folder = Path(folder)
         self.exclude_subfolders = exclude_subfolders
         self.max_depth = max_depth  # 1: top-level files only (the review inbox reads no subfolder)
 
     def list_files(self) -> list[LandingFile]:
         """Files to read and, with `skip` set, paths that are not read (never opened, never hashed)."""
-        files, skipped = list_landing_folder(self.folder, exclude_subfolders=self.exclude_subfolders,
-                                             max_depth=self.max_depth)
+        files, skipped = list_landing_folder(
+            self.folder, exclude_subfolders=self.exclude_subfolders, max_depth=self.max_depth
+        )
         out = []
         for p in files:
             try:
                 st = p.stat(follow_symlinks=False)
             except OSError as exc:  # vanished or unreadable between listing and stat
-                out.append(LandingFile(printable_name(p.relative_to(self.folder).as_posix()), str(p), 0, "", 0.0,
-                                       skip=("unreadable", f"cannot be inspected ({exc.strerror or exc})")))
+                out.append(
+                    LandingFile(
+                        printable_name(p.relative_to(self.folder).as_posix()),
+                        str(p),
+                        0,
+                        "",
+                        0.0,
+                        skip=("unreadable", f"cannot be inspected ({exc.strerror or exc})"),
+                    )
+                )
                 continue
-            out.append(LandingFile(printable_name(p.relative_to(self.folder).as_posix()), str(p), st.st_size,
-                                   str(st.st_mtime_ns), st.st_mtime))
-        out += [LandingFile(s.name, printable_name(str(s.path)), 0, "", 0.0, skip=(s.reason_code, s.message),
-                            refused=s.refused) for s in skipped]
+            out.append(
+                LandingFile(
+                    printable_name(p.relative_to(self.folder).as_posix()),
+                    str(p),
+                    st.st_size,
+                    str(st.st_mtime_ns),
+                    st.st_mtime,
+                )
+            )
+        out += [
+            LandingFile(
+                s.name,
+                printable_name(str(s.path)),
+                0,
+                "",
+                0.0,
+                skip=(s.reason_code, s.message),
+                refused=s.refused,
+            )
+            for s in skipped
+        ]
         return sorted(out, key=lambda f: f.name)
 
     def read_bytes(self, file: LandingFile) -> bytes:
@@ -164,16 +200,24 @@ class S3LandingZone:
                 key = obj["Key"]
                 if key.endswith("/"):
                     continue
-                name = key[len(self.prefix):].lstrip("/") or key
+                name = key[len(self.prefix) :].lstrip("/") or key
                 if in_non_corpus_subfolder(name):
                     continue
                 modified = obj["LastModified"].timestamp() if obj.get("LastModified") else 0.0
-                out.append(LandingFile(printable_name(name), f"s3://{self.bucket}/{key}", int(obj["Size"]),
-                                       str(obj.get("ETag", "")).strip('"'), modified, skip=_skip_name(name)))
+                out.append(
+                    LandingFile(
+                        printable_name(name),
+                        f"s3://{self.bucket}/{key}",
+                        int(obj["Size"]),
+                        str(obj.get("ETag", "")).strip('"'),
+                        modified,
+                        skip=_skip_name(name),
+                    )
+                )
         return sorted(out, key=lambda f: f.name)
 
     def _key(self, file: LandingFile) -> str:
-        return file.uri[len(f"s3://{self.bucket}/"):]
+        return file.uri[len(f"s3://{self.bucket}/") :]
 
     def read_bytes(self, file: LandingFile) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self._key(file))["Body"].read()
@@ -205,11 +249,16 @@ class LandingCursor:
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls(seen=dict(data.get("seen", {})), shas=set(data.get("shas", [])),
-                   emotions={k: list(v) for k, v in data.get("emotions", {}).items()})
+        return cls(
+            seen=dict(data.get("seen", {})),
+            shas=set(data.get("shas", [])),
+            emotions={k: list(v) for k, v in data.get("emotions", {}).items()},
+        )
 
     def dump(self) -> str:
-        return json.dumps({"seen": self.seen, "shas": sorted(self.shas), "emotions": self.emotions}, sort_keys=True)
+        return json.dumps(
+            {"seen": self.seen, "shas": sorted(self.shas), "emotions": self.emotions}, sort_keys=True
+        )
 
     def sha_of(self, name: str) -> str:
         """The content sha256 last seen under `name` ("" for none, or for a path that was not read)."""
@@ -238,13 +287,23 @@ class LandingDecision:
 
     def log_row(self, detected_at: datetime) -> dict:
         return {
-            "file": printable_name(self.file.name), "uri": printable_name(self.file.uri), "sha256": self.sha256,
+            "file": printable_name(self.file.name),
+            "uri": printable_name(self.file.uri),
+            "sha256": self.sha256,
             "version": self.file.version if self.event != "deleted" else f"deleted:{self.file.version}",
-            "size_bytes": self.file.size, "detected_at": detected_at, "event": self.event,
-            "outcome": self.outcome, "rows_in": self.rows_in, "valid_rows": self.valid_rows,
-            "quarantined_rows": self.quarantined_rows, "reasons": self.reasons, "emotions": ",".join(self.emotions),
-            "rebuilt_emotions": ",".join(self.rebuild), "previous_sha256": self.previous_sha256,
-            "run_keys": ",".join(self.run_keys), "message": self.message[:1000],
+            "size_bytes": self.file.size,
+            "detected_at": detected_at,
+            "event": self.event,
+            "outcome": self.outcome,
+            "rows_in": self.rows_in,
+            "valid_rows": self.valid_rows,
+            "quarantined_rows": self.quarantined_rows,
+            "reasons": self.reasons,
+            "emotions": ",".join(self.emotions),
+            "rebuilt_emotions": ",".join(self.rebuild),
+            "previous_sha256": self.previous_sha256,
+            "run_keys": ",".join(self.run_keys),
+            "message": self.message[:1000],
         }
 
 
@@ -285,18 +344,29 @@ def decide_file(
         else:
             blocks = dataclasses.replace(limits, stream_block_mb=min(limits.stream_block_mb, SENSOR_BLOCK_MB))
             with zone.open(file) as fh:
-                outcome = validate_readable(fh.read, file.uri, file.size, sha, taxonomy=taxonomy, limits=blocks,
-                                            columns=("emotion",))
+                outcome = validate_readable(
+                    fh.read, file.uri, file.size, sha, taxonomy=taxonomy, limits=blocks, columns=("emotion",)
+                )
     except Exception as exc:  # noqa: BLE001 - one file's failure is logged, never the tick's
-        return LandingDecision(file=file, sha256=sha, outcome="error", reasons={"read_error": 1},
-                               message=f"{printable_name(file.name)}: {type(exc).__name__}: {str(exc)[:300]}")
+        return LandingDecision(
+            file=file,
+            sha256=sha,
+            outcome="error",
+            reasons={"read_error": 1},
+            message=f"{printable_name(file.name)}: {type(exc).__name__}: {str(exc)[:300]}",
+        )
     reasons: dict[str, int] = {}
     for q in outcome.quarantined:
         reasons[q.reason_code] = reasons.get(q.reason_code, 0) + 1
     emotions = emotions_touched(outcome, taxonomy.labels)
     decision = LandingDecision(
-        file=file, sha256=sha, outcome="accepted" if emotions else "rejected", rows_in=outcome.rows_in,
-        valid_rows=outcome.n_valid, quarantined_rows=len(outcome.quarantined), reasons=reasons,
+        file=file,
+        sha256=sha,
+        outcome="accepted" if emotions else "rejected",
+        rows_in=outcome.rows_in,
+        valid_rows=outcome.n_valid,
+        quarantined_rows=len(outcome.quarantined),
+        reasons=reasons,
         emotions=emotions,
     )
     ranges = contiguous_ranges(emotions, taxonomy.labels)
@@ -305,7 +375,11 @@ def decide_file(
 
 
 def changed_file_versions(
-    zone: LandingZone, cursor: LandingCursor, *, settle_seconds: float = 0.0, now: float | None = None,
+    zone: LandingZone,
+    cursor: LandingCursor,
+    *,
+    settle_seconds: float = 0.0,
+    now: float | None = None,
     files: list[LandingFile] | None = None,
 ) -> tuple[list[tuple[LandingFile, str]], LandingCursor]:
     """Every readable file (of `files`, default: the zone's listing) whose (size, version) differs from
@@ -354,7 +428,9 @@ def scan_landing_zone(
     decided, with the emotions to rebuild; and the cursor after them."""
     order = taxonomy.labels
     files = zone.list_files()
-    changed, new_cursor = changed_file_versions(zone, cursor, settle_seconds=settle_seconds, now=now, files=files)
+    changed, new_cursor = changed_file_versions(
+        zone, cursor, settle_seconds=settle_seconds, now=now, files=files
+    )
     decisions: list[LandingDecision] = []
     for file in files:
         if file.skip is None:
@@ -364,8 +440,14 @@ def scan_landing_zone(
         if cursor.seen.get(file.name) == mark:
             continue
         new_cursor.seen[file.name] = mark
-        decision = LandingDecision(file=file, sha256="", outcome="refused" if file.refused else "skipped",
-                                   reasons={file.skip[0]: 1}, event="skipped", message=file.skip[1])
+        decision = LandingDecision(
+            file=file,
+            sha256="",
+            outcome="refused" if file.refused else "skipped",
+            reasons={file.skip[0]: 1},
+            event="skipped",
+            message=file.skip[1],
+        )
         previous = cursor.sha_of(file.name)
         if previous:  # a file that was read is now e.g. a symlink: its rows leave, like a deletion
             decision.previous_sha256 = previous
@@ -378,8 +460,9 @@ def scan_landing_zone(
     for file, sha in changed:
         previous = cursor.sha_of(file.name)
         if sha in new_cursor.shas and sha in new_cursor.emotions:
-            decision = LandingDecision(file=file, sha256=sha, outcome="duplicate_content",
-                                       emotions=list(new_cursor.emotions[sha]))
+            decision = LandingDecision(
+                file=file, sha256=sha, outcome="duplicate_content", emotions=list(new_cursor.emotions[sha])
+            )
         else:
             decision = decide_file(zone, file, sha, taxonomy=taxonomy, limits=limits)
             if decision.outcome != "error":
@@ -404,8 +487,9 @@ def scan_landing_zone(
         if decision.outcome != "error":
             present.add(sha)
         decision.rebuild = _ordered(rebuild, order)
-        decision.run_key_base = sha if first_time and not previous else \
-            f"{sha}:{_event_id(file.name, file.version, previous)}"
+        decision.run_key_base = (
+            sha if first_time and not previous else f"{sha}:{_event_id(file.name, file.version, previous)}"
+        )
         decisions.append(decision)
     listed = {f.name for f in files}
     for name in sorted(set(cursor.seen) - listed):
@@ -416,10 +500,18 @@ def scan_landing_zone(
         stamp = cursor.seen[name]
         gone = LandingFile(name=name, uri=name, size=0, version=stamp.rsplit(":", 1)[0], modified=0.0)
         emotions = _ordered(cursor.emotions.get(previous, []), order)
-        decisions.append(LandingDecision(
-            file=gone, sha256=previous, outcome="deleted", event="deleted", previous_sha256=previous,
-            emotions=emotions, rebuild=emotions, run_key_base=f"deleted:{previous}:{_event_id(name, stamp)}",
-        ))
+        decisions.append(
+            LandingDecision(
+                file=gone,
+                sha256=previous,
+                outcome="deleted",
+                event="deleted",
+                previous_sha256=previous,
+                emotions=emotions,
+                rebuild=emotions,
+                run_key_base=f"deleted:{previous}:{_event_id(name, stamp)}",
+            )
+        )
     return decisions, new_cursor
 
 
@@ -443,7 +535,9 @@ def scan_review_inbox(
     zone: LandingZone, cursor: LandingCursor, *, settle_seconds: float = 0.0, now: float | None = None
 ) -> tuple[ReviewInboxChange | None, LandingCursor]:
     files = [f for f in zone.list_files() if f.skip is None]
-    changed, new_cursor = changed_file_versions(zone, cursor, settle_seconds=settle_seconds, now=now, files=files)
+    changed, new_cursor = changed_file_versions(
+        zone, cursor, settle_seconds=settle_seconds, now=now, files=files
+    )
     # A file rewritten with the same content (touched, re-uploaded) changes nothing.
     content = {f.name: sha for f, sha in changed if cursor.seen.get(f.name, "").rsplit(":", 1)[-1] != sha}
     present = {f.name for f in files}

@@ -123,9 +123,15 @@ class GuessCache:
         if self.path.is_file():
             try:
                 frame = pl.read_parquet(self.path)
-                self._guesses = {t: LanguageGuess(lang, conf) for t, lang, conf in
-                                 zip(frame["text"].to_list(), frame["language"].to_list(),
-                                     frame["confidence"].to_list(), strict=True)}
+                self._guesses = {
+                    t: LanguageGuess(lang, conf)
+                    for t, lang, conf in zip(
+                        frame["text"].to_list(),
+                        frame["language"].to_list(),
+                        frame["confidence"].to_list(),
+                        strict=True,
+                    )
+                }
             except Exception:  # noqa: BLE001 - an unreadable cache is an empty one: it is only a shortcut
                 self._guesses = {}
 
@@ -146,10 +152,13 @@ class GuessCache:
         if not self._added and len(self._used) == len(self._guesses):
             return
         texts = list(self._used)
-        frame = pl.DataFrame({"text": pl.Series(texts, dtype=pl.String),
-                              "language": [self._guesses[t].language for t in texts],
-                              "confidence": pl.Series([self._guesses[t].confidence for t in texts],
-                                                      dtype=pl.Float64)})
+        frame = pl.DataFrame(
+            {
+                "text": pl.Series(texts, dtype=pl.String),
+                "language": [self._guesses[t].language for t in texts],
+                "confidence": pl.Series([self._guesses[t].confidence for t in texts], dtype=pl.Float64),
+            }
+        )
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,18 @@ csv.field_size_limit(1 << 20)
 # not swallow the rest of the file, so a record longer than this is cut back to its first line.
 MAX_RECORD_LINES = 200
 # Magic numbers of files people drop by mistake (images, archives, office files, PDFs).
-BINARY_MAGIC = (b"\x89PNG", b"PK\x03\x04", b"%PDF", b"\x1f\x8b", b"GIF8", b"\xff\xd8\xff", b"BZh", b"7z\xbc\xaf",
-                b"\xd0\xcf\x11\xe0", b"SQLite format 3")
+BINARY_MAGIC = (
+    b"\x89PNG",
+    b"PK\x03\x04",
+    b"%PDF",
+    b"\x1f\x8b",
+    b"GIF8",
+    b"\xff\xd8\xff",
+    b"BZh",
+    b"7z\xbc\xaf",
+    b"\xd0\xcf\x11\xe0",
+    b"SQLite format 3",
+)
 
 USER_COLUMNS = ("emotion", "situation", "speaker_utterance", "listener_reply", "language", "domain", "source")
 ED_RAW_COLUMNS = {"conv_id", "utterance_idx", "context", "prompt", "utterance"}
@@ -57,16 +67,23 @@ def check_bytes(data: bytes, name: str) -> str:
         try:
             return data.decode("utf-16")
         except UnicodeDecodeError as exc:
-            raise FileRejected("bad_encoding", f"{name} has a UTF-16 mark but does not decode: {exc}") from exc
+            raise FileRejected(
+                "bad_encoding", f"{name} has a UTF-16 mark but does not decode: {exc}"
+            ) from exc
     head = data[:8192]
     # Binary, not text with a stray NUL: one NUL in a text file is a row-level `control_characters`
     # (the good rows around it land); a file that starts with a known binary signature, or whose head
     # is more than 1% NUL / 10% other control bytes, is not text at all.
     controls = sum(1 for b in head if b < 0x20 and b not in (0x09, 0x0A, 0x0D))
-    if data.startswith(BINARY_MAGIC) or head.count(0) > max(1, len(head) // 100) or controls > max(2, len(head) // 10):
+    if (
+        data.startswith(BINARY_MAGIC)
+        or head.count(0) > max(1, len(head) // 100)
+        or controls > max(2, len(head) // 10)
+    ):
         raise FileRejected(
-            "binary_file", f"{name} looks binary (a binary signature or many NUL/control bytes); expected UTF-8 "
-            "JSONL, CSV or TSV text"
+            "binary_file",
+            f"{name} looks binary (a binary signature or many NUL/control bytes); expected UTF-8 "
+            "JSONL, CSV or TSV text",
         )
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -124,7 +141,7 @@ def newline_blocks(read: Callable[[int], bytes], block_bytes: int) -> Iterator[b
             rest = data
             continue
         yield data[: cut + 1]
-        rest = data[cut + 1:]
+        rest = data[cut + 1 :]
 
 
 def jsonl_block_rows(blocks: Iterable[bytes], name: str) -> Iterator[list[RawRow]]:
@@ -311,8 +328,12 @@ def _user_row(header: list[str], line: int, record: list[str] | None, raw: str, 
     if record is None:
         return _bad_csv_row(line, raw, error)
     if len(record) != len(header):
-        return RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}"))
-    return RawRow(line, {k: (v if v != "" else None) for k, v in zip(header, record) if k in USER_COLUMNS}, raw)
+        return RawRow(
+            line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")
+        )
+    return RawRow(
+        line, {k: (v if v != "" else None) for k, v in zip(header, record) if k in USER_COLUMNS}, raw
+    )
 
 
 def read_user_csv(data: bytes, name: str) -> list[RawRow]:
@@ -332,7 +353,9 @@ def read_ed_raw_csv(data: bytes, name: str, *, first_exchange_only: bool = False
     header, records = csv_records(text, name)
     missing = ED_RAW_COLUMNS - set(header)
     if missing:
-        raise FileRejected("missing_columns", f"{name}: not an EmpatheticDialogues CSV, missing {sorted(missing)}")
+        raise FileRejected(
+            "missing_columns", f"{name}: not an EmpatheticDialogues CSV, missing {sorted(missing)}"
+        )
     idx = {h: i for i, h in enumerate(header)}
     bad: list[RawRow] = []
     convs: dict[str, list[tuple[int, int, list[str], str]]] = defaultdict(list)
@@ -341,7 +364,11 @@ def read_ed_raw_csv(data: bytes, name: str, *, first_exchange_only: bool = False
             bad.append(_bad_csv_row(line, raw, error))
             continue
         if len(record) < len(header):
-            bad.append(RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")))
+            bad.append(
+                RawRow(
+                    line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")
+                )
+            )
             continue
         try:
             uidx = int(record[idx["utterance_idx"]])
@@ -388,7 +415,9 @@ def read_ed_utterance_pairs(data: bytes, name: str, *, first_exchange_only: bool
     header, records = csv_records(text, name)
     missing = ED_PAIR_COLUMNS - set(header)
     if missing:
-        raise FileRejected("missing_columns", f"{name}: not an ED utterance-pair CSV, missing {sorted(missing)}")
+        raise FileRejected(
+            "missing_columns", f"{name}: not an ED utterance-pair CSV, missing {sorted(missing)}"
+        )
     idx = {h: i for i, h in enumerate(header)}
     rows: list[RawRow] = []
     first_seen: dict[str, int] = {}
@@ -398,7 +427,11 @@ def read_ed_utterance_pairs(data: bytes, name: str, *, first_exchange_only: bool
             rows.append(_bad_csv_row(line, raw, error))
             continue
         if len(record) != len(header):
-            rows.append(RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")))
+            rows.append(
+                RawRow(
+                    line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")
+                )
+            )
             continue
         if record[idx["level"]].strip() != "1":
             # sp1 is the listener: not a (speaker, listener) exchange
@@ -438,19 +471,30 @@ def read_ed_utterance_pairs(data: bytes, name: str, *, first_exchange_only: bool
 def _ed_conversations_header_check(header: list[str], name: str) -> None:
     missing = ED_CONVERSATION_COLUMNS - set(header)
     if missing:
-        raise FileRejected("missing_columns", f"{name}: not an ED conversation CSV, missing {sorted(missing)}")
+        raise FileRejected(
+            "missing_columns", f"{name}: not an ED conversation CSV, missing {sorted(missing)}"
+        )
 
 
-def _ed_conversation_row(header: list[str], line: int, record: list[str] | None, raw: str, error: str) -> RawRow:
+def _ed_conversation_row(
+    header: list[str], line: int, record: list[str] | None, raw: str, error: str
+) -> RawRow:
     if record is None:
         return _bad_csv_row(line, raw, error)
     if len(record) != len(header):
-        return RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}"))
+        return RawRow(
+            line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")
+        )
     idx = {h: i for i, h in enumerate(header)}
     label = record[idx["emotion_label"]].strip()
     return RawRow(
         line,
-        {"emotion": label, "situation": decode_ed(record[idx["prompt"]]), "domain": "everyday life", "language": "en"},
+        {
+            "emotion": label,
+            "situation": decode_ed(record[idx["prompt"]]),
+            "domain": "everyday life",
+            "language": "en",
+        },
         raw,
         source_label=label,
     )

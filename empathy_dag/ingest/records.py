@@ -179,7 +179,7 @@ class FileIds(MutableMapping[str, str]):
 
     def __setitem__(self, key: str, value: str) -> None:
         k = self._int_key(key)
-        line = value[len(self._prefix):] if value.startswith(self._prefix) else ""
+        line = value[len(self._prefix) :] if value.startswith(self._prefix) else ""
         if k is not None and line.isdigit() and str(int(line)) == line:
             self._lines[k] = int(line)
         else:
@@ -251,9 +251,23 @@ def normalize_text(text: str) -> str:
 # test checks this list against the embedded tokenizer), plus any "<|...|>" shape that other chat
 # templates (Llama 3, Phi, Qwen...) use for theirs.
 CHAT_CONTROL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>", "<file_sep>", "<filename>",
-    "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>", "<jupyter_text>",
-    "<jupyter_code>", "<jupyter_output>", "<jupyter_script>", "<empty_output>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<repo_name>",
+    "<reponame>",
+    "<file_sep>",
+    "<filename>",
+    "<gh_stars>",
+    "<issue_start>",
+    "<issue_comment>",
+    "<issue_closed>",
+    "<jupyter_start>",
+    "<jupyter_text>",
+    "<jupyter_code>",
+    "<jupyter_output>",
+    "<jupyter_script>",
+    "<empty_output>",
 )
 _CONTROL_TOKEN = re.compile(
     "|".join(re.escape(t) for t in CHAT_CONTROL_TOKENS) + r"|<\|[^<>|\s]{1,64}\|>|\[/?INST\]|<</?SYS>>|</?s>"
@@ -371,15 +385,39 @@ def validate_rows_rowwise(
 
     for row in rows:
         try:
-            _validate_row(row, outcome, records, reject, seen, file=file, source=source, taxonomy=taxonomy, limits=limits)
+            _validate_row(
+                row,
+                outcome,
+                records,
+                reject,
+                seen,
+                file=file,
+                source=source,
+                taxonomy=taxonomy,
+                limits=limits,
+            )
         except Exception as exc:  # noqa: BLE001 - one row's surprise must not lose the file's other rows
-            reject(row, "validation_error", f"row could not be validated ({type(exc).__name__}: {str(exc)[:200]})")
+            reject(
+                row,
+                "validation_error",
+                f"row could not be validated ({type(exc).__name__}: {str(exc)[:200]})",
+            )
     outcome.frame = corpus_frame(records)
     return outcome
 
 
-def _validate_row(row: RawRow, outcome: FileOutcome, records: list[CorpusRecord], reject, seen: dict[str, str], *, file: str, source: str,
-                  taxonomy: Taxonomy, limits: ValidationLimits) -> None:
+def _validate_row(
+    row: RawRow,
+    outcome: FileOutcome,
+    records: list[CorpusRecord],
+    reject,
+    seen: dict[str, str],
+    *,
+    file: str,
+    source: str,
+    taxonomy: Taxonomy,
+    limits: ValidationLimits,
+) -> None:
     if row.skip_reason is not None:
         outcome.skipped[row.skip_reason] = outcome.skipped.get(row.skip_reason, 0) + 1
         return
@@ -437,8 +475,11 @@ def _validate_row(row: RawRow, outcome: FileOutcome, records: list[CorpusRecord]
     # Detected for every row, declared or not: a declared language the text contradicts is visible
     # in the corpus (language != language_detected) without being overruled.
     declared_form = (declared or "").strip().lower()
-    guess = (identify_language(" ".join(t for t in (situation, speaker or "") if t))
-             if limits.detect_declared_language or not declared_form else None)
+    guess = (
+        identify_language(" ".join(t for t in (situation, speaker or "") if t))
+        if limits.detect_declared_language or not declared_form
+        else None
+    )
     language = declared_form or guess.language
     if language not in limits.languages:
         how = "declared" if (declared or "").strip() else f"detected, confidence {guess.confidence:.2f}"
@@ -488,5 +529,7 @@ def _validate_row(row: RawRow, outcome: FileOutcome, records: list[CorpusRecord]
             return
     seen[key] = f"{file}:{row.line}"
     if broken:
-        outcome.normalised["control_tokens_neutralised"] = outcome.normalised.get("control_tokens_neutralised", 0) + 1
+        outcome.normalised["control_tokens_neutralised"] = (
+            outcome.normalised.get("control_tokens_neutralised", 0) + 1
+        )
     records.append(record)

@@ -48,7 +48,9 @@ class SkippedPath:
 
     path: Path
     name: str  # printable, relative to the landing folder
-    reason_code: str  # symlink | outside_root | not_a_regular_file | hidden | partial_upload | too_deep | unreadable
+    reason_code: (
+        str  # symlink | outside_root | not_a_regular_file | hidden | partial_upload | too_deep | unreadable
+    )
     message: str
     refused: bool  # True: refused for safety (also quarantined); False: only skipped (e.g. still uploading)
 
@@ -98,27 +100,48 @@ def list_landing_folder(
                 skip(path, "unreadable", f"cannot be inspected ({exc.strerror or exc})", refused=False)
                 continue
             if stat.S_ISLNK(st.st_mode):
-                skip(path, "symlink", "is a symbolic link; links are never followed (copy the file itself into "
-                     "the landing zone)", refused=True)
+                skip(
+                    path,
+                    "symlink",
+                    "is a symbolic link; links are never followed (copy the file itself into "
+                    "the landing zone)",
+                    refused=True,
+                )
                 continue
             if name.startswith("."):
-                skip(path, "hidden", "name starts with '.', so it is treated as hidden and not read (rename it "
-                     "to ingest it)", refused=False)
+                skip(
+                    path,
+                    "hidden",
+                    "name starts with '.', so it is treated as hidden and not read (rename it to ingest it)",
+                    refused=False,
+                )
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if depth + 1 >= max_depth:
-                    skip(path, "too_deep", f"folder is nested deeper than {max_depth} levels; not walked",
-                         refused=False)
+                    skip(
+                        path,
+                        "too_deep",
+                        f"folder is nested deeper than {max_depth} levels; not walked",
+                        refused=False,
+                    )
                 else:
                     walk(path, depth + 1)
                 continue
             if not stat.S_ISREG(st.st_mode):
-                skip(path, "not_a_regular_file", "is not a regular file (FIFO, socket or device); not read",
-                     refused=True)
+                skip(
+                    path,
+                    "not_a_regular_file",
+                    "is not a regular file (FIFO, socket or device); not read",
+                    refused=True,
+                )
                 continue
             if name.lower().endswith(IN_PROGRESS_SUFFIXES):
-                skip(path, "partial_upload", "looks like a partial upload (.tmp/.part/.crdownload/.partial); "
-                     "it is read once renamed", refused=False)
+                skip(
+                    path,
+                    "partial_upload",
+                    "looks like a partial upload (.tmp/.part/.crdownload/.partial); it is read once renamed",
+                    refused=False,
+                )
                 continue
             try:
                 inside = path.resolve().is_relative_to(real_root)

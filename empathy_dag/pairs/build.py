@@ -163,12 +163,20 @@ def model_written_negatives(
         out.append(
             {
                 "pair_id": pair_id(row["dialogue_id"], rejected_id, -1, system_prompt),
-                "emotion": emotion, "rejected_emotion": opposite, "split": row["split"],
-                "language": row["language"], "draw": -1,
-                "prompt_dialogue_id": row["dialogue_id"], "prompt_situation_id": row["situation_id"],
-                "rejected_dialogue_id": rejected_id, "rejected_situation_id": None,
-                "negative_source": "model", "system_prompt": system_prompt,
-                "prompt": row["speaker_utterance"], "chosen": row["listener_reply"], "rejected": reply.strip(),
+                "emotion": emotion,
+                "rejected_emotion": opposite,
+                "split": row["split"],
+                "language": row["language"],
+                "draw": -1,
+                "prompt_dialogue_id": row["dialogue_id"],
+                "prompt_situation_id": row["situation_id"],
+                "rejected_dialogue_id": rejected_id,
+                "rejected_situation_id": None,
+                "negative_source": "model",
+                "system_prompt": system_prompt,
+                "prompt": row["speaker_utterance"],
+                "chosen": row["listener_reply"],
+                "rejected": reply.strip(),
                 "seed": seed,
             }
         )

@@ -59,8 +59,9 @@ def split_of(situation_id: str, fractions: SplitFractions = SplitFractions()) ->
     return "test"
 
 
-def assign_splits(frame: pl.DataFrame, fractions: SplitFractions = SplitFractions(),
-                  min_test_dialogues: int = 0) -> pl.DataFrame:
+def assign_splits(
+    frame: pl.DataFrame, fractions: SplitFractions = SplitFractions(), min_test_dialogues: int = 0
+) -> pl.DataFrame:
     """The frame with a `split` column (and the `split_bucket` it came from, and `top_up`: moved into
     test to reach `min_test_dialogues` complete dialogues), rows in id order. Apply it to one emotion
     at a time (the minimum is per emotion)."""
@@ -71,13 +72,19 @@ def assign_splits(frame: pl.DataFrame, fractions: SplitFractions = SplitFraction
         pl.lit(False).alias("top_up"),
     )
     if min_test_dialogues > 0 and out.height:
-        complete = pl.col("speaker_utterance").is_not_null() & pl.col("listener_reply").is_not_null() \
-            if {"speaker_utterance", "listener_reply"} <= set(out.columns) else pl.lit(True)
+        complete = (
+            pl.col("speaker_utterance").is_not_null() & pl.col("listener_reply").is_not_null()
+            if {"speaker_utterance", "listener_reply"} <= set(out.columns)
+            else pl.lit(True)
+        )
         have = out.filter((pl.col("split") == "test") & complete).height
         if have < min_test_dialogues:
-            candidates = (out.filter((pl.col("split") == "train") & complete)
-                          .group_by("situation_id").agg(pl.col("split_bucket").first(), pl.len().alias("dialogues"))
-                          .sort(["split_bucket", "situation_id"], descending=[True, False]))
+            candidates = (
+                out.filter((pl.col("split") == "train") & complete)
+                .group_by("situation_id")
+                .agg(pl.col("split_bucket").first(), pl.len().alias("dialogues"))
+                .sort(["split_bucket", "situation_id"], descending=[True, False])
+            )
             chosen = []
             for sid, _, dialogues in candidates.iter_rows():
                 if have >= min_test_dialogues:
@@ -85,8 +92,10 @@ def assign_splits(frame: pl.DataFrame, fractions: SplitFractions = SplitFraction
                 chosen.append(sid)
                 have += dialogues
             moved = pl.col("situation_id").is_in(chosen)
-            out = out.with_columns(pl.when(moved).then(pl.lit("test")).otherwise(pl.col("split")).alias("split"),
-                                   moved.alias("top_up"))
+            out = out.with_columns(
+                pl.when(moved).then(pl.lit("test")).otherwise(pl.col("split")).alias("split"),
+                moved.alias("top_up"),
+            )
     return out.sort("dialogue_id")
 
 

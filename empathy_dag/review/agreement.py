@@ -24,20 +24,43 @@ from empathy_dag.review.decisions import DECISIONS, REASONS
 
 DECISION_CODES = {d: i for i, d in enumerate(DECISIONS)}
 
-ALPHA_SCHEMA = {"scope": pl.String, "metric": pl.String, "value": pl.Float64, "items": pl.Int64,
-                "reviewers": pl.Int64, "positives": pl.Int64, "note": pl.String}
-PAIR_SCHEMA = {"reviewer_a": pl.String, "reviewer_b": pl.String, "scope": pl.String, "items": pl.Int64,
-               "observed_agreement": pl.Float64, "cohen_kappa": pl.Float64, "note": pl.String}
-RATE_SCHEMA = {"reviewer": pl.String, "decisions": pl.Int64, "accepted": pl.Int64, "edited": pl.Int64,
-               "rejected": pl.Int64, "accept_rate": pl.Float64, "edit_rate": pl.Float64,
-               "reject_rate": pl.Float64}
+ALPHA_SCHEMA = {
+    "scope": pl.String,
+    "metric": pl.String,
+    "value": pl.Float64,
+    "items": pl.Int64,
+    "reviewers": pl.Int64,
+    "positives": pl.Int64,
+    "note": pl.String,
+}
+PAIR_SCHEMA = {
+    "reviewer_a": pl.String,
+    "reviewer_b": pl.String,
+    "scope": pl.String,
+    "items": pl.Int64,
+    "observed_agreement": pl.Float64,
+    "cohen_kappa": pl.Float64,
+    "note": pl.String,
+}
+RATE_SCHEMA = {
+    "reviewer": pl.String,
+    "decisions": pl.Int64,
+    "accepted": pl.Int64,
+    "edited": pl.Int64,
+    "rejected": pl.Int64,
+    "accept_rate": pl.Float64,
+    "edit_rate": pl.Float64,
+    "reject_rate": pl.Float64,
+}
 
 
 def multi_reviewed(decisions: pl.DataFrame) -> pl.DataFrame:
     """The decisions on items that at least two reviewers decided."""
     if decisions.height == 0:
         return decisions
-    multi = decisions.group_by("item_id").agg(pl.col("reviewer").n_unique().alias("n")).filter(pl.col("n") >= 2)
+    multi = (
+        decisions.group_by("item_id").agg(pl.col("reviewer").n_unique().alias("n")).filter(pl.col("n") >= 2)
+    )
     return decisions.filter(pl.col("item_id").is_in(multi["item_id"].to_list()))
 
 
@@ -74,14 +97,32 @@ def alpha_table(decisions: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for scope in ("decision", *REASONS):
         if multi.height == 0:
-            rows.append({"scope": scope, "metric": "krippendorff_alpha", "value": None, "items": 0, "reviewers": 0,
-                         "positives": 0, "note": "no item has two reviewers"})
+            rows.append(
+                {
+                    "scope": scope,
+                    "metric": "krippendorff_alpha",
+                    "value": None,
+                    "items": 0,
+                    "reviewers": 0,
+                    "positives": 0,
+                    "note": "no item has two reviewers",
+                }
+            )
             continue
         matrix, reviewers, items = reliability_matrix(multi, scope)
         value, note = krippendorff_alpha(matrix)
         positives = None if scope == "decision" else int(np.nansum(matrix))
-        rows.append({"scope": scope, "metric": "krippendorff_alpha", "value": value, "items": len(items),
-                     "reviewers": len(reviewers), "positives": positives, "note": note})
+        rows.append(
+            {
+                "scope": scope,
+                "metric": "krippendorff_alpha",
+                "value": value,
+                "items": len(items),
+                "reviewers": len(reviewers),
+                "positives": positives,
+                "note": note,
+            }
+        )
     return pl.DataFrame(rows, schema=ALPHA_SCHEMA)
 
 
@@ -102,8 +143,10 @@ def pair_table(decisions: pl.DataFrame) -> pl.DataFrame:
     rows = []
     if decisions.height == 0:
         return pl.DataFrame(schema=PAIR_SCHEMA)
-    by_reviewer = {r: {row["item_id"]: row for row in part.iter_rows(named=True)}
-                   for (r,), part in decisions.group_by("reviewer")}
+    by_reviewer = {
+        r: {row["item_id"]: row for row in part.iter_rows(named=True)}
+        for (r,), part in decisions.group_by("reviewer")
+    }
     for ra, rb in combinations(sorted(by_reviewer), 2):
         common = sorted(set(by_reviewer[ra]) & set(by_reviewer[rb]))
         if not common:
@@ -112,9 +155,17 @@ def pair_table(decisions: pl.DataFrame) -> pl.DataFrame:
             a = [value_of(scope, by_reviewer[ra][i]) for i in common]
             b = [value_of(scope, by_reviewer[rb][i]) for i in common]
             kappa, note = cohen_kappa(a, b)
-            rows.append({"reviewer_a": ra, "reviewer_b": rb, "scope": scope, "items": len(common),
-                         "observed_agreement": sum(x == y for x, y in zip(a, b)) / len(common),
-                         "cohen_kappa": kappa, "note": note})
+            rows.append(
+                {
+                    "reviewer_a": ra,
+                    "reviewer_b": rb,
+                    "scope": scope,
+                    "items": len(common),
+                    "observed_agreement": sum(x == y for x, y in zip(a, b)) / len(common),
+                    "cohen_kappa": kappa,
+                    "note": note,
+                }
+            )
     return pl.DataFrame(rows, schema=PAIR_SCHEMA)
 
 
@@ -122,15 +173,20 @@ def acceptance_rates(decisions: pl.DataFrame) -> pl.DataFrame:
     if decisions.height == 0:
         return pl.DataFrame(schema=RATE_SCHEMA)
     return (
-        decisions.group_by("reviewer").agg(
+        decisions.group_by("reviewer")
+        .agg(
             pl.len().cast(pl.Int64).alias("decisions"),
             (pl.col("decision") == "accept").sum().cast(pl.Int64).alias("accepted"),
             (pl.col("decision") == "edit").sum().cast(pl.Int64).alias("edited"),
             (pl.col("decision") == "reject").sum().cast(pl.Int64).alias("rejected"),
         )
-        .with_columns(*(
-            (pl.col(c) / pl.col("decisions")).alias(f"{n}_rate")
-            for c, n in (("accepted", "accept"), ("edited", "edit"), ("rejected", "reject"))
-        ))
-        .select(list(RATE_SCHEMA)).cast(RATE_SCHEMA).sort("reviewer")
+        .with_columns(
+            *(
+                (pl.col(c) / pl.col("decisions")).alias(f"{n}_rate")
+                for c, n in (("accepted", "accept"), ("edited", "edit"), ("rejected", "reject"))
+            )
+        )
+        .select(list(RATE_SCHEMA))
+        .cast(RATE_SCHEMA)
+        .sort("reviewer")
     )

@@ -61,15 +61,27 @@ def consensus(item_id: str, votes: list[dict], veto_reasons=DEFAULT_VETO_REASONS
 
 
 def consensus_frame(decisions: pl.DataFrame, veto_reasons=DEFAULT_VETO_REASONS) -> pl.DataFrame:
-    schema = {"item_id": pl.String, "outcome": pl.String, "edited_reply": pl.String, "reviewers": pl.Int64,
-              "rule": pl.String}
+    schema = {
+        "item_id": pl.String,
+        "outcome": pl.String,
+        "edited_reply": pl.String,
+        "reviewers": pl.Int64,
+        "rule": pl.String,
+    }
     if decisions.height == 0:
         return pl.DataFrame(schema=schema)
     rows = []
     for (item_id,), part in decisions.sort("item_id", "reviewer").group_by("item_id", maintain_order=True):
         c = consensus(item_id, part.to_dicts(), veto_reasons)
-        rows.append({"item_id": c.item_id, "outcome": c.outcome, "edited_reply": c.edited_reply,
-                     "reviewers": c.reviewers, "rule": c.rule})
+        rows.append(
+            {
+                "item_id": c.item_id,
+                "outcome": c.outcome,
+                "edited_reply": c.edited_reply,
+                "reviewers": c.reviewers,
+                "rule": c.rule,
+            }
+        )
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -79,16 +91,22 @@ class ReviewResult:
     counts: dict[str, int]
 
 
-def apply_review(curated: pl.DataFrame, consensus_by_item: pl.DataFrame,
-                 allow_unreviewed_synthetic: bool = True, filtered: pl.DataFrame | None = None) -> ReviewResult:
+def apply_review(
+    curated: pl.DataFrame,
+    consensus_by_item: pl.DataFrame,
+    allow_unreviewed_synthetic: bool = True,
+    filtered: pl.DataFrame | None = None,
+) -> ReviewResult:
     """`curated` (curated_dialogues of one emotion) after review: same columns + review_status,
     original_reply, overruled_filter. `consensus_by_item` is `consensus_frame` of the decisions (any
     emotions). `filtered`: the rows filters removed, on `curated`'s columns + `filter`."""
     columns = curated.columns
-    c = consensus_by_item.select("item_id", pl.col("outcome").alias("_outcome"),
-                                 pl.col("edited_reply").alias("_edited"))
+    c = consensus_by_item.select(
+        "item_id", pl.col("outcome").alias("_outcome"), pl.col("edited_reply").alias("_edited")
+    )
     joined = curated.join(c, left_on="dialogue_id", right_on="item_id", how="left").with_columns(
-        pl.lit(None, dtype=pl.String).alias("overruled_filter"))
+        pl.lit(None, dtype=pl.String).alias("overruled_filter")
+    )
     is_synthetic = pl.col("origin") == "synthetic" if "origin" in columns else pl.lit(False)
     unreviewed_synthetic = pl.col("_outcome").is_null() & is_synthetic
     rejected = joined.filter(pl.col("_outcome") == "reject").height
@@ -98,22 +116,35 @@ def apply_review(curated: pl.DataFrame, consensus_by_item: pl.DataFrame,
         kept = kept.filter(~unreviewed_synthetic)
     reinstated = 0
     if filtered is not None and filtered.height:
-        back = (filtered.filter(~pl.col("dialogue_id").is_in(curated["dialogue_id"].implode()))
-                .unique("dialogue_id", keep="first", maintain_order=True)
-                .join(c, left_on="dialogue_id", right_on="item_id", how="inner")
-                .filter(pl.col("_outcome").is_in(["accept", "edit"]))
-                .rename({"filter": "overruled_filter"}))
+        back = (
+            filtered.filter(~pl.col("dialogue_id").is_in(curated["dialogue_id"].implode()))
+            .unique("dialogue_id", keep="first", maintain_order=True)
+            .join(c, left_on="dialogue_id", right_on="item_id", how="inner")
+            .filter(pl.col("_outcome").is_in(["accept", "edit"]))
+            .rename({"filter": "overruled_filter"})
+        )
         reinstated = back.height
         kept = pl.concat([kept, back.select(kept.columns)], how="vertical_relaxed")
     edited = pl.col("_outcome") == "edit"
     out = kept.with_columns(
         pl.when(edited).then(pl.col("_edited")).otherwise(pl.col("listener_reply")).alias("listener_reply"),
-        pl.when(edited).then(pl.col("listener_reply")).otherwise(None).cast(pl.String).alias("original_reply"),
-        pl.when(edited).then(pl.lit("edited")).when(pl.col("_outcome") == "accept").then(pl.lit("accepted"))
-        .otherwise(pl.lit("unreviewed")).alias("review_status"),
+        pl.when(edited)
+        .then(pl.col("listener_reply"))
+        .otherwise(None)
+        .cast(pl.String)
+        .alias("original_reply"),
+        pl.when(edited)
+        .then(pl.lit("edited"))
+        .when(pl.col("_outcome") == "accept")
+        .then(pl.lit("accepted"))
+        .otherwise(pl.lit("unreviewed"))
+        .alias("review_status"),
     ).select(*columns, "review_status", "original_reply", "overruled_filter")
     counts = {
-        "in": curated.height, "out": out.height, "rejected": rejected, "held_back_unreviewed_synthetic": held_back,
+        "in": curated.height,
+        "out": out.height,
+        "rejected": rejected,
+        "held_back_unreviewed_synthetic": held_back,
         "accepted": out.filter(pl.col("review_status") == "accepted").height,
         "edited": out.filter(pl.col("review_status") == "edited").height,
         "unreviewed": out.filter(pl.col("review_status") == "unreviewed").height,

@@ -39,9 +39,17 @@ REASONS = ("empathetic_toxicity", "medical_misinformation", "wrong_emotion", "un
 DECISION_COLUMNS = ("item_id", "reviewer", "decision", "reason", "edited_reply", "note")
 
 DECISION_SCHEMA = {
-    "item_id": pl.String, "emotion": pl.String, "reviewer": pl.String, "decision": pl.String,
-    "reason": pl.String, "edited_reply": pl.String, "note": pl.String, "item_in_training_data": pl.Boolean,
-    "file": pl.String, "file_sha256": pl.String, "line": pl.Int64,
+    "item_id": pl.String,
+    "emotion": pl.String,
+    "reviewer": pl.String,
+    "decision": pl.String,
+    "reason": pl.String,
+    "edited_reply": pl.String,
+    "note": pl.String,
+    "item_in_training_data": pl.Boolean,
+    "file": pl.String,
+    "file_sha256": pl.String,
+    "line": pl.Int64,
 }
 QUARANTINE_SCHEMA = QUARANTINE_POLARS_SCHEMA
 
@@ -65,15 +73,20 @@ class DecisionFileOutcome:
     @property
     def balanced(self) -> bool:
         rows = sum(1 for q in self.quarantined if q.line is not None)
-        return self.whole_file_rejected or self.rows_in == len(self.decisions) + rows + sum(self.skipped.values())
+        return self.whole_file_rejected or self.rows_in == len(self.decisions) + rows + sum(
+            self.skipped.values()
+        )
 
 
 def decision_files(folder: Path) -> list[Path]:
     """Top-level files of the reviews folder, minus hidden and still-being-copied ones."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                  and not p.name.lower().endswith(IN_PROGRESS_SUFFIXES))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and not p.name.lower().endswith(IN_PROGRESS_SUFFIXES)
+    )
 
 
 def _read_csv(data: bytes, name: str) -> list[RawRow]:
@@ -81,14 +94,20 @@ def _read_csv(data: bytes, name: str) -> list[RawRow]:
     header, records = csv_records_strict(text, name)
     missing = [c for c in ("item_id", "reviewer", "decision") if c not in header]
     if missing:
-        raise FileRejected("missing_columns", f"{name}: missing required column(s) {', '.join(missing)}; "
-                           f"found {', '.join(header)}")
+        raise FileRejected(
+            "missing_columns",
+            f"{name}: missing required column(s) {', '.join(missing)}; found {', '.join(header)}",
+        )
     if not records:
         raise FileRejected("empty_file", f"{name} has a header but no rows")
     rows = []
     for line, record, raw in records:
         if len(record) != len(header):
-            rows.append(RawRow(line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")))
+            rows.append(
+                RawRow(
+                    line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")
+                )
+            )
             continue
         rows.append(RawRow(line, {k: v for k, v in zip(header, record) if k in DECISION_COLUMNS}, raw))
     return rows
@@ -100,8 +119,10 @@ def read_rows(data: bytes, name: str) -> list[RawRow]:
         return read_jsonl(data, name)
     if suffix == ".csv":
         return _read_csv(data, name)
-    raise FileRejected("unsupported_format", f"{Path(name).name}: unsupported file type {suffix or '(none)'}; "
-                       "use .jsonl, .ndjson or .csv")
+    raise FileRejected(
+        "unsupported_format",
+        f"{Path(name).name}: unsupported file type {suffix or '(none)'}; use .jsonl, .ndjson or .csv",
+    )
 
 
 def _text(value) -> str | None:
@@ -111,8 +132,9 @@ def _text(value) -> str | None:
     return value or None
 
 
-def check_row(values: dict, known_items: dict[str, tuple[str, bool]], limits: ValidationLimits
-              ) -> tuple[dict | None, tuple[str, str] | None, str | None]:
+def check_row(
+    values: dict, known_items: dict[str, tuple[str, bool]], limits: ValidationLimits
+) -> tuple[dict | None, tuple[str, str] | None, str | None]:
     """(decision, None, None) for a good row; (None, (code, message), None) for a bad one;
     (None, None, skip_reason) for a row to skip."""
     item_id, reviewer = _text(values.get("item_id")), _text(values.get("reviewer"))
@@ -121,7 +143,9 @@ def check_row(values: dict, known_items: dict[str, tuple[str, bool]], limits: Va
     edited, note = _text(values.get("edited_reply")), _text(values.get("note"))
     if decision is None and reason is None and edited is None and item_id is not None:
         return None, None, "no decision filled in"
-    missing = [k for k, v in (("item_id", item_id), ("reviewer", reviewer), ("decision", decision)) if v is None]
+    missing = [
+        k for k, v in (("item_id", item_id), ("reviewer", reviewer), ("decision", decision)) if v is None
+    ]
     if missing:
         return None, ("missing_field", f"missing {', '.join(missing)}"), None
     if decision not in DECISIONS:
@@ -133,42 +157,75 @@ def check_row(values: dict, known_items: dict[str, tuple[str, bool]], limits: Va
     if decision == "edit" and edited is None:
         return None, ("missing_edited_reply", "edit needs edited_reply"), None
     if edited is not None and len(edited) > limits.max_text_chars:
-        return None, ("text_too_long", f"edited_reply has {len(edited)} characters, over {limits.max_text_chars}"), None
+        return (
+            None,
+            ("text_too_long", f"edited_reply has {len(edited)} characters, over {limits.max_text_chars}"),
+            None,
+        )
     if item_id not in known_items:
         return None, ("unknown_item", f"item_id {item_id!r} is not a curated or filtered dialogue"), None
     emotion, in_training = known_items[item_id]
-    return {
-        "item_id": item_id, "emotion": emotion, "reviewer": reviewer, "decision": decision, "reason": reason,
-        "edited_reply": edited if decision == "edit" else None, "note": note,
-        "item_in_training_data": in_training,
-    }, None, None
+    return (
+        {
+            "item_id": item_id,
+            "emotion": emotion,
+            "reviewer": reviewer,
+            "decision": decision,
+            "reason": reason,
+            "edited_reply": edited if decision == "edit" else None,
+            "note": note,
+            "item_in_training_data": in_training,
+        },
+        None,
+        None,
+    )
 
 
-def validate_decision_bytes(data: bytes, name: str, known_items: dict[str, tuple[str, bool]],
-                            limits: ValidationLimits) -> DecisionFileOutcome:
+def validate_decision_bytes(
+    data: bytes, name: str, known_items: dict[str, tuple[str, bool]], limits: ValidationLimits
+) -> DecisionFileOutcome:
     """One file's rows, checked on their own (conflicts across rows are `resolve_duplicates`' job)."""
     sha = sha256_bytes(data)
     outcome = DecisionFileOutcome(file=name, file_sha256=sha)
     try:
         rows = read_rows(data, name)
     except FileRejected as rejected:
-        outcome.quarantined.append(QuarantineEntry(name, sha, None, rejected.reason_code, rejected.message,
-                                                   printable_raw(data[:200].decode("utf-8", "replace"))))
+        outcome.quarantined.append(
+            QuarantineEntry(
+                name,
+                sha,
+                None,
+                rejected.reason_code,
+                rejected.message,
+                printable_raw(data[:200].decode("utf-8", "replace")),
+            )
+        )
         return outcome
     outcome.rows_in = len(rows)
     for raw in rows:
         if raw.parse_error is not None:
             code, message = raw.parse_error
-            outcome.quarantined.append(QuarantineEntry(name, sha, raw.line, code, message, printable_raw(raw.raw)))
+            outcome.quarantined.append(
+                QuarantineEntry(name, sha, raw.line, code, message, printable_raw(raw.raw))
+            )
             continue
         decision, problem, skip = check_row(raw.values or {}, known_items, limits)
         if skip:
             outcome.skip(skip)
         elif problem:
-            outcome.quarantined.append(QuarantineEntry(name, sha, raw.line, problem[0], problem[1], printable_raw(raw.raw)))
+            outcome.quarantined.append(
+                QuarantineEntry(name, sha, raw.line, problem[0], problem[1], printable_raw(raw.raw))
+            )
         else:
-            outcome.decisions.append({**decision, "file": name, "file_sha256": sha, "line": raw.line,
-                                      "_raw": printable_raw(raw.raw)})
+            outcome.decisions.append(
+                {
+                    **decision,
+                    "file": name,
+                    "file_sha256": sha,
+                    "line": raw.line,
+                    "_raw": printable_raw(raw.raw),
+                }
+            )
     return outcome
 
 
@@ -191,17 +248,27 @@ def resolve_duplicates(outcomes: list[DecisionFileOutcome]) -> None:
             continue
         where = ", ".join(f"{Path(d['file']).name}:{d['line']}" for _, d in members)
         for outcome, d in members:
-            outcome.quarantined.append(QuarantineEntry(
-                d["file"], d["file_sha256"], d["line"], "conflicting_duplicate",
-                f"{reviewer} decided {item_id} differently in {where}", d["_raw"]))
+            outcome.quarantined.append(
+                QuarantineEntry(
+                    d["file"],
+                    d["file_sha256"],
+                    d["line"],
+                    "conflicting_duplicate",
+                    f"{reviewer} decided {item_id} differently in {where}",
+                    d["_raw"],
+                )
+            )
             drop.add(id(d))
     for outcome in outcomes:
         outcome.decisions = [d for d in outcome.decisions if id(d) not in drop]
 
 
-def ingest_decision_files(paths: list[Path], known_items: dict[str, tuple[str, bool]],
-                          limits: ValidationLimits | None = None, archive_dir: Path | None = None
-                          ) -> list[DecisionFileOutcome]:
+def ingest_decision_files(
+    paths: list[Path],
+    known_items: dict[str, tuple[str, bool]],
+    limits: ValidationLimits | None = None,
+    archive_dir: Path | None = None,
+) -> list[DecisionFileOutcome]:
     """Archive every raw file (content-addressed, like corpus files), then validate them together."""
     limits = limits or ValidationLimits()
     outcomes = []
@@ -211,9 +278,15 @@ def ingest_decision_files(paths: list[Path], known_items: dict[str, tuple[str, b
             sha = sha256_file(path)
             archive_raw_file(path, sha, archive_dir)
             outcome = DecisionFileOutcome(file=str(path), file_sha256=sha)
-            outcome.quarantined.append(QuarantineEntry(str(path), sha, None, "file_too_large",
-                                                       f"{path.name} is {size / 1024 / 1024:.1f} MB, over "
-                                                       f"the {limits.max_file_mb:g} MB limit"))
+            outcome.quarantined.append(
+                QuarantineEntry(
+                    str(path),
+                    sha,
+                    None,
+                    "file_too_large",
+                    f"{path.name} is {size / 1024 / 1024:.1f} MB, over the {limits.max_file_mb:g} MB limit",
+                )
+            )
             outcomes.append(outcome)
             continue
         data = path.read_bytes()
@@ -235,12 +308,29 @@ def quarantine_frame(outcomes: list[DecisionFileOutcome]) -> pl.DataFrame:
 
 def file_summary(outcomes: list[DecisionFileOutcome]) -> pl.DataFrame:
     return pl.DataFrame(
-        [{"file": Path(o.file).name, "sha256": o.file_sha256[:12], "rows_in": o.rows_in, "valid": len(o.decisions),
-          "quarantined": len(o.quarantined), "skipped": sum(o.skipped.values()),
-          "whole_file_rejected": o.whole_file_rejected, "balanced": o.balanced} for o in outcomes],
-        schema={"file": pl.String, "sha256": pl.String, "rows_in": pl.Int64, "valid": pl.Int64,
-                "quarantined": pl.Int64, "skipped": pl.Int64, "whole_file_rejected": pl.Boolean,
-                "balanced": pl.Boolean},
+        [
+            {
+                "file": Path(o.file).name,
+                "sha256": o.file_sha256[:12],
+                "rows_in": o.rows_in,
+                "valid": len(o.decisions),
+                "quarantined": len(o.quarantined),
+                "skipped": sum(o.skipped.values()),
+                "whole_file_rejected": o.whole_file_rejected,
+                "balanced": o.balanced,
+            }
+            for o in outcomes
+        ],
+        schema={
+            "file": pl.String,
+            "sha256": pl.String,
+            "rows_in": pl.Int64,
+            "valid": pl.Int64,
+            "quarantined": pl.Int64,
+            "skipped": pl.Int64,
+            "whole_file_rejected": pl.Boolean,
+            "balanced": pl.Boolean,
+        },
     )
 
 
@@ -253,8 +343,12 @@ def decision_fingerprints(decisions: pl.DataFrame) -> dict[str, str]:
     sensor compares two of these to rebuild only the emotions whose decisions changed."""
     out = {}
     for emotion in sorted(set(decisions["emotion"].drop_nulls().to_list())) if decisions.height else []:
-        rows = (decisions.filter(pl.col("emotion") == emotion).select(FINGERPRINT_COLUMNS)
-                .sort(FINGERPRINT_COLUMNS, nulls_last=True).rows())
+        rows = (
+            decisions.filter(pl.col("emotion") == emotion)
+            .select(FINGERPRINT_COLUMNS)
+            .sort(FINGERPRINT_COLUMNS, nulls_last=True)
+            .rows()
+        )
         out[emotion] = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
     return out
 

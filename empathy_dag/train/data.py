@@ -53,18 +53,24 @@ class TrainingDataError(ValueError):
 
 def split_counts(frames: dict[str, pl.DataFrame], split: str) -> dict[str, int]:
     """Rows of `split` per emotion partition (every partition given, zeros included)."""
-    return {e: (df.filter(pl.col("split") == split).height if df.height and "split" in df.columns else 0)
-            for e, df in sorted(frames.items())}
+    return {
+        e: (df.filter(pl.col("split") == split).height if df.height and "split" in df.columns else 0)
+        for e, df in sorted(frames.items())
+    }
 
 
 def describe_counts(counts: dict[str, int]) -> str:
     present = {e: n for e, n in counts.items() if n}
     listed = ", ".join(f"{e} {n}" for e, n in sorted(present.items(), key=lambda kv: (-kv[1], kv[0])))
     empty = len(counts) - len(present)
-    return f"{listed or 'none'}" + (f"; {empty} partition{'s' if empty != 1 else ''} with none" if empty else "")
+    return f"{listed or 'none'}" + (
+        f"; {empty} partition{'s' if empty != 1 else ''} with none" if empty else ""
+    )
 
 
-def check_training_data(asset: str, unit: str, train: dict[str, int], validation: dict[str, int], cfg) -> None:
+def check_training_data(
+    asset: str, unit: str, train: dict[str, int], validation: dict[str, int], cfg
+) -> None:
     """Refuse, before any model is loaded, a run the data cannot support: an empty train split, fewer train
     items than one optimizer step's batch, more passes over the train split than `cfg.max_epochs` for the
     configured `max_steps`, or an empty validation split (nothing would measure generalisation)."""
@@ -75,29 +81,35 @@ def check_training_data(asset: str, unit: str, train: dict[str, int], validation
         raise TrainingDataError(
             f"{asset}: no train {unit} in any of the {len(train)} emotion partitions given "
             f"(validation: {describe_counts(validation)}): materialize dataset_splits / preference_pairs "
-            "for these emotions first")
+            "for these emotions first"
+        )
     if n_train < batch:
         raise TrainingDataError(
             f"{asset}: {n_train} train {unit} in {where} ({describe_counts(train)}) is fewer than one "
             f"optimizer step's batch ({cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} "
-            f"accumulation = {batch}): lower per_device_train_batch_size or add data")
+            f"accumulation = {batch}): lower per_device_train_batch_size or add data"
+        )
     if cfg.max_steps > 0 and (epochs := cfg.max_steps * batch / n_train) > cfg.max_epochs:
         raise TrainingDataError(
             f"{asset}: {n_train} train {unit} in {where} ({describe_counts(train)}) is too few for "
             f"max_steps={cfg.max_steps} x batch {batch} = {cfg.max_steps * batch} examples ({epochs:.1f} passes "
-            f"over the train split, max_epochs={cfg.max_epochs:g}): lower max_steps, raise max_epochs, or add data")
+            f"over the train split, max_epochs={cfg.max_epochs:g}): lower max_steps, raise max_epochs, or add data"
+        )
     if n_val == 0:
         raise TrainingDataError(
             f"{asset}: the validation split is empty in all {len(validation)} emotion partitions (train {unit}: "
             f"{describe_counts(train)}), so nothing would measure held-out loss: raise dataset_splits' "
-            "validation_fraction or add situations (splits are drawn per situation)")
+            "validation_fraction or add situations (splits are drawn per situation)"
+        )
 
 
 def sft_records(dialogues: pl.DataFrame, system_prompt: str | None = None) -> list[dict]:
     """Prompt-completion records: trl computes the loss on the completion (the listener's turn) only."""
     return [
-        {"prompt": messages(r["speaker_utterance"], system_prompt),
-         "completion": [{"role": "assistant", "content": r["listener_reply"]}]}
+        {
+            "prompt": messages(r["speaker_utterance"], system_prompt),
+            "completion": [{"role": "assistant", "content": r["listener_reply"]}],
+        }
         for r in dialogues.iter_rows(named=True)
     ]
 
@@ -113,7 +125,9 @@ def dpo_record(row: dict) -> dict:
 def pair_key(row: dict, max_length: int) -> str:
     """What a pair's reference log-probs depend on besides the reference weights: the rendered texts
     and the truncation length."""
-    payload = json.dumps([row.get("system_prompt"), row["prompt"], row["chosen"], row["rejected"], max_length])
+    payload = json.dumps(
+        [row.get("system_prompt"), row["prompt"], row["chosen"], row["rejected"], max_length]
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 

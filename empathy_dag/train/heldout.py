@@ -22,9 +22,18 @@ def mean_interval(values: Sequence[float], *, seed: int = 0, resamples: int = 20
     x = np.asarray(values, dtype=float)
     out = {"n": int(x.size), "mean": float(x.mean()) if x.size else None, "ci_low": None, "ci_high": None}
     if x.size >= 2 and np.ptp(x) > 0:
-        res = bootstrap((x,), np.mean, confidence_level=CONFIDENCE, n_resamples=resamples, method="percentile",
-                        random_state=np.random.default_rng(seed))
-        out["ci_low"], out["ci_high"] = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        res = bootstrap(
+            (x,),
+            np.mean,
+            confidence_level=CONFIDENCE,
+            n_resamples=resamples,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
+        out["ci_low"], out["ci_high"] = (
+            float(res.confidence_interval.low),
+            float(res.confidence_interval.high),
+        )
     elif x.size:
         out["ci_low"] = out["ci_high"] = float(x.mean())
     return out
@@ -62,12 +71,18 @@ def completion_losses(model, dataloader, device: str = "cpu") -> list[float]:
     with torch.inference_mode():
         for batch in dataloader:
             labels = batch["labels"].to(device)
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device), use_cache=False).logits
+            logits = model(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                use_cache=False,
+            ).logits
             shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
             token_loss = torch.nn.functional.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100,
-                reduction="none").view(shift_labels.shape)
+                shift_logits.reshape(-1, shift_logits.size(-1)),
+                shift_labels.reshape(-1),
+                ignore_index=-100,
+                reduction="none",
+            ).view(shift_labels.shape)
             counted = (shift_labels != -100).sum(dim=1)
             per_item = token_loss.sum(dim=1) / counted.clamp(min=1)
             losses.extend(float("nan") if c == 0 else float(v) for v, c in zip(per_item.cpu(), counted.cpu()))
@@ -80,13 +95,22 @@ def sft_heldout_summary(before: Sequence[float], after: Sequence[float]) -> dict
 
     kept = [(b, a) for b, a in zip(before, after) if not (math.isnan(b) or math.isnan(a))]
     b, a = [p[0] for p in kept], [p[1] for p in kept]
-    return {"eval_loss_before": mean_interval(b), "eval_loss_after": mean_interval(a),
-            "eval_loss_change": paired_change(b, a), "n_eval_items": len(before),
-            "n_eval_items_without_completion": len(before) - len(kept)}
+    return {
+        "eval_loss_before": mean_interval(b),
+        "eval_loss_after": mean_interval(a),
+        "eval_loss_change": paired_change(b, a),
+        "n_eval_items": len(before),
+        "n_eval_items_without_completion": len(before) - len(kept),
+    }
 
 
-def dpo_heldout_summary(policy_chosen: Sequence[float], policy_rejected: Sequence[float],
-                        ref_chosen: Sequence[float], ref_rejected: Sequence[float], beta: float) -> dict:
+def dpo_heldout_summary(
+    policy_chosen: Sequence[float],
+    policy_rejected: Sequence[float],
+    ref_chosen: Sequence[float],
+    ref_rejected: Sequence[float],
+    beta: float,
+) -> dict:
     import numpy as np
 
     chosen_reward = beta * (np.asarray(policy_chosen) - np.asarray(ref_chosen))
@@ -96,8 +120,12 @@ def dpo_heldout_summary(policy_chosen: Sequence[float], policy_rejected: Sequenc
     return {
         # Before training the policy is the reference: every margin is 0, no pair counts as preferred.
         "reward_accuracy_before": proportion_interval(0, n),
-        "reward_margin_before": {"n": n, "mean": 0.0 if n else None, "ci_low": 0.0 if n else None,
-                                 "ci_high": 0.0 if n else None},
+        "reward_margin_before": {
+            "n": n,
+            "mean": 0.0 if n else None,
+            "ci_low": 0.0 if n else None,
+            "ci_high": 0.0 if n else None,
+        },
         "reward_accuracy_after": proportion_interval(int((margins > 0).sum()), n),
         "reward_margin_after": mean_interval(margins.tolist()),
         "n_eval_pairs": n,

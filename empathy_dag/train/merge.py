@@ -45,7 +45,9 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, *, dtype: st
     if not (base_dir / "config.json").is_file():
         raise FileNotFoundError(f"{base_dir} has no model (config.json): materialize base_model first")
     dtype = saved_dtype(base_dir) if dtype == "auto" else dtype
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch_dtype(dtype), use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(base_dir), dtype=torch_dtype(dtype), use_safetensors=True
+    )
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     # The adapter folder's tokenizer is the one training saw (trl may set its pad token); else the base's.
     tok_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
@@ -53,12 +55,18 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, *, dtype: st
     if tokenizer.chat_template is None:
         tokenizer.chat_template = AutoTokenizer.from_pretrained(str(base_dir)).chat_template
     if tokenizer.chat_template is None:
-        raise ValueError(f"neither {tok_dir} nor {base_dir} has a chat template: a merged chat model needs one")
+        raise ValueError(
+            f"neither {tok_dir} nor {base_dir} has a chat template: a merged chat model needs one"
+        )
     with folder_written_aside(Path(out_dir)) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        info = {"base_sha256": sha256_tree(base_dir), "adapter_sha256": sha256_tree(adapter_dir), "dtype": dtype,
-                "parameters": sum(p.numel() for p in merged.parameters())}
+        info = {
+            "base_sha256": sha256_tree(base_dir),
+            "adapter_sha256": sha256_tree(adapter_dir),
+            "dtype": dtype,
+            "parameters": sum(p.numel() for p in merged.parameters()),
+        }
         (tmp / MERGE_INFO_FILE).write_text(json.dumps(info, indent=1))
     return {**info, "path": str(out_dir), "sha256": sha256_tree(Path(out_dir))}
 
@@ -78,8 +86,9 @@ def adapter_card_data(adapter_dir: Path) -> dict:
         return {}
 
 
-def merged_card(*, title: str, base_dir: Path, adapter_dir: Path, merge_info: dict,
-                leaderboard_rows: list[dict]) -> str:
+def merged_card(
+    *, title: str, base_dir: Path, adapter_dir: Path, merge_info: dict, leaderboard_rows: list[dict]
+) -> str:
     """The merged model's README.md: `ModelCardData` with the hub base model, the adapter card's
     licence / datasets / language / data fingerprint, and the leaderboard metrics (mean, n, 95% interval)
     of the evaluated system whose weights this adapter is."""
@@ -87,16 +96,23 @@ def merged_card(*, title: str, base_dir: Path, adapter_dir: Path, merge_info: di
     base = hub_base_model(base_dir)
     datasets = adapter.get("datasets") or DEFAULT_DATASETS
     fingerprint = adapter.get("training_data_fingerprint")
-    data = card_data(model_name=title, kind="dpo" if "dpo" in (adapter.get("tags") or []) else "sft",
-                     base_dir=base_dir, library_name="transformers",
-                     eval_results=leaderboard_eval_results(leaderboard_rows, datasets[0]),
-                     languages=adapter.get("language"), datasets=datasets, license=adapter.get("license"),
-                     fingerprint=fingerprint)
+    data = card_data(
+        model_name=title,
+        kind="dpo" if "dpo" in (adapter.get("tags") or []) else "sft",
+        base_dir=base_dir,
+        library_name="transformers",
+        eval_results=leaderboard_eval_results(leaderboard_rows, datasets[0]),
+        languages=adapter.get("language"),
+        datasets=datasets,
+        license=adapter.get("license"),
+        fingerprint=fingerprint,
+    )
     metric_lines = [
         f"| {r['metric']} | {r['value']:.4g} | {r.get('n')} | "
         + (f"[{r['ci_low']:.4g}, {r['ci_high']:.4g}]" if r.get("ci_low") is not None else "")
         + f" | {r.get('verdict') or ''} |"
-        for r in leaderboard_rows if r.get("value") is not None
+        for r in leaderboard_rows
+        if r.get("value") is not None
     ]
     body = [
         f"# {title}",
@@ -116,11 +132,16 @@ def merged_card(*, title: str, base_dir: Path, adapter_dir: Path, merge_info: di
         f"- base sha256 (safetensors): `{merge_info['base_sha256']}`",
         f"- adapter sha256: `{merge_info['adapter_sha256']}`",
         f"- merged weights: {merge_info['dtype']}, {merge_info['parameters']:,} parameters",
-        f"- training data fingerprint: `{fingerprint}`" if fingerprint else "- training data fingerprint: unknown",
+        f"- training data fingerprint: `{fingerprint}`"
+        if fingerprint
+        else "- training data fingerprint: unknown",
         "",
         "## Leaderboard (test split, all emotions)",
-        *(["", "| metric | mean | n | 95% interval | vs baseline |", "|---|---|---|---|---|", *metric_lines]
-          if metric_lines else ["", "Not evaluated yet: no leaderboard row has this adapter's sha256."]),
+        *(
+            ["", "| metric | mean | n | 95% interval | vs baseline |", "|---|---|---|---|---|", *metric_lines]
+            if metric_lines
+            else ["", "Not evaluated yet: no leaderboard row has this adapter's sha256."]
+        ),
         "",
     ]
     return render_card(data, "\n".join(body))
@@ -135,24 +156,44 @@ def push_folder_to_hub(folder: Path, repo_id: str, *, private: bool = True) -> s
     if not repo_id or repo_id.count("/") != 1:
         raise ValueError(f"push_to_hub needs repo_id as 'owner/name', got {repo_id!r}")
     if is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
-        raise RuntimeError("push_to_hub with the hub offline (HF_HUB_OFFLINE=1, this project's default): "
-                           "run with HF_HUB_OFFLINE=0 to upload")
+        raise RuntimeError(
+            "push_to_hub with the hub offline (HF_HUB_OFFLINE=1, this project's default): "
+            "run with HF_HUB_OFFLINE=0 to upload"
+        )
     api = HfApi()
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                               commit_message="empathy_dag merged model")
+    commit = api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message="empathy_dag merged model"
+    )
     return str(getattr(commit, "commit_url", commit))
 
 
-def export_merged(base_dir: Path, adapter_dir: Path, out_dir: Path, *, title: str,
-                  leaderboard_rows: list[dict] = (), dtype: str = "auto", push_to_hub: bool = False,
-                  repo_id: str = "", private: bool = True, log: Callable[[str], None] = print) -> dict:
+def export_merged(
+    base_dir: Path,
+    adapter_dir: Path,
+    out_dir: Path,
+    *,
+    title: str,
+    leaderboard_rows: list[dict] = (),
+    dtype: str = "auto",
+    push_to_hub: bool = False,
+    repo_id: str = "",
+    private: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Merge, write the card, and upload only when `push_to_hub` is set (off by default)."""
     info = merge_adapter(base_dir, adapter_dir, out_dir, dtype=dtype)
-    card = merged_card(title=title, base_dir=Path(base_dir), adapter_dir=Path(adapter_dir), merge_info=info,
-                       leaderboard_rows=list(leaderboard_rows))
+    card = merged_card(
+        title=title,
+        base_dir=Path(base_dir),
+        adapter_dir=Path(adapter_dir),
+        merge_info=info,
+        leaderboard_rows=list(leaderboard_rows),
+    )
     (Path(out_dir) / "README.md").write_text(card, encoding="utf-8")
-    log(f"merged {adapter_dir} into {base_dir}: {info['parameters']:,} parameters ({info['dtype']}) in {out_dir}")
+    log(
+        f"merged {adapter_dir} into {base_dir}: {info['parameters']:,} parameters ({info['dtype']}) in {out_dir}"
+    )
     info["pushed_to"] = ""
     if push_to_hub:
         info["pushed_to"] = push_folder_to_hub(Path(out_dir), repo_id, private=private)

@@ -19,19 +19,33 @@ def format_duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def progress_line(kind: str, logs: dict, *, step: int, max_steps: int, elapsed: float, steps_done: int,
-                  tokens_done: float | None) -> str:
+def progress_line(
+    kind: str,
+    logs: dict,
+    *,
+    step: int,
+    max_steps: int,
+    elapsed: float,
+    steps_done: int,
+    tokens_done: float | None,
+) -> str:
     """`sft step 8/24 (33%) | loss 2.913 | lr 4.2e-04 | eval_loss 2.871 | 1,030 tok/s | ETA 1m40s`.
 
     `steps_done` / `elapsed` / `tokens_done` count this process only (a resumed run does not claim the
     speed of the steps before its restart); the ETA assumes the remaining steps go at the same rate."""
-    parts = [f"{kind} step {step}/{max_steps}" + (f" ({100 * step / max_steps:.0f}%)" if max_steps > 0 else "")]
-    for key, label, fmt in (("loss", "loss", "{:.4f}"), ("learning_rate", "lr", "{:.2e}"),
-                            ("grad_norm", "grad_norm", "{:.3f}"), ("eval_loss", "eval_loss", "{:.4f}"),
-                            ("rewards/accuracies", "reward_acc", "{:.3f}"),
-                            ("rewards/margins", "reward_margin", "{:.4f}"),
-                            ("eval_rewards/accuracies", "eval_reward_acc", "{:.3f}"),
-                            ("eval_rewards/margins", "eval_reward_margin", "{:.4f}")):
+    parts = [
+        f"{kind} step {step}/{max_steps}" + (f" ({100 * step / max_steps:.0f}%)" if max_steps > 0 else "")
+    ]
+    for key, label, fmt in (
+        ("loss", "loss", "{:.4f}"),
+        ("learning_rate", "lr", "{:.2e}"),
+        ("grad_norm", "grad_norm", "{:.3f}"),
+        ("eval_loss", "eval_loss", "{:.4f}"),
+        ("rewards/accuracies", "reward_acc", "{:.3f}"),
+        ("rewards/margins", "reward_margin", "{:.4f}"),
+        ("eval_rewards/accuracies", "eval_reward_acc", "{:.3f}"),
+        ("eval_rewards/margins", "eval_reward_margin", "{:.4f}"),
+    ):
         if isinstance(logs.get(key), (int, float)):
             parts.append(f"{label} {fmt.format(logs[key])}")
     if elapsed > 0 and tokens_done:
@@ -63,8 +77,16 @@ def progress_callback(log: Callable[[str], None], kind: str):
             if not logs or self.start is None or not any(k in logs for k in ("loss", "eval_loss")):
                 return  # the end-of-training summary has its own line
             tokens = (state.num_input_tokens_seen or 0) - self.first_tokens
-            log(progress_line(kind, logs, step=state.global_step, max_steps=state.max_steps,
-                              elapsed=time.perf_counter() - self.start, steps_done=state.global_step - self.first_step,
-                              tokens_done=tokens or None))
+            log(
+                progress_line(
+                    kind,
+                    logs,
+                    step=state.global_step,
+                    max_steps=state.max_steps,
+                    elapsed=time.perf_counter() - self.start,
+                    steps_done=state.global_step - self.first_step,
+                    tokens_done=tokens or None,
+                )
+            )
 
     return ProgressToLog()

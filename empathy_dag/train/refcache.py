@@ -38,7 +38,9 @@ def tokenize_pair(tokenizer, record: dict) -> dict:
     return {"prompt_ids": prompt_ids[:n], "chosen_ids": chosen_ids[n:], "rejected_ids": rejected_ids[n:]}
 
 
-def load_reference_model(base_dir: Path, adapter_dir: Path | None, device: str = "cpu", dtype: str = "float32"):
+def load_reference_model(
+    base_dir: Path, adapter_dir: Path | None, device: str = "cpu", dtype: str = "float32"
+):
     """The frozen reference policy (base + SFT adapter), with trl's fused LM head, and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl.trainer.utils import add_fused_lm_head
@@ -47,7 +49,9 @@ def load_reference_model(base_dir: Path, adapter_dir: Path | None, device: str =
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch_dtype(dtype), use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(base_dir), dtype=torch_dtype(dtype), use_safetensors=True
+    )
     add_fused_lm_head(model)  # before PEFT wraps it, as trl does
     if adapter_dir is not None:
         from peft import PeftModel
@@ -57,8 +61,9 @@ def load_reference_model(base_dir: Path, adapter_dir: Path | None, device: str =
     return model, tokenizer
 
 
-def compute_reference_logprobs(model, tokenizer, records: list[dict], *, max_length: int, batch_size: int = 16,
-                               device: str = "cpu") -> tuple[list[float], list[float]]:
+def compute_reference_logprobs(
+    model, tokenizer, records: list[dict], *, max_length: int, batch_size: int = 16, device: str = "cpu"
+) -> tuple[list[float], list[float]]:
     """Summed completion log-probs of chosen and rejected under `model`, in the order of `records`.
     Pairs are batched by length (less padding); padding does not change the sums."""
     import torch
@@ -66,19 +71,29 @@ def compute_reference_logprobs(model, tokenizer, records: list[dict], *, max_len
 
     tokenized = [tokenize_pair(tokenizer, r) for r in records]
     collator = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id, max_length=max_length)
-    order = sorted(range(len(tokenized)), key=lambda i: len(tokenized[i]["prompt_ids"])
-                   + max(len(tokenized[i]["chosen_ids"]), len(tokenized[i]["rejected_ids"])))
+    order = sorted(
+        range(len(tokenized)),
+        key=lambda i: (
+            len(tokenized[i]["prompt_ids"])
+            + max(len(tokenized[i]["chosen_ids"]), len(tokenized[i]["rejected_ids"]))
+        ),
+    )
     chosen = [0.0] * len(records)
     rejected = [0.0] * len(records)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             batch = collator([tokenized[i] for i in idx])
             mask = batch["completion_mask"]
             labels = batch["input_ids"].masked_fill(mask == 0, -100)
-            out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                        labels=labels.to(device), fused_lm_head=True, use_cache=False)
-            per_token = out.log_probs[:, -(mask.size(1) - 1):]
+            out = model(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                labels=labels.to(device),
+                fused_lm_head=True,
+                use_cache=False,
+            )
+            per_token = out.log_probs[:, -(mask.size(1) - 1) :]
             sums = per_token.sum(dim=1).float().cpu().tolist()
             half = len(idx)
             for j, i in enumerate(idx):
@@ -110,8 +125,9 @@ class ReferenceLogprobCache:
         os.replace(tmp, self.path)
 
 
-def cached_reference_logprobs(cache: ReferenceLogprobCache, ref_sha256: str, keys: list[str], records: list[dict],
-                              compute) -> tuple[pl.DataFrame, dict]:
+def cached_reference_logprobs(
+    cache: ReferenceLogprobCache, ref_sha256: str, keys: list[str], records: list[dict], compute
+) -> tuple[pl.DataFrame, dict]:
     """Log-probs for every key (same order), computing only keys the cache lacks.
     `compute(records) -> (chosen, rejected)` runs the reference model."""
     unique_keys = list(dict.fromkeys(keys))
@@ -121,12 +137,23 @@ def cached_reference_logprobs(cache: ReferenceLogprobCache, ref_sha256: str, key
     start = time.perf_counter()
     if missing:
         chosen, rejected = compute([record_of[k] for k in missing])
-        fresh = pl.DataFrame({"ref_sha256": [ref_sha256] * len(missing), "pair_key": missing,
-                              "ref_chosen_logps": chosen, "ref_rejected_logps": rejected}, schema=CACHE_SCHEMA)
+        fresh = pl.DataFrame(
+            {
+                "ref_sha256": [ref_sha256] * len(missing),
+                "pair_key": missing,
+                "ref_chosen_logps": chosen,
+                "ref_rejected_logps": rejected,
+            },
+            schema=CACHE_SCHEMA,
+        )
         cache.add(fresh)
         hit = pl.concat([hit, fresh])
     by_key = {r["pair_key"]: r for r in hit.iter_rows(named=True)}
     frame = pl.DataFrame([by_key[k] for k in keys], schema=CACHE_SCHEMA)
-    stats = {"pairs": len(keys), "cached": len(unique_keys) - len(missing), "computed": len(missing),
-             "compute_seconds": round(time.perf_counter() - start, 2)}
+    stats = {
+        "pairs": len(keys),
+        "cached": len(unique_keys) - len(missing),
+        "computed": len(missing),
+        "compute_seconds": round(time.perf_counter() - start, 2),
+    }
     return frame, stats

@@ -52,18 +52,46 @@ SIZES = {
     # Measured (BENCHMARKS.md "Replication", 2-core AMD EPYC): 79 min end to end; SFT 11.5 s and DPO ~37 s per
     # step including their held-out evaluations on 160 items. The size was cut from 160 / 64 steps on step times
     # taken under contention; at the measured rates 160 / 64 would add ~25 min (about 105 min in all).
-    "full": ReplicationSize(sft_steps=96, dpo_steps=32, batch=8, max_length=128, synthetic_per_emotion=4,
-                            eval_items_per_emotion=12, judge_items=112, max_new_tokens=64, max_eval_items=160),
-    "quick": ReplicationSize(sft_steps=4, dpo_steps=2, batch=4, max_length=64, synthetic_per_emotion=1,
-                             eval_items_per_emotion=1, judge_items=4, max_new_tokens=24, classifier_rows=1500,
-                             epitome_rows=400, max_eval_items=16),
+    "full": ReplicationSize(
+        sft_steps=96,
+        dpo_steps=32,
+        batch=8,
+        max_length=128,
+        synthetic_per_emotion=4,
+        eval_items_per_emotion=12,
+        judge_items=112,
+        max_new_tokens=64,
+        max_eval_items=160,
+    ),
+    "quick": ReplicationSize(
+        sft_steps=4,
+        dpo_steps=2,
+        batch=4,
+        max_length=64,
+        synthetic_per_emotion=1,
+        eval_items_per_emotion=1,
+        judge_items=4,
+        max_new_tokens=24,
+        classifier_rows=1500,
+        epitome_rows=400,
+        max_eval_items=16,
+    ),
     # One GPU (24 GB is plenty for 1.7B + LoRA in bf16): a larger model, longer sequences, a few epochs' worth.
-    "gpu": ReplicationSize(sft_steps=1500, dpo_steps=600, batch=16, max_length=256, synthetic_per_emotion=16,
-                           eval_items_per_emotion=20, judge_items=560, max_new_tokens=96,
-                           sft_learning_rate=2e-4, dpo_learning_rate=5e-5, lora_r=16,
-                           base_model={"source": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "allow_hub": True,
-                                       "dtype": "bfloat16"},
-                           max_eval_items=512),
+    "gpu": ReplicationSize(
+        sft_steps=1500,
+        dpo_steps=600,
+        batch=16,
+        max_length=256,
+        synthetic_per_emotion=16,
+        eval_items_per_emotion=20,
+        judge_items=560,
+        max_new_tokens=96,
+        sft_learning_rate=2e-4,
+        dpo_learning_rate=5e-5,
+        lora_r=16,
+        base_model={"source": "HuggingFaceTB/SmolLM2-1.7B-Instruct", "allow_hub": True, "dtype": "bfloat16"},
+        max_eval_items=512,
+    ),
 }
 
 
@@ -74,30 +102,56 @@ def replication_run_config(size: str = "full", shared_data: Path | None = None) 
     s = SIZES[size]
     ed_file = (shared_data or shared_data_dir()).joinpath(*ED_PAIRS_FILE)
     if not ed_file.is_file():
-        raise FileNotFoundError(f"the replication profile reads {ed_file} (EmpatheticDialogues, see "
-                                "../shared/data/README.md); set EMPATHY_DAG_SHARED_DATA to its folder")
+        raise FileNotFoundError(
+            f"the replication profile reads {ed_file} (EmpatheticDialogues, see "
+            "../shared/data/README.md); set EMPATHY_DAG_SHARED_DATA to its folder"
+        )
     cfg = demo_run_config("demo")
     ops, resources = cfg["ops"], cfg["resources"]
-    ops["brainstormed_situations"]["config"].update(per_emotion=s.synthetic_per_emotion,
-                                                    max_new_tokens=s.max_new_tokens)
+    ops["brainstormed_situations"]["config"].update(
+        per_emotion=s.synthetic_per_emotion, max_new_tokens=s.max_new_tokens
+    )
     ops["speaker_explanations"]["config"].update(max_new_tokens=s.max_new_tokens)
     ops["synthetic_dialogues"]["config"].update(max_new_tokens=s.max_new_tokens)
     ops["emotion_classifier"]["config"].update(max_train_rows=s.classifier_rows)
-    ops["dataset_splits"] = {"config": {"train_fraction": round(1 - s.test_fraction - s.validation_fraction, 6),
-                                        "validation_fraction": s.validation_fraction,
-                                        "test_fraction": s.test_fraction}}
+    ops["dataset_splits"] = {
+        "config": {
+            "train_fraction": round(1 - s.test_fraction - s.validation_fraction, 6),
+            "validation_fraction": s.validation_fraction,
+            "test_fraction": s.test_fraction,
+        }
+    }
     ops["preference_pairs"]["config"].update(k=1)
-    train = {"max_length": s.max_length, "per_device_train_batch_size": s.batch, "lora_r": s.lora_r,
-             "lora_alpha": 2 * s.lora_r, "save_steps": max(2, s.sft_steps // 4), "max_eval_items": s.max_eval_items}
+    train = {
+        "max_length": s.max_length,
+        "per_device_train_batch_size": s.batch,
+        "lora_r": s.lora_r,
+        "lora_alpha": 2 * s.lora_r,
+        "save_steps": max(2, s.sft_steps // 4),
+        "max_eval_items": s.max_eval_items,
+    }
     dpo_pairs = s.dpo_steps * s.batch  # the pairs DPO reaches: the reference log-probs of only those
-    ops["sft_checkpoint"] = {"config": {**train, "max_steps": s.sft_steps, "learning_rate": s.sft_learning_rate}}
+    ops["sft_checkpoint"] = {
+        "config": {**train, "max_steps": s.sft_steps, "learning_rate": s.sft_learning_rate}
+    }
     ops["reference_logprobs"] = {"config": {"max_length": s.max_length, "max_train_pairs": dpo_pairs}}
-    ops["dpo_checkpoint"] = {"config": {**train, "max_steps": s.dpo_steps, "learning_rate": s.dpo_learning_rate,
-                                        "max_train_pairs": dpo_pairs, "save_steps": max(2, s.dpo_steps // 4)}}
+    ops["dpo_checkpoint"] = {
+        "config": {
+            **train,
+            "max_steps": s.dpo_steps,
+            "learning_rate": s.dpo_learning_rate,
+            "max_train_pairs": dpo_pairs,
+            "save_steps": max(2, s.dpo_steps // 4),
+        }
+    }
     resources["evaluation"]["config"].update(
-        max_items_per_emotion=s.eval_items_per_emotion, max_new_tokens=s.max_new_tokens,
-        judge_max_items=s.judge_items, alignment_max_items=s.judge_items, epitome_max_rows=s.epitome_rows,
-        agreement_bootstrap=1000)
+        max_items_per_emotion=s.eval_items_per_emotion,
+        max_new_tokens=s.max_new_tokens,
+        judge_max_items=s.judge_items,
+        alignment_max_items=s.judge_items,
+        epitome_max_rows=s.epitome_rows,
+        agreement_bootstrap=1000,
+    )
     resources["corpus_sources"] = {"config": {"extra_files": [str(ed_file)]}}
     if s.base_model:
         resources["base_model_config"] = {"config": dict(s.base_model)}

@@ -33,7 +33,9 @@ def train_pairs_frame(frame: pl.DataFrame) -> pl.DataFrame:
 def read_train_pair_ids(parquet_base_dir: str | Path) -> list[str]:
     """Train pair ids currently in the preference_pairs Parquet files (any emotion)."""
     folder = Path(parquet_base_dir) / PAIRS_ASSET
-    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+    files = (
+        sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+    )
     ids: list[str] = []
     for path in files:
         frame = pl.read_parquet(path, columns=None)
@@ -43,7 +45,9 @@ def read_train_pair_ids(parquet_base_dir: str | Path) -> list[str]:
     return ids
 
 
-def count_unseen_train_pairs(current_ids: list[str], checkpoint_metadata: Mapping[str, object]) -> tuple[int, str]:
+def count_unseen_train_pairs(
+    current_ids: list[str], checkpoint_metadata: Mapping[str, object]
+) -> tuple[int, str]:
     """(new train pairs, fingerprint of the current ones).
 
     No checkpoint metadata: every pair is new. Same fingerprint: none. Otherwise the growth in count;

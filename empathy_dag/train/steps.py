@@ -81,13 +81,32 @@ def md(value: Any, kind: str) -> dict:
     return {"raw_value": value, "type": kind}
 
 
-def checkpoint_metadata(*, out_dir: Path, result, base: dict, inputs: dict, hyperparameters: dict,
-                        title: str, kind: str, extra: dict, published: str) -> dict:
+def checkpoint_metadata(
+    *,
+    out_dir: Path,
+    result,
+    base: dict,
+    inputs: dict,
+    hyperparameters: dict,
+    title: str,
+    kind: str,
+    extra: dict,
+    published: str,
+) -> dict:
     """Write card, loss curve and log into the adapter folder; the materialization metadata."""
 
-    plot = loss_curve_png(result.log_history, out_dir / "loss_curve.png", title=f"{title}: train and eval loss")
-    card = model_card(title=title, kind=kind, base_model=base, inputs=inputs, hyperparameters=hyperparameters,
-                      result=result, extra=extra)
+    plot = loss_curve_png(
+        result.log_history, out_dir / "loss_curve.png", title=f"{title}: train and eval loss"
+    )
+    card = model_card(
+        title=title,
+        kind=kind,
+        base_model=base,
+        inputs=inputs,
+        hyperparameters=hyperparameters,
+        result=result,
+        extra=extra,
+    )
     (out_dir / "README.md").write_text(card, encoding="utf-8")
     (out_dir / "training_log.json").write_text(json.dumps(result.log_history, indent=1), encoding="utf-8")
     png = base64.b64encode(Path(plot).read_bytes()).decode()
@@ -137,40 +156,75 @@ def _train(params: dict, pipes, kind: str) -> dict:
     base_dir = store.fetch("base_model")
     base_sha = sha256_tree(base_dir)
     if base_sha != card["base_model_sha256"]:
-        raise RuntimeError(f"base model {base_dir} has sha256 {base_sha}, the asset expected "
-                           f"{card['base_model_sha256']}: the store changed under the run")
+        raise RuntimeError(
+            f"base model {base_dir} has sha256 {base_sha}, the asset expected "
+            f"{card['base_model_sha256']}: the store changed under the run"
+        )
     inputs_dir = store.fetch(params["inputs_name"])
     records, eval_records = read_records(inputs_dir), read_eval_records(inputs_dir)
     work_dir = _fetch_work(store, params["work_name"])
     out_dir = store.folder(params["out_name"])
     callbacks = [persist_checkpoints_callback(store, params["work_name"])] if store.s3_prefix else []
-    pipes.log.info(f"{kind}: {len(records)} train and {len(eval_records)} validation records, base {base_dir} "
-                   f"({base_sha[:12]}…), checkpoints in {work_dir}")
+    pipes.log.info(
+        f"{kind}: {len(records)} train and {len(eval_records)} validation records, base {base_dir} "
+        f"({base_sha[:12]}…), checkpoints in {work_dir}"
+    )
     # Each progress line is a Pipes log message: a Dagster log event of the run, also from an ECS task.
     log = pipes.log.info
     if kind == "sft":
         cfg = SFTTrainingConfig(**params["config"])
-        result = run_sft(base_dir, records, cfg, out_dir=out_dir, work_dir=work_dir, eval_records=eval_records,
-                         callbacks=callbacks, log=log)
+        result = run_sft(
+            base_dir,
+            records,
+            cfg,
+            out_dir=out_dir,
+            work_dir=work_dir,
+            eval_records=eval_records,
+            callbacks=callbacks,
+            log=log,
+        )
     else:
         cfg = DPOTrainingConfig(**params["config"])
         sft_dir = store.fetch(params["sft_name"])
-        result = run_dpo(base_dir, sft_dir, records, cfg, out_dir=out_dir, work_dir=work_dir,
-                         eval_records=eval_records, callbacks=callbacks, log=log)
-    pipes.log.info(f"{kind}: {result.global_step} steps on {result.device} in {result.seconds}s, loss "
-                   f"{result.first_loss} -> {result.final_loss}, resumed from step {result.resumed_from_step}")
+        result = run_dpo(
+            base_dir,
+            sft_dir,
+            records,
+            cfg,
+            out_dir=out_dir,
+            work_dir=work_dir,
+            eval_records=eval_records,
+            callbacks=callbacks,
+            log=log,
+        )
+    pipes.log.info(
+        f"{kind}: {result.global_step} steps on {result.device} in {result.seconds}s, loss "
+        f"{result.first_loss} -> {result.final_loss}, resumed from step {result.resumed_from_step}"
+    )
     extra = dict(card.get("extra", {}))
     if kind == "dpo":
         last = next((h for h in reversed(result.log_history) if "rewards/margins" in h), {})
         margin, accuracy = float(last.get("rewards/margins", 0.0)), float(last.get("rewards/accuracies", 0.0))
-        extra.update({
-            "final_reward_margin": md(margin, "float"), "final_reward_accuracy": md(accuracy, "float"),
-            "metrics": md({"reward_accuracy": accuracy, "reward_margin": margin, "final_loss": result.final_loss},
-                          "json"),
-        })
+        extra.update(
+            {
+                "final_reward_margin": md(margin, "float"),
+                "final_reward_accuracy": md(accuracy, "float"),
+                "metrics": md(
+                    {"reward_accuracy": accuracy, "reward_margin": margin, "final_loss": result.final_loss},
+                    "json",
+                ),
+            }
+        )
     metadata = checkpoint_metadata(
-        out_dir=out_dir, result=result, base={"path": str(base_dir), "sha256": base_sha}, inputs=card["inputs"],
-        hyperparameters=params["config"], title=card["title"], kind=kind, extra=extra, published="",
+        out_dir=out_dir,
+        result=result,
+        base={"path": str(base_dir), "sha256": base_sha},
+        inputs=card["inputs"],
+        hyperparameters=params["config"],
+        title=card["title"],
+        kind=kind,
+        extra=extra,
+        published="",
     )
     # README, plot and log are in the folder now: persist it whole (the weights' sha256 is unchanged).
     metadata["published_to"] = store.persist(params["out_name"])
@@ -199,10 +253,18 @@ def merge_checkpoint(params: dict, pipes) -> dict:
     base_dir = store.fetch("base_model")
     adapter_dir = store.fetch(params["adapter_name"])
     out_dir = store.folder(params["out_name"])
-    info = export_merged(base_dir, adapter_dir, out_dir, title=params["title"],
-                         leaderboard_rows=params.get("leaderboard_rows") or [], dtype=params.get("dtype", "auto"),
-                         push_to_hub=bool(params.get("push_to_hub", False)), repo_id=params.get("repo_id", ""),
-                         private=bool(params.get("private", True)), log=pipes.log.info)
+    info = export_merged(
+        base_dir,
+        adapter_dir,
+        out_dir,
+        title=params["title"],
+        leaderboard_rows=params.get("leaderboard_rows") or [],
+        dtype=params.get("dtype", "auto"),
+        push_to_hub=bool(params.get("push_to_hub", False)),
+        repo_id=params.get("repo_id", ""),
+        private=bool(params.get("private", True)),
+        log=pipes.log.info,
+    )
     return {
         "path": md(info["path"], "path"),
         "sha256": info["sha256"],

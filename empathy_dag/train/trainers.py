@@ -64,7 +64,11 @@ class TrainingResult:
         return losses[-1][1] if losses else None
 
     def eval_losses(self) -> list[tuple[int, float]]:
-        return [(int(h["step"]), float(h["eval_loss"])) for h in self.log_history if "eval_loss" in h and "step" in h]
+        return [
+            (int(h["step"]), float(h["eval_loss"]))
+            for h in self.log_history
+            if "eval_loss" in h and "step" in h
+        ]
 
 
 CHECKPOINT_STAGING = ".checkpoint-staging"
@@ -100,7 +104,9 @@ def last_checkpoint(work_dir: Path, log=None) -> Path | None:
         if checkpoint_is_complete(folder):
             return folder
         if log:
-            log(f"removing incomplete trainer checkpoint {folder} (no weights or trainer state: killed while saving?)")
+            log(
+                f"removing incomplete trainer checkpoint {folder} (no weights or trainer state: killed while saving?)"
+            )
         shutil.rmtree(folder, ignore_errors=True)
     return None
 
@@ -128,8 +134,9 @@ def atomic_checkpoints(trainer_cls):
                     shutil.rmtree(target)
                 os.replace(staging / name, target)
                 shutil.rmtree(staging, ignore_errors=True)
-                rotate_checkpoints(output_dir=str(final_root), save_total_limit=self.args.save_total_limit,
-                                   use_mtime=True)
+                rotate_checkpoints(
+                    output_dir=str(final_root), save_total_limit=self.args.save_total_limit, use_mtime=True
+                )
 
     AtomicCheckpoints.__name__ = AtomicCheckpoints.__qualname__ = f"Atomic{trainer_cls.__name__}"
     return AtomicCheckpoints
@@ -158,8 +165,9 @@ def total_steps(cfg, n_records: int) -> int:
     """Optimizer steps the run will take: `max_steps` when set, else the epochs' worth of batches."""
     if cfg.max_steps > 0:
         return cfg.max_steps
-    per_epoch = max(1, math.ceil(math.ceil(n_records / cfg.per_device_train_batch_size)
-                                 / cfg.gradient_accumulation_steps))
+    per_epoch = max(
+        1, math.ceil(math.ceil(n_records / cfg.per_device_train_batch_size) / cfg.gradient_accumulation_steps)
+    )
     return max(1, math.ceil(per_epoch * cfg.num_train_epochs))
 
 
@@ -186,8 +194,10 @@ def check_trackers(report_to: Sequence[str]) -> list[str]:
         if name not in TRACKERS:
             raise ValueError(f"report_to={list(report_to)}: {name!r} is not one of {sorted(TRACKERS)}")
         if not any(importlib.util.find_spec(module) for module in TRACKERS[name]):
-            raise ValueError(f"report_to={list(report_to)} needs the {name} package, which is not installed: "
-                             f"pip install {TRACKERS[name][0]} (or leave report_to empty)")
+            raise ValueError(
+                f"report_to={list(report_to)} needs the {name} package, which is not installed: "
+                f"pip install {TRACKERS[name][0]} (or leave report_to empty)"
+            )
     return wanted
 
 
@@ -197,7 +207,9 @@ def tracking_setup(cfg, out_dir: Path) -> None:
     `cfg.logging_dir`, else `<adapter folder>_tensorboard/` beside the adapter. MLflow reads its own
     $MLFLOW_TRACKING_URI / $MLFLOW_EXPERIMENT_NAME."""
     if "tensorboard" in cfg.report_to and not os.environ.get("TENSORBOARD_LOGGING_DIR"):
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(cfg.logging_dir or out_dir.with_name(f"{out_dir.name}_tensorboard"))
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(
+            cfg.logging_dir or out_dir.with_name(f"{out_dir.name}_tensorboard")
+        )
 
 
 def trainer_args(cfg, work_dir: Path, device: str, *, n_records: int, has_eval: bool) -> dict[str, Any]:
@@ -238,23 +250,35 @@ def trainer_args(cfg, work_dir: Path, device: str, *, n_records: int, has_eval: 
 def lora_config(cfg):
     from peft import LoraConfig
 
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def quantization_4bit(device: str, bf16: bool = True):
     """The bitsandbytes 4-bit (NF4, double quantization) config of QLoRA, or a clear error where it
     cannot run: bitsandbytes' 4-bit kernels need a CUDA GPU."""
     if not device.startswith("cuda"):
-        raise ValueError(f"load_in_4bit (QLoRA) needs a CUDA GPU, and this training runs on {device!r}: set "
-                         "load_in_4bit=False, or train where a CUDA device is visible (the aws profile's GPU task)")
+        raise ValueError(
+            f"load_in_4bit (QLoRA) needs a CUDA GPU, and this training runs on {device!r}: set "
+            "load_in_4bit=False, or train where a CUDA device is visible (the aws profile's GPU task)"
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ModuleNotFoundError("load_in_4bit (QLoRA) needs bitsandbytes: pip install bitsandbytes")
     import torch
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16,
+    )
 
 
 def load_base(base_dir: Path, dtype: str = "float32", *, load_in_4bit: bool = False, device: str = "cpu"):
@@ -266,12 +290,15 @@ def load_base(base_dir: Path, dtype: str = "float32", *, load_in_4bit: bool = Fa
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if quantization is None:
-        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch_dtype(dtype), use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(base_dir), dtype=torch_dtype(dtype), use_safetensors=True
+        )
         return model, tokenizer
     from peft import prepare_model_for_kbit_training
 
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), quantization_config=quantization,
-                                                 use_safetensors=True, device_map={"": device})
+    model = AutoModelForCausalLM.from_pretrained(
+        str(base_dir), quantization_config=quantization, use_safetensors=True, device_map={"": device}
+    )
     return prepare_model_for_kbit_training(model), tokenizer
 
 
@@ -291,8 +318,19 @@ class _StepCounter:
         return Counter()
 
 
-def _train(trainer, work_dir: Path, out_dir: Path, records: int, device: str, start: float, *,
-           measure_before=None, measure_after=None, eval_records: int = 0, log=None) -> TrainingResult:
+def _train(
+    trainer,
+    work_dir: Path,
+    out_dir: Path,
+    records: int,
+    device: str,
+    start: float,
+    *,
+    measure_before=None,
+    measure_after=None,
+    eval_records: int = 0,
+    log=None,
+) -> TrainingResult:
     """Train (resuming from the last complete checkpoint), save the adapter. `measure_before()` runs on the
     initial model, before `train()` loads any checkpoint; `measure_after(before)` returns the held-out summary."""
     counter = _StepCounter()
@@ -306,11 +344,18 @@ def _train(trainer, work_dir: Path, out_dir: Path, records: int, device: str, st
     with folder_written_aside(out_dir) as tmp:
         trainer.model.save_pretrained(str(tmp), selected_adapters=["default"], safe_serialization=True)
     result = TrainingResult(
-        adapter_dir=out_dir, sha256=sha256_tree(out_dir), log_history=list(trainer.state.log_history),
-        global_step=int(trainer.state.global_step), resumed_from_step=resumed_from, steps_this_run=counter.steps,
-        seconds=round(time.perf_counter() - start, 2), train_records=records, device=device,
+        adapter_dir=out_dir,
+        sha256=sha256_tree(out_dir),
+        log_history=list(trainer.state.log_history),
+        global_step=int(trainer.state.global_step),
+        resumed_from_step=resumed_from,
+        steps_this_run=counter.steps,
+        seconds=round(time.perf_counter() - start, 2),
+        train_records=records,
+        device=device,
         metrics={k: float(v) for k, v in (output.metrics or {}).items() if isinstance(v, (int, float))},
-        heldout=heldout, eval_records=eval_records,
+        heldout=heldout,
+        eval_records=eval_records,
     )
     shutil.rmtree(work_dir, ignore_errors=True)  # done: nothing to resume
     return result
@@ -320,8 +365,17 @@ def _progress_callbacks(log, kind: str) -> list:
     return [progress_callback(log, kind)] if log else []
 
 
-def run_sft(base_dir: Path, records: Sequence[dict], cfg, *, out_dir: Path, work_dir: Path,
-            eval_records: Sequence[dict] = (), callbacks: Sequence = (), log=None) -> TrainingResult:
+def run_sft(
+    base_dir: Path,
+    records: Sequence[dict],
+    cfg,
+    *,
+    out_dir: Path,
+    work_dir: Path,
+    eval_records: Sequence[dict] = (),
+    callbacks: Sequence = (),
+    log=None,
+) -> TrainingResult:
     """LoRA SFT on prompt-completion records (loss on the completion = the listener's turn only).
     `eval_records` (the validation split, same format) are the trainer's `eval_dataset`, and their per-item
     loss is measured before and after training. `log(str)` receives progress lines."""
@@ -335,12 +389,21 @@ def run_sft(base_dir: Path, records: Sequence[dict], cfg, *, out_dir: Path, work
     model, tokenizer = load_base(base_dir, load_in_4bit=cfg.load_in_4bit, device=device)
     eval_records = list(eval_records)
     tracking_setup(cfg, out_dir)
-    args = SFTConfig(**trainer_args(cfg, work_dir, device, n_records=len(records), has_eval=bool(eval_records)),
-                     completion_only_loss=True, packing=False, dataset_num_proc=None)
+    args = SFTConfig(
+        **trainer_args(cfg, work_dir, device, n_records=len(records), has_eval=bool(eval_records)),
+        completion_only_loss=True,
+        packing=False,
+        dataset_num_proc=None,
+    )
     trainer = atomic_checkpoints(SFTTrainer)(
-        model=model, args=args, train_dataset=Dataset.from_list(list(records)),
-        eval_dataset=Dataset.from_list(eval_records) if eval_records else None, processing_class=tokenizer,
-        peft_config=lora_config(cfg), callbacks=[*callbacks, *_progress_callbacks(log, "sft")])
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(list(records)),
+        eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+        callbacks=[*callbacks, *_progress_callbacks(log, "sft")],
+    )
 
     def losses():
         return completion_losses(trainer.model, trainer.get_eval_dataloader(), device=device)
@@ -351,14 +414,25 @@ def run_sft(base_dir: Path, records: Sequence[dict], cfg, *, out_dir: Path, work
         summary["n_eval_items_dropped_by_truncation"] = len(eval_records) - len(trainer.eval_dataset)
         if log:
             b, a, d = summary["eval_loss_before"], summary["eval_loss_after"], summary["eval_loss_change"]
-            log(f"sft held-out loss on {b['n']} validation dialogues: {b['mean']:.4f} -> {a['mean']:.4f} "
+            log(
+                f"sft held-out loss on {b['n']} validation dialogues: {b['mean']:.4f} -> {a['mean']:.4f} "
                 f"(change {d['mean']:+.4f}, 95% CI [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], "
-                f"Wilcoxon p={d['wilcoxon_p']})")
+                f"Wilcoxon p={d['wilcoxon_p']})"
+            )
         return summary
 
-    return _train(trainer, work_dir, out_dir, len(records), device, start, log=log,
-                  measure_before=losses if eval_records else None, measure_after=after if eval_records else None,
-                  eval_records=len(eval_records))
+    return _train(
+        trainer,
+        work_dir,
+        out_dir,
+        len(records),
+        device,
+        start,
+        log=log,
+        measure_before=losses if eval_records else None,
+        measure_after=after if eval_records else None,
+        eval_records=len(eval_records),
+    )
 
 
 def cached_reference_dpo_trainer_class():
@@ -377,8 +451,18 @@ def cached_reference_dpo_trainer_class():
     return CachedReferenceDPOTrainer
 
 
-def run_dpo(base_dir: Path, sft_dir: Path, records: Sequence[dict], cfg, *, out_dir: Path, work_dir: Path,
-            eval_records: Sequence[dict] = (), callbacks: Sequence = (), log=None) -> TrainingResult:
+def run_dpo(
+    base_dir: Path,
+    sft_dir: Path,
+    records: Sequence[dict],
+    cfg,
+    *,
+    out_dir: Path,
+    work_dir: Path,
+    eval_records: Sequence[dict] = (),
+    callbacks: Sequence = (),
+    log=None,
+) -> TrainingResult:
     """DPO continuing the SFT adapter. Records carry `ref_chosen_logps`/`ref_rejected_logps` of the SFT
     policy (the reference); without them trl computes them with the frozen SFT adapter ("ref").
     `eval_records` (validation pairs, without reference columns) are the trainer's `eval_dataset` (trl computes
@@ -396,42 +480,66 @@ def run_dpo(base_dir: Path, sft_dir: Path, records: Sequence[dict], cfg, *, out_
     model = PeftModel.from_pretrained(base, str(sft_dir), is_trainable=True)
     # Without cached log-probs trl copies the SFT adapter into a frozen "ref" adapter as the reference.
     has_ref = "ref_chosen_logps" in records[0]
-    eval_records = [{k: v for k, v in r.items() if k in ("prompt", "chosen", "rejected")} for r in eval_records]
+    eval_records = [
+        {k: v for k, v in r.items() if k in ("prompt", "chosen", "rejected")} for r in eval_records
+    ]
     tracking_setup(cfg, out_dir)
     # trl precomputes the reference log-probs of its eval dataset when it is built (a pass over every validation
     # pair): give it one only when it will evaluate during the run. The held-out before / after below measure
     # `eval_records` themselves either way.
     evaluates = bool(eval_records) and cfg.evals_per_run > 0
-    args = DPOConfig(**trainer_args(cfg, work_dir, device, n_records=len(records), has_eval=evaluates),
-                     beta=cfg.beta, loss_type=[cfg.loss_type], precompute_ref_log_probs=has_ref)
+    args = DPOConfig(
+        **trainer_args(cfg, work_dir, device, n_records=len(records), has_eval=evaluates),
+        beta=cfg.beta,
+        loss_type=[cfg.loss_type],
+        precompute_ref_log_probs=has_ref,
+    )
     trainer_cls = atomic_checkpoints(cached_reference_dpo_trainer_class())
-    trainer = trainer_cls(model=model, args=args, train_dataset=Dataset.from_list(list(records)),
-                          eval_dataset=Dataset.from_list(eval_records) if evaluates else None,
-                          processing_class=tokenizer, callbacks=[*callbacks, *_progress_callbacks(log, "dpo")])
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(list(records)),
+        eval_dataset=Dataset.from_list(eval_records) if evaluates else None,
+        processing_class=tokenizer,
+        callbacks=[*callbacks, *_progress_callbacks(log, "dpo")],
+    )
 
     def reference():
         # The reference is the SFT adapter as it is before training, measured on exactly `eval_records`
         # (trl's own eval dataset may drop rows, so its precomputed columns need not line up with them).
         trainer.model.eval()
-        return compute_reference_logprobs(trainer.model, tokenizer, eval_records, max_length=cfg.max_length,
-                                          device=device)
+        return compute_reference_logprobs(
+            trainer.model, tokenizer, eval_records, max_length=cfg.max_length, device=device
+        )
 
     def after(before):
         ref_chosen, ref_rejected = before
         trainer.model.eval()
-        chosen, rejected = compute_reference_logprobs(trainer.model, tokenizer, eval_records,
-                                                      max_length=cfg.max_length, device=device)
+        chosen, rejected = compute_reference_logprobs(
+            trainer.model, tokenizer, eval_records, max_length=cfg.max_length, device=device
+        )
         summary = dpo_heldout_summary(chosen, rejected, list(ref_chosen), list(ref_rejected), cfg.beta)
         if log:
             acc, margin = summary["reward_accuracy_after"], summary["reward_margin_after"]
-            log(f"dpo held-out reward accuracy on {acc['n']} validation pairs: {acc['mean']:.3f} "
+            log(
+                f"dpo held-out reward accuracy on {acc['n']} validation pairs: {acc['mean']:.3f} "
                 f"(95% Wilson CI [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}]; 0 before training, policy = "
-                f"reference), margin {margin['mean']:+.4f} [{margin['ci_low']:+.4f}, {margin['ci_high']:+.4f}]")
+                f"reference), margin {margin['mean']:+.4f} [{margin['ci_low']:+.4f}, {margin['ci_high']:+.4f}]"
+            )
         return summary
 
-    return _train(trainer, work_dir, out_dir, len(records), device, start, log=log,
-                  measure_before=reference if eval_records else None,
-                  measure_after=after if eval_records else None, eval_records=len(eval_records))
+    return _train(
+        trainer,
+        work_dir,
+        out_dir,
+        len(records),
+        device,
+        start,
+        log=log,
+        measure_before=reference if eval_records else None,
+        measure_after=after if eval_records else None,
+        eval_records=len(eval_records),
+    )
 
 
 class _adapter:

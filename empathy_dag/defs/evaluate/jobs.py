@@ -18,8 +18,10 @@ nightly_eval_job = define_asset_job(
     NIGHTLY_EVAL_JOB_NAME,
     # ... and each checkpoint's own "is it better?" check, so the checkpoint's page shows tonight's paired
     # comparison, not the one from the run that trained it (the checkpoint is not re-trained).
-    selection=EVALUATION | AssetSelection.checks(
-        *[AssetCheckKey(AssetKey(k), CHECKPOINT_SCORECARD_CHECK) for k in TRAINING_CHECKPOINT_KEYS]),
+    selection=EVALUATION
+    | AssetSelection.checks(
+        *[AssetCheckKey(AssetKey(k), CHECKPOINT_SCORECARD_CHECK) for k in TRAINING_CHECKPOINT_KEYS]
+    ),
     description="Re-evaluate the models (the promoted one included), refresh the leaderboard and the "
     "checkpoints' scorecard checks.",
     op_retry_policy=TRANSIENT_RETRY,
@@ -29,6 +31,9 @@ nightly_eval_job = define_asset_job(
 def build_nightly_eval_schedule(settings: AutomationSettings | None = None):
     settings = settings or AutomationSettings.from_env()
     return all_emotions_schedule(
-        "nightly_eval_schedule", NIGHTLY_EVAL_CRON, NIGHTLY_EVAL_JOB_NAME, settings.run_tags("schedule:nightly_eval"),
+        "nightly_eval_schedule",
+        NIGHTLY_EVAL_CRON,
+        NIGHTLY_EVAL_JOB_NAME,
+        settings.run_tags("schedule:nightly_eval"),
         "Nightly evaluation of the promoted model (and the other models) + leaderboard.",
     )

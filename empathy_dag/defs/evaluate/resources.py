@@ -24,16 +24,26 @@ class ExternalPredictionFile(Config):
     """One prediction file read as it is (fields and rules: `empathy_dag.evaluate.items`)."""
 
     path: str
-    separator: str | None = Field(default=None, description="One character, e.g. '~' for EmPO's files; "
-                                  "default tab for .tsv, comma otherwise.")
-    columns: dict[str, str] = Field(default_factory=dict, description="field -> the file's column, fields: "
-                                    "prediction, reference, emotion, system, speaker_utterance, situation, "
-                                    "language, item_id, history.")
+    separator: str | None = Field(
+        default=None,
+        description="One character, e.g. '~' for EmPO's files; default tab for .tsv, comma otherwise.",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="field -> the file's column, fields: "
+        "prediction, reference, emotion, system, speaker_utterance, situation, "
+        "language, item_id, history.",
+    )
     system: str | None = Field(default=None, description="The system of every row (one file = one system).")
-    item_id_column: str | None = Field(default=None, description="Column with the item ids (to join human "
-                                       "ratings keyed by them); default: the documented content hash.")
-    history_separator: str | None = Field(default=None, description="Splits the history cell into turns; "
-                                          "default: a JSON list, else one turn per line.")
+    item_id_column: str | None = Field(
+        default=None,
+        description="Column with the item ids (to join human "
+        "ratings keyed by them); default: the documented content hash.",
+    )
+    history_separator: str | None = Field(
+        default=None,
+        description="Splits the history cell into turns; default: a JSON list, else one turn per line.",
+    )
     format: str | None = Field(default=None, description="csv or jsonl; default from the suffix.")
 
 
@@ -44,26 +54,47 @@ class EvaluationConfig(ConfigurableResource):
     # folders (base_model, sft_checkpoint, dpo_checkpoint); `extra_systems` adds any other model.
     systems: list[str] = Field(default_factory=lambda: ["base", "sft", "dpo"])
     extra_systems: list[ExtraSystem] = Field(default_factory=list)
-    baseline_system: str = Field(default="base", description="What the leaderboard's deltas compare with; when "
-                                 "it was not scored: the system named baseline/base, else the first scored.")
-    compare_with_promoted: bool = Field(default=True, description="Also generate with the promoted model (when "
-                                        "there is one) so candidates are compared with it on the same items.")
-    max_items_per_emotion: int = Field(default=0, description="Cap of evaluation items per emotion (hash order); "
-                                       "0 = every item of the evaluation set.")
-    min_items_per_emotion: int = Field(default=2, description="The evaluation_set check fails when an emotion "
-                                       "has fewer items (see dataset_splits' min_test_dialogues_per_emotion).")
-    external_test_files: list[str] = Field(default_factory=list, description="Extra held-out dialogues in any "
-                                           "format ingest reads (e.g. EmpatheticDialogues test CSVs).")
+    baseline_system: str = Field(
+        default="base",
+        description="What the leaderboard's deltas compare with; when "
+        "it was not scored: the system named baseline/base, else the first scored.",
+    )
+    compare_with_promoted: bool = Field(
+        default=True,
+        description="Also generate with the promoted model (when "
+        "there is one) so candidates are compared with it on the same items.",
+    )
+    max_items_per_emotion: int = Field(
+        default=0,
+        description="Cap of evaluation items per emotion (hash order); 0 = every item of the evaluation set.",
+    )
+    min_items_per_emotion: int = Field(
+        default=2,
+        description="The evaluation_set check fails when an emotion "
+        "has fewer items (see dataset_splits' min_test_dialogues_per_emotion).",
+    )
+    external_test_files: list[str] = Field(
+        default_factory=list,
+        description="Extra held-out dialogues in any "
+        "format ingest reads (e.g. EmpatheticDialogues test CSVs).",
+    )
 
     # The scorecard's statistics (empathy_dag.evaluate.scorecard).
     confidence_level: float = 0.95
-    bootstrap_resamples: int = Field(default=2000, description="Resamples for intervals and permutation tests.")
+    bootstrap_resamples: int = Field(
+        default=2000, description="Resamples for intervals and permutation tests."
+    )
     alpha: float = Field(default=0.05, description="Significance level after Benjamini-Hochberg adjustment.")
-    regression_margin: float = Field(default=0.0, description="A regression is worse with confidence by more "
-                                     "than this (metric units); per-metric values in regression_margins.")
+    regression_margin: float = Field(
+        default=0.0,
+        description="A regression is worse with confidence by more "
+        "than this (metric units); per-metric values in regression_margins.",
+    )
     regression_margins: dict[str, float] = Field(default_factory=dict)
     statistics_seed: int = 0
-    system_prompt: str | None = Field(default=None, description="Keep equal to the SFT config's system_prompt.")
+    system_prompt: str | None = Field(
+        default=None, description="Keep equal to the SFT config's system_prompt."
+    )
     max_new_tokens: int = 96
     temperature: float = 0.0
     top_p: float = 1.0
@@ -74,13 +105,21 @@ class EvaluationConfig(ConfigurableResource):
         description="CSV/JSONL with prediction, reference, emotion, system and context|prompt columns.",
     )
     external_predictions: list[ExternalPredictionFile] = Field(
-        default_factory=list, description="Prediction files with per-file options (separator, column map, "
-        "system name, item-id column, history); scored with `external_prediction_files`.")
+        default_factory=list,
+        description="Prediction files with per-file options (separator, column map, "
+        "system name, item-id column, history); scored with `external_prediction_files`.",
+    )
 
-    bertscore_model: str = Field(default="embedded:minilm",
-                                 description="Backbone: embedded:minilm, a folder or a hub id (roberta-large for EmPO).")
-    bertscore_num_layers: int = Field(default=6, description="6 for MiniLM; EmPO used roberta-large layer 17.")
-    bertscore_model_ja: str | None = Field(default=None, description="Multilingual backbone for Japanese items.")
+    bertscore_model: str = Field(
+        default="embedded:minilm",
+        description="Backbone: embedded:minilm, a folder or a hub id (roberta-large for EmPO).",
+    )
+    bertscore_num_layers: int = Field(
+        default=6, description="6 for MiniLM; EmPO used roberta-large layer 17."
+    )
+    bertscore_model_ja: str | None = Field(
+        default=None, description="Multilingual backbone for Japanese items."
+    )
     bertscore_num_layers_ja: int = 9
     bertscore_batch_size: int = 64
     allow_hub: bool = False
@@ -90,9 +129,13 @@ class EvaluationConfig(ConfigurableResource):
         default="cross_encoder",
         description="cross_encoder: `epitome_encoder` fine-tuned on the (seeker, response) pair with "
         "transformers' Trainer (the published recipe); linear: tf-idf + frozen embeddings + logistic "
-        "regression (minutes on a CPU, well below the published macro-F1).")
-    epitome_encoder: str = Field(default="embedded:minilm", description="Backbone: embedded:minilm, a folder "
-                                 "or a hub id (roberta-base is the published classifiers' backbone).")
+        "regression (minutes on a CPU, well below the published macro-F1).",
+    )
+    epitome_encoder: str = Field(
+        default="embedded:minilm",
+        description="Backbone: embedded:minilm, a folder "
+        "or a hub id (roberta-base is the published classifiers' backbone).",
+    )
     epitome_max_length: int = Field(default=128, description="Tokens of the (seeker, response) pair.")
     epitome_max_rows: int = Field(default=0, description="0 = every row; tests subsample.")
     epitome_epochs: float = 4.0
@@ -101,19 +144,35 @@ class EvaluationConfig(ConfigurableResource):
     epitome_learning_rate: float = 5e-5
     epitome_test_size: float = Field(default=0.2, description="Share of seeker posts held out.")
     epitome_holdout_ids: str | None = Field(
-        default=None, description="File of Epitome pair ids (`sp_id:rp_id` a line, or a CSV with sp_id, rp_id) "
-        "kept out of training and used as the reported test set.")
+        default=None,
+        description="File of Epitome pair ids (`sp_id:rp_id` a line, or a CSV with sp_id, rp_id) "
+        "kept out of training and used as the reported test set.",
+    )
 
     def epitome_options(self) -> dict:
         """The epitome_* fields (prefix dropped) that decide what a classifier is trained from."""
-        fields = ("dir", "model", "encoder", "max_length", "max_rows", "epochs", "max_steps", "batch_size",
-                  "learning_rate", "test_size")
+        fields = (
+            "dir",
+            "model",
+            "encoder",
+            "max_length",
+            "max_rows",
+            "epochs",
+            "max_steps",
+            "batch_size",
+            "learning_rate",
+            "test_size",
+        )
         return {f: getattr(self, f"epitome_{f}") for f in fields} | {"device": self.device}
 
-    nrc_vad_path: str | None = Field(default=None, description="NRC-VAD-Lexicon.txt for EmPO's VAD differences.")
+    nrc_vad_path: str | None = Field(
+        default=None, description="NRC-VAD-Lexicon.txt for EmPO's VAD differences."
+    )
 
     judge_enabled: bool = True
-    judge_model: str = Field(default="base_model", description="'base_model' (the pipeline's) or a folder / hub id.")
+    judge_model: str = Field(
+        default="base_model", description="'base_model' (the pipeline's) or a folder / hub id."
+    )
     judge_adapter: str | None = None
     judge_rubric: str = Field(default_factory=lambda: str(assets_dir() / "rubrics" / "judge_rubric_v1.yaml"))
     judge_max_items: int = Field(default=0, description="0 = all items; the judge is the slowest metric.")
@@ -124,16 +183,27 @@ class EvaluationConfig(ConfigurableResource):
         "top_logprobs: vLLM, llama_cpp.server, OpenAI); generate: the judge writes a score, replies without "
         "one are parse failures (any backend, e.g. an OpenAI-compatible server).",
     )
-    judge_batch_size: int = Field(default=16, description="Prompts per forward pass (probabilities mode); "
-                                  "prompts are sorted by length so batches pad little.")
-    human_ratings_path: str | None = Field(default=None, description="CSV: item, system, dimension, rater, score.")
+    judge_batch_size: int = Field(
+        default=16,
+        description="Prompts per forward pass (probabilities mode); "
+        "prompts are sorted by length so batches pad little.",
+    )
+    human_ratings_path: str | None = Field(
+        default=None, description="CSV: item, system, dimension, rater, score."
+    )
     human_ratings_separator: str | None = Field(default=None, description="Default tab for .tsv, else comma.")
     human_ratings_columns: dict[str, str] = Field(
-        default_factory=dict, description="field -> the file's column; fields item_id, system, dimension, rater, score.")
+        default_factory=dict,
+        description="field -> the file's column; fields item_id, system, dimension, rater, score.",
+    )
     human_ratings_dimension_map: dict[str, str] = Field(
-        default_factory=dict, description="The raters' dimension names -> the judge rubric's (e.g. "
-        "{'Empathy': 'general_empathy'}); dimensions neither mapped nor in the rubric are reported unmatched.")
-    human_ratings_system: str | None = Field(default=None, description="The system of every rating (no column).")
+        default_factory=dict,
+        description="The raters' dimension names -> the judge rubric's (e.g. "
+        "{'Empathy': 'general_empathy'}); dimensions neither mapped nor in the rubric are reported unmatched.",
+    )
+    human_ratings_system: str | None = Field(
+        default=None, description="The system of every rating (no column)."
+    )
     agreement_bootstrap: int = 1000
 
     alignment_enabled: bool = True
@@ -142,26 +212,36 @@ class EvaluationConfig(ConfigurableResource):
         description="Who names the speaker's emotion: llm (EmplifAI's protocol: alignment_model generates a "
         "label; for a capable model or an inference server) or classifier (the emotion_classifier reads "
         "situation + dialogue). auto: classifier when alignment_model is the embedded 135M base model and "
-        "an emotion_classifier folder exists, else llm.")
+        "an emotion_classifier folder exists, else llm.",
+    )
     alignment_model: str = Field(default="base_model", description="'base_model' or a folder / hub id.")
     served_models: dict[str, str] = Field(
-        default_factory=dict, description="Model calls sent to the text_generator's OpenAI-compatible server "
+        default_factory=dict,
+        description="Model calls sent to the text_generator's OpenAI-compatible server "
         "(EMPATHY_DAG_OPENAI_BASE_URL: vLLM, llama.cpp, a hosted API) instead of loading weights here: role -> "
         "the served model name. Roles: a system (base, sft, dpo, promoted, an extra_systems name) for its test "
         "generations, 'judge' (either judge_scoring), 'alignment_namer' (alignment_namer='llm'). A role "
-        "not listed loads in process.")
+        "not listed loads in process.",
+    )
     alignment_max_items: int = Field(default=0, description="0 = all items.")
 
     retention_text: str = Field(default_factory=lambda: str(assets_dir() / "retention" / "general_text.txt"))
     mmlu_csv: str | None = Field(default=None, description="A multiple-choice CSV in MMLU format.")
-    device: str = Field(default="cpu", description="For BERTScore, Epitome and retention; generation uses "
-                        "the text_generator resource's engine settings (device, batch size, cache).")
-
+    device: str = Field(
+        default="cpu",
+        description="For BERTScore, Epitome and retention; generation uses "
+        "the text_generator resource's engine settings (device, batch size, cache).",
+    )
 
     def scorecard_settings(self) -> ScorecardSettings:
-        return ScorecardSettings(confidence_level=self.confidence_level, n_resamples=self.bootstrap_resamples,
-                                 alpha=self.alpha, seed=self.statistics_seed, default_margin=self.regression_margin,
-                                 margins=dict(self.regression_margins))
+        return ScorecardSettings(
+            confidence_level=self.confidence_level,
+            n_resamples=self.bootstrap_resamples,
+            alpha=self.alpha,
+            seed=self.statistics_seed,
+            default_margin=self.regression_margin,
+            margins=dict(self.regression_margins),
+        )
 
 
 def stage_resources(root: Path) -> dict:

@@ -23,11 +23,16 @@ EXPORT_MARKER = ".empathy_dag_export"
 
 
 class ExportConfig(Config):
-    destination: str = Field(default="", description="Folder or s3:// prefix; empty = beside the model "
-                             "store: <data root>/export/<name>, or <s3 base>/export/<name> in the aws profile.")
+    destination: str = Field(
+        default="",
+        description="Folder or s3:// prefix; empty = beside the model "
+        "store: <data root>/export/<name>, or <s3 base>/export/<name> in the aws profile.",
+    )
     name: str = "empathy_dag_dialogues"
-    adapters: list[str] = Field(default_factory=lambda: ["sft_checkpoint", "dpo_checkpoint"],
-                                description="Model-store folders copied next to the dataset, with their cards.")
+    adapters: list[str] = Field(
+        default_factory=lambda: ["sft_checkpoint", "dpo_checkpoint"],
+        description="Model-store folders copied next to the dataset, with their cards.",
+    )
 
 
 def default_destination(model_store: ModelStore, name: str) -> str:
@@ -53,8 +58,10 @@ def _publish(local: Path, destination: str, endpoint_url: str = "") -> str:
         # Only an earlier export (its marker file) or an empty folder is replaced: a destination that
         # points at anything else (the model store, a home folder) is refused, never deleted.
         if not (target / EXPORT_MARKER).is_file() and any(target.iterdir()):
-            raise ValueError(f"export destination {destination} exists and is not an earlier export (no "
-                             f"{EXPORT_MARKER}); refusing to replace it: choose an empty or new folder")
+            raise ValueError(
+                f"export destination {destination} exists and is not an earlier export (no "
+                f"{EXPORT_MARKER}); refusing to replace it: choose an empty or new folder"
+            )
         shutil.rmtree(target)
     shutil.copytree(local, target)
     return str(target)
@@ -63,19 +70,30 @@ def _publish(local: Path, destination: str, endpoint_url: str = "") -> str:
 @asset(
     group_name="export",
     code_version="export-v1",
-    ins={"dataset_splits": AssetIn(metadata=ALL_EXISTING), "preference_pairs": AssetIn(metadata=ALL_EXISTING),
-         "filter_report": AssetIn(metadata=ALL_EXISTING)},
+    ins={
+        "dataset_splits": AssetIn(metadata=ALL_EXISTING),
+        "preference_pairs": AssetIn(metadata=ALL_EXISTING),
+        "filter_report": AssetIn(metadata=ALL_EXISTING),
+    },
     deps=["sft_checkpoint", "dpo_checkpoint"],
     kinds={"parquet", "huggingface"},
     description="The dialogues (with splits) and the EmPO preference pairs as a dataset folder that "
     "`datasets.load_dataset('parquet', data_dir=...)` loads, with a dataset card; the adapters beside it.",
 )
-def dataset_export(context: AssetExecutionContext, config: ExportConfig, model_store: ModelStore,
-                   dataset_splits, preference_pairs, filter_report) -> MaterializeResult:
+def dataset_export(
+    context: AssetExecutionContext,
+    config: ExportConfig,
+    model_store: ModelStore,
+    dataset_splits,
+    preference_pairs,
+    filter_report,
+) -> MaterializeResult:
     dialogues = concat_partitions(dataset_splits)
     pairs = concat_partitions(preference_pairs)
     report = concat_partitions(filter_report)
-    filters = dict(report.group_by("filter").len().sort("filter").iter_rows()) if "filter" in report.columns else {}
+    filters = (
+        dict(report.group_by("filter").len().sort("filter").iter_rows()) if "filter" in report.columns else {}
+    )
     provenance = {
         "run_id": context.run_id,
         "filters": filters,
@@ -97,14 +115,19 @@ def dataset_export(context: AssetExecutionContext, config: ExportConfig, model_s
                 provenance["adapters"][name] = sha256_tree(folder)
         counts = write_dataset(dialogues, pairs, local, name=config.name, provenance=provenance)
         where = _publish(local, destination, model_store.endpoint_url)
-    context.log.info(f"exported {counts['dialogues']} dialogues and {counts['preference_pairs']} pairs to {where}")
-    return MaterializeResult(metadata={
-        "path": MetadataValue.path(where),
-        "dialogues": MetadataValue.json(counts["dialogues"]),
-        "preference_pairs": MetadataValue.json(counts["preference_pairs"]),
-        "sources": MetadataValue.json(counts["sources"]),
-        "adapters": MetadataValue.json(provenance["adapters"]),
-        "load_with": f'datasets.load_dataset("parquet", data_dir="{where}/dialogues")',
-        "per_emotion": markdown_table(dialogues.group_by("emotion").len().sort("emotion"), max_rows=28)
-        if dialogues.height else MetadataValue.md("(no dialogues)"),
-    })
+    context.log.info(
+        f"exported {counts['dialogues']} dialogues and {counts['preference_pairs']} pairs to {where}"
+    )
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(where),
+            "dialogues": MetadataValue.json(counts["dialogues"]),
+            "preference_pairs": MetadataValue.json(counts["preference_pairs"]),
+            "sources": MetadataValue.json(counts["sources"]),
+            "adapters": MetadataValue.json(provenance["adapters"]),
+            "load_with": f'datasets.load_dataset("parquet", data_dir="{where}/dialogues")',
+            "per_emotion": markdown_table(dialogues.group_by("emotion").len().sort("emotion"), max_rows=28)
+            if dialogues.height
+            else MetadataValue.md("(no dialogues)"),
+        }
+    )

@@ -1,5 +1,6 @@
 """Generate stage: the base model, batched LLM generation with a response cache, and the
 SYNTHEMPATHY-style synthetic dialogue assets."""
+
 import json
 import os
 from pathlib import Path
@@ -89,15 +90,21 @@ def base_model(context: AssetExecutionContext, base_model_config: BaseModelConfi
         )
     else:
         model, tokenizer = load_causal_lm(
-            source, dtype=base_model_config.dtype, device="cpu",
-            trust_remote_code=base_model_config.trust_remote_code, allow_hub=base_model_config.allow_hub,
+            source,
+            dtype=base_model_config.dtype,
+            device="cpu",
+            trust_remote_code=base_model_config.trust_remote_code,
+            allow_hub=base_model_config.allow_hub,
         )
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
         # What the model cards name as `base_model` (a hub id) and the conversion of the embedded one lacks.
         (out_dir / "source.json").write_text(json.dumps({"source": source}))
-        info = {"path": str(out_dir), "sha256": sha256_tree(out_dir),
-                "parameters": sum(p.numel() for p in model.parameters())}
+        info = {
+            "path": str(out_dir),
+            "sha256": sha256_tree(out_dir),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
         dtype = str(model.dtype).removeprefix("torch.")
         origin = source
     published = model_store.persist("base_model")  # the aws profile uploads it; later tasks fetch it
@@ -134,8 +141,13 @@ def _split(frame: pl.DataFrame, keys: list[str], schema: dict) -> dict[str, pl.D
     return {e: frame.filter(pl.col("emotion") == e) for e in keys}
 
 
-def _stage_metadata(frames: dict[str, pl.DataFrame], result: StageResult, preview: list[str],
-                    prompt_version: str, generators: list[str]) -> dict:
+def _stage_metadata(
+    frames: dict[str, pl.DataFrame],
+    result: StageResult,
+    preview: list[str],
+    prompt_version: str,
+    generators: list[str],
+) -> dict:
     stats = result.stats or {}
     return {
         **frame_metadata(frames, preview),
@@ -166,8 +178,11 @@ class BrainstormConfig(Config):
     per_emotion: int = Field(default=8, description="New situations to brainstorm per emotion.")
     domain: str = Field(default="chronic illness", description="What the situations are about.")
     examples_per_prompt: int = Field(default=3, description="Seed situations shown in each prompt.")
-    language: str = Field(default="en", description="Language of the new situations: seeds of this language are "
-                          "shown, and the prompt is that language's template (assets/prompts/*.<lang>.txt).")
+    language: str = Field(
+        default="en",
+        description="Language of the new situations: seeds of this language are "
+        "shown, and the prompt is that language's template (assets/prompts/*.<lang>.txt).",
+    )
     max_new_tokens: int = 64
 
 
@@ -184,26 +199,40 @@ class BrainstormConfig(Config):
     "emotion and a domain (SYNTHEMPATHY step 1). Replies come from the response cache when unchanged.",
 )
 def brainstormed_situations(
-    context: AssetExecutionContext, config: BrainstormConfig, situations,
-    text_generator: TextGenerator, model_store: ModelStore,
+    context: AssetExecutionContext,
+    config: BrainstormConfig,
+    situations,
+    text_generator: TextGenerator,
+    model_store: ModelStore,
 ):
     seeds = per_partition(context, situations)
     generator = text_generator.for_asset(context, model_store)
     templates = load_templates(BRAINSTORM_TEMPLATE)
     if config.language not in templates:
-        raise ValueError(f"brainstorm language {config.language!r} has no template; supported: {', '.join(templates)}")
+        raise ValueError(
+            f"brainstorm language {config.language!r} has no template; supported: {', '.join(templates)}"
+        )
     template = templates[config.language]
     result = brainstorm_fn(
-        generator, templates, text_generator.settings(max_new_tokens=config.max_new_tokens),
+        generator,
+        templates,
+        text_generator.settings(max_new_tokens=config.max_new_tokens),
         seeds_by_emotion={e: seeds.get(e, pl.DataFrame()) for e in context.partition_keys},
-        taxonomy=default_taxonomy(), count=config.per_emotion, domain=config.domain,
-        examples_per_prompt=config.examples_per_prompt, language=config.language,
+        taxonomy=default_taxonomy(),
+        count=config.per_emotion,
+        domain=config.domain,
+        examples_per_prompt=config.examples_per_prompt,
+        language=config.language,
         progress=log_progress(context.log),
     )
     frames = _split(result.frame, list(context.partition_keys), BRAINSTORM_SCHEMA)
     context.log.info(f"brainstormed {result.frame.height} situations ({result.empty_outputs} empty outputs)")
-    return Output(frames, metadata=_stage_metadata(
-        frames, result, ["emotion", "domain", "situation"], template.version, [generator.cache_id]))
+    return Output(
+        frames,
+        metadata=_stage_metadata(
+            frames, result, ["emotion", "domain", "situation"], template.version, [generator.cache_id]
+        ),
+    )
 
 
 class ExplanationConfig(Config):
@@ -223,18 +252,33 @@ class ExplanationConfig(Config):
     "person (SYNTHEMPATHY step 2).",
 )
 def speaker_explanations(
-    context: AssetExecutionContext, config: ExplanationConfig, brainstormed_situations,
-    text_generator: TextGenerator, model_store: ModelStore,
+    context: AssetExecutionContext,
+    config: ExplanationConfig,
+    brainstormed_situations,
+    text_generator: TextGenerator,
+    model_store: ModelStore,
 ):
     situations = concat_partitions(per_partition(context, brainstormed_situations), BRAINSTORM_SCHEMA)
     generator = text_generator.for_asset(context, model_store)
     templates = load_templates(EXPLANATION_TEMPLATE)
-    result = explanations_fn(generator, templates, text_generator.settings(max_new_tokens=config.max_new_tokens),
-                             situations, progress=log_progress(context.log))
+    result = explanations_fn(
+        generator,
+        templates,
+        text_generator.settings(max_new_tokens=config.max_new_tokens),
+        situations,
+        progress=log_progress(context.log),
+    )
     frames = _split(result.frame, list(context.partition_keys), EXPLANATION_SCHEMA)
-    return Output(frames, metadata=_stage_metadata(
-        frames, result, ["emotion", "situation", "speaker_utterance"], _versions_used(templates, situations),
-        [generator.cache_id]))
+    return Output(
+        frames,
+        metadata=_stage_metadata(
+            frames,
+            result,
+            ["emotion", "situation", "speaker_utterance"],
+            _versions_used(templates, situations),
+            [generator.cache_id],
+        ),
+    )
 
 
 class SyntheticDialoguesConfig(Config):
@@ -259,8 +303,11 @@ class SyntheticDialoguesConfig(Config):
     "reply from each generator model (SYNTHEMPATHY step 3). Filtered in `curated_dialogues`.",
 )
 def synthetic_dialogues(
-    context: AssetExecutionContext, config: SyntheticDialoguesConfig, speaker_explanations,
-    text_generator: TextGenerator, model_store: ModelStore,
+    context: AssetExecutionContext,
+    config: SyntheticDialoguesConfig,
+    speaker_explanations,
+    text_generator: TextGenerator,
+    model_store: ModelStore,
 ):
     explanations = concat_partitions(per_partition(context, speaker_explanations), EXPLANATION_SCHEMA)
     templates = load_templates(REPLY_TEMPLATE)
@@ -269,7 +316,9 @@ def synthetic_dialogues(
     parts, empty, totals, ids = [], 0, {}, []
     for source in sources:
         generator = text_generator.for_asset(context, model_store, source=source)
-        result = listener_replies(generator, templates, settings, explanations, progress=log_progress(context.log))
+        result = listener_replies(
+            generator, templates, settings, explanations, progress=log_progress(context.log)
+        )
         parts.append(result.frame)
         empty += result.empty_outputs
         ids.append(generator.cache_id)
@@ -280,6 +329,13 @@ def synthetic_dialogues(
         totals["tokens_per_s"] = round(totals.get("new_tokens", 0) / totals["seconds"], 1)
     combined = pl.concat(parts) if parts else pl.DataFrame(schema=DIALOGUE_SCHEMA)
     frames = _split(combined, list(context.partition_keys), DIALOGUE_SCHEMA)
-    return Output(frames, metadata=_stage_metadata(
-        frames, StageResult(combined, empty, totals),
-        ["emotion", "speaker_utterance", "listener_reply"], _versions_used(templates, explanations), ids))
+    return Output(
+        frames,
+        metadata=_stage_metadata(
+            frames,
+            StageResult(combined, empty, totals),
+            ["emotion", "speaker_utterance", "listener_reply"],
+            _versions_used(templates, explanations),
+            ids,
+        ),
+    )

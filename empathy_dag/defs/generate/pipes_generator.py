@@ -26,8 +26,17 @@ from empathy_dag.pipes import read_jsonl, write_jsonl
 class PipesBatchGenerator:
     """`engine.Generator`'s interface, generating large batches in a Pipes step."""
 
-    def __init__(self, context, resource, model_store, *, source: str, store_model: str | None,
-                 min_prompts: int, load_local):
+    def __init__(
+        self,
+        context,
+        resource,
+        model_store,
+        *,
+        source: str,
+        store_model: str | None,
+        min_prompts: int,
+        load_local,
+    ):
         from transformers import AutoTokenizer
 
         hub_offline_by_default()
@@ -43,8 +52,13 @@ class PipesBatchGenerator:
     def render(self, conversation: Conversation) -> str:
         return Generator.render(self, conversation)  # needs only self.tokenizer
 
-    def generate(self, conversations: Sequence[Conversation], settings: GenerationSettings | None = None,
-                 progress=None, batch_size: int | None = None) -> list[str]:
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        settings: GenerationSettings | None = None,
+        progress=None,
+        batch_size: int | None = None,
+    ) -> list[str]:
         settings = settings or GenerationSettings()
         prompts = [self.render(c) for c in conversations]
         _, _, todo, _ = lookup_cached(self.cache, self.cache_id, prompts, settings)
@@ -56,7 +70,9 @@ class PipesBatchGenerator:
         return self._generate_in_step(prompts, settings, batch_size)
 
     def _generate_in_step(self, prompts: list[str], settings: GenerationSettings, batch_size: int | None):
-        digest = hashlib.sha256(json.dumps([self.cache_id, settings.cache_dict(), prompts]).encode()).hexdigest()
+        digest = hashlib.sha256(
+            json.dumps([self.cache_id, settings.cache_dict(), prompts]).encode()
+        ).hexdigest()
         name = f"work/generation/{digest[:16]}"
         folder = self.model_store.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
@@ -65,26 +81,49 @@ class PipesBatchGenerator:
         r = self.resource
         params = {
             "store": store_params(self.model_store),
-            "folder": name, "settings": {**settings.as_dict(), "stop": list(settings.stop)},
-            "source": None if self.store_model else self.source, "store_model": self.store_model,
-            "adapter": self.adapter, "dtype": r.dtype, "device": r.device,
-            "batch_size": batch_size or r.batch_size, "use_cache": r.use_cache, "cache_dir": r.cache_dir,
-            "allow_hub": r.allow_hub, "trust_remote_code": r.trust_remote_code, "threads": r.threads or None,
+            "folder": name,
+            "settings": {**settings.as_dict(), "stop": list(settings.stop)},
+            "source": None if self.store_model else self.source,
+            "store_model": self.store_model,
+            "adapter": self.adapter,
+            "dtype": r.dtype,
+            "device": r.device,
+            "batch_size": batch_size or r.batch_size,
+            "use_cache": r.use_cache,
+            "cache_dir": r.cache_dir,
+            "allow_hub": r.allow_hub,
+            "trust_remote_code": r.trust_remote_code,
+            "threads": r.threads or None,
         }
         result = run_heavy_step(self.context, STEP, params)
         replies = read_jsonl(self.model_store.fetch(name) / REPLIES_FILE)
         if len(replies) != len(prompts):
             raise RuntimeError(f"generation step returned {len(replies)} replies for {len(prompts)} prompts")
-        stats = {k: v.value for k, v in (result.metadata or {}).items()
-                 if k in ("requested", "cached", "generated", "unique_generated", "new_tokens", "seconds",
-                          "tokens_per_s")}
+        stats = {
+            k: v.value
+            for k, v in (result.metadata or {}).items()
+            if k
+            in (
+                "requested",
+                "cached",
+                "generated",
+                "unique_generated",
+                "new_tokens",
+                "seconds",
+                "tokens_per_s",
+            )
+        }
         self.last_stats = stats
         step_cache = result.metadata.get("cache_path")
         if self.cache is not None and (step_cache is None or step_cache.value != str(self.cache.path)):
             # The step cached into its own disk: the run's cache learns the replies too. (On a shared
             # disk the step wrote them, with their token counts, into this very cache already.)
             settings_json = json.dumps(settings.cache_dict(), sort_keys=True)
-            self.cache.put_many([(cache_key(self.cache_id, p, settings), self.cache_id, p, settings_json, t, 0, 0.0)
-                                 for p, t in zip(prompts, replies)])
+            self.cache.put_many(
+                [
+                    (cache_key(self.cache_id, p, settings), self.cache_id, p, settings_json, t, 0, 0.0)
+                    for p, t in zip(prompts, replies)
+                ]
+            )
         self.model_store.discard(name)
         return replies

@@ -22,10 +22,15 @@ class TextGenerator(ConfigurableResource):
     in the model store. Replies are cached on disk under `cache_dir`, keyed by (weights sha256, rendered
     prompt, generation settings), so re-materializing generates only prompts it has not answered."""
 
-    source: str = Field(default="", description="Model folder or hub id; empty = the base_model asset's folder.")
+    source: str = Field(
+        default="", description="Model folder or hub id; empty = the base_model asset's folder."
+    )
     adapter: str = Field(default="", description="Optional PEFT adapter folder applied on top of `source`.")
-    dtype: str = Field(default="auto", description="auto (bfloat16 where the CPU or GPU computes in it "
-                       "natively, else float32), float32, bfloat16 or float16.")
+    dtype: str = Field(
+        default="auto",
+        description="auto (bfloat16 where the CPU or GPU computes in it "
+        "natively, else float32), float32, bfloat16 or float16.",
+    )
     device: str = Field(default="auto", description="cpu, cuda, mps or auto.")
     batch_size: int = Field(default=32, description="Prompts decoded together (sorted by length first).")
     max_new_tokens: int = 96
@@ -36,18 +41,27 @@ class TextGenerator(ConfigurableResource):
     stop: list[str] = Field(default_factory=list, description="Stop strings, cut from the reply.")
     cache_dir: str = Field(default_factory=lambda: str(data_root() / "generation_cache"))
     use_cache: bool = True
-    threads: int = Field(default=0, description="CPU threads while generating; 0 = torch's default. "
-                         "Set 1 on a machine shared with other jobs (OpenMP spin-waits otherwise).")
+    threads: int = Field(
+        default=0,
+        description="CPU threads while generating; 0 = torch's default. "
+        "Set 1 on a machine shared with other jobs (OpenMP spin-waits otherwise).",
+    )
     allow_hub: bool = False
     trust_remote_code: bool = False
     heavy_step_min_prompts: int = Field(
-        default=0, description="Generate in a Dagster Pipes step (a subprocess, or a GPU task on ECS in the "
-        "aws profile) when a call has at least this many uncached prompts; 0 = always in process.")
+        default=0,
+        description="Generate in a Dagster Pipes step (a subprocess, or a GPU task on ECS in the "
+        "aws profile) when a call has at least this many uncached prompts; 0 = always in process.",
+    )
 
     def settings(self, **overrides) -> GenerationSettings:
         values = {
-            "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
-            "do_sample": self.do_sample, "seed": self.seed, "stop": tuple(self.stop),
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "do_sample": self.do_sample,
+            "seed": self.seed,
+            "stop": tuple(self.stop),
         }
         values.update(overrides)
         if isinstance(values.get("stop"), list):
@@ -75,8 +89,13 @@ class TextGenerator(ConfigurableResource):
         resolved = source or self.resolve_source(model_store)
         from_store = not source and not self.source
         return PipesBatchGenerator(
-            context, self, model_store, source=resolved, store_model="base_model" if from_store else None,
-            min_prompts=self.heavy_step_min_prompts, load_local=lambda: self.load(model_store, resolved),
+            context,
+            self,
+            model_store,
+            source=resolved,
+            store_model="base_model" if from_store else None,
+            min_prompts=self.heavy_step_min_prompts,
+            load_local=lambda: self.load(model_store, resolved),
         )
 
     def load(self, model_store: ModelStore, source: str | None = None) -> Generator:
@@ -101,35 +120,65 @@ class OpenAICompatibleBackend(ConfigurableResource):
     the same response cache as the in-process engine; set `cache_id` (and `tokenizer`) to what the
     in-process engine uses for the same weights to share cached replies across backends."""
 
-    base_url: str = Field(default="http://127.0.0.1:8000/v1",
-                          description="The server's OpenAI root, usually ending in /v1.")
-    model: str = Field(default="smollm2", description="The model name the server serves "
-                       "(vLLM --served-model-name, llama_cpp.server --model_alias).")
-    api_key: str | None = Field(default=None, description="Bearer token; pass EnvVar('OPENAI_API_KEY') "
-                                "(or your variable), never the key itself. Local servers need none.")
-    cache_id: str = Field(default="", description="Identifies the weights in the cache key: the in-process "
-                          "engine's id (engine.model_cache_id(folder)) to share replies with it, or e.g. "
-                          "'<model>@<revision>'. Empty: 'server:<model>'.")
-    tokenizer: str | None = Field(default=None, description="A local folder with the model's tokenizer "
-                                  "(e.g. the base_model folder): prompts are then keyed exactly like the "
-                                  "in-process engine keys them. None: keyed by the messages' JSON.")
-    cache_dir: str | None = Field(default=None, description="Response cache folder (shared with the "
-                                  "in-process engine when the same); None disables the cache.")
+    base_url: str = Field(
+        default="http://127.0.0.1:8000/v1", description="The server's OpenAI root, usually ending in /v1."
+    )
+    model: str = Field(
+        default="smollm2",
+        description="The model name the server serves "
+        "(vLLM --served-model-name, llama_cpp.server --model_alias).",
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="Bearer token; pass EnvVar('OPENAI_API_KEY') "
+        "(or your variable), never the key itself. Local servers need none.",
+    )
+    cache_id: str = Field(
+        default="",
+        description="Identifies the weights in the cache key: the in-process "
+        "engine's id (engine.model_cache_id(folder)) to share replies with it, or e.g. "
+        "'<model>@<revision>'. Empty: 'server:<model>'.",
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        description="A local folder with the model's tokenizer "
+        "(e.g. the base_model folder): prompts are then keyed exactly like the "
+        "in-process engine keys them. None: keyed by the messages' JSON.",
+    )
+    cache_dir: str | None = Field(
+        default=None,
+        description="Response cache folder (shared with the "
+        "in-process engine when the same); None disables the cache.",
+    )
     max_in_flight: int = Field(default=4, ge=1, description="Concurrent requests.")
     timeout_s: float = Field(default=120.0, gt=0, description="Per-request read timeout.")
     connect_timeout_s: float = Field(default=10.0, gt=0)
-    max_retries: int = Field(default=5, ge=0, description="The openai client's retries of one request (429, "
-                             "5xx, timeouts, dropped connections; exponential backoff, Retry-After honoured), "
-                             "and how often a reply that is not one (bad JSON, no choices) is asked again "
-                             "before it is recorded as that prompt's error.")
-    send_seed: bool = Field(default=True, description="Send a per-request `seed` (vLLM, llama.cpp and "
-                            "OpenAI honour it); turn off for servers that reject the field.")
-    check_model: bool = Field(default=True, description="GET /models before the first request and fail "
-                              "early when the model is not served.")
-    more_base_urls: list[str] = Field(default_factory=list, description="Further servers of the same "
-                                      "weights (one per GPU or worker): work is split across all of them by "
-                                      "chunk (generate/sharded.py), a failed one hands its chunk to the others.")
-    chunk_size: int = Field(default=64, ge=1, description="Prompts per chunk when several servers share the work.")
+    max_retries: int = Field(
+        default=5,
+        ge=0,
+        description="The openai client's retries of one request (429, "
+        "5xx, timeouts, dropped connections; exponential backoff, Retry-After honoured), "
+        "and how often a reply that is not one (bad JSON, no choices) is asked again "
+        "before it is recorded as that prompt's error.",
+    )
+    send_seed: bool = Field(
+        default=True,
+        description="Send a per-request `seed` (vLLM, llama.cpp and "
+        "OpenAI honour it); turn off for servers that reject the field.",
+    )
+    check_model: bool = Field(
+        default=True,
+        description="GET /models before the first request and fail early when the model is not served.",
+    )
+    more_base_urls: list[str] = Field(
+        default_factory=list,
+        description="Further servers of the same "
+        "weights (one per GPU or worker): work is split across all of them by "
+        "chunk (generate/sharded.py), a failed one hands its chunk to the others.",
+    )
+    chunk_size: int = Field(
+        default=64, ge=1, description="Prompts per chunk when several servers share the work."
+    )
 
     def get_generator(self, model: str | None = None, cache_id: str | None = None):
         """A generator for `model` (default: the configured one; e.g. a LoRA adapter vLLM serves under
@@ -141,14 +190,22 @@ class OpenAICompatibleBackend(ConfigurableResource):
             return generators[0]
         return ShardedGenerator(generators, chunk_size=self.chunk_size)
 
-    def _one_generator(self, base_url: str, model: str | None, cache_id: str | None) -> OpenAICompatibleGenerator:
+    def _one_generator(
+        self, base_url: str, model: str | None, cache_id: str | None
+    ) -> OpenAICompatibleGenerator:
         model = model or self.model
         cid = cache_id or self.cache_id or f"server:{model}"
         return OpenAICompatibleGenerator(
-            base_url=base_url, model=model, cache_id=cid, api_key=self.api_key or None,
-            max_in_flight=self.max_in_flight, timeout_s=self.timeout_s,
-            connect_timeout_s=self.connect_timeout_s, max_retries=self.max_retries,
-            send_seed=self.send_seed, check_model=self.check_model,
+            base_url=base_url,
+            model=model,
+            cache_id=cid,
+            api_key=self.api_key or None,
+            max_in_flight=self.max_in_flight,
+            timeout_s=self.timeout_s,
+            connect_timeout_s=self.connect_timeout_s,
+            max_retries=self.max_retries,
+            send_seed=self.send_seed,
+            check_model=self.check_model,
             tokenizer=load_key_tokenizer(self.tokenizer) if self.tokenizer else None,
             cache=ResponseCache(self.cache_dir) if self.cache_dir else None,
         )
@@ -184,7 +241,9 @@ def openai_backend_from_env(cache_dir: str | None = None) -> OpenAICompatibleBac
         cache_dir=cache_dir,
         max_in_flight=int(env.get("EMPATHY_DAG_OPENAI_IN_FLIGHT", "4")),
         timeout_s=float(env.get("EMPATHY_DAG_OPENAI_TIMEOUT_S", "120")),
-        more_base_urls=[u.strip() for u in env.get("EMPATHY_DAG_OPENAI_MORE_BASE_URLS", "").split(",") if u.strip()],
+        more_base_urls=[
+            u.strip() for u in env.get("EMPATHY_DAG_OPENAI_MORE_BASE_URLS", "").split(",") if u.strip()
+        ],
         chunk_size=int(env.get("EMPATHY_DAG_OPENAI_CHUNK_SIZE", "64")),
     )
 
@@ -219,8 +278,10 @@ def served_generator(text_generator: TextGenerator, served_model: str):
     loads weights in process (no server configured)."""
     server = getattr(text_generator, "server", None)  # a ServerTextGenerator's backend
     if server is None:
-        raise ValueError(f"served model {served_model!r} configured, but the text_generator resource "
-                         "has no server: set EMPATHY_DAG_OPENAI_BASE_URL (or use a ServerTextGenerator)")
+        raise ValueError(
+            f"served model {served_model!r} configured, but the text_generator resource "
+            "has no server: set EMPATHY_DAG_OPENAI_BASE_URL (or use a ServerTextGenerator)"
+        )
     generator = server.get_generator(model=served_model, cache_id=f"server:{served_model}")
     # The stage's cache folder and switch, as for the text_generator's own model (one cache object
     # for every endpoint when several servers share the work).

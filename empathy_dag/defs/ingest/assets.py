@@ -1,7 +1,6 @@
 """Ingest assets: taxonomy, validated corpus (+ quarantine), per-emotion situations and dialogues,
 and GoEmotions examples for the emotion classifier."""
 
-
 import hashlib
 from pathlib import Path
 
@@ -73,17 +72,20 @@ def emotion_taxonomy(context: AssetExecutionContext) -> pl.DataFrame:
         # The three outputs are one snapshot of the landing zone: they go through the all-or-nothing IO
         # manager (io_managers.AllOrNothingIOManager), so a fault between them leaves the previous three.
         "corpus_rows": AssetOut(
-            io_manager_key="ingest_io_manager", kinds={"parquet", "polars"},
+            io_manager_key="ingest_io_manager",
+            kinds={"parquet", "polars"},
             metadata={"stored_in": "parquet"},
             description="Every valid row of every source file, all emotions, with stable content-hash ids.",
         ),
         "quarantine": AssetOut(
-            io_manager_key="ingest_io_manager", kinds={"duckdb", "polars"},
+            io_manager_key="ingest_io_manager",
+            kinds={"duckdb", "polars"},
             metadata={"stored_in": "warehouse"},
             description="Rows and files that failed validation: file, line, reason. Raw files are archived.",
         ),
         "ingest_file_log": AssetOut(
-            io_manager_key="ingest_io_manager", kinds={"duckdb", "polars"},
+            io_manager_key="ingest_io_manager",
+            kinds={"duckdb", "polars"},
             metadata={"stored_in": "warehouse"},
             description="One row per source file: rows in, valid, quarantined, skipped, balanced.",
         ),
@@ -102,8 +104,9 @@ def ingest_corpus(context: AssetExecutionContext, corpus_sources: CorpusSources)
         # Beside the raw archive: every run re-reads the whole landing zone, and the guesses of the texts
         # it read before are reused (same values; ingest's time is mostly the language identifier). Not in
         # the aws profile (landing zone on S3): each run is a fresh task whose local disk would not keep it.
-        language_cache=None if corpus_sources.landing_s3_uri else
-        Path(corpus_sources.archive_dir).parent / "cache" / "language_guesses.parquet",
+        language_cache=None
+        if corpus_sources.landing_s3_uri
+        else Path(corpus_sources.archive_dir).parent / "cache" / "language_guesses.parquet",
     )
     corpus, quarantine, summary = result.corpus, result.quarantine, result.summary()
     rows_in = int(summary["rows_in"].sum() or 0)
@@ -116,7 +119,9 @@ def ingest_corpus(context: AssetExecutionContext, corpus_sources: CorpusSources)
         "rejected_files": quarantine.filter(pl.col("line").is_null()).height,
         "skipped": int(summary["skipped"].sum() or 0),
         # Valid rows whose text held chat-template control tokens, broken on the way in (records.py).
-        "control_tokens_neutralised": sum(o.normalised.get("control_tokens_neutralised", 0) for o in result.outcomes),
+        "control_tokens_neutralised": sum(
+            o.normalised.get("control_tokens_neutralised", 0) for o in result.outcomes
+        ),
     }
     context.log.info(f"ingested {totals}")
     yield Output(
@@ -138,11 +143,16 @@ def ingest_corpus(context: AssetExecutionContext, corpus_sources: CorpusSources)
             "reasons": MetadataValue.json(
                 dict(quarantine.group_by("reason_code").len().sort("reason_code").iter_rows())
             ),
-            "preview": markdown_table(quarantine.select("file", "line", "reason_code", "reason"), max_rows=10),
+            "preview": markdown_table(
+                quarantine.select("file", "line", "reason_code", "reason"), max_rows=10
+            ),
         },
     )
-    yield Output(summary, output_name="ingest_file_log",
-                 metadata=table_metadata(summary, table=f"{WAREHOUSE_SCHEMA}.ingest_file_log", preview_rows=10))
+    yield Output(
+        summary,
+        output_name="ingest_file_log",
+        metadata=table_metadata(summary, table=f"{WAREHOUSE_SCHEMA}.ingest_file_log", preview_rows=10),
+    )
 
 
 class PerEmotionCheckConfig(Config):
@@ -167,9 +177,17 @@ def situations(context: AssetExecutionContext, config: PerEmotionCheckConfig, co
     frames = _split_by_emotion(context, situations_frame(corpus_rows))
     yield Output(frames, metadata=frame_metadata(frames, ["emotion", "language", "domain", "situation"]))
     yield from frame_check_results(
-        "situations", frames, schema={"situation_id": pl.String, "emotion": pl.String, "situation": pl.String,
-                                      "language": pl.String},
-        id_column="situation_id", text_columns=("situation",), min_rows=config.min_rows_per_emotion,
+        "situations",
+        frames,
+        schema={
+            "situation_id": pl.String,
+            "emotion": pl.String,
+            "situation": pl.String,
+            "language": pl.String,
+        },
+        id_column="situation_id",
+        text_columns=("situation",),
+        min_rows=config.min_rows_per_emotion,
     )
 
 
@@ -196,10 +214,17 @@ def dialogues(
         metadata=frame_metadata(frames, ["emotion", "language", "speaker_utterance", "listener_reply"]),
     )
     yield from frame_check_results(
-        "dialogues", frames,
-        schema={"dialogue_id": pl.String, "situation_id": pl.String, "emotion": pl.String,
-                "speaker_utterance": pl.String, "listener_reply": pl.String},
-        id_column="dialogue_id", text_columns=("speaker_utterance", "listener_reply"),
+        "dialogues",
+        frames,
+        schema={
+            "dialogue_id": pl.String,
+            "situation_id": pl.String,
+            "emotion": pl.String,
+            "speaker_utterance": pl.String,
+            "listener_reply": pl.String,
+        },
+        id_column="dialogue_id",
+        text_columns=("speaker_utterance", "listener_reply"),
         min_rows=config.min_rows_per_emotion,
     )
 
@@ -209,8 +234,14 @@ def dialogues(
     code_version=INGEST_CODE_VERSION,
     io_manager_key="parquet_io_manager",
     kinds={"parquet", "polars"},
-    metadata=column_schema_metadata(GOEMOTIONS_SCHEMA, {"id": "GoEmotions comment id", "text": "the comment",
-                                                        "split": "GoEmotions split (train / dev / test)"}),
+    metadata=column_schema_metadata(
+        GOEMOTIONS_SCHEMA,
+        {
+            "id": "GoEmotions comment id",
+            "text": "the comment",
+            "split": "GoEmotions split (train / dev / test)",
+        },
+    ),
     deps=[emotion_taxonomy],
     description="GoEmotions comments with their labels (train/dev/test) for the emotion classifier.",
 )
@@ -230,7 +261,10 @@ def goemotions_examples(context: AssetExecutionContext, goemotions: GoEmotionsSo
     df = pl.DataFrame(rows, schema=GOEMOTIONS_SCHEMA)
     counts = df.explode("labels").group_by("labels").len().sort("len", descending=True)
     context.add_output_metadata(
-        {"dagster/row_count": df.height, "label_counts": markdown_table(counts, max_rows=28),
-         "splits": MetadataValue.json(dict(df.group_by("split").len().iter_rows()))}
+        {
+            "dagster/row_count": df.height,
+            "label_counts": markdown_table(counts, max_rows=28),
+            "splits": MetadataValue.json(dict(df.group_by("split").len().iter_rows())),
+        }
     )
     return df

@@ -44,12 +44,18 @@ def landing_partitioned_keys(asset_graph) -> list[AssetKey]:
     order. `asset_graph`: the repository's (`context.repository_def.asset_graph` in a sensor)."""
     selected = LANDING_DATA.resolve(asset_graph)
     order = {k: i for i, k in enumerate(asset_graph.toposorted_asset_keys)}
-    keys = [k for k in selected
-            if k.to_user_string() not in INGEST_STEP_KEYS and asset_graph.get(k).partitions_def == emotion_partitions]
+    keys = [
+        k
+        for k in selected
+        if k.to_user_string() not in INGEST_STEP_KEYS
+        and asset_graph.get(k).partitions_def == emotion_partitions
+    ]
     return sorted(keys, key=lambda k: order[k])
 
 
-def affected_partitions(asset_graph, touched: Iterable[str], source: str = "corpus_rows") -> dict[str, set[str]]:
+def affected_partitions(
+    asset_graph, touched: Iterable[str], source: str = "corpus_rows"
+) -> dict[str, set[str]]:
     """Per landing asset, the partitions a change in the `touched` emotions of `source` (an asset outside the
     landing job's partitioned part: the corpus, or the review decisions) reaches, following each edge's
     partition mapping (identity for most; the pairs stage maps an emotion to its opposite too). Assets the
@@ -66,7 +72,9 @@ def affected_partitions(asset_graph, touched: Iterable[str], source: str = "corp
                 continue
             mapping = asset_graph.get_partition_mapping(key, parent)
             subset = emotion_partitions.subset_with_partition_keys(sorted(out[parent]))
-            down = mapping.get_downstream_partitions_for_partitions(subset, emotion_partitions, emotion_partitions)
+            down = mapping.get_downstream_partitions_for_partitions(
+                subset, emotion_partitions, emotion_partitions
+            )
             reach |= set(down.get_partition_keys())
         out[key] = reach
     return {k.to_user_string(): v for k, v in out.items()}
@@ -74,16 +82,24 @@ def affected_partitions(asset_graph, touched: Iterable[str], source: str = "corp
 
 def _range_request(rng: tuple[str, str], run_key: str, tags: dict, asset_selection=None) -> RunRequest:
     if rng[0] == rng[1]:
-        return RunRequest(run_key=run_key, job_name=LANDING_JOB_NAME, partition_key=rng[0], tags=tags,
-                          asset_selection=asset_selection)
+        return RunRequest(
+            run_key=run_key,
+            job_name=LANDING_JOB_NAME,
+            partition_key=rng[0],
+            tags=tags,
+            asset_selection=asset_selection,
+        )
     return RunRequest(
-        run_key=run_key, job_name=LANDING_JOB_NAME, asset_selection=asset_selection,
+        run_key=run_key,
+        job_name=LANDING_JOB_NAME,
+        asset_selection=asset_selection,
         tags={**tags, PARTITION_RANGE_START_TAG: rng[0], PARTITION_RANGE_END_TAG: rng[1]},
     )
 
 
-def emotion_run_requests(asset_graph, touched: list[str], *, source: str, run_key: str, tags: dict,
-                         whole_job: bool) -> list[RunRequest]:
+def emotion_run_requests(
+    asset_graph, touched: list[str], *, source: str, run_key: str, tags: dict, whole_job: bool
+) -> list[RunRequest]:
     """Runs of the landing job for a change to the `touched` emotions of `source`: one run per
     contiguous range of the touched emotions, over the whole job (`whole_job`: a new corpus file) or
     over just the assets the change reaches; then, for assets whose partition mapping reaches further
@@ -91,7 +107,9 @@ def emotion_run_requests(asset_graph, touched: list[str], *, source: str, run_ke
     those assets. The landing job's run queue (limit 1, FIFO) runs them in this order, so the extra
     runs read the touched emotions already rebuilt."""
     order = default_taxonomy().labels
-    reach = {k: parts for k, parts in affected_partitions(asset_graph, touched, source=source).items() if parts}
+    reach = {
+        k: parts for k, parts in affected_partitions(asset_graph, touched, source=source).items() if parts
+    }
     main_selection = None if whole_job else [AssetKey(k) for k in reach]
     ranges = contiguous_ranges(touched, order)
     requests = [_range_request(r, run_key_for(run_key, r, len(ranges)), tags, main_selection) for r in ranges]
@@ -107,19 +125,30 @@ def emotion_run_requests(asset_graph, touched: list[str], *, source: str, run_ke
     return requests
 
 
-def landing_run_requests(asset_graph, decision: LandingDecision, settings: AutomationSettings) -> list[RunRequest]:
+def landing_run_requests(
+    asset_graph, decision: LandingDecision, settings: AutomationSettings
+) -> list[RunRequest]:
     """The runs a landing event asks for: the emotions of a new content, plus those of the content a
     replaced or deleted file held (none for a rejected file, a copy, a skipped path)."""
     if not decision.rebuild:
         return []
     tags = settings.run_tags(
         "landing_zone",
-        **{LANDING_FILE_TAG: decision.file.name[:200], LANDING_SHA_TAG: decision.sha256,
-           LANDING_EMOTIONS_TAG: ",".join(decision.rebuild),
-           "dagster/max_runtime": str(settings.landing_max_runtime_s)},
+        **{
+            LANDING_FILE_TAG: decision.file.name[:200],
+            LANDING_SHA_TAG: decision.sha256,
+            LANDING_EMOTIONS_TAG: ",".join(decision.rebuild),
+            "dagster/max_runtime": str(settings.landing_max_runtime_s),
+        },
     )
-    return emotion_run_requests(asset_graph, decision.rebuild, source="corpus_rows",
-                                run_key=decision.run_key_base or decision.sha256, tags=tags, whole_job=True)
+    return emotion_run_requests(
+        asset_graph,
+        decision.rebuild,
+        source="corpus_rows",
+        run_key=decision.run_key_base or decision.sha256,
+        tags=tags,
+        whole_job=True,
+    )
 
 
 def landing_zone(corpus_sources: CorpusSources, settings: AutomationSettings, subfolder: str = ""):
@@ -150,11 +179,16 @@ def build_landing_sensor(
         description="Validates new files of the landing zone and rebuilds only the emotions they touch. "
         "run_key = content sha256; outcomes in the warehouse table landing_log.",
     )
-    def _landing_sensor(context: SensorEvaluationContext, corpus_sources: CorpusSources, warehouse: Warehouse):
+    def _landing_sensor(
+        context: SensorEvaluationContext, corpus_sources: CorpusSources, warehouse: Warehouse
+    ):
         zone = landing_zone(corpus_sources, settings)
         cursor = LandingCursor.load(context.cursor)
         decisions, new_cursor = scan_landing_zone(
-            zone, cursor, taxonomy=default_taxonomy(), limits=corpus_sources.limits(),
+            zone,
+            cursor,
+            taxonomy=default_taxonomy(),
+            limits=corpus_sources.limits(),
             settle_seconds=settings.settle_seconds,
         )
         if not decisions:

@@ -52,10 +52,14 @@ def run_history_row(instance, run, status: str) -> dict:
         return datetime.fromtimestamp(v, UTC).replace(tzinfo=None) if v else None
 
     return {
-        "run_id": run.run_id, "job_name": run.job_name, "status": status,
-        "started_at": ts(start), "ended_at": ts(end),
+        "run_id": run.run_id,
+        "job_name": run.job_name,
+        "status": status,
+        "started_at": ts(start),
+        "ended_at": ts(end),
         "duration_s": (end - start) if start and end else None,
-        "assets": sorted(assets), "partitions": sorted(partitions),
+        "assets": sorted(assets),
+        "partitions": sorted(partitions),
         "n_materializations": len(materializations),
         "trigger": (run.tags or {}).get("trigger"),
         "tags": dict((run.tags or {}).items()),
@@ -65,7 +69,10 @@ def run_history_row(instance, run, status: str) -> dict:
 
 def _build_run_history_sensor(status: DagsterRunStatus, name: str):
     @run_status_sensor(
-        run_status=status, name=name, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
+        run_status=status,
+        name=name,
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
         description=f"Writes one row per {status.value.lower()} run into the warehouse table run_history.",
     )
     def _sensor(context: RunStatusSensorContext, warehouse: Warehouse):
@@ -78,5 +85,7 @@ def _build_run_history_sensor(status: DagsterRunStatus, name: str):
 
 run_history_success_sensor = _build_run_history_sensor(DagsterRunStatus.SUCCESS, "run_history_success_sensor")
 run_history_failure_sensor = _build_run_history_sensor(DagsterRunStatus.FAILURE, "run_history_failure_sensor")
-run_history_canceled_sensor = _build_run_history_sensor(DagsterRunStatus.CANCELED, "run_history_canceled_sensor")
+run_history_canceled_sensor = _build_run_history_sensor(
+    DagsterRunStatus.CANCELED, "run_history_canceled_sensor"
+)
 RUN_HISTORY_SENSORS = [run_history_success_sensor, run_history_failure_sensor, run_history_canceled_sensor]

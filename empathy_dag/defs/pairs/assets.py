@@ -58,8 +58,10 @@ class SplitConfig(Config):
     test_fraction: float = 0.1
     salt: str = "empathy-dag-splits-v1"
     min_test_dialogues_per_emotion: int = Field(
-        default=2, description="Each emotion gets at least this many complete test dialogues (topped up from "
-        "the situations nearest the test region), so the scorecard evaluates every emotion; 0 = hash cut only.")
+        default=2,
+        description="Each emotion gets at least this many complete test dialogues (topped up from "
+        "the situations nearest the test region), so the scorecard evaluates every emotion; 0 = hash cut only.",
+    )
 
     def fractions(self) -> SplitFractions:
         return SplitFractions(self.train_fraction, self.validation_fraction, self.test_fraction, self.salt)
@@ -78,8 +80,10 @@ class SplitConfig(Config):
 )
 def dataset_splits(context: AssetExecutionContext, config: SplitConfig, reviewed_dialogues):
     fractions = config.fractions()
-    frames = {e: assign_splits(df, fractions, config.min_test_dialogues_per_emotion)
-              for e, df in per_partition(context, reviewed_dialogues).items()}
+    frames = {
+        e: assign_splits(df, fractions, config.min_test_dialogues_per_emotion)
+        for e, df in per_partition(context, reviewed_dialogues).items()
+    }
     counts = split_counts(frames)
     return Output(
         frames,
@@ -87,8 +91,13 @@ def dataset_splits(context: AssetExecutionContext, config: SplitConfig, reviewed
             **frame_metadata(frames, ["emotion", "split", "situation_id", "speaker_utterance"]),
             "split_counts": markdown_table(counts, max_rows=28),
             "fractions": MetadataValue.json(
-                {"train": fractions.train, "validation": fractions.validation, "test": fractions.test,
-                 "salt": fractions.salt, "min_test_dialogues_per_emotion": config.min_test_dialogues_per_emotion}
+                {
+                    "train": fractions.train,
+                    "validation": fractions.validation,
+                    "test": fractions.test,
+                    "salt": fractions.salt,
+                    "min_test_dialogues_per_emotion": config.min_test_dialogues_per_emotion,
+                }
             ),
             "topped_up_test_dialogues": sum(int(f["top_up"].sum()) for f in frames.values() if f.height),
         },
@@ -108,8 +117,10 @@ class PairsConfig(Config):
     )
     model_negatives_max_new_tokens: int = 64
     model_negatives_served_model: str = Field(
-        default="", description="Write the model negatives with this model on the text_generator's "
-        "OpenAI-compatible server (EMPATHY_DAG_OPENAI_BASE_URL) instead of the base model in process.")
+        default="",
+        description="Write the model negatives with this model on the text_generator's "
+        "OpenAI-compatible server (EMPATHY_DAG_OPENAI_BASE_URL) instead of the base model in process.",
+    )
 
 
 def _model_generate(context, max_new_tokens: int, seed: int, served_model: str = ""):
@@ -157,37 +168,63 @@ def _model_generate(context, max_new_tokens: int, seed: int, served_model: str =
 def preference_pairs(context: AssetExecutionContext, config: PairsConfig, dataset_splits):
     tax = default_taxonomy()
     splits = per_partition(context, dataset_splits)
-    empty = pl.DataFrame(schema={"dialogue_id": pl.String, "situation_id": pl.String, "emotion": pl.String,
-                                 "split": pl.String, "language": pl.String, "speaker_utterance": pl.String,
-                                 "listener_reply": pl.String})
+    empty = pl.DataFrame(
+        schema={
+            "dialogue_id": pl.String,
+            "situation_id": pl.String,
+            "emotion": pl.String,
+            "split": pl.String,
+            "language": pl.String,
+            "speaker_utterance": pl.String,
+            "listener_reply": pl.String,
+        }
+    )
     generate = None
     if config.model_negatives:
-        generate = _model_generate(context, config.model_negatives_max_new_tokens, config.seed,
-                                   config.model_negatives_served_model)
+        generate = _model_generate(
+            context, config.model_negatives_max_new_tokens, config.seed, config.model_negatives_served_model
+        )
     frames, rows = {}, []
     for emotion in context.partition_keys:
         opposite = tax.opposite(emotion)
         pairs, stats = build_preference_pairs(
-            splits.get(emotion, empty), splits.get(opposite, empty), emotion=emotion, opposite=opposite,
-            k=config.k, seed=config.seed, system_prompt=config.system_prompt,
-            same_split=config.same_split, same_language=config.same_language,
+            splits.get(emotion, empty),
+            splits.get(opposite, empty),
+            emotion=emotion,
+            opposite=opposite,
+            k=config.k,
+            seed=config.seed,
+            system_prompt=config.system_prompt,
+            same_split=config.same_split,
+            same_language=config.same_language,
         )
         model_pairs = 0
         if generate is not None and emotion in splits:
             train_prompts = splits[emotion].filter(pl.col("split") == "train")
             extra = model_written_negatives(
-                train_prompts, emotion=emotion, opposite=opposite, opposite_definition=tax[opposite].definition,
-                generate=generate, seed=config.seed, system_prompt=config.system_prompt,
+                train_prompts,
+                emotion=emotion,
+                opposite=opposite,
+                opposite_definition=tax[opposite].definition,
+                generate=generate,
+                seed=config.seed,
+                system_prompt=config.system_prompt,
             )
             model_pairs = extra.height
             pairs = pl.concat([pairs, extra]).sort("pair_id")
         frames[emotion] = pairs.select(list(PAIR_SCHEMA))
-        rows.append({
-            "emotion": emotion, "opposite": opposite, "prompts": stats.prompts, "pairs": pairs.height,
-            "train_pairs": pairs.filter(pl.col("split") == "train").height,
-            "prompts_without_opposite": stats.prompts_without_opposite, "model_pairs": model_pairs,
-            "content_hash": pairs_content_hash(pairs)[:12],
-        })
+        rows.append(
+            {
+                "emotion": emotion,
+                "opposite": opposite,
+                "prompts": stats.prompts,
+                "pairs": pairs.height,
+                "train_pairs": pairs.filter(pl.col("split") == "train").height,
+                "prompts_without_opposite": stats.prompts_without_opposite,
+                "model_pairs": model_pairs,
+                "content_hash": pairs_content_hash(pairs)[:12],
+            }
+        )
     summary = pl.DataFrame(rows)
     context.log.info(f"pairs: {summary.select('emotion', 'pairs', 'prompts_without_opposite').to_dicts()}")
     hashes = dict(zip(summary["emotion"], summary["content_hash"]))
@@ -196,7 +233,9 @@ def preference_pairs(context: AssetExecutionContext, config: PairsConfig, datase
         frames,
         data_version=DataVersion(content_data_version(hashes)),
         metadata={
-            **frame_metadata(frames, ["emotion", "rejected_emotion", "split", "prompt", "chosen", "rejected"]),
+            **frame_metadata(
+                frames, ["emotion", "rejected_emotion", "split", "prompt", "chosen", "rejected"]
+            ),
             "pairs_per_emotion": markdown_table(summary, max_rows=28),
             "prompts_without_opposite": int(summary["prompts_without_opposite"].sum()),
             "train_pairs": int(summary["train_pairs"].sum()),

@@ -136,10 +136,15 @@ def promotion_decision(
 
 
 class PromotionConfig(Config):
-    headline_metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_HEADLINE_METRICS),
-                                        description="The evaluation metrics the gate decides on.")
-    min_improved_metrics: int = Field(default=1, description="Headline metrics that must be confidently better "
-                                      "(0 = promote whenever there is no confident regression).")
+    headline_metrics: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_HEADLINE_METRICS),
+        description="The evaluation metrics the gate decides on.",
+    )
+    min_improved_metrics: int = Field(
+        default=1,
+        description="Headline metrics that must be confidently better "
+        "(0 = promote whenever there is no confident regression).",
+    )
     candidate_system: str = Field(default="dpo", description="The leaderboard system that is the candidate.")
     # The training-metric sanity check (dpo_checkpoint_no_regression):
     default_tolerance: float = Field(default=0.01, description="Allowed absolute drop per training metric.")
@@ -149,8 +154,13 @@ class PromotionConfig(Config):
     required_metrics: list[str] = Field(default_factory=list)
 
     def to_tolerances(self) -> Tolerances:
-        return Tolerances(self.default_tolerance, dict(self.tolerances), frozenset(self.lower_is_better),
-                          tuple(self.metrics), tuple(self.required_metrics))
+        return Tolerances(
+            self.default_tolerance,
+            dict(self.tolerances),
+            frozenset(self.lower_is_better),
+            tuple(self.metrics),
+            tuple(self.required_metrics),
+        )
 
 
 def _metadata_values(event) -> dict[str, Any]:
@@ -171,7 +181,7 @@ def training_metrics(metadata: Mapping[str, Any]) -> dict[str, float]:
 def read_scorecard(conn) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
     """(metric_comparisons, evaluation_systems) from the warehouse; None for a table not written yet."""
     tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    read = (lambda t: conn.execute(f"SELECT * FROM {t}").pl() if t in tables else None)
+    read = lambda t: conn.execute(f"SELECT * FROM {t}").pl() if t in tables else None
     return read("metric_comparisons"), read("evaluation_systems")
 
 
@@ -181,35 +191,65 @@ def _baseline(systems: pl.DataFrame | None) -> str | None:
     return next(iter(systems.filter(pl.col("is_baseline"))["system"].to_list()), None)
 
 
-def evaluation_gate(comparisons: pl.DataFrame | None, systems: pl.DataFrame | None, candidate: Mapping[str, Any],
-                    previous: Mapping[str, Any], config: "PromotionConfig") -> tuple[GateDecision, str | None]:
+def evaluation_gate(
+    comparisons: pl.DataFrame | None,
+    systems: pl.DataFrame | None,
+    candidate: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    config: "PromotionConfig",
+) -> tuple[GateDecision, str | None]:
     """(decision, the system compared with). The candidate is compared with the promoted model when one
     exists (it must have been scored on the same items: the evaluation adds it as system "promoted"),
     with the baseline before the first promotion. Evidence that does not belong to this candidate (the
     evaluation scored another checkpoint) is no evidence."""
     if comparisons is None or systems is None or not comparisons.height:
-        return GateDecision(False, "no_evidence", [("no scorecard (metric_comparisons): evaluate the candidate "
-                                                   "before the gate can decide")], []), None
+        return GateDecision(
+            False,
+            "no_evidence",
+            [("no scorecard (metric_comparisons): evaluate the candidate before the gate can decide")],
+            [],
+        ), None
     cand = systems.filter(pl.col("system") == config.candidate_system)
     if not cand.height:
-        return GateDecision(False, "no_evidence", [f"{config.candidate_system!r} was not evaluated"], []), None
+        return GateDecision(
+            False, "no_evidence", [f"{config.candidate_system!r} was not evaluated"], []
+        ), None
     scored_sha = cand["model_sha256"][0] if "model_sha256" in cand.columns else None
     if scored_sha and candidate.get("sha256") and scored_sha != candidate.get("sha256"):
-        return GateDecision(False, "no_evidence", [
-            (f"the scorecard scored {config.candidate_system} = {str(scored_sha)[:12]}, not the candidate "
-            f"{str(candidate.get('sha256'))[:12]}: re-run the evaluation")], []), None
+        return GateDecision(
+            False,
+            "no_evidence",
+            [
+                (
+                    f"the scorecard scored {config.candidate_system} = {str(scored_sha)[:12]}, not the candidate "
+                    f"{str(candidate.get('sha256'))[:12]}: re-run the evaluation"
+                )
+            ],
+            [],
+        ), None
     if previous.get("sha256"):
         versus = "promoted"
-        if not comparisons.filter((pl.col("system") == config.candidate_system) & (pl.col("versus") == versus)).height:
-            return GateDecision(False, "no_evidence", [
-                ("a model is promoted but was not scored on the same items (evaluation.compare_with_promoted): "
-                "cannot show the candidate is not a regression")], []), versus
+        if not comparisons.filter(
+            (pl.col("system") == config.candidate_system) & (pl.col("versus") == versus)
+        ).height:
+            return GateDecision(
+                False,
+                "no_evidence",
+                [
+                    (
+                        "a model is promoted but was not scored on the same items (evaluation.compare_with_promoted): "
+                        "cannot show the candidate is not a regression"
+                    )
+                ],
+                [],
+            ), versus
     else:
         versus = _baseline(systems)
         if versus is None:
             return GateDecision(False, "no_evidence", ["no baseline system in the scorecard"], []), None
-    decision = gate_decision(comparisons, config.candidate_system, versus, config.headline_metrics,
-                             config.min_improved_metrics)
+    decision = gate_decision(
+        comparisons, config.candidate_system, versus, config.headline_metrics, config.min_improved_metrics
+    )
     return decision, versus
 
 
@@ -221,12 +261,16 @@ def checkpoint_scorecard_checks() -> list:
     """On each checkpoint's own page, "is it better?": its paired comparison with the baseline and with
     the promoted model on the headline metrics (from metric_comparisons, after the evaluation ran).
     Fails (warning) on a confident regression against the baseline; the rows are its metadata."""
-    return [_checkpoint_scorecard_check(asset_name, system) for asset_name, system in CHECKPOINT_SYSTEMS.items()]
+    return [
+        _checkpoint_scorecard_check(asset_name, system) for asset_name, system in CHECKPOINT_SYSTEMS.items()
+    ]
 
 
 def _checkpoint_scorecard_check(asset_name: str, system: str):
     @asset_check(
-        asset=AssetKey(asset_name), name=CHECKPOINT_SCORECARD_CHECK, blocking=False,
+        asset=AssetKey(asset_name),
+        name=CHECKPOINT_SCORECARD_CHECK,
+        blocking=False,
         additional_deps=[AssetKey("metric_comparisons")],
         description=f"The scorecard's paired tests of {system!r} against the baseline and the promoted "
         "model on the headline metrics; warns on a confident regression against the baseline.",
@@ -235,18 +279,25 @@ def _checkpoint_scorecard_check(asset_name: str, system: str):
         with warehouse.connect() as conn:
             comparisons, systems = read_scorecard(conn)
         if comparisons is None or systems is None:
-            return AssetCheckResult(passed=True, severity=AssetCheckSeverity.WARN,
-                                    metadata={"note": "no scorecard yet: materialize metric_comparisons"})
+            return AssetCheckResult(
+                passed=True,
+                severity=AssetCheckSeverity.WARN,
+                metadata={"note": "no scorecard yet: materialize metric_comparisons"},
+            )
         latest = _metadata_values(context.instance.get_latest_materialization_event(AssetKey(asset_name)))
         scored = systems.filter(pl.col("system") == system)
         scored_sha = scored["model_sha256"][0] if scored.height and "model_sha256" in scored.columns else None
-        metadata = {"system": system, "scored_sha256": str(scored_sha or ""),
-                    "checkpoint_sha256": str(latest.get("sha256") or ""),
-                    "scored_this_checkpoint": bool(scored_sha) and scored_sha == latest.get("sha256")}
+        metadata = {
+            "system": system,
+            "scored_sha256": str(scored_sha or ""),
+            "checkpoint_sha256": str(latest.get("sha256") or ""),
+            "scored_this_checkpoint": bool(scored_sha) and scored_sha == latest.get("sha256"),
+        }
         passed = True
         for versus in [v for v in (_baseline(systems), "promoted") if v]:
-            decision = gate_decision(comparisons, system, versus, config.headline_metrics,
-                                     config.min_improved_metrics)
+            decision = gate_decision(
+                comparisons, system, versus, config.headline_metrics, config.min_improved_metrics
+            )
             if not decision.compared:
                 continue
             metadata[f"vs_{versus}"] = MetadataValue.md(evidence_markdown(decision.compared))
@@ -261,14 +312,23 @@ def _checkpoint_scorecard_check(asset_name: str, system: str):
 def evidence_markdown(compared: list[dict]) -> str:
     if not compared:
         return "(no paired comparison)"
-    lines = ["| metric | n | candidate | versus | delta [95% CI] | p (BH) | verdict |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| metric | n | candidate | versus | delta [95% CI] | p (BH) | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in compared:
-        ci = (f"[{r['delta_ci_low']:+.4g}, {r['delta_ci_high']:+.4g}]" if r.get("delta_ci_low") is not None else "-")
+        ci = (
+            f"[{r['delta_ci_low']:+.4g}, {r['delta_ci_high']:+.4g}]"
+            if r.get("delta_ci_low") is not None
+            else "-"
+        )
         p = f"{r['p_adjusted']:.3g}" if r.get("p_adjusted") is not None else "-"
         cand = f"{r['value']:.4g}" if r.get("value") is not None else "-"
         vs = f"{r['versus_value']:.4g}" if r.get("versus_value") is not None else "-"
-        lines.append(f"| {r['metric']} | {r['n']} | {cand} | {vs} | {r['delta']:+.4g} {ci} | {p} | "
-                     f"{r['verdict']}{' (regression)' if r.get('regression') else ''} |")
+        lines.append(
+            f"| {r['metric']} | {r['n']} | {cand} | {vs} | {r['delta']:+.4g} {ci} | {p} | "
+            f"{r['verdict']}{' (regression)' if r.get('regression') else ''} |"
+        )
     return "\n".join(lines)
 
 
@@ -298,8 +358,10 @@ def keep_promoted_copy(model_store, candidate: dict) -> tuple[Path, str]:
             shutil.copytree(source, tmp)
             got = sha256_tree(tmp)
             if got != sha:
-                raise ValueError(f"{source} has sha256 {got}, but the evaluated candidate was {sha}: it "
-                                 "changed after evaluation; re-run evaluation before promoting")
+                raise ValueError(
+                    f"{source} has sha256 {got}, but the evaluated candidate was {sha}: it "
+                    "changed after evaluation; re-run evaluation before promoting"
+                )
     return target, model_store.persist(name)
 
 
@@ -309,30 +371,43 @@ def build_promotion_definitions(has_leaderboard: bool) -> tuple[list, list]:
     dpo_key = AssetKey("dpo_checkpoint")
 
     @asset_check(
-        asset=dpo_key, blocking=True, name="dpo_checkpoint_no_regression",
+        asset=dpo_key,
+        blocking=True,
+        name="dpo_checkpoint_no_regression",
         description="Blocks the run when the new checkpoint's training metrics regress beyond tolerance "
         "against the promoted model's.",
     )
     def dpo_checkpoint_no_regression(context: AssetCheckExecutionContext, config: PromotionConfig):
         candidate = _metadata_values(context.instance.get_latest_materialization_event(dpo_key))
-        promoted_meta = _metadata_values(context.instance.get_latest_materialization_event(AssetKey("promoted_model")))
+        promoted_meta = _metadata_values(
+            context.instance.get_latest_materialization_event(AssetKey("promoted_model"))
+        )
         promoted = promoted_meta.get("training_metrics") if promoted_meta else None
         cand_metrics = training_metrics(candidate)
         if promoted is not None and not cand_metrics:
             # Nothing to compare at training time: the evaluation gate (promoted_model) decides.
-            return AssetCheckResult(passed=True, severity=AssetCheckSeverity.WARN,
-                                    metadata={"note": "no training metrics recorded; promoted_model gates on evaluation"})
+            return AssetCheckResult(
+                passed=True,
+                severity=AssetCheckSeverity.WARN,
+                metadata={"note": "no training metrics recorded; promoted_model gates on evaluation"},
+            )
         passed, reasons = promotion_decision(cand_metrics, promoted, config.to_tolerances())
         return AssetCheckResult(
-            passed=passed, severity=AssetCheckSeverity.ERROR,
-            metadata={"reasons": MetadataValue.md("\n".join(f"- {r}" for r in reasons)),
-                      "candidate_metrics": MetadataValue.json(cand_metrics)},
+            passed=passed,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={
+                "reasons": MetadataValue.md("\n".join(f"- {r}" for r in reasons)),
+                "candidate_metrics": MetadataValue.json(cand_metrics),
+            },
         )
 
     deps = [dpo_key] + ([AssetKey("leaderboard")] if has_leaderboard else [])
 
     @asset(
-        name="promoted_model", group_name="automation", deps=deps, kinds={"json"},
+        name="promoted_model",
+        group_name="automation",
+        deps=deps,
+        kinds={"json"},
         description="Pointer (path, sha256, evidence) to the checkpoint that last passed the evaluation gate: "
         "promoted only when the scorecard's paired tests show no confident regression on a headline metric "
         "and a confident gain on at least one; every decision is recorded in promotion_log.",
@@ -344,7 +419,9 @@ def build_promotion_definitions(has_leaderboard: bool) -> tuple[list, list]:
         candidate = _metadata_values(context.instance.get_latest_materialization_event(dpo_key))
         if not candidate.get("path"):
             raise ValueError("dpo_checkpoint has no materialization with a `path`: nothing to promote")
-        previous = _metadata_values(context.instance.get_latest_materialization_event(AssetKey("promoted_model")))
+        previous = _metadata_values(
+            context.instance.get_latest_materialization_event(AssetKey("promoted_model"))
+        )
         pointer_path = model_store.folder("promoted_model") / "pointer.json"
         with warehouse.connect() as conn:
             comparisons, systems = read_scorecard(conn)
@@ -352,61 +429,105 @@ def build_promotion_definitions(has_leaderboard: bool) -> tuple[list, list]:
         passed = decision.promote
         if passed:
             kept, uri = keep_promoted_copy(model_store, candidate)
-            pointer = {"path": str(kept), "uri": uri, "sha256": candidate.get("sha256"),
-                       "candidate_path": str(candidate["path"]), "evidence": decision.compared,
-                       "training_metrics": training_metrics(candidate), "promoted_at_run": context.run.run_id}
+            pointer = {
+                "path": str(kept),
+                "uri": uri,
+                "sha256": candidate.get("sha256"),
+                "candidate_path": str(candidate["path"]),
+                "evidence": decision.compared,
+                "training_metrics": training_metrics(candidate),
+                "promoted_at_run": context.run.run_id,
+            }
             write_pointer(pointer_path, pointer)
         else:
-            pointer = {"path": previous.get("path"), "uri": previous.get("uri"), "sha256": previous.get("sha256"),
-                       "evidence": previous.get("evidence") or [],
-                       "training_metrics": previous.get("training_metrics") or {}}
+            pointer = {
+                "path": previous.get("path"),
+                "uri": previous.get("uri"),
+                "sha256": previous.get("sha256"),
+                "evidence": previous.get("evidence") or [],
+                "training_metrics": previous.get("training_metrics") or {},
+            }
         cand_values = {r["metric"]: r["value"] for r in decision.compared}
         versus_values = {r["metric"]: r["versus_value"] for r in decision.compared}
         with warehouse.connect() as conn:
-            upsert(conn, "promotion_log", [{
-                "decided_at": datetime.now(UTC).replace(tzinfo=None), "run_id": context.run.run_id,
-                "candidate_path": str(candidate["path"]), "candidate_sha256": candidate.get("sha256"),
-                "previous_sha256": previous.get("sha256"), "promoted": passed, "reasons": decision.reasons,
-                "candidate_metrics": cand_values, "promoted_metrics": versus_values,
-                "decision": decision.decision, "versus": versus, "evidence": decision.compared,
-            }])
+            upsert(
+                conn,
+                "promotion_log",
+                [
+                    {
+                        "decided_at": datetime.now(UTC).replace(tzinfo=None),
+                        "run_id": context.run.run_id,
+                        "candidate_path": str(candidate["path"]),
+                        "candidate_sha256": candidate.get("sha256"),
+                        "previous_sha256": previous.get("sha256"),
+                        "promoted": passed,
+                        "reasons": decision.reasons,
+                        "candidate_metrics": cand_values,
+                        "promoted_metrics": versus_values,
+                        "decision": decision.decision,
+                        "versus": versus,
+                        "evidence": decision.compared,
+                    }
+                ],
+            )
         context.log.info(f"{decision.decision.upper()} (vs {versus}): " + "; ".join(decision.reasons))
-        return MaterializeResult(metadata={
-            "decision": decision.decision,
-            "versus": versus or "none",
-            "reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
-            "evidence": MetadataValue.md(evidence_markdown(decision.compared)),
-            "candidate_sha256": str(candidate.get("sha256")),
-            "path": MetadataValue.path(str(pointer["path"])) if pointer.get("path") else "none",
-            "sha256": str(pointer.get("sha256") or ""),
-            "uri": str(pointer.get("uri") or ""),
-            "training_metrics": MetadataValue.json(pointer.get("training_metrics") or {}),
-            "pointer_file": MetadataValue.path(str(pointer_path)),
-        })
+        return MaterializeResult(
+            metadata={
+                "decision": decision.decision,
+                "versus": versus or "none",
+                "reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+                "evidence": MetadataValue.md(evidence_markdown(decision.compared)),
+                "candidate_sha256": str(candidate.get("sha256")),
+                "path": MetadataValue.path(str(pointer["path"])) if pointer.get("path") else "none",
+                "sha256": str(pointer.get("sha256") or ""),
+                "uri": str(pointer.get("uri") or ""),
+                "training_metrics": MetadataValue.json(pointer.get("training_metrics") or {}),
+                "pointer_file": MetadataValue.path(str(pointer_path)),
+            }
+        )
 
     checks = [dpo_checkpoint_no_regression, *checkpoint_scorecard_checks()]
     if has_leaderboard:
+
         @asset_check(
-            asset=AssetKey("leaderboard"), name="candidate_vs_base_headline", blocking=False,
+            asset=AssetKey("leaderboard"),
+            name="candidate_vs_base_headline",
+            blocking=False,
             description="The candidate against the baseline on the headline metrics (paired tests over all "
             "emotions): fails on a confident regression, warns when nothing is confidently better.",
         )
-        def candidate_vs_base_headline(context: AssetCheckExecutionContext, config: PromotionConfig,
-                                       warehouse: Warehouse):
+        def candidate_vs_base_headline(
+            context: AssetCheckExecutionContext, config: PromotionConfig, warehouse: Warehouse
+        ):
             with warehouse.connect() as conn:
                 comparisons, systems = read_scorecard(conn)
             baseline = _baseline(systems)
             if comparisons is None or baseline is None:
-                return AssetCheckResult(passed=False, severity=AssetCheckSeverity.WARN,
-                                        metadata={"note": "no scorecard yet: materialize metric_comparisons"})
-            decision = gate_decision(comparisons, config.candidate_system, baseline, config.headline_metrics,
-                                     config.min_improved_metrics)
+                return AssetCheckResult(
+                    passed=False,
+                    severity=AssetCheckSeverity.WARN,
+                    metadata={"note": "no scorecard yet: materialize metric_comparisons"},
+                )
+            decision = gate_decision(
+                comparisons,
+                config.candidate_system,
+                baseline,
+                config.headline_metrics,
+                config.min_improved_metrics,
+            )
             regression = decision.decision == "rejected"
             return AssetCheckResult(
-                passed=decision.promote, severity=AssetCheckSeverity.ERROR if regression else AssetCheckSeverity.WARN,
-                metadata={"candidate": config.candidate_system, "baseline": baseline, "outcome": decision.decision,
-                          "reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
-                          "evidence": MetadataValue.md(evidence_markdown(decision.compared))})
+                passed=decision.promote,
+                severity=AssetCheckSeverity.ERROR if regression else AssetCheckSeverity.WARN,
+                metadata={
+                    "candidate": config.candidate_system,
+                    "baseline": baseline,
+                    "outcome": decision.decision,
+                    "reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+                    "evidence": MetadataValue.md(evidence_markdown(decision.compared)),
+                },
+            )
+
         checks.append(candidate_vs_base_headline)
 
     return [promoted_model], checks

@@ -10,5 +10,8 @@ from empathy_dag.settings import AUTOMATION_SETTINGS
 defs = Definitions(
     assets=load_assets_from_modules([assets]),
     jobs=[review_decisions_job],
-    sensors=[build_review_inbox_sensor(AUTOMATION_SETTINGS), build_review_decisions_sensor(AUTOMATION_SETTINGS)],
+    sensors=[
+        build_review_inbox_sensor(AUTOMATION_SETTINGS),
+        build_review_decisions_sensor(AUTOMATION_SETTINGS),
+    ],
 )

@@ -14,8 +14,10 @@ class ReviewStore(ConfigurableResource):
     """Where review batches are written for people to pick up. Decisions come back through the landing
     zone (`<corpus_sources.landing_dir>/reviews/`), not through here."""
 
-    outbox_dir: str = Field(default_factory=lambda: str(data_root() / "review" / "outbox"),
-                            description="One folder per batch: <outbox_dir>/<batch_id>/.")
+    outbox_dir: str = Field(
+        default_factory=lambda: str(data_root() / "review" / "outbox"),
+        description="One folder per batch: <outbox_dir>/<batch_id>/.",
+    )
 
     def batch_folder(self, batch_id: str) -> Path:
         return Path(self.outbox_dir) / batch_id

@@ -50,14 +50,17 @@ def build_review_inbox_sensor(
     )
     def _review_inbox_sensor(context: SensorEvaluationContext, corpus_sources: CorpusSources):
         zone = landing_zone(corpus_sources, settings, REVIEWS_SUBFOLDER)
-        change, cursor = scan_review_inbox(zone, LandingCursor.load(context.cursor),
-                                           settle_seconds=settings.settle_seconds)
+        change, cursor = scan_review_inbox(
+            zone, LandingCursor.load(context.cursor), settle_seconds=settings.settle_seconds
+        )
         if change is None:
             return SensorResult(skip_reason=SkipReason("no new review decision files"), cursor=cursor.dump())
         context.log.info(f"review inbox: changed {sorted(change.changed)}, removed {change.removed}")
         files = json.dumps({"changed": change.changed, "removed": change.removed}, sort_keys=True)
         tags = settings.run_tags("review_inbox", **{REVIEW_FILES_TAG: files[:1000]})
-        return SensorResult(run_requests=[RunRequest(run_key=change.run_key, tags=tags)], cursor=cursor.dump())
+        return SensorResult(
+            run_requests=[RunRequest(run_key=change.run_key, tags=tags)], cursor=cursor.dump()
+        )
 
     return _review_inbox_sensor
 
@@ -90,12 +93,20 @@ def build_review_decisions_sensor(
         before = json.loads(context.cursor) if context.cursor else {}
         emotions = changed_emotions(before, after)
         if not emotions:
-            return SensorResult(skip_reason=SkipReason("no emotion's review decisions changed"),
-                                cursor=json.dumps(after, sort_keys=True))
+            return SensorResult(
+                skip_reason=SkipReason("no emotion's review decisions changed"),
+                cursor=json.dumps(after, sort_keys=True),
+            )
         state = hashlib.sha256(json.dumps([before, after], sort_keys=True).encode()).hexdigest()[:32]
         tags = settings.run_tags("review_decisions", **{LANDING_EMOTIONS_TAG: ",".join(emotions)})
-        requests = emotion_run_requests(context.repository_def.asset_graph, emotions, source="review_decisions", run_key=f"reviewed:{state}",
-                                        tags=tags, whole_job=False)
+        requests = emotion_run_requests(
+            context.repository_def.asset_graph,
+            emotions,
+            source="review_decisions",
+            run_key=f"reviewed:{state}",
+            tags=tags,
+            whole_job=False,
+        )
         context.log.info(f"review decisions changed for {emotions}: {len(requests)} runs")
         return SensorResult(run_requests=requests, cursor=json.dumps(after, sort_keys=True))
 

@@ -87,7 +87,9 @@ def _per_emotion(frame: pl.DataFrame, emotions) -> dict[str, int]:
     return {e: int(counts.get(e, 0)) for e in sorted(emotions)}
 
 
-def _consumed(context: AssetExecutionContext, partitioned: Mapping[str, list[str]], whole: list[str]) -> list[dict]:
+def _consumed(
+    context: AssetExecutionContext, partitioned: Mapping[str, list[str]], whole: list[str]
+) -> list[dict]:
     """The exact upstream materializations this step is reading: each consumed partition of the
     partitioned inputs, and the latest materialization of each unpartitioned one. Read before training,
     right after the IO manager loaded the inputs, so a later materialization cannot slip in."""
@@ -100,13 +102,28 @@ def _consumed(context: AssetExecutionContext, partitioned: Mapping[str, list[str
 
 
 def _with_lineage(result: MaterializeResult, consumed: list[dict]) -> MaterializeResult:
-    return MaterializeResult(asset_key=result.asset_key, metadata={**(result.metadata or {}), **lineage_metadata(consumed)},
-                             check_results=result.check_results, data_version=result.data_version, tags=result.tags)
+    return MaterializeResult(
+        asset_key=result.asset_key,
+        metadata={**(result.metadata or {}), **lineage_metadata(consumed)},
+        check_results=result.check_results,
+        data_version=result.data_version,
+        tags=result.tags,
+    )
 
 
-def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *, kind: str, key: str,
-                     records: list[dict], eval_records: list[dict], hyperparameters: dict, card: dict,
-                     consumed: list[dict], sft_name: str | None = None):
+def _launch_training(
+    context: AssetExecutionContext,
+    model_store: ModelStore,
+    *,
+    kind: str,
+    key: str,
+    records: list[dict],
+    eval_records: list[dict],
+    hyperparameters: dict,
+    card: dict,
+    consumed: list[dict],
+    sft_name: str | None = None,
+):
     """Persist the records, then run `train.steps.train_<kind>` through Dagster Pipes (a subprocess here,
     a GPU task on ECS in the aws profile): the run's log shows the step's log lines and the returned
     materialization carries the step's metadata."""
@@ -117,8 +134,13 @@ def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *,
     model_store.persist(inputs_name)
     prepare_work_dir(model_store.folder(f"work/{name}"), key)  # drops work folders of other inputs
     params = {
-        "store": store_params(model_store), "inputs_name": inputs_name, "work_name": f"work/{name}/{key}",
-        "out_name": name, "sft_name": sft_name, "config": hyperparameters, "card": card,
+        "store": store_params(model_store),
+        "inputs_name": inputs_name,
+        "work_name": f"work/{name}/{key}",
+        "out_name": name,
+        "sft_name": sft_name,
+        "config": hyperparameters,
+        "card": card,
     }
     result = run_heavy_step(context, f"empathy_dag.train.steps:train_{kind}", params)
     model_store.fetch(name)  # the run's copy, equal to what the step persisted (no-op on one disk)
@@ -135,14 +157,20 @@ def _launch_training(context: AssetExecutionContext, model_store: ModelStore, *,
     description="LoRA SFT (trl SFTTrainer) on the train-split dialogues of every emotion, loss on the "
     "listener's turn only. A PEFT adapter folder with model card and loss curve.",
 )
-def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, model_store: ModelStore,
-                   dataset_splits):
+def sft_checkpoint(
+    context: AssetExecutionContext, config: SFTTrainingConfig, model_store: ModelStore, dataset_splits
+):
     frames = _frames(dataset_splits)
     dialogues = train_dialogues(frames)
     validation = stable_sample(train_dialogues(frames, "validation"), "dialogue_id", config.max_eval_items)
     # Before any model is loaded: too little data for the steps, or no validation split, is a clear error.
-    check_training_data("sft_checkpoint", "dialogues", split_counts(frames, "train"),
-                        split_counts(frames, "validation"), config)
+    check_training_data(
+        "sft_checkpoint",
+        "dialogues",
+        split_counts(frames, "train"),
+        split_counts(frames, "validation"),
+        config,
+    )
     base = _base_model(model_store)
     text_cols = ["situation_id", "speaker_utterance", "listener_reply", "split"]
     inputs = {
@@ -153,21 +181,36 @@ def sft_checkpoint(context: AssetExecutionContext, config: SFTTrainingConfig, mo
         "validation_dialogues": validation.height,
     }
     hyper = _hyperparameters(config)
-    key = fingerprint(TRAIN_CODE_VERSION, base["sha256"], frame_fingerprint(dialogues, "dialogue_id", text_cols),
-                      hyper)
+    key = fingerprint(
+        TRAIN_CODE_VERSION, base["sha256"], frame_fingerprint(dialogues, "dialogue_id", text_cols), hyper
+    )
     emotions = sorted(e for e, df in frames.items() if df.height)
-    card = {"title": "Empathy LoRA SFT", "kind": "sft", "base_model_sha256": base["sha256"], "inputs": inputs,
-            "extra": {"emotions": emotions, "input_fingerprint": key, "languages": languages_of(dialogues)}}
+    card = {
+        "title": "Empathy LoRA SFT",
+        "kind": "sft",
+        "base_model_sha256": base["sha256"],
+        "inputs": inputs,
+        "extra": {"emotions": emotions, "input_fingerprint": key, "languages": languages_of(dialogues)},
+    }
     consumed = _consumed(context, {"dataset_splits": sorted(frames)}, ["base_model"])
-    return _launch_training(context, model_store, kind="sft", key=key, consumed=consumed,
-                            records=sft_records(dialogues, config.system_prompt),
-                            eval_records=sft_records(validation, config.system_prompt), hyperparameters=hyper,
-                            card=card)
+    return _launch_training(
+        context,
+        model_store,
+        kind="sft",
+        key=key,
+        consumed=consumed,
+        records=sft_records(dialogues, config.system_prompt),
+        eval_records=sft_records(validation, config.system_prompt),
+        hyperparameters=hyper,
+        card=card,
+    )
 
 
 class ReferenceLogprobConfig(Config):
     max_length: int = Field(default=128, description="Must equal dpo_checkpoint's max_length.")
-    max_train_pairs: int = Field(default=0, description="Must equal dpo_checkpoint's max_train_pairs (0 = all).")
+    max_train_pairs: int = Field(
+        default=0, description="Must equal dpo_checkpoint's max_train_pairs (0 = all)."
+    )
     batch_size: int = 16
     device: str = "auto"
 
@@ -212,21 +255,32 @@ def reference_logprobs(context: AssetExecutionContext, config: ReferenceLogprobC
 
     def compute(missing):
         model, tokenizer = load_reference_model(Path(base["path"]), sft_dir, device=device)
-        return compute_reference_logprobs(model, tokenizer, missing, max_length=config.max_length,
-                                          batch_size=config.batch_size, device=device)
+        return compute_reference_logprobs(
+            model,
+            tokenizer,
+            missing,
+            max_length=config.max_length,
+            batch_size=config.batch_size,
+            device=device,
+        )
 
     # The cache is a model-store folder: in the aws profile a fresh task starts from the published copy.
     cache = ReferenceLogprobCache(model_store.fetch("reference_logprobs", missing_ok=True) / "cache.parquet")
     frame, stats = cached_reference_logprobs(cache, ref_sha, keys, records, compute)
     if cache.path.is_file():
         model_store.persist("reference_logprobs")
-    frame = frame.with_columns(pl.Series("pair_id", pairs["pair_id"] if pairs.height else [], dtype=pl.String))
+    frame = frame.with_columns(
+        pl.Series("pair_id", pairs["pair_id"] if pairs.height else [], dtype=pl.String)
+    )
     context.log.info(f"reference log-probs: {stats}")
     return Output(
         frame.select(list(REFERENCE_LOGPROBS_SCHEMA)),
         metadata={
-            "dagster/row_count": frame.height, **stats, "reference_sha256": ref_sha,
-            "cache_path": MetadataValue.path(str(cache.path)), "max_length": config.max_length,
+            "dagster/row_count": frame.height,
+            **stats,
+            "reference_sha256": ref_sha,
+            "cache_path": MetadataValue.path(str(cache.path)),
+            "max_length": config.max_length,
             "max_train_pairs": config.max_train_pairs,
         },
     )
@@ -242,14 +296,20 @@ def reference_logprobs(context: AssetExecutionContext, config: ReferenceLogprobC
     description="DPO (trl DPOTrainer, EmPO pairs) continuing the SFT adapter, reference = the frozen SFT "
     "policy through cached log-probs. A PEFT adapter folder with model card and loss curve.",
 )
-def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, model_store: ModelStore,
-                   preference_pairs, reference_logprobs: pl.DataFrame):
+def dpo_checkpoint(
+    context: AssetExecutionContext,
+    config: DPOTrainingConfig,
+    model_store: ModelStore,
+    preference_pairs,
+    reference_logprobs: pl.DataFrame,
+):
     frames = _frames(preference_pairs)
     available = train_pairs(frames)
     pairs = capped_pairs(available, config.max_train_pairs)
     validation = stable_sample(train_pairs(frames, "validation"), "pair_id", config.max_eval_items)
-    check_training_data("dpo_checkpoint", "pairs", _per_emotion(pairs, frames), split_counts(frames, "validation"),
-                        config)
+    check_training_data(
+        "dpo_checkpoint", "pairs", _per_emotion(pairs, frames), split_counts(frames, "validation"), config
+    )
     base = _base_model(model_store)
     sft_dir = model_store.fetch("sft_checkpoint")
     ref_sha = reference_sha256(base["sha256"], sft_dir)
@@ -263,8 +323,14 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
             "adapter, max_length and max_train_pairs: re-materialize reference_logprobs (with the same "
             "max_length and max_train_pairs) first"
         )
-    records = [{**rec, "ref_chosen_logps": by_key[k]["ref_chosen_logps"],
-                "ref_rejected_logps": by_key[k]["ref_rejected_logps"]} for k, rec in zip(keys, records)]
+    records = [
+        {
+            **rec,
+            "ref_chosen_logps": by_key[k]["ref_chosen_logps"],
+            "ref_rejected_logps": by_key[k]["ref_rejected_logps"],
+        }
+        for k, rec in zip(keys, records)
+    ]
     text_cols = ["split", "system_prompt", "prompt", "chosen", "rejected"]
     inputs = {
         "preference_pairs": partition_fingerprints(
@@ -277,23 +343,46 @@ def dpo_checkpoint(context: AssetExecutionContext, config: DPOTrainingConfig, mo
         "reference_sha256": ref_sha,
     }
     hyper = _hyperparameters(config)
-    key = fingerprint(TRAIN_CODE_VERSION, base["sha256"], inputs["sft_checkpoint_sha256"],
-                      frame_fingerprint(pairs, "pair_id", text_cols), hyper)
+    key = fingerprint(
+        TRAIN_CODE_VERSION,
+        base["sha256"],
+        inputs["sft_checkpoint_sha256"],
+        frame_fingerprint(pairs, "pair_id", text_cols),
+        hyper,
+    )
     emotions = sorted(e for e, df in frames.items() if df.height)
-    card = {"title": "Empathy LoRA DPO (EmPO)", "kind": "dpo", "base_model_sha256": base["sha256"],
-            "inputs": inputs, "extra": {
-                "emotions": emotions, "input_fingerprint": key, "languages": languages_of(pairs),
-                # What the retraining sensor compares against the current pairs, and what the
-                # blocking promotion check compares against the promoted checkpoint: the train pairs
-                # this run was given (a capped run trained on a sample of them; it is not stale).
-                "n_train_pairs": available.height,
-                "pairs_fingerprint": train_pairs_fingerprint(available["pair_id"].to_list())}}
+    card = {
+        "title": "Empathy LoRA DPO (EmPO)",
+        "kind": "dpo",
+        "base_model_sha256": base["sha256"],
+        "inputs": inputs,
+        "extra": {
+            "emotions": emotions,
+            "input_fingerprint": key,
+            "languages": languages_of(pairs),
+            # What the retraining sensor compares against the current pairs, and what the
+            # blocking promotion check compares against the promoted checkpoint: the train pairs
+            # this run was given (a capped run trained on a sample of them; it is not stale).
+            "n_train_pairs": available.height,
+            "pairs_fingerprint": train_pairs_fingerprint(available["pair_id"].to_list()),
+        },
+    }
     eval_records = [dpo_record(r) for r in validation.iter_rows(named=True)]
-    consumed = _consumed(context, {"preference_pairs": sorted(frames)},
-                         ["reference_logprobs", "sft_checkpoint", "base_model"])
-    return _launch_training(context, model_store, kind="dpo", key=key, consumed=consumed, records=records,
-                            eval_records=eval_records,
-                            hyperparameters=hyper, card=card, sft_name="sft_checkpoint")
+    consumed = _consumed(
+        context, {"preference_pairs": sorted(frames)}, ["reference_logprobs", "sft_checkpoint", "base_model"]
+    )
+    return _launch_training(
+        context,
+        model_store,
+        kind="dpo",
+        key=key,
+        consumed=consumed,
+        records=records,
+        eval_records=eval_records,
+        hyperparameters=hyper,
+        card=card,
+        sft_name="sft_checkpoint",
+    )
 
 
 # ------------------------------------------------------------------------------ models users can share
@@ -304,12 +393,19 @@ MERGED_MODEL = "merged_model"
 
 
 class MergedModelConfig(Config):
-    adapter: str = Field(default="dpo_checkpoint", description="Model-store adapter folder to merge "
-                         "(dpo_checkpoint or sft_checkpoint).")
-    dtype: str = Field(default="auto", description="Dtype of the merged weights; auto = the base model's saved "
-                       "dtype (no up-cast).")
-    push_to_hub: bool = Field(default=False, description="Upload the merged folder to the Hugging Face hub "
-                              "(needs repo_id, a token and HF_HUB_OFFLINE=0). Off by default.")
+    adapter: str = Field(
+        default="dpo_checkpoint",
+        description="Model-store adapter folder to merge (dpo_checkpoint or sft_checkpoint).",
+    )
+    dtype: str = Field(
+        default="auto",
+        description="Dtype of the merged weights; auto = the base model's saved dtype (no up-cast).",
+    )
+    push_to_hub: bool = Field(
+        default=False,
+        description="Upload the merged folder to the Hugging Face hub "
+        "(needs repo_id, a token and HF_HUB_OFFLINE=0). Off by default.",
+    )
     repo_id: str = Field(default="", description="Hub repository `owner/name` for push_to_hub.")
     private: bool = Field(default=True, description="Create the hub repository private.")
 
@@ -319,15 +415,26 @@ def leaderboard_rows_for(warehouse: Warehouse, model_sha256: str) -> list[dict]:
     empty when there is no leaderboard yet or the model was not evaluated."""
     import duckdb
 
-    columns = ["metric", "value", "n", "ci_low", "ci_high", "verdict", "delta", "delta_ci_low", "delta_ci_high",
-               "p_adjusted"]
+    columns = [
+        "metric",
+        "value",
+        "n",
+        "ci_low",
+        "ci_high",
+        "verdict",
+        "delta",
+        "delta_ci_low",
+        "delta_ci_high",
+        "p_adjusted",
+    ]
     if not warehouse.s3_uri and not Path(warehouse.database).is_file():
         return []  # (a read-only connect to a missing file would wait out the lock retries first)
     try:
         with warehouse.connect(read_only=True) as conn:
             rows = conn.execute(
                 f"SELECT {', '.join(columns)} FROM {WAREHOUSE_SCHEMA}.leaderboard "
-                "WHERE emotion = 'all' AND model_sha256 = ? ORDER BY metric", [model_sha256],
+                "WHERE emotion = 'all' AND model_sha256 = ? ORDER BY metric",
+                [model_sha256],
             ).fetchall()
     except (duckdb.CatalogException, duckdb.IOException):  # no leaderboard (or no warehouse file) yet
         return []
@@ -346,8 +453,9 @@ def leaderboard_rows_for(warehouse: Warehouse, model_sha256: str) -> list[dict]:
     "leaderboard metrics with intervals): loads with AutoModelForCausalLM and vLLM, no peft. push_to_hub "
     "is opt-in.",
 )
-def merged_model(context: AssetExecutionContext, config: MergedModelConfig, model_store: ModelStore,
-                 warehouse: Warehouse) -> MaterializeResult:
+def merged_model(
+    context: AssetExecutionContext, config: MergedModelConfig, model_store: ModelStore, warehouse: Warehouse
+) -> MaterializeResult:
 
     single_component(config.adapter, "MergedModelConfig.adapter")
     if config.push_to_hub and config.repo_id.count("/") != 1:
@@ -359,9 +467,14 @@ def merged_model(context: AssetExecutionContext, config: MergedModelConfig, mode
     rows = leaderboard_rows_for(warehouse, sha256_tree(adapter_dir))
     context.log.info(f"{len(rows)} leaderboard metrics for {config.adapter} go into the card")
     params = {
-        "store": store_params(model_store), "adapter_name": config.adapter, "out_name": MERGED_MODEL,
-        "title": f"Empathy {config.adapter.removesuffix('_checkpoint').upper()} (merged)", "dtype": config.dtype,
-        "leaderboard_rows": rows, "push_to_hub": config.push_to_hub, "repo_id": config.repo_id,
+        "store": store_params(model_store),
+        "adapter_name": config.adapter,
+        "out_name": MERGED_MODEL,
+        "title": f"Empathy {config.adapter.removesuffix('_checkpoint').upper()} (merged)",
+        "dtype": config.dtype,
+        "leaderboard_rows": rows,
+        "push_to_hub": config.push_to_hub,
+        "repo_id": config.repo_id,
         "private": config.private,
     }
     # The subprocess is offline like every step unless an upload was asked for.

@@ -25,6 +25,9 @@ retrain_job = define_asset_job(
 def build_weekly_retrain_schedule(settings: AutomationSettings | None = None):
     settings = settings or AutomationSettings.from_env()
     return all_emotions_schedule(
-        "weekly_retrain_schedule", WEEKLY_RETRAIN_CRON, RETRAIN_JOB_NAME, settings.run_tags("schedule:weekly_retrain"),
+        "weekly_retrain_schedule",
+        WEEKLY_RETRAIN_CRON,
+        RETRAIN_JOB_NAME,
+        settings.run_tags("schedule:weekly_retrain"),
         "Weekly SFT + DPO retraining, evaluation and promotion gate.",
     )

@@ -32,8 +32,9 @@ from empathy_dag.train.retraining import count_unseen_train_pairs, read_train_pa
 
 def _landing_files_since(instance, since: float | None) -> list[str]:
     """Landing files whose runs succeeded after the checkpoint was trained: why new pairs exist."""
-    runs = instance.get_runs(filters=RunsFilter(job_name=LANDING_JOB_NAME, statuses=[DagsterRunStatus.SUCCESS]),
-                             limit=200)
+    runs = instance.get_runs(
+        filters=RunsFilter(job_name=LANDING_JOB_NAME, statuses=[DagsterRunStatus.SUCCESS]), limit=200
+    )
     files = []
     for run in runs:
         record = instance.get_run_record_by_id(run.run_id)
@@ -58,7 +59,9 @@ def build_retraining_sensor(
     settings = settings or AutomationSettings.from_env()
 
     @sensor(
-        name=name, job_name=job_name, minimum_interval_seconds=settings.retrain_interval_s,
+        name=name,
+        job_name=job_name,
+        minimum_interval_seconds=settings.retrain_interval_s,
         default_status=default_status,
         description=f"Retrains (SFT + DPO + evaluation + promotion gate) when at least "
         f"{settings.retrain_min_new_pairs} train pairs are new to the current dpo_checkpoint.",
@@ -78,8 +81,11 @@ def build_retraining_sensor(
         files = _landing_files_since(context.instance, trained_at)
         tags = settings.run_tags(
             "new_training_pairs",
-            **{RETRAIN_NEW_PAIRS_TAG: str(unseen), RETRAIN_FINGERPRINT_TAG: fingerprint,
-               RETRAIN_FILES_TAG: json.dumps(files)[:1000]},
+            **{
+                RETRAIN_NEW_PAIRS_TAG: str(unseen),
+                RETRAIN_FINGERPRINT_TAG: fingerprint,
+                RETRAIN_FILES_TAG: json.dumps(files)[:1000],
+            },
         )
         return RunRequest(run_key=f"retrain:{fingerprint}", tags={**tags, **ALL_EMOTIONS_TAGS})
 

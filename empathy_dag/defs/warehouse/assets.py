@@ -5,7 +5,6 @@ found by DuckDB's own parser (`duckdb.get_table_names`), so lineage can never dr
 A table name resolves to, in order: another SQL model, a Parquet-backed asset (a view over its
 files is created before the model runs), or a warehouse table written by another asset."""
 
-
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,19 +46,25 @@ def load_sql_models(sql_dir: Path = SQL_DIR) -> list[SqlModel]:
     for path in sorted(sql_dir.glob("*.sql")):
         sql = path.read_text(encoding="utf-8")
         body = re.sub(r";\s*$", "", sql.strip())
-        models.append(SqlModel(path.stem, path, body, _description(sql), frozenset(duckdb.get_table_names(body))))
+        models.append(
+            SqlModel(path.stem, path, body, _description(sql), frozenset(duckdb.get_table_names(body)))
+        )
     return models
 
 
 def build_sql_model_assets(
-    parquet_assets: set[str], warehouse_tables: set[str] | dict[str, str], sql_dir: Path = SQL_DIR,
+    parquet_assets: set[str],
+    warehouse_tables: set[str] | dict[str, str],
+    sql_dir: Path = SQL_DIR,
     group_name: str = "warehouse",
 ) -> list[AssetsDefinition]:
     """`warehouse_tables` maps a table to the asset that writes it (a set: each table is its own asset):
     a table written as a side output of another asset (e.g. `scorecard_history`) depends on that asset."""
     models = load_sql_models(sql_dir)
     model_names = {m.name for m in models}
-    writers = dict(warehouse_tables) if isinstance(warehouse_tables, dict) else {t: t for t in warehouse_tables}
+    writers = (
+        dict(warehouse_tables) if isinstance(warehouse_tables, dict) else {t: t for t in warehouse_tables}
+    )
     known = model_names | parquet_assets | set(writers)
     out = []
     for model in models:
@@ -81,11 +86,16 @@ def _sql_file_reference(path: Path) -> CodeReferencesMetadataValue:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return CodeReferencesMetadataValue(code_references=[
-            LocalFileCodeReference(file_path=str(path.resolve()), line_number=1, label="SQL model")])
+        return CodeReferencesMetadataValue(
+            code_references=[
+                LocalFileCodeReference(file_path=str(path.resolve()), line_number=1, label="SQL model")
+            ]
+        )
 
 
-def _sql_asset(model: SqlModel, parquet_assets: set[str], group_name: str, deps: list[str]) -> AssetsDefinition:
+def _sql_asset(
+    model: SqlModel, parquet_assets: set[str], group_name: str, deps: list[str]
+) -> AssetsDefinition:
     import hashlib
 
     @asset(

@@ -15,10 +15,20 @@ from empathy_dag.defs.review import assets as review_assets
 from empathy_dag.defs.train import assets as train_assets
 from empathy_dag.defs.warehouse.assets import build_sql_model_assets, stored_tables
 
-PARQUET_ASSETS, WAREHOUSE_TABLES = stored_tables(load_assets_from_modules([
-    ingest_assets, generate_assets, curate_assets, review_assets, pairs_assets, train_assets, evaluate_assets,
-    export_assets,
-]))
+PARQUET_ASSETS, WAREHOUSE_TABLES = stored_tables(
+    load_assets_from_modules(
+        [
+            ingest_assets,
+            generate_assets,
+            curate_assets,
+            review_assets,
+            pairs_assets,
+            train_assets,
+            evaluate_assets,
+            export_assets,
+        ]
+    )
+)
 
 sql_assets = build_sql_model_assets(parquet_assets=PARQUET_ASSETS, warehouse_tables=WAREHOUSE_TABLES)
 

@@ -33,14 +33,22 @@ from empathy_dag.warehouse.tables import WAREHOUSE_SCHEMA
 
 class Warehouse(ConfigurableResource):
     database: str = Field(default_factory=lambda: str(data_root() / "warehouse.duckdb"))
-    parquet_base_dir: str = Field(default_factory=lambda: str(data_root() / "parquet"),
-                                  description="base_dir of the Parquet IO manager, for views over assets.")
+    parquet_base_dir: str = Field(
+        default_factory=lambda: str(data_root() / "parquet"),
+        description="base_dir of the Parquet IO manager, for views over assets.",
+    )
     lock_retries: int = Field(default=30, description="DuckDB allows one writing process; wait for it.")
-    s3_uri: str = Field(default="", description="aws profile: s3://bucket/key of the durable copy of the "
-                        "database file; `database` is then the local working copy.")
+    s3_uri: str = Field(
+        default="",
+        description="aws profile: s3://bucket/key of the durable copy of the "
+        "database file; `database` is then the local working copy.",
+    )
     endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO, moto); empty = AWS.")
-    use_httpfs: bool = Field(default=True, description="Read s3:// Parquet through DuckDB's httpfs when it "
-                             "loads; otherwise (or False) copy it in through Polars.")
+    use_httpfs: bool = Field(
+        default=True,
+        description="Read s3:// Parquet through DuckDB's httpfs when it "
+        "loads; otherwise (or False) copy it in through Polars.",
+    )
 
     def _synced_file(self):
         bucket, key = parse_s3_uri(self.s3_uri)
@@ -91,7 +99,9 @@ class Warehouse(ConfigurableResource):
         folder = client.list_objects_v2(Bucket=bucket, Prefix=join_key(prefix, asset_name) + "/", MaxKeys=1)
         if folder.get("KeyCount", 0):
             return f"s3://{join_key(bucket, prefix, asset_name)}/*.parquet"
-        single = client.list_objects_v2(Bucket=bucket, Prefix=join_key(prefix, f"{asset_name}.parquet"), MaxKeys=1)
+        single = client.list_objects_v2(
+            Bucket=bucket, Prefix=join_key(prefix, f"{asset_name}.parquet"), MaxKeys=1
+        )
         if single.get("KeyCount", 0):
             return f"s3://{join_key(bucket, prefix, asset_name)}.parquet"
         return None
@@ -112,7 +122,11 @@ class Warehouse(ConfigurableResource):
         options = ["TYPE s3", "PROVIDER credential_chain"]
         if self.endpoint_url:
             scheme, _, host = self.endpoint_url.partition("://")
-            options += [f"ENDPOINT '{host.rstrip('/')}'", "URL_STYLE 'path'", f"USE_SSL {str(scheme == 'https').lower()}"]
+            options += [
+                f"ENDPOINT '{host.rstrip('/')}'",
+                "URL_STYLE 'path'",
+                f"USE_SSL {str(scheme == 'https').lower()}",
+            ]
         conn.execute(f"CREATE OR REPLACE TEMPORARY SECRET empathy_s3 ({', '.join(options)})")
         return True
 
@@ -127,11 +141,15 @@ class Warehouse(ConfigurableResource):
             return pl.read_parquet(glob, storage_options=options)
         prefix = key[: -len("*.parquet")]
         paginator = s3_client(self.endpoint_url).get_paginator("list_objects_v2")
-        uris = [f"s3://{bucket}/{o['Key']}" for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-                for o in page.get("Contents", []) if o["Key"].endswith(".parquet")
-                and "/" not in o["Key"][len(prefix):]]
-        return pl.concat([pl.read_parquet(u, storage_options=options) for u in sorted(uris)],
-                         how="diagonal_relaxed")
+        uris = [
+            f"s3://{bucket}/{o['Key']}"
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])
+            if o["Key"].endswith(".parquet") and "/" not in o["Key"][len(prefix) :]
+        ]
+        return pl.concat(
+            [pl.read_parquet(u, storage_options=options) for u in sorted(uris)], how="diagonal_relaxed"
+        )
 
     def read_asset_frame(self, asset_name: str):
         """An asset's Parquet (every partition) as one Polars frame, on disk or on S3; None if absent."""
@@ -165,7 +183,9 @@ class Warehouse(ConfigurableResource):
             if remote_without_httpfs:
                 frame = self.read_remote_parquet(glob)
                 conn.register("_empathy_frame", frame.to_arrow())
-                conn.execute(f'CREATE OR REPLACE TABLE {WAREHOUSE_SCHEMA}."{name}" AS SELECT * FROM _empathy_frame')
+                conn.execute(
+                    f'CREATE OR REPLACE TABLE {WAREHOUSE_SCHEMA}."{name}" AS SELECT * FROM _empathy_frame'
+                )
                 conn.unregister("_empathy_frame")
                 made.append(name)
                 continue

@@ -26,16 +26,27 @@ SYSTEM = "You are an expert in emotions. Answer with one word."
 LOCALISED_PROMPTS: dict[str, dict[str, str]] = {
     "ja": {
         "system": "あなたは感情の専門家です。一語で答えてください。",
-        "situation": "状況", "not_given": "（記載なし）", "earlier": "それまでのやり取り",
-        "speaker": "話し手", "listener": "聞き手",
+        "situation": "状況",
+        "not_given": "（記載なし）",
+        "earlier": "それまでのやり取り",
+        "speaker": "話し手",
+        "listener": "聞き手",
         "question": "話し手はどの感情を感じていますか。次の中から一つ選んでください: ",
-        "separator": "、", "end": "。", "answer": "感情:",
+        "separator": "、",
+        "end": "。",
+        "answer": "感情:",
     },
 }
 
 
-def alignment_conversation(situation: str, speaker_utterance: str, response: str, labels: Sequence[str],
-                           history: str = "", language: str = BASE_LANGUAGE) -> list[dict]:
+def alignment_conversation(
+    situation: str,
+    speaker_utterance: str,
+    response: str,
+    labels: Sequence[str],
+    history: str = "",
+    language: str = BASE_LANGUAGE,
+) -> list[dict]:
     """The namer's prompt for one item, in the item's language (English for a language without one
     of its own in LOCALISED_PROMPTS would be a silent fall-back: an error instead)."""
     if language == BASE_LANGUAGE:
@@ -50,8 +61,10 @@ def alignment_conversation(situation: str, speaker_utterance: str, response: str
         )
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
     if language not in LOCALISED_PROMPTS:
-        raise ValueError(f"no alignment prompt for language {language!r} (have: {BASE_LANGUAGE}, "
-                         f"{', '.join(LOCALISED_PROMPTS)})")
+        raise ValueError(
+            f"no alignment prompt for language {language!r} (have: {BASE_LANGUAGE}, "
+            f"{', '.join(LOCALISED_PROMPTS)})"
+        )
     t = LOCALISED_PROMPTS[language]
     names = emotion_names(language)
     earlier = f"{t['earlier']}:\n{history}\n" if history else ""
@@ -117,13 +130,17 @@ def alignment_rows(replies: Sequence[str], gold: Sequence[str], taxonomy: Taxono
     rows = []
     for reply, p, _n, g, f in zip(replies, parsed, named, gold, f1):
         gold_ekman = taxonomy.ekman(g) if g in taxonomy else None
-        rows.append({
-            "alignment_reply": reply,
-            "named_emotion": p,
-            "alignment_bertscore_f1": f,
-            "alignment_exact": float(p == g),
-            "alignment_ekman": float(p is not None and gold_ekman is not None and taxonomy.ekman(p) == gold_ekman),
-        })
+        rows.append(
+            {
+                "alignment_reply": reply,
+                "named_emotion": p,
+                "alignment_bertscore_f1": f,
+                "alignment_exact": float(p == g),
+                "alignment_ekman": float(
+                    p is not None and gold_ekman is not None and taxonomy.ekman(p) == gold_ekman
+                ),
+            }
+        )
     return rows
 
 
@@ -144,13 +161,17 @@ def estimated_parameters(config: dict) -> int:
     return 12 * layers * hidden * hidden + vocab * hidden
 
 
-def choose_namer(setting: str, model_folder: str | Path | None, classifier_available: bool) -> tuple[str, str]:
+def choose_namer(
+    setting: str, model_folder: str | Path | None, classifier_available: bool
+) -> tuple[str, str]:
     """(namer, why). `llm` and `classifier` are taken as set (classifier needs the classifier);
     `auto` picks the classifier for a local model under SMALL_MODEL_PARAMETERS when it exists."""
     if setting == "classifier":
         if not classifier_available:
-            raise FileNotFoundError("alignment_namer=classifier needs the emotion_classifier folder: materialize "
-                                    "`emotion_classifier` (GoEmotions) or set alignment_namer to llm/auto")
+            raise FileNotFoundError(
+                "alignment_namer=classifier needs the emotion_classifier folder: materialize "
+                "`emotion_classifier` (GoEmotions) or set alignment_namer to llm/auto"
+            )
         return "classifier", "set by alignment_namer"
     if setting == "llm":
         return "llm", "set by alignment_namer"
@@ -163,13 +184,21 @@ def choose_namer(setting: str, model_folder: str | Path | None, classifier_avail
     if params >= SMALL_MODEL_PARAMETERS:
         return "llm", f"auto: alignment model ~{params / 1e9:.1f}B parameters"
     if not classifier_available:
-        return "llm", (f"auto: alignment model ~{params / 1e6:.0f}M parameters (too small to name emotions) but no "
-                       "emotion_classifier folder: asked as an LLM anyway")
-    return "classifier", f"auto: alignment model ~{params / 1e6:.0f}M parameters, too small: the emotion classifier names"
+        return "llm", (
+            f"auto: alignment model ~{params / 1e6:.0f}M parameters (too small to name emotions) but no "
+            "emotion_classifier folder: asked as an LLM anyway"
+        )
+    return (
+        "classifier",
+        f"auto: alignment model ~{params / 1e6:.0f}M parameters, too small: the emotion classifier names",
+    )
 
 
-def namer_texts(situations: Sequence[str], histories: Sequence[str], speakers: Sequence[str],
-                responses: Sequence[str]) -> list[str]:
+def namer_texts(
+    situations: Sequence[str], histories: Sequence[str], speakers: Sequence[str], responses: Sequence[str]
+) -> list[str]:
     """What the classifier reads: the same situation and dialogue the LLM is shown."""
-    return [" ".join(t for t in (s or "", h or "", u or "", r or "") if t) for s, h, u, r in
-            zip(situations, histories, speakers, responses)]
+    return [
+        " ".join(t for t in (s or "", h or "", u or "", r or "") if t)
+        for s, h, u, r in zip(situations, histories, speakers, responses)
+    ]

@@ -19,13 +19,25 @@ from collections.abc import Sequence
 from empathy_dag.models import hub_offline_by_default, resolve_encoder
 
 
-def load_scorer(model: str = "embedded:minilm", num_layers: int = 6, batch_size: int = 64,
-                device: str = "cpu", idf: bool = False, allow_hub: bool = False):
+def load_scorer(
+    model: str = "embedded:minilm",
+    num_layers: int = 6,
+    batch_size: int = 64,
+    device: str = "cpu",
+    idf: bool = False,
+    allow_hub: bool = False,
+):
     from bert_score import BERTScorer
 
     hub_offline_by_default(allow_hub)
-    return BERTScorer(model_type=resolve_encoder(model), num_layers=num_layers, batch_size=batch_size,
-                      device=device, idf=idf, rescale_with_baseline=False)
+    return BERTScorer(
+        model_type=resolve_encoder(model),
+        num_layers=num_layers,
+        batch_size=batch_size,
+        device=device,
+        idf=idf,
+        rescale_with_baseline=False,
+    )
 
 
 def bertscore(scorer, candidates: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
@@ -44,8 +56,9 @@ def bertscore(scorer, candidates: Sequence[str], references: Sequence[str]) -> d
 NOT_SCORED_NO_JA_BACKBONE = "not scored: no Japanese backbone"
 
 
-def backbone_for(language: str, model: str, num_layers: int, model_ja: str | None,
-                 num_layers_ja: int) -> tuple[str, int] | None:
+def backbone_for(
+    language: str, model: str, num_layers: int, model_ja: str | None, num_layers_ja: int
+) -> tuple[str, int] | None:
     """(model, layers) to score items of `language` with, or None when they must not be scored: a
     Japanese item gets the multilingual `model_ja` or nothing, never the English backbone (whose
     vocabulary maps most Japanese characters to [UNK], so its score would look like a real one)."""

@@ -13,8 +13,9 @@ from empathy_dag.models import hub_offline_by_default, resolve_encoder
 
 
 class SentenceEncoder:
-    def __init__(self, model: str = "embedded:minilm", max_length: int = 128, batch_size: int = 64,
-                 device: str = "cpu"):
+    def __init__(
+        self, model: str = "embedded:minilm", max_length: int = 128, batch_size: int = 64, device: str = "cpu"
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         hub_offline_by_default()
@@ -32,12 +33,19 @@ class SentenceEncoder:
         import torch
 
         keys = [hashlib.sha1((t or "").encode()).hexdigest() for t in texts]
-        todo = sorted({k: t or "" for k, t in zip(keys, texts) if k not in self._cache}.items(),
-                      key=lambda kv: len(kv[1]))  # similar lengths per batch: less padding
+        todo = sorted(
+            {k: t or "" for k, t in zip(keys, texts) if k not in self._cache}.items(),
+            key=lambda kv: len(kv[1]),
+        )  # similar lengths per batch: less padding
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i : i + self.batch_size]
-            batch = self.tokenizer([t for _, t in chunk], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.device)
+            batch = self.tokenizer(
+                [t for _, t in chunk],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
             with torch.inference_mode():
                 states = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)

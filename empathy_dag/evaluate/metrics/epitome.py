@@ -52,12 +52,20 @@ def read_epitome(folder: str | Path, mechanism: str, max_rows: int = 0, seed: in
     import polars as pl
 
     path = Path(folder) / MECHANISMS[mechanism]
-    df = pl.read_csv(path, columns=["sp_id", "rp_id", "seeker_post", "response_post", "level"], infer_schema_length=0)
-    df = df.with_columns(pl.col("level").cast(pl.Int64), pl.col("seeker_post").fill_null(""),
-                         pl.col("response_post").fill_null(""),
-                         pl.concat_str([pl.col("sp_id").fill_null(""), pl.col("rp_id").fill_null("")],
-                                       separator=":").alias("pair_id"))
-    df = df.filter(pl.col("level").is_in(list(LEVELS))).select("pair_id", "seeker_post", "response_post", "level")
+    df = pl.read_csv(
+        path, columns=["sp_id", "rp_id", "seeker_post", "response_post", "level"], infer_schema_length=0
+    )
+    df = df.with_columns(
+        pl.col("level").cast(pl.Int64),
+        pl.col("seeker_post").fill_null(""),
+        pl.col("response_post").fill_null(""),
+        pl.concat_str([pl.col("sp_id").fill_null(""), pl.col("rp_id").fill_null("")], separator=":").alias(
+            "pair_id"
+        ),
+    )
+    df = df.filter(pl.col("level").is_in(list(LEVELS))).select(
+        "pair_id", "seeker_post", "response_post", "level"
+    )
     if max_rows and df.height > max_rows:
         df = df.sample(n=max_rows, seed=seed, shuffle=True)
     return df
@@ -76,7 +84,9 @@ def response_terms(text: str) -> list[str]:
     return words + [f"{a} {b}" for a, b in pairwise(words)]
 
 
-def fit_tfidf(docs: Sequence[str], min_df: int = 2, max_features: int = 20000) -> tuple[dict[str, int], np.ndarray]:
+def fit_tfidf(
+    docs: Sequence[str], min_df: int = 2, max_features: int = 20000
+) -> tuple[dict[str, int], np.ndarray]:
     """Vocabulary and smoothed idf (scikit-learn's formula: ln((1+n)/(1+df)) + 1)."""
     df: Counter = Counter()
     for d in docs:
@@ -127,7 +137,11 @@ class EpitomeClassifier:
 
     def features(self, encoder, seekers: Sequence[str], responses: Sequence[str]):
         """The encoder is only run when the embedding features carry weight (None is fine otherwise)."""
-        emb = pair_features(encoder.encode(seekers), encoder.encode(responses)) if self.embedding_weight > 0 else None
+        emb = (
+            pair_features(encoder.encode(seekers), encoder.encode(responses))
+            if self.embedding_weight > 0
+            else None
+        )
         return _stack(self, responses, emb)
 
     def predict_features(self, features) -> np.ndarray:
@@ -144,18 +158,34 @@ class EpitomeClassifier:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept,
-                  "classes": self.classes.astype(np.int64), "idf": self.idf}
+        arrays = {
+            "mean": self.mean,
+            "scale": self.scale,
+            "coef": self.coef,
+            "intercept": self.intercept,
+            "classes": self.classes.astype(np.int64),
+            "idf": self.idf,
+        }
         # safetensors writes the raw buffer: a Fortran-ordered array (scikit-learn's coef_ can be one)
         # would come back transposed-scrambled
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / "classifier.safetensors"))
+        save_file(
+            {k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / "classifier.safetensors")
+        )
         (folder / "vocabulary.json").write_text(json.dumps(self.vocabulary, ensure_ascii=False))
-        (folder / "config.json").write_text(json.dumps(
-            {"mechanism": self.mechanism, "encoder": self.encoder, "max_length": self.max_length,
-             "embedding_weight": self.embedding_weight,
-             "features": "[tf-idf(response 1-2 grams) | w * standardized [s, r, s*r, |s-r|] / sqrt(d)]; "
-                         "multinomial logistic regression, balanced classes",
-             "metrics": metrics or {}}, indent=1))
+        (folder / "config.json").write_text(
+            json.dumps(
+                {
+                    "mechanism": self.mechanism,
+                    "encoder": self.encoder,
+                    "max_length": self.max_length,
+                    "embedding_weight": self.embedding_weight,
+                    "features": "[tf-idf(response 1-2 grams) | w * standardized [s, r, s*r, |s-r|] / sqrt(d)]; "
+                    "multinomial logistic regression, balanced classes",
+                    "metrics": metrics or {},
+                },
+                indent=1,
+            )
+        )
         return folder
 
     @classmethod
@@ -166,8 +196,14 @@ class EpitomeClassifier:
         arrays = load_file(str(folder / "classifier.safetensors"))
         config = json.loads((folder / "config.json").read_text())
         vocabulary = json.loads((folder / "vocabulary.json").read_text())
-        return cls(mechanism=config["mechanism"], encoder=config["encoder"], max_length=config["max_length"],
-                   embedding_weight=config["embedding_weight"], vocabulary=vocabulary, **arrays)
+        return cls(
+            mechanism=config["mechanism"],
+            encoder=config["encoder"],
+            max_length=config["max_length"],
+            embedding_weight=config["embedding_weight"],
+            vocabulary=vocabulary,
+            **arrays,
+        )
 
 
 def majority_macro_f1(y_true: Sequence[int]) -> float:
@@ -175,8 +211,15 @@ def majority_macro_f1(y_true: Sequence[int]) -> float:
     from sklearn.metrics import f1_score
 
     values, counts = np.unique(np.asarray(y_true), return_counts=True)
-    return float(f1_score(y_true, np.full(len(y_true), values[np.argmax(counts)]), average="macro",
-                          labels=list(LEVELS), zero_division=0))
+    return float(
+        f1_score(
+            y_true,
+            np.full(len(y_true), values[np.argmax(counts)]),
+            average="macro",
+            labels=list(LEVELS),
+            zero_division=0,
+        )
+    )
 
 
 EMBEDDING_WEIGHTS = (0.0, 0.3, 1.0)
@@ -187,9 +230,19 @@ def _fit(seekers, responses, y, emb, encoder_spec, max_length, mechanism, weight
 
     vocab, idf = fit_tfidf(responses)
     mean, scale = emb.mean(axis=0), emb.std(axis=0) + 1e-6
-    clf = EpitomeClassifier(mechanism, mean.astype(np.float32), scale.astype(np.float32), np.zeros((0,)),
-                            np.zeros((0,)), np.zeros((0,), np.int64), idf, sorted(vocab, key=vocab.get),
-                            weight, encoder_spec, max_length)
+    clf = EpitomeClassifier(
+        mechanism,
+        mean.astype(np.float32),
+        scale.astype(np.float32),
+        np.zeros((0,)),
+        np.zeros((0,)),
+        np.zeros((0,), np.int64),
+        idf,
+        sorted(vocab, key=vocab.get),
+        weight,
+        encoder_spec,
+        max_length,
+    )
     x = _stack(clf, responses, emb)
     lr = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(x, y)
     clf.coef, clf.intercept = lr.coef_.astype(np.float32), lr.intercept_.astype(np.float32)
@@ -204,15 +257,25 @@ def _stack(clf: EpitomeClassifier, responses, emb: np.ndarray | None):
     vocab = {t: i for i, t in enumerate(clf.vocabulary)}
     parts = [tfidf_matrix(responses, vocab, clf.idf)]
     if clf.embedding_weight > 0:
-        parts.append(sparse.csr_matrix((emb - clf.mean) / clf.scale * (clf.embedding_weight / np.sqrt(emb.shape[1]))))
+        parts.append(
+            sparse.csr_matrix((emb - clf.mean) / clf.scale * (clf.embedding_weight / np.sqrt(emb.shape[1])))
+        )
     return sparse.hstack(parts).tocsr()
 
 
-def train_epitome_classifier(mechanism: str, seekers: Sequence[str], responses: Sequence[str],
-                             levels: Sequence[int], encoder, *, test_size: float = 0.2, seed: int = 0,
-                             c: float = 1.0, embedding_weights: Sequence[float] = EMBEDDING_WEIGHTS,
-                             split: tuple[np.ndarray, np.ndarray] | None = None,
-                             ) -> tuple[EpitomeClassifier, dict]:
+def train_epitome_classifier(
+    mechanism: str,
+    seekers: Sequence[str],
+    responses: Sequence[str],
+    levels: Sequence[int],
+    encoder,
+    *,
+    test_size: float = 0.2,
+    seed: int = 0,
+    c: float = 1.0,
+    embedding_weights: Sequence[float] = EMBEDDING_WEIGHTS,
+    split: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[EpitomeClassifier, dict]:
     """Stratified train / held-out split (or the (train, test) rows of `split`, e.g. `grouped_split`);
     the weight of the embedding features is chosen on a validation split of the training rows
     (macro-F1), then the model is refit on all training rows and scored once on the held-out rows."""
@@ -223,7 +286,11 @@ def train_epitome_classifier(mechanism: str, seekers: Sequence[str], responses: 
     seekers, responses = list(seekers), list(responses)
     emb = pair_features(encoder.encode(seekers), encoder.encode(responses))
     idx = np.arange(len(y))
-    tr, te = split if split is not None else train_test_split(idx, test_size=test_size, random_state=seed, stratify=y)
+    tr, te = (
+        split
+        if split is not None
+        else train_test_split(idx, test_size=test_size, random_state=seed, stratify=y)
+    )
     fit_idx, val_idx = train_test_split(tr, test_size=0.25, random_state=seed, stratify=y[tr])
     spec, max_length = getattr(encoder, "spec", "embedded:minilm"), int(getattr(encoder, "max_length", 128))
 
@@ -235,8 +302,15 @@ def train_epitome_classifier(mechanism: str, seekers: Sequence[str], responses: 
         s_, r_, y_, e_ = subset(fit_idx)
         clf = _fit(s_, r_, y_, e_, spec, max_length, mechanism, weight, c)
         _, rv, yv, ev = subset(val_idx)
-        validation[weight] = float(f1_score(yv, clf.predict_features(_stack(clf, rv, ev)), average="macro",
-                                            labels=list(LEVELS), zero_division=0))
+        validation[weight] = float(
+            f1_score(
+                yv,
+                clf.predict_features(_stack(clf, rv, ev)),
+                average="macro",
+                labels=list(LEVELS),
+                zero_division=0,
+            )
+        )
     best = max(validation, key=lambda w: (validation[w], -w))
     s_, r_, y_, e_ = subset(tr)
     clf = _fit(s_, r_, y_, e_, spec, max_length, mechanism, best, c)
@@ -276,8 +350,15 @@ def diff_epitome(prediction_levels: Sequence[int], reference_levels: Sequence[in
 CROSS_ENCODER_KIND = "epitome-cross-encoder"
 
 
-def grouped_split(groups: Sequence[str], levels: Sequence[int], ids: Sequence[str], *, test_size: float = 0.2,
-                  seed: int = 0, holdout_ids: set[str] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def grouped_split(
+    groups: Sequence[str],
+    levels: Sequence[int],
+    ids: Sequence[str],
+    *,
+    test_size: float = 0.2,
+    seed: int = 0,
+    holdout_ids: set[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """(train rows, test rows, what was done). No group (seeker post) is on both sides.
 
     Without `holdout_ids`: StratifiedGroupKFold's first fold of round(1/test_size) is the test set
@@ -291,23 +372,37 @@ def grouped_split(groups: Sequence[str], levels: Sequence[int], ids: Sequence[st
         is_test = np.isin(ids, list(holdout_ids))
         unknown = sorted(set(holdout_ids) - set(ids[is_test].tolist()))
         if not is_test.any():
-            raise ValueError(f"none of the {len(holdout_ids)} holdout ids is in the data "
-                             f"(first: {sorted(holdout_ids)[:5]}); ids look like {ids[:3].tolist()}")
+            raise ValueError(
+                f"none of the {len(holdout_ids)} holdout ids is in the data "
+                f"(first: {sorted(holdout_ids)[:5]}); ids look like {ids[:3].tolist()}"
+            )
         test_groups = set(groups[is_test].tolist())
         shares_group = np.isin(groups, list(test_groups)) & ~is_test
         train = np.flatnonzero(~is_test & ~shares_group)
         test = np.flatnonzero(is_test)
-        info.update({"split": "holdout ids (grouped by seeker post)", "holdout_ids_given": len(holdout_ids),
-                     "holdout_ids_not_in_data": len(unknown), "holdout_ids_not_in_data_first": unknown[:10],
-                     "left_out_same_seeker_post": int(shares_group.sum())})
+        info.update(
+            {
+                "split": "holdout ids (grouped by seeker post)",
+                "holdout_ids_given": len(holdout_ids),
+                "holdout_ids_not_in_data": len(unknown),
+                "holdout_ids_not_in_data_first": unknown[:10],
+                "left_out_same_seeker_post": int(shares_group.sum()),
+            }
+        )
     else:
         n_splits = max(2, round(1 / test_size))
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         train, test = next(splitter.split(np.zeros(len(y)), y, groups))
     overlap_groups = set(groups[train].tolist()) & set(groups[test].tolist())
     overlap_ids = set(ids[train].tolist()) & set(ids[test].tolist())
-    info.update({"train_rows": len(train), "test_rows": len(test), "train_test_overlap_seeker_posts": len(overlap_groups),
-                 "train_test_overlap_ids": len(overlap_ids)})
+    info.update(
+        {
+            "train_rows": len(train),
+            "test_rows": len(test),
+            "train_test_overlap_seeker_posts": len(overlap_groups),
+            "train_test_overlap_ids": len(overlap_ids),
+        }
+    )
     return np.asarray(train), np.asarray(test), info
 
 
@@ -319,8 +414,9 @@ def seeker_side(seekers: Sequence[str], histories: Sequence[str] | None = None) 
     return [f"{h}\n{s or ''}" if h else (s or "") for s, h in zip(seekers, histories)]
 
 
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray, mechanism: str, *, n_resamples: int = 1000,
-                          seed: int = 0) -> dict:
+def classification_report(
+    y_true: np.ndarray, y_pred: np.ndarray, mechanism: str, *, n_resamples: int = 1000, seed: int = 0
+) -> dict:
     """Macro-F1 with a bootstrap 95% interval over test items, per-level F1, accuracy, confusion matrix,
     the majority-class floor and the published figure, for the metadata."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
@@ -330,7 +426,9 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, mechanism: str
     return {
         "mechanism": mechanism,
         "heldout_rows": len(y_true),
-        "heldout_macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(LEVELS), zero_division=0)),
+        "heldout_macro_f1": float(
+            f1_score(y_true, y_pred, average="macro", labels=list(LEVELS), zero_division=0)
+        ),
         "heldout_macro_f1_ci95": [round(low, 4), round(high, 4)],
         "heldout_f1_per_level": {str(lvl): round(float(f), 4) for lvl, f in zip(LEVELS, per_class)},
         "heldout_accuracy": float(accuracy_score(y_true, y_pred)),
@@ -372,32 +470,62 @@ class EpitomeCrossEncoder:
 def load_epitome_classifier(folder: str | Path, device: str = "cpu"):
     """Either kind of saved Epitome classifier: the fine-tuned cross-encoder or the linear model."""
 
-    return EpitomeCrossEncoder.load(folder, device) if is_finetuned_folder(folder) else EpitomeClassifier.load(folder)
+    return (
+        EpitomeCrossEncoder.load(folder, device)
+        if is_finetuned_folder(folder)
+        else EpitomeClassifier.load(folder)
+    )
 
 
-def train_epitome_cross_encoder(mechanism: str, data, settings, work_dir: str | Path, *,
-                                model_spec: str = "embedded:minilm", test_size: float = 0.2,
-                                holdout_ids: set[str] | None = None, n_resamples: int = 1000,
-                                ) -> tuple[EpitomeCrossEncoder, dict]:
+def train_epitome_cross_encoder(
+    mechanism: str,
+    data,
+    settings,
+    work_dir: str | Path,
+    *,
+    model_spec: str = "embedded:minilm",
+    test_size: float = 0.2,
+    holdout_ids: set[str] | None = None,
+    n_resamples: int = 1000,
+) -> tuple[EpitomeCrossEncoder, dict]:
     """Fine-tune on the training side of a split grouped by seeker post (or of a holdout-id file),
     score once on the held-out side. `data`: read_epitome's frame; `settings`: FineTuneSettings."""
 
     y = data["level"].to_numpy().astype(np.int64)
     seekers, responses = data["seeker_post"].to_list(), data["response_post"].to_list()
     ids = data["pair_id"].to_list()
-    train, test, split = grouped_split(seekers, y, ids, test_size=test_size, seed=settings.seed,
-                                       holdout_ids=holdout_ids)
-    model, tokenizer, stats = finetune(model_spec, [seekers[i] for i in train], [responses[i] for i in train],
-                                       y[train], [str(lvl) for lvl in LEVELS], settings, work_dir)
+    train, test, split = grouped_split(
+        seekers, y, ids, test_size=test_size, seed=settings.seed, holdout_ids=holdout_ids
+    )
+    model, tokenizer, stats = finetune(
+        model_spec,
+        [seekers[i] for i in train],
+        [responses[i] for i in train],
+        y[train],
+        [str(lvl) for lvl in LEVELS],
+        settings,
+        work_dir,
+    )
     clf = EpitomeCrossEncoder(mechanism, model, tokenizer, settings.max_length, {})
     pred = clf.predict(None, [seekers[i] for i in test], [responses[i] for i in test])
-    metrics = {**classification_report(y[test], pred, mechanism, n_resamples=n_resamples, seed=settings.seed),
-               **split, "train_level_counts": {int(k): int(v) for k, v in zip(*np.unique(y[train], return_counts=True))},
-               "backbone": model_spec, "settings": settings.as_dict(), **stats,
-               "heldout_ids_sha256": _ids_sha256([ids[i] for i in test]),
-               "heldout_ids_first": [ids[i] for i in test][:20]}
-    clf.config = {"kind": CROSS_ENCODER_KIND, "mechanism": mechanism, "labels": list(LEVELS), "backbone": model_spec,
-                  "settings": settings.as_dict(), "metrics": metrics}
+    metrics = {
+        **classification_report(y[test], pred, mechanism, n_resamples=n_resamples, seed=settings.seed),
+        **split,
+        "train_level_counts": {int(k): int(v) for k, v in zip(*np.unique(y[train], return_counts=True))},
+        "backbone": model_spec,
+        "settings": settings.as_dict(),
+        **stats,
+        "heldout_ids_sha256": _ids_sha256([ids[i] for i in test]),
+        "heldout_ids_first": [ids[i] for i in test][:20],
+    }
+    clf.config = {
+        "kind": CROSS_ENCODER_KIND,
+        "mechanism": mechanism,
+        "labels": list(LEVELS),
+        "backbone": model_spec,
+        "settings": settings.as_dict(),
+        "metrics": metrics,
+    }
     return clf, metrics
 
 
@@ -414,8 +542,9 @@ def _ids_sha256(ids: Sequence[str]) -> str:
 # ------------------------------------------------------------- trained once, from a configuration
 
 
-def epitome_fingerprint(folder: str | Path, mechanism: str, options: dict, code_version: str,
-                        holdout_file: str | None = None) -> str:
+def epitome_fingerprint(
+    folder: str | Path, mechanism: str, options: dict, code_version: str, holdout_file: str | None = None
+) -> str:
     """What a classifier was trained from: code version, the mechanism's data file, the options and the
     holdout file (bytes). The asset reuses a saved classifier with the same fingerprint instead of
     training again, so an unrelated run that selects it costs nothing."""
@@ -443,8 +572,9 @@ def saved_metrics(folder: str | Path) -> dict | None:
     return None
 
 
-def train_epitome_from_options(mechanism: str, options: dict, work_dir: str | Path, *, encoder=None,
-                               holdout_ids: set[str] | None = None):
+def train_epitome_from_options(
+    mechanism: str, options: dict, work_dir: str | Path, *, encoder=None, holdout_ids: set[str] | None = None
+):
     """(classifier, metrics) for one mechanism from a plain options dict (the evaluation resource's
     epitome_* fields without the prefix): `model` cross_encoder or linear, both on a split grouped by
     seeker post (or the holdout ids)."""
@@ -453,22 +583,51 @@ def train_epitome_from_options(mechanism: str, options: dict, work_dir: str | Pa
     data = read_epitome(options["dir"], mechanism, max_rows=options.get("max_rows", 0))
     start = time.perf_counter()
     if options.get("model", "cross_encoder") == "cross_encoder":
-        settings = FineTuneSettings(epochs=options.get("epochs", 4.0), max_steps=options.get("max_steps", 0) or -1,
-                                    batch_size=options.get("batch_size", 32),
-                                    learning_rate=options.get("learning_rate", 5e-5),
-                                    max_length=options.get("max_length", 128), device=options.get("device", "cpu"))
-        clf, metrics = train_epitome_cross_encoder(mechanism, data, settings, work_dir, model_spec=options["encoder"],
-                                                   test_size=options.get("test_size", 0.2), holdout_ids=holdout_ids)
+        settings = FineTuneSettings(
+            epochs=options.get("epochs", 4.0),
+            max_steps=options.get("max_steps", 0) or -1,
+            batch_size=options.get("batch_size", 32),
+            learning_rate=options.get("learning_rate", 5e-5),
+            max_length=options.get("max_length", 128),
+            device=options.get("device", "cpu"),
+        )
+        clf, metrics = train_epitome_cross_encoder(
+            mechanism,
+            data,
+            settings,
+            work_dir,
+            model_spec=options["encoder"],
+            test_size=options.get("test_size", 0.2),
+            holdout_ids=holdout_ids,
+        )
     else:
         y = data["level"].to_list()
-        tr, te, split = grouped_split(data["seeker_post"].to_list(), y, data["pair_id"].to_list(),
-                                      test_size=options.get("test_size", 0.2), holdout_ids=holdout_ids)
-        clf, metrics = train_epitome_classifier(mechanism, data["seeker_post"].to_list(),
-                                                data["response_post"].to_list(), y, encoder, split=(tr, te))
+        tr, te, split = grouped_split(
+            data["seeker_post"].to_list(),
+            y,
+            data["pair_id"].to_list(),
+            test_size=options.get("test_size", 0.2),
+            holdout_ids=holdout_ids,
+        )
+        clf, metrics = train_epitome_classifier(
+            mechanism,
+            data["seeker_post"].to_list(),
+            data["response_post"].to_list(),
+            y,
+            encoder,
+            split=(tr, te),
+        )
         levels = np.asarray(y)[te]
-        pred = clf.predict(encoder, [data["seeker_post"][int(i)] for i in te], [data["response_post"][int(i)] for i in te])
-        metrics = {**metrics, **classification_report(levels, pred, mechanism), **split, "backbone": options["encoder"],
-                   "heldout_ids_sha256": _ids_sha256([data["pair_id"][int(i)] for i in te])}
+        pred = clf.predict(
+            encoder, [data["seeker_post"][int(i)] for i in te], [data["response_post"][int(i)] for i in te]
+        )
+        metrics = {
+            **metrics,
+            **classification_report(levels, pred, mechanism),
+            **split,
+            "backbone": options["encoder"],
+            "heldout_ids_sha256": _ids_sha256([data["pair_id"][int(i)] for i in te]),
+        }
     metrics["train_seconds"] = round(time.perf_counter() - start, 1)
     return clf, metrics
 

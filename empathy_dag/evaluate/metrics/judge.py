@@ -36,14 +36,18 @@ class Rubric:
     sha256: str
     language: str = BASE_LANGUAGE
 
-    def conversation(self, dimension: str, *, emotion: str, situation: str, speaker_utterance: str,
-                     response: str) -> list[dict]:
+    def conversation(
+        self, dimension: str, *, emotion: str, situation: str, speaker_utterance: str, response: str
+    ) -> list[dict]:
         spec = self.dimensions[dimension]
         emotion, _ = localised_emotion(emotion, "", self.language)  # the rubric's language's name for it
         scale = "\n".join(f"{k}: {v}" for k, v in sorted(spec["scale"].items(), key=lambda kv: int(kv[0])))
         user = self.template.format(
-            question=spec["question"].format(emotion=emotion), scale=scale, emotion=emotion,
-            situation=situation or "(not given)", speaker_utterance=speaker_utterance or "",
+            question=spec["question"].format(emotion=emotion),
+            scale=scale,
+            emotion=emotion,
+            situation=situation or "(not given)",
+            speaker_utterance=speaker_utterance or "",
             response=response or "",
         )
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
@@ -59,8 +63,9 @@ def rubric_path_for(path: str | Path | None, language: str) -> Path:
     return path if language == BASE_LANGUAGE else path.with_name(f"{path.stem}.{language}{path.suffix}")
 
 
-def load_rubrics(path: str | Path | None = None,
-                 languages: tuple[str, ...] = SUPPORTED_LANGUAGES) -> dict[str, Rubric]:
+def load_rubrics(
+    path: str | Path | None = None, languages: tuple[str, ...] = SUPPORTED_LANGUAGES
+) -> dict[str, Rubric]:
     """language -> rubric for each of `languages` that has a rubric file; all must share the English
     rubric's dimensions (scores are compared by dimension across languages)."""
     rubrics = {}
@@ -71,8 +76,10 @@ def load_rubrics(path: str | Path | None = None,
     base = rubrics.get(BASE_LANGUAGE)
     for lang, rubric in rubrics.items():
         if base is not None and set(rubric.dimensions) != set(base.dimensions):
-            raise ValueError(f"rubric {rubric.name} ({lang}) has dimensions {sorted(rubric.dimensions)}, "
-                             f"the English one {sorted(base.dimensions)}: they must match")
+            raise ValueError(
+                f"rubric {rubric.name} ({lang}) has dimensions {sorted(rubric.dimensions)}, "
+                f"the English one {sorted(base.dimensions)}: they must match"
+            )
     return rubrics
 
 
@@ -83,8 +90,14 @@ def load_rubric(path: str | Path | None = None, language: str = BASE_LANGUAGE) -
     for dim, spec in data["dimensions"].items():
         if sorted(int(k) for k in spec["scale"]) != [1, 2, 3, 4, 5]:
             raise ValueError(f"{path}: dimension {dim} must describe scores 1 to 5")
-    return Rubric(name=data["name"], system=data["system"], template=data["template"],
-                  dimensions=data["dimensions"], sha256=hashlib.sha256(raw).hexdigest(), language=language)
+    return Rubric(
+        name=data["name"],
+        system=data["system"],
+        template=data["template"],
+        dimensions=data["dimensions"],
+        sha256=hashlib.sha256(raw).hexdigest(),
+        language=language,
+    )
 
 
 def parse_score(reply: str) -> int | None:
@@ -99,8 +112,9 @@ def parse_score(reply: str) -> int | None:
 JUDGE_SCORING_MODES = ("probabilities", "generate")
 
 
-def digit_probabilities(model, tokenizer, conversations: list[list[dict]], batch_size: int = 16,
-                        progress=None) -> list[list[float]]:
+def digit_probabilities(
+    model, tokenizer, conversations: list[list[dict]], batch_size: int = 16, progress=None
+) -> list[list[float]]:
     """P(score = 1..5) from the judge's next-token distribution restricted to the five digit tokens
     (G-Eval style). A small judge that would ramble or echo the rubric when asked to *write* a score
     still ranks the five digits, so every item gets a verdict and the expected score is comparable
@@ -117,19 +131,26 @@ def digit_probabilities(model, tokenizer, conversations: list[list[dict]], batch
     for d in "12345":
         ids = tokenizer.encode(d, add_special_tokens=False)
         if len(ids) != 1:
-            raise ValueError(f"the judge's tokenizer splits the digit {d!r} into {ids}: use judge_scoring=generate")
+            raise ValueError(
+                f"the judge's tokenizer splits the digit {d!r} into {ids}: use judge_scoring=generate"
+            )
         digit_ids.append(ids[0])
-    prompts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    prompts = [
+        tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations
+    ]
+    lengths = (
+        [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    )
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # the last position is the next token
     out: list[list[float] | None] = [None] * len(prompts)
     start_time = time.perf_counter()
     try:
         for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(model.device)
+            batch = order[start : start + batch_size]
+            enc = tokenizer(
+                [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(model.device)
             with torch.no_grad():
                 logits = model(**enc).logits[:, -1, :]
             for i, probs in zip(batch, torch.softmax(logits[:, digit_ids].float(), dim=-1).tolist()):
@@ -152,8 +173,10 @@ def log_judge_progress(log, every_s: float = 10.0):
         now = time.monotonic()
         if done == total or now - last[0] >= every_s:
             last[0] = now
-            log.info(f"judge: {done}/{total} prompts, {done / max(elapsed, 1e-9):.1f} prompts/s, "
-                     f"elapsed {elapsed:.0f}s, ETA {eta:.0f}s")
+            log.info(
+                f"judge: {done}/{total} prompts, {done / max(elapsed, 1e-9):.1f} prompts/s, "
+                f"elapsed {elapsed:.0f}s, ETA {eta:.0f}s"
+            )
 
     return callback
 

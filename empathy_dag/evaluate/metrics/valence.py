@@ -35,10 +35,13 @@ def vader_compound(texts: Sequence[str]) -> list[float]:
 VALENCE_LANGUAGES: tuple[str, ...] = ("en",)
 
 
-def valence_rows(responses: Sequence[str], speaker_turns: Sequence[str],
-                 languages: Sequence[str] | None = None) -> list[dict[str, float | None]]:
+def valence_rows(
+    responses: Sequence[str], speaker_turns: Sequence[str], languages: Sequence[str] | None = None
+) -> list[dict[str, float | None]]:
     """VADER per item; None for an item whose language no lexicon covers (`languages` None: all English)."""
-    covered = [True] * len(responses) if languages is None else [lang in VALENCE_LANGUAGES for lang in languages]
+    covered = (
+        [True] * len(responses) if languages is None else [lang in VALENCE_LANGUAGES for lang in languages]
+    )
     resp = vader_compound([t for t, ok in zip(responses, covered) if ok])
     spk = vader_compound([t for t, ok in zip(speaker_turns, covered) if ok])
     scores = iter(zip(resp, spk))
@@ -75,7 +78,9 @@ def max_vad(text: str, lexicon: dict[str, tuple[float, float, float]]) -> tuple[
 
 
 def vad_difference_rows(
-    predictions: Sequence[str], references: Sequence[str], lexicon: dict[str, tuple[float, float, float]],
+    predictions: Sequence[str],
+    references: Sequence[str],
+    lexicon: dict[str, tuple[float, float, float]],
     languages: Sequence[str] | None = None,
 ) -> list[dict[str, float | None]]:
     """None where either text has no lexicon word, or the item's language is not covered: such items
@@ -87,6 +92,11 @@ def vad_difference_rows(
         if mp is None or mr is None:
             rows.append({"diff_valence": None, "diff_arousal": None, "diff_dominance": None})
         else:
-            rows.append({"diff_valence": abs(mp[0] - mr[0]), "diff_arousal": abs(mp[1] - mr[1]),
-                         "diff_dominance": abs(mp[2] - mr[2])})
+            rows.append(
+                {
+                    "diff_valence": abs(mp[0] - mr[0]),
+                    "diff_arousal": abs(mp[1] - mr[1]),
+                    "diff_dominance": abs(mp[2] - mr[2]),
+                }
+            )
     return rows
