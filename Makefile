@@ -44,10 +44,11 @@ $(VENV)/.llama: $(VENV)/.installed
 		|| echo "warning: llama-cpp-python did not build; its tests will skip"
 	touch $@
 
-# Lint first: seconds, not worth a 30-minute suite run to find an unused import or a definition that does not
-# load. `dg check defs` loads the code location exactly as `dagster dev` and the UI do.
+# Lint first: seconds, not worth a 30-minute suite run to find an unused import, an unformatted file or a
+# definition that does not load. `dg check defs` loads the code location exactly as `dagster dev` and the UI do.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/dg check defs
 
 test: lint $(VENV)/.llama
