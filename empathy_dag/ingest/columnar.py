@@ -21,7 +21,6 @@ reference, whose per-row catch-all keeps the other rows of the file (the documen
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +39,7 @@ from empathy_dag.ingest.records import (
     id_text,
     normalize_text,
     printable_raw,
+    stable_id,
     validate_rows_rowwise,
 )
 from empathy_dag.taxonomy import Taxonomy
@@ -492,16 +492,14 @@ def _validate_frame(
 
     emotion = df["emotion_norm"].to_list()
     situation_key = _id_form(df["situation_stored"], lower=True).to_list()
-    # records.stable_id written out (the same bytes: each part then U+001F), without a call per row
-    sha = hashlib.sha256
     sit_ids = [
-        sha(f"situation\x1f{e or ''}\x1f{lang or ''}\x1f{s or ''}\x1f".encode()).hexdigest()[:16]
+        stable_id("situation", e, lang, s)
         for e, lang, s in zip(emotion, df["language_final"].to_list(), situation_key, strict=True)
     ]
     speaker_key = _id_form(speaker, lower=False).to_list()
     listener_key = _id_form(listener, lower=False).to_list()
     dia_ids = [
-        sha(f"dialogue\x1f{s}\x1f{a or ''}\x1f{b or ''}\x1f".encode()).hexdigest()[:16] if h else None
+        stable_id("dialogue", s, a, b) if h else None
         for s, a, b, h in zip(sit_ids, speaker_key, listener_key, has_speaker.to_list(), strict=True)
     ]
 

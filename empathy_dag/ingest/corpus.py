@@ -256,6 +256,12 @@ def stream_format(name: str, size: int, head: bytes, limits: ValidationLimits) -
     return fmt if fmt in STREAMABLE_CSV else ""
 
 
+def _unread(first: bytes, read: Callable[[int], bytes]) -> Callable[[int], bytes]:
+    """`read` with `first`, the bytes a caller already took from the stream, given back by the first call."""
+    pending = [first]
+    return lambda n: pending.pop() if pending else read(n)
+
+
 def validate_stream(
     read: Callable[[int], bytes],
     name: str,
@@ -271,9 +277,9 @@ def validate_stream(
     (`fmt` from `stream_format`): the outcome of the whole file at once, holding one block at a time.
     `columns`: keep only these columns of the valid rows (the landing sensor needs just the emotions, so
     its memory does not grow with the rows). Never raises but for an OSError of the reading."""
-    pending = [read(_block_bytes(limits))]
-    head = printable_raw(pending[0][:200].decode("utf-8", "replace"), 200)
-    blocks = newline_blocks(lambda n: pending.pop() if pending else read(n), _block_bytes(limits))
+    first = read(_block_bytes(limits))
+    head = printable_raw(first[:200].decode("utf-8", "replace"), 200)
+    blocks = newline_blocks(_unread(first, read), _block_bytes(limits))
     display = printable_name(Path(name).name)
     if fmt == "jsonl":
         return validate_row_blocks(
@@ -322,9 +328,8 @@ def validate_readable(
     if not fmt:
         data = b"".join([head, *iter(lambda: read(1 << 20), b"")])
         return validate_bytes(data, name, taxonomy=taxonomy, limits=limits)
-    pending = [head]
     return validate_stream(
-        lambda n: pending.pop() if pending else read(n),
+        _unread(head, read),
         printable_name(name),
         sha,
         fmt,
@@ -332,34 +337,6 @@ def validate_readable(
         limits=limits,
         seen_ids=None,
         columns=columns,
-    )
-
-
-def validate_jsonl_blocks(
-    blocks: Iterable[bytes],
-    name: str,
-    sha: str,
-    source: str,
-    *,
-    taxonomy: Taxonomy,
-    limits: ValidationLimits,
-    seen_ids: dict[str, str],
-    head: str = "",
-) -> FileOutcome:
-    """A JSONL file given as newline-ended blocks, validated block by block: the same outcome as the
-    whole file at once (rows, reasons, order, duplicates across blocks), holding one block's rows at a
-    time. Never raises (but for an OSError of the reading), like `validate_bytes`; `seen_ids` is only
-    updated when the whole file is read. `head`: the file's start, kept with a whole-file rejection."""
-    return validate_row_blocks(
-        jsonl_block_rows(blocks, printable_name(Path(name).name)),
-        name,
-        sha,
-        source,
-        "JSONL",
-        taxonomy=taxonomy,
-        limits=limits,
-        seen_ids=seen_ids,
-        head=head,
     )
 
 

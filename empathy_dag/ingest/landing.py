@@ -46,6 +46,7 @@ from typing import BinaryIO, Protocol
 from empathy_dag.ingest.corpus import too_large_outcome, validate_readable
 from empathy_dag.ingest.records import FileOutcome, ValidationLimits
 from empathy_dag.ingest.sources import IN_PROGRESS_SUFFIXES, MAX_DEPTH, list_landing_folder, printable_name
+from empathy_dag.models import sha256_file
 from empathy_dag.taxonomy import EMOTIONS, Taxonomy
 
 __all__ = ["IN_PROGRESS_SUFFIXES"]  # re-exported: the review inbox and the S3 sync use the same rule
@@ -77,8 +78,6 @@ class LandingFile:
 
 class LandingZone(Protocol):
     def list_files(self) -> list[LandingFile]: ...
-
-    def read_bytes(self, file: LandingFile) -> bytes: ...
 
     def open(self, file: LandingFile) -> contextlib.AbstractContextManager[BinaryIO]:
         """The file's content as a stream (`.read(n)`), read once, front to back."""
@@ -157,22 +156,13 @@ class LocalLandingZone:
         ]
         return sorted(out, key=lambda f: f.name)
 
-    def read_bytes(self, file: LandingFile) -> bytes:
-        if file.skip is not None:
-            raise ValueError(f"{file.name} is not read: {file.skip[1]}")
-        return Path(file.uri).read_bytes()
-
     def open(self, file: LandingFile) -> contextlib.AbstractContextManager[BinaryIO]:
         if file.skip is not None:
             raise ValueError(f"{file.name} is not read: {file.skip[1]}")
         return open(file.uri, "rb")
 
     def sha256(self, file: LandingFile) -> str:
-        h = hashlib.sha256()
-        with open(file.uri, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return sha256_file(Path(file.uri))
 
 
 class S3LandingZone:
@@ -219,18 +209,15 @@ class S3LandingZone:
     def _key(self, file: LandingFile) -> str:
         return file.uri[len(f"s3://{self.bucket}/") :]
 
-    def read_bytes(self, file: LandingFile) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(file))["Body"].read()
-
     def open(self, file: LandingFile) -> contextlib.AbstractContextManager[BinaryIO]:
         # botocore's StreamingBody reads from the socket as asked: the object is never held whole.
         return contextlib.closing(self.client.get_object(Bucket=self.bucket, Key=self._key(file))["Body"])
 
     def sha256(self, file: LandingFile) -> str:
         h = hashlib.sha256()
-        body = self.client.get_object(Bucket=self.bucket, Key=self._key(file))["Body"]
-        for chunk in iter(lambda: body.read(1 << 20), b""):
-            h.update(chunk)
+        with self.open(file) as body:
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                h.update(chunk)
         return h.hexdigest()
 
 

@@ -144,25 +144,37 @@ def newline_blocks(read: Callable[[int], bytes], block_bytes: int) -> Iterator[b
         rest = data[cut + 1 :]
 
 
+def _decoded_blocks(blocks: Iterable[bytes], name: str) -> Iterator[tuple[str, bool]]:
+    """Each newline-ended block (`newline_blocks`) decoded, with whether the file's content has begun: the
+    whole-file checks of `check_bytes` (binary signature, NUL share, BOM) run on the first block that is not
+    blank, and the blank blocks before it come as (text, False). A UTF-16 file must be read whole (its
+    newlines are two bytes)."""
+    checked, first = False, True
+    for block in blocks:
+        if not checked and block.strip() == b"":
+            yield block.decode("utf-8", errors="surrogateescape"), False
+        elif not checked:
+            if block.startswith((b"\xff\xfe", b"\xfe\xff")):
+                raise ValueError(f"{name}: a UTF-16 file cannot be read in blocks")
+            # After blank blocks the file does not start here: a BOM here is not the file's (kept, as whole).
+            checked = True
+            yield (check_bytes(block, name) if first else check_bytes(b" " + block, name)[1:]), True
+        else:
+            yield block.decode("utf-8", errors="surrogateescape"), True
+        first = False
+
+
 def jsonl_block_rows(blocks: Iterable[bytes], name: str) -> Iterator[list[RawRow]]:
     """`read_jsonl` over a file given as newline-ended blocks: the rows of each block, line numbers
     running on across blocks. The whole-file checks (binary signature, NUL share, BOM) read the first
     block that is not blank; a UTF-16 file must be read whole (its newlines are two bytes). Raises
     FileRejected like `read_jsonl` when the file holds no row at all."""
-    line, checked, any_rows, blank = 1, False, False, True
-    for block in blocks:
-        if not checked and block.strip() == b"":
-            line += block.count(b"\n")
+    line, begun_any, any_rows = 1, False, False
+    for text, begun in _decoded_blocks(blocks, name):
+        if not begun:
+            line += text.count("\n")
             continue
-        blank = False
-        if not checked:
-            if block.startswith((b"\xff\xfe", b"\xfe\xff")):
-                raise ValueError(f"{name}: a UTF-16 file cannot be read in blocks")
-            # After blank blocks the file does not start here: a BOM here is not the file's (kept, as whole).
-            text = check_bytes(block, name) if line == 1 else check_bytes(b" " + block, name)[1:]
-            checked = True
-        else:
-            text = block.decode("utf-8", errors="surrogateescape")
+        begun_any = True
         lines = text.split("\n")
         if lines[-1] == "":  # the block ended with its newline: no line after it (yet)
             lines.pop()
@@ -170,7 +182,7 @@ def jsonl_block_rows(blocks: Iterable[bytes], name: str) -> Iterator[list[RawRow
         line += len(lines)
         any_rows = any_rows or bool(rows)
         yield rows
-    if blank:
+    if not begun_any:
         raise FileRejected("empty_file", f"{name} is empty")
     if not any_rows:
         raise FileRejected("empty_file", f"{name} has no rows")
@@ -279,24 +291,14 @@ def csv_block_lines(blocks: Iterable[bytes], name: str) -> Iterator[str]:
     """The physical lines of a CSV file given as newline-ended blocks (`newline_blocks`), with the
     whole-file checks of `check_bytes` on the first block that is not blank (binary signature, NUL
     share, BOM): the lines `_physical_lines` gives for the whole text. A UTF-16 file must be read whole."""
-    checked, first = False, True
-    for block in blocks:
-        if not checked and block.strip() == b"":
-            text = block.decode("utf-8", errors="surrogateescape")
-        elif not checked:
-            if block.startswith((b"\xff\xfe", b"\xfe\xff")):
-                raise ValueError(f"{name}: a UTF-16 file cannot be read in blocks")
-            # After blank blocks the file does not start here: a BOM here is not the file's (kept, as whole).
-            text = check_bytes(block, name) if first else check_bytes(b" " + block, name)[1:]
-            checked = True
-        else:
-            text = block.decode("utf-8", errors="surrogateescape")
-        first = False
+    begun_any = False
+    for text, begun in _decoded_blocks(blocks, name):
+        begun_any = begun_any or begun
         lines = _physical_lines(text)
         if text.endswith(("\n", "\r")):  # the block ended with its line: no line after it (yet)
             lines.pop()
         yield from lines
-    if not checked:
+    if not begun_any:
         raise FileRejected("empty_file", f"{name} is empty")
 
 
@@ -315,6 +317,20 @@ def _bad_csv_row(line: int, raw: str, error: str) -> RawRow:
     return RawRow(line, None, raw, ("csv_error", f"line {line} is not a well-formed CSV record ({error})"))
 
 
+def _record_problem(
+    header: list[str], line: int, record: list[str] | None, raw: str, error: str
+) -> RawRow | None:
+    """The quarantine row of a CSV record that did not parse or whose field count is not the header's;
+    None for a usable record."""
+    if record is None:
+        return _bad_csv_row(line, raw, error)
+    if len(record) != len(header):
+        return RawRow(
+            line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")
+        )
+    return None
+
+
 def _user_header_check(header: list[str], name: str) -> None:
     missing = [c for c in ("emotion", "situation") if c not in header]
     if missing:
@@ -325,12 +341,9 @@ def _user_header_check(header: list[str], name: str) -> None:
 
 
 def _user_row(header: list[str], line: int, record: list[str] | None, raw: str, error: str) -> RawRow:
-    if record is None:
-        return _bad_csv_row(line, raw, error)
-    if len(record) != len(header):
-        return RawRow(
-            line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")
-        )
+    problem = _record_problem(header, line, record, raw, error)
+    if problem is not None:
+        return problem
     return RawRow(
         line, {k: (v if v != "" else None) for k, v in zip(header, record) if k in USER_COLUMNS}, raw
     )
@@ -423,15 +436,9 @@ def read_ed_utterance_pairs(data: bytes, name: str, *, first_exchange_only: bool
     first_seen: dict[str, int] = {}
     candidates = []
     for line, record, raw, error in records:
-        if record is None:
-            rows.append(_bad_csv_row(line, raw, error))
-            continue
-        if len(record) != len(header):
-            rows.append(
-                RawRow(
-                    line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")
-                )
-            )
+        problem = _record_problem(header, line, record, raw, error)
+        if problem is not None:
+            rows.append(problem)
             continue
         if record[idx["level"]].strip() != "1":
             # sp1 is the listener: not a (speaker, listener) exchange
@@ -479,12 +486,9 @@ def _ed_conversations_header_check(header: list[str], name: str) -> None:
 def _ed_conversation_row(
     header: list[str], line: int, record: list[str] | None, raw: str, error: str
 ) -> RawRow:
-    if record is None:
-        return _bad_csv_row(line, raw, error)
-    if len(record) != len(header):
-        return RawRow(
-            line, None, raw, ("wrong_field_count", f"{len(record)} fields, header has {len(header)}")
-        )
+    problem = _record_problem(header, line, record, raw, error)
+    if problem is not None:
+        return problem
     idx = {h: i for i, h in enumerate(header)}
     label = record[idx["emotion_label"]].strip()
     return RawRow(
