@@ -8,8 +8,9 @@ one in two relabelled with another emotion), so dedup has real work across parti
 
 Each size runs in its own process so that peak RSS is that size's own. Per step: seconds, rows/s and
 the process's peak RSS after the step (ru_maxrss, monotonic). The emotion-consistency filter needs the
-trained `emotion_classifier`; pass --classifier FOLDER to include it (MiniLM embeds ~200-400 rows/s on 2
-cores, so it dominates at 105k), otherwise it is reported as skipped.
+trained `emotion_classifier`; pass --classifier FOLDER to include it (any kind: a MiniLM forward pass runs
+at ~30-300 rows/s on 2 cores and dominates at 105k; the n-gram classifier, `model=ngram`, saved by
+bench_consistency_classifier.py --save-ngram, does not), otherwise it is reported as skipped.
 
     PYTHONPATH=. python bench/bench_scale.py --sizes 1000 10000 105578 --out /tmp/bench_scale.json
 """
@@ -137,9 +138,9 @@ def run_size(n: int, classifier: str | None) -> dict:
     frames = {e: dialogues.filter(pl.col("emotion") == e) for e in tax.labels}
     predict = None
     if classifier:
-        from empathy_dag.curate.classifier import EmotionClassifier
+        from empathy_dag.curate.classifier import load_emotion_classifier
 
-        clf = EmotionClassifier.load(Path(classifier))
+        clf = load_emotion_classifier(Path(classifier))
         predict = lambda texts: clf.predict_groups(texts, tax)
     # Every filter on for the bench source (the default policy would let an ingested corpus skip refusal,
     # prompt_echo and emotion consistency).

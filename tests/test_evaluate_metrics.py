@@ -304,3 +304,23 @@ def test_judge_digit_probabilities_give_every_item_a_verdict(base_model_dir):
     # (nor the length sort: results come back in input order)
     single = [digit_probabilities(model, tokenizer, [c], batch_size=1)[0] for c in convs[:2]]
     assert single[0] == pytest.approx(probs[0], abs=1e-4) and single[1] == pytest.approx(probs[1], abs=1e-4)
+    # only the last position's logits are computed (logits_to_keep=1): the same distribution as the
+    # full forward pass's last row
+    import torch
+
+    prompt = tokenizer.apply_chat_template(convs[0], add_generation_prompt=True, tokenize=False)
+    with torch.no_grad():
+        full = model(**tokenizer(prompt, return_tensors="pt", add_special_tokens=False)).logits[0, -1]
+    digits = [tokenizer.encode(d, add_special_tokens=False)[0] for d in "12345"]
+    assert torch.softmax(full[digits].float(), -1).tolist() == pytest.approx(probs[0], abs=1e-4)
+    # the prompts about one reply share their prefix (system prompt, situation, dialogue, reply): computed
+    # once, its KV cache reused for each dimension's question; the same verdicts as one pass per prompt
+    replies = [c[-1]["content"].split("Listener's reply: ")[1].split("\n")[0] for c in convs]
+    assert len(set(replies)) == 2
+    seen.clear()
+    grouped = digit_probabilities(model, tokenizer, convs, groups=replies, progress=lambda *a: seen.append(a))
+    for g, b in zip(grouped, probs, strict=True):
+        assert g == pytest.approx(b, abs=1e-4)
+    assert [d for d, *_ in seen] == [3, 6]  # one progress call per group
+    with pytest.raises(ValueError, match="groups"):
+        digit_probabilities(model, tokenizer, convs, groups=replies[:2])

@@ -1,5 +1,8 @@
 """The emotion classifier behind the emotion-consistency filter: all-MiniLM-L6-v2 sentence embeddings
 (embedded model, no hub) and a multinomial logistic-regression head over the 28 GoEmotions labels.
+The same heads also fit over hashed word and character n-grams (`NGRAM_ENCODER`): no neural forward
+pass, so the filter keeps up with curation at 100k+ rows on a CPU (BENCHMARKS.md "Emotion consistency at
+scale" compares the two on the filter's own decision).
 
 Saved as a folder (never pickled): `head.safetensors` (coef, intercept, float32), `classifier.json`
 (labels in column order, encoder spec, metrics). Prediction is a matrix product and a softmax in
@@ -31,6 +34,43 @@ HEAD_FILE = "head.safetensors"
 CONFIG_FILE = "classifier.json"
 
 
+# Hashed n-grams instead of an encoder: stateless (the featurizer is these constants, so the folder
+# needs no vocabulary), sparse, and ~100x cheaper per row than a MiniLM forward pass on a CPU. Word
+# uni+bigrams carry the emotion words, character 2-4-grams inside word boundaries carry misspellings,
+# inflections and unsegmented scripts. The spec names every parameter: a folder saved with other
+# parameters fails loudly instead of predicting from features it was not trained on.
+NGRAM_ENCODER = "hashed-ngrams:word1-2+char_wb2-4:2^17"
+NGRAM_FEATURES = 2**17  # per analyzer; 28 labels x 2^18 float32 coefficients = 29 MB on disk
+
+
+@cache
+def _ngram_vectorizers():
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    common = {
+        "n_features": NGRAM_FEATURES,
+        "alternate_sign": False,
+        "binary": True,
+        "norm": None,
+        "dtype": np.float32,
+    }
+    return (
+        HashingVectorizer(analyzer="word", ngram_range=(1, 2), **common),
+        HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), **common),
+    )
+
+
+def ngram_features(texts: list[str]):
+    """(n_texts, 2 x NGRAM_FEATURES) sparse rows, L2-normalized: what the linear heads read."""
+    from scipy.sparse import csr_matrix, hstack
+    from sklearn.preprocessing import normalize
+
+    if not texts:
+        return csr_matrix((0, 2 * NGRAM_FEATURES), dtype=np.float32)
+    words, chars = _ngram_vectorizers()
+    return normalize(hstack([words.transform(texts), chars.transform(texts)], format="csr"))
+
+
 @cache
 def _encoder(spec: str):
     from sentence_transformers import SentenceTransformer
@@ -38,7 +78,15 @@ def _encoder(spec: str):
     return SentenceTransformer(resolve_encoder(spec), device="cpu")
 
 
-def embed(texts: list[str], encoder: str = EMBEDDED_MINILM, batch_size: int = 128) -> np.ndarray:
+def embed(texts: list[str], encoder: str = EMBEDDED_MINILM, batch_size: int = 128):
+    """Features for the linear heads: dense sentence embeddings, or sparse hashed n-grams."""
+    if encoder == NGRAM_ENCODER:
+        return ngram_features(list(texts))
+    if encoder.startswith("hashed-ngrams"):
+        raise ValueError(
+            f"classifier saved with n-gram featurizer {encoder!r}; this code has {NGRAM_ENCODER!r} "
+            "(retrain the emotion_classifier)"
+        )
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
     model = _encoder(encoder)
@@ -161,12 +209,21 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def _fit_head(
     x: np.ndarray, y: np.ndarray, c: float, class_weight
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    from scipy.sparse import issparse
     from sklearn.linear_model import LogisticRegression
 
+    # Hashed n-grams: fit on the columns some training row uses. A column that is zero in every row has
+    # zero loss gradient, so L2 regularization puts its weight at exactly 0 either way; dropping those
+    # columns gives the same optimum for a fraction of lbfgs' per-iteration cost (~250k -> ~50k columns).
+    active = np.unique(x.indices) if issparse(x) else None
     head = LogisticRegression(C=c, max_iter=1000, class_weight=class_weight)
-    head.fit(x, y)
+    head.fit(x[:, active] if active is not None else x, y)
     classes = [str(k) for k in head.classes_]
     coef, intercept = head.coef_, head.intercept_
+    if active is not None:
+        full = np.zeros((coef.shape[0], x.shape[1]), dtype=np.float32)
+        full[:, active] = coef
+        coef = full
     if len(classes) == 2:  # sklearn stores one row for a binary problem
         coef, intercept = np.vstack([-coef[0], coef[0]]), np.array([-intercept[0], intercept[0]])
     return classes, coef.astype(np.float32), intercept.astype(np.float32)

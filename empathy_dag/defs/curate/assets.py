@@ -28,6 +28,7 @@ from dagster import (
 from pydantic import Field
 
 from empathy_dag.curate.classifier import (
+    NGRAM_ENCODER,
     classifier_fingerprint,
     is_saved_any,
     load_emotion_classifier,
@@ -282,11 +283,12 @@ def curated_dialogues(
 
 
 class EmotionClassifierConfig(Config):
-    model: Literal["finetuned", "linear"] = Field(
+    model: Literal["finetuned", "linear", "ngram"] = Field(
         default="finetuned",
         description="finetuned: the encoder fine-tuned multi-label with transformers' Trainer, "
         "thresholds tuned on dev (GoEmotions' recipe); linear: frozen embeddings + logistic regression (minutes "
-        "on a CPU, macro-F1 ~0.24).",
+        "on a CPU, macro-F1 ~0.24); ngram: the same heads over hashed word and character n-grams, no encoder "
+        "(the choice for curating 100k+ rows on a CPU: BENCHMARKS.md 'Emotion consistency at scale').",
     )
     max_train_rows: int = Field(
         default=20000,
@@ -365,7 +367,7 @@ def emotion_classifier(
             clf = train_emotion_classifier(
                 goemotions_examples,
                 taxonomy,
-                encoder=config.encoder,
+                encoder=NGRAM_ENCODER if config.model == "ngram" else config.encoder,
                 max_train_rows=config.max_train_rows,
                 c=config.regularization_c,
             )

@@ -1063,9 +1063,14 @@ def metric_judge(
                 device=evaluation.device,
                 allow_hub=evaluation.allow_hub,
             )
+            # On a CPU the dimensions of one (system, item) share their prompt up to the question: that
+            # prefix is computed once (matmuls are as efficient at batch 1 there). On a GPU, batches of
+            # whole prompts keep the device busy.
+            on_cpu = model.device.type == "cpu"
             context.log.info(
                 f"judge: {len(convs)} prompts ({items.height} items x {len(rubric.dimensions)} "
-                f"dimensions) on {source}, batch {evaluation.judge_batch_size}"
+                f"dimensions) on {source}, "
+                + ("shared prefix per item" if on_cpu else f"batch {evaluation.judge_batch_size}")
             )
             probs = digit_probabilities(
                 model,
@@ -1073,6 +1078,7 @@ def metric_judge(
                 convs,
                 batch_size=evaluation.judge_batch_size,
                 progress=log_judge_progress(context.log),
+                groups=[(it["system"], it["item_id"]) for it, _ in keys] if on_cpu else None,
             )
             verdicts = [_probability_verdict(ps) for ps in probs]
         else:

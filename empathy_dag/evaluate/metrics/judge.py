@@ -113,19 +113,27 @@ JUDGE_SCORING_MODES = ("probabilities", "generate")
 
 
 def digit_probabilities(
-    model, tokenizer, conversations: list[list[dict]], batch_size: int = 16, progress=None
+    model,
+    tokenizer,
+    conversations: list[list[dict]],
+    batch_size: int = 16,
+    progress=None,
+    groups: list | None = None,
 ) -> list[list[float]]:
     """P(score = 1..5) from the judge's next-token distribution restricted to the five digit tokens
     (G-Eval style). A small judge that would ramble or echo the rubric when asked to *write* a score
     still ranks the five digits, so every item gets a verdict and the expected score is comparable
     across systems. Needs the weights (a local model), not a chat endpoint.
 
-    One forward pass per prompt, batched; prompts are sorted by length so a batch pads to its own
-    longest prompt rather than to the longest of the set (results come back in input order).
-    `progress(done, total, elapsed_s, eta_s)` is called after every batch."""
-    import time
-
-    import torch
+    Without `groups`: one forward pass per prompt, batched; prompts are sorted by length so a batch pads
+    to its own longest prompt rather than to the longest of the set. With `groups` (one hashable per
+    conversation, e.g. the (system, item) a rubric dimension is asked about): the prompts of a group share
+    their longest common token prefix (system prompt, situation, dialogue, reply), which is computed once
+    and its KV cache reused for each prompt's own suffix (the dimension's question and scale): the same
+    token ids at the same positions, so the same probabilities (to float rounding; tests check), for
+    ~40% fewer tokens with the demo's rubric. Results come back in input order either way.
+    `progress(done, total, elapsed_s, eta_s)` is called after every batch or group."""
+    import inspect
 
     digit_ids = []
     for d in "12345":
@@ -138,10 +146,31 @@ def digit_probabilities(
     prompts = [
         tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations
     ]
-    lengths = (
-        [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    token_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+    # Only the last position's logits are read: without `logits_to_keep` the LM head (49k x 576 for
+    # SmolLM2, ~20% of a forward pass) runs on every prompt token and a batch of 16 x 500 tokens
+    # materializes 1.5 GB of float32 logits.
+    keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+    if groups is not None:
+        if len(groups) != len(prompts):
+            raise ValueError(f"{len(groups)} groups for {len(prompts)} conversations")
+        return _grouped_digit_probabilities(
+            model, token_ids, groups, digit_ids, keeps_logits, tokenizer, progress
+        )
+    return _batched_digit_probabilities(
+        model, tokenizer, prompts, token_ids, digit_ids, keeps_logits, batch_size, progress
     )
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+
+
+def _batched_digit_probabilities(
+    model, tokenizer, prompts, token_ids, digit_ids, keeps_logits, batch_size, progress
+) -> list[list[float]]:
+    import time
+
+    import torch
+
+    order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))
+    last_only = {"use_cache": False, **({"logits_to_keep": 1} if keeps_logits else {})}
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # the last position is the next token
     out: list[list[float] | None] = [None] * len(prompts)
     start_time = time.perf_counter()
@@ -152,7 +181,7 @@ def digit_probabilities(
                 [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
             ).to(model.device)
             with torch.no_grad():
-                logits = model(**enc).logits[:, -1, :]
+                logits = model(**enc, **last_only).logits[:, -1, :]
             for i, probs in zip(batch, torch.softmax(logits[:, digit_ids].float(), dim=-1).tolist()):
                 out[i] = probs
             if progress is not None:
@@ -160,6 +189,70 @@ def digit_probabilities(
                 progress(done, len(order), elapsed, elapsed / done * (len(order) - done))
     finally:
         tokenizer.padding_side = side
+    return out
+
+
+def _common_prefix_length(sequences: list[list[int]]) -> int:
+    first, n = sequences[0], min(len(s) for s in sequences)
+    for k in range(n):
+        if any(s[k] != first[k] for s in sequences[1:]):
+            return k
+    return n
+
+
+def _grouped_digit_probabilities(
+    model, token_ids, groups, digit_ids, keeps_logits, tokenizer, progress
+) -> list[list[float]]:
+    """Per group: the shared prefix once (batch 1, its KV cache kept), then the group's suffixes as one
+    right-padded batch continuing from it (explicit positions; a pad token comes after the real ones, so a
+    causal model's real positions never see it), read at each suffix's last real token."""
+    import time
+
+    import torch
+
+    members: dict = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[list[float] | None] = [None] * len(token_ids)
+    done, total, start_time = 0, len(token_ids), time.perf_counter()
+    for idx in members.values():
+        seqs = [token_ids[i] for i in idx]
+        # every prompt keeps at least its last token in the suffix: that position gives the logits
+        shared = min(_common_prefix_length(seqs), min(len(s) for s in seqs) - 1)
+        suffixes = [s[shared:] for s in seqs]
+        width = max(len(s) for s in suffixes)
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes], device=model.device)
+        mask = torch.tensor(
+            [[1] * (shared + len(s)) + [0] * (width - len(s)) for s in suffixes], device=model.device
+        )
+        positions = torch.arange(shared, shared + width, device=model.device).expand(len(seqs), -1)
+        last = torch.tensor([len(s) - 1 for s in suffixes], device=model.device)
+        wanted = torch.unique(last)  # the suffix positions whose logits are read (<= one per prompt)
+        with torch.no_grad():
+            cache = None
+            if shared:
+                prefix = torch.tensor([seqs[0][:shared]], device=model.device)
+                cache = model(
+                    input_ids=prefix, use_cache=True, **({"logits_to_keep": 1} if keeps_logits else {})
+                ).past_key_values
+                cache.batch_repeat_interleave(len(seqs))
+            logits = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=cache is not None,
+                **({"logits_to_keep": wanted} if keeps_logits else {}),
+            ).logits
+        column = torch.searchsorted(wanted, last) if keeps_logits else last
+        rows = logits[torch.arange(len(seqs), device=model.device), column][:, digit_ids]
+        for i, probs in zip(idx, torch.softmax(rows.float(), dim=-1).tolist()):
+            out[i] = probs
+        done += len(idx)
+        if progress is not None:
+            elapsed = time.perf_counter() - start_time
+            progress(done, total, elapsed, elapsed / done * (total - done))
     return out
 
 
