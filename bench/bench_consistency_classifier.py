@@ -12,10 +12,10 @@ the 28 labels and the 4 sentiment groups, and rows/s of `predict_groups` over th
 
 Arms: `ngram` (hashed word + char n-grams, logistic heads: `emotion_classifier` with model=ngram) and
 `minilm-linear` (frozen MiniLM + the same heads), both trained here on the same sample of the train split;
-`--finetuned FOLDER` adds a saved fine-tuned classifier (the default `emotion_classifier`).
+`--saved FOLDER` adds a saved `emotion_classifier` folder of any kind (e.g. the demo's, or a fine-tuned one).
 
     PYTHONPATH=. .venv/bin/python bench/bench_consistency_classifier.py --train-rows 20000 \\
-        --finetuned .dagster_home/data/models/emotion_classifier --save-ngram /tmp/ngram_classifier
+        --saved .dagster_home/data/models/emotion_classifier --save-ngram /tmp/ngram_classifier
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import polars as pl
 from bench._hardware import cpu_info
 from empathy_dag.curate.classifier import (
     NGRAM_ENCODER,
+    FineTunedEmotionClassifier,
     load_emotion_classifier,
     train_emotion_classifier,
 )
@@ -77,7 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--train-rows", type=int, default=20000)
-    ap.add_argument("--finetuned", default=None, help="a saved fine-tuned emotion_classifier folder")
+    ap.add_argument("--saved", default=None, help="a saved emotion_classifier folder (any kind)")
     ap.add_argument("--no-minilm", action="store_true", help="skip the MiniLM linear arm (slow)")
     ap.add_argument("--save-ngram", default=None, help="save the n-gram classifier here (bench_scale)")
     ap.add_argument("--out", default=None)
@@ -109,9 +110,11 @@ def main() -> None:
         print(name, "trained in", round(train_s, 1), "s", clf.metrics, flush=True)
         if name == "ngram" and args.save_ngram:
             clf.save(Path(args.save_ngram))
-    if args.finetuned:
-        arms["finetuned"] = load_emotion_classifier(Path(args.finetuned))
-        report["arms"]["finetuned"] = dict(arms["finetuned"].metrics or {})
+    if args.saved:
+        saved = load_emotion_classifier(Path(args.saved))
+        name = f"saved ({'finetuned' if isinstance(saved, FineTunedEmotionClassifier) else saved.encoder})"
+        arms[name] = saved
+        report["arms"][name] = {"folder": args.saved, **(saved.metrics or {})}
 
     all_texts = test["text"].to_list()
     all_groups = [tax.sentiment(x[0]) for x in test["labels"].to_list()]
