@@ -1,9 +1,12 @@
 """The judge's digit-probability scoring (`metric_judge`, judge_scoring="probabilities") on the
-embedded SmolLM2-135M: the previous way (batches of 8 in input order) against the current one
-(length-sorted batches of `--batch-size`), alternating in one process on the same prompts, and the
-time that implies for a human-evaluation-sized set (675 texts x 3 dimensions = 2,025 prompts).
+embedded SmolLM2-135M, three ways on the same prompts, interleaved in one process (order rotated per
+round), paired ratios with a t interval:
+- full_logits: length-sorted batches, the LM head on every position (before issue 23);
+- last_logits: the same batches, `logits_to_keep=1` (what a GPU run uses);
+- shared_prefix_per_item: the dimensions of one item share their prompt prefix's KV cache (what a CPU
+  run uses, `digit_probabilities(groups=...)`).
 
-    .venv/bin/python bench/bench_judge.py --items 64 --rounds 3
+    .venv/bin/python bench/bench_judge.py --items 20 --rounds 3
 
 Prompts are the rubric's three dimensions over real EmpatheticDialogues turns (../shared/data), the
 reply being the listener's own turn."""
@@ -30,8 +33,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import polars as pl
+    import torch
     from _hardware import cpu_info
-    from scipy import stats
+    from _stats import t_interval
 
     from empathy_dag.evaluate.metrics.judge import digit_probabilities, load_rubric
     from empathy_dag.models import convert_gguf_to_safetensors, embedded_smollm2_gguf, load_causal_lm
@@ -53,48 +57,77 @@ def main() -> None:
     convert_gguf_to_safetensors(embedded_smollm2_gguf(), model_dir)
     model, tokenizer = load_causal_lm(str(model_dir), device="cpu")
 
-    def unsorted_batches(batch_size: int) -> list:
-        # the previous implementation: input order, fixed batches
-        out = []
-        for start in range(0, len(convs), batch_size):
-            out.extend(
-                digit_probabilities(
-                    model, tokenizer, convs[start : start + batch_size], batch_size=batch_size
-                )
+    def full_logits(batch_size: int) -> list:
+        # before issue 23: length-sorted batches, logits at every position (LM head on every token)
+        digits = [tokenizer.encode(d, add_special_tokens=False)[0] for d in "12345"]
+        prompts = [
+            tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in convs
+        ]
+        order = sorted(
+            range(len(prompts)),
+            key=lambda i: -len(tokenizer(prompts[i], add_special_tokens=False)["input_ids"]),
+        )
+        out = [None] * len(prompts)
+        side, tokenizer.padding_side = tokenizer.padding_side, "left"
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            enc = tokenizer(
+                [prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
             )
+            with torch.no_grad():
+                logits = model(**enc).logits[:, -1, :]
+            for i, probs in zip(batch, torch.softmax(logits[:, digits].float(), -1).tolist()):
+                out[i] = probs
+        tokenizer.padding_side = side
         return out
 
+    groups = [i // len(rubric.dimensions) for i in range(len(convs))]  # the dimensions of one item
+    arms = {
+        f"full_logits_batch_{args.batch_size}": lambda: full_logits(args.batch_size),
+        f"last_logits_batch_{args.batch_size}": lambda: digit_probabilities(
+            model, tokenizer, convs, batch_size=args.batch_size
+        ),
+        "shared_prefix_per_item": lambda: digit_probabilities(model, tokenizer, convs, groups=groups),
+    }
     digit_probabilities(model, tokenizer, convs[:8], batch_size=8)  # warm-up
-    times = {"input_order_batch_8": [], f"length_sorted_batch_{args.batch_size}": []}
+    times = {name: [] for name in arms}
     results = {}
-    for _ in range(args.rounds):
-        for name, fn in (
-            ("input_order_batch_8", lambda: unsorted_batches(8)),
-            (
-                f"length_sorted_batch_{args.batch_size}",
-                lambda: digit_probabilities(model, tokenizer, convs, batch_size=args.batch_size),
-            ),
-        ):
+    for round_no in range(args.rounds):
+        names = list(arms)
+        names = names[round_no % len(names) :] + names[: round_no % len(names)]  # rotate the order
+        for name in names:
             start = time.perf_counter()
-            results[name] = fn()
+            results[name] = arms[name]()
             times[name].append(time.perf_counter() - start)
-    old, new = times["input_order_batch_8"], times[f"length_sorted_batch_{args.batch_size}"]
-    ratios = [o / n for o, n in zip(old, new)]
-    max_diff = max(abs(a - b) for pa, pb in zip(*results.values()) for a, b in zip(pa, pb))
-    per_prompt = statistics.median(new) / len(convs)
+    reference = f"full_logits_batch_{args.batch_size}"
+    speedups = {}
+    for name in arms:
+        if name == reference:
+            continue
+        ratios = [o / n for o, n in zip(times[reference], times[name])]
+        low, high = t_interval(ratios) if len(ratios) > 1 else (None, None)
+        speedups[name] = {
+            "mean": round(statistics.mean(ratios), 3),
+            "ci95": [round(low, 3), round(high, 3)] if low is not None else None,
+            "per_round": [round(r, 3) for r in ratios],
+        }
+    max_diff = {
+        name: max(abs(a - b) for pa, pb in zip(results[reference], results[name]) for a, b in zip(pa, pb))
+        for name in arms
+        if name != reference
+    }
+    rendered = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in convs]
+    tokens = sum(len(ids) for ids in tokenizer(rendered, add_special_tokens=False)["input_ids"])
     out = {
         "prompts": len(convs),
         "items": df.height,
+        "prompt_tokens": tokens,
         "rounds": args.rounds,
         "seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
         "prompts_per_s": {k: round(len(convs) / statistics.median(v), 2) for k, v in times.items()},
-        "speedup_median": round(statistics.median(ratios), 3),
-        "speedup_range": [round(min(ratios), 3), round(max(ratios), 3)],
-        "wilcoxon_p_old_slower": (
-            float(stats.wilcoxon(old, new, alternative="greater").pvalue) if args.rounds >= 5 else None
-        ),
-        "max_probability_difference": max_diff,
-        "estimated_seconds_for_2025_prompts": round(per_prompt * 2025, 1),
+        "speedup_vs_full_logits_paired": speedups,
+        "max_probability_difference_vs_full_logits": max_diff,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "hardware_before": hardware_before,
         "hardware_after": cpu_info(),
     }

@@ -72,6 +72,14 @@ def test_set_metric_statistic_equals_the_diversity_definitions():
     st = sc.SetStatistic("distinct_2", texts, langs)
     idx = np.array([[0, 0, 1, 2, 4], [3, 3, 3, 3, 3]])
     assert st(idx).tolist() == pytest.approx([float(st(idx[0])), float(st(idx[1]))])
+    # a resample with repeats equals the diversity definitions on the texts it picks, for every metric
+    # (the statistic sums n-gram counts as picks x counts: a repeated reply counts twice)
+    for metric in sc.SET_METRICS:
+        picks = [0, 0, 2, 4, 4]
+        en, ja = [texts[i] for i in picks if langs[i] == "en"], [texts[i] for i in picks if langs[i] == "ja"]
+        expected = 0.6 * diversity_scores(en, "en")[metric] + 0.4 * diversity_scores(ja, "ja")[metric]
+        batch = sc.SetStatistic(metric, texts, langs)(np.array([picks, picks[::-1]]))
+        assert batch.shape == (2,) and batch.tolist() == pytest.approx([expected, expected], rel=1e-5)
 
 
 def test_set_metric_interval_contains_its_estimate_and_matches_the_sampling_spread():
