@@ -206,10 +206,14 @@ def _grouped_digit_probabilities(
     """Per group: the shared prefix once (batch 1, its KV cache kept), then the group's suffixes as one
     right-padded batch continuing from it (explicit positions; a pad token comes after the real ones, so a
     causal model's real positions never see it), read at each suffix's last real token."""
+    import inspect
     import time
 
     import torch
 
+    # transformers 5 renamed the KV-cache argument and output `past_key_values` -> `cache` (the old name
+    # is deprecated); pyproject allows 4.56 too, which only knows the old one
+    cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     members: dict = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
@@ -233,15 +237,18 @@ def _grouped_digit_probabilities(
             cache = None
             if shared:
                 prefix = torch.tensor([seqs[0][:shared]], device=model.device)
-                cache = model(
-                    input_ids=prefix, use_cache=True, **({"logits_to_keep": 1} if keeps_logits else {})
-                ).past_key_values
+                cache = getattr(
+                    model(
+                        input_ids=prefix, use_cache=True, **({"logits_to_keep": 1} if keeps_logits else {})
+                    ),
+                    cache_name,
+                )
                 cache.batch_repeat_interleave(len(seqs))
             logits = model(
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                **{cache_name: cache},
                 use_cache=cache is not None,
                 **({"logits_to_keep": wanted} if keeps_logits else {}),
             ).logits
